@@ -1,0 +1,104 @@
+// The socket to /wb/ with the chat.v1 subprotocol: heartbeat, reconnect with backoff.
+//
+// Heartbeat: a {"type":"ping"} every 5 s; if nothing at all arrives for 10 s the
+// connection is taken for dead, closed and opened again.
+// Reconnect: the first retry within 1 s, then doubling up to 15 s, each with jitter.
+
+const PING_EVERY_MS = 5000;
+const DEAD_AFTER_MS = 10000;
+const FIRST_RETRY_MS = 1000;
+const LONGEST_RETRY_MS = 15000;
+
+export function retryDelay(attempt) {
+  const ceiling = Math.min(LONGEST_RETRY_MS, FIRST_RETRY_MS * 2 ** attempt);
+  return Math.round(ceiling * (0.5 + Math.random() * 0.5));
+}
+
+/**
+ * Keeps one socket open to `channel()`'s channel.
+ * Callbacks: onMessage(frame), onState(state, detail) with state one of
+ * "connecting", "connected", "reconnecting" (detail: seconds until retry), "offline".
+ */
+export function connect({ onMessage, onState }) {
+  let socket = null;
+  let attempt = 0;
+  let lastHeard = 0;
+  let heartbeat = null;
+  let retryTimer = null;
+  let countdown = null;
+  let stopped = false;
+
+  function url() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${scheme}//${location.host}/wb/`;
+  }
+
+  function open() {
+    clearTimeout(retryTimer);
+    clearInterval(countdown);
+    onState(attempt === 0 ? "connecting" : "reconnecting", 0);
+    const current = new WebSocket(url(), ["chat.v1"]);
+    socket = current;
+    current.onopen = () => {
+      attempt = 0;
+      lastHeard = Date.now();
+      onState("connected");
+      heartbeat = setInterval(() => {
+        if (Date.now() - lastHeard > DEAD_AFTER_MS) {
+          current.close(4000, "no heartbeat");
+          dropped(current);
+          return;
+        }
+        if (current.readyState === WebSocket.OPEN) current.send(JSON.stringify({ type: "ping" }));
+      }, PING_EVERY_MS);
+    };
+    current.onmessage = (event) => {
+      lastHeard = Date.now();
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (frame.type !== "pong") onMessage(frame);
+    };
+    current.onclose = () => dropped(current);
+  }
+
+  function dropped(which) {
+    if (which !== socket) return;
+    socket = null;
+    clearInterval(heartbeat);
+    if (stopped) return;
+    if (!navigator.onLine) {
+      onState("offline");
+      return;
+    }
+    const delay = retryDelay(attempt++);
+    let left = Math.ceil(delay / 1000);
+    onState("reconnecting", left);
+    countdown = setInterval(() => onState("reconnecting", Math.max(0, --left)), 1000);
+    retryTimer = setTimeout(open, delay);
+  }
+
+  window.addEventListener("online", () => {
+    if (!socket && !stopped) {
+      attempt = 0;
+      open();
+    }
+  });
+
+  open();
+
+  return {
+    /** Closes the socket and opens a new one (after the channel cookie changed). */
+    reopen() {
+      const old = socket;
+      socket = null;
+      clearInterval(heartbeat);
+      if (old) old.close(1000, "switching channel");
+      attempt = 0;
+      open();
+    },
+  };
+}

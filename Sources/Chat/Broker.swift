@@ -1,0 +1,51 @@
+import NIOCore
+import ServiceLifecycle
+
+/// Stores and publishes messages, and feeds each instance the channels it serves.
+///
+/// Two implementations share one behaviour: ``RedisBroker`` connects any number of
+/// instances through Redis; ``MemoryBroker`` serves a single instance without Redis.
+public protocol Broker: Sendable, CustomStringConvertible {
+    /// Hands `data` to the broker. Returns only once the broker has accepted it.
+    /// - Throws: ``BrokerError``; nothing was published when it throws `.unavailable`.
+    func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message
+
+    /// Adds a listener to `channel` on this instance; the future completes once messages
+    /// published from then on will reach the hub. Balance every call with ``leave(_:)``,
+    /// also when the future fails.
+    func join(_ channel: ChannelName, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+
+    /// Removes a listener added by ``join(_:on:)``.
+    func leave(_ channel: ChannelName)
+
+    /// Checks that the broker can serve, once at start.
+    /// - Throws: ``BrokerError`` naming what cannot be reached.
+    func start() async throws
+
+    /// Long-lived connections to run beside the server, stopped after it.
+    var services: [any Service] { get }
+}
+
+/// Why the broker could not do what was asked.
+public struct BrokerError: Error, Sendable, CustomStringConvertible {
+    /// The kind of failure.
+    public enum Kind: Sendable {
+        /// The backing store cannot be reached now; try again later.
+        case unavailable
+        /// The backing store refused the request.
+        case failed
+    }
+
+    /// The kind of failure.
+    public var kind: Kind
+    /// A message a person can act on.
+    public var message: String
+
+    /// Creates an error.
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+}

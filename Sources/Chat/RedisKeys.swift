@@ -1,0 +1,22 @@
+/// The Redis names Chatroom uses for one channel.
+///
+/// Every name holds the channel in a hash tag (`{…}`), so all of one channel's keys
+/// live in the same Redis Cluster slot and one script may touch them together.
+struct RedisKeys: Sendable {
+    /// The prefix of every name, `chatroom`.
+    static let prefix = "chatroom"
+
+    /// Hash with the channel's `offset` (last offset handed out) and `epoch`.
+    static func meta(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:meta" }
+
+    /// The pub/sub channel that carries the channel's envelopes between instances.
+    static func messages(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:messages" }
+
+    /// The chat channel of a pub/sub channel name, `nil` for names Chatroom did not make.
+    static func channel(ofMessages name: String) -> ChannelName? {
+        let head = "\(prefix):{"
+        let tail = "}:messages"
+        guard name.hasPrefix(head), name.hasSuffix(tail), name.count > head.count + tail.count else { return nil }
+        return ChannelName(String(name.dropFirst(head.count).dropLast(tail.count)))
+    }
+}

@@ -1,0 +1,75 @@
+import Chat
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOPosix
+import Redis
+
+/// The server could not start; `message` says why in one line.
+public struct StartupError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// Builds the whole chat service: broker, hub, HTTP routes and the `/wb/` pipeline.
+///
+/// Checks the broker before returning: with `--broker redis`, Redis must answer.
+/// - Parameters:
+///   - configuration: what to serve and where.
+///   - logger: where everything logs.
+///   - onServerRunning: called with the listening channel once the port is bound.
+/// - Throws: ``StartupError`` when the broker cannot serve or the page cannot be built.
+public func buildApplication(
+    _ configuration: ChatConfiguration,
+    logger: Logger,
+    onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+) async throws -> some ApplicationProtocol {
+    let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    let hub = Hub(eventLoopGroup: eventLoopGroup, encode: WireFormat.frames(of:))
+    let broker: any Broker
+    switch configuration.broker {
+    case .memory:
+        broker = MemoryBroker(deliver: hub.deliver)
+    case .redis:
+        let redis: RedisConfiguration
+        do {
+            redis = try RedisConfiguration(url: configuration.redisURL)
+        } catch let error as RedisError {
+            throw StartupError(message: "Invalid --redis-url: \(error.message)")
+        }
+        broker = RedisBroker(configuration: redis, eventLoopGroup: eventLoopGroup, logger: logger, deliver: hub.deliver)
+    }
+    do {
+        try await broker.start()
+    } catch {
+        throw StartupError(message: "\(error). Start Redis, point --redis-url at it, or run a single instance with --broker memory.")
+    }
+
+    let catalog = AssetCatalog.embedded(publicDirectory: configuration.publicDirectory)
+    let router = Router()
+    do {
+        try PageController(catalog: catalog, configuration: configuration).addRoutes(to: router)
+    } catch {
+        throw StartupError(message: "The page template does not compile: \(error)")
+    }
+    SendController(broker: broker, maximumMessageSize: configuration.maximumMessageSize).addRoutes(to: router)
+
+    let context = ChatServerContext(
+        hub: hub,
+        broker: broker,
+        settings: .init(maximumMessageSize: configuration.maximumMessageSize)
+    )
+    let drain = SocketDrain(hub: hub, pingInterval: configuration.pingInterval, drainTimeout: configuration.drainTimeout, logger: logger)
+    return Application(
+        router: router,
+        server: HTTPServerBuilder { responder in
+            ChatChildChannel(responder: responder, context: context, idleTimeout: .seconds(75), logger: logger)
+        },
+        configuration: .init(address: .hostname(configuration.hostname, port: configuration.port), serverName: nil),
+        services: broker.services + [drain],
+        onServerRunning: onServerRunning,
+        eventLoopGroupProvider: .shared(eventLoopGroup),
+        logger: logger
+    )
+}

@@ -1,0 +1,129 @@
+import Chat
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+
+/// Everything a connection needs from the running server.
+struct ChatServerContext: Sendable {
+    struct Settings: Sendable {
+        /// Largest message, in bytes, over `/send/` or a socket.
+        var maximumMessageSize: Int
+    }
+
+    var hub: Hub
+    var broker: any Broker
+    var settings: Settings
+}
+
+/// One port for both: HTTP requests go to Hummingbird's router, `/wb/` upgrades go to
+/// a lean SwiftNIO pipeline (``ChatSocket``) with no Task per socket.
+///
+/// Modelled on hummingbird-websocket's `HTTP1WebSocketUpgradeChannel`, with its
+/// async per-socket handler replaced by ``ChatUpgrader``.
+struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
+    /// What became of a new connection.
+    enum Outcome: Sendable {
+        /// A `/wb/` socket, now served by the NIO pipeline alone.
+        case webSocket
+        /// Plain HTTP for the router.
+        case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        /// A WebSocket upgrade that was refused: answer with the refusal and close.
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, UpgradeRefusal)
+    }
+
+    struct Value: ServerChildChannelValue {
+        let outcome: EventLoopFuture<Outcome>
+        let channel: any Channel
+    }
+
+    let responder: HTTPChannelHandler.Responder
+    let context: ChatServerContext
+    let idleTimeout: Duration?
+    let logger: Logger
+
+    init(responder: @escaping HTTPChannelHandler.Responder, context: ChatServerContext, idleTimeout: Duration?, logger: Logger) {
+        self.responder = Self.redirectingLateUpgrades(responder)
+        self.context = context
+        self.idleTimeout = idleTimeout
+        self.logger = logger
+    }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let refusal = NIOLoopBoundBox<UpgradeRefusal?>(nil, eventLoop: channel.eventLoop)
+            let upgrader = ChatUpgrader(channel: channel, context: context, refusal: refusal, logger: self.logger)
+            let idleTimeout = self.idleTimeout
+            let connectionLogger = self.logger
+            let upgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration<Outcome>(
+                upgraders: [upgrader],
+                notUpgradingCompletionHandler: { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                        try channel.pipeline.syncOperations.addHandler(
+                            HTTPConnectionStateHandler(idleTimeout: idleTimeout, logger: connectionLogger)
+                        )
+                        let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                            wrappingChannelSynchronously: channel,
+                            configuration: .init(isOutboundHalfClosureEnabled: true)
+                        )
+                        if let refused = refusal.value { return .refused(http, refused) }
+                        return .http(http)
+                    }
+                }
+            )
+            var configuration = NIOUpgradableHTTPServerPipelineConfiguration<Outcome>(upgradeConfiguration: upgradeConfiguration)
+            configuration.enablePipelining = false
+            configuration.enableErrorHandling = false
+            configuration.enableResponseHeaderValidation = false
+            let outcome = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            return Value(outcome: outcome, channel: channel)
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        do {
+            switch try await value.outcome.get() {
+            case .webSocket:
+                return  // the socket lives on in its NIO pipeline
+            case .http(let http):
+                await handleHTTP(asyncChannel: http, logger: logger)
+            case .refused(let http, let refusal):
+                await refuse(http, refusal)
+            }
+        } catch {
+            logger.debug("Connection ended before it was set up", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Answers a refused upgrade with its status and a message a person can read.
+    private func refuse(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, _ refusal: UpgradeRefusal) async {
+        let body = ByteBuffer(string: refusal.message + "\n")
+        let head = HTTPResponse(
+            status: .init(code: Int(refusal.status.code)),
+            headerFields: [.connection: "close", .contentType: "text/plain; charset=utf-8", .contentLength: String(body.readableBytes)]
+        )
+        try? await http.executeThenClose { _, outbound in
+            try await outbound.write(contentsOf: [.head(head), .body(body), .end(nil)])
+        }
+    }
+
+    /// NIO can upgrade only the first request of a connection; a later request asking
+    /// for a WebSocket is redirected to the same URL on a new connection.
+    private static func redirectingLateUpgrades(_ responder: @escaping HTTPChannelHandler.Responder) -> HTTPChannelHandler.Responder {
+        struct RedirectedUpgrade: Error {}
+        return { request, writer, channel in
+            if request.headers[.upgrade]?.lowercased() == "websocket" {
+                var location = request.uri.path
+                if let query = request.uri.query { location += "?\(query)" }
+                try await writer.writeResponse(HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: location]))
+                throw RedirectedUpgrade()
+            }
+            try await responder(request, writer, channel)
+        }
+    }
+}

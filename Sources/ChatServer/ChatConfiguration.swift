@@ -1,0 +1,36 @@
+import Chat
+
+/// Everything the server can be told at start.
+public struct ChatConfiguration: Sendable {
+    /// Which broker carries messages.
+    public enum BrokerKind: String, Sendable, CaseIterable {
+        /// Redis: any number of instances share channels (the default).
+        case redis
+        /// In-process: one instance, no Redis.
+        case memory
+    }
+
+    /// Address to listen on.
+    public var hostname = "127.0.0.1"
+    /// Port to listen on; 0 picks a free one.
+    public var port = 8000
+    /// Which broker carries messages.
+    public var broker = BrokerKind.redis
+    /// Where Redis is, for the Redis broker.
+    public var redisURL = "redis://127.0.0.1:6379"
+    /// The channels shown as tabs on the page.
+    public var channels: [ChannelName] = [ChannelName("channel_1")!, ChannelName("channel_2")!]
+    /// Serve Public/ from this folder instead of the copy in the binary.
+    public var publicDirectory: String?
+    /// Largest message, in bytes of UTF-8, over `/send/` or a socket.
+    public var maximumMessageSize = 64 * 1024
+    /// How often the server pings each socket; a socket that misses a ping is closed at the next.
+    public var pingInterval: Duration = .seconds(10)
+    /// How long shutdown waits for sockets to close after telling them to go away.
+    public var drainTimeout: Duration = .seconds(10)
+    /// The page title.
+    public var title = "Chatroom"
+
+    /// The defaults.
+    public init() {}
+}

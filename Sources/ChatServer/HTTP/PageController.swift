@@ -1,0 +1,56 @@
+import Chat
+import HTTPTypes
+import Hummingbird
+import Mustache
+import NIOCore
+
+/// `GET /`: the chat page; and the page's files (`/app.js`, `/chat.css`, …).
+struct PageController: Sendable {
+    let catalog: AssetCatalog
+    let page: ByteBuffer
+    let pageETag: String
+
+    /// Renders the page shell once: it depends only on the configuration.
+    init(catalog: AssetCatalog, configuration: ChatConfiguration) throws {
+        self.catalog = catalog
+        let template = try MustacheTemplate(string: catalog.pageTemplate)
+        let html = template.render([
+            "title": configuration.title,
+            "channels": configuration.channels.map { ["name": $0.rawValue] },
+            "maximumMessageLength": configuration.maximumMessageSize,
+        ] as [String: Any])
+        self.page = ByteBuffer(string: html)
+        self.pageETag = html.utf8.withContiguousStorageIfAvailable { AssetCatalog.etag(of: UnsafeRawBufferPointer($0)) } ?? "\"page\""
+    }
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        router.get("/") { request, _ in
+            Self.respond(with: page, contentType: "text/html; charset=utf-8", etag: pageETag, to: request)
+        }
+        for path in catalog.publicDirectory == nil ? Array(catalog.publicFiles.keys) : [] {
+            router.get(RouterPath(path)) { request, _ in try serve(path, to: request) }
+        }
+        if catalog.publicDirectory != nil {
+            router.get("/**") { request, _ in try serve(request.uri.path, to: request) }
+        }
+    }
+
+    private func serve(_ path: String, to request: Request) throws -> Response {
+        guard let asset = catalog.asset(at: path) else {
+            throw PlainTextError(status: .notFound, message: "No such file: \(path.prefix(100))")
+        }
+        return Self.respond(with: asset.bytes, contentType: asset.contentType, etag: asset.etag, to: request)
+    }
+
+    /// Answers with the bytes, or 304 when the client's copy is current. `no-cache`
+    /// makes browsers revalidate: the names carry no version, so a new binary shows at once.
+    private static func respond(with bytes: ByteBuffer, contentType: String, etag: String, to request: Request) -> Response {
+        var headers: HTTPFields = [.eTag: etag, .cacheControl: "no-cache"]
+        if let cached = request.headers[.ifNoneMatch], cached.split(separator: ",").contains(where: { $0.trimmingSpaces == etag[...] }) {
+            return Response(status: .notModified, headers: headers)
+        }
+        headers[.contentType] = contentType
+        headers[.contentLength] = String(bytes.readableBytes)
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: bytes))
+    }
+}

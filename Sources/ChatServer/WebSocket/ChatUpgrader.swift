@@ -1,0 +1,140 @@
+import Chat
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// Why a WebSocket upgrade was refused: answered as an HTTP error instead of 101.
+struct UpgradeRefusal: Error, Sendable {
+    var status: HTTPResponseStatus
+    var message: String
+}
+
+/// The upgrade of a request to a `/wb/` socket, done the lean way.
+///
+/// NIO's own upgrader checks the handshake and computes `Sec-WebSocket-Accept`; this
+/// one then installs only the frame decoder and a ``ChatSocket`` — no frame encoder,
+/// because the hub writes frames it encoded itself.
+struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
+    typealias UpgradeResult = ChatChildChannel.Outcome
+
+    struct Request: Sendable {
+        var channel: ChannelName
+        var format: WireFormat
+    }
+
+    let supportedProtocol = "websocket"
+    let requiredUpgradeHeaders: [String] = []
+
+    private let handshake: NIOTypedWebSocketServerUpgrader<ChatChildChannel.Outcome>
+    private let accepted: NIOLoopBoundBox<Request?>
+    private let context: ChatServerContext
+    private let logger: Logger
+
+    /// - Parameter refusal: where to leave the reason when the upgrade is refused.
+    init(channel: any Channel, context: ChatServerContext, refusal: NIOLoopBoundBox<UpgradeRefusal?>, logger: Logger) {
+        let accepted = NIOLoopBoundBox<Request?>(nil, eventLoop: channel.eventLoop)
+        self.accepted = accepted
+        self.context = context
+        self.logger = logger
+        self.handshake = NIOTypedWebSocketServerUpgrader(
+            maxFrameSize: context.settings.maximumMessageSize,
+            enableAutomaticErrorHandling: false,
+            shouldUpgrade: { channel, head in
+                Self.decide(channel: channel, head: head, context: context, logger: logger).map { decision in
+                    switch decision {
+                    case .success(let (request, headers)):
+                        accepted.value = request
+                        return headers
+                    case .failure(let error):
+                        refusal.value = error
+                        return nil
+                    }
+                }
+            },
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeFailedFuture(UpgradeRefusal(status: .internalServerError, message: "unused"))
+            }
+        )
+    }
+
+    func buildUpgradeResponse(
+        channel: any Channel,
+        upgradeRequest: HTTPRequestHead,
+        initialResponseHeaders: HTTPHeaders
+    ) -> EventLoopFuture<HTTPHeaders> {
+        handshake.buildUpgradeResponse(channel: channel, upgradeRequest: upgradeRequest, initialResponseHeaders: initialResponseHeaders)
+    }
+
+    func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<ChatChildChannel.Outcome> {
+        channel.eventLoop.makeCompletedFuture {
+            guard let request = accepted.value else {
+                throw UpgradeRefusal(status: .internalServerError, message: "upgrade without a decision")
+            }
+            try channel.pipeline.syncOperations.addHandler(
+                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: context.settings.maximumMessageSize))
+            )
+            try channel.pipeline.syncOperations.addHandler(
+                ChatSocket(
+                    channelName: request.channel,
+                    format: request.format,
+                    hub: context.hub.loop(for: channel.eventLoop),
+                    settings: .init(maximumMessageSize: context.settings.maximumMessageSize, closeTimeout: .seconds(2)),
+                    logger: logger
+                )
+            )
+            return .webSocket
+        }
+    }
+
+    /// Decides whether a request may become a socket, and on which channel.
+    ///
+    /// On success the instance has joined the channel in the broker, so the 101 is
+    /// sent only once messages will flow; the join is released when the connection closes.
+    private static func decide(
+        channel: any Channel,
+        head: HTTPRequestHead,
+        context: ChatServerContext,
+        logger: Logger
+    ) -> EventLoopFuture<Result<(Request, HTTPHeaders), UpgradeRefusal>> {
+        let eventLoop = channel.eventLoop
+        let (path, query) = splitURI(head.uri)
+        guard path == "/wb/" || path == "/wb" else {
+            return eventLoop.makeSucceededFuture(.failure(UpgradeRefusal(
+                status: .notFound, message: "There is no WebSocket at \(path.prefix(100)); chat sockets live at /wb/"
+            )))
+        }
+        let name = query.flatMap { FormData.value("channel", in: $0) } ?? CookieHeader.value("channel", in: head.headers["cookie"])
+        let channelName: ChannelName
+        do {
+            channelName = try name.map { name throws(ChannelNameError) in try ChannelName(validating: name) } ?? .fallback
+        } catch {
+            logger.info("Refused a WebSocket upgrade", metadata: ["reason": "\(error.reason)"])
+            return eventLoop.makeSucceededFuture(.failure(UpgradeRefusal(status: .badRequest, message: "Invalid channel name: \(error.reason).")))
+        }
+        let offered = head.headers[canonicalForm: "sec-websocket-protocol"].map(String.init)
+        guard let format = WireFormat(offered: offered) else {
+            logger.info("Refused a WebSocket upgrade", metadata: ["reason": "unknown subprotocol", "offered": "\(offered)"])
+            return eventLoop.makeSucceededFuture(.failure(UpgradeRefusal(
+                status: .badRequest,
+                message: "Unsupported WebSocket subprotocol; this server speaks \(WireFormat.chatV1Name), or the original raw text protocol when none is asked for."
+            )))
+        }
+        var headers = HTTPHeaders()
+        if format == .chatV1 { headers.add(name: "Sec-WebSocket-Protocol", value: WireFormat.chatV1Name) }
+        let broker = context.broker
+        channel.closeFuture.whenComplete { _ in broker.leave(channelName) }
+        return broker.join(channelName, on: eventLoop).map { .success((Request(channel: channelName, format: format), headers)) }
+            .flatMapErrorThrowing { error in
+                logger.warning("Refused a WebSocket upgrade: the broker cannot serve", metadata: ["channel": "\(channelName)", "error": "\(error)"])
+                return .failure(UpgradeRefusal(status: .serviceUnavailable, message: "The chat is temporarily unavailable (\(error)); retry shortly."))
+            }
+    }
+
+    /// Splits a request target into its path and query.
+    static func splitURI(_ uri: String) -> (path: Substring, query: Substring?) {
+        guard let mark = uri.firstIndex(of: "?") else { return (uri[...], nil) }
+        return (uri[..<mark], uri[uri.index(after: mark)...])
+    }
+}

@@ -1,0 +1,66 @@
+import NIOCore
+
+/// Encodes server-to-client WebSocket frames (RFC 6455 §5.2: FIN set, unmasked).
+///
+/// A whole frame — header and payload — goes into one buffer, so the hub can encode a
+/// message once and write the same bytes to every socket.
+enum WebSocketWire {
+    static let text: UInt8 = 0x1
+    static let binary: UInt8 = 0x2
+    static let close: UInt8 = 0x8
+    static let ping: UInt8 = 0x9
+    static let pong: UInt8 = 0xA
+
+    /// One final frame with `opcode` and `payload`.
+    static func frame(opcode: UInt8, payload: ByteBuffer) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: payload.readableBytes + 10)
+        writeHeader(opcode: opcode, length: payload.readableBytes, into: &buffer)
+        buffer.writeImmutableBuffer(payload)
+        return buffer
+    }
+
+    /// One final text frame holding the UTF-8 bytes written by `body`.
+    static func textFrame(estimatedLength: Int, _ body: (inout ByteBuffer) -> Void) -> ByteBuffer {
+        var payload = ByteBufferAllocator().buffer(capacity: estimatedLength)
+        body(&payload)
+        return frame(opcode: text, payload: payload)
+    }
+
+    /// A close frame with a status code and a reason cut to the 123 bytes a control frame allows.
+    static func closeFrame(code: WebSocketCloseCode, reason: String) -> ByteBuffer {
+        var payload = ByteBufferAllocator().buffer(capacity: 2 + min(reason.utf8.count, 123))
+        payload.writeInteger(code.rawValue)
+        var bytes = Array(reason.utf8.prefix(123))
+        while !bytes.isEmpty && String(validating: bytes, as: UTF8.self) == nil { bytes.removeLast() }
+        payload.writeBytes(bytes)
+        return frame(opcode: close, payload: payload)
+    }
+
+    private static func writeHeader(opcode: UInt8, length: Int, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(0x80 | opcode)
+        switch length {
+        case ..<126:
+            buffer.writeInteger(UInt8(length))
+        case ..<65536:
+            buffer.writeInteger(UInt8(126))
+            buffer.writeInteger(UInt16(length))
+        default:
+            buffer.writeInteger(UInt8(127))
+            buffer.writeInteger(UInt64(length))
+        }
+    }
+}
+
+/// The close codes the server sends (RFC 6455 §7.4.1).
+struct WebSocketCloseCode: RawRepresentable, Hashable, Sendable {
+    var rawValue: UInt16
+    static let normal = Self(rawValue: 1000)
+    static let goingAway = Self(rawValue: 1001)
+    static let protocolError = Self(rawValue: 1002)
+    static let unsupportedData = Self(rawValue: 1003)
+    static let invalidPayload = Self(rawValue: 1007)
+    static let policyViolation = Self(rawValue: 1008)
+    static let messageTooBig = Self(rawValue: 1009)
+    static let internalError = Self(rawValue: 1011)
+    static let tryAgainLater = Self(rawValue: 1013)
+}

@@ -1,0 +1,116 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import ServiceLifecycle
+
+/// A Redis client that keeps one pipelined connection open and reconnects when it drops.
+///
+/// Run it as a `Service`: ``run()`` reconnects with ``Backoff`` until graceful shutdown.
+/// While no connection is up, ``send(_:)`` fails at once with `.unavailable`, so a
+/// caller can answer its own client promptly instead of queueing behind an outage.
+public final class RedisClient: Service, Sendable {
+    /// Where Redis is.
+    public let configuration: RedisConfiguration
+    private let eventLoop: any EventLoop
+    private let logger: Logger
+    private let state = NIOLockedValueBox(State())
+
+    private struct State {
+        var connection: RedisConnection?
+        var isShutdown = false
+        var onConnect: [@Sendable (RedisConnection) async -> Void] = []
+    }
+
+    /// Creates a client; nothing connects until ``connect()`` or ``run()``.
+    public init(configuration: RedisConfiguration, eventLoop: any EventLoop, logger: Logger) {
+        self.configuration = configuration
+        self.eventLoop = eventLoop
+        self.logger = logger
+    }
+
+    /// Whether a connection is up right now.
+    public var isConnected: Bool { state.withLockedValue { $0.connection != nil } }
+
+    /// Registers work to do on every new connection (e.g. loading scripts), before it serves commands.
+    public func onConnect(_ action: @escaping @Sendable (RedisConnection) async -> Void) {
+        state.withLockedValue { $0.onConnect.append(action) }
+    }
+
+    /// Connects once; fails if Redis cannot be reached. Used at start to refuse to run without Redis.
+    public func connect() async throws {
+        _ = try await establish()
+    }
+
+    /// Sends a command on the current connection.
+    /// - Throws: ``RedisError``; `.unavailable` at once while reconnecting.
+    public func send(_ command: RedisCommand) async throws -> RESPValue {
+        guard let connection = state.withLockedValue({ $0.connection }) else {
+            throw RedisError(.unavailable, "not connected to Redis at \(configuration); reconnecting")
+        }
+        return try await connection.send(command)
+    }
+
+    /// Keeps the connection up until graceful shutdown.
+    public func run() async throws {
+        var backoff = Backoff()
+        await withGracefulShutdownHandler {
+            while !Task.isCancelled && !state.withLockedValue({ $0.isShutdown }) {
+                let connection: RedisConnection
+                if let current = state.withLockedValue({ $0.connection }) {
+                    connection = current
+                } else {
+                    do {
+                        connection = try await establish()
+                        logger.info("Connected to Redis", metadata: ["redis": "\(configuration)"])
+                    } catch {
+                        let delay = backoff.next()
+                        logger.warning(
+                            "Cannot reach Redis; retrying",
+                            metadata: ["redis": "\(configuration)", "error": "\(error)", "retry_in": "\(delay)"]
+                        )
+                        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+                        continue
+                    }
+                }
+                backoff.reset()
+                try? await connection.closeFuture.get()
+                let shuttingDown = state.withLockedValue { state in
+                    if state.connection === connection { state.connection = nil }
+                    return state.isShutdown
+                }
+                if shuttingDown { break }
+                logger.warning("Lost the connection to Redis; reconnecting", metadata: ["redis": "\(configuration)"])
+                let delay = backoff.next()
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+            }
+        } onGracefulShutdown: {
+            self.shutdown()
+        }
+    }
+
+    /// Closes the connection and stops reconnecting.
+    public func shutdown() {
+        let connection = state.withLockedValue { state in
+            state.isShutdown = true
+            return state.connection
+        }
+        connection?.close()
+    }
+
+    private func establish() async throws -> RedisConnection {
+        let connection = try await RedisConnection.connect(configuration: configuration, eventLoop: eventLoop, logger: logger)
+        for action in state.withLockedValue({ $0.onConnect }) {
+            await action(connection)
+        }
+        let accepted = state.withLockedValue { state in
+            guard !state.isShutdown else { return false }
+            state.connection = connection
+            return true
+        }
+        if !accepted {
+            connection.close()
+            throw RedisError(.shutdown, "the Redis client is shut down")
+        }
+        return connection
+    }
+}

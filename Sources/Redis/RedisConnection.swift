@@ -1,0 +1,163 @@
+import Logging
+import NIOCore
+import NIOPosix
+
+/// One connection to Redis that pipelines commands: each command is written as soon
+/// as it is sent, and replies are matched to commands in order.
+///
+/// A command that gets no reply within the configuration's `commandTimeout` fails with
+/// `.timeout`, and the connection is closed: a Redis that stops answering is treated as
+/// gone, so callers learn of it quickly instead of waiting on a dead socket.
+public final class RedisConnection: Sendable {
+    /// The NIO channel under this connection.
+    public let channel: any Channel
+    private let configuration: RedisConfiguration
+
+    private init(channel: any Channel, configuration: RedisConfiguration) {
+        self.channel = channel
+        self.configuration = configuration
+    }
+
+    /// Connects, logs in and selects the database.
+    public static func connect(
+        configuration: RedisConfiguration,
+        eventLoop: any EventLoop,
+        logger: Logger
+    ) async throws -> RedisConnection {
+        let channel = try await RedisConnection.bootstrap(configuration: configuration, eventLoop: eventLoop) { channel in
+            try channel.pipeline.syncOperations.addHandler(RedisCommandHandler())
+        }
+        let connection = RedisConnection(channel: channel, configuration: configuration)
+        do {
+            for command in configuration.handshake {
+                _ = try await connection.send(command)
+            }
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+        return connection
+    }
+
+    /// Sends one command and waits for its reply.
+    /// - Throws: ``RedisError``: `.server` when Redis answered with an error, `.timeout`,
+    ///   `.connectionClosed` or `.protocolError` when the connection failed.
+    public func send(_ command: RedisCommand) async throws -> RESPValue {
+        let reply = try await sendFuture(command).get()
+        if case .error(let message) = reply { throw RedisError(.server, message) }
+        return reply
+    }
+
+    /// Sends one command; the future holds its reply, error replies included.
+    public func sendFuture(_ command: RedisCommand) -> EventLoopFuture<RESPValue> {
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        let channel = self.channel
+        let timeout = channel.eventLoop.scheduleTask(in: TimeAmount(configuration.commandTimeout)) {
+            promise.fail(RedisError(.timeout, "Redis did not answer \(command) within \(self.configuration.commandTimeout)"))
+            channel.close(promise: nil)
+        }
+        promise.futureResult.whenComplete { _ in timeout.cancel() }
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { _ in
+            promise.fail(RedisError(.connectionClosed, "the connection to Redis is closed"))
+        }
+        channel.writeAndFlush(RedisCommandHandler.Request(command: command, promise: promise), promise: written)
+        return promise.futureResult
+    }
+
+    /// Completes when the connection has closed.
+    public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+
+    /// Closes the connection; commands still waiting fail with `.connectionClosed`.
+    public func close() {
+        channel.close(promise: nil)
+    }
+
+    /// Opens a TCP or unix-socket connection to Redis with the given handlers.
+    static func bootstrap(
+        configuration: RedisConfiguration,
+        eventLoop: any EventLoop,
+        handlers: @escaping @Sendable (any Channel) throws -> Void
+    ) async throws -> any Channel {
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(configuration.connectTimeout))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try handlers(channel) }
+            }
+        do {
+            switch configuration.endpoint {
+            case .tcp(let host, let port):
+                return try await bootstrap
+                    .channelOption(.socketOption(.so_keepalive), value: 1)
+                    .connect(host: host, port: port).get()
+            case .unix(let path):
+                return try await bootstrap.connect(unixDomainSocketPath: path).get()
+            }
+        } catch let error as RedisError {
+            throw error
+        } catch {
+            throw RedisError(.unavailable, "cannot connect to Redis at \(configuration): \(error)")
+        }
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+/// Writes commands and completes their promises with replies, in order.
+final class RedisCommandHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = Request
+    typealias OutboundOut = ByteBuffer
+
+    struct Request: Sendable {
+        var command: RedisCommand
+        var promise: EventLoopPromise<RESPValue>
+    }
+
+    private let reader = RESPReader()
+    private var waiting = CircularBuffer<EventLoopPromise<RESPValue>>()
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let request = unwrapOutboundIn(data)
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        request.command.encode(into: &buffer)
+        waiting.append(request.promise)
+        context.write(wrapOutboundOut(buffer), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        do {
+            try reader.feed(unwrapInboundIn(data))
+            while let reply = try reader.next() {
+                guard let promise = waiting.popFirst() else {
+                    throw RedisError(.protocolError, "Redis sent a reply nobody asked for")
+                }
+                promise.succeed(reply)
+            }
+        } catch {
+            failAll(error)
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(RedisError(.connectionClosed, "the connection to Redis closed"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failAll(RedisError(.connectionClosed, "the connection to Redis failed: \(error)"))
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: any Error) {
+        while let promise = waiting.popFirst() {
+            promise.fail(error)
+        }
+    }
+}
