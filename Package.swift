@@ -98,17 +98,26 @@ let package = Package(
         ),
         .testTarget(
             name: "RedisTests",
-            dependencies: ["Redis", "CHiredis"],
+            dependencies: [
+                "Redis", "CHiredis",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "ChatTests",
-            dependencies: ["Chat"],
+            dependencies: ["Chat", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "ChatServerTests",
-            dependencies: ["ChatServer", "ChatClient"],
+            dependencies: [
+                "ChatServer", "ChatClient", "Chat",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

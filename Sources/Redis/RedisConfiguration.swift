@@ -74,7 +74,7 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
             self.init(endpoint: .tcp(host: host, port: port))
         case "unix":
             let path = components.path
-            guard path.hasPrefix("/") else { throw RedisError(.invalidURL, "'\(url)' needs an absolute socket path: unix:///path/to/redis.sock") }
+            guard path.hasPrefix("/"), (components.host ?? "").isEmpty else { throw RedisError(.invalidURL, "'\(url)' needs an absolute socket path: unix:///path/to/redis.sock") }
             self.init(endpoint: .unix(path: path))
             if let user = query["user"], !user.isEmpty { username = user }
             if let secret = query["password"] { password = secret }

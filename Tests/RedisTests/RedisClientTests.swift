@@ -1,0 +1,125 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import Redis
+
+@Suite("Redis client against redis-server")
+struct RedisClientTests {
+    let logger = Logger(label: "test")
+
+    func connect() async throws -> RedisConnection {
+        try await RedisConnection.connect(
+            configuration: RedisConfiguration(url: try TestRedis.url()),
+            eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+            logger: logger
+        )
+    }
+
+    @Test func commandsArePipelinedAndRepliesMatchInOrder() async throws {
+        let connection = try await connect()
+        defer { connection.close() }
+        let key = "test:pipeline:\(UInt64.random(in: 0...UInt64.max))"
+        let futures = (1...200).map { _ in connection.sendFuture(RedisCommand("INCR", .string(key))) }
+        var replies: [Int64] = []
+        for future in futures { replies.append(try await future.get().integer ?? -1) }
+        #expect(replies == Array(1...200))
+        _ = try await connection.send(RedisCommand("DEL", .string(key)))
+    }
+
+    @Test func serverErrorsAreTypedWithTheServersMessage() async throws {
+        let connection = try await connect()
+        defer { connection.close() }
+        let key = "test:wrongtype:\(UInt64.random(in: 0...UInt64.max))"
+        _ = try await connection.send(RedisCommand("SET", .string(key), "x"))
+        await #expect {
+            _ = try await connection.send(RedisCommand("LPUSH", .string(key), "y"))
+        } throws: { error in
+            guard let error = error as? RedisError else { return false }
+            return error.code == .server && error.serverErrorPrefix == "WRONGTYPE"
+        }
+        _ = try await connection.send(RedisCommand("DEL", .string(key)))
+    }
+
+    @Test func wrongPasswordIsRefusedClearly() async throws {
+        var configuration = try RedisConfiguration(url: try TestRedis.url())
+        configuration.password = "not-the-password"
+        await #expect {
+            _ = try await RedisConnection.connect(configuration: configuration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+        } throws: { error in
+            (error as? RedisError)?.code == .server
+        }
+    }
+
+    @Test func unreachableRedisFailsFastWithTheURL() async throws {
+        let configuration = try RedisConfiguration(url: "redis://127.0.0.1:1")
+        let client = RedisClient(configuration: configuration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+        await #expect {
+            try await client.connect()
+        } throws: { error in
+            guard let error = error as? RedisError else { return false }
+            return error.code == .unavailable && error.message.contains("redis://127.0.0.1:1")
+        }
+        await #expect {
+            _ = try await client.send(RedisCommand("PING"))
+        } throws: { error in
+            (error as? RedisError)?.code == .unavailable
+        }
+    }
+
+    @Test func subscriptionsAreReferenceCounted() async throws {
+        let configuration = try RedisConfiguration(url: try TestRedis.url())
+        let received = MessageBox()
+        let subscriber = RedisSubscriber(configuration: configuration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger) {
+            received.append($0)
+        }
+        try await subscriber.connect()
+        defer { subscriber.shutdown() }
+        let publisher = try await connect()
+        defer { publisher.close() }
+        let name = "test:refcount:\(UInt64.random(in: 0...UInt64.max))"
+
+        try await subscriber.subscribe(name).get()
+        try await subscriber.subscribe(name).get()
+        #expect(try await numberOfSubscribers(name, publisher) == 1)
+
+        subscriber.unsubscribe(name)
+        #expect(try await numberOfSubscribers(name, publisher) == 1)
+        _ = try await publisher.send(RedisCommand("PUBLISH", .string(name), "still here"))
+        try await received.waitFor(count: 1)
+        #expect(received.payloads == ["still here"])
+
+        subscriber.unsubscribe(name)
+        try await waitUntil { try await numberOfSubscribers(name, publisher) == 0 }
+        #expect(try await subscriber.subscribedChannels.get().isEmpty)
+    }
+
+    func numberOfSubscribers(_ name: String, _ connection: RedisConnection) async throws -> Int64 {
+        let reply = try await connection.send(RedisCommand("PUBSUB", "NUMSUB", .string(name)))
+        return reply.array?[1].integer ?? -1
+    }
+}
+
+/// Collects pub/sub messages across threads.
+final class MessageBox: Sendable {
+    private let messages = NIOLockedValueBox<[RedisSubscriber.Message]>([])
+    func append(_ batch: [RedisSubscriber.Message]) { messages.withLockedValue { $0 += batch } }
+    var payloads: [String] { messages.withLockedValue { $0.map { String(buffer: $0.payload) } } }
+    func waitFor(count: Int) async throws {
+        try await waitUntil { self.messages.withLockedValue { $0.count } >= count }
+    }
+}
+
+func waitUntil(timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not met within \(timeout)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
+
+import NIOConcurrencyHelpers
