@@ -1,0 +1,88 @@
+import Chat
+import ChatServer
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import ServiceLifecycle
+import Testing
+
+/// The redis-server that the test command started (see scripts/test.sh).
+///
+/// A test that needs Redis fails — it does not skip — when CHATROOM_TEST_REDIS_URL is missing.
+enum TestRedis {
+    static func url(sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+        guard let url = ProcessInfo.processInfo.environment["CHATROOM_TEST_REDIS_URL"], !url.isEmpty else {
+            Issue.record("CHATROOM_TEST_REDIS_URL is not set: run the tests with scripts/test.sh, which starts redis-server", sourceLocation: sourceLocation)
+            throw MissingRedis()
+        }
+        return url
+    }
+
+    struct MissingRedis: Error {}
+}
+
+/// A running `chatroom` on a free loopback port, in this process.
+final class TestServer: Sendable {
+    let port: Int
+    private let group: ServiceGroup
+    private let task: Task<Void, any Error>
+
+    private init(port: Int, group: ServiceGroup, task: Task<Void, any Error>) {
+        self.port = port
+        self.group = group
+        self.task = task
+    }
+
+    /// Starts a server; `configure` adjusts the configuration (broker, limits…).
+    static func start(
+        broker: ChatConfiguration.BrokerKind,
+        _ configure: (inout ChatConfiguration) -> Void = { _ in }
+    ) async throws -> TestServer {
+        var configuration = ChatConfiguration()
+        configuration.port = 0
+        configuration.broker = broker
+        if broker == .redis { configuration.redisURL = try TestRedis.url() }
+        configure(&configuration)
+        var logger = Logger(label: "test-server")
+        logger.logLevel = .warning
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let application = try await buildApplication(configuration, logger: logger) { channel in
+            continuation.yield(channel.localAddress?.port ?? 0)
+        }
+        let group = ServiceGroup(services: [application], logger: logger)
+        let task = Task { try await group.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next(), port > 0 else { throw TestServerError() }
+        return TestServer(port: port, group: group, task: task)
+    }
+
+    /// Shuts down gracefully, as on SIGTERM, and waits until it has.
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = await task.result
+    }
+
+    struct TestServerError: Error {}
+}
+
+/// Runs `body` with a server and stops the server afterwards, also when `body` throws.
+func withServer(
+    broker: ChatConfiguration.BrokerKind,
+    _ configure: (inout ChatConfiguration) -> Void = { _ in },
+    _ body: (TestServer) async throws -> Void
+) async throws {
+    let server = try await TestServer.start(broker: broker, configure)
+    do {
+        try await body(server)
+    } catch {
+        await server.stop()
+        throw error
+    }
+    await server.stop()
+}
+
+/// A fresh channel name so tests sharing one Redis never see each other's messages.
+func uniqueChannel(_ prefix: String = "t") -> String {
+    "\(prefix)_\(UInt32.random(in: 0...UInt32.max))"
+}
