@@ -1,0 +1,57 @@
+# Shared by scripts/run.sh and scripts/test.sh. Source it; do not run it.
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Installs the Debian packages that are missing (as root, or through sudo).
+ensure_packages() {
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]}"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "need root or sudo to install: ${missing[*]}"
+    sudo="sudo"
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_swift() {
+  command -v swift >/dev/null || die "Swift 6.2 or later is needed: install a toolchain from swift.org and put it on PATH"
+}
+
+# The system-wide redis-server package starts a service on port 6379 when installed;
+# that is fine for scripts/run.sh. Tests never use it: they start their own.
+
+# Starts a private redis-server on a free loopback port with no persistence.
+# Sets REDIS_PID and REDIS_PORT. Extra arguments go to redis-server.
+start_private_redis() {
+  local dir
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-redis.XXXXXX")
+  for _ in $(seq 1 20); do
+    REDIS_PORT=$(( (RANDOM << 1 | RANDOM & 1) % 30000 + 20000 ))
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
+      --logfile "$dir/redis.log" "$@" &
+    REDIS_PID=$!
+    for _ in $(seq 1 50); do
+      if redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; then return 0; fi
+      kill -0 "$REDIS_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+  done
+  die "could not start redis-server on a free port (log: $dir/redis.log)"
+}
+
+stop_private_redis() {
+  if [ -n "${REDIS_PID:-}" ]; then
+    kill "$REDIS_PID" 2>/dev/null || true
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=""
+  fi
+}

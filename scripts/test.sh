@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, starts a private redis-server on a spare
+# loopback port, runs `swift test` against it, and stops it. Arguments go to `swift test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_swift
+ensure_packages pkg-config libhiredis-dev zlib1g-dev redis-server redis-tools
+
+start_private_redis
+trap stop_private_redis EXIT
+say "redis-server for the tests on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
+
+export CHATROOM_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+swift build --build-tests
+swift test --skip-build "$@"
