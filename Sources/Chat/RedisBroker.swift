@@ -79,7 +79,7 @@ public final class RedisBroker: Broker {
         } catch {
             client.shutdown()
             subscriber.shutdown()
-            throw BrokerError(.unavailable, "cannot reach Redis at \(client.configuration): \(Self.reason(error))")
+            throw BrokerError(.unavailable, Self.reason(error))
         }
     }
 

@@ -148,7 +148,7 @@ public final class ChatWebSocket: Sendable {
 
     /// Stops reading from the socket (to play a slow reader) or starts again.
     public func setReading(_ reading: Bool) async throws {
-        try await channel.setOption(ChannelOptions.autoRead, value: reading)
+        try await channel.setOption(ChannelOptions.autoRead, value: reading).get()
     }
 }
 

@@ -73,7 +73,7 @@ public enum ChatHTTP {
         return out
     }
 
-    static func exchange(host: String, port: Int, bytes: ByteBuffer, timeout: Duration) async throws -> ByteBuffer {
+    public static func exchange(host: String, port: Int, bytes: ByteBuffer, timeout: Duration) async throws -> ByteBuffer {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))
             .connect(host: host, port: port) { channel in

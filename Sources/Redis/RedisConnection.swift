@@ -95,8 +95,11 @@ public final class RedisConnection: Sendable {
             }
         } catch let error as RedisError {
             throw error
+        } catch let error as NIOConnectionError {
+            let cause = error.connectionErrors.last.map { "\($0.error)" } ?? error.dnsAError.map { "\($0)" } ?? "\(error)"
+            throw RedisError(.unavailable, "cannot connect to Redis at \(configuration) (\(cause))")
         } catch {
-            throw RedisError(.unavailable, "cannot connect to Redis at \(configuration): \(error)")
+            throw RedisError(.unavailable, "cannot connect to Redis at \(configuration) (\(error))")
         }
     }
 }

@@ -121,8 +121,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                 message: "Unsupported WebSocket subprotocol; this server speaks \(WireFormat.chatV1Name), or the original raw text protocol when none is asked for."
             )))
         }
-        var headers = HTTPHeaders()
-        if format == .chatV1 { headers.add(name: "Sec-WebSocket-Protocol", value: WireFormat.chatV1Name) }
+        let headers: HTTPHeaders = format == .chatV1 ? ["Sec-WebSocket-Protocol": WireFormat.chatV1Name] : [:]
         let broker = context.broker
         channel.closeFuture.whenComplete { _ in broker.leave(channelName) }
         return broker.join(channelName, on: eventLoop).map { .success((Request(channel: channelName, format: format), headers)) }
