@@ -1,26 +1,12 @@
 import Chat
 import ChatServer
+import ChatTestSupport
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 import Testing
-
-/// The redis-server that the test command started (see scripts/test.sh).
-///
-/// A test that needs Redis fails — it does not skip — when CHATROOM_TEST_REDIS_URL is missing.
-enum TestRedis {
-    static func url(sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
-        guard let url = ProcessInfo.processInfo.environment["CHATROOM_TEST_REDIS_URL"], !url.isEmpty else {
-            Issue.record("CHATROOM_TEST_REDIS_URL is not set: run the tests with scripts/test.sh, which starts redis-server", sourceLocation: sourceLocation)
-            throw MissingRedis()
-        }
-        return url
-    }
-
-    struct MissingRedis: Error {}
-}
 
 /// A running `chatroom` on a free loopback port, in this process.
 final class TestServer: Sendable {

@@ -1,3 +1,4 @@
+import ChatTestSupport
 import Logging
 import NIOCore
 import NIOPosix
