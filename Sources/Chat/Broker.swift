@@ -10,6 +10,11 @@ public protocol Broker: Sendable, CustomStringConvertible {
     /// - Throws: ``BrokerError``; nothing was published when it throws `.unavailable`.
     func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message
 
+    /// Reads the channel's history: the messages after `offset` (oldest first), or the
+    /// newest `limit` messages when `offset` is `nil`.
+    /// - Throws: ``BrokerError``.
+    func history(of channel: ChannelName, after offset: Int64?, limit: Int) async throws -> History
+
     /// Adds a listener to `channel` on this instance; the future completes once messages
     /// published from then on will reach the hub. Balance every call with ``leave(_:)``,
     /// also when the future fails.

@@ -14,12 +14,13 @@ public protocol HubMember: AnyObject {
     func heartbeat(now: NIODeadline)
 }
 
-/// A message made ready for the wire once, shared by every member it goes to.
+/// An event made ready for the wire once, shared by every member it goes to.
 public struct Delivery: Sendable {
-    /// The message.
-    public let message: Message
-    /// The message encoded in each wire format the server speaks, indexed by format.
-    public let frames: [ByteBuffer]
+    /// The event.
+    public let event: ChatEvent
+    /// The event encoded in each wire format the server speaks, indexed by format;
+    /// `nil` where a format has nothing to say about it.
+    public let frames: [ByteBuffer?]
 }
 
 /// Local fan-out: channel → the members on this instance.
@@ -32,11 +33,11 @@ public struct Delivery: Sendable {
 public final class Hub: Sendable {
     private let loops: [LoopHub]
     private let loopIndex: [ObjectIdentifier: LoopHub]
-    private let encode: @Sendable (Message) -> [ByteBuffer]
+    private let encode: @Sendable (ChatEvent) -> [ByteBuffer?]
 
     /// Creates a hub over every loop of `eventLoopGroup`.
-    /// - Parameter encode: makes the wire frames of a message, once per message.
-    public init(eventLoopGroup: any EventLoopGroup, encode: @escaping @Sendable (Message) -> [ByteBuffer]) {
+    /// - Parameter encode: makes the wire frames of an event, once per event.
+    public init(eventLoopGroup: any EventLoopGroup, encode: @escaping @Sendable (ChatEvent) -> [ByteBuffer?]) {
         let loops = eventLoopGroup.makeIterator().map { LoopHub(eventLoop: $0) }
         self.loops = loops
         self.loopIndex = Dictionary(uniqueKeysWithValues: loops.map { (ObjectIdentifier($0.eventLoop), $0) })
@@ -51,9 +52,9 @@ public final class Hub: Sendable {
         return hub
     }
 
-    /// Delivers messages to every member of their channels, in the order given.
-    public func deliver(_ messages: [Message]) {
-        let deliveries = messages.map { Delivery(message: $0, frames: encode($0)) }
+    /// Delivers events to every member of their channels, in the order given.
+    public func deliver(_ events: [ChatEvent]) {
+        let deliveries = events.map { Delivery(event: $0, frames: encode($0)) }
         for loop in loops {
             loop.eventLoop.execute { loop.deliver(deliveries) }
         }
@@ -114,8 +115,9 @@ public final class LoopHub: @unchecked Sendable {
     func deliver(_ deliveries: [Delivery]) {
         var touched: Set<ChannelName> = []
         for delivery in deliveries {
-            guard let members = channels[delivery.message.channel] else { continue }
-            touched.insert(delivery.message.channel)
+            let channel = delivery.event.channel
+            guard let members = channels[channel] else { continue }
+            touched.insert(channel)
             for member in members.values {
                 member.enqueue(delivery)
             }

@@ -4,28 +4,75 @@ import ServiceLifecycle
 
 /// A broker inside the process, for a single instance without Redis.
 ///
-/// Offsets and epochs follow the same rules as with Redis; the epoch is new each time
-/// the process starts, because the history does not outlive it.
+/// Each channel keeps a ring of its newest messages (``HistoryPolicy/size``), with the
+/// same offset and epoch rules as Redis. The history does not outlive the process: after
+/// a restart every channel starts a new epoch.
 public final class MemoryBroker: Broker {
-    private let deliver: @Sendable ([Message]) -> Void
-    private let epoch: String
-    private let offsets = NIOLockedValueBox([ChannelName: Int64]())
+    private struct ChannelState {
+        var epoch = Epoch.make()
+        var lastOffset: Int64 = 0
+        var ring: [Message] = []
+        var ringStart = 0
+        var lastPublished = ContinuousClock.now
+
+        /// Kept messages, oldest first.
+        var kept: [Message] { Array(ring[ringStart...] + ring[..<ringStart]) }
+
+        mutating func append(_ message: Message, capacity: Int) {
+            if ring.count < capacity {
+                ring.append(message)
+            } else {
+                ring[ringStart] = message
+                ringStart = (ringStart + 1) % capacity
+            }
+        }
+    }
+
+    private let deliver: @Sendable ([ChatEvent]) -> Void
+    private let policy: HistoryPolicy
+    private let channels = NIOLockedValueBox([ChannelName: ChannelState]())
 
     /// Creates a broker that hands every published message to `deliver`.
-    public init(deliver: @escaping @Sendable ([Message]) -> Void) {
+    public init(history policy: HistoryPolicy = HistoryPolicy(), deliver: @escaping @Sendable ([ChatEvent]) -> Void) {
+        self.policy = policy
         self.deliver = deliver
-        self.epoch = Epoch.make()
     }
 
     public func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message {
         // Deliver under the lock so that messages reach the hub in offset order.
-        offsets.withLockedValue { offsets in
-            let offset = offsets[channel, default: 0] + 1
-            offsets[channel] = offset
-            let message = Message(channel: channel, offset: offset, epoch: epoch, time: Epoch.nowMilliseconds(), data: data)
-            deliver([message])
+        channels.withLockedValue { channels in
+            var state = current(channels[channel])
+            state.lastOffset += 1
+            state.lastPublished = .now
+            let message = Message(channel: channel, offset: state.lastOffset, epoch: state.epoch, time: Epoch.nowMilliseconds(), data: data)
+            state.append(message, capacity: max(policy.size, 1))
+            channels[channel] = state
+            deliver([.message(message)])
             return message
         }
+    }
+
+    public func history(of channel: ChannelName, after offset: Int64?, limit: Int) async throws -> History {
+        channels.withLockedValue { channels in
+            guard let state = channels[channel].map(current), state.lastOffset > 0 else {
+                return History(channel: channel, epoch: nil, lastOffset: 0, firstOffset: nil, messages: [])
+            }
+            let kept = state.kept
+            let messages: [Message]
+            if let offset {
+                messages = Array(kept.filter { $0.offset > offset }.prefix(limit))
+            } else {
+                messages = Array(kept.suffix(limit))
+            }
+            return History(channel: channel, epoch: state.epoch, lastOffset: state.lastOffset, firstOffset: kept.first?.offset, messages: messages)
+        }
+    }
+
+    /// The channel's state, or a fresh one (new epoch) if it never existed or outlived its time to live.
+    private func current(_ state: ChannelState?) -> ChannelState {
+        guard let state else { return ChannelState() }
+        if let ttl = policy.timeToLive, ContinuousClock.now - state.lastPublished > ttl { return ChannelState() }
+        return state
     }
 
     public func join(_ channel: ChannelName, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {

@@ -6,48 +6,88 @@ import ServiceLifecycle
 
 /// A broker on Redis: any number of instances share channels through it.
 ///
-/// Publishing runs one Lua script (EVALSHA, loaded on each new connection, reloaded
-/// after `NOSCRIPT`) that in one atomic step takes the channel's next offset, keeps
-/// its epoch, and PUBLISHes the envelope. Each instance subscribes, on one pub/sub
-/// connection, only to the channels its sockets are in.
+/// Publishing runs one Lua script (EVALSHA, loaded on each new connection, sent in full
+/// after `NOSCRIPT`) that in one atomic step takes the channel's next offset, keeps its
+/// epoch, appends the message to the channel's history stream and PUBLISHes it. Each
+/// instance subscribes, on one pub/sub connection, only to the channels its sockets are
+/// in, and a ``ChannelSequencer`` fills any hole in what pub/sub delivers from the history.
 public final class RedisBroker: Broker {
     /// The Redis URL, password masked.
     public var description: String { "redis (\(client.configuration))" }
 
     private let client: RedisClient
     private let subscriber: RedisSubscriber
+    private let sequencer: ChannelSequencer
+    private let policy: HistoryPolicy
     private let logger: Logger
-    private let scriptSHA = NIOLockedValueBox<String?>(nil)
+    private let scripts = NIOLockedValueBox<[String: String]>([:])
 
-    /// The publish script.
+    /// Publishes one message.
     ///
-    /// KEYS[1] the channel's meta hash; ARGV[1] the pub/sub channel, ARGV[2] the data,
-    /// ARGV[3] the time in ms, ARGV[4] an epoch to use if the channel has none yet.
+    /// KEYS: meta hash, history stream. ARGV: pub/sub channel, data, time (ms), an epoch
+    /// for a channel that has none, history size, time to live in ms (0: none).
     /// Returns `{offset, epoch}`.
     static let publishScript = """
-        redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4])
+        if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4]) == 1 then
+          -- A new epoch: whatever history is left from an older one is not part of it.
+          redis.call('DEL', KEYS[2])
+        end
         local epoch = redis.call('HGET', KEYS[1], 'epoch')
         local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], offset .. '-0', 't', ARGV[3], 'd', ARGV[2])
+        if ARGV[6] ~= '0' then
+          redis.call('PEXPIRE', KEYS[1], ARGV[6])
+          redis.call('PEXPIRE', KEYS[2], ARGV[6])
+        end
         redis.call('PUBLISH', ARGV[1], 'v1 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[3] .. '\\n' .. ARGV[2])
         return {offset, epoch}
+        """
+
+    /// Reads history in one consistent step.
+    ///
+    /// KEYS: meta hash, history stream. ARGV: first stream ID to read (empty: the newest
+    /// entries), how many. Returns `{epoch, last offset, oldest entry, entries}`.
+    static let historyScript = """
+        local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
+        local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+        local entries
+        if ARGV[1] == '' then
+          entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
+        else
+          entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
+        end
+        return {meta[1], meta[2], oldest, entries}
         """
 
     /// Creates a broker; it connects in ``start()``.
     /// - Parameters:
     ///   - configuration: where Redis is.
+    ///   - history: how much history each channel keeps.
     ///   - eventLoopGroup: the loops to run the two Redis connections on.
     ///   - logger: for connection changes.
-    ///   - deliver: receives the messages of the channels this instance joined.
+    ///   - deliver: receives the events of the channels this instance joined, in order.
     public init(
         configuration: RedisConfiguration,
+        history policy: HistoryPolicy = HistoryPolicy(),
         eventLoopGroup: any EventLoopGroup,
         logger: Logger,
-        deliver: @escaping @Sendable ([Message]) -> Void
+        deliver: @escaping @Sendable ([ChatEvent]) -> Void
     ) {
         self.logger = logger
-        self.client = RedisClient(configuration: configuration, eventLoop: eventLoopGroup.next(), logger: logger)
-        self.subscriber = RedisSubscriber(configuration: configuration, eventLoop: eventLoopGroup.next(), logger: logger) {
-            pubsub in
+        self.policy = policy
+        let client = RedisClient(configuration: configuration, eventLoop: eventLoopGroup.next(), logger: logger)
+        self.client = client
+        let subscriberLoop = eventLoopGroup.next()
+        let scripts = self.scripts
+        let sequencer = ChannelSequencer(
+            eventLoop: subscriberLoop,
+            fetch: { channel, offset in
+                try await Self.readHistory(client: client, scripts: scripts, channel: channel, after: offset, limit: 10_000)
+            },
+            deliver: deliver
+        )
+        self.sequencer = sequencer
+        self.subscriber = RedisSubscriber(configuration: configuration, eventLoop: subscriberLoop, logger: logger) { pubsub in
             var messages: [Message] = []
             messages.reserveCapacity(pubsub.count)
             for item in pubsub {
@@ -59,15 +99,17 @@ public final class RedisBroker: Broker {
                 }
                 messages.append(message)
             }
-            if !messages.isEmpty { deliver(messages) }
+            sequencer.receive(messages)
         }
-        let scriptSHA = self.scriptSHA
+        subscriber.onResubscribe { _ in sequencer.resubscribed() }
         client.onConnect { connection in
-            do {
-                let sha = try await connection.send(RedisCommand("SCRIPT", "LOAD", .string(Self.publishScript)))
-                scriptSHA.withLockedValue { $0 = sha.string }
-            } catch {
-                logger.warning("Could not load the publish script; publishing will send it in full", metadata: ["error": "\(error)"])
+            for script in [Self.publishScript, Self.historyScript] {
+                do {
+                    let sha = try await connection.send(RedisCommand("SCRIPT", "LOAD", .string(script)))
+                    scripts.withLockedValue { $0[script] = sha.string }
+                } catch {
+                    logger.warning("Could not load a script; it will be sent in full", metadata: ["error": "\(error)"])
+                }
             }
         }
     }
@@ -87,38 +129,25 @@ public final class RedisBroker: Broker {
 
     public func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message {
         let time = Epoch.nowMilliseconds()
+        let ttl = policy.timeToLive.map { Int64($0.components.seconds) * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 } ?? 0
         let arguments: [RedisArgument] = [
-            "1", .string(RedisKeys.meta(channel)),
             .string(RedisKeys.messages(channel)), .bytes(data), .integer(time), .string(Epoch.make()),
+            .integer(policy.size), .integer(ttl),
         ]
-        do {
-            let reply: RESPValue
-            if let sha = scriptSHA.withLockedValue({ $0 }) {
-                do {
-                    reply = try await client.send(RedisCommand("EVALSHA", [.string(sha)] + arguments))
-                } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
-                    // Redis lost its script cache (restart, SCRIPT FLUSH): EVAL caches it again.
-                    reply = try await client.send(RedisCommand("EVAL", [.string(Self.publishScript)] + arguments))
-                }
-            } else {
-                reply = try await client.send(RedisCommand("EVAL", [.string(Self.publishScript)] + arguments))
-            }
-            guard let fields = reply.array, fields.count == 2, let offset = fields[0].integer, let epoch = fields[1].string else {
-                throw BrokerError(.failed, "Redis answered the publish script with \(reply)")
-            }
-            return Message(channel: channel, offset: offset, epoch: epoch, time: time, data: data)
-        } catch let error as RedisError {
-            switch error.code {
-            case .server:
-                throw BrokerError(.failed, "Redis refused the message: \(error.message)")
-            default:
-                throw BrokerError(.unavailable, "Redis is unavailable (\(error.message))")
-            }
+        let reply = try await Self.run(Self.publishScript, keys: [RedisKeys.meta(channel), RedisKeys.history(channel)], arguments: arguments, client: client, scripts: scripts)
+        guard let fields = reply.array, fields.count == 2, let offset = fields[0].integer, let epoch = fields[1].string else {
+            throw BrokerError(.failed, "Redis answered the publish script with \(reply)")
         }
+        return Message(channel: channel, offset: offset, epoch: epoch, time: time, data: data)
+    }
+
+    public func history(of channel: ChannelName, after offset: Int64?, limit: Int) async throws -> History {
+        try await Self.readHistory(client: client, scripts: scripts, channel: channel, after: offset, limit: limit)
     }
 
     public func join(_ channel: ChannelName, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        subscriber.subscribe(RedisKeys.messages(channel))
+        sequencer.join(channel)
+        return subscriber.subscribe(RedisKeys.messages(channel))
             .flatMapErrorThrowing { error in
                 throw BrokerError(.unavailable, "cannot subscribe to \(channel) in Redis: \(Self.reason(error))")
             }
@@ -126,7 +155,75 @@ public final class RedisBroker: Broker {
     }
 
     public func leave(_ channel: ChannelName) {
+        sequencer.leave(channel)
         subscriber.unsubscribe(RedisKeys.messages(channel))
+    }
+
+    // MARK: - Scripts
+
+    private static func readHistory(
+        client: RedisClient,
+        scripts: NIOLockedValueBox<[String: String]>,
+        channel: ChannelName,
+        after offset: Int64?,
+        limit: Int
+    ) async throws -> History {
+        let start = offset.map { "\($0 + 1)-0" } ?? ""
+        let reply = try await run(
+            historyScript, keys: [RedisKeys.meta(channel), RedisKeys.history(channel)],
+            arguments: [.string(start), .integer(max(1, limit))], client: client, scripts: scripts
+        )
+        guard let parts = reply.array, parts.count == 4 else { throw BrokerError(.failed, "Redis answered the history script with \(reply)") }
+        let epoch = parts[0].string
+        let lastOffset = parts[1].integer ?? 0
+        let oldest = parts[2].array?.first.flatMap { entryOffset($0) }
+        var messages = (parts[3].array ?? []).compactMap { entry -> Message? in
+            guard let epoch, let fields = entry.array, fields.count == 2, let offset = entryOffset(entry), let values = fields[1].array else { return nil }
+            var time: Int64 = 0
+            var data: ByteBuffer?
+            for index in stride(from: 0, to: values.count - 1, by: 2) {
+                switch values[index].string {
+                case "t": time = values[index + 1].integer ?? 0
+                case "d": if case .bulkString(let bytes) = values[index + 1] { data = bytes }
+                default: break
+                }
+            }
+            guard let data else { return nil }
+            return Message(channel: channel, offset: offset, epoch: epoch, time: time, data: data)
+        }
+        if offset == nil { messages.reverse() }
+        return History(channel: channel, epoch: epoch, lastOffset: lastOffset, firstOffset: oldest, messages: messages)
+    }
+
+    private static func entryOffset(_ entry: RESPValue) -> Int64? {
+        guard let id = entry.array?.first?.string, let dash = id.firstIndex(of: "-") else { return nil }
+        return Int64(id[..<dash])
+    }
+
+    /// Runs a script by its SHA when Redis has it, in full otherwise.
+    private static func run(
+        _ script: String,
+        keys: [String],
+        arguments: [RedisArgument],
+        client: RedisClient,
+        scripts: NIOLockedValueBox<[String: String]>
+    ) async throws -> RESPValue {
+        let tail: [RedisArgument] = [.integer(keys.count)] + keys.map { .string($0) } + arguments
+        do {
+            if let sha = scripts.withLockedValue({ $0[script] }) {
+                do {
+                    return try await client.send(RedisCommand("EVALSHA", [.string(sha)] + tail))
+                } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
+                    // Redis lost its script cache (restart, SCRIPT FLUSH): EVAL caches it again.
+                }
+            }
+            return try await client.send(RedisCommand("EVAL", [.string(script)] + tail))
+        } catch let error as RedisError {
+            switch error.code {
+            case .server: throw BrokerError(.failed, "Redis refused the request: \(error.message)")
+            default: throw BrokerError(.unavailable, "Redis is unavailable (\(error.message))")
+            }
+        }
     }
 
     private static func reason(_ error: any Error) -> String {

@@ -9,6 +9,9 @@ struct RedisKeys: Sendable {
     /// Hash with the channel's `offset` (last offset handed out) and `epoch`.
     static func meta(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:meta" }
 
+    /// Stream of the channel's kept messages; entry ID `<offset>-0`, fields `t` (time, ms) and `d` (data).
+    static func history(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:history" }
+
     /// The pub/sub channel that carries the channel's envelopes between instances.
     static func messages(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:messages" }
 

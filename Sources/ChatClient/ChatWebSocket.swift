@@ -41,6 +41,8 @@ public final class ChatWebSocket: Sendable {
     ///   - path: request target, e.g. `/wb/?channel=c`.
     ///   - headers: extra request headers, e.g. `("Cookie", "channel=channel_2")`.
     ///   - subprotocols: offered in `Sec-WebSocket-Protocol`.
+    ///   - answerPings: answer the server's pings, as browsers do.
+    ///   - receiveBufferSize: the socket's kernel receive buffer (`SO_RCVBUF`), to play a slow reader.
     /// - Throws: ``Refused`` when the server answers the upgrade with an HTTP error.
     public static func connect(
         host: String = "127.0.0.1",
@@ -48,12 +50,19 @@ public final class ChatWebSocket: Sendable {
         path: String = "/wb/",
         headers: [(String, String)] = [],
         subprotocols: [String] = [],
+        answerPings: Bool = true,
+        receiveBufferSize: Int? = nil,
         timeout: Duration = .seconds(10)
     ) async throws -> ChatWebSocket {
         let events = EventQueue<Event>()
         let handshake = NIOLockedValueBox<CheckedContinuation<HandshakeResult, any Error>?>(nil)
-        let handler = ClientFrameHandler(events: events, handshake: handshake)
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let handler = ClientFrameHandler(events: events, handshake: handshake, answerPings: answerPings)
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        if let receiveBufferSize {
+            // A small kernel buffer makes a reader that stops reading fall behind quickly.
+            bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBufferSize))
+        }
+        let channel = try await bootstrap
             .connectTimeout(.seconds(5))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
@@ -111,6 +120,11 @@ public final class ChatWebSocket: Sendable {
 
     /// Sends one frame as given: for tests that break the protocol on purpose.
     public func sendFrame(opcode: UInt8, payload: [UInt8], fin: Bool = true, masked: Bool = true, rsv: UInt8 = 0) async throws {
+        try await channel.writeAndFlush(Self.maskedFrame(opcode: opcode, payload: payload, fin: fin, masked: masked, rsv: rsv))
+    }
+
+    /// One client frame, masked unless told otherwise.
+    static func maskedFrame(opcode: UInt8, payload: [UInt8], fin: Bool = true, masked: Bool = true, rsv: UInt8 = 0) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.writeInteger((fin ? 0x80 : 0) | (rsv << 4) | opcode)
         let maskBit: UInt8 = masked ? 0x80 : 0
@@ -130,7 +144,7 @@ public final class ChatWebSocket: Sendable {
         } else {
             buffer.writeBytes(payload)
         }
-        try await channel.writeAndFlush(buffer)
+        return buffer
     }
 
     /// Sends a close frame with `code`.
@@ -175,9 +189,12 @@ private final class ClientFrameHandler: ChannelInboundHandler, Sendable {
         var fragmentOpcode: UInt8?
     }
 
-    init(events: EventQueue<Event>, handshake: NIOLockedValueBox<CheckedContinuation<HandshakeResult, any Error>?>) {
+    private let answerPings: Bool
+
+    init(events: EventQueue<Event>, handshake: NIOLockedValueBox<CheckedContinuation<HandshakeResult, any Error>?>, answerPings: Bool) {
         self.events = events
         self.handshake = handshake
+        self.answerPings = answerPings
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -215,7 +232,12 @@ private final class ClientFrameHandler: ChannelInboundHandler, Sendable {
             }
             return Self.frames(from: &state)
         }
-        for event in parsed { events.push(event) }
+        for event in parsed {
+            if answerPings, case .ping(let payload) = event {
+                context.writeAndFlush(NIOAny(ChatWebSocket.maskedFrame(opcode: 0xA, payload: payload)), promise: nil)
+            }
+            events.push(event)
+        }
     }
 
     private static func frames(from state: inout State) -> [Event] {

@@ -27,10 +27,11 @@ public func buildApplication(
 ) async throws -> some ApplicationProtocol {
     let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
     let hub = Hub(eventLoopGroup: eventLoopGroup, encode: WireFormat.frames(of:))
+    let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL)
     let broker: any Broker
     switch configuration.broker {
     case .memory:
-        broker = MemoryBroker(deliver: hub.deliver)
+        broker = MemoryBroker(history: history, deliver: hub.deliver)
     case .redis:
         let redis: RedisConfiguration
         do {
@@ -38,7 +39,7 @@ public func buildApplication(
         } catch let error as RedisError {
             throw StartupError(message: "Invalid --redis-url: \(error.message)")
         }
-        broker = RedisBroker(configuration: redis, eventLoopGroup: eventLoopGroup, logger: logger, deliver: hub.deliver)
+        broker = RedisBroker(configuration: redis, history: history, eventLoopGroup: eventLoopGroup, logger: logger, deliver: hub.deliver)
     }
     do {
         try await broker.start()
@@ -54,11 +55,12 @@ public func buildApplication(
         throw StartupError(message: "The page template does not compile: \(error)")
     }
     SendController(broker: broker, maximumMessageSize: configuration.maximumMessageSize).addRoutes(to: router)
+    HistoryController(broker: broker).addRoutes(to: router)
 
     let context = ChatServerContext(
         hub: hub,
         broker: broker,
-        settings: .init(maximumMessageSize: configuration.maximumMessageSize)
+        settings: .init(maximumMessageSize: configuration.maximumMessageSize, socketQueueLimit: configuration.socketQueueLimit)
     )
     let drain = SocketDrain(hub: hub, pingInterval: configuration.pingInterval, drainTimeout: configuration.drainTimeout, logger: logger)
     return Application(

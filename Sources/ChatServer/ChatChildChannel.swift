@@ -13,6 +13,8 @@ struct ChatServerContext: Sendable {
     struct Settings: Sendable {
         /// Largest message, in bytes, over `/send/` or a socket.
         var maximumMessageSize: Int
+        /// Bytes that may wait for a slow reader before its messages are dropped.
+        var socketQueueLimit: Int
     }
 
     var hub: Hub

@@ -28,6 +28,12 @@ public struct ChatConfiguration: Sendable {
     public var pingInterval: Duration = .seconds(10)
     /// How long shutdown waits for sockets to close after telling them to go away.
     public var drainTimeout: Duration = .seconds(10)
+    /// Messages kept per channel for resume and `/history`.
+    public var historySize = 1000
+    /// Drop a channel's history after this long without a message; `nil` keeps it.
+    public var historyTTL: Duration?
+    /// Bytes that may wait for one slow socket before its messages are dropped.
+    public var socketQueueLimit = 1 << 20
     /// The page title.
     public var title = "Chatroom"
 

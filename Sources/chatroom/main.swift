@@ -44,6 +44,15 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Seconds to wait for sockets to close on shutdown.", valueName: "seconds"))
     var drainTimeout = 10
 
+    @Option(help: ArgumentHelp("Messages kept per channel, for resume and /history.", valueName: "count"))
+    var historySize = 1000
+
+    @Option(help: ArgumentHelp("Drop a channel's history after this many seconds without a message (0: keep it).", valueName: "seconds"))
+    var historyTTL = 0
+
+    @Option(help: ArgumentHelp("Bytes that may wait for one slow socket before its messages are dropped.", valueName: "bytes"))
+    var socketQueueLimit = 1 << 20
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -51,6 +60,9 @@ struct Chatroom: AsyncParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535.") }
         guard maxMessageSize > 0 else { throw ValidationError("--max-message-size must be positive.") }
         guard pingInterval > 0 else { throw ValidationError("--ping-interval must be positive.") }
+        guard historySize > 0 else { throw ValidationError("--history-size must be positive.") }
+        guard historyTTL >= 0 else { throw ValidationError("--history-ttl cannot be negative.") }
+        guard socketQueueLimit >= 1024 else { throw ValidationError("--socket-queue-limit must be at least 1024 bytes.") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout cannot be negative.") }
         _ = try channelNames()
     }
@@ -72,6 +84,9 @@ struct Chatroom: AsyncParsableCommand {
         configuration.maximumMessageSize = maxMessageSize
         configuration.pingInterval = .seconds(pingInterval)
         configuration.drainTimeout = .seconds(drainTimeout)
+        configuration.historySize = historySize
+        configuration.historyTTL = historyTTL > 0 ? .seconds(historyTTL) : nil
+        configuration.socketQueueLimit = socketQueueLimit
 
         let application: any ApplicationProtocol
         do {

@@ -31,7 +31,7 @@ final class TestServer: Sendable {
         if broker == .redis { configuration.redisURL = try TestRedis.url() }
         configure(&configuration)
         var logger = Logger(label: "test-server")
-        logger.logLevel = .warning
+        logger.logLevel = ProcessInfo.processInfo.environment["CHATROOM_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let application = try await buildApplication(configuration, logger: logger) { channel in
             continuation.yield(channel.localAddress?.port ?? 0)

@@ -80,7 +80,7 @@ struct WebSocketTests {
 
     @Test func serverPingsAndClosesASocketThatStopsAnswering() async throws {
         try await withServer(broker: .memory, { $0.pingInterval = .seconds(1) }) { server in
-            let socket = try await ChatWebSocket.connect(port: server.port)
+            let socket = try await ChatWebSocket.connect(port: server.port, answerPings: false)
             // This client never answers pings: one ping, then the server hangs up.
             #expect(await socket.next(timeout: .seconds(3)) == .ping([]))
             #expect(await socket.next(timeout: .seconds(3)) == .disconnected)

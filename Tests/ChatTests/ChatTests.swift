@@ -51,7 +51,7 @@ struct EnvelopeTests {
 struct MemoryBrokerTests {
     @Test func offsetsAreContiguousPerChannelAndDeliveredInOrder() async throws {
         let delivered = NIOLockedValueBox<[Message]>([])
-        let broker = MemoryBroker { messages in delivered.withLockedValue { $0 += messages } }
+        let broker = MemoryBroker { events in delivered.withLockedValue { $0 += events.compactMap(\.message) } }
         let a = ChannelName("a")!
         let b = ChannelName("b")!
         for index in 1...5 {
@@ -62,12 +62,12 @@ struct MemoryBrokerTests {
         #expect(first.offset == 1)
         let all = delivered.withLockedValue { $0 }
         #expect(all.map(\.text) == ["a1", "a2", "a3", "a4", "a5", "b1"])
-        #expect(Set(all.map(\.epoch)).count == 1)
+        #expect(Set(all.filter { $0.channel == a }.map(\.epoch)).count == 1, "one epoch per channel")
     }
 
     @Test func concurrentPublishesStillArriveInOffsetOrder() async throws {
         let delivered = NIOLockedValueBox<[Int64]>([])
-        let broker = MemoryBroker { messages in delivered.withLockedValue { $0 += messages.map(\.offset) } }
+        let broker = MemoryBroker { events in delivered.withLockedValue { $0 += events.compactMap(\.message).map(\.offset) } }
         let channel = ChannelName("busy")!
         await withTaskGroup(of: Void.self) { group in
             for index in 0..<200 {
@@ -90,7 +90,7 @@ struct HubTests {
         var received: [String] = []
         var flushes = 0
         var wentAway = false
-        func enqueue(_ delivery: Delivery) { received.append(String(buffer: delivery.frames[0])) }
+        func enqueue(_ delivery: Delivery) { received.append(String(buffer: delivery.frames[0]!)) }
         func flush() { flushes += 1 }
         func goAway() { wentAway = true }
         func heartbeat(now: NIODeadline) {}
@@ -99,7 +99,7 @@ struct HubTests {
     @Test func deliversOnlyToTheChannelsMembersAndFlushesOncePerBatch() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         defer { Task { try? await group.shutdownGracefully() } }
-        let hub = Hub(eventLoopGroup: group) { [ByteBuffer(string: "frame:" + $0.text)] }
+        let hub = Hub(eventLoopGroup: group) { event in [event.message.map { ByteBuffer(string: "frame:" + $0.text) }] }
         let loops = Array(group.makeIterator())
         let red = ChannelName("red")!
         let blue = ChannelName("blue")!
@@ -109,7 +109,7 @@ struct HubTests {
             try await loop.submit { hub.loop(for: loop).add(member, to: index < 3 ? red : blue) }.get()
         }
         let messages = (1...3).map { Message(channel: red, offset: Int64($0), epoch: "e", time: 0, data: ByteBuffer(string: "m\($0)")) }
-        hub.deliver(messages)
+        hub.deliver(messages.map(ChatEvent.message))
         // A task queued after the delivery on each loop runs after it.
         for loop in loops { try await loop.submit {}.get() }
         for (index, member) in members.enumerated() {
@@ -127,5 +127,151 @@ struct HubTests {
         for (index, member) in members.enumerated() {
             #expect(try await loops[index % 2].submit { member.wentAway }.get())
         }
+    }
+}
+
+@Suite("Memory broker history")
+struct MemoryHistoryTests {
+    @Test func keepsTheNewestMessagesAndSaysWhatItCovers() async throws {
+        let broker = MemoryBroker(history: HistoryPolicy(size: 5)) { _ in }
+        let channel = ChannelName("ring")!
+        for index in 1...8 { _ = try await broker.publish(ByteBuffer(string: "m\(index)"), to: channel) }
+        let newest = try await broker.history(of: channel, after: nil, limit: 3)
+        #expect(newest.messages.map(\.text) == ["m6", "m7", "m8"])
+        #expect(newest.lastOffset == 8)
+        #expect(newest.firstOffset == 4)
+        let after = try await broker.history(of: channel, after: 5, limit: 100)
+        #expect(after.messages.map(\.offset) == [6, 7, 8])
+        let epoch = try #require(after.epoch)
+        #expect(after.covers(after: 5, epoch: epoch))
+        #expect(after.covers(after: 3, epoch: epoch), "offset 4 onwards is kept")
+        #expect(!after.covers(after: 2, epoch: epoch), "offset 3 was dropped from the ring")
+        #expect(!after.covers(after: 5, epoch: "another"))
+        #expect(!after.covers(after: 9, epoch: epoch), "an offset never handed out")
+        #expect(after.covers(after: 8, epoch: epoch))
+    }
+
+    @Test func aChannelIdleLongerThanItsTimeToLiveStartsANewEpoch() async throws {
+        let broker = MemoryBroker(history: HistoryPolicy(size: 10, timeToLive: .milliseconds(50))) { _ in }
+        let channel = ChannelName("brief")!
+        let first = try await broker.publish(ByteBuffer(string: "a"), to: channel)
+        try await Task.sleep(for: .milliseconds(120))
+        #expect(try await broker.history(of: channel, after: 0, limit: 10).epoch == nil)
+        let second = try await broker.publish(ByteBuffer(string: "b"), to: channel)
+        #expect(second.offset == 1)
+        #expect(second.epoch != first.epoch)
+    }
+}
+
+@Suite("Channel sequencer")
+struct ChannelSequencerTests {
+    /// Drives a sequencer with a scripted history and records what it delivers.
+    final class Harness: Sendable {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let delivered: NIOLockedValueBox<[ChatEvent]>
+        let history: NIOLockedValueBox<[Message]>
+        let fetches: NIOLockedValueBox<[Int64]>
+        let channel: ChannelName
+        let sequencer: ChannelSequencer
+
+        init() {
+            let delivered = NIOLockedValueBox<[ChatEvent]>([])
+            let history = NIOLockedValueBox<[Message]>([])
+            let fetches = NIOLockedValueBox<[Int64]>([])
+            let channel = ChannelName("seq")!
+            self.delivered = delivered
+            self.history = history
+            self.fetches = fetches
+            self.channel = channel
+            sequencer = ChannelSequencer(
+                eventLoop: loop,
+                fetch: { _, after in
+                    fetches.withLockedValue { $0.append(after) }
+                    let kept = history.withLockedValue { $0 }
+                    return History(channel: channel, epoch: kept.last?.epoch, lastOffset: kept.last?.offset ?? 0, firstOffset: kept.first?.offset,
+                                   messages: kept.filter { $0.offset > after })
+                },
+                deliver: { events in delivered.withLockedValue { $0 += events } }
+            )
+            sequencer.join(channel)
+        }
+
+        func message(_ offset: Int64, epoch: String = "e1") -> Message {
+            Message(channel: channel, offset: offset, epoch: epoch, time: 0, data: ByteBuffer(string: "m\(offset)"))
+        }
+
+        func receive(_ offsets: [Int64], epoch: String = "e1") async throws {
+            let messages = offsets.map { message($0, epoch: epoch) }
+            try await loop.submit { self.sequencer.receive(messages) }.get()
+        }
+
+        func settle() async throws {
+            try await Task.sleep(for: .milliseconds(50))
+            try await loop.submit {}.get()
+        }
+
+        var summary: [String] {
+            delivered.withLockedValue { events in
+                events.map {
+                    switch $0 {
+                    case .message(let m): "\(m.offset)"
+                    case .reset(_, let epoch): "reset:\(epoch)"
+                    case .gap(_, let from, let to): "gap:\(from)-\(to)"
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func dropsDuplicatesAndFillsHolesFromHistoryInOrder() async throws {
+        let harness = Harness()
+        harness.history.withLockedValue { $0 = (1...6).map { harness.message($0) } }
+        try await harness.receive([1, 2, 2, 1])
+        try await harness.receive([5])  // 3 and 4 were lost by pub/sub
+        try await harness.receive([6])  // arrives while recovering: waits its turn
+        try await harness.settle()
+        #expect(harness.summary == ["1", "2", "3", "4", "5", "6"])
+        #expect(harness.fetches.withLockedValue { $0 } == [2])
+    }
+
+    @Test func aHoleTheHistoryNoLongerHoldsIsReportedAsAGap() async throws {
+        let harness = Harness()
+        harness.history.withLockedValue { $0 = [harness.message(6), harness.message(7)] }  // 3…5 trimmed
+        try await harness.receive([1, 2])
+        try await harness.receive([7])
+        try await harness.settle()
+        #expect(harness.summary == ["1", "2", "gap:3-5", "6", "7"])
+    }
+
+    @Test func aNewEpochIsAnnouncedWithReset() async throws {
+        let harness = Harness()
+        harness.history.withLockedValue { $0 = [harness.message(1, epoch: "e2")] }
+        try await harness.receive([1, 2])
+        try await harness.receive([1], epoch: "e2")
+        try await harness.settle()
+        #expect(harness.summary == ["1", "2", "reset:e2", "1"])
+    }
+
+    @Test func afterAReconnectEachChannelCatchesUpFromHistory() async throws {
+        let harness = Harness()
+        harness.history.withLockedValue { $0 = (1...4).map { harness.message($0) } }
+        try await harness.receive([1, 2])
+        harness.sequencer.resubscribed()
+        try await harness.settle()
+        try await harness.receive([4, 5])
+        try await harness.settle()
+        #expect(harness.summary == ["1", "2", "3", "4", "5"])
+    }
+
+    @Test func aChannelNobodyListensToIsForgotten() async throws {
+        let harness = Harness()
+        try await harness.receive([1, 2])
+        harness.sequencer.leave(harness.channel)
+        try await harness.receive([3])
+        harness.sequencer.join(harness.channel)
+        try await harness.receive([9])
+        try await harness.settle()
+        #expect(harness.summary == ["1", "2", "9"], "no catch-up of what was published while nobody listened")
+        #expect(harness.fetches.withLockedValue { $0 }.isEmpty)
     }
 }

@@ -3,10 +3,11 @@ enum FormData {
     /// The name/value pairs of `text`, in order, `+` read as space and `%XX` decoded.
     /// Pairs that are not valid UTF-8 after decoding are dropped.
     static func pairs(_ text: Substring) -> [(name: String, value: String)] {
-        text.split(separator: "&", omittingEmptySubsequences: true).compactMap { pair in
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = decode(parts[0]) else { return nil }
-            guard let value = parts.count > 1 ? decode(parts[1]) : "" else { return nil }
+        // Split on bytes, not Characters: bodies can be large.
+        text.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true).compactMap { pair in
+            let equals = pair.firstIndex(of: UInt8(ascii: "="))
+            guard let name = decode(Substring(pair[..<(equals ?? pair.endIndex)])) else { return nil }
+            guard let value = equals.map({ decode(Substring(pair[pair.index(after: $0)...])) }) ?? "" else { return nil }
             return (name, value)
         }
     }
@@ -17,6 +18,10 @@ enum FormData {
     }
 
     static func decode(_ text: Substring, plusAsSpace: Bool = true) -> String? {
+        // Most values have nothing to decode.
+        if !text.utf8.contains(where: { $0 == UInt8(ascii: "%") || ($0 == UInt8(ascii: "+") && plusAsSpace) }) {
+            return String(text)
+        }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(text.utf8.count)
         var iterator = text.utf8.makeIterator()

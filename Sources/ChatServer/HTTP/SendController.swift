@@ -37,7 +37,7 @@ struct SendController: Sendable {
             throw refuse(.contentTooLarge, "The request body is larger than \(bodyLimit) bytes.", context: context)
         }
         guard let data = fields.last(where: { $0.name == "data" })?.value,
-            !data.allSatisfy(\.isWhitespace)
+            !data.unicodeScalars.allSatisfy(\.properties.isWhitespace)
         else {
             throw refuse(.badRequest, "Missing message: send the text in the form field 'data'.", context: context)
         }

@@ -18,6 +18,25 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         var maximumMessageSize: Int
         /// How long the peer has to answer the server's close frame.
         var closeTimeout: TimeAmount
+        /// Bytes that may wait for a slow reader before its messages are dropped.
+        var queueLimit: Int
+    }
+
+    /// Where a `chat.v1` client resumes: the last offset it has, in its epoch.
+    struct Resume: Sendable {
+        var after: Int64
+        var epoch: String
+    }
+
+    /// How deliveries currently reach the socket.
+    private enum Flow {
+        /// Written as they come.
+        case live
+        /// Resuming: the history is being read; live deliveries wait here.
+        case replaying([Delivery])
+        /// The client fell behind by more than the queue limit: messages are dropped,
+        /// and the range is reported (chat.v1) once the socket drains.
+        case dropping(from: Int64?, to: Int64?)
     }
 
     private enum State {
@@ -29,6 +48,9 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     let channelName: ChannelName
     let format: WireFormat
     private let hub: LoopHub
+    private let broker: any Broker
+    private let resume: Resume?
+    private var flow = Flow.live
     private let settings: Settings
     private var logger: Logger
     private var assembler: MessageAssembler
@@ -36,10 +58,20 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     private var state = State.open
     private var pingSentAt: NIODeadline?
 
-    init(channelName: ChannelName, format: WireFormat, hub: LoopHub, settings: Settings, logger: Logger) {
+    init(
+        channelName: ChannelName,
+        format: WireFormat,
+        resume: Resume?,
+        hub: LoopHub,
+        broker: any Broker,
+        settings: Settings,
+        logger: Logger
+    ) {
         self.channelName = channelName
         self.format = format
+        self.resume = resume
         self.hub = hub
+        self.broker = broker
         self.settings = settings
         self.logger = logger
         self.assembler = MessageAssembler(maximumMessageSize: settings.maximumMessageSize)
@@ -49,8 +81,26 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        context.channel.setOption(
+            ChannelOptions.writeBufferWaterMark,
+            value: .init(low: settings.queueLimit / 2, high: settings.queueLimit)
+        ).whenFailure { _ in }
+        // Join the hub first, then read the history: whatever is published meanwhile
+        // waits in `flow` and is either in the history read or after it.
         hub.add(self, to: channelName)
+        if let resume { startReplay(resume) }
         logger.debug("WebSocket open", metadata: ["channel": "\(channelName)", "protocol": "\(format)"])
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, case .dropping(let from, let to) = flow {
+            flow = .live
+            if let from, let to {
+                logger.info("A slow reader caught up; reporting the messages it missed", metadata: ["from": "\(from)", "to": "\(to)"])
+                context.writeAndFlush(wrapOutboundOut(ChatV1.gap(channel: channelName, from: from, to: to)), promise: nil)
+            }
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -112,7 +162,23 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     func enqueue(_ delivery: Delivery) {
         guard state == .open, let context else { return }
-        context.write(wrapOutboundOut(delivery.frames[format.rawValue]), promise: nil)
+        switch flow {
+        case .live:
+            guard context.channel.isWritable else {
+                startDropping(delivery, context: context)
+                return
+            }
+            if let frame = delivery.frames[format.rawValue] {
+                context.write(wrapOutboundOut(frame), promise: nil)
+            }
+        case .replaying(var waiting):
+            waiting.append(delivery)
+            flow = .replaying(waiting)
+        case .dropping(let from, _):
+            if case .message(let message) = delivery.event {
+                flow = .dropping(from: from ?? message.offset, to: message.offset)
+            }
+        }
     }
 
     func flush() {
@@ -138,6 +204,92 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         context.writeAndFlush(wrapOutboundOut(WebSocketWire.frame(opcode: WebSocketWire.ping, payload: ByteBuffer())), promise: nil)
     }
 
+    // MARK: - Slow readers
+
+    /// The socket holds more than the queue limit unsent: drop instead of queueing.
+    ///
+    /// A chat.v1 client is told the range once it catches up and fetches it from
+    /// /history; a client of the original protocol cannot recover, so it is closed.
+    private func startDropping(_ delivery: Delivery, context: ChannelHandlerContext) {
+        switch format {
+        case .raw:
+            logger.info("Closing a slow reader of the original protocol", metadata: ["channel": "\(channelName)", "queued_bytes_over": "\(settings.queueLimit)"])
+            // The close frame waits behind what is queued: give it longer to get through.
+            close(
+                .policyViolation, "too slow: more than \(settings.queueLimit) bytes waited; messages were dropped",
+                context: context, timeout: max(settings.closeTimeout, .seconds(10))
+            )
+        case .chatV1:
+            logger.info("A chat.v1 reader fell behind; dropping its messages until it catches up", metadata: ["channel": "\(channelName)"])
+            let offset: Int64? = if case .message(let message) = delivery.event { message.offset } else { nil }
+            flow = .dropping(from: offset, to: offset)
+        }
+    }
+
+    // MARK: - Resume
+
+    private func startReplay(_ resume: Resume) {
+        guard let context else { return }
+        flow = .replaying([])
+        let broker = self.broker
+        let channel = channelName
+        context.eventLoop.makeFutureWithTask {
+            try await Self.readHistory(broker: broker, channel: channel, after: resume.after)
+        }.whenComplete { result in
+            self.finishReplay(resume, result)
+        }
+    }
+
+    /// Everything after `offset`, in pages, up to what the history holds.
+    private static func readHistory(broker: any Broker, channel: ChannelName, after offset: Int64) async throws -> History {
+        let page = 1000
+        var history = try await broker.history(of: channel, after: offset, limit: page)
+        var last = history.messages.last?.offset ?? offset
+        while history.messages.count % page == 0, !history.messages.isEmpty, last < history.lastOffset, history.messages.count < 100_000 {
+            let more = try await broker.history(of: channel, after: last, limit: page)
+            guard more.epoch == history.epoch, !more.messages.isEmpty else { break }
+            history.messages += more.messages
+            history.lastOffset = more.lastOffset
+            last = more.messages.last!.offset
+        }
+        return history
+    }
+
+    private func finishReplay(_ resume: Resume, _ result: Result<History, any Error>) {
+        guard state == .open, let context, case .replaying(let waiting) = flow else { return }
+        flow = .live
+        let history: History
+        switch result {
+        case .success(let read):
+            history = read
+        case .failure(let error):
+            logger.warning("Cannot resume a socket: the history is unavailable", metadata: ["channel": "\(channelName)", "error": "\(error)"])
+            close(.tryAgainLater, "history unavailable; reconnect to resume", context: context)
+            return
+        }
+        // Offsets this socket has now, to drop live messages the replay already carried.
+        var epoch: String?
+        var last: Int64 = 0
+        if history.covers(after: resume.after, epoch: resume.epoch) {
+            epoch = history.epoch
+            last = resume.after
+            for message in history.messages {
+                context.write(wrapOutboundOut(ChatV1.message(message)), promise: nil)
+                last = message.offset
+            }
+        } else {
+            logger.debug("Resume not covered by the history; sending reset", metadata: ["channel": "\(channelName)"])
+            context.write(wrapOutboundOut(ChatV1.reset(channel: channelName, epoch: history.epoch)), promise: nil)
+        }
+        for delivery in waiting {
+            if case .message(let message) = delivery.event, message.epoch == epoch, message.offset <= last { continue }
+            if let frame = delivery.frames[format.rawValue] {
+                context.write(wrapOutboundOut(frame), promise: nil)
+            }
+        }
+        context.flush()
+    }
+
     // MARK: - Inbound messages
 
     private func received(text: String, context: ChannelHandlerContext) {
@@ -159,13 +311,13 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     // MARK: - Closing
 
-    private func close(_ code: WebSocketCloseCode, _ reason: String, context: ChannelHandlerContext) {
+    private func close(_ code: WebSocketCloseCode, _ reason: String, context: ChannelHandlerContext, timeout: TimeAmount? = nil) {
         guard state == .open else { return }
         state = .closing
         context.writeAndFlush(wrapOutboundOut(WebSocketWire.closeFrame(code: code, reason: reason)), promise: nil)
         // Wait for the client's close frame, but not forever.
         let channel = context.channel
-        context.eventLoop.scheduleTask(in: settings.closeTimeout) { channel.close(promise: nil) }
+        context.eventLoop.scheduleTask(in: timeout ?? settings.closeTimeout) { channel.close(promise: nil) }
     }
 
     private func leave() {

@@ -22,6 +22,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     struct Request: Sendable {
         var channel: ChannelName
         var format: WireFormat
+        var resume: ChatSocket.Resume?
     }
 
     let supportedProtocol = "websocket"
@@ -79,8 +80,14 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                 ChatSocket(
                     channelName: request.channel,
                     format: request.format,
+                    resume: request.resume,
                     hub: context.hub.loop(for: channel.eventLoop),
-                    settings: .init(maximumMessageSize: context.settings.maximumMessageSize, closeTimeout: .seconds(2)),
+                    broker: context.broker,
+                    settings: .init(
+                        maximumMessageSize: context.settings.maximumMessageSize,
+                        closeTimeout: .seconds(2),
+                        queueLimit: context.settings.socketQueueLimit
+                    ),
                     logger: logger
                 )
             )
@@ -121,14 +128,42 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                 message: "Unsupported WebSocket subprotocol; this server speaks \(WireFormat.chatV1Name), or the original raw text protocol when none is asked for."
             )))
         }
+        let resume: ChatSocket.Resume?
+        switch Self.resume(from: query) {
+        case .success(let value):
+            resume = format == .chatV1 ? value : nil
+        case .failure(let refusal):
+            logger.info("Refused a WebSocket upgrade", metadata: ["reason": "\(refusal.message)"])
+            return eventLoop.makeSucceededFuture(.failure(refusal))
+        }
         let headers: HTTPHeaders = format == .chatV1 ? ["Sec-WebSocket-Protocol": WireFormat.chatV1Name] : [:]
         let broker = context.broker
         channel.closeFuture.whenComplete { _ in broker.leave(channelName) }
-        return broker.join(channelName, on: eventLoop).map { .success((Request(channel: channelName, format: format), headers)) }
+        return broker.join(channelName, on: eventLoop).map { .success((Request(channel: channelName, format: format, resume: resume), headers)) }
             .flatMapErrorThrowing { error in
                 logger.warning("Refused a WebSocket upgrade: the broker cannot serve", metadata: ["channel": "\(channelName)", "error": "\(error)"])
                 return .failure(UpgradeRefusal(status: .serviceUnavailable, message: "The chat is temporarily unavailable (\(error)); retry shortly."))
             }
+    }
+
+    /// Reads `since=OFFSET&epoch=E` from the query: both or neither.
+    static func resume(from query: Substring?) -> Result<ChatSocket.Resume?, UpgradeRefusal> {
+        let since = query.flatMap { FormData.value("since", in: $0) }
+        let epoch = query.flatMap { FormData.value("epoch", in: $0) }
+        switch (since, epoch) {
+        case (nil, nil):
+            return .success(nil)
+        case (let since?, let epoch?):
+            guard let offset = Int64(since), offset >= 0 else {
+                return .failure(UpgradeRefusal(status: .badRequest, message: "since must be a whole number ≥ 0, got '\(since.prefix(40))'."))
+            }
+            guard (1...64).contains(epoch.utf8.count), epoch.utf8.allSatisfy({ $0 < 128 && (Character(UnicodeScalar($0)).isLetter || Character(UnicodeScalar($0)).isNumber) }) else {
+                return .failure(UpgradeRefusal(status: .badRequest, message: "epoch must be 1–64 letters and digits, as the server sent it."))
+            }
+            return .success(ChatSocket.Resume(after: offset, epoch: epoch))
+        default:
+            return .failure(UpgradeRefusal(status: .badRequest, message: "To resume, give both since and epoch (from the last message you received)."))
+        }
     }
 
     /// Splits a request target into its path and query.

@@ -24,14 +24,18 @@ enum WireFormat: Int, Sendable, CaseIterable {
         }
     }
 
-    /// Every format's frame of `message`, indexed by `rawValue`: made once per message.
-    static func frames(of message: Message) -> [ByteBuffer] {
-        [
-            WebSocketWire.frame(opcode: WebSocketWire.text, payload: message.data),
-            WebSocketWire.textFrame(estimatedLength: message.data.readableBytes + 128) { json in
-                ChatV1.writeMessage(message, into: &json)
-            },
-        ]
+    /// Every format's frame of `event`, indexed by `rawValue`: made once per event.
+    ///
+    /// The original protocol carries messages only: it has no way to say `reset` or `gap`.
+    static func frames(of event: ChatEvent) -> [ByteBuffer?] {
+        switch event {
+        case .message(let message):
+            [WebSocketWire.frame(opcode: WebSocketWire.text, payload: message.data), ChatV1.message(message)]
+        case .reset(let channel, let epoch):
+            [nil, ChatV1.reset(channel: channel, epoch: epoch)]
+        case .gap(let channel, let from, let to):
+            [nil, ChatV1.gap(channel: channel, from: from, to: to)]
+        }
     }
 }
 
@@ -51,6 +55,33 @@ enum ChatV1 {
         json.writeStaticString("}")
     }
 
+    static func message(_ message: Message) -> ByteBuffer {
+        WebSocketWire.textFrame(estimatedLength: message.data.readableBytes + 128) { json in
+            writeMessage(message, into: &json)
+        }
+    }
+
+    /// The channel's history was lost (or the client's offset is not in it); `epoch` is
+    /// the current one, `null` if the channel has no history at all.
+    static func reset(channel: ChannelName, epoch: String?) -> ByteBuffer {
+        WebSocketWire.textFrame(estimatedLength: 96) { json in
+            json.writeStaticString(#"{"type":"reset","channel":"#)
+            JSON.writeString(channel.rawValue, into: &json)
+            json.writeStaticString(#","epoch":"#)
+            if let epoch { JSON.writeString(epoch, into: &json) } else { json.writeStaticString("null") }
+            json.writeStaticString("}")
+        }
+    }
+
+    /// Messages `from`…`to` were not sent on this socket; fetch them from /history.
+    static func gap(channel: ChannelName, from: Int64, to: Int64) -> ByteBuffer {
+        WebSocketWire.textFrame(estimatedLength: 96) { json in
+            json.writeStaticString(#"{"type":"gap","channel":"#)
+            JSON.writeString(channel.rawValue, into: &json)
+            json.writeString(#","from":\#(from),"to":\#(to)}"#)
+        }
+    }
+
     static func pong() -> ByteBuffer {
         WebSocketWire.textFrame(estimatedLength: 16) { $0.writeStaticString(#"{"type":"pong"}"#) }
     }
@@ -67,27 +98,38 @@ enum ChatV1 {
 /// Writes JSON strings without Foundation, straight from UTF-8 bytes.
 enum JSON {
     static func writeString(_ text: String, into buffer: inout ByteBuffer) {
-        writeString(text.utf8, into: &buffer)
+        var text = text
+        text.withUTF8 { writeString(bytes: UnsafeRawBufferPointer($0), into: &buffer) }
     }
 
-    static func writeString<Bytes: Sequence<UInt8>>(_ bytes: Bytes, into buffer: inout ByteBuffer) {
+    static func writeString(_ bytes: ByteBufferView, into buffer: inout ByteBuffer) {
+        bytes.withUnsafeBytes { writeString(bytes: $0, into: &buffer) }
+    }
+
+    /// Copies runs of bytes that need no escaping in one go; escapes the rest.
+    static func writeString(bytes: UnsafeRawBufferPointer, into buffer: inout ByteBuffer) {
+        buffer.reserveCapacity(minimumWritableBytes: bytes.count + 2)
         buffer.writeInteger(UInt8(ascii: "\""))
-        for byte in bytes {
+        var runStart = 0
+        for index in 0..<bytes.count {
+            let byte = bytes[index]
+            guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+            if runStart < index { buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[runStart..<index])) }
+            runStart = index + 1
             switch byte {
             case UInt8(ascii: "\""): buffer.writeStaticString("\\\"")
             case UInt8(ascii: "\\"): buffer.writeStaticString("\\\\")
             case UInt8(ascii: "\n"): buffer.writeStaticString("\\n")
             case UInt8(ascii: "\r"): buffer.writeStaticString("\\r")
             case UInt8(ascii: "\t"): buffer.writeStaticString("\\t")
-            case 0..<0x20:
-                buffer.writeStaticString("\\u00")
-                let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                buffer.writeInteger(hex[Int(byte >> 4)])
-                buffer.writeInteger(hex[Int(byte & 0xF)])
             default:
-                buffer.writeInteger(byte)
+                let hex: StaticString = "0123456789abcdef"
+                buffer.writeStaticString("\\u00")
+                buffer.writeInteger(hex.utf8Start[Int(byte >> 4)])
+                buffer.writeInteger(hex.utf8Start[Int(byte & 0xF)])
             }
         }
+        if runStart < bytes.count { buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[runStart...])) }
         buffer.writeInteger(UInt8(ascii: "\""))
     }
 }

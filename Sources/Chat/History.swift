@@ -1,0 +1,48 @@
+/// What a channel's history holds after some offset, read in one step.
+public struct History: Sendable, Equatable {
+    /// The channel.
+    public var channel: ChannelName
+    /// The channel's epoch; `nil` if nothing was ever published (or it was all lost).
+    public var epoch: String?
+    /// The last offset handed out in this epoch; 0 if none.
+    public var lastOffset: Int64
+    /// The oldest offset still kept; `nil` if the history is empty.
+    public var firstOffset: Int64?
+    /// The messages asked for, oldest first.
+    public var messages: [Message]
+
+    /// Creates a history.
+    public init(channel: ChannelName, epoch: String?, lastOffset: Int64, firstOffset: Int64?, messages: [Message]) {
+        self.channel = channel
+        self.epoch = epoch
+        self.lastOffset = lastOffset
+        self.firstOffset = firstOffset
+        self.messages = messages
+    }
+
+    /// Whether a client that last saw `offset` in `epoch` can have everything after it from here.
+    ///
+    /// True when the epoch is the same and every offset after `offset` is still kept (or
+    /// nothing was published since). A client claiming an offset beyond the last one is
+    /// from another history: not covered.
+    public func covers(after offset: Int64, epoch clientEpoch: String) -> Bool {
+        guard let epoch, epoch == clientEpoch, offset >= 0, offset <= lastOffset else { return false }
+        if offset == lastOffset { return true }
+        guard let firstOffset else { return false }
+        return firstOffset <= offset + 1
+    }
+}
+
+/// How much history each channel keeps.
+public struct HistoryPolicy: Sendable, Equatable {
+    /// Messages kept per channel (the newest ones); Redis may keep a few more (`MAXLEN ~`).
+    public var size: Int
+    /// Drop a channel's history (and so start a new epoch) after this long without a message; `nil` keeps it.
+    public var timeToLive: Duration?
+
+    /// Creates a policy; by default 1000 messages, kept forever.
+    public init(size: Int = 1000, timeToLive: Duration? = nil) {
+        self.size = size
+        self.timeToLive = timeToLive
+    }
+}

@@ -1,0 +1,75 @@
+import Chat
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+
+/// `GET /history?channel=C&since=N&limit=L`: a channel's kept messages as JSON.
+///
+/// With `since`, the messages after that offset, oldest first; without it, the newest
+/// `limit`. `limit` defaults to 100 and is capped at 1000. The messages are the same
+/// envelopes a chat.v1 socket receives.
+struct HistoryController: Sendable {
+    let broker: any Broker
+    static let defaultLimit = 100
+    static let maximumLimit = 1000
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        router.get("/history") { request, context in try await self.history(request, context: context) }
+    }
+
+    func history(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let query = request.uri.query.map { FormData.pairs($0[...]) } ?? []
+        func field(_ name: String) -> String? { query.last { $0.name == name }?.value }
+        let channel: ChannelName
+        do {
+            channel = try ChannelName(validating: field("channel") ?? ChannelName.fallback.rawValue)
+        } catch {
+            throw refuse(.badRequest, "Invalid channel name: \(error.reason).", context: context)
+        }
+        var since: Int64?
+        if let text = field("since") {
+            guard let value = Int64(text), value >= 0 else {
+                throw refuse(.badRequest, "since must be a whole number ≥ 0.", context: context)
+            }
+            since = value
+        }
+        var limit = Self.defaultLimit
+        if let text = field("limit") {
+            guard let value = Int(text), value > 0 else {
+                throw refuse(.badRequest, "limit must be a whole number ≥ 1 (at most \(Self.maximumLimit) are returned).", context: context)
+            }
+            limit = min(value, Self.maximumLimit)
+        }
+        let history: History
+        do {
+            history = try await broker.history(of: channel, after: since, limit: limit)
+        } catch let error as BrokerError {
+            var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", context: context)
+            refusal.headers[.retryAfter] = "1"
+            throw refusal
+        }
+        var json = ByteBuffer()
+        json.writeStaticString(#"{"channel":"#)
+        JSON.writeString(channel.rawValue, into: &json)
+        json.writeStaticString(#","epoch":"#)
+        if let epoch = history.epoch { JSON.writeString(epoch, into: &json) } else { json.writeStaticString("null") }
+        json.writeString(#","lastOffset":\#(history.lastOffset),"firstOffset":"#)
+        json.writeString(history.firstOffset.map(String.init) ?? "null")
+        json.writeStaticString(#","messages":["#)
+        for (index, message) in history.messages.enumerated() {
+            if index > 0 { json.writeStaticString(",") }
+            ChatV1.writeMessage(message, into: &json)
+        }
+        json.writeStaticString("]}")
+        var headers = SendController.corsHeaders
+        headers[.contentType] = "application/json"
+        headers[.cacheControl] = "no-store"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: json))
+    }
+
+    private func refuse(_ status: HTTPResponse.Status, _ message: String, context: BasicRequestContext) -> PlainTextError {
+        context.logger.info("Refused a history request", metadata: ["status": "\(status.code)", "reason": "\(message)"])
+        return PlainTextError(status: status, message: message, headers: SendController.corsHeaders)
+    }
+}
