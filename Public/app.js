@@ -2,6 +2,7 @@
 // the form posts to /send/.
 
 import { connect } from "./connection.js";
+import { createChannelView } from "./history.js";
 import { createMessageList } from "./messages.js";
 import { readChannelCookie, setUpTabs, writeChannelCookie } from "./tabs.js";
 
@@ -15,9 +16,25 @@ const tabs = setUpTabs(document.getElementById("tabs"), (channel) => {
   if (channel === current) return;
   current = channel;
   writeChannelCookie(channel);
-  messages.clear();
-  connection.reopen();
+  open(channel).then(() => connection.reopen());
 });
+
+let view = null;
+
+/** Shows the channel's recent history; the socket then resumes after it. */
+async function open(channel) {
+  messages.clear();
+  view = createChannelView({
+    channel,
+    show: (frame) => messages.message(frame),
+    notice: (text) => messages.notice(text),
+  });
+  try {
+    await view.load();
+  } catch (error) {
+    messages.notice(`Could not load recent messages: ${error.message}`);
+  }
+}
 
 let current = readChannelCookie();
 if (!tabs.channels().includes(current)) current = tabs.channels()[0] ?? "channel_1";
@@ -31,14 +48,17 @@ const STATES = {
   offline: () => "Offline — waiting for the network",
 };
 
+await open(current);
+
 const connection = connect({
+  resumeFrom: () => view.resumeFrom(),
   onState(state, detail) {
     statusLine.dataset.state = state;
     statusLine.textContent = STATES[state](detail);
   },
   onMessage(frame) {
-    if (frame.type === "message" && frame.channel === current) messages.message(frame);
-    else if (frame.type === "error") messages.notice(`Server: ${frame.message}`);
+    if (frame.type === "error") messages.notice(`Server: ${frame.message}`);
+    else if (frame.channel === current) view.receive(frame);
   },
 });
 

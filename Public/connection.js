@@ -1,5 +1,7 @@
 // The socket to /wb/ with the chat.v1 subprotocol: heartbeat, reconnect with backoff.
 //
+// Resume: each new socket says where the page stands (since=OFFSET&epoch=E), and the
+// server replays what was missed before going live.
 // Heartbeat: a {"type":"ping"} every 5 s; if nothing at all arrives for 10 s the
 // connection is taken for dead, closed and opened again.
 // Reconnect: the first retry within 1 s, then doubling up to 15 s, each with jitter.
@@ -15,11 +17,12 @@ export function retryDelay(attempt) {
 }
 
 /**
- * Keeps one socket open to `channel()`'s channel.
+ * Keeps one socket open to the channel named by the `channel` cookie.
+ * resumeFrom() returns {since, epoch} to resume after, or null to start live.
  * Callbacks: onMessage(frame), onState(state, detail) with state one of
  * "connecting", "connected", "reconnecting" (detail: seconds until retry), "offline".
  */
-export function connect({ onMessage, onState }) {
+export function connect({ onMessage, onState, resumeFrom }) {
   let socket = null;
   let attempt = 0;
   let lastHeard = 0;
@@ -30,10 +33,13 @@ export function connect({ onMessage, onState }) {
 
   function url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}/wb/`;
+    const resume = resumeFrom();
+    const query = resume ? `?since=${resume.since}&epoch=${encodeURIComponent(resume.epoch)}` : "";
+    return `${scheme}//${location.host}/wb/${query}`;
   }
 
   function open() {
+    if (stopped) return;
     clearTimeout(retryTimer);
     clearInterval(countdown);
     onState(attempt === 0 ? "connecting" : "reconnecting", 0);
@@ -91,6 +97,14 @@ export function connect({ onMessage, onState }) {
   open();
 
   return {
+    /** Stops for good (the page is going away). */
+    stop() {
+      stopped = true;
+      clearTimeout(retryTimer);
+      clearInterval(countdown);
+      clearInterval(heartbeat);
+      if (socket) socket.close(1000, "page closed");
+    },
     /** Closes the socket and opens a new one (after the channel cookie changed). */
     reopen() {
       const old = socket;

@@ -22,6 +22,9 @@ static const unsigned char public_app_js[] = {
 static const unsigned char public_connection_js[] = {
 #embed "../../Public/connection.js"
 };
+static const unsigned char public_history_js[] = {
+#embed "../../Public/history.js"
+};
 static const unsigned char public_messages_js[] = {
 #embed "../../Public/messages.js"
 };
@@ -41,6 +44,7 @@ static const chatroom_asset assets[] = {
     ENTRY("Public/chat.css", public_index_css),
     ENTRY("Public/app.js", public_app_js),
     ENTRY("Public/connection.js", public_connection_js),
+    ENTRY("Public/history.js", public_history_js),
     ENTRY("Public/messages.js", public_messages_js),
     ENTRY("Public/tabs.js", public_tabs_js),
     ENTRY("Public/favicon.svg", public_favicon_svg),
