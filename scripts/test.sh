@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, starts a private redis-server on a spare
-# loopback port, runs `swift test` against it, and stops it. Arguments go to `swift test`.
+# loopback port, runs `swift test` against it, and stops it; then the fault harness in
+# its short mode (scripts/faults.sh short, about 2 minutes; CHATROOM_SKIP_FAULTS=1 skips
+# it). Arguments go to `swift test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -15,3 +17,9 @@ say "redis-server for the tests on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
 export CHATROOM_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 swift build --build-tests
 swift test --skip-build "$@"
+stop_private_redis
+
+if [ "${CHATROOM_SKIP_FAULTS:-0}" != 1 ]; then
+  say "fault harness, short mode"
+  bash scripts/faults.sh short
+fi

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# The fault harness: runs each fault scenario against real processes on loopback and
+# counts what chat.v1 subscribers got (Sources/ChatroomFaults).
+#
+#   scripts/faults.sh          full run (30 s of publishing per scenario); writes docs/FAULTS.md
+#   scripts/faults.sh short    short run for CI (8 s per scenario); prints the table only
+#
+# Scenarios: Redis SIGKILLed and restarted after 2 s (persistence off: a reset is the
+# correct outcome; AOF everysec and always: no reset); one of two instances SIGTERMed
+# and restarted; one subscriber that stops reading for 10 s; the memory broker's
+# instance restarted (a reset is correct). Exits non-zero if any scenario misses its
+# targets: 0 lost, 0 duplicated, 0 reordered among acknowledged messages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+mode="${1:-full}"
+case "$mode" in
+  full) duration=30; rate=50; subscribers=8 ;;
+  short) duration=8; rate=40; subscribers=4 ;;
+  *) die "usage: scripts/faults.sh [full|short]" ;;
+esac
+
+ensure_swift
+ensure_packages pkg-config libhiredis-dev zlib1g-dev redis-server redis-tools
+swift build --product chatroom >/dev/null
+swift build --product chatroom-faults >/dev/null
+bin="$(swift build --show-bin-path)"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-faults.XXXXXX")
+pids=()
+cleanup() {
+  [ "$BASHPID" = "$$" ] || return 0  # only the main shell, not a $( ) subshell
+  for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local port
+  while :; do
+    port=$(( (RANDOM << 1 | RANDOM & 1) % 25000 + 20000 ))
+    port_is_free "$port" && { echo "$port"; return; }
+  done
+}
+wait_port() {
+  for _ in $(seq 1 100); do port_is_free "$1" || return 0; sleep 0.1; done
+  die "nothing listens on port $1"
+}
+
+# start_redis PORT DIR ARGS… — sets started (the pid). Not run in $( ): the process
+# must be a child of this shell, so that it can be stopped and waited for.
+start_redis() {
+  local port=$1 dir=$2; shift 2
+  mkdir -p "$dir"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --logfile "$dir/redis.log" "$@" >/dev/null &
+  started=$!
+  pids+=("$started")
+}
+
+# start_instance PORT ARGS… — sets started (the pid)
+start_instance() {
+  local port=$1; shift
+  "$bin/chatroom" --port "$port" --log-level warning "$@" >/dev/null 2>>"$work/instances.log" &
+  started=$!
+  pids+=("$started")
+}
+
+rows=()
+jsons=()
+failed=0
+
+# run_harness NAME EXPECT_RESET PORTS [ARGS…] — runs in the background, sets harness_pid
+run_harness() {
+  local name=$1 expect=$2 ports=$3; shift 3
+  "$bin/chatroom-faults" --scenario "$name" --ports "$ports" --channel "faults_$RANDOM" \
+    --duration "$duration" --rate "$rate" --subscribers "$subscribers" --expect-reset "$expect" "$@" \
+    >"$work/$name.out" 2>"$work/$name.err" &
+  harness_pid=$!
+}
+
+collect() {
+  local name=$1
+  if wait "$harness_pid"; then :; else failed=1; fi
+  jsons+=("$(grep '^{' "$work/$name.out" || echo "{\"scenario\":\"$name\",\"passed\":false}")")
+  rows+=("$(sed -n 's/^ROW //p' "$work/$name.out")")
+  say "$name: $(grep '^{' "$work/$name.out" || cat "$work/$name.err")"
+}
+
+fault_at=$(( duration / 3 + 1 ))
+
+# (a) Redis killed and restarted
+redis_kill() {
+  local name=$1 expect=$2; shift 2
+  local rport aport bport dir rpid apid bpid
+  rport=$(free_port); dir="$work/$name-redis"
+  start_redis "$rport" "$dir" "$@"; rpid=$started; wait_port "$rport"
+  aport=$(free_port); start_instance "$aport" --redis-url "redis://127.0.0.1:$rport"; apid=$started
+  bport=$(free_port); start_instance "$bport" --redis-url "redis://127.0.0.1:$rport"; bpid=$started
+  wait_port "$aport"; wait_port "$bport"
+  run_harness "$name" "$expect" "$aport,$bport"
+  sleep "$fault_at"
+  kill -9 "$rpid"; wait "$rpid" 2>/dev/null || true
+  sleep 2
+  start_redis "$rport" "$dir" "$@"; rpid=$started
+  collect "$name"
+  kill "$apid" "$bpid" "$rpid" 2>/dev/null || true
+}
+
+# (b) one instance SIGTERMed (drain) and restarted; its subscribers move to the other
+instance_restart() {
+  local name=$1 rport aport bport rpid apid bpid
+  rport=$(free_port); start_redis "$rport" "$work/$name-redis" --save "" --appendonly no; rpid=$started; wait_port "$rport"
+  aport=$(free_port); start_instance "$aport" --redis-url "redis://127.0.0.1:$rport"; apid=$started
+  bport=$(free_port); start_instance "$bport" --redis-url "redis://127.0.0.1:$rport"; bpid=$started
+  wait_port "$aport"; wait_port "$bport"
+  run_harness "$name" no "$aport,$bport"
+  sleep "$fault_at"
+  kill -TERM "$apid"; wait "$apid" 2>/dev/null || true
+  sleep 2
+  start_instance "$aport" --redis-url "redis://127.0.0.1:$rport"; apid=$started
+  collect "$name"
+  kill "$apid" "$bpid" "$rpid" 2>/dev/null || true
+}
+
+# (c) one subscriber stops reading for 10 s; the others must not notice
+slow_reader() {
+  local name=$1 rport aport bport rpid apid bpid
+  rport=$(free_port); start_redis "$rport" "$work/$name-redis" --save "" --appendonly no; rpid=$started; wait_port "$rport"
+  aport=$(free_port); start_instance "$aport" --redis-url "redis://127.0.0.1:$rport" --socket-queue-limit 65536 --ping-interval 30; apid=$started
+  bport=$(free_port); start_instance "$bport" --redis-url "redis://127.0.0.1:$rport" --socket-queue-limit 65536 --ping-interval 30; bpid=$started
+  wait_port "$aport"; wait_port "$bport"
+  local saved=$duration
+  duration=$(( duration < 14 ? 14 : duration ))
+  run_harness "$name" no "$aport,$bport" --slow-at 2 --slow-for 10 --padding 8000 --rate 100
+  duration=$saved
+  collect "$name"
+  kill "$apid" "$bpid" "$rpid" 2>/dev/null || true
+}
+
+# (d) the memory broker's instance restarted: its history is gone, a reset is correct
+memory_restart() {
+  local name=$1 aport apid
+  aport=$(free_port); start_instance "$aport" --broker memory; apid=$started
+  wait_port "$aport"
+  run_harness "$name" yes "$aport"
+  sleep "$fault_at"
+  kill -TERM "$apid"; wait "$apid" 2>/dev/null || true
+  sleep 2
+  start_instance "$aport" --broker memory; apid=$started
+  collect "$name"
+  kill "$apid" 2>/dev/null || true
+}
+
+redis_kill redis-killed-no-persistence yes --save "" --appendonly no
+redis_kill redis-killed-aof-everysec no --save "" --appendonly yes --appendfsync everysec
+redis_kill redis-killed-aof-always no --save "" --appendonly yes --appendfsync always
+instance_restart instance-sigterm-restart
+slow_reader slow-reader-10s
+memory_restart memory-broker-restart
+
+table="| scenario | acked | refused | delivered | lost | lost with the history | duplicates | reordered | resets | gaps recovered | reconnects | latency p50 / p99 ms | targets met |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+for row in "${rows[@]}"; do table+=$'\n'"$row"; done
+echo
+echo "$table"
+
+if [ "$mode" = full ]; then
+  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+  memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+  {
+    echo "# Fault results"
+    echo
+    echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), $memory, $(. /etc/os-release; echo "$PRETTY_NAME"),"
+    echo "$(redis-server --version | cut -d' ' -f1-3), debug build of \`chatroom\`. Reproduce with \`scripts/faults.sh\`."
+    echo
+    echo "Each scenario publishes $rate messages/s for $duration s through \`POST /send/\` (round-robin over the"
+    echo "instances, falling over to the next one when an instance refuses), while $subscribers chat.v1 subscribers"
+    echo "(spread over the instances) count every frame. Subscribers act like the page: on a drop they reconnect"
+    echo "and resume with \`since\`/\`epoch\`; on \`gap\`, or a hole in the offsets, they fetch the range from \`/history\`."
+    echo
+    echo "$table"
+    echo
+    cat <<'NOTES'
+How to read it:
+
+- **acked**: publishes answered `ok`; **refused**: publishes no instance accepted (503 while Redis was
+  down, or the only instance was restarting). Refused messages were never acknowledged, so they cannot be lost.
+- **delivered**: messages received by all subscribers together, over the socket or fetched after a `gap`.
+- **gaps recovered**: ranges fetched from `/history` after a `gap` frame or a hole in the offsets / ranges seen.
+- **lost**: acknowledged, still inside the history window, and never delivered to a subscriber. Target 0.
+- **lost with the history**: acknowledged before a `reset` and not delivered before it: the history that held
+  them is gone (Redis without persistence was killed; the memory broker restarted). The subscriber was told
+  so by the `reset`. Expected only in those scenarios.
+- **duplicates**, **reordered**: over the socket, per subscriber. Target 0.
+- **latency**: publish start to delivery, subscribers that kept reading; includes the outage for messages
+  published around the fault.
+
+The raw JSON lines:
+
+```
+NOTES
+    for line in "${jsons[@]}"; do echo "$line"; done
+    echo '```'
+  } > docs/FAULTS.md
+  say "wrote docs/FAULTS.md"
+fi
+
+passed=0
+for json in "${jsons[@]}"; do case "$json" in *'"passed":true'*) passed=$((passed + 1)) ;; esac; done
+echo "faults: $passed passed, $(( ${#jsons[@]} - passed )) failed"
+exit "$failed"
