@@ -185,6 +185,30 @@ struct LoseNothingTests {
         }
     }
 
+    @Test func aResumeReplayIsBoundedByTheQueueLimitToo() async throws {
+        try await withServer(broker: .memory, { $0.socketQueueLimit = 16 * 1024; $0.pingInterval = .seconds(300) }) { server in
+            let channel = uniqueChannel()
+            let count = 600  // 4.8 MB of history: more than the kernel's buffers and the queue
+            try await publish(count: count, size: 8000, to: channel, port: server.port)
+            let epoch = try #require(try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(channel)&limit=1").body.jsonObject["epoch"] as? String)
+            let resumed = try await ChatWebSocket.connect(
+                port: server.port, path: "/wb/?channel=\(channel)&since=0&epoch=\(epoch)", subprotocols: ["chat.v1"], receiveBufferSize: 4096
+            )
+            try await resumed.setReading(false)
+            try await Task.sleep(for: .seconds(1))
+            try await resumed.setReading(true)
+            var delivered: [Int] = []
+            var gaps: [(Int, Int)] = []
+            while let frame = await nextFrame(resumed, timeout: .seconds(2)) {
+                if frame.type == "gap" { gaps.append((frame.from, frame.to)) } else { delivered.append(frame.offset) }
+            }
+            let gap = try #require(gaps.first, "the replay outgrew the queue, so part of it must come as a gap")
+            #expect(gaps.count == 1)
+            let covered = delivered.filter { $0 < gap.0 } + Array(gap.0...gap.1) + delivered.filter { $0 > gap.1 }
+            #expect(covered == Array(1...count))
+        }
+    }
+
     @Test func aSlowReaderOfTheOriginalProtocolIsClosedWithAReason() async throws {
         // A reader that stops reading also stops answering pings: keep the heartbeat out of the way.
         try await withServer(broker: .memory, { $0.socketQueueLimit = 16 * 1024; $0.pingInterval = .seconds(300) }) { server in

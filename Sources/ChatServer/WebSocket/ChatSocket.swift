@@ -35,8 +35,9 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         /// Resuming: the history is being read; live deliveries wait here.
         case replaying([Delivery])
         /// The client fell behind by more than the queue limit: messages are dropped,
-        /// and the range is reported (chat.v1) once the socket drains.
-        case dropping(from: Int64?, to: Int64?)
+        /// and once the socket drains it is told what it missed: a `reset` if the epoch
+        /// changed meanwhile, then one `gap` for the range.
+        case dropping(from: Int64?, to: Int64?, reset: String?)
     }
 
     private enum State {
@@ -93,12 +94,12 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, case .dropping(let from, let to) = flow {
+        if context.channel.isWritable, case .dropping(let from, let to, let reset) = flow {
             flow = .live
-            if let from, let to {
-                logger.info("A slow reader caught up; reporting the messages it missed", metadata: ["from": "\(from)", "to": "\(to)"])
-                context.writeAndFlush(wrapOutboundOut(ChatV1.gap(channel: channelName, from: from, to: to)), promise: nil)
-            }
+            logger.info("A slow reader caught up; reporting what it missed", metadata: ["from": "\(from ?? 0)", "to": "\(to ?? 0)"])
+            if let reset { context.write(wrapOutboundOut(ChatV1.reset(channel: channelName, epoch: reset)), promise: nil) }
+            if let from, let to { context.write(wrapOutboundOut(ChatV1.gap(channel: channelName, from: from, to: to)), promise: nil) }
+            context.flush()
         }
         context.fireChannelWritabilityChanged()
     }
@@ -162,22 +163,42 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     func enqueue(_ delivery: Delivery) {
         guard state == .open, let context else { return }
+        if case .replaying(var waiting) = flow {
+            waiting.append(delivery)
+            flow = .replaying(waiting)
+            return
+        }
+        send(delivery.event, frame: delivery.frames[format.rawValue], context: context)
+    }
+
+    /// Writes one event's frame, or, past the queue limit, drops it and remembers what
+    /// was dropped. Live deliveries and resume replays both go through here, so neither
+    /// can queue more than the limit for one socket.
+    private func send(_ event: ChatEvent, frame: ByteBuffer?, context: ChannelHandlerContext) {
         switch flow {
         case .live:
             guard context.channel.isWritable else {
-                startDropping(delivery, context: context)
+                startDropping(event, context: context)
                 return
             }
-            if let frame = delivery.frames[format.rawValue] {
-                context.write(wrapOutboundOut(frame), promise: nil)
+            if let frame { context.write(wrapOutboundOut(frame), promise: nil) }
+        case .dropping(var from, var to, var reset):
+            switch event {
+            case .message(let message):
+                from = from ?? message.offset
+                to = message.offset
+            case .gap(_, let first, let last):
+                from = min(from ?? first, first)
+                to = max(to ?? last, last)
+            case .reset(_, let epoch):
+                // Offsets dropped so far belong to the old epoch: the reset covers them.
+                reset = epoch
+                from = nil
+                to = nil
             }
-        case .replaying(var waiting):
-            waiting.append(delivery)
-            flow = .replaying(waiting)
-        case .dropping(let from, _):
-            if case .message(let message) = delivery.event {
-                flow = .dropping(from: from ?? message.offset, to: message.offset)
-            }
+            flow = .dropping(from: from, to: to, reset: reset)
+        case .replaying:
+            preconditionFailure("deliveries wait while replaying")
         }
     }
 
@@ -210,7 +231,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     ///
     /// A chat.v1 client is told the range once it catches up and fetches it from
     /// /history; a client of the original protocol cannot recover, so it is closed.
-    private func startDropping(_ delivery: Delivery, context: ChannelHandlerContext) {
+    private func startDropping(_ event: ChatEvent, context: ChannelHandlerContext) {
         switch format {
         case .raw:
             logger.info("Closing a slow reader of the original protocol", metadata: ["channel": "\(channelName)", "queued_bytes_over": "\(settings.queueLimit)"])
@@ -221,8 +242,8 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
             )
         case .chatV1:
             logger.info("A chat.v1 reader fell behind; dropping its messages until it catches up", metadata: ["channel": "\(channelName)"])
-            let offset: Int64? = if case .message(let message) = delivery.event { message.offset } else { nil }
-            flow = .dropping(from: offset, to: offset)
+            flow = .dropping(from: nil, to: nil, reset: nil)
+            send(event, frame: nil, context: context)
         }
     }
 
@@ -274,7 +295,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
             epoch = history.epoch
             last = resume.after
             for message in history.messages {
-                context.write(wrapOutboundOut(ChatV1.message(message)), promise: nil)
+                send(.message(message), frame: ChatV1.message(message), context: context)
                 last = message.offset
             }
         } else {
@@ -283,9 +304,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         }
         for delivery in waiting {
             if case .message(let message) = delivery.event, message.epoch == epoch, message.offset <= last { continue }
-            if let frame = delivery.frames[format.rawValue] {
-                context.write(wrapOutboundOut(frame), promise: nil)
-            }
+            send(delivery.event, frame: delivery.frames[format.rawValue], context: context)
         }
         context.flush()
     }
