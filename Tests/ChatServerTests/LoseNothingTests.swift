@@ -230,6 +230,31 @@ struct LoseNothingTests {
         }
     }
 
+    @Test func losingRedisDataIsANewEpochAndSocketsAreToldWithReset() async throws {
+        let redis = PrivateRedis()
+        try await redis.start()
+        do {
+            try await withServer(broker: .redis, { $0.redisURL = redis.url }) { server in
+                let channel = uniqueChannel()
+                let socket = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
+                for index in 1...3 { _ = try await ChatHTTP.send(port: server.port, data: "old \(index)", channel: channel) }
+                var old: [Frame] = []
+                for _ in 1...3 { old.append(try #require(await nextFrame(socket))) }
+                _ = try await ChatHTTP.exchange(host: "127.0.0.1", port: redis.port, bytes: .init(string: "FLUSHALL\r\nQUIT\r\n"), timeout: .seconds(2))
+                _ = try await ChatHTTP.send(port: server.port, data: "new 1", channel: channel)
+                let reset = try #require(await nextFrame(socket))
+                #expect(reset.type == "reset")
+                #expect(reset.epoch != nil && reset.epoch != old[0].epoch)
+                let first = try #require(await nextFrame(socket))
+                #expect(first.offset == 1 && first.data == "new 1" && first.epoch == reset.epoch)
+            }
+        } catch {
+            await redis.stop()
+            throw error
+        }
+        await redis.stop()
+    }
+
     @Test func messagesPublishedWhilePubSubWasDownAreRecoveredFromHistory() async throws {
         let redis = PrivateRedis()
         try await redis.start()
