@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "chatroom", targets: ["chatroom"]),
         .executable(name: "chatroom-faults", targets: ["ChatroomFaults"]),
+        .executable(name: "chatroom-bench", targets: ["ChatroomBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1", traits: ["FullFoundation"]),
@@ -96,6 +97,17 @@ let package = Package(
                 "ChatClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The load generator (scripts/bench.sh runs it and writes docs/BENCHMARKS.md).
+        .executableTarget(
+            name: "ChatroomBench",
+            dependencies: [
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

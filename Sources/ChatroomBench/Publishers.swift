@@ -1,0 +1,127 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Hands out message numbers to publishers and counts what came back.
+final class PublishPlan: Sendable {
+    struct State {
+        var next: UInt64 = 1
+        var acknowledged: UInt64 = 0
+        var refused: UInt64 = 0
+    }
+
+    let total: UInt64
+    let channels: [String]
+    let padding: String
+    let deadline: UInt64
+    private let state = NIOLockedValueBox(State())
+
+    init(total: UInt64, channels: [String], padding: Int, deadline: UInt64) {
+        self.total = total
+        self.channels = channels
+        self.padding = String(repeating: "p", count: padding)
+        self.deadline = deadline
+    }
+
+    /// The next message number, or nil when all are handed out or time is up.
+    func take() -> UInt64? {
+        guard monotonicNanoseconds() < deadline else { return nil }
+        return state.withLockedValue { state in
+            guard state.next <= total else { return nil }
+            defer { state.next += 1 }
+            return state.next
+        }
+    }
+
+    func answered(ok: Bool) {
+        state.withLockedValue { ok ? ($0.acknowledged += 1) : ($0.refused += 1) }
+    }
+
+    var snapshot: State { state.withLockedValue { $0 } }
+}
+
+/// One keep-alive HTTP/1.1 connection posting to /send/ back to back.
+final class PublisherHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let plan: PublishPlan
+    private let host: String
+    private let id: Int
+    private let done: EventLoopPromise<Void>
+    private var status: HTTPResponseStatus = .ok
+
+    init(id: Int, plan: PublishPlan, host: String, done: EventLoopPromise<Void>) {
+        self.id = id
+        self.plan = plan
+        self.host = host
+        self.done = done
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        sendNext(context: context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            status = head.status
+        case .body:
+            break
+        case .end:
+            plan.answered(ok: status == .ok)
+            sendNext(context: context)
+        }
+    }
+
+    private func sendNext(context: ChannelHandlerContext) {
+        guard let number = plan.take() else {
+            done.succeed()
+            context.close(promise: nil)
+            return
+        }
+        let channel = plan.channels[Int(number) % plan.channels.count]
+        // data = "n=<number> t=<monotonic ns> p=<publisher> <padding>", form-encoded.
+        let body = "data=n%3D\(number)+t%3D\(monotonicNanoseconds())+p%3D\(id)+\(plan.padding)&channel=\(channel)"
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/send/")
+        head.headers.add(name: "Host", value: host)
+        head.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        head.headers.add(name: "Content-Length", value: String(body.utf8.count))
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        done.fail(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        done.succeed()
+    }
+}
+
+/// Runs `connections` publishers until the plan is exhausted.
+func runPublishers(group: any EventLoopGroup, host: String, port: Int, connections: Int, plan: PublishPlan) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        for id in 0..<connections {
+            tasks.addTask {
+                let loop = group.next()
+                let done = loop.makePromise(of: Void.self)
+                _ = try await ClientBootstrap(group: loop)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                            try channel.pipeline.syncOperations.addHandler(PublisherHandler(id: id, plan: plan, host: host, done: done))
+                        }
+                    }
+                    .connect(host: host, port: port).get()
+                try await done.futureResult.get()
+            }
+        }
+        try await tasks.waitForAll()
+    }
+}

@@ -1,0 +1,225 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Monotonic nanoseconds, the same clock in every process on the machine.
+func monotonicNanoseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Latency counts in buckets of growing width (1 µs … ~70 s), cheap to merge.
+struct LatencyHistogram {
+    static let bucketCount = 200
+    var buckets = [UInt64](repeating: 0, count: bucketCount)
+    var count: UInt64 = 0
+    var maximum: UInt64 = 0
+
+    /// Bucket i covers up to 1 µs × 1.1^i.
+    static func bucket(_ nanoseconds: UInt64) -> Int {
+        let micros = max(1.0, Double(nanoseconds) / 1000)
+        return min(bucketCount - 1, Int((log(micros) / log(1.1)).rounded(.up)))
+    }
+
+    mutating func record(_ nanoseconds: UInt64) {
+        buckets[Self.bucket(nanoseconds)] += 1
+        count += 1
+        maximum = max(maximum, nanoseconds)
+    }
+
+    mutating func merge(_ other: LatencyHistogram) {
+        for index in 0..<Self.bucketCount { buckets[index] += other.buckets[index] }
+        count += other.count
+        maximum = max(maximum, other.maximum)
+    }
+
+    /// The latency below which `fraction` of the samples fall, in milliseconds.
+    func quantile(_ fraction: Double) -> Double {
+        guard count > 0 else { return 0 }
+        let target = UInt64((Double(count) * fraction).rounded(.up))
+        var seen: UInt64 = 0
+        for (index, value) in buckets.enumerated() {
+            seen += value
+            if seen >= target { return pow(1.1, Double(index)) / 1000 }
+        }
+        return Double(maximum) / 1_000_000
+    }
+}
+
+/// What all subscribers of one run received.
+final class Tally: Sendable {
+    struct Counts {
+        var delivered: UInt64 = 0
+        var duplicates: UInt64 = 0
+        var outOfOrder: UInt64 = 0
+        var connected = 0
+        var failed = 0
+        var latency = LatencyHistogram()
+        var lastDelivery: UInt64 = 0
+    }
+
+    private let counts = NIOLockedValueBox(Counts())
+
+    func connected() { counts.withLockedValue { $0.connected += 1 } }
+    func failed() { counts.withLockedValue { $0.failed += 1 } }
+    func merge(delivered: UInt64, duplicates: UInt64, outOfOrder: UInt64, latency: LatencyHistogram, at time: UInt64) {
+        counts.withLockedValue { counts in
+            counts.delivered += delivered
+            counts.duplicates += duplicates
+            counts.outOfOrder += outOfOrder
+            counts.latency.merge(latency)
+            counts.lastDelivery = max(counts.lastDelivery, time)
+        }
+    }
+    var snapshot: Counts { counts.withLockedValue { $0 } }
+}
+
+/// One subscriber socket of the original protocol, as lean as the server's side:
+/// parses server frames in place and counts `n=<number> t=<nanoseconds>` payloads.
+final class SubscriberHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let tally: Tally
+    private let upgraded: EventLoopPromise<Void>
+    private var buffer = ByteBuffer()
+    private var isUpgraded = false
+    private var seen: [UInt64] = []  // bitmap of message numbers
+    private var highest: [UInt64] = []  // per publisher: its messages must arrive in its order
+    private var delivered: UInt64 = 0
+    private var duplicates: UInt64 = 0
+    private var outOfOrder: UInt64 = 0
+    private var latency = LatencyHistogram()
+    private var lastDelivery: UInt64 = 0
+
+    init(tally: Tally, upgraded: EventLoopPromise<Void>) {
+        self.tally = tally
+        self.upgraded = upgraded
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var chunk = unwrapInboundIn(data)
+        buffer.writeBuffer(&chunk)
+        if !isUpgraded {
+            guard let end = buffer.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
+            let head = buffer.readString(length: end.upperBound - buffer.readerIndex) ?? ""
+            guard head.hasPrefix("HTTP/1.1 101") else {
+                upgraded.fail(BenchError("upgrade refused: \(head.prefix(200)) \(buffer.readableBytes > 0 ? String(buffer: buffer) : "")"))
+                context.close(promise: nil)
+                return
+            }
+            isUpgraded = true
+            upgraded.succeed()
+        }
+        let now = monotonicNanoseconds()
+        while buffer.readableBytes >= 2 {
+            let start = buffer.readerIndex
+            let second = buffer.getInteger(at: start + 1, as: UInt8.self)!
+            var length = Int(second & 0x7F)
+            var header = 2
+            if length == 126 {
+                guard let value = buffer.getInteger(at: start + 2, as: UInt16.self) else { break }
+                length = Int(value)
+                header = 4
+            } else if length == 127 {
+                guard let value = buffer.getInteger(at: start + 2, as: UInt64.self) else { break }
+                length = Int(value)
+                header = 10
+            }
+            guard buffer.readableBytes >= header + length else { break }
+            let opcode = buffer.getInteger(at: start, as: UInt8.self)! & 0x0F
+            if opcode == 0x1 {
+                count(payloadAt: start + header, length: length, now: now)
+            } else if opcode == 0x9 {
+                // Answer pings like a browser would.
+                var pong = context.channel.allocator.buffer(capacity: 6 + length)
+                pong.writeInteger(UInt8(0x8A))
+                pong.writeInteger(UInt8(0x80 | UInt8(length)))
+                pong.writeInteger(UInt32(0))
+                if length > 0, let payload = buffer.getSlice(at: start + header, length: length) { pong.writeImmutableBuffer(payload) }
+                context.writeAndFlush(NIOAny(pong), promise: nil)
+            }
+            buffer.moveReaderIndex(forwardBy: header + length)
+        }
+        buffer.discardReadBytes()
+    }
+
+    private func count(payloadAt index: Int, length: Int, now: UInt64) {
+        // "n=<number> t=<nanoseconds> p=<publisher> <padding>"
+        guard let view = buffer.viewBytes(at: index, length: length) else { return }
+        var values: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        var field = 0
+        for byte in view {
+            if byte == UInt8(ascii: "=") {
+                field += 1
+            } else if byte == UInt8(ascii: " ") {
+                if field >= 3 { break }
+            } else if byte >= 48 && byte <= 57 {
+                let digit = UInt64(byte - 48)
+                switch field {
+                case 1: values.0 = values.0 * 10 + digit
+                case 2: values.1 = values.1 * 10 + digit
+                case 3: values.2 = values.2 * 10 + digit
+                default: break
+                }
+            }
+        }
+        let (number, sent, publisher) = values
+        delivered += 1
+        let word = Int(number / 64)
+        if word >= seen.count { seen.append(contentsOf: repeatElement(0, count: word - seen.count + 1)) }
+        let bit = UInt64(1) << (number % 64)
+        if seen[word] & bit != 0 { duplicates += 1 } else { seen[word] |= bit }
+        let lane = Int(publisher)
+        if lane >= highest.count { highest.append(contentsOf: repeatElement(0, count: lane - highest.count + 1)) }
+        if number < highest[lane] { outOfOrder += 1 }
+        highest[lane] = max(highest[lane], number)
+        if sent > 0 && now >= sent { latency.record(now - sent) }
+        lastDelivery = now
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if delivered > 0 {
+            tally.merge(delivered: delivered, duplicates: duplicates, outOfOrder: outOfOrder, latency: latency, at: lastDelivery)
+            delivered = 0
+            duplicates = 0
+            outOfOrder = 0
+            latency = LatencyHistogram()
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        upgraded.fail(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        upgraded.fail(BenchError("connection closed"))
+    }
+}
+
+/// Opens a subscriber of the original protocol on `channel` (by cookie).
+func openSubscriber(group: any EventLoopGroup, host: String, port: Int, channel: String, tally: Tally, source: String? = nil) -> EventLoopFuture<any Channel> {
+    let loop = group.next()
+    let upgraded = loop.makePromise(of: Void.self)
+    var bootstrap = ClientBootstrap(group: loop)
+        .connectTimeout(.seconds(10))
+        .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(SubscriberHandler(tally: tally, upgraded: upgraded)) }
+        }
+    if let source {
+        bootstrap = bootstrap.bind(to: try! SocketAddress(ipAddress: source, port: 0))
+    }
+    return bootstrap.connect(host: host, port: port).flatMap { socket in
+        let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        let request = "GET /wb/ HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\nCookie: channel=\(channel)\r\n\r\n"
+        socket.writeAndFlush(ByteBuffer(string: request), promise: nil)
+        return upgraded.futureResult.map { socket }
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

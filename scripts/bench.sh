@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Benchmarks: a private redis-server and the release binary on loopback, driven by
+# chatroom-bench (Sources/ChatroomBench). Writes docs/BENCHMARKS.md.
+#
+#   scripts/bench.sh            every scenario, both brokers
+#   scripts/bench.sh quick      small sizes, to check the script itself
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+mode="${1:-full}"
+ensure_swift
+ensure_packages pkg-config libhiredis-dev zlib1g-dev redis-server redis-tools
+say "building release binaries"
+swift build -c release --product chatroom >/dev/null
+swift build -c release --product chatroom-bench >/dev/null
+bin="$(swift build -c release --show-bin-path)"
+
+# One process may hold at most the hard limit of open files (20,000 on these machines).
+ulimit -n "$(ulimit -Hn)"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-bench.XXXXXX")
+pids=()
+cleanup() {
+  [ "$BASHPID" = "$$" ] || return 0
+  for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local port
+  while :; do
+    port=$(( (RANDOM << 1 | RANDOM & 1) % 25000 + 20000 ))
+    port_is_free "$port" && { echo "$port"; return; }
+  done
+}
+wait_port() {
+  for _ in $(seq 1 100); do port_is_free "$1" || return 0; sleep 0.1; done
+  die "nothing listens on port $1"
+}
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --logfile "$work/redis.log" >/dev/null &
+pids+=("$!")
+wait_port "$redis_port"
+
+if [ "$mode" = quick ]; then
+  fanouts=("100 200" "1000 50")
+  publish_seconds=2
+else
+  fanouts=("100 10000" "1000 2000" "10000 200")
+  publish_seconds=10
+fi
+
+rows=()
+jsons=()
+run() {
+  local out
+  out=$("$bin/chatroom-bench" "$@" 2>"$work/bench.err") || { cat "$work/bench.err" >&2; die "chatroom-bench $* failed"; }
+  jsons+=("$(grep '^{' <<<"$out")")
+  rows+=("$(sed -n 's/^ROW //p' <<<"$out")")
+  say "$(sed -n 's/^ROW //p' <<<"$out")"
+}
+
+for broker in redis memory; do
+  port=$(free_port)
+  "$bin/chatroom" --port "$port" --broker "$broker" --redis-url "redis://127.0.0.1:$redis_port" --log-level warning >/dev/null 2>>"$work/server.log" &
+  server=$!
+  pids+=("$server")
+  wait_port "$port"
+  for scenario in "${fanouts[@]}"; do
+    read -r subscribers messages <<<"$scenario"
+    run fanout --port "$port" --server-pid "$server" --label "$broker" --subscribers "$subscribers" --messages "$messages" --publishers 8
+  done
+  run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 0
+  run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 100
+  kill "$server"; wait "$server" 2>/dev/null || true
+done
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+{
+  echo "# Benchmarks"
+  echo
+  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), $memory, $(. /etc/os-release; echo "$PRETTY_NAME"),"
+  echo "$(redis-server --version | cut -d' ' -f1-3), release builds. Server, Redis and load generator share the $(nproc) cores."
+  echo "Reproduce with \`scripts/bench.sh\`$([ "$mode" = quick ] && echo " quick")."
+  echo
+  echo "## Fan-out"
+  echo
+  echo "S subscribers of the original protocol (channel by cookie) on K channels; M messages posted through"
+  echo "\`POST /send/\` by P keep-alive publishers as fast as they are answered. Latency is post start to"
+  echo "delivery (p50 / p90 / p99 / max, ms). Server CPU is user + system time from /proc over the run, divided by"
+  echo "deliveries. Out of order counts a publisher's messages arriving against that publisher's own order."
+  echo
+  echo "| broker | mode | size | delivered / expected | duplicates | out of order | deliveries/s | latency ms | server CPU per delivery |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for row in "${rows[@]}"; do case "$row" in *"| fanout |"*) echo "$row" ;; esac; done
+  echo
+  echo "## Publishing"
+  echo
+  echo "| broker | mode | size | answers | throughput | server CPU |"
+  echo "|---|---|---|---|---|---|"
+  for row in "${rows[@]}"; do case "$row" in *"| publish |"*) echo "$row" ;; esac; done
+  echo
+  echo "## Raw results"
+  echo
+  echo '```'
+  for json in "${jsons[@]}"; do echo "$json"; done
+  echo '```'
+  # What the numbers mean, the targets and the profile: written by hand, kept beside.
+  if [ -f docs/benchmarks-notes.md ]; then echo; cat docs/benchmarks-notes.md; fi
+} > docs/BENCHMARKS.md
+say "wrote docs/BENCHMARKS.md"
