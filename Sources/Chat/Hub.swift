@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// A socket (or anything else) that receives a channel's messages on this instance.
@@ -53,10 +54,15 @@ public final class Hub: Sendable {
     }
 
     /// Delivers events to every member of their channels, in the order given.
+    ///
+    /// Each loop has an inbox: events are appended to it, and only the first append
+    /// since the loop last drained it schedules a drain. Events that arrive while a
+    /// loop is busy therefore go out together, with one flush per member — batching
+    /// that grows with load instead of one hop and one write syscall per event.
     public func deliver(_ events: [ChatEvent]) {
         let deliveries = events.map { Delivery(event: $0, frames: encode($0)) }
         for loop in loops {
-            loop.eventLoop.execute { loop.deliver(deliveries) }
+            loop.post(deliveries)
         }
     }
 
@@ -94,9 +100,34 @@ public final class LoopHub: @unchecked Sendable {
     /// The loop this part serves.
     public let eventLoop: any EventLoop
     private var channels: [ChannelName: [ObjectIdentifier: any HubMember]] = [:]
+    /// Deliveries waiting for the loop, and whether a drain is already scheduled.
+    private let inbox = NIOLockedValueBox<(deliveries: [Delivery], scheduled: Bool)>(([], false))
 
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
+    }
+
+    /// Queues deliveries for this loop from any thread.
+    func post(_ deliveries: [Delivery]) {
+        let schedule = inbox.withLockedValue { inbox in
+            inbox.deliveries.append(contentsOf: deliveries)
+            defer { inbox.scheduled = true }
+            return !inbox.scheduled
+        }
+        if schedule {
+            eventLoop.execute { self.drain() }
+        }
+    }
+
+    private func drain() {
+        let deliveries = inbox.withLockedValue { inbox in
+            defer {
+                inbox.deliveries.removeAll(keepingCapacity: true)
+                inbox.scheduled = false
+            }
+            return inbox.deliveries
+        }
+        deliver(deliveries)
     }
 
     /// Adds `member` to `channel`.

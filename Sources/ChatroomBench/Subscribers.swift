@@ -42,7 +42,8 @@ struct LatencyHistogram {
         var seen: UInt64 = 0
         for (index, value) in buckets.enumerated() {
             seen += value
-            if seen >= target { return pow(1.1, Double(index)) / 1000 }
+            // The bucket's upper bound, but never above the largest sample.
+            if seen >= target { return min(pow(1.1, Double(index)) / 1000, Double(maximum) / 1_000_000) }
         }
         return Double(maximum) / 1_000_000
     }

@@ -177,9 +177,14 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     private func send(_ event: ChatEvent, frame: ByteBuffer?, context: ChannelHandlerContext) {
         switch flow {
         case .live:
-            guard context.channel.isWritable else {
-                startDropping(event, context: context)
-                return
+            if !context.channel.isWritable {
+                // Unflushed writes of this batch count too: flush them to the socket
+                // first. Only a reader the kernel cannot take more from is slow.
+                context.flush()
+                guard context.channel.isWritable else {
+                    startDropping(event, context: context)
+                    return
+                }
             }
             if let frame { context.write(wrapOutboundOut(frame), promise: nil) }
         case .dropping(var from, var to, var reset):
