@@ -95,11 +95,23 @@ final class ChannelSequencer: @unchecked Sendable {
         recover(channel, after: position.next - 1)
     }
 
+    /// How often a failed history read is tried again before the hole is reported as a gap:
+    /// after a Redis restart the pub/sub connection may be back before the command one.
+    static let recoveryAttempts = 30
+    static let recoveryRetryDelay = TimeAmount.milliseconds(100)
+
     /// Fetches the history after `offset`, delivers what is missing, then what waited.
-    private func recover(_ channel: ChannelName, after offset: Int64) {
+    private func recover(_ channel: ChannelName, after offset: Int64, attempt: Int = 1) {
         let fetch = self.fetch
         let future = eventLoop.makeFutureWithTask { try await fetch(channel, offset) }
         future.whenComplete { result in
+            if case .failure = result, attempt < Self.recoveryAttempts, self.waiting[channel] != nil {
+                self.eventLoop.scheduleTask(in: Self.recoveryRetryDelay) {
+                    guard self.waiting[channel] != nil else { return }
+                    self.recover(channel, after: offset, attempt: attempt + 1)
+                }
+                return
+            }
             guard let buffered = self.waiting.removeValue(forKey: channel), var position = self.positions[channel] else { return }
             var out: [ChatEvent] = []
             if case .success(let history) = result, let epoch = history.epoch {

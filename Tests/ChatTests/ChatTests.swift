@@ -171,6 +171,7 @@ struct ChannelSequencerTests {
         let delivered: NIOLockedValueBox<[ChatEvent]>
         let history: NIOLockedValueBox<[Message]>
         let fetches: NIOLockedValueBox<[Int64]>
+        let failuresLeft = NIOLockedValueBox(0)
         let channel: ChannelName
         let sequencer: ChannelSequencer
 
@@ -179,6 +180,7 @@ struct ChannelSequencerTests {
             let history = NIOLockedValueBox<[Message]>([])
             let fetches = NIOLockedValueBox<[Int64]>([])
             let channel = ChannelName("seq")!
+            let failuresLeft = self.failuresLeft
             self.delivered = delivered
             self.history = history
             self.fetches = fetches
@@ -187,6 +189,11 @@ struct ChannelSequencerTests {
                 eventLoop: loop,
                 fetch: { _, after in
                     fetches.withLockedValue { $0.append(after) }
+                    let fail = failuresLeft.withLockedValue { left in
+                        defer { left = max(0, left - 1) }
+                        return left > 0
+                    }
+                    if fail { throw BrokerError(.unavailable, "Redis is unavailable") }
                     let kept = history.withLockedValue { $0 }
                     return History(channel: channel, epoch: kept.last?.epoch, lastOffset: kept.last?.offset ?? 0, firstOffset: kept.first?.offset,
                                    messages: kept.filter { $0.offset > after })
@@ -232,6 +239,18 @@ struct ChannelSequencerTests {
         try await harness.settle()
         #expect(harness.summary == ["1", "2", "3", "4", "5", "6"])
         #expect(harness.fetches.withLockedValue { $0 } == [2])
+    }
+
+    @Test func aFailedHistoryReadIsRetriedBeforeAnythingIsCalledAGap() async throws {
+        let harness = Harness()
+        harness.history.withLockedValue { $0 = (1...5).map { harness.message($0) } }
+        harness.failuresLeft.withLockedValue { $0 = 3 }  // e.g. the command connection is still reconnecting
+        try await harness.receive([1])
+        try await harness.receive([5])
+        try await Task.sleep(for: .milliseconds(600))
+        try await harness.settle()
+        #expect(harness.summary == ["1", "2", "3", "4", "5"])
+        #expect(harness.fetches.withLockedValue { $0 } == [1, 1, 1, 1])
     }
 
     @Test func aHoleTheHistoryNoLongerHoldsIsReportedAsAGap() async throws {
