@@ -20,30 +20,11 @@ bin="$(swift build -c release --show-bin-path)"
 ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-bench.XXXXXX")
-pids=()
-cleanup() {
-  [ "$BASHPID" = "$$" ] || return 0
-  for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local port
-  while :; do
-    port=$(( (RANDOM << 1 | RANDOM & 1) % 25000 + 20000 ))
-    port_is_free "$port" && { echo "$port"; return; }
-  done
-}
-wait_port() {
-  for _ in $(seq 1 100); do port_is_free "$1" || return 0; sleep 0.1; done
-  die "nothing listens on port $1"
-}
+trap stop_started EXIT
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --logfile "$work/redis.log" >/dev/null &
-pids+=("$!")
+started_pids+=("$!")
 wait_port "$redis_port"
 
 if [ "$mode" = quick ]; then
@@ -68,7 +49,7 @@ for broker in redis memory; do
   port=$(free_port)
   "$bin/chatroom" --port "$port" --broker "$broker" --redis-url "redis://127.0.0.1:$redis_port" --log-level warning >/dev/null 2>>"$work/server.log" &
   server=$!
-  pids+=("$server")
+  started_pids+=("$server")
   wait_port "$port"
   for scenario in "${fanouts[@]}"; do
     read -r subscribers messages <<<"$scenario"

@@ -28,26 +28,7 @@ swift build --product chatroom-faults >/dev/null
 bin="$(swift build --show-bin-path)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-faults.XXXXXX")
-pids=()
-cleanup() {
-  [ "$BASHPID" = "$$" ] || return 0  # only the main shell, not a $( ) subshell
-  for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local port
-  while :; do
-    port=$(( (RANDOM << 1 | RANDOM & 1) % 25000 + 20000 ))
-    port_is_free "$port" && { echo "$port"; return; }
-  done
-}
-wait_port() {
-  for _ in $(seq 1 100); do port_is_free "$1" || return 0; sleep 0.1; done
-  die "nothing listens on port $1"
-}
+trap stop_started EXIT
 
 # start_redis PORT DIR ARGS… — sets started (the pid). Not run in $( ): the process
 # must be a child of this shell, so that it can be stopped and waited for.
@@ -56,7 +37,7 @@ start_redis() {
   mkdir -p "$dir"
   redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --logfile "$dir/redis.log" "$@" >/dev/null &
   started=$!
-  pids+=("$started")
+  started_pids+=("$started")
 }
 
 # start_instance PORT ARGS… — sets started (the pid)
@@ -64,7 +45,7 @@ start_instance() {
   local port=$1; shift
   "$bin/chatroom" --port "$port" --log-level warning "$@" >/dev/null 2>>"$work/instances.log" &
   started=$!
-  pids+=("$started")
+  started_pids+=("$started")
 }
 
 rows=()

@@ -55,3 +55,29 @@ stop_private_redis() {
     REDIS_PID=""
   fi
 }
+
+# Ports and processes for scripts that start servers of their own (faults.sh, bench.sh).
+
+port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+  local port
+  while :; do
+    port=$(( (RANDOM << 1 | RANDOM & 1) % 25000 + 20000 ))
+    port_is_free "$port" && { echo "$port"; return; }
+  done
+}
+
+wait_port() {
+  for _ in $(seq 1 100); do port_is_free "$1" || return 0; sleep 0.1; done
+  die "nothing listens on port $1"
+}
+
+# Every process a script starts goes into started_pids; stop_started kills them all.
+# Start processes directly, never in $( ): they must be children of the main shell.
+started_pids=()
+stop_started() {
+  [ "$BASHPID" = "$$" ] || return 0  # only the main shell, not a $( ) subshell
+  for pid in "${started_pids[@]:-}"; do [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}

@@ -63,3 +63,18 @@ public final class PrivateRedis: Sendable {
     }
 }
 
+
+extension PrivateRedis {
+    /// Runs `body` with a redis-server of its own, killed afterwards, also when `body` throws.
+    public static func with(_ body: (PrivateRedis) async throws -> Void) async throws {
+        let redis = PrivateRedis()
+        try await redis.start()
+        do {
+            try await body(redis)
+        } catch {
+            await redis.stop()
+            throw error
+        }
+        await redis.stop()
+    }
+}

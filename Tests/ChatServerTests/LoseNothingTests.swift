@@ -231,57 +231,45 @@ struct LoseNothingTests {
     }
 
     @Test func losingRedisDataIsANewEpochAndSocketsAreToldWithReset() async throws {
-        let redis = PrivateRedis()
-        try await redis.start()
-        do {
-            try await withServer(broker: .redis, { $0.redisURL = redis.url }) { server in
-                let channel = uniqueChannel()
-                let socket = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
-                for index in 1...3 { _ = try await ChatHTTP.send(port: server.port, data: "old \(index)", channel: channel) }
-                var old: [Frame] = []
-                for _ in 1...3 { old.append(try #require(await nextFrame(socket))) }
-                _ = try await ChatHTTP.exchange(host: "127.0.0.1", port: redis.port, bytes: .init(string: "FLUSHALL\r\nQUIT\r\n"), timeout: .seconds(2))
-                _ = try await ChatHTTP.send(port: server.port, data: "new 1", channel: channel)
-                let reset = try #require(await nextFrame(socket))
-                #expect(reset.type == "reset")
-                #expect(reset.epoch != nil && reset.epoch != old[0].epoch)
-                let first = try #require(await nextFrame(socket))
-                #expect(first.offset == 1 && first.data == "new 1" && first.epoch == reset.epoch)
-            }
-        } catch {
-            await redis.stop()
-            throw error
+        try await PrivateRedis.with { redis in
+        try await withServer(broker: .redis, { $0.redisURL = redis.url }) { server in
+            let channel = uniqueChannel()
+            let socket = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
+            for index in 1...3 { _ = try await ChatHTTP.send(port: server.port, data: "old \(index)", channel: channel) }
+            var old: [Frame] = []
+            for _ in 1...3 { old.append(try #require(await nextFrame(socket))) }
+            _ = try await ChatHTTP.exchange(host: "127.0.0.1", port: redis.port, bytes: .init(string: "FLUSHALL\r\nQUIT\r\n"), timeout: .seconds(2))
+            _ = try await ChatHTTP.send(port: server.port, data: "new 1", channel: channel)
+            let reset = try #require(await nextFrame(socket))
+            #expect(reset.type == "reset")
+            #expect(reset.epoch != nil && reset.epoch != old[0].epoch)
+            let first = try #require(await nextFrame(socket))
+            #expect(first.offset == 1 && first.data == "new 1" && first.epoch == reset.epoch)
         }
-        await redis.stop()
+        }
     }
 
     @Test func messagesPublishedWhilePubSubWasDownAreRecoveredFromHistory() async throws {
-        let redis = PrivateRedis()
-        try await redis.start()
-        do {
-            try await withServer(broker: .redis, { $0.redisURL = redis.url }) { server in
-                let channel = uniqueChannel()
-                let raw = try await ChatWebSocket.connect(port: server.port, headers: [("Cookie", "channel=\(channel)")])
-                let v1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
-                _ = try await ChatHTTP.send(port: server.port, data: "m1", channel: channel)
-                #expect(await raw.nextText() == "m1")
-                #expect(await nextFrame(v1)?.offset == 1)
-                // Cut only the pub/sub connection; publishing goes on through the other one.
-                _ = try await ChatHTTP.exchange(host: "127.0.0.1", port: redis.port, bytes: .init(string: "CLIENT KILL TYPE pubsub\r\nQUIT\r\n"), timeout: .seconds(2))
-                for index in 2...20 {
-                    #expect(try await ChatHTTP.send(port: server.port, data: "m\(index)", channel: channel).body == "ok")
-                }
-                var texts: [String] = []
-                while texts.count < 19, let text = await raw.nextText(timeout: .seconds(5)) { texts.append(text) }
-                #expect(texts == (2...20).map { "m\($0)" })
-                var offsets: [Int] = []
-                while offsets.count < 19, let frame = await nextFrame(v1) { offsets.append(frame.offset) }
-                #expect(offsets == Array(2...20))
+        try await PrivateRedis.with { redis in
+        try await withServer(broker: .redis, { $0.redisURL = redis.url }) { server in
+            let channel = uniqueChannel()
+            let raw = try await ChatWebSocket.connect(port: server.port, headers: [("Cookie", "channel=\(channel)")])
+            let v1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
+            _ = try await ChatHTTP.send(port: server.port, data: "m1", channel: channel)
+            #expect(await raw.nextText() == "m1")
+            #expect(await nextFrame(v1)?.offset == 1)
+            // Cut only the pub/sub connection; publishing goes on through the other one.
+            _ = try await ChatHTTP.exchange(host: "127.0.0.1", port: redis.port, bytes: .init(string: "CLIENT KILL TYPE pubsub\r\nQUIT\r\n"), timeout: .seconds(2))
+            for index in 2...20 {
+                #expect(try await ChatHTTP.send(port: server.port, data: "m\(index)", channel: channel).body == "ok")
             }
-        } catch {
-            await redis.stop()
-            throw error
+            var texts: [String] = []
+            while texts.count < 19, let text = await raw.nextText(timeout: .seconds(5)) { texts.append(text) }
+            #expect(texts == (2...20).map { "m\($0)" })
+            var offsets: [Int] = []
+            while offsets.count < 19, let frame = await nextFrame(v1) { offsets.append(frame.offset) }
+            #expect(offsets == Array(2...20))
         }
-        await redis.stop()
+        }
     }
 }

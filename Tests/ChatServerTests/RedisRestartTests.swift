@@ -6,15 +6,7 @@ import Testing
 @Suite("Redis restarts")
 struct RedisRestartTests {
     @Test func publishingAnswers503WhileRedisIsDownAndSocketsResumeAfter() async throws {
-        let redis = PrivateRedis()
-        try await redis.start()
-        do {
-            try await run(with: redis)
-        } catch {
-            await redis.stop()
-            throw error
-        }
-        await redis.stop()
+        try await PrivateRedis.with { redis in try await run(with: redis) }
     }
 
     func run(with redis: PrivateRedis) async throws {
