@@ -30,9 +30,11 @@ wait_port "$redis_port"
 if [ "$mode" = quick ]; then
   fanouts=("100 200" "1000 50")
   publish_seconds=2
+  connection_steps=100,1000
 else
   fanouts=("100 10000" "1000 2000" "10000 200")
   publish_seconds=10
+  connection_steps=1000,5000,10000,19000
 fi
 
 rows=()
@@ -40,9 +42,8 @@ jsons=()
 run() {
   local out
   out=$("$bin/chatroom-bench" "$@" 2>"$work/bench.err") || { cat "$work/bench.err" >&2; die "chatroom-bench $* failed"; }
-  jsons+=("$(grep '^{' <<<"$out")")
-  rows+=("$(sed -n 's/^ROW //p' <<<"$out")")
-  say "$(sed -n 's/^ROW //p' <<<"$out")"
+  while IFS= read -r line; do jsons+=("$line"); done < <(grep '^{' <<<"$out")
+  while IFS= read -r line; do rows+=("$line"); say "$line"; done < <(sed -n 's/^ROW //p' <<<"$out")
 }
 
 for broker in redis memory; do
@@ -57,6 +58,14 @@ for broker in redis memory; do
   done
   run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 0
   run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 100
+  kill "$server"; wait "$server" 2>/dev/null || true
+  # Memory per idle socket, on a fresh server.
+  port=$(free_port)
+  "$bin/chatroom" --port "$port" --broker "$broker" --redis-url "redis://127.0.0.1:$redis_port" --log-level warning >/dev/null 2>>"$work/server.log" &
+  server=$!
+  started_pids+=("$server")
+  wait_port "$port"
+  run connections --port "$port" --server-pid "$server" --label "$broker" --steps "$connection_steps"
   kill "$server"; wait "$server" 2>/dev/null || true
 done
 
@@ -78,13 +87,26 @@ memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
   echo
   echo "| broker | mode | size | delivered / expected | duplicates | out of order | deliveries/s | latency ms | server CPU per delivery |"
   echo "|---|---|---|---|---|---|---|---|---|"
-  for row in "${rows[@]}"; do case "$row" in *"| fanout |"*) echo "$row" ;; esac; done
+  printf '%s\n' "${rows[@]}" | grep -F '| fanout |'
   echo
   echo "## Publishing"
   echo
   echo "| broker | mode | size | answers | throughput | server CPU |"
   echo "|---|---|---|---|---|---|"
-  for row in "${rows[@]}"; do case "$row" in *"| publish |"*) echo "$row" ;; esac; done
+  printf '%s\n' "${rows[@]}" | grep -F '| publish |'
+  echo
+  echo "## Idle sockets"
+  echo
+  echo "Sockets of the original protocol opened in steps against a fresh server; server resident memory"
+  echo "above its idle size, divided by sockets. Then one message is published and must reach every socket."
+  echo "One process may hold 20,000 open files here, which caps a server (and the load generator) at about"
+  echo "19,900 sockets; the server raises its soft limit to that at start and logs both limits."
+  echo
+  echo "| broker | mode | size | memory | per socket |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}" | grep -F '| connections |'
+  echo
+  printf '%s\n' "${rows[@]}" | grep -F '| broadcast |' | sed 's/^/- /'
   echo
   echo "## Raw results"
   echo

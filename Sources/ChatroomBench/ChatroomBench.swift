@@ -10,7 +10,7 @@ struct ChatroomBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatroom-bench",
         abstract: "Load generator for Chatroom (and any server of the original protocol).",
-        subcommands: [Fanout.self, Publish.self]
+        subcommands: [Fanout.self, Publish.self, Connections.self]
     )
 }
 
@@ -165,5 +165,68 @@ struct Publish: AsyncParsableCommand {
         let cpu = (after?.cpuSeconds ?? 0) - (before?.cpuSeconds ?? 0)
         print("{\"mode\":\"publish\",\"label\":\"\(target.label)\",\"publishers\":\(publishers),\"subscribers\":\(open.count),\"acknowledged\":\(counts.acknowledged),\"refused\":\(counts.refused),\"seconds\":\(String(format: "%.3f", elapsed)),\"requests_per_second\":\(String(format: "%.0f", rate)),\"server_cpu_seconds\":\(String(format: "%.3f", cpu))}")
         print(String(format: "ROW | %@ | publish | P=%d S=%d | %llu ok, %llu refused | %.0f req/s | %.1f s CPU |", target.label, publishers, open.count, counts.acknowledged, counts.refused, rate, cpu))
+    }
+}
+
+struct Connections: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Opens idle sockets in steps, reads the server's RSS per socket at each, then checks one broadcast reaches them all."
+    )
+
+    @OptionGroup var target: Target
+    @Option(help: "Socket counts to stop at, comma separated (this process can hold about 19,900 on these machines).")
+    var steps = "1000,5000,10000,19000"
+    @Option(help: "Seconds to let the server settle at each step before reading its memory.")
+    var settle = 2.0
+
+    func run() async throws {
+        try target.validateLoopback()
+        guard target.serverPid != nil else { throw ValidationError("--server-pid is needed to read the server's memory") }
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        limit.rlim_cur = limit.rlim_max
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        let stops = steps.split(separator: ",").compactMap { Int($0) }.sorted()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let tally = Tally()
+        try await Task.sleep(for: .seconds(settle))
+        guard let baseline = ProcessUsage(pid: target.serverPid) else { throw BenchError("cannot read /proc for the server") }
+        var open: [any Channel] = []
+        var rows: [String] = []
+        for stop in stops {
+            while open.count < stop {
+                let batch = (open.count..<min(open.count + 500, stop)).map { _ in
+                    openSubscriber(group: group, host: target.host, port: target.port, channel: "bench_idle", tally: tally)
+                }
+                var failures = 0
+                for future in batch {
+                    if let channel = try? await future.get() { open.append(channel) } else { failures += 1 }
+                }
+                if failures > 0 {
+                    FileHandle.standardError.write(Data("chatroom-bench: \(failures) socket(s) refused at \(open.count)\n".utf8))
+                    break
+                }
+            }
+            try await Task.sleep(for: .seconds(settle))
+            let usage = ProcessUsage(pid: target.serverPid)!
+            let perSocket = Double(usage.residentBytes - baseline.residentBytes) / Double(max(open.count, 1))
+            print("{\"mode\":\"connections\",\"label\":\"\(target.label)\",\"sockets\":\(open.count),\"server_rss_bytes\":\(usage.residentBytes),\"baseline_rss_bytes\":\(baseline.residentBytes),\"bytes_per_socket\":\(Int(perSocket))}")
+            rows.append(String(format: "ROW | %@ | connections | %d sockets | RSS %.1f MiB (idle server %.1f MiB) | %.2f KB per socket |",
+                               target.label, open.count, Double(usage.residentBytes) / 1_048_576, Double(baseline.residentBytes) / 1_048_576, perSocket / 1000))
+            if open.count < stop { break }
+        }
+        // One broadcast must reach every socket.
+        let plan = PublishPlan(total: 1, channels: ["bench_idle"], padding: 8, deadline: monotonicNanoseconds() + 30_000_000_000)
+        try await runPublishers(group: group, host: target.host, port: target.port, connections: 1, plan: plan)
+        let deadline = monotonicNanoseconds() + 30_000_000_000
+        while tally.snapshot.delivered < UInt64(open.count) && monotonicNanoseconds() < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let reached = tally.snapshot.delivered
+        for row in rows { print(row) }
+        print("ROW | \(target.label) | broadcast | \(open.count) sockets | \(reached) reached | \(reached == UInt64(open.count) ? "all" : "**not all**") |")
+        for channel in open { channel.close(promise: nil) }
+        try await group.shutdownGracefully()
+        if reached != UInt64(open.count) { throw ExitCode(1) }
     }
 }

@@ -74,6 +74,7 @@ struct Chatroom: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "chatroom")
+        raiseFileLimit(logger: logger)
         var configuration = ChatConfiguration()
         configuration.hostname = hostname
         configuration.port = port
@@ -99,6 +100,19 @@ struct Chatroom: AsyncParsableCommand {
             throw ExitCode(2)
         }
         try await application.runService()
+    }
+
+    /// Every socket is a file descriptor: raise the soft limit to the hard one and say so.
+    private func raiseFileLimit(logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        let soft = limit.rlim_cur
+        limit.rlim_cur = limit.rlim_max
+        let raised = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0
+        logger.info(
+            "Open file limit",
+            metadata: ["soft_was": "\(soft)", "soft": "\(raised ? limit.rlim_max : soft)", "hard": "\(limit.rlim_max)", "sockets_at_most": "about \((raised ? limit.rlim_max : soft) - 100)"]
+        )
     }
 
     private func channelNames() throws -> [ChannelName] {
