@@ -69,13 +69,11 @@ for broker in redis memory; do
   kill "$server"; wait "$server" 2>/dev/null || true
 done
 
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
-memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
 {
   echo "# Benchmarks"
   echo
-  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), $memory, $(. /etc/os-release; echo "$PRETTY_NAME"),"
-  echo "$(redis-server --version | cut -d' ' -f1-3), release builds. Server, Redis and load generator share the $(nproc) cores."
+  echo "$(machine_summary),"
+  echo "release builds. Server, Redis and load generator share the $(nproc) cores."
   echo "Reproduce with \`scripts/bench.sh\`$([ "$mode" = quick ] && echo " quick")."
   echo
   echo "## Fan-out"

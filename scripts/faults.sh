@@ -148,13 +148,11 @@ echo
 echo "$table"
 
 if [ "$mode" = full ]; then
-  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
-  memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
   {
     echo "# Fault results"
     echo
-    echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), $memory, $(. /etc/os-release; echo "$PRETTY_NAME"),"
-    echo "$(redis-server --version | cut -d' ' -f1-3), debug build of \`chatroom\`. Reproduce with \`scripts/faults.sh\`."
+    echo "$(machine_summary),"
+    echo "debug build of \`chatroom\`. Reproduce with \`scripts/faults.sh\`."
     echo
     echo "Each scenario publishes $rate messages/s for $duration s through \`POST /send/\` (round-robin over the"
     echo "instances, falling over to the next one when an instance refuses), while $subscribers chat.v1 subscribers"

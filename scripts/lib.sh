@@ -81,3 +81,11 @@ stop_started() {
   for pid in "${started_pids[@]:-}"; do [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
+
+# One line for a results page: the date, the machine and the Redis version.
+machine_summary() {
+  local cpu memory
+  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+  memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), $memory, $(. /etc/os-release; echo "$PRETTY_NAME"), $(redis-server --version | cut -d' ' -f1-3)"
+}

@@ -129,7 +129,7 @@ public final class RedisBroker: Broker {
 
     public func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message {
         let time = Epoch.nowMilliseconds()
-        let ttl = policy.timeToLive.map { Int64($0.components.seconds) * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 } ?? 0
+        let ttl = policy.timeToLive.map { Int64($0 / .milliseconds(1)) } ?? 0
         let arguments: [RedisArgument] = [
             .string(RedisKeys.messages(channel)), .bytes(data), .integer(time), .string(Epoch.make()),
             .integer(policy.size), .integer(ttl),

@@ -15,7 +15,7 @@ struct SocketDrain: Service {
     let logger: Logger
 
     func run() async throws {
-        let heartbeats = hub.startHeartbeats(every: TimeAmount.nanoseconds(Int64(pingInterval.components.seconds) * 1_000_000_000 + pingInterval.components.attoseconds / 1_000_000_000))
+        let heartbeats = hub.startHeartbeats(every: TimeAmount(pingInterval))
         defer { heartbeats.forEach { $0.cancel() } }
         let graceful = (try? await gracefulShutdown()) != nil
         let open = await hub.memberCounts().values.reduce(0, +)

@@ -66,11 +66,6 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
         eventLoop.execute { self.onResubscribe = handler }
     }
 
-    /// Whether the pub/sub connection is up.
-    public var isConnected: EventLoopFuture<Bool> {
-        eventLoop.submit { self.channel != nil }
-    }
-
     /// Adds a reference to `name`; the future completes once Redis confirmed the subscription.
     ///
     /// Each call must be balanced by one ``unsubscribe(_:)``, also when the future fails.
