@@ -22,10 +22,7 @@ ulimit -n "$(ulimit -Hn)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-bench.XXXXXX")
 trap stop_started EXIT
 
-redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" --logfile "$work/redis.log" >/dev/null &
-started_pids+=("$!")
-wait_port "$redis_port"
+start_bench_redis "$work"
 
 if [ "$mode" = quick ]; then
   fanouts=("100 200" "1000 50")

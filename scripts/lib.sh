@@ -33,7 +33,7 @@ start_private_redis() {
   local dir
   dir=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-redis.XXXXXX")
   for _ in $(seq 1 20); do
-    REDIS_PORT=$(( (RANDOM << 1 | RANDOM & 1) % 30000 + 20000 ))
+    REDIS_PORT=$(random_port)
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
       --logfile "$dir/redis.log" "$@" &
     REDIS_PID=$!
@@ -60,10 +60,18 @@ stop_private_redis() {
 
 port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Below the kernel's ephemeral range (32768 and up by default), so that no client socket
+# of a load test already holds the port as its own local end.
+random_port() {
+  local low
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  echo $(( RANDOM % (low - 20000) + 20000 ))
+}
+
 free_port() {
   local port
   while :; do
-    port=$(( (RANDOM << 1 | RANDOM & 1) % 25000 + 20000 ))
+    port=$(random_port)
     port_is_free "$port" && { echo "$port"; return; }
   done
 }
@@ -80,6 +88,15 @@ stop_started() {
   [ "$BASHPID" = "$$" ] || return 0  # only the main shell, not a $( ) subshell
   for pid in "${started_pids[@]:-}"; do [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+}
+
+# For the benchmark scripts: a redis-server without persistence in directory $1 on a free
+# port, stopped by stop_started. Sets redis_port.
+start_bench_redis() {
+  redis_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$1" --logfile "$1/redis.log" >/dev/null &
+  started_pids+=("$!")
+  wait_port "$redis_port"
 }
 
 # One line for a results page: the date, the machine and the Redis version.

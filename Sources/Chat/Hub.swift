@@ -5,10 +5,9 @@ import NIOCore
 ///
 /// Members live on one event loop; the hub calls them only there.
 public protocol HubMember: AnyObject {
-    /// Queues one message for the member; `delivery` holds it encoded for the wire.
-    func enqueue(_ delivery: Delivery)
-    /// Writes out what ``enqueue(_:)`` queued: called once per batch of messages.
-    func flush()
+    /// Hands the member one drain's events of its channel, in order. Called once per
+    /// member per drain, however many events the batch holds.
+    func deliver(_ batch: Batch)
     /// The server is shutting down: say goodbye and close.
     func goAway()
     /// Called every heartbeat interval: ping the peer, or give up on one that stopped answering.
@@ -22,24 +21,85 @@ public struct Delivery: Sendable {
     /// The event encoded in each wire format the server speaks, indexed by format;
     /// `nil` where a format has nothing to say about it.
     public let frames: [ByteBuffer?]
+
+    public init(event: ChatEvent, frames: [ByteBuffer?]) {
+        self.event = event
+        self.frames = frames
+    }
+}
+
+/// One channel's deliveries from one drain of a loop's inbox, shared by every member of
+/// that channel on the loop.
+///
+/// ``frames(format:)`` joins the batch's frames of one wire format into a single buffer,
+/// once per batch: each member then writes one buffer (one `writev` entry, one pending
+/// write in NIO) however many messages arrived together.
+public final class Batch {
+    /// The channel.
+    public let channel: ChannelName
+    /// The deliveries, in order.
+    public let deliveries: [Delivery]
+    /// Joined frames per format; `.some(nil)` once known to be empty.
+    private var joined: [ByteBuffer??]
+
+    public init(channel: ChannelName, deliveries: [Delivery]) {
+        self.channel = channel
+        self.deliveries = deliveries
+        self.joined = []
+    }
+
+    /// Every frame of `format` in the batch, back to back in one buffer; `nil` if the
+    /// format has nothing to say about any of them.
+    public func frames(format: Int) -> ByteBuffer? {
+        if format < joined.count, let known = joined[format] { return known }
+        let frames = deliveries.lazy.compactMap { $0.frames[format] }
+        let result: ByteBuffer?
+        if deliveries.count == 1 {
+            result = frames.first
+        } else {
+            var total = 0
+            for frame in frames { total += frame.readableBytes }
+            if total == 0 {
+                result = nil
+            } else {
+                var buffer = ByteBufferAllocator().buffer(capacity: total)
+                for var frame in frames { buffer.writeBuffer(&frame) }
+                result = buffer
+            }
+        }
+        while joined.count <= format { joined.append(nil) }
+        joined[format] = .some(result)
+        return result
+    }
 }
 
 /// Local fan-out: channel → the members on this instance.
 ///
 /// One ``LoopHub`` per event loop holds that loop's members, so delivering never takes
 /// a lock and never hops per member. A batch of messages is encoded once by the
-/// hub's `encode` closure, handed to each loop in one hop, written to each member of
-/// the channel, and flushed once per member. The cost of a message is proportional
-/// to the members of its channel, not to every member on the instance.
+/// hub's `encode` closure and handed to each loop in one hop; there a drain groups what
+/// arrived by channel and gives each member of the channel one ``Batch``: one write and
+/// one flush per member per drain. The cost of a message is proportional to the members
+/// of its channel, not to every member on the instance.
 public final class Hub: Sendable {
     private let loops: [LoopHub]
     private let loopIndex: [ObjectIdentifier: LoopHub]
     private let encode: @Sendable (ChatEvent) -> [ByteBuffer?]
 
     /// Creates a hub over every loop of `eventLoopGroup`.
-    /// - Parameter encode: makes the wire frames of an event, once per event.
-    public init(eventLoopGroup: any EventLoopGroup, encode: @escaping @Sendable (ChatEvent) -> [ByteBuffer?]) {
-        let loops = eventLoopGroup.makeIterator().map { LoopHub(eventLoop: $0) }
+    /// - Parameters:
+    ///   - batchWindow: the least time between two drains of a loop's inbox. A message
+    ///     that finds the loop idle for that long goes out at once; under load, what
+    ///     arrives within the window goes out together, so each socket gets at most one
+    ///     write per window however fast messages come. Zero drains as soon as the
+    ///     loop is free.
+    ///   - encode: makes the wire frames of an event, once per event.
+    public init(
+        eventLoopGroup: any EventLoopGroup,
+        batchWindow: TimeAmount = .zero,
+        encode: @escaping @Sendable (ChatEvent) -> [ByteBuffer?]
+    ) {
+        let loops = eventLoopGroup.makeIterator().map { LoopHub(eventLoop: $0, batchWindow: batchWindow) }
         self.loops = loops
         self.loopIndex = Dictionary(uniqueKeysWithValues: loops.map { (ObjectIdentifier($0.eventLoop), $0) })
         self.encode = encode
@@ -56,9 +116,10 @@ public final class Hub: Sendable {
     /// Delivers events to every member of their channels, in the order given.
     ///
     /// Each loop has an inbox: events are appended to it, and only the first append
-    /// since the loop last drained it schedules a drain. Events that arrive while a
-    /// loop is busy therefore go out together, with one flush per member — batching
-    /// that grows with load instead of one hop and one write syscall per event.
+    /// since the loop last drained it schedules a drain, no sooner than the batch
+    /// window after the previous drain. Events that arrive meanwhile go out together,
+    /// with one write and one flush per member — batching that grows with load instead
+    /// of one hop and one write syscall per event.
     public func deliver(_ events: [ChatEvent]) {
         let deliveries = events.map { Delivery(event: $0, frames: encode($0)) }
         for loop in loops {
@@ -99,27 +160,74 @@ public final class Hub: Sendable {
 public final class LoopHub: @unchecked Sendable {
     /// The loop this part serves.
     public let eventLoop: any EventLoop
-    private var channels: [ChannelName: [ObjectIdentifier: any HubMember]] = [:]
-    /// Deliveries waiting for the loop, and whether a drain is already scheduled.
-    private let inbox = NIOLockedValueBox<(deliveries: [Delivery], scheduled: Bool)>(([], false))
+    private var channels: [ChannelName: Members] = [:]
+    /// The least time between two drains.
+    private let batchWindow: TimeAmount
+    /// Deliveries waiting for the loop, whether a drain is already scheduled, and when
+    /// the last one started.
+    private let inbox = NIOLockedValueBox(Inbox())
 
-    init(eventLoop: any EventLoop) {
+    private struct Inbox {
+        var deliveries: [Delivery] = []
+        var scheduled = false
+        /// When the next drain may start: the batch window after the last one started,
+        /// and at least as long after it ended as it took.
+        var nextDrain = NIODeadline.uptimeNanoseconds(0)
+    }
+
+    /// One channel's members: an array to walk on every delivery, and each member's
+    /// place in it so that leaving is O(1) (the last member moves into the gap).
+    struct Members {
+        var list: ContiguousArray<any HubMember> = []
+        var places: [ObjectIdentifier: Int] = [:]
+
+        mutating func add(_ member: any HubMember) {
+            let id = ObjectIdentifier(member)
+            guard places[id] == nil else { return }
+            places[id] = list.count
+            list.append(member)
+        }
+
+        mutating func remove(_ member: any HubMember) {
+            guard let place = places.removeValue(forKey: ObjectIdentifier(member)) else { return }
+            let last = list.removeLast()
+            if place < list.count {
+                list[place] = last
+                places[ObjectIdentifier(last)] = place
+            }
+        }
+    }
+
+    init(eventLoop: any EventLoop, batchWindow: TimeAmount = .zero) {
         self.eventLoop = eventLoop
+        self.batchWindow = batchWindow
     }
 
     /// Queues deliveries for this loop from any thread.
     func post(_ deliveries: [Delivery]) {
-        let schedule = inbox.withLockedValue { inbox in
+        let due: NIODeadline? = inbox.withLockedValue { inbox in
             inbox.deliveries.append(contentsOf: deliveries)
-            defer { inbox.scheduled = true }
-            return !inbox.scheduled
+            if inbox.scheduled { return nil }
+            inbox.scheduled = true
+            return inbox.nextDrain
         }
-        if schedule {
+        guard let due else { return }
+        if due <= .now() {
             eventLoop.execute { self.drain() }
+        } else {
+            eventLoop.scheduleTask(deadline: due) { self.drain() }
         }
     }
 
+    /// Writes out the inbox, then sets when the next drain may start.
+    ///
+    /// Writing costs per socket (a syscall, and on loopback the receiver's TCP work),
+    /// almost nothing per message. So the loop rests at least as long as the drain took
+    /// before the next one: under a heavy fan-out batches grow until writing takes at
+    /// most half the loop's time, instead of the loop writing one message at a time to
+    /// every socket and falling behind. A light load never waits.
     private func drain() {
+        let started = NIODeadline.now()
         let deliveries = inbox.withLockedValue { inbox in
             defer {
                 inbox.deliveries.removeAll(keepingCapacity: true)
@@ -128,49 +236,67 @@ public final class LoopHub: @unchecked Sendable {
             return inbox.deliveries
         }
         deliver(deliveries)
+        let ended = NIODeadline.now()
+        let next = max(started + batchWindow, ended + (ended - started))
+        inbox.withLockedValue { $0.nextDrain = next }
     }
 
     /// Adds `member` to `channel`.
     public func add(_ member: any HubMember, to channel: ChannelName) {
         eventLoop.preconditionInEventLoop()
-        channels[channel, default: [:]][ObjectIdentifier(member)] = member
+        channels[channel, default: Members()].add(member)
     }
 
     /// Removes `member` from `channel`.
     public func remove(_ member: any HubMember, from channel: ChannelName) {
         eventLoop.preconditionInEventLoop()
-        channels[channel]?[ObjectIdentifier(member)] = nil
-        if channels[channel]?.isEmpty == true { channels[channel] = nil }
+        channels[channel]?.remove(member)
+        if channels[channel]?.list.isEmpty == true { channels[channel] = nil }
     }
 
-    func deliver(_ deliveries: [Delivery]) {
-        var touched: Set<ChannelName> = []
+    /// Gives each member of each channel in `deliveries` one batch: that channel's
+    /// deliveries, in order.
+    public func deliver(_ deliveries: [Delivery]) {
+        eventLoop.preconditionInEventLoop()
+        for (channel, batch) in Self.byChannel(deliveries) {
+            // A snapshot: a member may leave (and so change the list) while delivering.
+            guard let members = channels[channel]?.list else { continue }
+            let batch = Batch(channel: channel, deliveries: batch)
+            for member in members {
+                member.deliver(batch)
+            }
+        }
+    }
+
+    /// `deliveries` grouped by channel, each group in arrival order. Usually one group.
+    static func byChannel(_ deliveries: [Delivery]) -> [(ChannelName, [Delivery])] {
+        guard let first = deliveries.first?.event.channel else { return [] }
+        if deliveries.allSatisfy({ $0.event.channel == first }) { return [(first, deliveries)] }
+        var groups: [(ChannelName, [Delivery])] = []
+        var place: [ChannelName: Int] = [:]
         for delivery in deliveries {
             let channel = delivery.event.channel
-            guard let members = channels[channel] else { continue }
-            touched.insert(channel)
-            for member in members.values {
-                member.enqueue(delivery)
+            if let index = place[channel] {
+                groups[index].1.append(delivery)
+            } else {
+                place[channel] = groups.count
+                groups.append((channel, [delivery]))
             }
         }
-        for channel in touched {
-            for member in channels[channel]?.values ?? [:].values {
-                member.flush()
-            }
-        }
+        return groups
     }
 
     func goAway() {
-        let everyone = channels.values.flatMap(\.values)
+        let everyone = channels.values.flatMap(\.list)
         for member in everyone { member.goAway() }
     }
 
     func heartbeat(now: NIODeadline) {
-        let everyone = channels.values.flatMap(\.values)
+        let everyone = channels.values.flatMap(\.list)
         for member in everyone { member.heartbeat(now: now) }
     }
 
     func memberCounts() -> [ChannelName: Int] {
-        channels.mapValues(\.count)
+        channels.mapValues(\.list.count)
     }
 }

@@ -26,7 +26,7 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) async throws -> some ApplicationProtocol {
     let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
-    let hub = Hub(eventLoopGroup: eventLoopGroup, encode: WireFormat.frames(of:))
+    let hub = Hub(eventLoopGroup: eventLoopGroup, batchWindow: TimeAmount(configuration.batchWindow), encode: WireFormat.frames(of:))
     let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL)
     let broker: any Broker
     switch configuration.broker {

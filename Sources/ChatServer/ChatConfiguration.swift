@@ -34,6 +34,10 @@ public struct ChatConfiguration: Sendable {
     public var historyTTL: Duration?
     /// Bytes that may wait for one slow socket before its messages are dropped.
     public var socketQueueLimit = 1 << 20
+    /// The least time between two writes to a socket under load: messages that arrive
+    /// within it go out together, in one write per socket. A message that finds the
+    /// hub idle for this long goes out at once. Zero writes as soon as possible.
+    public var batchWindow: Duration = .milliseconds(2)
     /// The page title.
     public var title = "Chatroom"
 

@@ -65,6 +65,8 @@ struct Fanout: AsyncParsableCommand {
     var padding = 16
     @Option(help: "Seconds after which the run stops, whatever it reached.")
     var timeout = 120.0
+    @Option(help: "Once subscribed, create this file and wait (up to 60 s) until it is removed before publishing: lets a profiler start counting.")
+    var pauseFile: String?
 
     func run() async throws {
         try target.validateLoopback()
@@ -87,6 +89,13 @@ struct Fanout: AsyncParsableCommand {
         let perChannel = (0..<channels).map { channel in (0..<subscribers).filter { $0 % channels == channel }.count }
         let expected = (1...UInt64(messages)).reduce(UInt64(0)) { $0 + UInt64(perChannel[Int($1) % channels]) }
 
+        if let pauseFile {
+            FileManager.default.createFile(atPath: pauseFile, contents: nil)
+            let until = monotonicNanoseconds() + 60_000_000_000
+            while FileManager.default.fileExists(atPath: pauseFile), monotonicNanoseconds() < until {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
         let before = ProcessUsage(pid: target.serverPid)
         let started = monotonicNanoseconds()
         let plan = PublishPlan(total: UInt64(messages), channels: names, padding: padding, deadline: deadline)

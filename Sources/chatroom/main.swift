@@ -53,6 +53,9 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Bytes that may wait for one slow socket before its messages are dropped.", valueName: "bytes"))
     var socketQueueLimit = 1 << 20
 
+    @Option(help: ArgumentHelp("Least milliseconds between two writes to a socket under load: what arrives meanwhile goes out in one write. A message after a quiet spell goes out at once. 0: write as soon as possible.", valueName: "ms"))
+    var batchWindow = 2
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -63,6 +66,7 @@ struct Chatroom: AsyncParsableCommand {
         guard historySize > 0 else { throw ValidationError("--history-size must be positive.") }
         guard historyTTL >= 0 else { throw ValidationError("--history-ttl cannot be negative.") }
         guard socketQueueLimit >= 1024 else { throw ValidationError("--socket-queue-limit must be at least 1024 bytes.") }
+        guard (0...1000).contains(batchWindow) else { throw ValidationError("--batch-window must be between 0 and 1000 milliseconds.") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout cannot be negative.") }
         _ = try channelNames()
     }
@@ -88,6 +92,7 @@ struct Chatroom: AsyncParsableCommand {
         configuration.historySize = historySize
         configuration.historyTTL = historyTTL > 0 ? .seconds(historyTTL) : nil
         configuration.socketQueueLimit = socketQueueLimit
+        configuration.batchWindow = .milliseconds(batchWindow)
 
         let application: any ApplicationProtocol
         do {

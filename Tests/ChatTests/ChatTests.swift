@@ -87,16 +87,15 @@ struct MemoryBrokerTests {
 @Suite("Hub fan-out")
 struct HubTests {
     final class Recorder: HubMember, @unchecked Sendable {
-        var received: [String] = []
-        var flushes = 0
+        /// Each batch's joined frames of format 0.
+        var batches: [String] = []
         var wentAway = false
-        func enqueue(_ delivery: Delivery) { received.append(String(buffer: delivery.frames[0]!)) }
-        func flush() { flushes += 1 }
+        func deliver(_ batch: Batch) { batches.append(batch.frames(format: 0).map { String(buffer: $0) } ?? "nothing") }
         func goAway() { wentAway = true }
         func heartbeat(now: NIODeadline) {}
     }
 
-    @Test func deliversOnlyToTheChannelsMembersAndFlushesOncePerBatch() async throws {
+    @Test func deliversOnlyToTheChannelsMembersInOneBatchPerDrain() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         defer { Task { try? await group.shutdownGracefully() } }
         let hub = Hub(eventLoopGroup: group) { event in [event.message.map { ByteBuffer(string: "frame:" + $0.text) }] }
@@ -108,24 +107,90 @@ struct HubTests {
             let loop = loops[index % 2]
             try await loop.submit { hub.loop(for: loop).add(member, to: index < 3 ? red : blue) }.get()
         }
+        // Hold both loops so that the three messages wait in their inboxes together.
+        let released = NIOLockedValueBox(false)
+        for loop in loops { loop.execute { while !released.withLockedValue({ $0 }) { usleep(1000) } } }
         let messages = (1...3).map { Message(channel: red, offset: Int64($0), epoch: "e", time: 0, data: ByteBuffer(string: "m\($0)")) }
-        hub.deliver(messages.map(ChatEvent.message))
+        for message in messages { hub.deliver([.message(message)]) }
+        released.withLockedValue { $0 = true }
         // A task queued after the delivery on each loop runs after it.
         for loop in loops { try await loop.submit {}.get() }
         for (index, member) in members.enumerated() {
-            let (received, flushes) = try await loops[index % 2].submit { (member.received, member.flushes) }.get()
-            if index < 3 {
-                #expect(received == ["frame:m1", "frame:m2", "frame:m3"])
-                #expect(flushes == 1)
-            } else {
-                #expect(received.isEmpty)
-                #expect(flushes == 0)
-            }
+            let batches = try await loops[index % 2].submit { member.batches }.get()
+            #expect(batches == (index < 3 ? ["frame:m1frame:m2frame:m3"] : []))
         }
         #expect(await hub.memberCounts() == [red: 3, blue: 1])
         try await hub.goAway().get()
         for (index, member) in members.enumerated() {
             #expect(try await loops[index % 2].submit { member.wentAway }.get())
+        }
+    }
+
+    @Test func aMessageAfterAQuietSpellGoesAtOnceAndWhatFollowsWithinTheWindowGoesTogether() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { Task { try? await group.shutdownGracefully() } }
+        let hub = Hub(eventLoopGroup: group, batchWindow: .milliseconds(300)) { event in [event.message.map { ByteBuffer(string: $0.text) }] }
+        let loop = group.next()
+        let red = ChannelName("red")!
+        let member = Recorder()
+        try await loop.submit { hub.loop(for: loop).add(member, to: red) }.get()
+        func message(_ offset: Int64) -> ChatEvent {
+            .message(Message(channel: red, offset: offset, epoch: "e", time: 0, data: ByteBuffer(string: "m\(offset)")))
+        }
+        hub.deliver([message(1)])
+        try await loop.submit {}.get()
+        #expect(try await loop.submit { member.batches }.get() == ["m1"])
+        hub.deliver([message(2)])
+        hub.deliver([message(3)])
+        try await loop.submit {}.get()
+        #expect(try await loop.submit { member.batches }.get() == ["m1"], "within the window: waits")
+        var batches: [String] = []
+        for _ in 0..<100 where batches.count < 2 {
+            try await Task.sleep(for: .milliseconds(20))
+            batches = try await loop.submit { member.batches }.get()
+        }
+        #expect(batches == ["m1", "m2m3"])
+    }
+
+    @Test func aDrainOfSeveralChannelsKeepsEachChannelsOrder() {
+        let red = ChannelName("red")!
+        let blue = ChannelName("blue")!
+        let events: [(ChannelName, Int64)] = [(red, 1), (blue, 1), (red, 2), (blue, 2), (red, 3)]
+        let deliveries = events.map { channel, offset in
+            Delivery(event: .message(Message(channel: channel, offset: offset, epoch: "e", time: 0, data: ByteBuffer())), frames: [])
+        }
+        let groups = LoopHub.byChannel(deliveries)
+        #expect(groups.map(\.0) == [red, blue])
+        #expect(groups[0].1.map { $0.event.message?.offset } == [1, 2, 3])
+        #expect(groups[1].1.map { $0.event.message?.offset } == [1, 2])
+    }
+
+    @Test func aBatchJoinsEachFormatOnceAndSaysNothingForAFormatWithoutFrames() {
+        let red = ChannelName("red")!
+        let deliveries = (1...3).map { offset in
+            Delivery(
+                event: .message(Message(channel: red, offset: Int64(offset), epoch: "e", time: 0, data: ByteBuffer())),
+                frames: [ByteBuffer(string: "<\(offset)>"), nil]
+            )
+        }
+        let batch = Batch(channel: red, deliveries: deliveries)
+        #expect(batch.frames(format: 0).map { String(buffer: $0) } == "<1><2><3>")
+        #expect(batch.frames(format: 0).map { String(buffer: $0) } == "<1><2><3>")
+        #expect(batch.frames(format: 1) == nil)
+    }
+
+    @Test func membersLeaveInAnyOrder() throws {
+        var members = LoopHub.Members()
+        let recorders = (0..<5).map { _ in Recorder() }
+        for recorder in recorders { members.add(recorder) }
+        members.add(recorders[0])  // twice is once
+        #expect(members.list.count == 5)
+        for index in [1, 4, 0] { members.remove(recorders[index]) }
+        members.remove(recorders[1])  // already gone
+        let left = Set(members.list.map { ObjectIdentifier($0) })
+        #expect(left == Set([recorders[2], recorders[3]].map { ObjectIdentifier($0) }))
+        for (place, member) in members.list.enumerated() {
+            #expect(members.places[ObjectIdentifier(member)] == place)
         }
     }
 }

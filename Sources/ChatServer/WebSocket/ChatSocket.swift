@@ -6,8 +6,8 @@ import NIOWebSocket
 
 /// One WebSocket on `/wb/`: a lean NIO handler, no Task and no async sequence per socket.
 ///
-/// The hub writes pre-encoded frames straight into the channel and flushes once per
-/// batch. Inbound frames go through ``MessageAssembler``; what the client may send
+/// The hub hands it one ``Batch`` per drain: the batch's frames, encoded and joined once
+/// for every socket of the channel, go out as one write and one flush. Inbound frames go through ``MessageAssembler``; what the client may send
 /// depends on its ``WireFormat`` (see docs/PROTOCOL.md).
 final class ChatSocket: ChannelInboundHandler, HubMember {
     typealias InboundIn = WebSocketFrame
@@ -161,30 +161,43 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     // MARK: - Hub member
 
-    func enqueue(_ delivery: Delivery) {
+    func deliver(_ batch: Batch) {
         guard state == .open, let context else { return }
-        if case .replaying(var waiting) = flow {
-            waiting.append(delivery)
+        switch flow {
+        case .live:
+            // The batch's frames of this socket's format, joined once for all its sockets.
+            guard let frames = batch.frames(format: format.rawValue) else { return }
+            guard isWritable(context) else {
+                startDropping(batch.deliveries.map(\.event), context: context)
+                return
+            }
+            context.writeAndFlush(wrapOutboundOut(frames), promise: nil)
+        case .replaying(var waiting):
+            flow = .live  // drop the array's second reference before appending
+            waiting.append(contentsOf: batch.deliveries)
             flow = .replaying(waiting)
-            return
+        case .dropping:
+            for delivery in batch.deliveries { send(delivery.event, frame: nil, context: context) }
         }
-        send(delivery.event, frame: delivery.frames[format.rawValue], context: context)
+    }
+
+    /// Whether the socket can take more. Unflushed writes count too: flush them to the
+    /// socket first. Only a reader the kernel cannot take more from is slow.
+    private func isWritable(_ context: ChannelHandlerContext) -> Bool {
+        if context.channel.isWritable { return true }
+        context.flush()
+        return context.channel.isWritable
     }
 
     /// Writes one event's frame, or, past the queue limit, drops it and remembers what
-    /// was dropped. Live deliveries and resume replays both go through here, so neither
-    /// can queue more than the limit for one socket.
+    /// was dropped. Resume replays go through here, event by event, so they obey the
+    /// same limit as live batches.
     private func send(_ event: ChatEvent, frame: ByteBuffer?, context: ChannelHandlerContext) {
         switch flow {
         case .live:
-            if !context.channel.isWritable {
-                // Unflushed writes of this batch count too: flush them to the socket
-                // first. Only a reader the kernel cannot take more from is slow.
-                context.flush()
-                guard context.channel.isWritable else {
-                    startDropping(event, context: context)
-                    return
-                }
+            guard isWritable(context) else {
+                startDropping([event], context: context)
+                return
             }
             if let frame { context.write(wrapOutboundOut(frame), promise: nil) }
         case .dropping(var from, var to, var reset):
@@ -205,10 +218,6 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         case .replaying:
             preconditionFailure("deliveries wait while replaying")
         }
-    }
-
-    func flush() {
-        context?.flush()
     }
 
     func goAway() {
@@ -236,7 +245,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     ///
     /// A chat.v1 client is told the range once it catches up and fetches it from
     /// /history; a client of the original protocol cannot recover, so it is closed.
-    private func startDropping(_ event: ChatEvent, context: ChannelHandlerContext) {
+    private func startDropping(_ events: [ChatEvent], context: ChannelHandlerContext) {
         switch format {
         case .raw:
             logger.info("Closing a slow reader of the original protocol", metadata: ["channel": "\(channelName)", "queued_bytes_over": "\(settings.queueLimit)"])
@@ -248,7 +257,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         case .chatV1:
             logger.info("A chat.v1 reader fell behind; dropping its messages until it catches up", metadata: ["channel": "\(channelName)"])
             flow = .dropping(from: nil, to: nil, reset: nil)
-            send(event, frame: nil, context: context)
+            for event in events { send(event, frame: nil, context: context) }
         }
     }
 
