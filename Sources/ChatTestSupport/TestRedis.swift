@@ -49,6 +49,13 @@ public final class PrivateRedis: Sendable {
         throw ChatClientError("redis-server did not start on port \(port)")
     }
 
+    /// Stops (SIGSTOP) or continues (SIGCONT) the server: a Redis that hangs without
+    /// closing its sockets.
+    public func pause(_ paused: Bool) {
+        guard let child = pid.withLockedValue({ $0 }) else { return }
+        kill(child, paused ? SIGSTOP : SIGCONT)
+    }
+
     /// Kills the server at once (SIGKILL, as a crash) and reaps it.
     public func stop() async {
         guard let child = pid.withLockedValue({ value -> pid_t? in

@@ -25,7 +25,7 @@ public final class RedisConnection: Sendable {
         logger: Logger
     ) async throws -> RedisConnection {
         let channel = try await RedisConnection.bootstrap(configuration: configuration, eventLoop: eventLoop) { channel in
-            try channel.pipeline.syncOperations.addHandler(RedisCommandHandler())
+            try channel.pipeline.syncOperations.addHandler(RedisCommandHandler(commandTimeout: TimeAmount(configuration.commandTimeout)))
         }
         let connection = RedisConnection(channel: channel, configuration: configuration)
         do {
@@ -51,12 +51,6 @@ public final class RedisConnection: Sendable {
     /// Sends one command; the future holds its reply, error replies included.
     public func sendFuture(_ command: RedisCommand) -> EventLoopFuture<RESPValue> {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
-        let channel = self.channel
-        let timeout = channel.eventLoop.scheduleTask(in: TimeAmount(configuration.commandTimeout)) {
-            promise.fail(RedisError(.timeout, "Redis did not answer \(command) within \(self.configuration.commandTimeout)"))
-            channel.close(promise: nil)
-        }
-        promise.futureResult.whenComplete { _ in timeout.cancel() }
         let written = channel.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { _ in
             promise.fail(RedisError(.connectionClosed, "the connection to Redis is closed"))
@@ -105,6 +99,10 @@ public final class RedisConnection: Sendable {
 }
 
 /// Writes commands and completes their promises with replies, in order.
+///
+/// Flushes are coalesced: commands written in one turn of the event loop (many callers
+/// publishing at once) go to Redis in one write. One timer watches the oldest command
+/// for the timeout, instead of one timer per command.
 final class RedisCommandHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = Request
@@ -115,25 +113,64 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         var promise: EventLoopPromise<RESPValue>
     }
 
+    private struct Waiting {
+        var promise: EventLoopPromise<RESPValue>
+        var deadline: NIODeadline
+        var command: RedisCommand
+    }
+
     private let reader = RESPReader()
-    private var waiting = CircularBuffer<EventLoopPromise<RESPValue>>()
+    private let commandTimeout: TimeAmount
+    private var waiting = CircularBuffer<Waiting>()
+    private var flushScheduled = false
+    private var timer: Scheduled<Void>?
+
+    init(commandTimeout: TimeAmount) {
+        self.commandTimeout = commandTimeout
+    }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
         var buffer = context.channel.allocator.buffer(capacity: 64)
         request.command.encode(into: &buffer)
-        waiting.append(request.promise)
+        let deadline = NIODeadline.now() + commandTimeout
+        waiting.append(Waiting(promise: request.promise, deadline: deadline, command: request.command))
+        if timer == nil { watch(deadline, context: context) }
         context.write(wrapOutboundOut(buffer), promise: promise)
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        // Runs after the writes already queued on the loop: they share this flush.
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            context.flush()
+        }
+    }
+
+    /// Fails everything and closes if the oldest command is still unanswered at `deadline`.
+    private func watch(_ deadline: NIODeadline, context: ChannelHandlerContext) {
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.timer = nil
+            guard let oldest = self.waiting.first else { return }
+            if oldest.deadline <= .now() {
+                self.failAll(RedisError(.timeout, "Redis did not answer \(oldest.command) within \(self.commandTimeout)"))
+                context.close(promise: nil)
+            } else {
+                self.watch(oldest.deadline, context: context)
+            }
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         do {
             try reader.feed(unwrapInboundIn(data))
             while let reply = try reader.next() {
-                guard let promise = waiting.popFirst() else {
+                guard let waiter = waiting.popFirst() else {
                     throw RedisError(.protocolError, "Redis sent a reply nobody asked for")
                 }
-                promise.succeed(reply)
+                waiter.promise.succeed(reply)
             }
         } catch {
             failAll(error)
@@ -152,8 +189,10 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     }
 
     private func failAll(_ error: any Error) {
-        while let promise = waiting.popFirst() {
-            promise.fail(error)
+        timer?.cancel()
+        timer = nil
+        while let waiter = waiting.popFirst() {
+            waiter.promise.fail(error)
         }
     }
 }

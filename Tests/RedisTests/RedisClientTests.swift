@@ -29,6 +29,28 @@ struct RedisClientTests {
         _ = try await connection.send(RedisCommand("DEL", .string(key)))
     }
 
+    @Test func aRedisThatStopsAnsweringFailsCommandsWithATimeoutAndClosesTheConnection() async throws {
+        try await PrivateRedis.with { redis in
+            var configuration = try RedisConfiguration(url: redis.url)
+            configuration.commandTimeout = .milliseconds(300)
+            let connection = try await RedisConnection.connect(configuration: configuration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+            #expect(try await connection.send(RedisCommand("PING")) == .simpleString("PONG"))
+            redis.pause(true)
+            defer { redis.pause(false) }
+            let started = ContinuousClock.now
+            let replies = (1...3).map { _ in connection.sendFuture(RedisCommand("PING")) }
+            for reply in replies {
+                await #expect {
+                    _ = try await reply.get()
+                } throws: { error in
+                    (error as? RedisError)?.code == .timeout
+                }
+            }
+            #expect(ContinuousClock.now - started < .seconds(5))
+            try await connection.closeFuture.get()
+        }
+    }
+
     @Test func serverErrorsAreTypedWithTheServersMessage() async throws {
         let connection = try await connect()
         defer { connection.close() }
