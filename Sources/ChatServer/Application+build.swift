@@ -62,11 +62,13 @@ public func buildApplication(
         broker: broker,
         settings: .init(maximumMessageSize: configuration.maximumMessageSize, socketQueueLimit: configuration.socketQueueLimit)
     )
+    let budget = ConnectionBudget(limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(), logger: logger)
+    logger.info("Connections", metadata: ["at_most": "\(budget.limit)"])
     let drain = SocketDrain(hub: hub, pingInterval: configuration.pingInterval, drainTimeout: configuration.drainTimeout, logger: logger)
     return Application(
         router: router,
         server: HTTPServerBuilder { responder in
-            ChatChildChannel(responder: responder, context: context, idleTimeout: .seconds(75), logger: logger)
+            ChatChildChannel(responder: responder, context: context, idleTimeout: .seconds(75), budget: budget, logger: logger)
         },
         configuration: .init(address: .hostname(configuration.hostname, port: configuration.port), serverName: nil),
         services: broker.services + [drain],

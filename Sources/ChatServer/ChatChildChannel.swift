@@ -36,6 +36,8 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
         case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
         /// A WebSocket upgrade that was refused: answer with the refusal and close.
         case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, UpgradeRefusal)
+        /// Over the connection budget: answered 503 and closed in the pipeline.
+        case overCapacity
     }
 
     struct Value: ServerChildChannelValue {
@@ -46,17 +48,29 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
     let responder: HTTPChannelHandler.Responder
     let context: ChatServerContext
     let idleTimeout: Duration?
+    let budget: ConnectionBudget
     let logger: Logger
 
-    init(responder: @escaping HTTPChannelHandler.Responder, context: ChatServerContext, idleTimeout: Duration?, logger: Logger) {
+    init(
+        responder: @escaping HTTPChannelHandler.Responder,
+        context: ChatServerContext,
+        idleTimeout: Duration?,
+        budget: ConnectionBudget,
+        logger: Logger
+    ) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.context = context
         self.idleTimeout = idleTimeout
+        self.budget = budget
         self.logger = logger
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        channel.eventLoop.makeCompletedFuture {
+        guard budget.admit(channel) else {
+            try? channel.pipeline.syncOperations.addHandler(ConnectionBudget.Refusal(limit: budget.limit))
+            return channel.eventLoop.makeSucceededFuture(Value(outcome: channel.eventLoop.makeSucceededFuture(.overCapacity), channel: channel))
+        }
+        return channel.eventLoop.makeCompletedFuture {
             let refusal = NIOLoopBoundBox<UpgradeRefusal?>(nil, eventLoop: channel.eventLoop)
             let upgrader = ChatUpgrader(channel: channel, context: context, refusal: refusal, logger: self.logger)
             let idleTimeout = self.idleTimeout
@@ -90,8 +104,8 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
     func handle(value: Value, logger: Logger) async {
         do {
             switch try await value.outcome.get() {
-            case .webSocket:
-                return  // the socket lives on in its NIO pipeline
+            case .webSocket, .overCapacity:
+                return  // the socket lives on in its NIO pipeline, or is being closed
             case .http(let http):
                 await handleHTTP(asyncChannel: http, logger: logger)
             case .refused(let http, let refusal):

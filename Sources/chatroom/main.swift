@@ -56,6 +56,9 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Least milliseconds between two writes to a socket under load: what arrives meanwhile goes out in one write. A message after a quiet spell goes out at once. 0: write as soon as possible.", valueName: "ms"))
     var batchWindow = 2
 
+    @Option(help: ArgumentHelp("Connections held at once; past it a new one is answered 503 and closed. Default: the open-file limit less 100.", valueName: "count"))
+    var maxConnections: Int?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -67,6 +70,7 @@ struct Chatroom: AsyncParsableCommand {
         guard historyTTL >= 0 else { throw ValidationError("--history-ttl cannot be negative.") }
         guard socketQueueLimit >= 1024 else { throw ValidationError("--socket-queue-limit must be at least 1024 bytes.") }
         guard (0...1000).contains(batchWindow) else { throw ValidationError("--batch-window must be between 0 and 1000 milliseconds.") }
+        if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be positive.") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout cannot be negative.") }
         _ = try channelNames()
     }
@@ -93,6 +97,7 @@ struct Chatroom: AsyncParsableCommand {
         configuration.historyTTL = historyTTL > 0 ? .seconds(historyTTL) : nil
         configuration.socketQueueLimit = socketQueueLimit
         configuration.batchWindow = .milliseconds(batchWindow)
+        configuration.maximumConnections = maxConnections
 
         let application: any ApplicationProtocol
         do {
@@ -116,7 +121,7 @@ struct Chatroom: AsyncParsableCommand {
         let raised = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0
         logger.info(
             "Open file limit",
-            metadata: ["soft_was": "\(soft)", "soft": "\(raised ? limit.rlim_max : soft)", "hard": "\(limit.rlim_max)", "sockets_at_most": "about \((raised ? limit.rlim_max : soft) - 100)"]
+            metadata: ["soft_was": "\(soft)", "soft": "\(raised ? limit.rlim_max : soft)", "hard": "\(limit.rlim_max)", "connections_at_most": "\((raised ? limit.rlim_max : soft) - 100) (the rest is kept for Redis and files)"]
         )
     }
 

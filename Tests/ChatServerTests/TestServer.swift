@@ -23,6 +23,7 @@ final class TestServer: Sendable {
     /// Starts a server; `configure` adjusts the configuration (broker, limits…).
     static func start(
         broker: ChatConfiguration.BrokerKind,
+        logs: LogCapture? = nil,
         _ configure: (inout ChatConfiguration) -> Void = { _ in }
     ) async throws -> TestServer {
         var configuration = ChatConfiguration()
@@ -30,8 +31,12 @@ final class TestServer: Sendable {
         configuration.broker = broker
         if broker == .redis { configuration.redisURL = try TestRedis.url() }
         configure(&configuration)
-        var logger = Logger(label: "test-server")
+        var logger = Logger(label: "test-server") { label in
+            let stream = StreamLogHandler.standardError(label: label)
+            return logs.map { MultiplexLogHandler([$0, stream]) } ?? stream
+        }
         logger.logLevel = ProcessInfo.processInfo.environment["CHATROOM_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
+        if logs != nil { logger.logLevel = min(logger.logLevel, .info) }
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let application = try await buildApplication(configuration, logger: logger) { channel in
             continuation.yield(channel.localAddress?.port ?? 0)
@@ -55,10 +60,11 @@ final class TestServer: Sendable {
 /// Runs `body` with a server and stops the server afterwards, also when `body` throws.
 func withServer(
     broker: ChatConfiguration.BrokerKind,
+    logs: LogCapture? = nil,
     _ configure: (inout ChatConfiguration) -> Void = { _ in },
     _ body: (TestServer) async throws -> Void
 ) async throws {
-    let server = try await TestServer.start(broker: broker, configure)
+    let server = try await TestServer.start(broker: broker, logs: logs, configure)
     do {
         try await body(server)
     } catch {
@@ -71,4 +77,26 @@ func withServer(
 /// A fresh channel name so tests sharing one Redis never see each other's messages.
 func uniqueChannel(_ prefix: String = "t") -> String {
     "\(prefix)_\(UInt32.random(in: 0...UInt32.max))"
+}
+
+/// Keeps the server's log lines (info and above) so a test can check what was logged.
+final class LogCapture: LogHandler, @unchecked Sendable {
+    private let lines = NIOLockedValueBox<[String]>([])
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let fields = (event.metadata ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        lines.withLockedValue { $0.append("\(event.level) \(event.message) \(fields.joined(separator: " "))") }
+    }
+
+    /// Lines logged so far that contain `text`.
+    func lines(containing text: String) -> [String] {
+        lines.withLockedValue { $0.filter { $0.contains(text) } }
+    }
 }

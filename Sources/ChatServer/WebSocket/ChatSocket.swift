@@ -145,6 +145,18 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The server allows half-closed connections (for HTTP); a WebSocket whose client
+        // hung up has nothing more to say: close it now, not at the next missed ping.
+        if case .some(.inputClosed) = event as? ChannelEvent {
+            logger.debug("WebSocket client hung up", metadata: ["channel": "\(channelName)"])
+            state = .closed
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         switch error {
         case NIOWebSocketError.invalidFrameLength:
