@@ -13,6 +13,10 @@ let package = Package(
         .executable(name: "chatroom", targets: ["chatroom"]),
         .executable(name: "chatroom-faults", targets: ["ChatroomFaults"]),
         .executable(name: "chatroom-bench", targets: ["ChatroomBench"]),
+        // For Microbench/, the micro-benchmarks' own package.
+        .library(name: "ChatServer", targets: ["ChatServer"]),
+        .library(name: "Chat", targets: ["Chat"]),
+        .library(name: "Redis", targets: ["Redis"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1", traits: ["FullFoundation"]),
@@ -68,6 +72,7 @@ let package = Package(
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),

@@ -42,7 +42,7 @@ extension Message {
 
     /// Reads an envelope published through Redis.
     /// - Returns: `nil` when the bytes are not a version 1 envelope.
-    init?(channel: ChannelName, envelope: ByteBuffer) {
+    public init?(channel: ChannelName, envelope: ByteBuffer) {
         guard let newline = envelope.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
         let headerLength = newline - envelope.readerIndex
         guard let header = envelope.getString(at: envelope.readerIndex, length: headerLength) else { return nil }
