@@ -51,7 +51,7 @@ for broker in redis memory; do
   wait_port "$port"
   for scenario in "${fanouts[@]}"; do
     read -r subscribers messages <<<"$scenario"
-    run fanout --port "$port" --server-pid "$server" --label "$broker" --subscribers "$subscribers" --messages "$messages" --publishers 8
+    run fanout --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "$broker" --subscribers "$subscribers" --messages "$messages" --publishers 8
   done
   run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 0
   run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 100
@@ -79,9 +79,10 @@ done
   echo "\`POST /send/\` by P keep-alive publishers as fast as they are answered. Latency is post start to"
   echo "delivery (p50 / p90 / p99 / max, ms). Server CPU is user + system time from /proc over the run, divided by"
   echo "deliveries. Out of order counts a publisher's messages arriving against that publisher's own order."
+  echo "The load generator's own CPU per delivery is in the last column: the three share two cores."
   echo
-  echo "| broker | mode | size | delivered / expected | duplicates | out of order | deliveries/s | latency ms | server CPU per delivery |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| broker | mode | size | delivered / expected | duplicates | out of order | deliveries/s | latency ms | server CPU per delivery | load generator CPU per delivery |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}" | grep -F '| fanout |'
   echo
   echo "## Publishing"

@@ -91,11 +91,12 @@ stop_started() {
 }
 
 # For the benchmark scripts: a redis-server without persistence in directory $1 on a free
-# port, stopped by stop_started. Sets redis_port.
+# port, stopped by stop_started. Sets redis_port and redis_pid.
 start_bench_redis() {
   redis_port=$(free_port)
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$1" --logfile "$1/redis.log" >/dev/null &
-  started_pids+=("$!")
+  redis_pid=$!
+  started_pids+=("$redis_pid")
   wait_port "$redis_port"
 }
 

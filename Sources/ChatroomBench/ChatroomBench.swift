@@ -21,6 +21,8 @@ struct Target: ParsableArguments {
     var port = 8000
     @Option(help: "Server process id, to read its CPU time and memory from /proc.")
     var serverPid: Int32?
+    @Option(help: "Redis process id, to read its CPU time from /proc.")
+    var redisPid: Int32?
     @Option(help: "Label for the report.")
     var label = "chatroom"
 
@@ -97,6 +99,8 @@ struct Fanout: AsyncParsableCommand {
             }
         }
         let before = ProcessUsage(pid: target.serverPid)
+        let generatorBefore = ProcessUsage(pid: getpid())
+        let redisBefore = ProcessUsage(pid: target.redisPid)
         let started = monotonicNanoseconds()
         let plan = PublishPlan(total: UInt64(messages), channels: names, padding: padding, deadline: deadline)
         try await runPublishers(group: group, host: target.host, port: target.port, connections: publishers, plan: plan)
@@ -112,6 +116,8 @@ struct Fanout: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(20))
         }
         let after = ProcessUsage(pid: target.serverPid)
+        let generatorCPU = (ProcessUsage(pid: getpid())?.cpuSeconds ?? 0) - (generatorBefore?.cpuSeconds ?? 0)
+        let redisCPU = (ProcessUsage(pid: target.redisPid)?.cpuSeconds ?? 0) - (redisBefore?.cpuSeconds ?? 0)
         let counts = tally.snapshot
         let elapsed = Double(max(counts.lastDelivery, published) - started) / 1e9
         let cpu = (after?.cpuSeconds ?? 0) - (before?.cpuSeconds ?? 0)
@@ -129,13 +135,17 @@ struct Fanout: AsyncParsableCommand {
             ("p99_ms", String(format: "%.2f", counts.latency.quantile(0.99))), ("max_ms", String(format: "%.2f", Double(counts.latency.maximum) / 1e6)),
             ("server_cpu_seconds", String(format: "%.3f", cpu)),
             ("server_cpu_us_per_delivery", counts.delivered > 0 ? String(format: "%.3f", cpu * 1e6 / Double(counts.delivered)) : "null"),
+            ("generator_cpu_seconds", String(format: "%.3f", generatorCPU)),
+            ("generator_cpu_us_per_delivery", counts.delivered > 0 ? String(format: "%.3f", generatorCPU * 1e6 / Double(counts.delivered)) : "null"),
+            ("redis_cpu_seconds", target.redisPid == nil ? "null" : String(format: "%.3f", redisCPU)),
         ]
         print("{" + report.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
         print(String(
-            format: "ROW | %@ | fanout | S=%d K=%d M=%d P=%d | %llu/%llu | %llu | %llu | %.0f | %.1f / %.1f / %.1f / %.1f | %@ |",
+            format: "ROW | %@ | fanout | S=%d K=%d M=%d P=%d | %llu/%llu | %llu | %llu | %.0f | %.1f / %.1f / %.1f / %.1f | %@ | %@ |",
             target.label, connected, channels, messages, publishers, counts.delivered, expected, counts.duplicates, counts.outOfOrder,
             Double(counts.delivered) / elapsed, counts.latency.quantile(0.5), counts.latency.quantile(0.9), counts.latency.quantile(0.99),
-            Double(counts.latency.maximum) / 1e6, counts.delivered > 0 ? String(format: "%.2f µs", cpu * 1e6 / Double(counts.delivered)) : "–"
+            Double(counts.latency.maximum) / 1e6, counts.delivered > 0 ? String(format: "%.2f µs", cpu * 1e6 / Double(counts.delivered)) : "–",
+            counts.delivered > 0 ? String(format: "%.2f µs", generatorCPU * 1e6 / Double(counts.delivered)) : "–"
         ))
     }
 }
@@ -162,6 +172,8 @@ struct Publish: AsyncParsableCommand {
             }
         }
         let before = ProcessUsage(pid: target.serverPid)
+        let generatorBefore = ProcessUsage(pid: getpid())
+        let redisBefore = ProcessUsage(pid: target.redisPid)
         let started = monotonicNanoseconds()
         let plan = PublishPlan(total: .max, channels: ["bench_publish"], padding: 16, deadline: started + UInt64(seconds * 1e9))
         try await runPublishers(group: group, host: target.host, port: target.port, connections: publishers, plan: plan)
@@ -187,6 +199,8 @@ struct Connections: AsyncParsableCommand {
     var steps = "1000,5000,10000,19000"
     @Option(help: "Seconds to let the server settle at each step before reading its memory.")
     var settle = 2.0
+    @Option(help: "Spread the sockets over this many loopback source addresses (127.0.0.1, .2, …): each has its own ~28,000 ephemeral ports.")
+    var sourceAddresses = 4
 
     func run() async throws {
         try target.validateLoopback()
@@ -204,8 +218,11 @@ struct Connections: AsyncParsableCommand {
         var rows: [String] = []
         for stop in stops {
             while open.count < stop {
-                let batch = (open.count..<min(open.count + 500, stop)).map { _ in
-                    openSubscriber(group: group, host: target.host, port: target.port, channel: "bench_idle", tally: tally)
+                let batch = (open.count..<min(open.count + 500, stop)).map { index in
+                    openSubscriber(
+                        group: group, host: target.host, port: target.port, channel: "bench_idle", tally: tally,
+                        source: target.host.hasPrefix("127.") ? "127.0.0.\(1 + index % max(1, sourceAddresses))" : nil
+                    )
                 }
                 var failures = 0
                 for future in batch {
