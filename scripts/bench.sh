@@ -53,6 +53,12 @@ for broker in redis memory; do
     read -r subscribers messages <<<"$scenario"
     run fanout --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "$broker" --subscribers "$subscribers" --messages "$messages" --publishers 8
   done
+  if [ "$broker" = redis ]; then
+    # permessage-deflate: 512-byte messages, sockets that do not ask for it, then sockets that do.
+    read -r subscribers messages <<<"${fanouts[1]}"
+    run fanout --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "redis, 512 B" --padding 512 --subscribers "$subscribers" --messages "$messages" --publishers 8
+    run fanout --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "redis, 512 B, deflate" --padding 512 --deflate --subscribers "$subscribers" --messages "$messages" --publishers 8
+  fi
   run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 0
   run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 100
   kill "$server"; wait "$server" 2>/dev/null || true

@@ -1,5 +1,6 @@
 import Foundation
 import NIOConcurrencyHelpers
+import CompressNIO
 import NIOCore
 import NIOPosix
 
@@ -27,14 +28,23 @@ public final class ChatWebSocket: Sendable {
 
     /// The subprotocol the server chose, if any.
     public let subprotocol: String?
+    /// The `Sec-WebSocket-Extensions` the server answered, if any.
+    public let extensions: String?
     private let channel: any Channel
     private let events: EventQueue<Event>
 
-    private init(channel: any Channel, subprotocol: String?, events: EventQueue<Event>) {
+    private let handler: ClientFrameHandler
+
+    private init(channel: any Channel, subprotocol: String?, extensions: String?, events: EventQueue<Event>, handler: ClientFrameHandler) {
         self.channel = channel
         self.subprotocol = subprotocol
+        self.extensions = extensions
         self.events = events
+        self.handler = handler
     }
+
+    /// Messages that arrived compressed (permessage-deflate) and were inflated.
+    public var compressedMessages: Int { handler.compressedMessages }
 
     /// Opens a socket.
     /// - Parameters:
@@ -43,6 +53,9 @@ public final class ChatWebSocket: Sendable {
     ///   - subprotocols: offered in `Sec-WebSocket-Protocol`.
     ///   - answerPings: answer the server's pings, as browsers do.
     ///   - receiveBufferSize: the socket's kernel receive buffer (`SO_RCVBUF`), to play a slow reader.
+    ///   - extensions: offered in `Sec-WebSocket-Extensions`, e.g. `permessage-deflate`. When the
+    ///     server accepts permessage-deflate, compressed messages are inflated (the server
+    ///     always compresses without context takeover).
     /// - Throws: ``Refused`` when the server answers the upgrade with an HTTP error.
     public static func connect(
         host: String = "127.0.0.1",
@@ -52,6 +65,7 @@ public final class ChatWebSocket: Sendable {
         subprotocols: [String] = [],
         answerPings: Bool = true,
         receiveBufferSize: Int? = nil,
+        extensions: [String] = [],
         timeout: Duration = .seconds(10)
     ) async throws -> ChatWebSocket {
         let events = EventQueue<Event>()
@@ -72,6 +86,7 @@ public final class ChatWebSocket: Sendable {
         var request = "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         request += "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
         if !subprotocols.isEmpty { request += "Sec-WebSocket-Protocol: \(subprotocols.joined(separator: ", "))\r\n" }
+        if !extensions.isEmpty { request += "Sec-WebSocket-Extensions: \(extensions.joined(separator: ", "))\r\n" }
         for (name, value) in headers { request += "\(name): \(value)\r\n" }
         request += "\r\n"
         let upgradeRequest = ByteBuffer(string: request)
@@ -93,7 +108,7 @@ public final class ChatWebSocket: Sendable {
             try? await channel.close()
             throw Refused(status: result.status, body: result.body)
         }
-        return ChatWebSocket(channel: channel, subprotocol: result.subprotocol, events: events)
+        return ChatWebSocket(channel: channel, subprotocol: result.subprotocol, extensions: result.extensions, events: events, handler: handler)
     }
 
     /// The next event, or `nil` if none arrives within `timeout`.
@@ -169,6 +184,7 @@ public final class ChatWebSocket: Sendable {
 struct HandshakeResult: Sendable {
     var status: Int
     var subprotocol: String?
+    var extensions: String?
     var body: String
 }
 
@@ -187,7 +203,11 @@ private final class ClientFrameHandler: ChannelInboundHandler, Sendable {
         var upgraded = false
         var fragments: [UInt8] = []
         var fragmentOpcode: UInt8?
+        var fragmentsCompressed = false
+        var compressedMessages = 0
     }
+
+    var compressedMessages: Int { state.withLockedValue { $0.compressedMessages } }
 
     private let answerPings: Bool
 
@@ -208,6 +228,7 @@ private final class ClientFrameHandler: ChannelInboundHandler, Sendable {
                 let lines = head.components(separatedBy: "\r\n")
                 let status = Int(lines[0].split(separator: " ").dropFirst().first ?? "") ?? 0
                 var subprotocol: String?
+                var extensions: String?
                 var contentLength = 0
                 for line in lines.dropFirst() {
                     let parts = line.split(separator: ":", maxSplits: 1)
@@ -215,6 +236,7 @@ private final class ClientFrameHandler: ChannelInboundHandler, Sendable {
                     let value = parts[1].trimmingCharacters(in: .whitespaces)
                     switch parts[0].lowercased() {
                     case "sec-websocket-protocol": subprotocol = value
+                    case "sec-websocket-extensions": extensions = value
                     case "content-length": contentLength = Int(value) ?? 0
                     default: break
                     }
@@ -228,7 +250,7 @@ private final class ClientFrameHandler: ChannelInboundHandler, Sendable {
                     defer { value = nil }
                     return value
                 }
-                continuation?.resume(returning: HandshakeResult(status: status, subprotocol: subprotocol, body: body))
+                continuation?.resume(returning: HandshakeResult(status: status, subprotocol: subprotocol, extensions: extensions, body: body))
             }
             return Self.frames(from: &state)
         }
@@ -261,21 +283,25 @@ private final class ClientFrameHandler: ChannelInboundHandler, Sendable {
             let payload = state.buffer.getBytes(at: start + offset, length: length) ?? []
             state.buffer.moveReaderIndex(forwardBy: offset + length)
             let fin = first & 0x80 != 0
+            let compressed = first & 0x40 != 0
             let opcode = first & 0x0F
             switch opcode {
             case 0x0:
                 state.fragments += payload
                 if fin, let kind = state.fragmentOpcode {
-                    events.append(kind == 0x1 ? .text(String(decoding: state.fragments, as: UTF8.self)) : .binary(state.fragments))
+                    let message = Self.message(state.fragments, compressed: state.fragmentsCompressed, state: &state)
+                    events.append(kind == 0x1 ? .text(String(decoding: message, as: UTF8.self)) : .binary(message))
                     state.fragments = []
                     state.fragmentOpcode = nil
                 }
             case 0x1, 0x2:
                 if fin {
-                    events.append(opcode == 0x1 ? .text(String(decoding: payload, as: UTF8.self)) : .binary(payload))
+                    let message = Self.message(payload, compressed: compressed, state: &state)
+                    events.append(opcode == 0x1 ? .text(String(decoding: message, as: UTF8.self)) : .binary(message))
                 } else {
                     state.fragmentOpcode = opcode
                     state.fragments = payload
+                    state.fragmentsCompressed = compressed
                 }
             case 0x8:
                 let code = payload.count >= 2 ? UInt16(payload[0]) << 8 | UInt16(payload[1]) : nil
@@ -287,6 +313,17 @@ private final class ClientFrameHandler: ChannelInboundHandler, Sendable {
         }
         state.buffer.discardReadBytes()
         return events
+    }
+
+    /// A whole message's bytes, inflated if it came compressed (RFC 7692, no context takeover).
+    private static func message(_ payload: [UInt8], compressed: Bool, state: inout State) -> [UInt8] {
+        guard compressed else { return payload }
+        state.compressedMessages += 1
+        var input = ByteBuffer(bytes: payload + [0x00, 0x00, 0xFF, 0xFF])
+        guard let inflater = try? ZlibDecompressor(algorithm: .deflate, windowSize: 15),
+            let output = try? input.decompressStream(with: inflater)
+        else { return Array("<corrupt compressed message>".utf8) }
+        return Array(output.readableBytesView)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

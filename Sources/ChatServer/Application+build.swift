@@ -26,7 +26,13 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) async throws -> some ApplicationProtocol {
     let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
-    let hub = Hub(eventLoopGroup: eventLoopGroup, batchWindow: TimeAmount(configuration.batchWindow), encode: WireFormat.frames(of:))
+    let encoder: FrameEncoder
+    do {
+        encoder = try FrameEncoder(deflateMinimumSize: configuration.deflateMinimumSize)
+    } catch {
+        throw StartupError(message: "Cannot set up permessage-deflate (zlib): \(error)")
+    }
+    let hub = Hub(eventLoopGroup: eventLoopGroup, batchWindow: TimeAmount(configuration.batchWindow), encode: encoder.frames(of:))
     let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL)
     let broker: any Broker
     switch configuration.broker {
@@ -60,7 +66,8 @@ public func buildApplication(
     let context = ChatServerContext(
         hub: hub,
         broker: broker,
-        settings: .init(maximumMessageSize: configuration.maximumMessageSize, socketQueueLimit: configuration.socketQueueLimit)
+        settings: .init(maximumMessageSize: configuration.maximumMessageSize, socketQueueLimit: configuration.socketQueueLimit),
+        encoder: encoder
     )
     let budget = ConnectionBudget(limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(), logger: logger)
     logger.info("Connections", metadata: ["at_most": "\(budget.limit)"])

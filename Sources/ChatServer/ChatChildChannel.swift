@@ -20,6 +20,8 @@ struct ChatServerContext: Sendable {
     var hub: Hub
     var broker: any Broker
     var settings: Settings
+    /// Makes each event's frames once; knows whether permessage-deflate is on.
+    var encoder: FrameEncoder
 }
 
 /// One port for both: HTTP requests go to Hummingbird's router, `/wb/` upgrades go to

@@ -38,6 +38,9 @@ public struct ChatConfiguration: Sendable {
     /// within it go out together, in one write per socket. A message that finds the
     /// hub idle for this long goes out at once. Zero writes as soon as possible.
     public var batchWindow: Duration = .milliseconds(2)
+    /// permessage-deflate: messages at least this many bytes long are compressed (once,
+    /// for every socket that negotiated it); `nil` turns the extension off.
+    public var deflateMinimumSize: Int? = 256
     /// Connections held at once; past it a new one is answered 503 and closed. `nil`:
     /// the open-file limit less 100, so that the server refuses clearly instead of
     /// running out of descriptors.

@@ -26,7 +26,7 @@ public final class InProcessFanout {
         logger.logLevel = .critical
         sockets = try (0..<count).map { _ in
             let socket = ChatSocket(
-                channelName: channel, format: chatV1 ? .chatV1 : .raw, resume: nil,
+                channelName: channel, kind: FrameKind(format: chatV1 ? .chatV1 : .raw, deflate: nil), resume: nil,
                 hub: hub, broker: broker, settings: settings, logger: logger
             )
             let embedded = EmbeddedChannel(loop: loop)

@@ -67,6 +67,8 @@ struct Fanout: AsyncParsableCommand {
     var padding = 16
     @Option(help: "Seconds after which the run stops, whatever it reached.")
     var timeout = 120.0
+    @Flag(help: "Subscribers offer permessage-deflate and inflate what arrives compressed.")
+    var deflate = false
     @Option(help: "Once subscribed, create this file and wait (up to 60 s) until it is removed before publishing: lets a profiler start counting.")
     var pauseFile: String?
 
@@ -74,13 +76,14 @@ struct Fanout: AsyncParsableCommand {
         try target.validateLoopback()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let tally = Tally()
+        let inflaters = deflate ? try LoopInflaters(group: group) : nil
         let names = (0..<channels).map { "bench_\($0)" }
         let deadline = monotonicNanoseconds() + UInt64(timeout * 1e9)
         // Connect in batches so the accept queue is never flooded.
         var open: [any Channel] = []
         for batchStart in stride(from: 0, to: subscribers, by: 500) {
             let batch = (batchStart..<min(batchStart + 500, subscribers)).map { index in
-                openSubscriber(group: group, host: target.host, port: target.port, channel: names[index % channels], tally: tally)
+                openSubscriber(group: group, host: target.host, port: target.port, channel: names[index % channels], tally: tally, inflaters: inflaters)
             }
             for future in batch {
                 do { open.append(try await future.get()); tally.connected() } catch { tally.failed(); if tally.snapshot.failed == 1 { FileHandle.standardError.write(Data("subscriber failed: \(error)\n".utf8)) } }

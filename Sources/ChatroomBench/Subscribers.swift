@@ -1,3 +1,4 @@
+import CompressNIO
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -84,6 +85,8 @@ final class SubscriberHandler: ChannelInboundHandler {
 
     private let tally: Tally
     private let upgraded: EventLoopPromise<Void>
+    /// Inflates permessage-deflate frames; `nil` when the socket did not offer it.
+    private let inflater: Inflater?
     private var buffer = ByteBuffer()
     private var isUpgraded = false
     private var seen: [UInt64] = []  // bitmap of message numbers
@@ -94,9 +97,10 @@ final class SubscriberHandler: ChannelInboundHandler {
     private var latency = LatencyHistogram()
     private var lastDelivery: UInt64 = 0
 
-    init(tally: Tally, upgraded: EventLoopPromise<Void>) {
+    init(tally: Tally, upgraded: EventLoopPromise<Void>, inflater: Inflater?) {
         self.tally = tally
         self.upgraded = upgraded
+        self.inflater = inflater
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -129,9 +133,13 @@ final class SubscriberHandler: ChannelInboundHandler {
                 header = 10
             }
             guard buffer.readableBytes >= header + length else { break }
-            let opcode = buffer.getInteger(at: start, as: UInt8.self)! & 0x0F
-            if opcode == 0x1 {
-                count(payloadAt: start + header, length: length, now: now)
+            let first = buffer.getInteger(at: start, as: UInt8.self)!
+            let opcode = first & 0x0F
+            if opcode == 0x1, first & 0x40 != 0, let inflater, let payload = buffer.getSlice(at: start + header, length: length) {
+                // Compressed (permessage-deflate): inflate, then count.
+                if let message = inflater.inflate(payload) { count(message.readableBytesView, now: now) }
+            } else if opcode == 0x1, let view = buffer.viewBytes(at: start + header, length: length) {
+                count(view, now: now)
             } else if opcode == 0x9 {
                 // Answer pings like a browser would.
                 var pong = context.channel.allocator.buffer(capacity: 6 + length)
@@ -146,9 +154,8 @@ final class SubscriberHandler: ChannelInboundHandler {
         buffer.discardReadBytes()
     }
 
-    private func count(payloadAt index: Int, length: Int, now: UInt64) {
+    private func count(_ view: ByteBufferView, now: UInt64) {
         // "n=<number> t=<nanoseconds> p=<publisher> <padding>"
-        guard let view = buffer.viewBytes(at: index, length: length) else { return }
         var values: (UInt64, UInt64, UInt64) = (0, 0, 0)
         var field = 0
         for byte in view {
@@ -200,21 +207,63 @@ final class SubscriberHandler: ChannelInboundHandler {
     }
 }
 
-/// Opens a subscriber of the original protocol on `channel` (by cookie).
-func openSubscriber(group: any EventLoopGroup, host: String, port: Int, channel: String, tally: Tally, source: String? = nil) -> EventLoopFuture<any Channel> {
+/// One zlib inflater per event loop, shared by that loop's subscribers: the server
+/// compresses without context takeover, so each message inflates on its own.
+final class Inflater {
+    private let decompressor: ZlibDecompressor
+    /// Reused for every message: one allocation per loop, not per message.
+    private var output = ByteBufferAllocator().buffer(capacity: 1 << 20)
+
+    init() throws {
+        decompressor = try ZlibDecompressor(algorithm: .deflate, windowSize: 15)
+    }
+
+    /// The inflated message; valid until the next call.
+    func inflate(_ payload: ByteBuffer) -> ByteBuffer? {
+        var input = payload
+        input.writeBytes([0x00, 0x00, 0xFF, 0xFF])
+        output.clear()
+        defer { try? decompressor.reset() }
+        guard (try? input.decompressStream(to: &output, with: decompressor)) != nil else { return nil }
+        return output
+    }
+}
+
+/// The inflaters of every loop of a group (permessage-deflate subscribers).
+final class LoopInflaters: @unchecked Sendable {
+    private let inflaters: [ObjectIdentifier: Inflater]
+
+    init(group: any EventLoopGroup) throws {
+        inflaters = Dictionary(uniqueKeysWithValues: try group.makeIterator().map { (ObjectIdentifier($0), try Inflater()) })
+    }
+
+    /// Use only on `loop`.
+    func inflater(for loop: any EventLoop) -> Inflater? { inflaters[ObjectIdentifier(loop)] }
+}
+
+/// Opens a subscriber of the original protocol on `channel` (by cookie); with
+/// `inflaters` it offers permessage-deflate.
+func openSubscriber(
+    group: any EventLoopGroup, host: String, port: Int, channel: String, tally: Tally, source: String? = nil, inflaters: LoopInflaters? = nil
+) -> EventLoopFuture<any Channel> {
     let loop = group.next()
     let upgraded = loop.makePromise(of: Void.self)
+    let inflater = inflaters?.inflater(for: loop)
+    nonisolated(unsafe) let unsafeInflater = inflater
     var bootstrap = ClientBootstrap(group: loop)
         .connectTimeout(.seconds(10))
         .channelInitializer { channel in
-            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(SubscriberHandler(tally: tally, upgraded: upgraded)) }
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(SubscriberHandler(tally: tally, upgraded: upgraded, inflater: unsafeInflater))
+            }
         }
     if let source {
         bootstrap = bootstrap.bind(to: try! SocketAddress(ipAddress: source, port: 0))
     }
     return bootstrap.connect(host: host, port: port).flatMap { socket in
         let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-        let request = "GET /wb/ HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\nCookie: channel=\(channel)\r\n\r\n"
+        let offer = inflaters == nil ? "" : "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+        let request = "GET /wb/ HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n\(offer)Cookie: channel=\(channel)\r\n\r\n"
         socket.writeAndFlush(ByteBuffer(string: request), promise: nil)
         return upgraded.futureResult.map { socket }
     }

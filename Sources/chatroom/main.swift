@@ -56,6 +56,9 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Least milliseconds between two writes to a socket under load: what arrives meanwhile goes out in one write. A message after a quiet spell goes out at once. 0: write as soon as possible.", valueName: "ms"))
     var batchWindow = 2
 
+    @Option(help: ArgumentHelp("permessage-deflate: compress messages of at least this many bytes for sockets that ask for it (once per message, for all of them); 0 turns the extension off.", valueName: "bytes"))
+    var deflateMinSize = 256
+
     @Option(help: ArgumentHelp("Connections held at once; past it a new one is answered 503 and closed. Default: the open-file limit less 100.", valueName: "count"))
     var maxConnections: Int?
 
@@ -70,6 +73,7 @@ struct Chatroom: AsyncParsableCommand {
         guard historyTTL >= 0 else { throw ValidationError("--history-ttl cannot be negative.") }
         guard socketQueueLimit >= 1024 else { throw ValidationError("--socket-queue-limit must be at least 1024 bytes.") }
         guard (0...1000).contains(batchWindow) else { throw ValidationError("--batch-window must be between 0 and 1000 milliseconds.") }
+        guard deflateMinSize >= 0 else { throw ValidationError("--deflate-min-size cannot be negative.") }
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be positive.") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout cannot be negative.") }
         _ = try channelNames()
@@ -98,6 +102,7 @@ struct Chatroom: AsyncParsableCommand {
         configuration.socketQueueLimit = socketQueueLimit
         configuration.batchWindow = .milliseconds(batchWindow)
         configuration.maximumConnections = maxConnections
+        configuration.deflateMinimumSize = deflateMinSize > 0 ? deflateMinSize : nil
 
         let application: any ApplicationProtocol
         do {

@@ -1,4 +1,5 @@
 import Chat
+import ChatClient
 import ChatServer
 import ChatTestSupport
 import Foundation
@@ -99,4 +100,16 @@ final class LogCapture: LogHandler, @unchecked Sendable {
     func lines(containing text: String) -> [String] {
         lines.withLockedValue { $0.filter { $0.contains(text) } }
     }
+}
+
+/// The close code a socket receives next (`nil` if it is dropped without one).
+func closeCode(of socket: ChatWebSocket) async -> UInt16? {
+    while let event = await socket.next(timeout: .seconds(5)) {
+        switch event {
+        case .close(let code, _): return code
+        case .disconnected: return nil
+        default: continue
+        }
+    }
+    return nil
 }

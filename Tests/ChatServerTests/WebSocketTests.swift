@@ -122,17 +122,6 @@ struct WebSocketTests {
         try await socket.close(code: 1001)
         await stopping.value
     }
-
-    func closeCode(of socket: ChatWebSocket) async -> UInt16? {
-        while let event = await socket.next(timeout: .seconds(5)) {
-            switch event {
-            case .close(let code, _): return code
-            case .disconnected: return nil
-            default: continue
-            }
-        }
-        return nil
-    }
 }
 
 import Foundation

@@ -48,6 +48,8 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     let channelName: ChannelName
     let format: WireFormat
+    /// Which of an event's frames this socket gets (its format, deflated or not).
+    private let frameIndex: Int
     private let hub: LoopHub
     private let broker: any Broker
     private let resume: Resume?
@@ -61,7 +63,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     init(
         channelName: ChannelName,
-        format: WireFormat,
+        kind: FrameKind,
         resume: Resume?,
         hub: LoopHub,
         broker: any Broker,
@@ -69,13 +71,17 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         logger: Logger
     ) {
         self.channelName = channelName
-        self.format = format
+        self.format = kind.format
+        self.frameIndex = kind.index
         self.resume = resume
         self.hub = hub
         self.broker = broker
         self.settings = settings
         self.logger = logger
-        self.assembler = MessageAssembler(maximumMessageSize: settings.maximumMessageSize)
+        self.assembler = MessageAssembler(
+            maximumMessageSize: settings.maximumMessageSize,
+            inflater: kind.deflate.map { PerMessageDeflate.Inflater(keepsContext: !$0.clientNoContextTakeover) }
+        )
     }
 
     // MARK: - Channel events
@@ -90,7 +96,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         // waits in `flow` and is either in the history read or after it.
         hub.add(self, to: channelName)
         if let resume { startReplay(resume) }
-        logger.debug("WebSocket open", metadata: ["channel": "\(channelName)", "protocol": "\(format)"])
+        logger.debug("WebSocket open", metadata: ["channel": "\(channelName)", "protocol": "\(format)", "deflate": "\(frameIndex != format.rawValue)"])
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -178,7 +184,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         switch flow {
         case .live:
             // The batch's frames of this socket's format, joined once for all its sockets.
-            guard let frames = batch.frames(format: format.rawValue) else { return }
+            guard let frames = batch.frames(format: frameIndex) else { return }
             guard isWritable(context) else {
                 startDropping(batch.deliveries.map(\.event), context: context)
                 return
@@ -330,7 +336,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         }
         for delivery in waiting {
             if case .message(let message) = delivery.event, message.epoch == epoch, message.offset <= last { continue }
-            send(delivery.event, frame: delivery.frames[format.rawValue], context: context)
+            send(delivery.event, frame: delivery.frames[frameIndex], context: context)
         }
         context.flush()
     }

@@ -21,7 +21,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
 
     struct Request: Sendable {
         var channel: ChannelName
-        var format: WireFormat
+        var kind: FrameKind
         var resume: ChatSocket.Resume?
     }
 
@@ -76,10 +76,11 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             try channel.pipeline.syncOperations.addHandler(
                 ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: context.settings.maximumMessageSize))
             )
+            if request.kind.deflate != nil { context.encoder.countDeflateSocket(until: channel.closeFuture) }
             try channel.pipeline.syncOperations.addHandler(
                 ChatSocket(
                     channelName: request.channel,
-                    format: request.format,
+                    kind: request.kind,
                     resume: request.resume,
                     hub: context.hub.loop(for: channel.eventLoop),
                     broker: context.broker,
@@ -136,10 +137,12 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             logger.info("Refused a WebSocket upgrade", metadata: ["reason": "\(refusal.message)"])
             return eventLoop.makeSucceededFuture(.failure(refusal))
         }
-        let headers: HTTPHeaders = format == .chatV1 ? ["Sec-WebSocket-Protocol": WireFormat.chatV1Name] : [:]
+        var headers: HTTPHeaders = format == .chatV1 ? ["Sec-WebSocket-Protocol": WireFormat.chatV1Name] : [:]
+        let deflate = context.encoder.deflateEnabled ? PerMessageDeflate.negotiate(head.headers["sec-websocket-extensions"]) : nil
+        if let deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader) }
         let broker = context.broker
         channel.closeFuture.whenComplete { _ in broker.leave(channelName) }
-        return broker.join(channelName, on: eventLoop).map { .success((Request(channel: channelName, format: format, resume: resume), headers)) }
+        return broker.join(channelName, on: eventLoop).map { .success((Request(channel: channelName, kind: FrameKind(format: format, deflate: deflate), resume: resume), headers)) }
             .flatMapErrorThrowing { error in
                 logger.warning("Refused a WebSocket upgrade: the broker cannot serve", metadata: ["channel": "\(channelName)", "error": "\(error)"])
                 return .failure(UpgradeRefusal(status: .serviceUnavailable, message: "The chat is temporarily unavailable (\(error)); retry shortly."))

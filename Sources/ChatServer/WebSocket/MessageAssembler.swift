@@ -1,3 +1,4 @@
+import CompressNIO
 import NIOCore
 import NIOWebSocket
 
@@ -5,7 +6,9 @@ import NIOWebSocket
 ///
 /// Pure logic, no socket: fed one frame at a time, it answers what the socket should
 /// do. Fragmented messages are joined; text must be valid UTF-8; a message may not
-/// exceed `maximumMessageSize`; client frames must be masked.
+/// exceed `maximumMessageSize` (after inflating, for a compressed one); client frames
+/// must be masked. With permessage-deflate negotiated (an `inflater`), RSV1 on a
+/// message's first frame marks it compressed.
 struct MessageAssembler {
     /// What to do with a frame.
     enum Outcome: Equatable {
@@ -26,17 +29,28 @@ struct MessageAssembler {
     }
 
     let maximumMessageSize: Int
+    private let inflater: PerMessageDeflate.Inflater?
     private var fragments: ByteBuffer?
     private var fragmentOpcode: WebSocketOpcode?
+    private var fragmentsCompressed = false
 
-    init(maximumMessageSize: Int) {
+    init(maximumMessageSize: Int, inflater: PerMessageDeflate.Inflater? = nil) {
         self.maximumMessageSize = maximumMessageSize
+        self.inflater = inflater
     }
 
     mutating func receive(_ frame: WebSocketFrame) -> Outcome {
         guard frame.maskKey != nil else { return .fail(.protocolError, "client frames must be masked") }
-        guard !frame.rsv1 && !frame.rsv2 && !frame.rsv3 else {
+        guard !frame.rsv2 && !frame.rsv3 else {
             return .fail(.protocolError, "reserved bits set but no extension was negotiated")
+        }
+        if frame.rsv1 {
+            guard inflater != nil else {
+                return .fail(.protocolError, "reserved bits set but no extension was negotiated")
+            }
+            guard frame.opcode == .text || frame.opcode == .binary else {
+                return .fail(.protocolError, "only a message's first frame may be marked compressed")
+            }
         }
         var data = frame.unmaskedData
         switch frame.opcode {
@@ -66,9 +80,10 @@ struct MessageAssembler {
                 return .fail(.protocolError, "a new message started before the previous one finished")
             }
             guard data.readableBytes <= maximumMessageSize else { return tooBig() }
-            if frame.fin { return complete(opcode: frame.opcode, data) }
+            if frame.fin { return complete(opcode: frame.opcode, data, compressed: frame.rsv1) }
             fragmentOpcode = frame.opcode
             fragments = data
+            fragmentsCompressed = frame.rsv1
             return .none
         case .continuation:
             guard let opcode = fragmentOpcode, var buffer = fragments else {
@@ -82,7 +97,7 @@ struct MessageAssembler {
             }
             fragments = nil
             fragmentOpcode = nil
-            return complete(opcode: opcode, buffer)
+            return complete(opcode: opcode, buffer, compressed: fragmentsCompressed)
         default:
             return .fail(.protocolError, "unknown opcode \(frame.opcode)")
         }
@@ -94,7 +109,17 @@ struct MessageAssembler {
         return .fail(.messageTooBig, "messages are limited to \(maximumMessageSize) bytes")
     }
 
-    private func complete(opcode: WebSocketOpcode, _ data: ByteBuffer) -> Outcome {
+    private func complete(opcode: WebSocketOpcode, _ data: ByteBuffer, compressed: Bool) -> Outcome {
+        var data = data
+        if compressed, let inflater {
+            do {
+                data = try inflater.inflate(data, maximumSize: maximumMessageSize)
+            } catch let error as CompressNIOError where error == .bufferOverflow {
+                return .fail(.messageTooBig, "messages are limited to \(maximumMessageSize) bytes (inflated)")
+            } catch {
+                return .fail(.invalidPayload, "the compressed message could not be inflated")
+            }
+        }
         if opcode == .binary { return .binary(data) }
         guard let text = String(validating: data.readableBytesView, as: UTF8.self) else {
             return .fail(.invalidPayload, "text messages must be valid UTF-8")

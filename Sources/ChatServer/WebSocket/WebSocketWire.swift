@@ -1,3 +1,4 @@
+import CompressNIO
 import NIOCore
 
 /// Encodes server-to-client WebSocket frames (RFC 6455 §5.2: FIN set, unmasked).
@@ -11,12 +12,38 @@ enum WebSocketWire {
     static let ping: UInt8 = 0x9
     static let pong: UInt8 = 0xA
 
-    /// One final frame with `opcode` and `payload`.
-    static func frame(opcode: UInt8, payload: ByteBuffer) -> ByteBuffer {
+    /// The RSV1 bit: set on the first frame of a message compressed with permessage-deflate.
+    static let rsv1: UInt8 = 0x40
+
+    /// One final frame with `opcode` and `payload`; `compressed` sets RSV1.
+    static func frame(opcode: UInt8, payload: ByteBuffer, compressed: Bool = false) -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: payload.readableBytes + 10)
-        writeHeader(opcode: opcode, length: payload.readableBytes, into: &buffer)
+        writeHeader(opcode: compressed ? opcode | rsv1 : opcode, length: payload.readableBytes, into: &buffer)
         buffer.writeImmutableBuffer(payload)
         return buffer
+    }
+
+    /// Where the payload of a frame made by ``frame(opcode:payload:compressed:)`` starts.
+    private static func headerLength(of frame: ByteBuffer) -> Int {
+        switch frame.getInteger(at: frame.readerIndex + 1, as: UInt8.self).map({ $0 & 0x7F }) {
+        case 126: 4
+        case 127: 10
+        default: 2
+        }
+    }
+
+    /// The payload length of a frame made here.
+    static func payloadLength(of frame: ByteBuffer) -> Int {
+        frame.readableBytes - headerLength(of: frame)
+    }
+
+    /// The same frame with its payload deflated (permessage-deflate, no context takeover).
+    static func deflated(_ frame: ByteBuffer, with compressor: ZlibCompressor) throws -> ByteBuffer {
+        let header = headerLength(of: frame)
+        guard let first = frame.getInteger(at: frame.readerIndex, as: UInt8.self),
+            let payload = frame.getSlice(at: frame.readerIndex + header, length: frame.readableBytes - header)
+        else { return frame }
+        return Self.frame(opcode: first & 0x0F, payload: try PerMessageDeflate.compress(payload, with: compressor), compressed: true)
     }
 
     /// One final text frame holding the UTF-8 bytes written by `body`.
