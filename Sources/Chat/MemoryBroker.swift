@@ -41,12 +41,9 @@ public final class MemoryBroker: Broker {
     public func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message {
         // Deliver under the lock so that messages reach the hub in offset order.
         channels.withLockedValue { channels in
-            var state = current(channels[channel])
-            state.lastOffset += 1
-            state.lastPublished = .now
-            let message = Message(channel: channel, offset: state.lastOffset, epoch: state.epoch, time: Epoch.nowMilliseconds(), data: data)
-            state.append(message, capacity: max(policy.size, 1))
-            channels[channel] = state
+            if let state = channels[channel], !isCurrent(state) { channels[channel] = nil }
+            // Mutated in place: a copy of the state would copy the whole ring on every publish.
+            let message = Self.append(data, to: &channels[channel, default: ChannelState()], channel: channel, capacity: max(policy.size, 1))
             deliver([.message(message)])
             return message
         }
@@ -68,10 +65,23 @@ public final class MemoryBroker: Broker {
         }
     }
 
+    private static func append(_ data: ByteBuffer, to state: inout ChannelState, channel: ChannelName, capacity: Int) -> Message {
+        state.lastOffset += 1
+        state.lastPublished = .now
+        let message = Message(channel: channel, offset: state.lastOffset, epoch: state.epoch, time: Epoch.nowMilliseconds(), data: data)
+        state.append(message, capacity: capacity)
+        return message
+    }
+
+    /// Whether a channel's state is still within its time to live.
+    private func isCurrent(_ state: ChannelState) -> Bool {
+        guard let ttl = policy.timeToLive else { return true }
+        return ContinuousClock.now - state.lastPublished <= ttl
+    }
+
     /// The channel's state, or a fresh one (new epoch) if it never existed or outlived its time to live.
     private func current(_ state: ChannelState?) -> ChannelState {
-        guard let state else { return ChannelState() }
-        if let ttl = policy.timeToLive, ContinuousClock.now - state.lastPublished > ttl { return ChannelState() }
+        guard let state, isCurrent(state) else { return ChannelState() }
         return state
     }
 
