@@ -73,6 +73,10 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
             return channel.eventLoop.makeSucceededFuture(Value(outcome: channel.eventLoop.makeSucceededFuture(.overCapacity), channel: channel))
         }
         return channel.eventLoop.makeCompletedFuture {
+            // NIO keeps each connection's receive buffer for the next read; its default
+            // first size, 2 KB, was a third of an idle socket's memory. Requests and
+            // client frames are small: start at 512 bytes, growing for larger reads.
+            try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveBuffers)
             let refusal = NIOLoopBoundBox<UpgradeRefusal?>(nil, eventLoop: channel.eventLoop)
             let upgrader = ChatUpgrader(channel: channel, context: context, refusal: refusal, logger: self.logger)
             let idleTimeout = self.idleTimeout
@@ -102,6 +106,9 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
             return Value(outcome: outcome, channel: channel)
         }
     }
+
+    /// Receive buffers: 512 bytes at first, adapting between 64 bytes and 64 KB.
+    static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
 
     func handle(value: Value, logger: Logger) async {
         do {
