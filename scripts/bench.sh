@@ -54,6 +54,10 @@ for broker in redis memory; do
     run fanout --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "$broker" --subscribers "$subscribers" --messages "$messages" --publishers 8
   done
   if [ "$broker" = redis ]; then
+    # The original article's scenario on one instance: as many sockets as a process may
+    # hold here, 100 messages a second.
+    if [ "$mode" = quick ]; then article=(500 100); else article=(19000 1000); fi
+    run fanout --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "redis, 100/s" --rate 100 --subscribers "${article[0]}" --messages "${article[1]}" --publishers 4
     # permessage-deflate: 512-byte messages, sockets that do not ask for it, then sockets that do.
     read -r subscribers messages <<<"${fanouts[1]}"
     run fanout --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "redis, 512 B" --padding 512 --subscribers "$subscribers" --messages "$messages" --publishers 8

@@ -65,6 +65,8 @@ struct Fanout: AsyncParsableCommand {
     var publishers = 8
     @Option(help: "Padding bytes per message.")
     var padding = 16
+    @Option(help: "Messages per second, all publishers together (default: as fast as they are answered).")
+    var rate: Double?
     @Option(help: "Seconds after which the run stops, whatever it reached.")
     var timeout = 120.0
     @Flag(help: "Subscribers offer permessage-deflate and inflate what arrives compressed.")
@@ -105,7 +107,7 @@ struct Fanout: AsyncParsableCommand {
         let generatorBefore = ProcessUsage(pid: getpid())
         let redisBefore = ProcessUsage(pid: target.redisPid)
         let started = monotonicNanoseconds()
-        let plan = PublishPlan(total: UInt64(messages), channels: names, padding: padding, deadline: deadline)
+        let plan = PublishPlan(total: UInt64(messages), channels: names, padding: padding, deadline: deadline, rate: rate)
         try await runPublishers(group: group, host: target.host, port: target.port, connections: publishers, plan: plan)
         let published = monotonicNanoseconds()
         // Wait until every expected delivery arrived, or 5 s of silence, or the deadline.
@@ -130,6 +132,7 @@ struct Fanout: AsyncParsableCommand {
         let acked = plan.snapshot.acknowledged
         let report: [(String, String)] = [
             ("mode", "\"fanout\""), ("label", "\"\(target.label)\""), ("subscribers", "\(connected)"), ("channels", "\(channels)"),
+            ("rate", rate.map { String(format: "%.0f", $0) } ?? "null"),
             ("messages", "\(messages)"), ("acknowledged", "\(acked)"), ("refused", "\(plan.snapshot.refused)"),
             ("expected", "\(expected)"), ("delivered", "\(counts.delivered)"), ("lost", "\(expected > counts.delivered ? expected - counts.delivered : 0)"),
             ("duplicates", "\(counts.duplicates)"), ("out_of_order", "\(counts.outOfOrder)"),
@@ -144,8 +147,8 @@ struct Fanout: AsyncParsableCommand {
         ]
         print("{" + report.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
         print(String(
-            format: "ROW | %@ | fanout | S=%d K=%d M=%d P=%d | %llu/%llu | %llu | %llu | %.0f | %.1f / %.1f / %.1f / %.1f | %@ | %@ |",
-            target.label, connected, channels, messages, publishers, counts.delivered, expected, counts.duplicates, counts.outOfOrder,
+            format: "ROW | %@ | fanout | S=%d K=%d M=%d P=%d%@ | %llu/%llu | %llu | %llu | %.0f | %.1f / %.1f / %.1f / %.1f | %@ | %@ |",
+            target.label, connected, channels, messages, publishers, rate.map { String(format: " R=%.0f/s", $0) } ?? "", counts.delivered, expected, counts.duplicates, counts.outOfOrder,
             Double(counts.delivered) / elapsed, counts.latency.quantile(0.5), counts.latency.quantile(0.9), counts.latency.quantile(0.99),
             Double(counts.latency.maximum) / 1e6, counts.delivered > 0 ? String(format: "%.2f µs", cpu * 1e6 / Double(counts.delivered)) : "–",
             counts.delivered > 0 ? String(format: "%.2f µs", generatorCPU * 1e6 / Double(counts.delivered)) : "–"

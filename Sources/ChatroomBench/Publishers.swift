@@ -15,22 +15,28 @@ final class PublishPlan: Sendable {
     let channels: [String]
     let padding: String
     let deadline: UInt64
+    /// Messages per second for all publishers together; `nil`: as fast as answered.
+    let rate: Double?
+    private let start = monotonicNanoseconds()
     private let state = NIOLockedValueBox(State())
 
-    init(total: UInt64, channels: [String], padding: Int, deadline: UInt64) {
+    init(total: UInt64, channels: [String], padding: Int, deadline: UInt64, rate: Double? = nil) {
         self.total = total
         self.channels = channels
         self.padding = String(repeating: "p", count: padding)
         self.deadline = deadline
+        self.rate = rate
     }
 
-    /// The next message number, or nil when all are handed out or time is up.
-    func take() -> UInt64? {
+    /// The next message number and when it is due (monotonic ns), or nil when all are
+    /// handed out or time is up.
+    func take() -> (number: UInt64, due: UInt64)? {
         guard monotonicNanoseconds() < deadline else { return nil }
         return state.withLockedValue { state in
             guard state.next <= total else { return nil }
             defer { state.next += 1 }
-            return state.next
+            let due = rate.map { start + UInt64(Double(state.next - 1) / $0 * 1e9) } ?? 0
+            return (state.next, due)
         }
     }
 
@@ -77,11 +83,23 @@ final class PublisherHandler: ChannelInboundHandler {
     }
 
     private func sendNext(context: ChannelHandlerContext) {
-        guard let number = plan.take() else {
+        guard let (number, due) = plan.take() else {
             done.succeed()
             context.close(promise: nil)
             return
         }
+        let now = monotonicNanoseconds()
+        if due > now {
+            // At a fixed rate: wait until the message is due.
+            context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(due - now))) {
+                self.post(number, context: context)
+            }
+        } else {
+            post(number, context: context)
+        }
+    }
+
+    private func post(_ number: UInt64, context: ChannelHandlerContext) {
         let channel = plan.channels[Int(number) % plan.channels.count]
         // data = "n=<number> t=<monotonic ns> p=<publisher> <padding>", form-encoded.
         let body = "data=n%3D\(number)+t%3D\(monotonicNanoseconds())+p%3D\(id)+\(plan.padding)&channel=\(channel)"
