@@ -86,7 +86,7 @@ done
   echo "## Fan-out"
   echo
   echo "S subscribers of the original protocol (channel by cookie) on K channels; M messages posted through"
-  echo "\`POST /send/\` by P keep-alive publishers as fast as they are answered. Latency is post start to"
+  echo "\`POST /send/\` by P keep-alive publishers as fast as they are answered (at R a second where the size says R). Latency is post start to"
   echo "delivery (p50 / p90 / p99 / max, ms). Server CPU is user + system time from /proc over the run, divided by"
   echo "deliveries. Out of order counts a publisher's messages arriving against that publisher's own order."
   echo "The load generator's own CPU per delivery is in the last column: the three share two cores."
