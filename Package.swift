@@ -37,6 +37,12 @@ let package = Package(
             pkgConfig: "hiredis",
             providers: [.apt(["libhiredis-dev"])]
         ),
+        // The system's libcrypto (Debian: libssl-dev): HMAC-SHA256 for tokens, nothing else.
+        .systemLibrary(
+            name: "CCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         // Non-blocking Redis client: RESP over SwiftNIO, pipelining, pub/sub.
         .target(
             name: "Redis",
@@ -68,6 +74,7 @@ let package = Package(
             dependencies: [
                 "Chat",
                 "ChatAssets",
+                "CCrypto",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Mustache", package: "swift-mustache"),

@@ -33,9 +33,18 @@ export function connect({ onMessage, onState, resumeFrom }) {
 
   function url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const params = new URLSearchParams();
     const resume = resumeFrom();
-    const query = resume ? `?since=${resume.since}&epoch=${encodeURIComponent(resume.epoch)}` : "";
-    return `${scheme}//${location.host}/wb/${query}`;
+    if (resume) {
+      params.set("since", resume.since);
+      params.set("epoch", resume.epoch);
+    }
+    // A server run with --connect-secret needs a token: the page passes on the one it
+    // was opened with (/?token=…).
+    const token = new URLSearchParams(location.search).get("token");
+    if (token) params.set("token", token);
+    const query = params.toString();
+    return `${scheme}//${location.host}/wb/${query ? "?" + query : ""}`;
   }
 
   function open() {

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 mode="${1:-full}"
 ensure_swift
-ensure_packages pkg-config libhiredis-dev zlib1g-dev redis-server redis-tools
+ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev redis-server redis-tools
 say "building release binaries"
 swift build -c release --product chatroom >/dev/null
 swift build -c release --product chatroom-bench >/dev/null
@@ -45,7 +45,7 @@ run() {
 
 for broker in redis memory; do
   port=$(free_port)
-  "$bin/chatroom" --port "$port" --broker "$broker" --redis-url "redis://127.0.0.1:$redis_port" --log-level warning >/dev/null 2>>"$work/server.log" &
+  "$bin/chatroom" --port "$port" --broker "$broker" --redis-url "redis://127.0.0.1:$redis_port" --log-level warning "${load_test_flags[@]}" >/dev/null 2>>"$work/server.log" &
   server=$!
   started_pids+=("$server")
   wait_port "$port"
@@ -68,7 +68,7 @@ for broker in redis memory; do
   kill "$server"; wait "$server" 2>/dev/null || true
   # Memory per idle socket, on a fresh server.
   port=$(free_port)
-  "$bin/chatroom" --port "$port" --broker "$broker" --redis-url "redis://127.0.0.1:$redis_port" --log-level warning >/dev/null 2>>"$work/server.log" &
+  "$bin/chatroom" --port "$port" --broker "$broker" --redis-url "redis://127.0.0.1:$redis_port" --log-level warning "${load_test_flags[@]}" >/dev/null 2>>"$work/server.log" &
   server=$!
   started_pids+=("$server")
   wait_port "$port"

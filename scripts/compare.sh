@@ -4,7 +4,9 @@
 #
 #   scripts/compare.sh BEFORE AFTER [rounds] [subscribers] [messages] [broker]
 #
-# e.g. keep a copy of the release binary, change the code, rebuild, then
+# Both binaries must accept the load-test flags in scripts/lib.sh (--send-rate and the
+# other per-address limits). E.g. keep a copy of the release binary, change the code,
+# rebuild, then
 #   scripts/compare.sh /tmp/chatroom-before .build/release/chatroom 5 1000 2000
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +27,7 @@ for round in $(seq 1 "$rounds"); do
   for side in before after; do
     binary="$before"; [ "$side" = after ] && binary="$after"
     port=$(free_port)
-    "$binary" --port "$port" --broker "$broker" --redis-url "redis://127.0.0.1:$redis_port" --log-level warning >/dev/null 2>>"$work/server.log" &
+    "$binary" --port "$port" --broker "$broker" --redis-url "redis://127.0.0.1:$redis_port" --log-level warning "${load_test_flags[@]}" >/dev/null 2>>"$work/server.log" &
     server=$!
     started_pids+=("$server")
     wait_port "$port"

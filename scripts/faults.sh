@@ -22,7 +22,7 @@ case "$mode" in
 esac
 
 ensure_swift
-ensure_packages pkg-config libhiredis-dev zlib1g-dev redis-server redis-tools
+ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev redis-server redis-tools
 swift build --product chatroom >/dev/null
 swift build --product chatroom-faults >/dev/null
 bin="$(swift build --show-bin-path)"
@@ -43,7 +43,7 @@ start_redis() {
 # start_instance PORT ARGS… — sets started (the pid)
 start_instance() {
   local port=$1; shift
-  "$bin/chatroom" --port "$port" --log-level warning "$@" >/dev/null 2>>"$work/instances.log" &
+  "$bin/chatroom" --port "$port" --log-level warning "${load_test_flags[@]}" "$@" >/dev/null 2>>"$work/instances.log" &
   started=$!
   started_pids+=("$started")
 }

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 subscribers="${1:-1000}"
 messages="${2:-4000}"
 ensure_swift
-ensure_packages pkg-config libhiredis-dev zlib1g-dev redis-server redis-tools linux-perf
+ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev redis-server redis-tools linux-perf
 swift build -c release --product chatroom >/dev/null
 swift build -c release --product chatroom-bench >/dev/null
 bin="$(swift build -c release --show-bin-path)"
@@ -27,7 +27,7 @@ trap stop_started EXIT
 start_bench_redis "$work"
 
 port=$(free_port)
-"$bin/chatroom" --port "$port" --broker redis --redis-url "redis://127.0.0.1:$redis_port" --log-level warning >/dev/null 2>"$work/server.log" &
+"$bin/chatroom" --port "$port" --broker redis --redis-url "redis://127.0.0.1:$redis_port" --log-level warning "${load_test_flags[@]}" >/dev/null 2>"$work/server.log" &
 server=$!
 started_pids+=("$server")
 wait_port "$port"

@@ -53,21 +53,47 @@ public func buildApplication(
         throw StartupError(message: "\(error). Start Redis, point --redis-url at it, or run a single instance with --broker memory.")
     }
 
+    let gatekeeper: Gatekeeper
+    do {
+        gatekeeper = Gatekeeper(settings: .init(
+            trustedProxies: try TrustedProxies(parsing: configuration.trustedProxies),
+            allowedOrigins: configuration.allowedOrigins.map(Set.init),
+            publishToken: configuration.publishToken,
+            connectSecret: configuration.connectSecret,
+            sendRate: configuration.sendRate,
+            socketMessageRate: configuration.socketMessageRate,
+            maximumSocketsPerAddress: configuration.maximumSocketsPerAddress,
+            maximumChannels: configuration.maximumChannels
+        ))
+    } catch {
+        throw StartupError(message: error.description)
+    }
+
     let catalog = AssetCatalog.embedded(publicDirectory: configuration.publicDirectory)
-    let router = Router()
+    let router = Router(context: ChatRequestContext.self)
     do {
         try PageController(catalog: catalog, configuration: configuration).addRoutes(to: router)
     } catch {
         throw StartupError(message: "The page template does not compile: \(error)")
     }
-    SendController(broker: broker, maximumMessageSize: configuration.maximumMessageSize).addRoutes(to: router)
-    HistoryController(broker: broker).addRoutes(to: router)
+    SendController(
+        broker: broker,
+        maximumMessageSize: configuration.maximumMessageSize,
+        maximumBodySize: configuration.maximumBodySize ?? configuration.maximumMessageSize * 3 + 16 * 1024,
+        gatekeeper: gatekeeper
+    ).addRoutes(to: router)
+    HistoryController(broker: broker, gatekeeper: gatekeeper).addRoutes(to: router)
 
     let context = ChatServerContext(
         hub: hub,
         broker: broker,
-        settings: .init(maximumMessageSize: configuration.maximumMessageSize, socketQueueLimit: configuration.socketQueueLimit),
-        encoder: encoder
+        settings: .init(
+            maximumMessageSize: configuration.maximumMessageSize,
+            socketQueueLimit: configuration.socketQueueLimit,
+            requestTimeout: configuration.requestTimeout
+        ),
+        encoder: encoder,
+        gatekeeper: gatekeeper
     )
     let budget = ConnectionBudget(limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(), logger: logger)
     logger.info("Connections", metadata: ["at_most": "\(budget.limit)"])

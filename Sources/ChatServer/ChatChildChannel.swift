@@ -15,6 +15,8 @@ struct ChatServerContext: Sendable {
         var maximumMessageSize: Int
         /// Bytes that may wait for a slow reader before its messages are dropped.
         var socketQueueLimit: Int
+        /// How long a client may take to send a request's head and body.
+        var requestTimeout: Duration
     }
 
     var hub: Hub
@@ -22,6 +24,8 @@ struct ChatServerContext: Sendable {
     var settings: Settings
     /// Makes each event's frames once; knows whether permessage-deflate is on.
     var encoder: FrameEncoder
+    /// Origins, tokens, rate limits and socket counts.
+    var gatekeeper: Gatekeeper
 }
 
 /// One port for both: HTTP requests go to Hummingbird's router, `/wb/` upgrades go to
@@ -103,6 +107,11 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
             configuration.enableErrorHandling = false
             configuration.enableResponseHeaderValidation = false
             let outcome = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            // Slow clients: the request's head and body must arrive within the deadline.
+            let deadline = RequestDeadline(timeout: TimeAmount(context.settings.requestTimeout), logger: self.logger)
+            let upgradeHandler = try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<Outcome>.self)
+            try channel.pipeline.syncOperations.addHandler(RequestDeadline.EndWatch(deadline), name: RequestDeadline.endName, position: .before(upgradeHandler))
+            try channel.pipeline.syncOperations.addHandler(RequestDeadline.StartWatch(deadline), name: RequestDeadline.startName, position: .first)
             return Value(outcome: outcome, channel: channel)
         }
     }

@@ -45,6 +45,31 @@ public struct ChatConfiguration: Sendable {
     /// the open-file limit less 100, so that the server refuses clearly instead of
     /// running out of descriptors.
     public var maximumConnections: Int?
+    /// Largest `/send/` request body; `nil`: room for the largest message percent-encoded
+    /// (three times `maximumMessageSize`) plus 16 KiB for the other fields.
+    public var maximumBodySize: Int?
+    /// Addresses and CIDR ranges of proxies whose `X-Forwarded-For` names the client,
+    /// e.g. `10.0.0.0/8, ::1`. Empty: the peer address is the client.
+    public var trustedProxies = ""
+    /// Origins (`https://chat.example.com`) allowed to open sockets and to publish from a
+    /// browser; `nil`: any origin, as the original app allowed.
+    public var allowedOrigins: [String]?
+    /// When set, `/send/` needs `Authorization: Bearer <token>` (or the form field `token`).
+    public var publishToken: String?
+    /// When set, `/wb/` needs a token signed with this secret (`chatroom token`).
+    public var connectSecret: String?
+    /// Messages a second one client address may publish, and the burst above that rate;
+    /// `nil`: no limit.
+    public var sendRate: (rate: Double, burst: Double)? = (20, 40)
+    /// Messages a second one socket may send (chat.v1 pings included), and the burst;
+    /// `nil`: no limit.
+    public var socketMessageRate: (rate: Double, burst: Double)? = (10, 20)
+    /// Sockets one client address may hold open.
+    public var maximumSocketsPerAddress = 256
+    /// Channels with sockets on this instance at once.
+    public var maximumChannels = 10_000
+    /// How long a client may take to send a request's head and body.
+    public var requestTimeout: Duration = .seconds(10)
     /// The page title.
     public var title = "Chatroom"
 

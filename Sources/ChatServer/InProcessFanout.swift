@@ -21,7 +21,7 @@ public final class InProcessFanout {
         let hub = Hub(eventLoopGroup: loop, encode: WireFormat.frames(of:)).loop(for: loop)
         self.hub = hub
         let broker = MemoryBroker { _ in }
-        let settings = ChatSocket.Settings(maximumMessageSize: 64 * 1024, closeTimeout: .seconds(1), queueLimit: 1 << 20)
+        let settings = ChatSocket.Settings(maximumMessageSize: 64 * 1024, closeTimeout: .seconds(1), queueLimit: 1 << 20, messageRate: nil)
         var logger = Logger(label: "fanout")
         logger.logLevel = .critical
         sockets = try (0..<count).map { _ in

@@ -14,7 +14,8 @@ struct Chatroom: AsyncParsableCommand {
         discussion: """
             Messages posted to /send/ (form fields data and channel) reach every socket on /wb/ \
             whose channel matches, on every instance connected to the same Redis.
-            """
+            """,
+        subcommands: [Token.self]
     )
 
     @Option(help: "Address to listen on.")
@@ -62,6 +63,42 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Connections held at once; past it a new one is answered 503 and closed. Default: the open-file limit less 100.", valueName: "count"))
     var maxConnections: Int?
 
+    @Option(help: ArgumentHelp("Largest /send/ request body in bytes. Default: three times --max-message-size plus 16 KiB.", valueName: "bytes"))
+    var maxBodySize: Int?
+
+    @Option(help: ArgumentHelp("Messages a second one client address may publish (0: no limit); over it: 429 with Retry-After.", valueName: "rate"))
+    var sendRate = 20.0
+
+    @Option(help: ArgumentHelp("Messages one client address may publish at once above --send-rate.", valueName: "count"))
+    var sendBurst = 40
+
+    @Option(help: ArgumentHelp("Messages a second one socket may send, pings included (0: no limit); over it: close 1008.", valueName: "rate"))
+    var socketMessageRate = 10.0
+
+    @Option(help: ArgumentHelp("Messages one socket may send at once above --socket-message-rate.", valueName: "count"))
+    var socketMessageBurst = 20
+
+    @Option(help: ArgumentHelp("Sockets one client address may hold; over it: 503.", valueName: "count"))
+    var maxSocketsPerAddress = 256
+
+    @Option(help: ArgumentHelp("Channels with sockets on this instance at once; a socket on one more: 503.", valueName: "count"))
+    var maxChannels = 10_000
+
+    @Option(help: ArgumentHelp("Seconds a client may take to send a request's head and body; slower: 408 and disconnected.", valueName: "seconds"))
+    var requestTimeout = 10
+
+    @Option(help: ArgumentHelp("Proxies whose X-Forwarded-For names the client: addresses or CIDR ranges, comma separated. X-Forwarded-For from anyone else is ignored.", valueName: "list"))
+    var trustedProxies = ""
+
+    @Option(help: ArgumentHelp("Origins allowed to open sockets and publish from a browser, comma separated (e.g. https://chat.example.com), or * for any (the original's behaviour). Others: 403.", valueName: "list"))
+    var allowedOrigins = "*"
+
+    @Option(help: ArgumentHelp("Require 'Authorization: Bearer <token>' (or the form field 'token') on /send/. Also read from $CHATROOM_PUBLISH_TOKEN.", valueName: "token"))
+    var publishToken: String?
+
+    @Option(help: ArgumentHelp("Require a token signed with this secret on /wb/ (mint one with 'chatroom token'). Also read from $CHATROOM_CONNECT_SECRET.", valueName: "secret"))
+    var connectSecret: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -73,6 +110,12 @@ struct Chatroom: AsyncParsableCommand {
         guard historyTTL >= 0 else { throw ValidationError("--history-ttl cannot be negative.") }
         guard socketQueueLimit >= 1024 else { throw ValidationError("--socket-queue-limit must be at least 1024 bytes.") }
         guard (0...1000).contains(batchWindow) else { throw ValidationError("--batch-window must be between 0 and 1000 milliseconds.") }
+        guard sendRate >= 0, socketMessageRate >= 0 else { throw ValidationError("--send-rate and --socket-message-rate cannot be negative.") }
+        guard sendBurst >= 1, socketMessageBurst >= 1 else { throw ValidationError("--send-burst and --socket-message-burst must be at least 1.") }
+        guard maxSocketsPerAddress >= 1, maxChannels >= 1 else { throw ValidationError("--max-sockets-per-address and --max-channels must be positive.") }
+        guard requestTimeout >= 1 else { throw ValidationError("--request-timeout must be at least 1 second.") }
+        if let maxBodySize, maxBodySize < maxMessageSize { throw ValidationError("--max-body-size must be at least --max-message-size.") }
+        guard allowedOrigins == "*" || !originList.isEmpty else { throw ValidationError("--allowed-origins: give origins like https://chat.example.com, or *.") }
         guard deflateMinSize >= 0 else { throw ValidationError("--deflate-min-size cannot be negative.") }
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be positive.") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout cannot be negative.") }
@@ -103,6 +146,17 @@ struct Chatroom: AsyncParsableCommand {
         configuration.batchWindow = .milliseconds(batchWindow)
         configuration.maximumConnections = maxConnections
         configuration.deflateMinimumSize = deflateMinSize > 0 ? deflateMinSize : nil
+        configuration.maximumBodySize = maxBodySize
+        configuration.sendRate = sendRate > 0 ? (sendRate, Double(sendBurst)) : nil
+        configuration.socketMessageRate = socketMessageRate > 0 ? (socketMessageRate, Double(socketMessageBurst)) : nil
+        configuration.maximumSocketsPerAddress = maxSocketsPerAddress
+        configuration.maximumChannels = maxChannels
+        configuration.requestTimeout = .seconds(requestTimeout)
+        configuration.trustedProxies = trustedProxies
+        configuration.allowedOrigins = allowedOrigins == "*" ? nil : originList
+        let environment = ProcessInfo.processInfo.environment
+        configuration.publishToken = publishToken ?? environment["CHATROOM_PUBLISH_TOKEN"]
+        configuration.connectSecret = connectSecret ?? environment["CHATROOM_CONNECT_SECRET"]
 
         let application: any ApplicationProtocol
         do {
@@ -130,6 +184,10 @@ struct Chatroom: AsyncParsableCommand {
         )
     }
 
+    private var originList: [String] {
+        allowedOrigins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && $0 != "*" }
+    }
+
     private func channelNames() throws -> [ChannelName] {
         let names = channels.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !names.isEmpty else { throw ValidationError("--channels needs at least one channel name.") }
@@ -145,3 +203,40 @@ struct Chatroom: AsyncParsableCommand {
 
 extension ChatConfiguration.BrokerKind: ExpressibleByArgument {}
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// `chatroom token`: mints a token for `/wb/` on a server started with `--connect-secret`.
+struct Token: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a signed, expiring token that lets a client open a socket (for servers run with --connect-secret).",
+        discussion: "The client passes it as /wb/?token=… (or 'Authorization: Bearer …'). The page passes the token from its own address: /?token=…"
+    )
+
+    @Option(help: ArgumentHelp("The channel the token opens; without it, every channel.", valueName: "name"))
+    var channel: String?
+
+    @Option(help: ArgumentHelp("How long the token is valid: seconds, or a number with s, m, h or d (e.g. 90s, 15m, 1h, 7d).", valueName: "duration"))
+    var ttl = "1h"
+
+    @Option(help: ArgumentHelp("The server's --connect-secret. Also read from $CHATROOM_CONNECT_SECRET.", valueName: "secret"))
+    var secret: String?
+
+    func run() throws {
+        guard let secret = secret ?? ProcessInfo.processInfo.environment["CHATROOM_CONNECT_SECRET"], !secret.isEmpty else {
+            throw ValidationError("Give the server's secret with --secret or $CHATROOM_CONNECT_SECRET.")
+        }
+        if let channel, ChannelName(channel) == nil {
+            throw ValidationError("--channel: '\(channel)' is not a valid channel name (1-64 of A-Z a-z 0-9 _ . : -).")
+        }
+        guard let seconds = Self.seconds(in: ttl), seconds > 0 else {
+            throw ValidationError("--ttl: '\(ttl)' is not a duration like 90s, 15m, 1h or 7d.")
+        }
+        let expiry = Int64(Date().timeIntervalSince1970) + seconds
+        print(ConnectToken(channel: channel, expiry: expiry).signed(with: secret))
+    }
+
+    static func seconds(in text: String) -> Int64? {
+        let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if let unit = text.last.flatMap({ units[$0] }) { return Int64(text.dropLast()).map { $0 * unit } }
+        return Int64(text)
+    }
+}

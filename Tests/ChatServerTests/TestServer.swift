@@ -31,6 +31,9 @@ final class TestServer: Sendable {
         configuration.port = 0
         configuration.broker = broker
         if broker == .redis { configuration.redisURL = try TestRedis.url() }
+        // Tests publish quickly from one address: limits are off unless a test sets them.
+        configuration.sendRate = nil
+        configuration.socketMessageRate = nil
         configure(&configuration)
         var logger = Logger(label: "test-server") { label in
             let stream = StreamLogHandler.standardError(label: label)

@@ -11,33 +11,35 @@ import NIOCore
 /// envelopes a chat.v1 socket receives.
 struct HistoryController: Sendable {
     let broker: any Broker
+    let gatekeeper: Gatekeeper
     static let defaultLimit = 100
     static let maximumLimit = 1000
 
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<ChatRequestContext>) {
         router.get("/history") { request, context in try await self.history(request, context: context) }
     }
 
-    func history(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    func history(_ request: Request, context: ChatRequestContext) async throws -> Response {
+        let cors = gatekeeper.corsHeaders(origin: request.headers[.origin])
         let query = request.uri.query.map { FormData.pairs($0[...]) } ?? []
         func field(_ name: String) -> String? { query.last { $0.name == name }?.value }
         let channel: ChannelName
         do {
             channel = try ChannelName(validating: field("channel") ?? ChannelName.fallback.rawValue)
         } catch {
-            throw refuse(.badRequest, "Invalid channel name: \(error.reason).", context: context)
+            throw refuse(.badRequest, "Invalid channel name: \(error.reason).", cors, context: context)
         }
         var since: Int64?
         if let text = field("since") {
             guard let value = Int64(text), value >= 0 else {
-                throw refuse(.badRequest, "since must be a whole number ≥ 0.", context: context)
+                throw refuse(.badRequest, "since must be a whole number ≥ 0.", cors, context: context)
             }
             since = value
         }
         var limit = Self.defaultLimit
         if let text = field("limit") {
             guard let value = Int(text), value > 0 else {
-                throw refuse(.badRequest, "limit must be a whole number ≥ 1 (at most \(Self.maximumLimit) are returned).", context: context)
+                throw refuse(.badRequest, "limit must be a whole number ≥ 1 (at most \(Self.maximumLimit) are returned).", cors, context: context)
             }
             limit = min(value, Self.maximumLimit)
         }
@@ -45,7 +47,7 @@ struct HistoryController: Sendable {
         do {
             history = try await broker.history(of: channel, after: since, limit: limit)
         } catch let error as BrokerError {
-            var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", context: context)
+            var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", cors, context: context)
             refusal.headers[.retryAfter] = "1"
             throw refusal
         }
@@ -62,14 +64,14 @@ struct HistoryController: Sendable {
             ChatV1.writeMessage(message, into: &json)
         }
         json.writeStaticString("]}")
-        var headers = SendController.corsHeaders
+        var headers = cors
         headers[.contentType] = "application/json"
         headers[.cacheControl] = "no-store"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: json))
     }
 
-    private func refuse(_ status: HTTPResponse.Status, _ message: String, context: BasicRequestContext) -> PlainTextError {
+    private func refuse(_ status: HTTPResponse.Status, _ message: String, _ cors: HTTPFields, context: ChatRequestContext) -> PlainTextError {
         context.logger.info("Refused a history request", metadata: ["status": "\(status.code)", "reason": "\(message)"])
-        return PlainTextError(status: status, message: message, headers: SendController.corsHeaders)
+        return PlainTextError(status: status, message: message, headers: cors)
     }
 }

@@ -23,7 +23,7 @@ struct PageController: Sendable {
         self.pageETag = html.utf8.withContiguousStorageIfAvailable { AssetCatalog.etag(of: UnsafeRawBufferPointer($0)) } ?? "\"page\""
     }
 
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<ChatRequestContext>) {
         router.get("/") { request, _ in
             Self.respond(with: page, contentType: "text/html; charset=utf-8", etag: pageETag, to: request)
         }

@@ -1,4 +1,5 @@
 import Chat
+import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -12,72 +13,93 @@ import NIOCore
 struct SendController: Sendable {
     let broker: any Broker
     let maximumMessageSize: Int
+    /// Largest request body.
+    let maximumBodySize: Int
+    let gatekeeper: Gatekeeper
 
-    /// The original's CORS headers, on every answer.
-    static let corsHeaders: HTTPFields = [
-        .accessControlAllowOrigin: "*",
-        .accessControlAllowHeaders: "x-requested-with",
-        .accessControlAllowMethods: "POST,GET,PUT,DELETE",
-    ]
-
-    func addRoutes(to router: Router<BasicRequestContext>) {
+    func addRoutes(to router: Router<ChatRequestContext>) {
         // Hummingbird's router ignores a trailing slash: this serves /send/ and /send.
         router.post("/send/") { request, context in try await self.send(request, context: context) }
-        router.on("/send/", method: .options) { _, _ in
-            Response(status: .noContent, headers: Self.corsHeaders)
+        router.on("/send/", method: .options) { request, _ in
+            Response(status: .noContent, headers: gatekeeper.corsHeaders(origin: request.headers[.origin]))
         }
     }
 
-    func send(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    func send(_ request: Request, context: ChatRequestContext) async throws -> Response {
         var request = request
+        // The original's CORS headers (any origin), or the allowed origin echoed.
+        let cors = gatekeeper.corsHeaders(origin: request.headers[.origin])
+        let client = gatekeeper.clientAddress(peer: context.remoteAddress, forwardedFor: request.headers[values: .xForwardedFor])
+        guard gatekeeper.allows(origin: request.headers[.origin]) else {
+            throw refuse(.forbidden, "Origin \(request.headers[.origin]?.prefix(100) ?? "") may not publish here.", cors, client, context: context)
+        }
+        if let wait = gatekeeper.takeSend(from: client) {
+            let seconds = max(1, Int((Double(wait.nanoseconds) / 1e9).rounded(.up)))
+            var refusal = refuse(
+                .tooManyRequests,
+                "Too many messages from your address: at most \(Self.format(gatekeeper.settings.sendRate?.rate)) a second. Retry in \(seconds) s.",
+                cors, client, context: context
+            )
+            refusal.headers[.retryAfter] = String(seconds)
+            throw refusal
+        }
         let fields: [(name: String, value: String)]
         do {
-            fields = try await Self.fields(of: &request, limit: bodyLimit)
+            fields = try await Self.fields(of: &request, limit: maximumBodySize)
         } catch {
-            throw refuse(.contentTooLarge, "The request body is larger than \(bodyLimit) bytes.", context: context)
+            throw refuse(.contentTooLarge, "The request body is larger than \(maximumBodySize) bytes.", cors, client, context: context)
+        }
+        guard gatekeeper.allowsPublish(authorization: request.headers[.authorization], tokenField: fields.last(where: { $0.name == "token" })?.value) else {
+            var refusal = refuse(.unauthorized, "Publishing needs the publish token: send 'Authorization: Bearer <token>' or the form field 'token'.", cors, client, context: context)
+            refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
+            throw refusal
         }
         guard let data = fields.last(where: { $0.name == "data" })?.value,
             !data.unicodeScalars.allSatisfy(\.properties.isWhitespace)
         else {
-            throw refuse(.badRequest, "Missing message: send the text in the form field 'data'.", context: context)
+            throw refuse(.badRequest, "Missing message: send the text in the form field 'data'.", cors, client, context: context)
         }
         guard data.utf8.count <= maximumMessageSize else {
-            throw refuse(.contentTooLarge, "Message too long: at most \(maximumMessageSize) bytes, got \(data.utf8.count).", context: context)
+            throw refuse(.contentTooLarge, "Message too long: at most \(maximumMessageSize) bytes, got \(data.utf8.count).", cors, client, context: context)
         }
         let channel: ChannelName
         do {
             channel = try ChannelName(validating: fields.last(where: { $0.name == "channel" })?.value ?? ChannelName.fallback.rawValue)
         } catch {
-            throw refuse(.badRequest, "Invalid channel name: \(error.reason).", context: context)
+            throw refuse(.badRequest, "Invalid channel name: \(error.reason).", cors, client, context: context)
         }
         do {
             _ = try await broker.publish(ByteBuffer(string: data), to: channel)
         } catch let error as BrokerError {
             switch error.kind {
             case .unavailable:
-                var refusal = refuse(.serviceUnavailable, "Message not sent: \(error.message). Try again shortly.", context: context, level: .warning)
+                var refusal = refuse(.serviceUnavailable, "Message not sent: \(error.message). Try again shortly.", cors, client, context: context, level: .warning)
                 refusal.headers[.retryAfter] = "1"
                 throw refusal
             case .failed:
-                throw refuse(.internalServerError, "Message not sent: \(error.message).", context: context, level: .error)
+                throw refuse(.internalServerError, "Message not sent: \(error.message).", cors, client, context: context, level: .error)
             }
         }
-        var headers = Self.corsHeaders
+        var headers = cors
         headers[.contentType] = "text/plain; charset=utf-8"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "ok")))
     }
 
-    /// Room for the largest message percent-encoded, plus the other fields.
-    private var bodyLimit: Int { maximumMessageSize * 3 + 16 * 1024 }
+    private static func format(_ rate: Double?) -> String {
+        guard let rate else { return "unlimited" }
+        return rate == rate.rounded() ? String(Int(rate)) : String(format: "%.1f", rate)
+    }
 
     private func refuse(
         _ status: HTTPResponse.Status,
         _ message: String,
-        context: BasicRequestContext,
+        _ cors: HTTPFields,
+        _ client: String,
+        context: ChatRequestContext,
         level: Logger.Level = .info
     ) -> PlainTextError {
-        context.logger.log(level: level, "Refused a message", metadata: ["status": "\(status.code)", "reason": "\(message)"])
-        return PlainTextError(status: status, message: message, headers: Self.corsHeaders)
+        context.logger.log(level: level, "Refused a message", metadata: ["status": "\(status.code)", "reason": "\(message)", "client": "\(client)"])
+        return PlainTextError(status: status, message: message, headers: cors)
     }
 
     /// Query fields, then body fields, in order.

@@ -20,6 +20,8 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         var closeTimeout: TimeAmount
         /// Bytes that may wait for a slow reader before its messages are dropped.
         var queueLimit: Int
+        /// Messages (and pings) a second the client may send, and the burst; `nil`: no limit.
+        var messageRate: (rate: Double, burst: Double)?
     }
 
     /// Where a `chat.v1` client resumes: the last offset it has, in its epoch.
@@ -60,6 +62,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     private var context: ChannelHandlerContext?
     private var state = State.open
     private var pingSentAt: NIODeadline?
+    private var rateLimit: SocketRateLimit?
 
     init(
         channelName: ChannelName,
@@ -78,6 +81,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         self.broker = broker
         self.settings = settings
         self.logger = logger
+        self.rateLimit = settings.messageRate.map { SocketRateLimit(rate: $0.rate, burst: $0.burst) }
         self.assembler = MessageAssembler(
             maximumMessageSize: settings.maximumMessageSize,
             inflater: kind.deflate.map { PerMessageDeflate.Inflater(keepsContext: !$0.clientNoContextTakeover) }
@@ -122,7 +126,19 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        switch assembler.receive(frame) {
+        let outcome = assembler.receive(frame)
+        switch outcome {
+        case .text, .binary, .ping:
+            if rateLimit?.take() == false {
+                let rate = settings.messageRate.map { $0.rate == $0.rate.rounded() ? String(Int($0.rate)) : String($0.rate) } ?? ""
+                logger.info("Closing a WebSocket that sends too fast", metadata: ["channel": "\(channelName)", "rate": "\(rate)"])
+                close(.policyViolation, "too many messages: at most \(rate) a second", context: context)
+                return
+            }
+        default:
+            break
+        }
+        switch outcome {
         case .none:
             break
         case .text(let text):

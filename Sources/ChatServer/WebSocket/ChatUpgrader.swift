@@ -73,6 +73,12 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             guard let request = accepted.value else {
                 throw UpgradeRefusal(status: .internalServerError, message: "upgrade without a decision")
             }
+            // A socket is no HTTP request: the request deadline's watches go.
+            for name in [RequestDeadline.startName, RequestDeadline.endName] {
+                if let handler = try? channel.pipeline.syncOperations.context(name: name).handler as? any RemovableChannelHandler {
+                    channel.pipeline.syncOperations.removeHandler(handler, promise: nil)
+                }
+            }
             try channel.pipeline.syncOperations.addHandler(
                 ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: context.settings.maximumMessageSize))
             )
@@ -87,7 +93,8 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                     settings: .init(
                         maximumMessageSize: context.settings.maximumMessageSize,
                         closeTimeout: .seconds(2),
-                        queueLimit: context.settings.socketQueueLimit
+                        queueLimit: context.settings.socketQueueLimit,
+                        messageRate: context.gatekeeper.settings.socketMessageRate
                     ),
                     logger: logger
                 )
@@ -129,6 +136,22 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                 message: "Unsupported WebSocket subprotocol; this server speaks \(WireFormat.chatV1Name), or the original raw text protocol when none is asked for."
             )))
         }
+        let gatekeeper = context.gatekeeper
+        let origin = head.headers.first(name: "origin")
+        guard gatekeeper.allows(origin: origin) else {
+            logger.info("Refused a WebSocket upgrade", metadata: ["reason": "origin not allowed", "origin": "\(origin?.prefix(100) ?? "")"])
+            return eventLoop.makeSucceededFuture(.failure(UpgradeRefusal(
+                status: .forbidden, message: "Origin \(origin?.prefix(100) ?? "") may not open sockets on this server."
+            )))
+        }
+        var token = query.flatMap { FormData.value("token", in: $0) }
+        if let authorization = head.headers.first(name: "authorization"), authorization.lowercased().hasPrefix("bearer ") {
+            token = String(authorization.dropFirst(7).trimmingSpaces)
+        }
+        if let refusal = gatekeeper.checkConnectToken(token, channel: channelName) {
+            logger.info("Refused a WebSocket upgrade", metadata: ["reason": "\(refusal)", "channel": "\(channelName)"])
+            return eventLoop.makeSucceededFuture(.failure(UpgradeRefusal(status: .unauthorized, message: refusal.description)))
+        }
         let resume: ChatSocket.Resume?
         switch Self.resume(from: query) {
         case .success(let value):
@@ -140,6 +163,11 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         var headers: HTTPHeaders = format == .chatV1 ? ["Sec-WebSocket-Protocol": WireFormat.chatV1Name] : [:]
         let deflate = context.encoder.deflateEnabled ? PerMessageDeflate.negotiate(head.headers["sec-websocket-extensions"]) : nil
         if let deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader) }
+        let client = gatekeeper.clientAddress(peer: channel.remoteAddress, forwardedFor: head.headers["x-forwarded-for"])
+        if let refusal = gatekeeper.admitSocket(from: client, on: channelName, until: channel.closeFuture) {
+            logger.info("Refused a WebSocket upgrade", metadata: ["reason": "\(refusal)", "client": "\(client)"])
+            return eventLoop.makeSucceededFuture(.failure(UpgradeRefusal(status: .serviceUnavailable, message: refusal)))
+        }
         let broker = context.broker
         channel.closeFuture.whenComplete { _ in broker.leave(channelName) }
         return broker.join(channelName, on: eventLoop).map { .success((Request(channel: channelName, kind: FrameKind(format: format, deflate: deflate), resume: resume), headers)) }

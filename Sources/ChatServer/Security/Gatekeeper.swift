@@ -1,0 +1,147 @@
+import Chat
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// What the server checks before it publishes a message or opens a socket: client
+/// addresses behind trusted proxies, origins, tokens, rate limits, and how many sockets
+/// one address and how many channels one instance may have.
+///
+/// Every refusal it causes has a status (or close code), a message a person can read and
+/// a log line; see docs/PROTOCOL.md and the README's Security section.
+final class Gatekeeper: Sendable {
+    struct Settings: Sendable {
+        var trustedProxies = TrustedProxies.none
+        /// `nil`: any origin, as the original app allowed.
+        var allowedOrigins: Set<String>?
+        var publishToken: String?
+        var connectSecret: String?
+        /// Messages a second per client address on `/send/` (and its burst); `nil`: no limit.
+        var sendRate: (rate: Double, burst: Double)?
+        /// Messages a second one socket may send (and its burst); `nil`: no limit.
+        var socketMessageRate: (rate: Double, burst: Double)?
+        var maximumSocketsPerAddress = Int.max
+        var maximumChannels = Int.max
+    }
+
+    let settings: Settings
+    private let sendLimiter: RateLimiter?
+    private let sockets = NIOLockedValueBox(SocketCounts())
+
+    private struct SocketCounts {
+        var perAddress: [String: Int] = [:]
+        var perChannel: [ChannelName: Int] = [:]
+    }
+
+    init(settings: Settings) {
+        self.settings = settings
+        self.sendLimiter = settings.sendRate.map { RateLimiter(rate: $0.rate, burst: $0.burst) }
+    }
+
+    // MARK: Addresses and origins
+
+    /// The client's address: the peer, or behind a trusted proxy the forwarded one.
+    func clientAddress(peer: SocketAddress?, forwardedFor: [String]) -> String {
+        settings.trustedProxies.clientAddress(peer: peer, forwardedFor: forwardedFor)
+    }
+
+    /// Whether a request with this `Origin` may publish or connect. Requests without one
+    /// (not from a browser) are not origin-checked.
+    func allows(origin: String?) -> Bool {
+        guard let allowed = settings.allowedOrigins, let origin else { return true }
+        return allowed.contains(origin)
+    }
+
+    /// The CORS headers for an answer to a request with this `Origin`.
+    func corsHeaders(origin: String?) -> HTTPFields {
+        // The original's headers; Authorization only when a publish token is asked for.
+        var fields: HTTPFields = [
+            .accessControlAllowHeaders: settings.publishToken == nil ? "x-requested-with" : "x-requested-with, authorization",
+            .accessControlAllowMethods: "POST,GET,PUT,DELETE",
+        ]
+        if settings.allowedOrigins == nil {
+            fields[.accessControlAllowOrigin] = "*"
+        } else {
+            fields[.vary] = "Origin"
+            if let origin, allows(origin: origin) { fields[.accessControlAllowOrigin] = origin }
+        }
+        return fields
+    }
+
+    // MARK: Publishing
+
+    /// Whether `/send/` may go on: the publish token if one is configured, given as
+    /// `Authorization: Bearer …` or the form field `token`.
+    func allowsPublish(authorization: String?, tokenField: String?) -> Bool {
+        guard let expected = settings.publishToken else { return true }
+        var presented = tokenField
+        if let authorization, authorization.lowercased().hasPrefix("bearer ") {
+            presented = String(authorization.dropFirst(7).trimmingSpaces)
+        }
+        guard let presented else { return false }
+        return HMACSHA256.constantTimeEqual(Array(presented.utf8), Array(expected.utf8))
+    }
+
+    /// Takes one message from `address`'s allowance; `nil` if allowed, else how long to wait.
+    func takeSend(from address: String) -> TimeAmount? {
+        sendLimiter?.take(address)
+    }
+
+    // MARK: Sockets
+
+    /// Checks a socket's token for `channel` (with `--connect-secret`).
+    func checkConnectToken(_ token: String?, channel: ChannelName) -> ConnectToken.Refusal? {
+        guard let secret = settings.connectSecret else { return nil }
+        let now = Int64(Date().timeIntervalSince1970)
+        if case .failure(let refusal) = ConnectToken.verify(token, channel: channel.rawValue, secret: secret, now: now) {
+            return refusal
+        }
+        return nil
+    }
+
+    /// Why a new socket from `address` on `channel` is refused, or `nil` when it is
+    /// counted in (until `closed` completes).
+    func admitSocket(from address: String, on channel: ChannelName, until closed: EventLoopFuture<Void>) -> String? {
+        let refusal: String? = sockets.withLockedValue { counts in
+            if counts.perAddress[address, default: 0] >= settings.maximumSocketsPerAddress {
+                return "Too many sockets from your address (at most \(settings.maximumSocketsPerAddress)); close some and retry."
+            }
+            if counts.perChannel[channel] == nil, counts.perChannel.count >= settings.maximumChannels {
+                return "This server serves as many channels as it may (\(settings.maximumChannels)); retry later or use another server."
+            }
+            counts.perAddress[address, default: 0] += 1
+            counts.perChannel[channel, default: 0] += 1
+            return nil
+        }
+        if refusal == nil {
+            closed.whenComplete { _ in
+                self.sockets.withLockedValue { counts in
+                    counts.perAddress[address, default: 1] -= 1
+                    if counts.perAddress[address] == 0 { counts.perAddress[address] = nil }
+                    counts.perChannel[channel, default: 1] -= 1
+                    if counts.perChannel[channel] == 0 { counts.perChannel[channel] = nil }
+                }
+            }
+        }
+        return refusal
+    }
+}
+
+/// The request context of the HTTP routes: Hummingbird's basics plus the peer address.
+struct ChatRequestContext: RequestContext, RemoteAddressRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let remoteAddress: SocketAddress?
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+}
+
+extension HTTPField.Name {
+    /// `X-Forwarded-For`: trusted only from `--trusted-proxies`.
+    static let xForwardedFor = Self("X-Forwarded-For")!
+}

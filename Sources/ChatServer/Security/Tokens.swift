@@ -1,0 +1,118 @@
+import CCrypto
+import Foundation
+
+/// HMAC-SHA256 and constant-time comparison from the system's libcrypto.
+enum HMACSHA256 {
+    static func mac(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        let result = key.withUnsafeBytes { key in
+            message.withUnsafeBytes { message in
+                output.withUnsafeMutableBytes { output in
+                    HMAC(
+                        EVP_sha256(), key.baseAddress, Int32(key.count),
+                        message.baseAddress?.assumingMemoryBound(to: UInt8.self), message.count,
+                        output.baseAddress?.assumingMemoryBound(to: UInt8.self), &length
+                    )
+                }
+            }
+        }
+        precondition(result != nil, "HMAC-SHA256 failed in libcrypto")
+        return Array(output.prefix(Int(length)))
+    }
+
+    /// Whether `a` and `b` are equal, in time that depends only on their lengths.
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        if a.isEmpty { return true }
+        return a.withUnsafeBytes { a in b.withUnsafeBytes { b in CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0 } }
+    }
+
+    /// `count` random bytes from libcrypto's generator.
+    static func randomBytes(_ count: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let ok = bytes.withUnsafeMutableBytes { RAND_bytes($0.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(count)) }
+        precondition(ok == 1, "libcrypto's random generator failed")
+        return bytes
+    }
+}
+
+/// A signed, expiring, channel-scoped permission to open a socket (`--connect-secret`).
+///
+///     base64url("v1\n" + channel + "\n" + expiry) + "." + base64url(HMAC-SHA256(secret, that payload))
+///
+/// `channel` is empty for a token valid on every channel; `expiry` is Unix seconds.
+/// Minted with `chatroom token`; checked on every `/wb/` upgrade.
+public struct ConnectToken: Equatable, Sendable {
+    /// The channel it opens, or `nil` for every channel.
+    public var channel: String?
+    /// Unix seconds after which it is refused.
+    public var expiry: Int64
+
+    public init(channel: String?, expiry: Int64) {
+        self.channel = channel
+        self.expiry = expiry
+    }
+
+    private var payload: [UInt8] { Array("v1\n\(channel ?? "")\n\(expiry)".utf8) }
+
+    /// The token as text, signed with `secret`.
+    public func signed(with secret: String) -> String {
+        Base64URL.encode(payload) + "." + Base64URL.encode(HMACSHA256.mac(key: Array(secret.utf8), message: payload))
+    }
+
+    /// Why a token was refused, in words for the client.
+    public enum Refusal: Error, Equatable, CustomStringConvertible {
+        case missing
+        case malformed
+        case badSignature
+        case expired
+        case otherChannel(String)
+
+        public var description: String {
+            switch self {
+            case .missing: "This server needs a token to connect: add ?token=… (from the application that sent you here)."
+            case .malformed: "The token is not one this server issues."
+            case .badSignature: "The token's signature does not match: it was altered or signed with another secret."
+            case .expired: "The token has expired: get a new one."
+            case .otherChannel(let channel): "The token is for channel '\(channel.prefix(64))', not this one."
+            }
+        }
+    }
+
+    /// Checks `text` for `channel` at `now` (Unix seconds).
+    public static func verify(_ text: String?, channel: String, secret: String, now: Int64) -> Result<ConnectToken, Refusal> {
+        guard let text, !text.isEmpty else { return .failure(.missing) }
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, let payload = Base64URL.decode(String(parts[0])), let mac = Base64URL.decode(String(parts[1])) else {
+            return .failure(.malformed)
+        }
+        // The signature first: nothing of an unsigned payload is trusted, not even its shape.
+        guard HMACSHA256.constantTimeEqual(mac, HMACSHA256.mac(key: Array(secret.utf8), message: payload)) else {
+            return .failure(.badSignature)
+        }
+        let fields = String(decoding: payload, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        guard fields.count == 3, fields[0] == "v1", let expiry = Int64(fields[2]) else { return .failure(.malformed) }
+        let token = ConnectToken(channel: fields[1].isEmpty ? nil : String(fields[1]), expiry: expiry)
+        guard now < expiry else { return .failure(.expired) }
+        if let scoped = token.channel, scoped != channel { return .failure(.otherChannel(scoped)) }
+        return .success(token)
+    }
+}
+
+/// base64url without padding (RFC 4648 §5).
+enum Base64URL {
+    static func encode(_ bytes: [UInt8]) -> String {
+        Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    static func decode(_ text: String) -> [UInt8]? {
+        guard text.utf8.allSatisfy({ $0 < 128 && (Character(UnicodeScalar($0)).isLetter || Character(UnicodeScalar($0)).isNumber || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")) }) else { return nil }
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.utf8.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64).map(Array.init)
+    }
+}
