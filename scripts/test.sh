@@ -2,7 +2,8 @@
 # Runs every test: installs what is missing, starts a private redis-server on a spare
 # loopback port, runs `swift test` against it, and stops it; then the fault harness in
 # its short mode (scripts/faults.sh short, about 2 minutes; CHATROOM_SKIP_FAULTS=1 skips
-# it). Arguments go to `swift test`.
+# it) and the WebSocket conformance suite (scripts/autobahn.sh, about 13 minutes;
+# CHATROOM_SKIP_AUTOBAHN=1 skips it). Arguments go to `swift test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -22,4 +23,9 @@ stop_private_redis
 if [ "${CHATROOM_SKIP_FAULTS:-0}" != 1 ]; then
   say "fault harness, short mode"
   bash scripts/faults.sh short
+fi
+
+if [ "${CHATROOM_SKIP_AUTOBAHN:-0}" != 1 ]; then
+  say "WebSocket conformance (Autobahn|Testsuite)"
+  bash scripts/autobahn.sh
 fi

@@ -90,7 +90,8 @@ public func buildApplication(
         settings: .init(
             maximumMessageSize: configuration.maximumMessageSize,
             socketQueueLimit: configuration.socketQueueLimit,
-            requestTimeout: configuration.requestTimeout
+            requestTimeout: configuration.requestTimeout,
+            echoRoute: configuration.testEchoRoute
         ),
         encoder: encoder,
         gatekeeper: gatekeeper

@@ -17,6 +17,8 @@ struct ChatServerContext: Sendable {
         var socketQueueLimit: Int
         /// How long a client may take to send a request's head and body.
         var requestTimeout: Duration
+        /// Serve the echo route `/echo` for WebSocket conformance tests.
+        var echoRoute = false
     }
 
     var hub: Hub

@@ -70,6 +70,9 @@ public struct ChatConfiguration: Sendable {
     public var maximumChannels = 10_000
     /// How long a client may take to send a request's head and body.
     public var requestTimeout: Duration = .seconds(10)
+    /// Serve `/echo`, a WebSocket that sends every message back, for conformance tests
+    /// (scripts/autobahn.sh). Never in production.
+    public var testEchoRoute = false
     /// The page title.
     public var title = "Chatroom"
 

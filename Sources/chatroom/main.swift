@@ -99,6 +99,9 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Require a token signed with this secret on /wb/ (mint one with 'chatroom token'). Also read from $CHATROOM_CONNECT_SECRET.", valueName: "secret"))
     var connectSecret: String?
 
+    @Flag(help: ArgumentHelp("Serve /echo, a WebSocket that echoes messages, for conformance tests only.", visibility: .private))
+    var testEchoRoute = false
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -147,6 +150,7 @@ struct Chatroom: AsyncParsableCommand {
         configuration.maximumConnections = maxConnections
         configuration.deflateMinimumSize = deflateMinSize > 0 ? deflateMinSize : nil
         configuration.maximumBodySize = maxBodySize
+        configuration.testEchoRoute = testEchoRoute
         configuration.sendRate = sendRate > 0 ? (sendRate, Double(sendBurst)) : nil
         configuration.socketMessageRate = socketMessageRate > 0 ? (socketMessageRate, Double(socketMessageBurst)) : nil
         configuration.maximumSocketsPerAddress = maxSocketsPerAddress

@@ -1,4 +1,5 @@
 import Chat
+import CompressNIO
 import Foundation
 import Logging
 import NIOCore
@@ -48,8 +49,17 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         case closed
     }
 
+    /// The echo route of conformance tests: messages go back to the client, compressed
+    /// like the hub's when permessage-deflate was negotiated.
+    struct Echo {
+        var deflateMinimumSize: Int
+        var compressor: ZlibCompressor?
+    }
+
     let channelName: ChannelName
     let format: WireFormat
+    private var echo: Echo?
+    private let deflates: Bool
     /// Which of an event's frames this socket gets (its format, deflated or not).
     private let frameIndex: Int
     private let hub: LoopHub
@@ -67,6 +77,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     init(
         channelName: ChannelName,
         kind: FrameKind,
+        echo: Echo? = nil,
         resume: Resume?,
         hub: LoopHub,
         broker: any Broker,
@@ -76,6 +87,8 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         self.channelName = channelName
         self.format = kind.format
         self.frameIndex = kind.index
+        self.echo = echo
+        self.deflates = kind.deflate != nil
         self.resume = resume
         self.hub = hub
         self.broker = broker
@@ -98,7 +111,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         ).whenFailure { _ in }
         // Join the hub first, then read the history: whatever is published meanwhile
         // waits in `flow` and is either in the history read or after it.
-        hub.add(self, to: channelName)
+        if echo == nil { hub.add(self, to: channelName) }
         if let resume { startReplay(resume) }
         logger.debug("WebSocket open", metadata: ["channel": "\(channelName)", "protocol": "\(format)", "deflate": "\(frameIndex != format.rawValue)"])
     }
@@ -142,9 +155,11 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         case .none:
             break
         case .text(let text):
-            received(text: text, context: context)
-        case .binary:
-            close(.unsupportedData, "binary messages are not accepted; send text", context: context)
+            if echo != nil { echoBack(opcode: WebSocketWire.text, ByteBuffer(string: text), context: context) } else { received(text: text, context: context) }
+        case .binary(let data):
+            if echo != nil { echoBack(opcode: WebSocketWire.binary, data, context: context) } else {
+                close(.unsupportedData, "binary messages are not accepted; send text", context: context)
+            }
         case .ping(let payload):
             guard state == .open else { return }
             context.writeAndFlush(wrapOutboundOut(WebSocketWire.frame(opcode: WebSocketWire.pong, payload: payload)), promise: nil)
@@ -358,6 +373,17 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     }
 
     // MARK: - Inbound messages
+
+    private func echoBack(opcode: UInt8, _ payload: ByteBuffer, context: ChannelHandlerContext) {
+        guard state == .open, var echo else { return }
+        var frame = WebSocketWire.frame(opcode: opcode, payload: payload)
+        if deflates, payload.readableBytes >= echo.deflateMinimumSize {
+            if echo.compressor == nil { echo.compressor = try? ZlibCompressor(algorithm: .deflate, configuration: .init(windowSize: 15)) }
+            if let compressor = echo.compressor, let deflated = try? WebSocketWire.deflated(frame, with: compressor) { frame = deflated }
+            self.echo = echo
+        }
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    }
 
     private func received(text: String, context: ChannelHandlerContext) {
         switch format {

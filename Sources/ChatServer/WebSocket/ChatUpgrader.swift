@@ -23,6 +23,8 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         var channel: ChannelName
         var kind: FrameKind
         var resume: ChatSocket.Resume?
+        /// The test-only echo route (`--test-echo-route`): no channel, messages come back.
+        var echo = false
     }
 
     let supportedProtocol = "websocket"
@@ -87,6 +89,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                 ChatSocket(
                     channelName: request.channel,
                     kind: request.kind,
+                    echo: request.echo ? .init(deflateMinimumSize: context.encoder.deflateMinimumSize) : nil,
                     resume: request.resume,
                     hub: context.hub.loop(for: channel.eventLoop),
                     broker: context.broker,
@@ -115,7 +118,8 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     ) -> EventLoopFuture<Result<(Request, HTTPHeaders), UpgradeRefusal>> {
         let eventLoop = channel.eventLoop
         let (path, query) = splitURI(head.uri)
-        guard path == "/wb/" || path == "/wb" else {
+        let echo = context.settings.echoRoute && path == "/echo"
+        guard path == "/wb/" || path == "/wb" || echo else {
             return eventLoop.makeSucceededFuture(.failure(UpgradeRefusal(
                 status: .notFound, message: "There is no WebSocket at \(path.prefix(100)); chat sockets live at /wb/"
             )))
@@ -163,6 +167,11 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         var headers: HTTPHeaders = format == .chatV1 ? ["Sec-WebSocket-Protocol": WireFormat.chatV1Name] : [:]
         let deflate = context.encoder.deflateEnabled ? PerMessageDeflate.negotiate(head.headers["sec-websocket-extensions"]) : nil
         if let deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader) }
+        if echo {
+            // Conformance tests (Autobahn|Testsuite) only: the same handshake, decoder,
+            // checks and extensions as /wb/, no broker.
+            return eventLoop.makeSucceededFuture(.success((Request(channel: channelName, kind: FrameKind(format: .raw, deflate: deflate), resume: nil, echo: true), headers)))
+        }
         let client = gatekeeper.clientAddress(peer: channel.remoteAddress, forwardedFor: head.headers["x-forwarded-for"])
         if let refusal = gatekeeper.admitSocket(from: client, on: channelName, until: channel.closeFuture) {
             logger.info("Refused a WebSocket upgrade", metadata: ["reason": "\(refusal)", "client": "\(client)"])
