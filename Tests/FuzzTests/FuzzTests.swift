@@ -1,0 +1,204 @@
+import ChatClient
+import Foundation
+import NIOCore
+import NIOWebSocket
+import PropertyBased
+import Testing
+
+@testable import ChatServer
+@testable import Redis
+
+/// Property-based fuzzing of the parsers that read what the network sends: the RESP glue
+/// around hiredis' reader, the form and multipart parsers of `/send/`, and the chat.v1
+/// frame parser with the WebSocket message assembler.
+///
+/// Each property runs on random inputs and on mutations (bit flips, cut, duplicated and
+/// spliced bytes) of the seeds in Seeds/. The test command runs a short pass
+/// (`CHATROOM_FUZZ_COUNT`, default 300 inputs per property); a longer one:
+///
+///     CHATROOM_FUZZ_COUNT=100000 scripts/test.sh --filter Fuzz
+///
+/// A failure prints the input and a `.fixedSeed(…)` that replays it.
+@Suite("Fuzzing the parsers")
+struct FuzzTests {
+    static let count = ProcessInfo.processInfo.environment["CHATROOM_FUZZ_COUNT"].flatMap(Int.init) ?? 300
+
+    static func seeds(_ folder: String) -> [[UInt8]] {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Seeds/\(folder)")
+        let files = (try? FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)) ?? []
+        return files.sorted { $0.path < $1.path }.compactMap { try? Array(Data(contentsOf: $0)) }
+    }
+
+    /// A seed changed by a few random edits, each encoded in one UInt32: the operation,
+    /// where, and the byte.
+    static func mutate(_ seed: [UInt8], _ edits: [UInt32]) -> [UInt8] {
+        var bytes = seed
+        for edit in edits {
+            let position = bytes.isEmpty ? 0 : Int(edit >> 8) % bytes.count
+            let byte = UInt8(truncatingIfNeeded: edit)
+            switch edit % 6 {
+            case 0: if !bytes.isEmpty { bytes[position] ^= 1 << (byte % 8) }  // flip a bit
+            case 1: bytes.insert(byte, at: position)  // insert a byte
+            case 2: if !bytes.isEmpty { bytes.remove(at: position) }  // drop a byte
+            case 3: bytes = Array(bytes.prefix(position))  // cut short
+            case 4: bytes.insert(contentsOf: bytes[position...].prefix(Int(byte % 16)), at: position)  // repeat a run
+            default: if !bytes.isEmpty { bytes[position] = [0x0D, 0x0A, 0x24, 0x2A, 0x3A, 0x2D, 0x25, 0x3D, 0x26, 0x22, 0x7B][Int(byte) % 11] }  // a structural byte
+            }
+        }
+        return bytes
+    }
+
+    static let bytes = Gen<UInt8>.value().array(of: 0...300)
+    static let edits = Gen<UInt32>.value().array(of: 1...8)
+
+    // MARK: RESP (hiredis' reader and its Swift glue)
+
+    /// Feeds `input` in pieces split at `cuts`; returns the replies, stopping at an error.
+    static func parse(_ input: [UInt8], cuts: [Int] = []) -> (replies: [RESPValue], failed: Bool) {
+        let reader = RESPReader()
+        var replies: [RESPValue] = []
+        var start = 0
+        for cut in (cuts.map { $0 % (input.count + 1) } + [input.count]).sorted() where cut >= start {
+            do {
+                try reader.feed(ByteBuffer(bytes: input[start..<cut]))
+                while let reply = try reader.next() {
+                    replies.append(reply)
+                    if replies.count > 10_000 { return (replies, true) }
+                }
+            } catch {
+                return (replies, true)
+            }
+            start = cut
+        }
+        return (replies, false)
+    }
+
+    @Test func respReaderSurvivesAnyBytes() async {
+        await propertyCheck(count: Self.count, input: Self.bytes) { input in
+            _ = Self.parse(input, cuts: [input.count / 3, input.count / 2])
+        }
+    }
+
+    @Test func respReaderSurvivesMutatedReplies() async {
+        let seeds = Self.seeds("resp")
+        #expect(seeds.count >= 4)
+        await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits) { index, edits in
+            _ = Self.parse(Self.mutate(seeds[index], edits), cuts: [Int(edits[0] % 64)])
+        }
+    }
+
+    @Test func validRepliesParseTheSameHoweverTheyAreCut() async {
+        let stream = Self.seeds("resp").filter { !$0.starts(with: Array("-".utf8)) }.flatMap { $0 }
+        let whole = Self.parse(stream)
+        #expect(!whole.failed)
+        await propertyCheck(count: Self.count, input: Gen.int(in: 0...stream.count).array(of: 1...6)) { cuts in
+            let pieces = Self.parse(stream, cuts: cuts)
+            #expect(!pieces.failed)
+            #expect(pieces.replies == whole.replies)
+        }
+    }
+
+    @Test func commandsTheClientEncodesParseBackToTheirArguments() async {
+        let argument = Gen<UInt8>.value().array(of: 0...40)
+        await propertyCheck(count: Self.count, input: argument.array(of: 0...6)) { arguments in
+            let command = RedisCommand("ECHO", arguments.map { RedisArgument.bytes(ByteBuffer(bytes: $0)) })
+            var wire = ByteBuffer()
+            command.encode(into: &wire)
+            let parsed = Self.parse(Array(wire.readableBytesView))
+            #expect(!parsed.failed)
+            #expect(parsed.replies == [.array(([Array("ECHO".utf8)] + arguments).map { .bulkString(ByteBuffer(bytes: $0)) })])
+        }
+    }
+
+    // MARK: Forms (`POST /send/`)
+
+    @Test func formParserSurvivesAnyText() async {
+        let seeds = Self.seeds("form")
+        await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits, Self.bytes) { index, edits, noise in
+            for input in [Self.mutate(seeds[index], edits), noise] {
+                let text = String(decoding: input, as: UTF8.self)
+                _ = FormData.pairs(text[...])
+                _ = Multipart.fields(ByteBuffer(bytes: input), boundary: "XyZ")
+                _ = Multipart.boundary(in: "multipart/form-data; boundary=" + text.prefix(80))
+            }
+        }
+    }
+
+    @Test func formFieldsRoundTripThroughPercentEncoding() async {
+        let text = Gen<Character?>.element(of: Array("aZ09 +%&=;/?\"'<>é✓\u{0}\n😀")).compactMap { $0 }.string(of: 0...20)
+        await propertyCheck(count: Self.count, input: text, text) { name, value in
+            let body = "\(ChatHTTP.formEncode(name))=\(ChatHTTP.formEncode(value))&x=1"
+            let pairs = FormData.pairs(body[...])
+            if name.isEmpty {
+                #expect(pairs.last?.name == "x")
+            } else {
+                #expect(pairs.first?.name == name)
+                #expect(pairs.first?.value == value)
+            }
+        }
+    }
+
+    @Test func multipartFieldsRoundTrip() async {
+        let value = Gen<Character?>.element(of: Array("ab -\r\n=é✓\"")).compactMap { $0 }.string(of: 0...30)
+        await propertyCheck(count: Self.count, input: value, value) { data, channel in
+            var body = ""
+            for (name, content) in [("data", data), ("channel", channel)] {
+                body += "--BoUnDaRy7\r\nContent-Disposition: form-data; name=\"\(name)\"\r\n\r\n\(content)\r\n"
+            }
+            body += "--BoUnDaRy7--\r\n"
+            let fields = Multipart.fields(ByteBuffer(string: body), boundary: "BoUnDaRy7")
+            #expect(fields.map(\.name) == ["data", "channel"])
+            #expect(fields.map(\.value) == [data, channel])
+        }
+    }
+
+    // MARK: chat.v1 frames and WebSocket messages
+
+    @Test func chatV1ParserSurvivesAnyText() async {
+        let seeds = Self.seeds("chatv1")
+        #expect(ChatV1Request(#"{"type":"ping"}"#) == .ping)
+        await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits) { index, edits in
+            let text = String(decoding: Self.mutate(seeds[index], edits), as: UTF8.self)
+            switch ChatV1Request(text) {
+            case .ping:
+                #expect(text.contains("{"), "a ping is a JSON object: \(text)")
+            case .invalid(let reason):
+                #expect(!reason.isEmpty && reason.utf8.count < 200, "the error says why, briefly")
+            }
+        }
+    }
+
+    @Test func messageAssemblerSurvivesAnyFrameSequenceAndKeepsItsLimit() async {
+        // opcode (0-15), fin, rsv bits, masked, payload
+        let frame = Gen.int(in: 0...15)
+        let flags = Gen<UInt8>.value()
+        let payload = Gen<UInt8>.value().array(of: 0...80)
+        let frames = Gen.int(in: 0...1000).array(of: 1...12)
+        await propertyCheck(count: Self.count, input: frames, frame, flags, payload) { seeds, opcode, flag, data in
+            for deflate in [false, true] {
+                var assembler = MessageAssembler(
+                    maximumMessageSize: 64,
+                    inflater: deflate ? PerMessageDeflate.Inflater(keepsContext: seeds[0] % 2 == 0) : nil
+                )
+                for (index, seed) in seeds.enumerated() {
+                    let code = UInt8((opcode + seed) % 16)
+                    let bits = flag &+ UInt8(truncatingIfNeeded: seed)
+                    guard let wsOpcode = WebSocketOpcode(encodedWebSocketOpcode: code) else { continue }
+                    let frame = WebSocketFrame(
+                        fin: bits & 1 == 0 || index == seeds.count - 1,
+                        rsv1: bits & 2 != 0, rsv2: bits & 64 != 0 && bits & 128 != 0, rsv3: false,
+                        opcode: wsOpcode,
+                        maskKey: bits & 4 == 0 ? WebSocketMaskingKey([1, 2, 3, UInt8(truncatingIfNeeded: seed)]) : nil,
+                        data: ByteBuffer(bytes: data.prefix(seed % (data.count + 1)))
+                    )
+                    switch assembler.receive(frame) {
+                    case .text(let text): #expect(text.utf8.count <= 64)
+                    case .binary(let bytes): #expect(bytes.readableBytes <= 64)
+                    case .fail: break
+                    default: break
+                    }
+                }
+            }
+        }
+    }
+}
