@@ -66,6 +66,19 @@ for broker in redis memory; do
   run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 0
   run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 100
   kill "$server"; wait "$server" 2>/dev/null || true
+  if [ "$broker" = redis ]; then
+    # A flood from another address: 429s for it, and the measured address's latency.
+    # Per-address limit 1000/s here, so the measured 500/s stays under it.
+    port=$(free_port)
+    "$bin/chatroom" --port "$port" --broker "$broker" --redis-url "redis://127.0.0.1:$redis_port" --log-level warning --send-rate 1000 --send-burst 1000 >/dev/null 2>>"$work/server.log" &
+    server=$!
+    started_pids+=("$server")
+    wait_port "$port"
+    if [ "$mode" = quick ]; then flood_messages=500; else flood_messages=2500; fi
+    run fanout --port "$port" --server-pid "$server" --label "redis, 500/s" --rate 500 --subscribers 100 --messages "$flood_messages" --publishers 4
+    run fanout --port "$port" --server-pid "$server" --label "redis, 500/s, flood" --rate 500 --subscribers 100 --messages "$flood_messages" --publishers 4 --flood-publishers 8
+    kill "$server"; wait "$server" 2>/dev/null || true
+  fi
   # Memory per idle socket, on a fresh server.
   port=$(free_port)
   "$bin/chatroom" --port "$port" --broker "$broker" --redis-url "redis://127.0.0.1:$redis_port" --log-level warning "${load_test_flags[@]}" >/dev/null 2>>"$work/server.log" &

@@ -69,6 +69,10 @@ struct Fanout: AsyncParsableCommand {
     var rate: Double?
     @Option(help: "Seconds after which the run stops, whatever it reached.")
     var timeout = 120.0
+    @Option(help: "Publishers flooding another channel from another address meanwhile, as fast as they are answered (429s included).")
+    var floodPublishers = 0
+    @Option(help: "Loopback address the flood comes from.")
+    var floodSource = "127.0.0.9"
     @Flag(help: "Subscribers offer permessage-deflate and inflate what arrives compressed.")
     var deflate = false
     @Option(help: "Once subscribed, create this file and wait (up to 60 s) until it is removed before publishing: lets a profiler start counting.")
@@ -108,7 +112,14 @@ struct Fanout: AsyncParsableCommand {
         let redisBefore = ProcessUsage(pid: target.redisPid)
         let started = monotonicNanoseconds()
         let plan = PublishPlan(total: UInt64(messages), channels: names, padding: padding, deadline: deadline, rate: rate)
+        let flood = PublishPlan(total: UInt64.max, channels: ["bench_flood"], padding: padding, deadline: deadline)
+        let flooding = Task { [floodPublishers, floodSource, target] in
+            guard floodPublishers > 0 else { return }
+            try await runPublishers(group: group, host: target.host, port: target.port, connections: floodPublishers, plan: flood, source: floodSource, firstID: 1000)
+        }
         try await runPublishers(group: group, host: target.host, port: target.port, connections: publishers, plan: plan)
+        flood.stop()
+        try await flooding.value
         let published = monotonicNanoseconds()
         // Wait until every expected delivery arrived, or 5 s of silence, or the deadline.
         var lastCount: UInt64 = 0
@@ -144,11 +155,13 @@ struct Fanout: AsyncParsableCommand {
             ("generator_cpu_seconds", String(format: "%.3f", generatorCPU)),
             ("generator_cpu_us_per_delivery", counts.delivered > 0 ? String(format: "%.3f", generatorCPU * 1e6 / Double(counts.delivered)) : "null"),
             ("redis_cpu_seconds", target.redisPid == nil ? "null" : String(format: "%.3f", redisCPU)),
+            ("flood_acknowledged", "\(flood.snapshot.acknowledged)"), ("flood_refused", "\(flood.snapshot.refused)"),
         ]
         print("{" + report.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
         print(String(
-            format: "ROW | %@ | fanout | S=%d K=%d M=%d P=%d%@ | %llu/%llu | %llu | %llu | %.0f | %.1f / %.1f / %.1f / %.1f | %@ | %@ |",
-            target.label, connected, channels, messages, publishers, rate.map { String(format: " R=%.0f/s", $0) } ?? "", counts.delivered, expected, counts.duplicates, counts.outOfOrder,
+            format: "ROW | %@ | fanout | S=%d K=%d M=%d P=%d%@%@ | %llu/%llu | %llu | %llu | %.0f | %.1f / %.1f / %.1f / %.1f | %@ | %@ |",
+            target.label, connected, channels, messages, publishers, rate.map { String(format: " R=%.0f/s", $0) } ?? "",
+            floodPublishers > 0 ? " + flood: \(flood.snapshot.acknowledged) ok, \(flood.snapshot.refused) refused" : "", counts.delivered, expected, counts.duplicates, counts.outOfOrder,
             Double(counts.delivered) / elapsed, counts.latency.quantile(0.5), counts.latency.quantile(0.9), counts.latency.quantile(0.99),
             Double(counts.latency.maximum) / 1e6, counts.delivered > 0 ? String(format: "%.2f µs", cpu * 1e6 / Double(counts.delivered)) : "–",
             counts.delivered > 0 ? String(format: "%.2f µs", generatorCPU * 1e6 / Double(counts.delivered)) : "–"

@@ -19,6 +19,10 @@ final class PublishPlan: Sendable {
     let rate: Double?
     private let start = monotonicNanoseconds()
     private let state = NIOLockedValueBox(State())
+    private let stopped = NIOLockedValueBox(false)
+
+    /// Hands out no more numbers (for a flood that lasts as long as the measured run).
+    func stop() { stopped.withLockedValue { $0 = true } }
 
     init(total: UInt64, channels: [String], padding: Int, deadline: UInt64, rate: Double? = nil) {
         self.total = total
@@ -31,7 +35,7 @@ final class PublishPlan: Sendable {
     /// The next message number and when it is due (monotonic ns), or nil when all are
     /// handed out or time is up.
     func take() -> (number: UInt64, due: UInt64)? {
-        guard monotonicNanoseconds() < deadline else { return nil }
+        guard monotonicNanoseconds() < deadline, !stopped.withLockedValue({ $0 }) else { return nil }
         return state.withLockedValue { state in
             guard state.next <= total else { return nil }
             defer { state.next += 1 }
@@ -122,14 +126,17 @@ final class PublisherHandler: ChannelInboundHandler {
     }
 }
 
-/// Runs `connections` publishers until the plan is exhausted.
-func runPublishers(group: any EventLoopGroup, host: String, port: Int, connections: Int, plan: PublishPlan) async throws {
+/// Runs `connections` publishers until the plan is exhausted; `source` binds them to a
+/// loopback address of their own (the server then sees another client address).
+func runPublishers(group: any EventLoopGroup, host: String, port: Int, connections: Int, plan: PublishPlan, source: String? = nil, firstID: Int = 0) async throws {
     try await withThrowingTaskGroup(of: Void.self) { tasks in
-        for id in 0..<connections {
+        for id in firstID..<(firstID + connections) {
             tasks.addTask {
                 let loop = group.next()
                 let done = loop.makePromise(of: Void.self)
-                _ = try await ClientBootstrap(group: loop)
+                var bootstrap = ClientBootstrap(group: loop)
+                if let source { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0)) }
+                _ = try await bootstrap
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHTTPClientHandlers()
