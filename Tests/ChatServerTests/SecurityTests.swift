@@ -228,6 +228,12 @@ struct SecurityTests {
             #expect(answer.hasPrefix("HTTP/1.1 408"))
             #expect(answer.contains("did not arrive within 1 s"))
             #expect(ContinuousClock.now - started < .seconds(5))
+            // A socket is no slow request: it outlives the deadline.
+            let channel = uniqueChannel()
+            let socket = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)")
+            try await Task.sleep(for: .milliseconds(2500))
+            #expect(try await ChatHTTP.send(port: server.port, data: "after the deadline", channel: channel).status == 200)
+            #expect(await socket.nextText() == "after the deadline")
         }
     }
 
