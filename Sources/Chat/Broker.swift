@@ -29,6 +29,10 @@ public protocol Broker: Sendable, CustomStringConvertible {
 
     /// Long-lived connections to run beside the server, stopped after it.
     var services: [any Service] { get }
+
+    /// Why the broker cannot serve now (for `/readyz`), or `nil` when it can: publishes
+    /// would be accepted and every channel's subscription is in place.
+    func notReadyReason() async -> String?
 }
 
 /// Why the broker could not do what was asked.

@@ -85,6 +85,9 @@ public final class MemoryBroker: Broker {
         return state
     }
 
+    /// Always ready: nothing outside the process.
+    public func notReadyReason() async -> String? { nil }
+
     public func join(_ channel: ChannelName, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         eventLoop.makeSucceededVoidFuture()
     }

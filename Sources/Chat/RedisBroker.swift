@@ -127,6 +127,15 @@ public final class RedisBroker: Broker {
 
     public var services: [any Service] { [client, subscriber] }
 
+    public func notReadyReason() async -> String? {
+        guard client.isConnected else { return "no command connection to Redis at \(client.configuration) (reconnecting)" }
+        do {
+            return try await subscriber.notReadyReason.get()
+        } catch {
+            return "the pub/sub connection does not answer (\(error))"
+        }
+    }
+
     public func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message {
         let time = Epoch.nowMilliseconds()
         let ttl = policy.timeToLive.map { Int64($0 / .milliseconds(1)) } ?? 0

@@ -83,6 +83,7 @@ public func buildApplication(
         gatekeeper: gatekeeper
     ).addRoutes(to: router)
     HistoryController(broker: broker, gatekeeper: gatekeeper).addRoutes(to: router)
+    HealthController(broker: broker).addRoutes(to: router)
 
     let context = ChatServerContext(
         hub: hub,

@@ -28,6 +28,9 @@ public final class RedisClient: Service, Sendable {
         self.logger = logger
     }
 
+    /// Whether a command connection is up now.
+    public var isConnected: Bool { state.withLockedValue { $0.connection != nil } }
+
     /// Registers work to do on every new connection (e.g. loading scripts), before it serves commands.
     public func onConnect(_ action: @escaping @Sendable (RedisConnection) async -> Void) {
         state.withLockedValue { $0.onConnect.append(action) }

@@ -112,6 +112,16 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
         eventLoop.submit { Set(self.references.keys) }
     }
 
+    /// Why messages may not be arriving now, or `nil` when the connection is up and Redis
+    /// has confirmed every subscription.
+    public var notReadyReason: EventLoopFuture<String?> {
+        eventLoop.submit {
+            guard self.channel != nil else { return "no pub/sub connection to Redis (reconnecting)" }
+            let waiting = Set(self.references.keys).subtracting(self.confirmed)
+            return waiting.isEmpty ? nil : "Redis has not confirmed \(waiting.count) subscription(s) yet"
+        }
+    }
+
     /// Opens the pub/sub connection once; fails if Redis cannot be reached.
     public func connect() async throws {
         _ = try await establish()
