@@ -73,7 +73,20 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
         self.logger = logger
     }
 
+    /// Numbers connections for the logs.
+    private static let connectionNumbers = NIOLockedValueBox<UInt64>(0)
+
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        if self.logger.logLevel <= .debug {
+            let id = Self.connectionNumbers.withLockedValue { value -> UInt64 in
+                value += 1
+                return value
+            }
+            let peer = channel.remoteAddress?.description ?? "?"
+            let logger = self.logger
+            logger.debug("Connection open", metadata: ["connection": "\(id)", "peer": "\(peer)"])
+            channel.closeFuture.whenComplete { _ in logger.debug("Connection closed", metadata: ["connection": "\(id)", "peer": "\(peer)"]) }
+        }
         guard budget.admit(channel) else {
             try? channel.pipeline.syncOperations.addHandler(ConnectionBudget.Refusal(limit: budget.limit))
             return channel.eventLoop.makeSucceededFuture(Value(outcome: channel.eventLoop.makeSucceededFuture(.overCapacity), channel: channel))
