@@ -84,7 +84,9 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             try channel.pipeline.syncOperations.addHandler(
                 ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: context.settings.maximumMessageSize))
             )
-            if request.kind.deflate != nil { context.encoder.countDeflateSocket(until: channel.closeFuture) }
+            if request.kind.deflate != nil, !request.echo {
+                context.encoder.countDeflateSocket(format: request.kind.format, until: channel.closeFuture)
+            }
             try channel.pipeline.syncOperations.addHandler(
                 ChatSocket(
                     channelName: request.channel,

@@ -123,8 +123,9 @@ final class FrameEncoder: Sendable {
     /// negotiated permessage-deflate.
     let deflateMinimumSize: Int
     private let compressor: SharedCompressor?
-    /// Sockets open with permessage-deflate: no compression while there are none.
-    private let deflateSockets = NIOLockedValueBox(0)
+    /// Sockets open with permessage-deflate, per wire format: a format is compressed
+    /// only while some socket of that format asked for it.
+    private let deflateSockets = NIOLockedValueBox([Int](repeating: 0, count: WireFormat.allCases.count))
 
     /// - Parameter deflateMinimumSize: `nil` turns permessage-deflate off.
     init(deflateMinimumSize: Int?) throws {
@@ -135,19 +136,22 @@ final class FrameEncoder: Sendable {
     /// Whether the server offers permessage-deflate at all.
     var deflateEnabled: Bool { compressor != nil }
 
-    /// Counts a socket with permessage-deflate in, until `closed` completes.
-    func countDeflateSocket(until closed: EventLoopFuture<Void>) {
-        deflateSockets.withLockedValue { $0 += 1 }
-        closed.whenComplete { _ in self.deflateSockets.withLockedValue { $0 -= 1 } }
+    /// Counts a socket of `format` with permessage-deflate in, until `closed` completes.
+    func countDeflateSocket(format: WireFormat, until closed: EventLoopFuture<Void>) {
+        deflateSockets.withLockedValue { $0[format.rawValue] += 1 }
+        closed.whenComplete { _ in self.deflateSockets.withLockedValue { $0[format.rawValue] -= 1 } }
     }
 
-    /// Every frame kind's frame of `event`, indexed by ``FrameKind/index``.
+    /// Every frame kind's frame of `event`, indexed by ``FrameKind/index``. The deflated
+    /// kinds hold the plain frame where no socket of that format negotiated compression
+    /// or the payload is shorter than the minimum.
     func frames(of event: ChatEvent) -> [ByteBuffer?] {
         let plain = WireFormat.frames(of: event)
-        guard let compressor, deflateSockets.withLockedValue({ $0 }) > 0 else { return plain + plain }
-        let deflated = plain.map { frame in
+        guard let compressor else { return plain + plain }
+        let wanted = deflateSockets.withLockedValue { $0 }
+        let deflated = plain.enumerated().map { format, frame in
             frame.flatMap { frame in
-                guard WebSocketWire.payloadLength(of: frame) >= deflateMinimumSize else { return frame }
+                guard wanted[format] > 0, WebSocketWire.payloadLength(of: frame) >= deflateMinimumSize else { return frame }
                 return compressor.deflated(frame) ?? frame
             }
         }
