@@ -229,6 +229,10 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
     fileprivate func received(_ value: RESPValue) {
         guard case .array(let parts) = value, let kind = parts.first?.string else {
             switch value {
+            case .simpleString(let text) where text.uppercased() == "PONG":
+                // Redis answers PING with +PONG while the connection subscribes to nothing,
+                // and with ["pong", ""] once it does.
+                pingSentAt = nil
             case .error(let message):
                 logger.error("Redis refused a pub/sub command", metadata: ["redis": "\(configuration)", "error": "\(message)"])
                 channel?.close(promise: nil)

@@ -91,6 +91,21 @@ struct RedisClientTests {
         }
     }
 
+    @Test func anIdleSubscriberKeepsItsConnection() async throws {
+        // With no subscription Redis answers PING with +PONG, not the pub/sub ["pong", ""].
+        let configuration = try RedisConfiguration(url: try TestRedis.url())
+        let subscriber = RedisSubscriber(
+            configuration: configuration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger,
+            pingInterval: .milliseconds(100)
+        ) { _ in }
+        try await subscriber.connect()
+        defer { subscriber.shutdown() }
+        for _ in 0..<50 {
+            try await Task.sleep(for: .milliseconds(20))
+            #expect(try await subscriber.notReadyReason.get() == nil, "still connected after several pings")
+        }
+    }
+
     @Test func subscriptionsAreReferenceCounted() async throws {
         let configuration = try RedisConfiguration(url: try TestRedis.url())
         let received = MessageBox()
