@@ -37,7 +37,7 @@ struct SendController: Sendable {
             let seconds = max(1, Int((Double(wait.nanoseconds) / 1e9).rounded(.up)))
             var refusal = refuse(
                 .tooManyRequests,
-                "Too many messages from your address: at most \(Self.format(gatekeeper.settings.sendRate?.rate)) a second. Retry in \(seconds) s.",
+                "Too many messages from your address: at most \(gatekeeper.settings.sendRate.map { Gatekeeper.describe(rate: $0.rate) } ?? "unlimited") a second. Retry in \(seconds) s.",
                 cors, client, context: context
             )
             refusal.headers[.retryAfter] = String(seconds)
@@ -83,11 +83,6 @@ struct SendController: Sendable {
         var headers = cors
         headers[.contentType] = "text/plain; charset=utf-8"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "ok")))
-    }
-
-    private static func format(_ rate: Double?) -> String {
-        guard let rate else { return "unlimited" }
-        return rate == rate.rounded() ? String(Int(rate)) : String(format: "%.1f", rate)
     }
 
     private func refuse(

@@ -77,12 +77,19 @@ final class Gatekeeper: Sendable {
     /// `Authorization: Bearer …` or the form field `token`.
     func allowsPublish(authorization: String?, tokenField: String?) -> Bool {
         guard let expected = settings.publishToken else { return true }
-        var presented = tokenField
-        if let authorization, authorization.lowercased().hasPrefix("bearer ") {
-            presented = String(authorization.dropFirst(7).trimmingSpaces)
-        }
-        guard let presented else { return false }
+        guard let presented = Self.bearerToken(authorization) ?? tokenField else { return false }
         return HMACSHA256.constantTimeEqual(Array(presented.utf8), Array(expected.utf8))
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header, if that is what it holds.
+    static func bearerToken(_ authorization: String?) -> String? {
+        guard let authorization, authorization.lowercased().hasPrefix("bearer ") else { return nil }
+        return String(authorization.dropFirst(7).trimmingSpaces)
+    }
+
+    /// A rate as the refusals state it: `20`, or `2.5`.
+    static func describe(rate: Double) -> String {
+        rate == rate.rounded() ? String(Int(rate)) : String(format: "%.1f", rate)
     }
 
     /// Takes one message from `address`'s allowance; `nil` if allowed, else how long to wait.

@@ -143,7 +143,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         switch outcome {
         case .text, .binary, .ping:
             if rateLimit?.take() == false {
-                let rate = settings.messageRate.map { $0.rate == $0.rate.rounded() ? String(Int($0.rate)) : String($0.rate) } ?? ""
+                let rate = settings.messageRate.map { Gatekeeper.describe(rate: $0.rate) } ?? ""
                 logger.info("Closing a WebSocket that sends too fast", metadata: ["channel": "\(channelName)", "rate": "\(rate)"])
                 close(.policyViolation, "too many messages: at most \(rate) a second", context: context)
                 return

@@ -150,10 +150,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                 status: .forbidden, message: "Origin \(origin?.prefix(100) ?? "") may not open sockets on this server."
             )))
         }
-        var token = query.flatMap { FormData.value("token", in: $0) }
-        if let authorization = head.headers.first(name: "authorization"), authorization.lowercased().hasPrefix("bearer ") {
-            token = String(authorization.dropFirst(7).trimmingSpaces)
-        }
+        let token = Gatekeeper.bearerToken(head.headers.first(name: "authorization")) ?? query.flatMap { FormData.value("token", in: $0) }
         if let refusal = gatekeeper.checkConnectToken(token, channel: channelName) {
             logger.info("Refused a WebSocket upgrade", metadata: ["reason": "\(refusal)", "channel": "\(channelName)"])
             return eventLoop.makeSucceededFuture(.failure(UpgradeRefusal(status: .unauthorized, message: refusal.description)))
