@@ -97,9 +97,10 @@ public final class Hub: Sendable {
     public init(
         eventLoopGroup: any EventLoopGroup,
         batchWindow: TimeAmount = .zero,
+        metrics: ChatMetrics = .none,
         encode: @escaping @Sendable (ChatEvent) -> [ByteBuffer?]
     ) {
-        let loops = eventLoopGroup.makeIterator().map { LoopHub(eventLoop: $0, batchWindow: batchWindow) }
+        let loops = eventLoopGroup.makeIterator().map { LoopHub(eventLoop: $0, batchWindow: batchWindow, metrics: metrics) }
         self.loops = loops
         self.loopIndex = Dictionary(uniqueKeysWithValues: loops.map { (ObjectIdentifier($0.eventLoop), $0) })
         self.encode = encode
@@ -166,6 +167,7 @@ public final class LoopHub: @unchecked Sendable {
     /// Deliveries waiting for the loop, whether a drain is already scheduled, and when
     /// the last one started.
     private let inbox = NIOLockedValueBox(Inbox())
+    private let metrics: ChatMetrics
 
     private struct Inbox {
         var deliveries: [Delivery] = []
@@ -198,9 +200,10 @@ public final class LoopHub: @unchecked Sendable {
         }
     }
 
-    init(eventLoop: any EventLoop, batchWindow: TimeAmount = .zero) {
+    init(eventLoop: any EventLoop, batchWindow: TimeAmount = .zero, metrics: ChatMetrics = .none) {
         self.eventLoop = eventLoop
         self.batchWindow = batchWindow
+        self.metrics = metrics
     }
 
     /// Queues deliveries for this loop from any thread.
@@ -265,6 +268,7 @@ public final class LoopHub: @unchecked Sendable {
             for member in members {
                 member.deliver(batch)
             }
+            metrics.delivered(members.count * batch.deliveries.count)
         }
     }
 

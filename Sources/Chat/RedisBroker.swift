@@ -71,6 +71,7 @@ public final class RedisBroker: Broker {
         history policy: HistoryPolicy = HistoryPolicy(),
         eventLoopGroup: any EventLoopGroup,
         logger: Logger,
+        metrics: ChatMetrics = .none,
         deliver: @escaping @Sendable ([ChatEvent]) -> Void
     ) {
         self.logger = logger
@@ -84,7 +85,10 @@ public final class RedisBroker: Broker {
             fetch: { channel, offset in
                 try await Self.readHistory(client: client, scripts: scripts, channel: channel, after: offset, limit: 10_000)
             },
-            deliver: deliver
+            deliver: { events in
+                for case .gap(_, let from, let to) in events { metrics.dropped(.historyGap, count: Int(to - from + 1)) }
+                deliver(events)
+            }
         )
         self.sequencer = sequencer
         self.subscriber = RedisSubscriber(configuration: configuration, eventLoop: subscriberLoop, logger: logger) { pubsub in
@@ -95,6 +99,7 @@ public final class RedisBroker: Broker {
                     let message = Message(channel: channel, envelope: item.payload)
                 else {
                     logger.warning("Ignored a malformed message from Redis", metadata: ["redis.channel": "\(item.channel)"])
+                    metrics.dropped(.malformed)
                     continue
                 }
                 messages.append(message)
@@ -102,6 +107,13 @@ public final class RedisBroker: Broker {
             sequencer.receive(messages)
         }
         subscriber.onResubscribe { _ in sequencer.resubscribed() }
+        let node = configuration.description
+        client.onStateChange { connected, isReconnect in
+            metrics.redisConnection("command", node: node, connected: connected, reconnected: isReconnect)
+        }
+        subscriber.onStateChange { connected, isReconnect in
+            metrics.redisConnection("pubsub", node: node, connected: connected, reconnected: isReconnect)
+        }
         client.onConnect { connection in
             for script in [Self.publishScript, Self.historyScript] {
                 do {

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Redis
+import ServiceLifecycle
 
 /// The server could not start; `message` says why in one line.
 public struct StartupError: Error, CustomStringConvertible {
@@ -32,7 +33,8 @@ public func buildApplication(
     } catch {
         throw StartupError(message: "Cannot set up permessage-deflate (zlib): \(error)")
     }
-    let hub = Hub(eventLoopGroup: eventLoopGroup, batchWindow: TimeAmount(configuration.batchWindow), encode: encoder.frames(of:))
+    let (registry, metrics) = MetricsController.make()
+    let hub = Hub(eventLoopGroup: eventLoopGroup, batchWindow: TimeAmount(configuration.batchWindow), metrics: metrics, encode: encoder.frames(of:))
     let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL)
     let broker: any Broker
     switch configuration.broker {
@@ -45,7 +47,7 @@ public func buildApplication(
         } catch let error as RedisError {
             throw StartupError(message: "Invalid --redis-url: \(error.message)")
         }
-        broker = RedisBroker(configuration: redis, history: history, eventLoopGroup: eventLoopGroup, logger: logger, deliver: hub.deliver)
+        broker = RedisBroker(configuration: redis, history: history, eventLoopGroup: eventLoopGroup, logger: logger, metrics: metrics, deliver: hub.deliver)
     }
     do {
         try await broker.start()
@@ -80,9 +82,10 @@ public func buildApplication(
         broker: broker,
         maximumMessageSize: configuration.maximumMessageSize,
         maximumBodySize: configuration.maximumBodySize ?? configuration.maximumMessageSize * 3 + 16 * 1024,
-        gatekeeper: gatekeeper
+        gatekeeper: gatekeeper,
+        metrics: metrics
     ).addRoutes(to: router)
-    HistoryController(broker: broker, gatekeeper: gatekeeper).addRoutes(to: router)
+    HistoryController(broker: broker, gatekeeper: gatekeeper, metrics: metrics).addRoutes(to: router)
     HealthController(broker: broker).addRoutes(to: router)
 
     let context = ChatServerContext(
@@ -95,10 +98,29 @@ public func buildApplication(
             echoRoute: configuration.testEchoRoute
         ),
         encoder: encoder,
-        gatekeeper: gatekeeper
+        gatekeeper: gatekeeper,
+        metrics: metrics
     )
     let budget = ConnectionBudget(limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(), logger: logger)
     logger.info("Connections", metadata: ["at_most": "\(budget.limit)"])
+    let metricsController = MetricsController(registry: registry, metrics: metrics, hub: hub, budget: budget)
+    var metricsServer: [any Service] = []
+    if let metricsPort = configuration.metricsPort {
+        // Its own listener, e.g. on a private interface: the chat's port does not serve it.
+        let metricsRouter = Router()
+        metricsController.addRoutes(to: metricsRouter)
+        metricsServer.append(Application(
+            router: metricsRouter,
+            configuration: .init(address: .hostname(configuration.metricsHostname, port: metricsPort), serverName: nil),
+            onServerRunning: { channel in
+                logger.info("Metrics", metadata: ["address": "\(channel.localAddress?.description ?? "?")", "path": "/metrics"])
+            },
+            eventLoopGroupProvider: .shared(eventLoopGroup),
+            logger: logger
+        ))
+    } else {
+        metricsController.addRoutes(to: router)
+    }
     let drain = SocketDrain(hub: hub, pingInterval: configuration.pingInterval, drainTimeout: configuration.drainTimeout, logger: logger)
     return Application(
         router: router,
@@ -106,7 +128,7 @@ public func buildApplication(
             ChatChildChannel(responder: responder, context: context, idleTimeout: .seconds(75), budget: budget, logger: logger)
         },
         configuration: .init(address: .hostname(configuration.hostname, port: configuration.port), serverName: nil),
-        services: broker.services + [drain],
+        services: broker.services + [drain] + metricsServer,
         onServerRunning: onServerRunning,
         eventLoopGroupProvider: .shared(eventLoopGroup),
         logger: logger

@@ -28,6 +28,8 @@ struct ChatServerContext: Sendable {
     var encoder: FrameEncoder
     /// Origins, tokens, rate limits and socket counts.
     var gatekeeper: Gatekeeper
+    /// What the server counts.
+    var metrics: ChatMetrics = .none
 }
 
 /// One port for both: HTTP requests go to Hummingbird's router, `/wb/` upgrades go to
@@ -88,6 +90,7 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
             channel.closeFuture.whenComplete { _ in logger.debug("Connection closed", metadata: ["connection": "\(id)", "peer": "\(peer)"]) }
         }
         guard budget.admit(channel) else {
+            context.metrics.refused(route: "connection", reason: "over_capacity")
             try? channel.pipeline.syncOperations.addHandler(ConnectionBudget.Refusal(limit: budget.limit))
             return channel.eventLoop.makeSucceededFuture(Value(outcome: channel.eventLoop.makeSucceededFuture(.overCapacity), channel: channel))
         }
@@ -123,7 +126,7 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
             configuration.enableResponseHeaderValidation = false
             let outcome = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
             // Slow clients: the request's head and body must arrive within the deadline.
-            let deadline = RequestDeadline(timeout: TimeAmount(context.settings.requestTimeout), logger: self.logger)
+            let deadline = RequestDeadline(timeout: TimeAmount(context.settings.requestTimeout), metrics: context.metrics, logger: self.logger)
             let upgradeHandler = try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<Outcome>.self)
             try channel.pipeline.syncOperations.addHandler(RequestDeadline.EndWatch(deadline), name: RequestDeadline.endName, position: .before(upgradeHandler))
             try channel.pipeline.syncOperations.addHandler(RequestDeadline.StartWatch(deadline), name: RequestDeadline.startName, position: .first)
@@ -151,6 +154,7 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
 
     /// Answers a refused upgrade with its status and a message a person can read.
     private func refuse(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, _ refusal: UpgradeRefusal) async {
+        context.metrics.refused(route: "/wb/", reason: ChatMetrics.reason(status: Int(refusal.status.code)))
         let body = ByteBuffer(string: refusal.message + "\n")
         let head = HTTPResponse(
             status: .init(code: Int(refusal.status.code)),

@@ -73,6 +73,11 @@ public struct ChatConfiguration: Sendable {
     /// Serve `/echo`, a WebSocket that sends every message back, for conformance tests
     /// (scripts/autobahn.sh). Never in production.
     public var testEchoRoute = false
+    /// Serve `/metrics` on this port (on ``metricsHostname``) instead of the chat's port;
+    /// `nil`: on the chat's port. 0 picks a free one.
+    public var metricsPort: Int?
+    /// Address of the separate metrics listener.
+    public var metricsHostname = "127.0.0.1"
     /// The page title.
     public var title = "Chatroom"
 

@@ -3,6 +3,10 @@ import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 
+/// Learns that a connection went up (`connected`) or down; `isReconnect` marks an up
+/// that is not the first.
+public typealias RedisStateHandler = @Sendable (_ connected: Bool, _ isReconnect: Bool) -> Void
+
 /// A Redis client that keeps one pipelined connection open and reconnects when it drops.
 ///
 /// Run it as a `Service`: ``run()`` reconnects with ``Backoff`` until graceful shutdown.
@@ -19,6 +23,8 @@ public final class RedisClient: Service, Sendable {
         var connection: RedisConnection?
         var isShutdown = false
         var onConnect: [@Sendable (RedisConnection) async -> Void] = []
+        var onStateChange: [RedisStateHandler] = []
+        var hasConnected = false
     }
 
     /// Creates a client; nothing connects until ``connect()`` or ``run()``.
@@ -34,6 +40,11 @@ public final class RedisClient: Service, Sendable {
     /// Registers work to do on every new connection (e.g. loading scripts), before it serves commands.
     public func onConnect(_ action: @escaping @Sendable (RedisConnection) async -> Void) {
         state.withLockedValue { $0.onConnect.append(action) }
+    }
+
+    /// Registers a handler told each time the connection goes up or down.
+    public func onStateChange(_ handler: @escaping RedisStateHandler) {
+        state.withLockedValue { $0.onStateChange.append(handler) }
     }
 
     /// Connects once; fails if Redis cannot be reached. Used at start to refuse to run without Redis.
@@ -74,10 +85,11 @@ public final class RedisClient: Service, Sendable {
                 }
                 backoff.reset()
                 try? await connection.closeFuture.get()
-                let shuttingDown = state.withLockedValue { state in
+                let (shuttingDown, handlers) = state.withLockedValue { state in
                     if state.connection === connection { state.connection = nil }
-                    return state.isShutdown
+                    return (state.isShutdown, state.onStateChange)
                 }
+                for handler in handlers { handler(false, false) }
                 if shuttingDown { break }
                 logger.warning("Lost the connection to Redis; reconnecting", metadata: ["redis": "\(configuration)"])
                 let delay = backoff.next()
@@ -102,15 +114,17 @@ public final class RedisClient: Service, Sendable {
         for action in state.withLockedValue({ $0.onConnect }) {
             await action(connection)
         }
-        let accepted = state.withLockedValue { state in
-            guard !state.isShutdown else { return false }
+        let accepted = state.withLockedValue { state -> (reconnect: Bool, handlers: [RedisStateHandler])? in
+            guard !state.isShutdown else { return nil }
             state.connection = connection
-            return true
+            defer { state.hasConnected = true }
+            return (state.hasConnected, state.onStateChange)
         }
-        if !accepted {
+        guard let accepted else {
             connection.close()
             throw RedisError(.shutdown, "the Redis client is shut down")
         }
+        for handler in accepted.handlers { handler(true, accepted.reconnect) }
         return connection
     }
 }

@@ -45,6 +45,8 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
     private var isShutdown = false
     private var onResubscribe: ResubscribeHandler?
     private var resubscribing: Set<String> = []
+    private var onStateChange: RedisStateHandler?
+    private var hasConnected = false
 
     /// Creates a subscriber; it connects in ``connect()`` or ``run()``.
     public init(
@@ -64,6 +66,11 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
     /// Sets the handler told about the channels subscribed again after a reconnect.
     public func onResubscribe(_ handler: @escaping ResubscribeHandler) {
         eventLoop.execute { self.onResubscribe = handler }
+    }
+
+    /// Sets the handler told each time the pub/sub connection goes up or down.
+    public func onStateChange(_ handler: @escaping RedisStateHandler) {
+        eventLoop.execute { self.onStateChange = handler }
     }
 
     /// Adds a reference to `name`; the future completes once Redis confirmed the subscription.
@@ -191,6 +198,8 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
 
     private func attach(_ channel: any Channel) {
         self.channel = channel
+        onStateChange?(true, hasConnected)
+        hasConnected = true
         for command in configuration.handshake where command.description == "AUTH" {
             channel.write(command, promise: nil)
         }
@@ -276,6 +285,7 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
     fileprivate func closed(_ closedChannel: any Channel) {
         guard channel === closedChannel else { return }
         channel = nil
+        onStateChange?(false, false)
         pingTask?.cancel()
         pingTask = nil
         pingSentAt = nil

@@ -107,6 +107,12 @@ struct Chatroom: AsyncParsableCommand {
         case json
     }
 
+    @Option(help: ArgumentHelp("Serve /metrics on this port (on --metrics-hostname) instead of the chat's port.", valueName: "port"))
+    var metricsPort: Int?
+
+    @Option(help: ArgumentHelp("Address of the separate /metrics listener (with --metrics-port).", valueName: "address"))
+    var metricsHostname = "127.0.0.1"
+
     @Option(help: "Log lines as text, or as one JSON object per line (text, json).")
     var logFormat: LogFormat = .text
 
@@ -129,6 +135,10 @@ struct Chatroom: AsyncParsableCommand {
         guard allowedOrigins == "*" || !originList.isEmpty else { throw ValidationError("--allowed-origins: give origins like https://chat.example.com, or *.") }
         guard deflateMinSize >= 0 else { throw ValidationError("--deflate-min-size cannot be negative.") }
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be positive.") }
+        if let metricsPort {
+            guard (0...65535).contains(metricsPort) else { throw ValidationError("--metrics-port must be between 0 and 65535.") }
+            guard metricsPort != port || metricsPort == 0 else { throw ValidationError("--metrics-port must differ from --port.") }
+        }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout cannot be negative.") }
         _ = try channelNames()
     }
@@ -169,6 +179,8 @@ struct Chatroom: AsyncParsableCommand {
         configuration.deflateMinimumSize = deflateMinSize > 0 ? deflateMinSize : nil
         configuration.maximumBodySize = maxBodySize
         configuration.testEchoRoute = testEchoRoute
+        configuration.metricsPort = metricsPort
+        configuration.metricsHostname = metricsHostname
         configuration.sendRate = sendRate > 0 ? (sendRate, Double(sendBurst)) : nil
         configuration.socketMessageRate = socketMessageRate > 0 ? (socketMessageRate, Double(socketMessageBurst)) : nil
         configuration.maximumSocketsPerAddress = maxSocketsPerAddress

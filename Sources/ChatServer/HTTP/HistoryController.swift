@@ -12,6 +12,7 @@ import NIOCore
 struct HistoryController: Sendable {
     let broker: any Broker
     let gatekeeper: Gatekeeper
+    var metrics: ChatMetrics = .none
     static let defaultLimit = 100
     static let maximumLimit = 1000
 
@@ -71,6 +72,7 @@ struct HistoryController: Sendable {
     }
 
     private func refuse(_ status: HTTPResponse.Status, _ message: String, _ cors: HTTPFields, context: ChatRequestContext) -> PlainTextError {
+        metrics.refused(route: "/history", reason: ChatMetrics.reason(status: status.code))
         context.logger.info("Refused a history request", metadata: ["status": "\(status.code)", "reason": "\(message)"])
         return PlainTextError(status: status, message: message, headers: cors)
     }

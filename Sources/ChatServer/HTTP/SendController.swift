@@ -16,6 +16,7 @@ struct SendController: Sendable {
     /// Largest request body.
     let maximumBodySize: Int
     let gatekeeper: Gatekeeper
+    var metrics: ChatMetrics = .none
 
     func addRoutes(to router: Router<ChatRequestContext>) {
         // Hummingbird's router ignores a trailing slash: this serves /send/ and /send.
@@ -69,7 +70,9 @@ struct SendController: Sendable {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).", cors, client, context: context)
         }
         do {
+            let started = NIODeadline.now()
             _ = try await broker.publish(ByteBuffer(string: data), to: channel)
+            metrics.published(inNanoseconds: (NIODeadline.now() - started).nanoseconds)
         } catch let error as BrokerError {
             switch error.kind {
             case .unavailable:
@@ -93,6 +96,7 @@ struct SendController: Sendable {
         context: ChatRequestContext,
         level: Logger.Level = .info
     ) -> PlainTextError {
+        metrics.refused(route: "/send/", reason: ChatMetrics.reason(status: status.code))
         context.logger.log(level: level, "Refused a message", metadata: ["status": "\(status.code)", "reason": "\(message)", "client": "\(client)"])
         return PlainTextError(status: status, message: message, headers: cors)
     }

@@ -1,3 +1,4 @@
+import Chat
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -16,11 +17,13 @@ final class RequestDeadline {
 
     private let timeout: TimeAmount
     private let logger: Logger
+    private let metrics: ChatMetrics
     private var timer: Scheduled<Void>?
     private var inRequest = true
 
-    init(timeout: TimeAmount, logger: Logger) {
+    init(timeout: TimeAmount, metrics: ChatMetrics = .none, logger: Logger) {
         self.timeout = timeout
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -29,7 +32,9 @@ final class RequestDeadline {
         let channel = context.channel
         let timeout = self.timeout
         let logger = self.logger
+        let metrics = self.metrics
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            metrics.refused(route: "connection", reason: "timeout")
             logger.info("Closing a connection too slow to send its request", metadata: ["timeout": "\(timeout)", "peer": "\(channel.remoteAddress?.description ?? "?")"])
             let body = "Request timeout: the request did not arrive within \(timeout.nanoseconds / 1_000_000_000) s.\n"
             let response = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body

@@ -73,6 +73,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     private var state = State.open
     private var pingSentAt: NIODeadline?
     private var rateLimit: SocketRateLimit?
+    private let metrics: ChatMetrics
 
     init(
         channelName: ChannelName,
@@ -82,8 +83,10 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         hub: LoopHub,
         broker: any Broker,
         settings: Settings,
+        metrics: ChatMetrics = .none,
         logger: Logger
     ) {
+        self.metrics = metrics
         self.channelName = channelName
         self.format = kind.format
         self.frameIndex = kind.index
@@ -145,7 +148,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
             if rateLimit?.take() == false {
                 let rate = settings.messageRate.map { Gatekeeper.describe(rate: $0.rate) } ?? ""
                 logger.info("Closing a WebSocket that sends too fast", metadata: ["channel": "\(channelName)", "rate": "\(rate)"])
-                close(.policyViolation, "too many messages: at most \(rate) a second", context: context)
+                close(.policyViolation, "too many messages: at most \(rate) a second", context: context, refusal: "rate_limited")
                 return
             }
         default:
@@ -158,7 +161,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
             if echo != nil { echoBack(opcode: WebSocketWire.text, ByteBuffer(string: text), context: context) } else { received(text: text, context: context) }
         case .binary(let data):
             if echo != nil { echoBack(opcode: WebSocketWire.binary, data, context: context) } else {
-                close(.unsupportedData, "binary messages are not accepted; send text", context: context)
+                close(.unsupportedData, "binary messages are not accepted; send text", context: context, refusal: "binary")
             }
         case .ping(let payload):
             guard state == .open else { return }
@@ -178,7 +181,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
             }
         case .fail(let code, let reason):
             logger.info("Closing a WebSocket that broke the protocol", metadata: ["code": "\(code.rawValue)", "reason": "\(reason)"])
-            close(code, reason, context: context)
+            close(code, reason, context: context, refusal: "protocol_error")
         }
     }
 
@@ -198,10 +201,10 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         switch error {
         case NIOWebSocketError.invalidFrameLength:
             logger.info("Closing a WebSocket that sent an oversized frame")
-            close(.messageTooBig, "frames are limited to \(settings.maximumMessageSize) bytes", context: context)
+            close(.messageTooBig, "frames are limited to \(settings.maximumMessageSize) bytes", context: context, refusal: "too_large")
         case let error as NIOWebSocketError:
             logger.info("Closing a WebSocket that sent a malformed frame", metadata: ["error": "\(error)"])
-            close(.protocolError, "malformed frame", context: context)
+            close(.protocolError, "malformed frame", context: context, refusal: "protocol_error")
         default:
             logger.debug("WebSocket error", metadata: ["error": "\(error)"])
             context.close(promise: nil)
@@ -227,6 +230,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
             flow = .replaying(waiting)
         case .dropping:
             for delivery in batch.deliveries { send(delivery.event, frame: nil, context: context) }
+            metrics.dropped(.slowReader, count: batch.deliveries.count)
         }
     }
 
@@ -295,13 +299,15 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     /// A chat.v1 client is told the range once it catches up and fetches it from
     /// /history; a client of the original protocol cannot recover, so it is closed.
     private func startDropping(_ events: [ChatEvent], context: ChannelHandlerContext) {
+        metrics.queueOverflow(protocol: format == .raw ? "original" : "chat.v1")
+        metrics.dropped(.slowReader, count: events.count)
         switch format {
         case .raw:
             logger.info("Closing a slow reader of the original protocol", metadata: ["channel": "\(channelName)", "queued_bytes_over": "\(settings.queueLimit)"])
             // The close frame waits behind what is queued: give it longer to get through.
             close(
                 .policyViolation, "too slow: more than \(settings.queueLimit) bytes waited; messages were dropped",
-                context: context, timeout: max(settings.closeTimeout, .seconds(10))
+                context: context, timeout: max(settings.closeTimeout, .seconds(10)), refusal: "slow_reader"
             )
         case .chatV1:
             logger.info("A chat.v1 reader fell behind; dropping its messages until it catches up", metadata: ["channel": "\(channelName)"])
@@ -397,6 +403,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
                 context.writeAndFlush(wrapOutboundOut(ChatV1.pong()), promise: nil)
             case .invalid(let reason):
                 logger.debug("Refused a chat.v1 frame", metadata: ["reason": "\(reason)"])
+                metrics.refused(route: "socket", reason: "bad_frame")
                 context.writeAndFlush(wrapOutboundOut(ChatV1.error(reason)), promise: nil)
             }
         }
@@ -404,9 +411,13 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     // MARK: - Closing
 
-    private func close(_ code: WebSocketCloseCode, _ reason: String, context: ChannelHandlerContext, timeout: TimeAmount? = nil) {
+    /// Sends a close frame and hangs up once the client answers or `timeout` passes.
+    /// - Parameter refusal: the reason counted in `chatroom_refusals_total` when the
+    ///   server closes because of what the client did.
+    private func close(_ code: WebSocketCloseCode, _ reason: String, context: ChannelHandlerContext, timeout: TimeAmount? = nil, refusal: String? = nil) {
         guard state == .open else { return }
         state = .closing
+        if let refusal { metrics.refused(route: "socket", reason: refusal) }
         context.writeAndFlush(wrapOutboundOut(WebSocketWire.closeFrame(code: code, reason: reason)), promise: nil)
         // Wait for the client's close frame, but not forever.
         let channel = context.channel

@@ -101,6 +101,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                         queueLimit: context.settings.socketQueueLimit,
                         messageRate: context.gatekeeper.settings.socketMessageRate
                     ),
+                    metrics: context.metrics,
                     logger: logger
                 )
             )
