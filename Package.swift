@@ -164,7 +164,7 @@ let package = Package(
         .testTarget(
             name: "ChatServerTests",
             dependencies: [
-                "ChatServer", "ChatClient", "Chat", "ChatTestSupport",
+                "ChatServer", "ChatClient", "Chat", "ChatTestSupport", "Redis",
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

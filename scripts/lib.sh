@@ -111,3 +111,47 @@ machine_summary() {
   memory=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
   echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), $memory, $(. /etc/os-release; echo "$PRETTY_NAME"), $(redis-server --version | cut -d' ' -f1-3)"
 }
+
+# A Redis Cluster of three primaries and three replicas on loopback, for the tests:
+# sets CLUSTER_SEEDS (host:port,…), CLUSTER_PIDS and CLUSTER_DIR. Node timeout is one
+# second, so a failover after a crash takes a few seconds. Bus ports are chosen too
+# (cluster-port), below the ephemeral range like the data ports.
+start_redis_cluster() {
+  CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-cluster.XXXXXX")
+  CLUSTER_PIDS=""
+  CLUSTER_SEEDS=""
+  local nodes="" port bus i
+  for i in 1 2 3 4 5 6; do
+    port=$(free_port)
+    bus=$(free_port)
+    mkdir -p "$CLUSTER_DIR/$port"
+    redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-node-timeout 1000 --dir "$CLUSTER_DIR/$port" \
+      --save "" --appendonly no --logfile "$CLUSTER_DIR/$port/redis.log" &
+    CLUSTER_PIDS="$CLUSTER_PIDS $!"
+    nodes="$nodes 127.0.0.1:$port"
+    CLUSTER_SEEDS="${CLUSTER_SEEDS:+$CLUSTER_SEEDS,}127.0.0.1:$port"
+  done
+  for node in $nodes; do
+    for _ in $(seq 1 50); do
+      redis-cli -p "${node#*:}" ping 2>/dev/null | grep -q PONG && break
+      sleep 0.1
+    done
+  done
+  # shellcheck disable=SC2086
+  redis-cli --cluster create $nodes --cluster-replicas 1 --cluster-yes >"$CLUSTER_DIR/create.log" 2>&1 \
+    || die "redis-cli --cluster create failed (log: $CLUSTER_DIR/create.log)"
+  for node in $nodes; do
+    for _ in $(seq 1 100); do
+      redis-cli -p "${node#*:}" cluster info 2>/dev/null | grep -q "cluster_state:ok" && break
+      sleep 0.1
+    done
+  done
+}
+
+stop_redis_cluster() {
+  local pid
+  for pid in ${CLUSTER_PIDS:-}; do kill "$pid" 2>/dev/null || true; done
+  for pid in ${CLUSTER_PIDS:-}; do wait "$pid" 2>/dev/null || true; done
+  CLUSTER_PIDS=""
+}

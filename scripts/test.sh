@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, starts a private redis-server on a spare
-# loopback port, runs `swift test` against it, and stops it; then the fault harness in
+# loopback port and a Redis Cluster (3 primaries, 3 replicas) on more, runs `swift test`
+# against them, and stops them; then the fault harness in
 # its short mode (scripts/faults.sh short, about 2 minutes; CHATROOM_SKIP_FAULTS=1 skips
 # it) and the WebSocket conformance suite (scripts/autobahn.sh, about 13 minutes;
 # CHATROOM_SKIP_AUTOBAHN=1 skips it). Arguments go to `swift test`.
@@ -12,13 +13,17 @@ ensure_swift
 ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev redis-server redis-tools
 
 start_private_redis
-trap stop_private_redis EXIT
+trap 'stop_private_redis; stop_redis_cluster' EXIT
 say "redis-server for the tests on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
+start_redis_cluster
+say "Redis Cluster for the tests: $CLUSTER_SEEDS (3 primaries, 3 replicas)"
 
 export CHATROOM_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+export CHATROOM_TEST_REDIS_CLUSTER="$CLUSTER_SEEDS"
 swift build --build-tests
 swift test --skip-build "$@"
 stop_private_redis
+stop_redis_cluster
 
 if [ "${CHATROOM_SKIP_FAULTS:-0}" != 1 ]; then
   say "fault harness, short mode"

@@ -58,10 +58,11 @@ final class ChannelSequencer: @unchecked Sendable {
         if !out.isEmpty { deliver(out) }
     }
 
-    /// The pub/sub connection is back: catch every channel up from its history.
-    func resubscribed() {
+    /// The pub/sub subscriptions of `channels` are back (all channels when `nil`): catch
+    /// them up from their history.
+    func resubscribed(_ channels: Set<ChannelName>? = nil) {
         eventLoop.execute {
-            for (channel, position) in self.positions where self.waiting[channel] == nil {
+            for (channel, position) in self.positions where self.waiting[channel] == nil && channels?.contains(channel) != false {
                 self.waiting[channel] = []
                 self.recover(channel, after: position.next - 1)
             }

@@ -13,21 +13,59 @@ import ServiceLifecycle
 /// in, and a ``ChannelSequencer`` fills any hole in what pub/sub delivers from the history.
 public final class RedisBroker: Broker {
     /// The Redis URL, password masked.
-    public var description: String { "redis (\(client.configuration))" }
+    public var description: String { "redis (\(target))" }
 
-    private let client: RedisClient
-    private let subscriber: RedisSubscriber
+    private let target: RedisTarget
+    private let commands: Commands
+    private let pubsub: PubSub
     private let sequencer: ChannelSequencer
     private let policy: HistoryPolicy
     private let logger: Logger
     private let scripts = NIOLockedValueBox<[String: String]>([:])
+    /// The publish script of this target: PUBLISH, or SPUBLISH on a cluster.
+    private let publishScript: String
+
+    /// Where commands go: the one server, or the cluster node owning the key's slot.
+    enum Commands: Sendable {
+        case single(RedisClient)
+        case cluster(RedisClusterClient)
+
+        func send(_ command: RedisCommand, key: String) async throws -> RESPValue {
+            switch self {
+            case .single(let client): try await client.send(command)
+            case .cluster(let cluster): try await cluster.send(command, key: key)
+            }
+        }
+    }
+
+    /// Where subscriptions go: one pub/sub connection, or sharded pub/sub per cluster primary.
+    enum PubSub: Sendable {
+        case single(RedisSubscriber)
+        case sharded(RedisShardedSubscriber)
+
+        func subscribe(_ name: String) -> EventLoopFuture<Void> {
+            switch self {
+            case .single(let subscriber): subscriber.subscribe(name)
+            case .sharded(let subscriber): subscriber.subscribe(name)
+            }
+        }
+
+        func unsubscribe(_ name: String) {
+            switch self {
+            case .single(let subscriber): subscriber.unsubscribe(name)
+            case .sharded(let subscriber): subscriber.unsubscribe(name)
+            }
+        }
+    }
 
     /// Publishes one message.
     ///
     /// KEYS: meta hash, history stream. ARGV: pub/sub channel, data, time (ms), an epoch
     /// for a channel that has none, history size, time to live in ms (0: none).
-    /// Returns `{offset, epoch}`.
-    static let publishScript = """
+    /// Returns `{offset, epoch}`. On a cluster, `PUBLISH` becomes `SPUBLISH`: the pub/sub
+    /// channel carries the same hash tag as the keys, so it lives in their slot.
+    static func publishScript(publish: String) -> String {
+        """
         if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4]) == 1 then
           -- A new epoch: whatever history is left from an older one is not part of it.
           redis.call('DEL', KEYS[2])
@@ -39,9 +77,15 @@ public final class RedisBroker: Broker {
           redis.call('PEXPIRE', KEYS[1], ARGV[6])
           redis.call('PEXPIRE', KEYS[2], ARGV[6])
         end
-        redis.call('PUBLISH', ARGV[1], 'v1 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[3] .. '\\n' .. ARGV[2])
+        redis.call('\(publish)', ARGV[1], 'v1 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[3] .. '\\n' .. ARGV[2])
         return {offset, epoch}
         """
+    }
+
+    /// The publish script of one Redis.
+    static let publishScript = publishScript(publish: "PUBLISH")
+    /// The publish script of a cluster: sharded pub/sub.
+    static let shardedPublishScript = publishScript(publish: "SPUBLISH")
 
     /// Reads history in one consistent step.
     ///
@@ -61,29 +105,39 @@ public final class RedisBroker: Broker {
 
     /// Creates a broker; it connects in ``start()``.
     /// - Parameters:
-    ///   - configuration: where Redis is.
+    ///   - target: one Redis, or a Redis Cluster (sharded pub/sub, Redis 7 or later).
     ///   - history: how much history each channel keeps.
-    ///   - eventLoopGroup: the loops to run the two Redis connections on.
+    ///   - eventLoopGroup: the loops to run the Redis connections on.
     ///   - logger: for connection changes.
+    ///   - metrics: where connection states and drops are counted.
     ///   - deliver: receives the events of the channels this instance joined, in order.
     public init(
-        configuration: RedisConfiguration,
+        target: RedisTarget,
         history policy: HistoryPolicy = HistoryPolicy(),
         eventLoopGroup: any EventLoopGroup,
         logger: Logger,
         metrics: ChatMetrics = .none,
         deliver: @escaping @Sendable ([ChatEvent]) -> Void
     ) {
+        self.target = target
         self.logger = logger
         self.policy = policy
-        let client = RedisClient(configuration: configuration, eventLoop: eventLoopGroup.next(), logger: logger)
-        self.client = client
         let subscriberLoop = eventLoopGroup.next()
         let scripts = self.scripts
+        let commands: Commands
+        switch target {
+        case .single(let configuration):
+            commands = .single(RedisClient(configuration: configuration, eventLoop: eventLoopGroup.next(), logger: logger))
+            publishScript = Self.publishScript
+        case .cluster(let seeds):
+            commands = .cluster(RedisClusterClient(seeds: seeds, eventLoopGroup: eventLoopGroup, logger: logger))
+            publishScript = Self.shardedPublishScript
+        }
+        self.commands = commands
         let sequencer = ChannelSequencer(
             eventLoop: subscriberLoop,
             fetch: { channel, offset in
-                try await Self.readHistory(client: client, scripts: scripts, channel: channel, after: offset, limit: 10_000)
+                try await Self.readHistory(commands: commands, scripts: scripts, channel: channel, after: offset, limit: 10_000)
             },
             deliver: { events in
                 for case .gap(_, let from, let to) in events { metrics.dropped(.historyGap, count: Int(to - from + 1)) }
@@ -91,7 +145,7 @@ public final class RedisBroker: Broker {
             }
         )
         self.sequencer = sequencer
-        self.subscriber = RedisSubscriber(configuration: configuration, eventLoop: subscriberLoop, logger: logger) { pubsub in
+        let received: RedisSubscriber.MessageHandler = { pubsub in
             var messages: [Message] = []
             messages.reserveCapacity(pubsub.count)
             for item in pubsub {
@@ -106,16 +160,12 @@ public final class RedisBroker: Broker {
             }
             sequencer.receive(messages)
         }
-        subscriber.onResubscribe { _ in sequencer.resubscribed() }
-        let node = configuration.description
-        client.onStateChange { connected, isReconnect in
-            metrics.redisConnection("command", node: node, connected: connected, reconnected: isReconnect)
+        let caughtUp: RedisSubscriber.ResubscribeHandler = { names in
+            sequencer.resubscribed(Set(names.compactMap(RedisKeys.channel(ofMessages:))))
         }
-        subscriber.onStateChange { connected, isReconnect in
-            metrics.redisConnection("pubsub", node: node, connected: connected, reconnected: isReconnect)
-        }
-        client.onConnect { connection in
-            for script in [Self.publishScript, Self.historyScript] {
+        let used = [publishScript, Self.historyScript]
+        let loadScripts: @Sendable (RedisConnection) async -> Void = { connection in
+            for script in used {
                 do {
                     let sha = try await connection.send(RedisCommand("SCRIPT", "LOAD", .string(script)))
                     scripts.withLockedValue { $0[script] = sha.string }
@@ -124,25 +174,84 @@ public final class RedisBroker: Broker {
                 }
             }
         }
+        switch commands {
+        case .single(let client):
+            let subscriber = RedisSubscriber(configuration: client.configuration, eventLoop: subscriberLoop, logger: logger, onMessages: received)
+            subscriber.onResubscribe(caughtUp)
+            let node = client.configuration.description
+            client.onStateChange { connected, isReconnect in
+                metrics.redisConnection("command", node: node, connected: connected, reconnected: isReconnect)
+            }
+            subscriber.onStateChange { connected, isReconnect in
+                metrics.redisConnection("pubsub", node: node, connected: connected, reconnected: isReconnect)
+            }
+            client.onConnect(loadScripts)
+            pubsub = .single(subscriber)
+        case .cluster(let cluster):
+            let subscriber = RedisShardedSubscriber(cluster: cluster, eventLoop: subscriberLoop, logger: logger, onMessages: received)
+            subscriber.onResubscribe(caughtUp)
+            cluster.onStateChange { node, connected, isReconnect in
+                metrics.redisConnection("command", node: node, connected: connected, reconnected: isReconnect)
+            }
+            subscriber.onStateChange { node, connected, isReconnect in
+                metrics.redisConnection("pubsub", node: node, connected: connected, reconnected: isReconnect)
+            }
+            cluster.onConnect(loadScripts)
+            pubsub = .sharded(subscriber)
+        }
     }
 
     public func start() async throws {
         do {
-            try await client.connect()
-            try await subscriber.connect()
+            switch (commands, pubsub) {
+            case (.single(let client), .single(let subscriber)):
+                try await client.connect()
+                try await subscriber.connect()
+            case (.cluster(let cluster), .sharded(let subscriber)):
+                try await cluster.start()
+                try await subscriber.connect()
+            default:
+                preconditionFailure("a broker's commands and pub/sub go to the same kind of target")
+            }
         } catch {
-            client.shutdown()
-            subscriber.shutdown()
+            shutdown()
             throw BrokerError(.unavailable, Self.reason(error))
         }
     }
 
-    public var services: [any Service] { [client, subscriber] }
+    private func shutdown() {
+        switch commands {
+        case .single(let client): client.shutdown()
+        case .cluster(let cluster): cluster.shutdown()
+        }
+        switch pubsub {
+        case .single(let subscriber): subscriber.shutdown()
+        case .sharded(let subscriber): subscriber.shutdown()
+        }
+    }
+
+    public var services: [any Service] {
+        switch (commands, pubsub) {
+        case (.single(let client), .single(let subscriber)): [client, subscriber]
+        case (.cluster(let cluster), .sharded(let subscriber)): cluster.services + subscriber.services
+        default: []
+        }
+    }
 
     public func notReadyReason() async -> String? {
-        guard client.isConnected else { return "no command connection to Redis at \(client.configuration) (reconnecting)" }
+        let subscriptions: EventLoopFuture<String?>
+        switch (commands, pubsub) {
+        case (.single(let client), .single(let subscriber)):
+            guard client.isConnected else { return "no command connection to Redis at \(client.configuration) (reconnecting)" }
+            subscriptions = subscriber.notReadyReason
+        case (.cluster(let cluster), .sharded(let subscriber)):
+            if let reason = cluster.notReadyReason { return reason }
+            subscriptions = subscriber.notReadyReason
+        default:
+            return "misconfigured broker"
+        }
         do {
-            return try await subscriber.notReadyReason.get()
+            return try await subscriptions.get()
         } catch {
             return "the pub/sub connection does not answer (\(error))"
         }
@@ -155,7 +264,7 @@ public final class RedisBroker: Broker {
             .string(RedisKeys.messages(channel)), .bytes(data), .integer(time), .string(Epoch.make()),
             .integer(policy.size), .integer(ttl),
         ]
-        let reply = try await Self.run(Self.publishScript, keys: [RedisKeys.meta(channel), RedisKeys.history(channel)], arguments: arguments, client: client, scripts: scripts)
+        let reply = try await Self.run(publishScript, keys: [RedisKeys.meta(channel), RedisKeys.history(channel)], arguments: arguments, commands: commands, scripts: scripts)
         guard let fields = reply.array, fields.count == 2, let offset = fields[0].integer, let epoch = fields[1].string else {
             throw BrokerError(.failed, "Redis answered the publish script with \(reply)")
         }
@@ -163,12 +272,12 @@ public final class RedisBroker: Broker {
     }
 
     public func history(of channel: ChannelName, after offset: Int64?, limit: Int) async throws -> History {
-        try await Self.readHistory(client: client, scripts: scripts, channel: channel, after: offset, limit: limit)
+        try await Self.readHistory(commands: commands, scripts: scripts, channel: channel, after: offset, limit: limit)
     }
 
     public func join(_ channel: ChannelName, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         sequencer.join(channel)
-        return subscriber.subscribe(RedisKeys.messages(channel))
+        return pubsub.subscribe(RedisKeys.messages(channel))
             .flatMapErrorThrowing { error in
                 throw BrokerError(.unavailable, "cannot subscribe to \(channel) in Redis: \(Self.reason(error))")
             }
@@ -177,13 +286,13 @@ public final class RedisBroker: Broker {
 
     public func leave(_ channel: ChannelName) {
         sequencer.leave(channel)
-        subscriber.unsubscribe(RedisKeys.messages(channel))
+        pubsub.unsubscribe(RedisKeys.messages(channel))
     }
 
     // MARK: - Scripts
 
     private static func readHistory(
-        client: RedisClient,
+        commands: Commands,
         scripts: NIOLockedValueBox<[String: String]>,
         channel: ChannelName,
         after offset: Int64?,
@@ -192,7 +301,7 @@ public final class RedisBroker: Broker {
         let start = offset.map { "\($0 + 1)-0" } ?? ""
         let reply = try await run(
             historyScript, keys: [RedisKeys.meta(channel), RedisKeys.history(channel)],
-            arguments: [.string(start), .integer(max(1, limit))], client: client, scripts: scripts
+            arguments: [.string(start), .integer(max(1, limit))], commands: commands, scripts: scripts
         )
         guard let parts = reply.array, parts.count == 4 else { throw BrokerError(.failed, "Redis answered the history script with \(reply)") }
         let epoch = parts[0].string
@@ -226,19 +335,19 @@ public final class RedisBroker: Broker {
         _ script: String,
         keys: [String],
         arguments: [RedisArgument],
-        client: RedisClient,
+        commands: Commands,
         scripts: NIOLockedValueBox<[String: String]>
     ) async throws -> RESPValue {
         let tail: [RedisArgument] = [.integer(keys.count)] + keys.map { .string($0) } + arguments
         do {
             if let sha = scripts.withLockedValue({ $0[script] }) {
                 do {
-                    return try await client.send(RedisCommand("EVALSHA", [.string(sha)] + tail))
+                    return try await commands.send(RedisCommand("EVALSHA", [.string(sha)] + tail), key: keys[0])
                 } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
                     // Redis lost its script cache (restart, SCRIPT FLUSH): EVAL caches it again.
                 }
             }
-            return try await client.send(RedisCommand("EVAL", [.string(script)] + tail))
+            return try await commands.send(RedisCommand("EVAL", [.string(script)] + tail), key: keys[0])
         } catch let error as RedisError {
             switch error.code {
             case .server: throw BrokerError(.failed, "Redis refused the request: \(error.message)")

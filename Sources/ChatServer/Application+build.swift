@@ -41,13 +41,13 @@ public func buildApplication(
     case .memory:
         broker = MemoryBroker(history: history, deliver: hub.deliver)
     case .redis:
-        let redis: RedisConfiguration
+        let redis: RedisTarget
         do {
-            redis = try RedisConfiguration(url: configuration.redisURL)
+            redis = try RedisTarget(url: configuration.redisURL)
         } catch let error as RedisError {
             throw StartupError(message: "Invalid --redis-url: \(error.message)")
         }
-        broker = RedisBroker(configuration: redis, history: history, eventLoopGroup: eventLoopGroup, logger: logger, metrics: metrics, deliver: hub.deliver)
+        broker = RedisBroker(target: redis, history: history, eventLoopGroup: eventLoopGroup, logger: logger, metrics: metrics, deliver: hub.deliver)
     }
     do {
         try await broker.start()

@@ -18,6 +18,16 @@ public enum TestRedis {
         return url
     }
 
+    /// The Redis Cluster the test command started (three primaries, three replicas):
+    /// its nodes as `host:port,…`, from CHATROOM_TEST_REDIS_CLUSTER.
+    public static func clusterSeeds(sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+        guard let seeds = ProcessInfo.processInfo.environment["CHATROOM_TEST_REDIS_CLUSTER"], !seeds.isEmpty else {
+            Issue.record("CHATROOM_TEST_REDIS_CLUSTER is not set: run the tests with scripts/test.sh, which starts a Redis Cluster", sourceLocation: sourceLocation)
+            throw MissingRedis()
+        }
+        return seeds
+    }
+
     public struct MissingRedis: Error {}
 }
 

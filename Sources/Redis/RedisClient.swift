@@ -61,6 +61,24 @@ public final class RedisClient: Service, Sendable {
         return try await connection.send(command)
     }
 
+    /// Sends `ASKING` and then `command` on the current connection (a cluster's ASK redirection).
+    public func sendAsking(_ command: RedisCommand) async throws -> RESPValue {
+        guard let connection = state.withLockedValue({ $0.connection }) else {
+            throw RedisError(.unavailable, "not connected to Redis at \(configuration); reconnecting")
+        }
+        return try await connection.sendAsking(command)
+    }
+
+    /// Waits until a connection is up, at most `timeout`; whether one is.
+    public func waitUntilConnected(timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !isConnected {
+            guard ContinuousClock.now < deadline, !state.withLockedValue({ $0.isShutdown }) else { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return true
+    }
+
     /// Keeps the connection up until graceful shutdown.
     public func run() async throws {
         var backoff = Backoff()

@@ -59,6 +59,27 @@ public final class RedisConnection: Sendable {
         return promise.futureResult
     }
 
+    /// Sends `ASKING` and then `command` with nothing between them (a cluster's ASK
+    /// redirection during a slot migration), and waits for the command's reply.
+    public func sendAsking(_ command: RedisCommand) async throws -> RESPValue {
+        let asking = channel.eventLoop.makePromise(of: RESPValue.self)
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        let channel = self.channel
+        channel.eventLoop.execute {
+            let written = channel.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenFailure { _ in
+                asking.fail(RedisError(.connectionClosed, "the connection to Redis is closed"))
+                promise.fail(RedisError(.connectionClosed, "the connection to Redis is closed"))
+            }
+            channel.write(RedisCommandHandler.Request(command: RedisCommand("ASKING"), promise: asking), promise: nil)
+            channel.writeAndFlush(RedisCommandHandler.Request(command: command, promise: promise), promise: written)
+        }
+        asking.futureResult.whenFailure { _ in }
+        let reply = try await promise.futureResult.get()
+        if case .error(let message) = reply { throw RedisError(.server, message) }
+        return reply
+    }
+
     /// Completes when the connection has closed.
     public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
 

@@ -11,7 +11,16 @@ import ServiceLifecycle
 ///
 /// All state lives on one event loop; public methods hop onto it, so commands reach
 /// Redis in the order the reference counts changed.
+///
+/// In ``Mode/sharded`` it speaks Redis 7's sharded pub/sub (SSUBSCRIBE) to one node of a
+/// cluster; ``RedisShardedSubscriber`` keeps one per primary and moves channels between
+/// them when the cluster's slots move.
 public final class RedisSubscriber: Service, @unchecked Sendable {
+    /// Plain pub/sub, or sharded pub/sub on one cluster node.
+    public enum Mode: Sendable {
+        case classic
+        case sharded
+    }
     /// A message received on a subscribed channel.
     public struct Message: Sendable {
         /// The pub/sub channel it was published to.
@@ -47,6 +56,11 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
     private var resubscribing: Set<String> = []
     private var onStateChange: RedisStateHandler?
     private var hasConnected = false
+    private let mode: Mode
+    /// Sharded: channels the node unsubscribed by itself (its slot moved away).
+    var onLost: (([String]) -> Void)?
+    /// Sharded: the node answered MOVED to a subscription (slot, new owner's `host:port`).
+    var onMoved: ((Int, String) -> Void)?
 
     /// Creates a subscriber; it connects in ``connect()`` or ``run()``.
     public init(
@@ -54,8 +68,10 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
         eventLoop: any EventLoop,
         logger: Logger,
         pingInterval: Duration = .seconds(3),
+        mode: Mode = .classic,
         onMessages: @escaping MessageHandler
     ) {
+        self.mode = mode
         self.configuration = configuration
         self.eventLoop = eventLoop
         self.logger = logger
@@ -77,40 +93,46 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
     ///
     /// Each call must be balanced by one ``unsubscribe(_:)``, also when the future fails.
     public func subscribe(_ name: String) -> EventLoopFuture<Void> {
-        eventLoop.flatSubmit {
-            let count = self.references[name, default: 0] + 1
-            self.references[name] = count
-            guard let channel = self.channel else {
-                return self.eventLoop.makeFailedFuture(
-                    RedisError(.unavailable, "no pub/sub connection to Redis at \(self.configuration); reconnecting")
-                )
-            }
-            if self.confirmed.contains(name) && self.repliesPending[name, default: 0] == 0 {
-                return self.eventLoop.makeSucceededVoidFuture()
-            }
-            if count == 1 {
-                self.send(RedisCommand("SUBSCRIBE", .string(name)), on: channel, counting: [name])
-            }
-            let promise = self.eventLoop.makePromise(of: Void.self)
-            self.waiters[name, default: []].append(promise)
-            return promise.futureResult
-        }
+        eventLoop.flatSubmit { self.subscribeNow(name) }
     }
 
     /// Drops a reference to `name`; the last one unsubscribes.
     public func unsubscribe(_ name: String) {
-        eventLoop.execute {
-            guard let count = self.references[name] else { return }
-            if count > 1 {
-                self.references[name] = count - 1
-                return
-            }
-            self.references[name] = nil
-            self.confirmed.remove(name)
-            self.failWaiters(of: name, with: RedisError(.shutdown, "unsubscribed from \(name) before Redis confirmed it"))
-            if let channel = self.channel {
-                self.send(RedisCommand("UNSUBSCRIBE", .string(name)), on: channel, counting: [name])
-            }
+        eventLoop.execute { self.unsubscribeNow(name) }
+    }
+
+    /// ``subscribe(_:)``, already on the event loop.
+    func subscribeNow(_ name: String) -> EventLoopFuture<Void> {
+        eventLoop.preconditionInEventLoop()
+        let count = references[name, default: 0] + 1
+        references[name] = count
+        guard let channel else {
+            return eventLoop.makeFailedFuture(RedisError(.unavailable, "no pub/sub connection to Redis at \(configuration); reconnecting"))
+        }
+        if confirmed.contains(name) && repliesPending[name, default: 0] == 0 {
+            return eventLoop.makeSucceededVoidFuture()
+        }
+        if count == 1 {
+            send(RedisCommand(subscribeCommand, .string(name)), on: channel, counting: [name])
+        }
+        let promise = eventLoop.makePromise(of: Void.self)
+        waiters[name, default: []].append(promise)
+        return promise.futureResult
+    }
+
+    /// ``unsubscribe(_:)``, already on the event loop.
+    func unsubscribeNow(_ name: String) {
+        eventLoop.preconditionInEventLoop()
+        guard let count = references[name] else { return }
+        if count > 1 {
+            references[name] = count - 1
+            return
+        }
+        references[name] = nil
+        confirmed.remove(name)
+        failWaiters(of: name, with: RedisError(.shutdown, "unsubscribed from \(name) before Redis confirmed it"))
+        if let channel {
+            send(RedisCommand(mode == .sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", .string(name)), on: channel, counting: [name])
         }
     }
 
@@ -205,8 +227,14 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
         }
         let names = Array(references.keys)
         resubscribing = Set(names)
-        if !names.isEmpty {
+        switch mode {
+        case .classic where !names.isEmpty:
             send(RedisCommand("SUBSCRIBE", names.map { .string($0) }), on: channel, counting: names)
+        case .sharded:
+            // One SSUBSCRIBE may name channels of one slot only.
+            for name in names { send(RedisCommand("SSUBSCRIBE", .string(name)), on: channel, counting: [name]) }
+        default:
+            break
         }
         channel.flush()
         pingTask?.cancel()
@@ -242,6 +270,12 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
                 // Redis answers PING with +PONG while the connection subscribes to nothing,
                 // and with ["pong", ""] once it does.
                 pingSentAt = nil
+            case .error(let message) where mode == .sharded && message.hasPrefix("MOVED "):
+                // The node no longer owns the slot of a channel just subscribed.
+                let parts = message.split(separator: " ")
+                guard parts.count == 3, let slot = Int(parts[1]) else { break }
+                logger.info("A cluster node no longer serves a channel's slot; moving it", metadata: ["redis": "\(configuration)", "slot": "\(slot)", "to": "\(parts[2])"])
+                onMoved?(slot, String(parts[2]))
             case .error(let message):
                 logger.error("Redis refused a pub/sub command", metadata: ["redis": "\(configuration)", "error": "\(message)"])
                 channel?.close(promise: nil)
@@ -251,12 +285,20 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
             return
         }
         switch kind {
-        case "message" where parts.count == 3:
+        case "message" where parts.count == 3, "smessage" where parts.count == 3:
             guard let name = parts[1].string, case .bulkString(let payload) = parts[2] else { return }
             if confirmed.contains(name) {
                 batch.append(Message(channel: name, payload: payload))
             }
-        case "subscribe" where parts.count == 3, "unsubscribe" where parts.count == 3:
+        case "sunsubscribe" where parts.count == 3 && repliesPending[parts[1].string ?? ""] == nil:
+            // Not asked for: the node gave up the channel's slot (a failover or a slot
+            // migration). The owner decides where it goes now.
+            guard let name = parts[1].string, references[name] != nil else { return }
+            confirmed.remove(name)
+            resubscribing.remove(name)
+            onLost?([name])
+        case "subscribe" where parts.count == 3, "unsubscribe" where parts.count == 3,
+            "ssubscribe" where parts.count == 3, "sunsubscribe" where parts.count == 3:
             guard let name = parts[1].string else { return }
             let pending = max(0, repliesPending[name, default: 0] - 1)
             repliesPending[name] = pending == 0 ? nil : pending
@@ -264,7 +306,7 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
                 confirmed.insert(name)
                 for waiter in waiters.removeValue(forKey: name) ?? [] { waiter.succeed() }
             }
-            if kind == "subscribe", resubscribing.remove(name) != nil, resubscribing.isEmpty {
+            if kind == "subscribe" || kind == "ssubscribe", resubscribing.remove(name) != nil, resubscribing.isEmpty {
                 let names = Array(references.keys)
                 onResubscribe?(names)
             }
@@ -273,6 +315,70 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
         default:
             logger.debug("Unexpected pub/sub reply from Redis", metadata: ["kind": "\(kind)"])
         }
+    }
+
+    // MARK: - Moving channels between cluster nodes (on the event loop)
+
+    private var subscribeCommand: String { mode == .sharded ? "SSUBSCRIBE" : "SUBSCRIBE" }
+
+    /// Whether `name` has references here.
+    func serves(_ name: String) -> Bool {
+        eventLoop.preconditionInEventLoop()
+        return references[name] != nil
+    }
+
+    /// Forgets `name` without a word to Redis (the node gave it up or is gone), and
+    /// returns its references and the joins still waiting for a confirmation.
+    func drop(_ name: String) -> (references: Int, waiters: [EventLoopPromise<Void>]) {
+        eventLoop.preconditionInEventLoop()
+        let count = references.removeValue(forKey: name) ?? 0
+        repliesPending[name] = nil
+        confirmed.remove(name)
+        resubscribing.remove(name)
+        return (count, waiters.removeValue(forKey: name) ?? [])
+    }
+
+    /// Takes over `name` from another node: its references, and its waiting joins. The
+    /// future completes once this node confirmed the subscription.
+    func adopt(_ name: String, references count: Int, waiters moved: [EventLoopPromise<Void>]) -> EventLoopFuture<Void> {
+        eventLoop.preconditionInEventLoop()
+        let promise = eventLoop.makePromise(of: Void.self)
+        let first = references[name] == nil
+        references[name, default: 0] += max(count, 1)
+        waiters[name, default: []].append(contentsOf: moved + [promise])
+        if first, let channel {
+            send(RedisCommand(subscribeCommand, .string(name)), on: channel, counting: [name])
+        } else if confirmed.contains(name) && repliesPending[name, default: 0] == 0 {
+            for waiter in waiters.removeValue(forKey: name) ?? [] { waiter.succeed() }
+        }
+        return promise.futureResult
+    }
+
+    /// Sends SSUBSCRIBE again for a channel the node unsubscribed by itself; the future
+    /// completes once the node confirmed it.
+    func resubscribe(_ name: String) -> EventLoopFuture<Void> {
+        eventLoop.preconditionInEventLoop()
+        guard references[name] != nil, let channel else {
+            return eventLoop.makeFailedFuture(RedisError(.unavailable, "no pub/sub connection to Redis at \(configuration)"))
+        }
+        let promise = eventLoop.makePromise(of: Void.self)
+        waiters[name, default: []].append(promise)
+        if repliesPending[name] == nil {
+            send(RedisCommand(subscribeCommand, .string(name)), on: channel, counting: [name])
+        }
+        return promise.futureResult
+    }
+
+    /// Whether the pub/sub connection is up (on the event loop).
+    var isConnected: Bool {
+        eventLoop.preconditionInEventLoop()
+        return channel != nil
+    }
+
+    /// Channels referenced here that Redis has not confirmed (on the event loop).
+    var unconfirmedCount: Int {
+        eventLoop.preconditionInEventLoop()
+        return references.keys.filter { !confirmed.contains($0) }.count
     }
 
     fileprivate func readComplete() {
