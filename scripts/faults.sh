@@ -4,11 +4,13 @@
 #
 #   scripts/faults.sh          full run (30 s of publishing per scenario); writes docs/FAULTS.md
 #   scripts/faults.sh short    short run for CI (8 s per scenario); prints the table only
+#   scripts/faults.sh MODE 'cluster-*'   only the scenarios matching the pattern (no docs)
 #
 # Scenarios: Redis SIGKILLed and restarted after 2 s (persistence off: a reset is the
 # correct outcome; AOF everysec and always: no reset); one of two instances SIGTERMed
 # and restarted; one subscriber that stops reading for 10 s; the memory broker's
-# instance restarted (a reset is correct). Exits non-zero if any scenario misses its
+# instance restarted (a reset is correct); on a Redis Cluster, the channel's primary
+# failed over, planned and by a crash. Exits non-zero if any scenario misses its
 # targets: 0 lost, 0 duplicated, 0 reordered among acknowledged messages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,10 +54,11 @@ rows=()
 jsons=()
 failed=0
 
-# run_harness NAME EXPECT_RESET PORTS [ARGS…] — runs in the background, sets harness_pid
+# run_harness NAME EXPECT_RESET PORTS [ARGS…] — runs in the background, sets harness_pid;
+# the channel is $channel
 run_harness() {
   local name=$1 expect=$2 ports=$3; shift 3
-  "$bin/chatroom-faults" --scenario "$name" --ports "$ports" --channel "faults_$RANDOM" \
+  "$bin/chatroom-faults" --scenario "$name" --ports "$ports" --channel "$channel" \
     --duration "$duration" --rate "$rate" --subscribers "$subscribers" --expect-reset "$expect" "$@" \
     >"$work/$name.out" 2>"$work/$name.err" &
   harness_pid=$!
@@ -134,12 +137,48 @@ memory_restart() {
   kill "$apid" 2>/dev/null || true
 }
 
-redis_kill redis-killed-no-persistence yes --save "" --appendonly no
-redis_kill redis-killed-aof-everysec no --save "" --appendonly yes --appendfsync everysec
-redis_kill redis-killed-aof-always no --save "" --appendonly yes --appendfsync always
-instance_restart instance-sigterm-restart
-slow_reader slow-reader-10s
-memory_restart memory-broker-restart
+# (e) Redis Cluster (3 primaries, 3 replicas): the primary that owns the channel's slot
+# fails over while two instances serve it: planned (CLUSTER FAILOVER on its replica) or
+# by a crash (SIGKILL; the replica takes over after the node timeout, 1 s).
+cluster_failover() {
+  local name=$1 how=$2 aport bport apid bpid seed slot nodes owner replica pid
+  start_redis_cluster
+  # shellcheck disable=SC2206
+  started_pids+=($CLUSTER_PIDS)
+  aport=$(free_port); start_instance "$aport" --redis-url "redis+cluster://$CLUSTER_SEEDS"; apid=$started
+  bport=$(free_port); start_instance "$bport" --redis-url "redis+cluster://$CLUSTER_SEEDS"; bpid=$started
+  wait_port "$aport"; wait_port "$bport"
+  run_harness "$name" no "$aport,$bport"
+  sleep "$fault_at"
+  seed=${CLUSTER_SEEDS%%,*}
+  slot=$(redis-cli -p "${seed#*:}" cluster keyslot "chatroom:{$channel}:meta")
+  nodes=$(redis-cli -p "${seed#*:}" cluster nodes)
+  owner=$(awk -v slot="$slot" '$3 ~ /master/ { for (i = 9; i <= NF; i++) { split($i, r, "-"); if (r[2] == "") r[2] = r[1]; if (slot + 0 >= r[1] + 0 && slot + 0 <= r[2] + 0) print $1 " " $2 } }' <<<"$nodes")
+  replica=$(awk -v id="${owner%% *}" '$4 == id { print $2 }' <<<"$nodes")
+  owner=${owner#* }; owner=${owner%@*}; replica=${replica%%$'\n'*}; replica=${replica%@*}
+  case "$how" in
+    planned)
+      redis-cli -p "${replica#*:}" cluster failover >/dev/null ;;
+    crash)
+      pid=$(redis-cli -p "${owner#*:}" info server | tr -d '\r' | sed -n 's/^process_id://p')
+      case " $CLUSTER_PIDS " in *" $pid "*) kill -9 "$pid" ;; *) die "the primary's pid $pid is not one this script started" ;; esac ;;
+  esac
+  say "$name: slot $slot of $channel moved from $owner to $replica ($how)"
+  collect "$name"
+  kill "$apid" "$bpid" 2>/dev/null || true
+  stop_redis_cluster
+}
+
+only=${2:-}
+run() { if [ -z "$only" ] || [[ "$2" == $only ]]; then channel="faults_$RANDOM"; "$@"; fi; }
+run redis_kill redis-killed-no-persistence yes --save "" --appendonly no
+run redis_kill redis-killed-aof-everysec no --save "" --appendonly yes --appendfsync everysec
+run redis_kill redis-killed-aof-always no --save "" --appendonly yes --appendfsync always
+run instance_restart instance-sigterm-restart
+run slow_reader slow-reader-10s
+run memory_restart memory-broker-restart
+run cluster_failover cluster-failover-planned planned
+run cluster_failover cluster-primary-killed crash
 
 table="| scenario | acked | refused | delivered | lost | lost with the history | duplicates | reordered | resets | gaps recovered | reconnects | latency p50 / p99 ms | targets met |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -147,7 +186,7 @@ for row in "${rows[@]}"; do table+=$'\n'"$row"; done
 echo
 echo "$table"
 
-if [ "$mode" = full ]; then
+if [ "$mode" = full ] && [ -z "$only" ]; then
   {
     echo "# Fault results"
     echo
@@ -175,6 +214,12 @@ How to read it:
 - **duplicates**, **reordered**: over the socket, per subscriber. Target 0.
 - **latency**: publish start to delivery, subscribers that kept reading; includes the outage for messages
   published around the fault.
+- **cluster-…**: a Redis Cluster of three primaries with a replica each; the primary that owns the channel's
+  slot fails over. Planned (`CLUSTER FAILOVER`): the replica catches up first, nothing is refused. Crash
+  (SIGKILL): publishes to that slot are refused (503) until the replica takes over, about 2 s with a
+  node timeout of 1 s; the rest of the cluster serves on. Redis replicates asynchronously, so a crash can
+  lose the last writes the primary acknowledged; none were lost here (see docs/OPERATIONS.md for what
+  happens when it does).
 
 The raw JSON lines:
 

@@ -147,6 +147,13 @@ start_redis_cluster() {
       sleep 0.1
     done
   done
+  # Replicas in sync, so that a failover can happen from the start.
+  for node in $nodes; do
+    for _ in $(seq 1 100); do
+      redis-cli -p "${node#*:}" info replication 2>/dev/null | grep -q -e "role:master" -e "master_link_status:up" && break
+      sleep 0.1
+    done
+  done
 }
 
 stop_redis_cluster() {

@@ -79,7 +79,7 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
             if let user = query["user"], !user.isEmpty { username = user }
             if let secret = query["password"] { password = secret }
         default:
-            throw RedisError(.invalidURL, "'\(url)' has scheme '\(scheme)'; expected redis:// or unix://")
+            throw RedisError(.invalidURL, "'\(url)' has scheme '\(scheme)'; expected redis://, unix:// or redis+cluster://")
         }
         if let db = query["db"] {
             guard let number = Int(db), number >= 0 else { throw RedisError(.invalidURL, "'\(url)': db must be a number, got '\(db)'") }

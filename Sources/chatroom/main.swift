@@ -27,7 +27,7 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: "Where messages go: 'redis' connects instances through Redis; 'memory' serves one instance without Redis.")
     var broker: ChatConfiguration.BrokerKind = .redis
 
-    @Option(help: ArgumentHelp("Redis URL: redis://[user:password@]host:port[/db] or unix:///path/to/redis.sock. Also read from $REDIS_URL.", valueName: "url"))
+    @Option(help: ArgumentHelp("Redis URL: redis://[user:password@]host:port[/db], unix:///path/to/redis.sock, or redis+cluster://host:port,host:port for a Redis Cluster (7.0+). Also read from $REDIS_URL.", valueName: "url"))
     var redisURL: String?
 
     @Option(help: ArgumentHelp("Channels shown as tabs on the page, comma separated.", valueName: "names"))
