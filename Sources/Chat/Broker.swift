@@ -6,9 +6,10 @@ import ServiceLifecycle
 /// Two implementations share one behaviour: ``RedisBroker`` connects any number of
 /// instances through Redis; ``MemoryBroker`` serves a single instance without Redis.
 public protocol Broker: Sendable, CustomStringConvertible {
-    /// Hands `data` to the broker. Returns only once the broker has accepted it.
+    /// Hands `data`, and the sender's name if any, to the broker. Returns only once the
+    /// broker has accepted it.
     /// - Throws: ``BrokerError``; nothing was published when it throws `.unavailable`.
-    func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message
+    func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName) async throws -> Message
 
     /// Reads the channel's history: the messages after `offset` (oldest first), or the
     /// newest `limit` messages when `offset` is `nil`.
@@ -23,6 +24,13 @@ public protocol Broker: Sendable, CustomStringConvertible {
     /// Removes a listener added by ``join(_:on:)``.
     func leave(_ channel: ChannelName)
 
+    /// Counts who is in `channel` over every instance: adds this instance's `adding`
+    /// client ids (and refreshes them) for `lifetime`, removes `removing`, and returns how
+    /// many distinct client ids are present. An instance that stops refreshing (it
+    /// crashed) stops counting once `lifetime` has passed.
+    /// - Throws: ``BrokerError``.
+    func updatePresence(of channel: ChannelName, adding: [String], removing: [String], lifetime: Duration) async throws -> Int
+
     /// Checks that the broker can serve, once at start.
     /// - Throws: ``BrokerError`` naming what cannot be reached.
     func start() async throws
@@ -33,6 +41,13 @@ public protocol Broker: Sendable, CustomStringConvertible {
     /// Why the broker cannot serve now (for `/readyz`), or `nil` when it can: publishes
     /// would be accepted and every channel's subscription is in place.
     func notReadyReason() async -> String?
+}
+
+extension Broker {
+    /// Publishes `data` without a sender's name.
+    public func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message {
+        try await publish(data, name: nil, to: channel)
+    }
 }
 
 /// Why the broker could not do what was asked.

@@ -6,6 +6,8 @@ public enum ChatEvent: Sendable, Equatable {
     case reset(channel: ChannelName, epoch: String)
     /// Messages `from`…`to` were published but cannot be delivered (no longer in the history).
     case gap(channel: ChannelName, from: Int64, to: Int64)
+    /// How many people are in the channel now, over every instance (see ``PresenceTracker``).
+    case presence(channel: ChannelName, online: Int)
 
     /// The message, if the event is one.
     public var message: Message? {
@@ -17,7 +19,7 @@ public enum ChatEvent: Sendable, Equatable {
     public var channel: ChannelName {
         switch self {
         case .message(let message): message.channel
-        case .reset(let channel, _), .gap(let channel, _, _): channel
+        case .reset(let channel, _), .gap(let channel, _, _), .presence(let channel, _): channel
         }
     }
 }

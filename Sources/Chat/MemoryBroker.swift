@@ -31,6 +31,7 @@ public final class MemoryBroker: Broker {
     private let deliver: @Sendable ([ChatEvent]) -> Void
     private let policy: HistoryPolicy
     private let channels = NIOLockedValueBox([ChannelName: ChannelState]())
+    private let presence = NIOLockedValueBox([ChannelName: Set<String>]())
 
     /// Creates a broker that hands every published message to `deliver`.
     public init(history policy: HistoryPolicy = HistoryPolicy(), deliver: @escaping @Sendable ([ChatEvent]) -> Void) {
@@ -38,14 +39,25 @@ public final class MemoryBroker: Broker {
         self.deliver = deliver
     }
 
-    public func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message {
+    public func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName) async throws -> Message {
         // Deliver under the lock so that messages reach the hub in offset order.
         channels.withLockedValue { channels in
             if let state = channels[channel], !isCurrent(state) { channels[channel] = nil }
             // Mutated in place: a copy of the state would copy the whole ring on every publish.
-            let message = Self.append(data, to: &channels[channel, default: ChannelState()], channel: channel, capacity: max(policy.size, 1))
+            let message = Self.append(data, name: name, to: &channels[channel, default: ChannelState()], channel: channel, capacity: max(policy.size, 1))
             deliver([.message(message)])
             return message
+        }
+    }
+
+    /// One instance: the ids are counted as they come and go; nothing expires.
+    public func updatePresence(of channel: ChannelName, adding: [String], removing: [String], lifetime: Duration) async throws -> Int {
+        presence.withLockedValue { presence in
+            var present = presence[channel, default: []]
+            present.formUnion(adding)
+            present.subtract(removing)
+            presence[channel] = present.isEmpty ? nil : present
+            return present.count
         }
     }
 
@@ -65,10 +77,10 @@ public final class MemoryBroker: Broker {
         }
     }
 
-    private static func append(_ data: ByteBuffer, to state: inout ChannelState, channel: ChannelName, capacity: Int) -> Message {
+    private static func append(_ data: ByteBuffer, name: String?, to state: inout ChannelState, channel: ChannelName, capacity: Int) -> Message {
         state.lastOffset += 1
         state.lastPublished = .now
-        let message = Message(channel: channel, offset: state.lastOffset, epoch: state.epoch, time: Epoch.nowMilliseconds(), data: data)
+        let message = Message(channel: channel, offset: state.lastOffset, epoch: state.epoch, time: Epoch.nowMilliseconds(), data: data, name: name)
         state.append(message, capacity: capacity)
         return message
     }

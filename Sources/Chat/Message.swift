@@ -13,14 +13,17 @@ public struct Message: Sendable, Hashable {
     public var time: Int64
     /// The text as the sender posted it (UTF-8).
     public var data: ByteBuffer
+    /// The sender's nickname, if they gave one (see ``SenderName``).
+    public var name: String?
 
     /// Creates a message.
-    public init(channel: ChannelName, offset: Int64, epoch: String, time: Int64, data: ByteBuffer) {
+    public init(channel: ChannelName, offset: Int64, epoch: String, time: Int64, data: ByteBuffer, name: String? = nil) {
         self.channel = channel
         self.offset = offset
         self.epoch = epoch
         self.time = time
         self.data = data
+        self.name = name
     }
 
     /// The text of `data`.
@@ -32,12 +35,13 @@ public struct Message: Sendable, Hashable {
 extension Message {
     /// The bytes published through Redis: one header line, then `data` as it is.
     ///
-    ///     v1 <offset> <epoch> <time>\n<data>
+    ///     v1 <offset> <epoch> <time>[ <name>]\n<data>
     ///
     /// A header line instead of JSON keeps `data` unescaped, so the receiving
-    /// instance can put it on the wire without decoding it.
-    static func envelopeHeader(offset: Int64, epoch: String, time: Int64) -> String {
-        "v1 \(offset) \(epoch) \(time)\n"
+    /// instance can put it on the wire without decoding it. The name, when there is
+    /// one, is the rest of the header line: a ``SenderName`` has no line break.
+    static func envelopeHeader(offset: Int64, epoch: String, time: Int64, name: String? = nil) -> String {
+        "v1 \(offset) \(epoch) \(time)" + (name.map { " " + $0 } ?? "") + "\n"
     }
 
     /// Reads an envelope published through Redis.
@@ -46,11 +50,46 @@ extension Message {
         guard let newline = envelope.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
         let headerLength = newline - envelope.readerIndex
         guard let header = envelope.getString(at: envelope.readerIndex, length: headerLength) else { return nil }
-        let fields = header.split(separator: " ", omittingEmptySubsequences: false)
-        guard fields.count == 4, fields[0] == "v1",
+        let fields = header.split(separator: " ", maxSplits: 4, omittingEmptySubsequences: false)
+        guard fields.count == 4 || fields.count == 5, fields[0] == "v1",
             let offset = Int64(fields[1]), let time = Int64(fields[3]), !fields[2].isEmpty
         else { return nil }
         guard let data = envelope.getSlice(at: newline + 1, length: envelope.writerIndex - newline - 1) else { return nil }
-        self.init(channel: channel, offset: offset, epoch: String(fields[2]), time: time, data: data)
+        let name = fields.count == 5 && !fields[4].isEmpty ? String(fields[4]) : nil
+        self.init(channel: channel, offset: offset, epoch: String(fields[2]), time: time, data: data, name: name)
+    }
+}
+
+/// A sender's nickname, as `/send/` accepts it: 1–32 characters once trimmed, no control
+/// or format characters and no line breaks.
+public enum SenderName {
+    /// Longest name, in characters.
+    public static let maximumLength = 32
+
+    /// Why `name` is refused, or `nil` when it is fine. An empty name means "no name".
+    public static func problem(with name: String) -> String? {
+        let trimmed = name.trimmingWhitespace
+        if trimmed.count > maximumLength { return "a name has at most \(maximumLength) characters, got \(trimmed.count)" }
+        if trimmed.unicodeScalars.contains(where: { [.control, .format, .lineSeparator, .paragraphSeparator].contains($0.properties.generalCategory) }) {
+            return "a name cannot hold control characters or line breaks"
+        }
+        return nil
+    }
+
+    /// The name as stored: trimmed; `nil` when empty.
+    public static func normalized(_ name: String?) -> String? {
+        guard let trimmed = name?.trimmingWhitespace, !trimmed.isEmpty else { return nil }
+        return trimmed
+    }
+}
+
+extension String {
+    /// Without leading and trailing white space.
+    var trimmingWhitespace: String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+            let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
+        else { return "" }
+        return String(scalars[first...last])
     }
 }

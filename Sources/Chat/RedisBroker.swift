@@ -61,7 +61,8 @@ public final class RedisBroker: Broker {
     /// Publishes one message.
     ///
     /// KEYS: meta hash, history stream. ARGV: pub/sub channel, data, time (ms), an epoch
-    /// for a channel that has none, history size, time to live in ms (0: none).
+    /// for a channel that has none, history size, time to live in ms (0: none), the
+    /// sender's name (empty: none).
     /// Returns `{offset, epoch}`. On a cluster, `PUBLISH` becomes `SPUBLISH`: the pub/sub
     /// channel carries the same hash tag as the keys, so it lives in their slot.
     static func publishScript(publish: String) -> String {
@@ -72,12 +73,18 @@ public final class RedisBroker: Broker {
         end
         local epoch = redis.call('HGET', KEYS[1], 'epoch')
         local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], offset .. '-0', 't', ARGV[3], 'd', ARGV[2])
+        local header = 'v1 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[3]
+        if ARGV[7] ~= '' then
+          redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], offset .. '-0', 't', ARGV[3], 'd', ARGV[2], 'n', ARGV[7])
+          header = header .. ' ' .. ARGV[7]
+        else
+          redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], offset .. '-0', 't', ARGV[3], 'd', ARGV[2])
+        end
         if ARGV[6] ~= '0' then
           redis.call('PEXPIRE', KEYS[1], ARGV[6])
           redis.call('PEXPIRE', KEYS[2], ARGV[6])
         end
-        redis.call('\(publish)', ARGV[1], 'v1 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[3] .. '\\n' .. ARGV[2])
+        redis.call('\(publish)', ARGV[1], header .. '\\n' .. ARGV[2])
         return {offset, epoch}
         """
     }
@@ -101,6 +108,30 @@ public final class RedisBroker: Broker {
           entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
         end
         return {meta[1], meta[2], oldest, entries}
+        """
+
+    /// Counts a channel's people: KEYS: the presence sorted set. ARGV: lifetime (ms), how
+    /// many ids to add, the ids to add, then the ids to remove. Uses Redis' clock, so
+    /// instances with skewed clocks agree. Returns how many ids are present.
+    static let presenceScript = """
+        local now = redis.call('TIME')
+        local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+        local lifetime = tonumber(ARGV[1])
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+        local adds = tonumber(ARGV[2])
+        local batch = {}
+        for i = 3, 2 + adds do
+          batch[#batch + 1] = ms + lifetime
+          batch[#batch + 1] = ARGV[i]
+          if #batch >= 1000 then
+            redis.call('ZADD', KEYS[1], 'GT', unpack(batch))
+            batch = {}
+          end
+        end
+        if #batch > 0 then redis.call('ZADD', KEYS[1], 'GT', unpack(batch)) end
+        for i = 3 + adds, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+        if adds > 0 then redis.call('PEXPIRE', KEYS[1], lifetime * 2) end
+        return redis.call('ZCARD', KEYS[1])
         """
 
     /// Creates a broker; it connects in ``start()``.
@@ -163,7 +194,7 @@ public final class RedisBroker: Broker {
         let caughtUp: RedisSubscriber.ResubscribeHandler = { names in
             sequencer.resubscribed(Set(names.compactMap(RedisKeys.channel(ofMessages:))))
         }
-        let used = [publishScript, Self.historyScript]
+        let used = [publishScript, Self.historyScript, Self.presenceScript]
         let loadScripts: @Sendable (RedisConnection) async -> Void = { connection in
             for script in used {
                 do {
@@ -257,18 +288,26 @@ public final class RedisBroker: Broker {
         }
     }
 
-    public func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message {
+    public func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName) async throws -> Message {
         let time = Epoch.nowMilliseconds()
         let ttl = policy.timeToLive.map { Int64($0 / .milliseconds(1)) } ?? 0
         let arguments: [RedisArgument] = [
             .string(RedisKeys.messages(channel)), .bytes(data), .integer(time), .string(Epoch.make()),
-            .integer(policy.size), .integer(ttl),
+            .integer(policy.size), .integer(ttl), .string(name ?? ""),
         ]
         let reply = try await Self.run(publishScript, keys: [RedisKeys.meta(channel), RedisKeys.history(channel)], arguments: arguments, commands: commands, scripts: scripts)
         guard let fields = reply.array, fields.count == 2, let offset = fields[0].integer, let epoch = fields[1].string else {
             throw BrokerError(.failed, "Redis answered the publish script with \(reply)")
         }
-        return Message(channel: channel, offset: offset, epoch: epoch, time: time, data: data)
+        return Message(channel: channel, offset: offset, epoch: epoch, time: time, data: data, name: name)
+    }
+
+    public func updatePresence(of channel: ChannelName, adding: [String], removing: [String], lifetime: Duration) async throws -> Int {
+        let arguments: [RedisArgument] = [.integer(Int64(lifetime / .milliseconds(1))), .integer(Int64(adding.count))]
+            + adding.map { .string($0) } + removing.map { .string($0) }
+        let reply = try await Self.run(Self.presenceScript, keys: [RedisKeys.presence(channel)], arguments: arguments, commands: commands, scripts: scripts)
+        guard let online = reply.integer else { throw BrokerError(.failed, "Redis answered the presence script with \(reply)") }
+        return Int(online)
     }
 
     public func history(of channel: ChannelName, after offset: Int64?, limit: Int) async throws -> History {
@@ -311,15 +350,17 @@ public final class RedisBroker: Broker {
             guard let epoch, let fields = entry.array, fields.count == 2, let offset = entryOffset(entry), let values = fields[1].array else { return nil }
             var time: Int64 = 0
             var data: ByteBuffer?
+            var name: String?
             for index in stride(from: 0, to: values.count - 1, by: 2) {
                 switch values[index].string {
                 case "t": time = values[index + 1].integer ?? 0
                 case "d": if case .bulkString(let bytes) = values[index + 1] { data = bytes }
+                case "n": name = values[index + 1].string
                 default: break
                 }
             }
             guard let data else { return nil }
-            return Message(channel: channel, offset: offset, epoch: epoch, time: time, data: data)
+            return Message(channel: channel, offset: offset, epoch: epoch, time: time, data: data, name: name)
         }
         if offset == nil { messages.reverse() }
         return History(channel: channel, epoch: epoch, lastOffset: lastOffset, firstOffset: oldest, messages: messages)

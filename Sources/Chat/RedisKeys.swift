@@ -12,6 +12,9 @@ struct RedisKeys: Sendable {
     /// Stream of the channel's kept messages; entry ID `<offset>-0`, fields `t` (time, ms) and `d` (data).
     static func history(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:history" }
 
+    /// Sorted set of the client ids present in the channel, scored by when each expires (ms).
+    static func presence(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:presence" }
+
     /// The pub/sub channel that carries the channel's envelopes between instances.
     static func messages(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:messages" }
 

@@ -88,6 +88,14 @@ public func buildApplication(
     HistoryController(broker: broker, gatekeeper: gatekeeper, metrics: metrics).addRoutes(to: router)
     HealthController(broker: broker).addRoutes(to: router)
 
+    let presence = PresenceTracker(
+        broker: broker,
+        interval: configuration.presenceInterval,
+        heartbeat: configuration.presenceLifetime / 3,
+        lifetime: configuration.presenceLifetime,
+        logger: logger,
+        deliver: hub.deliver
+    )
     let context = ChatServerContext(
         hub: hub,
         broker: broker,
@@ -99,7 +107,8 @@ public func buildApplication(
         ),
         encoder: encoder,
         gatekeeper: gatekeeper,
-        metrics: metrics
+        metrics: metrics,
+        presence: presence
     )
     let budget = ConnectionBudget(limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(), logger: logger)
     logger.info("Connections", metadata: ["at_most": "\(budget.limit)"])
@@ -128,7 +137,7 @@ public func buildApplication(
             ChatChildChannel(responder: responder, context: context, idleTimeout: .seconds(75), budget: budget, logger: logger)
         },
         configuration: .init(address: .hostname(configuration.hostname, port: configuration.port), serverName: nil),
-        services: broker.services + [drain] + metricsServer,
+        services: broker.services + [presence, drain] + metricsServer,
         onServerRunning: onServerRunning,
         eventLoopGroupProvider: .shared(eventLoopGroup),
         logger: logger

@@ -30,6 +30,8 @@ struct ChatServerContext: Sendable {
     var gatekeeper: Gatekeeper
     /// What the server counts.
     var metrics: ChatMetrics = .none
+    /// Who is in each channel.
+    var presence: PresenceTracker
 }
 
 /// One port for both: HTTP requests go to Hummingbird's router, `/wb/` upgrades go to

@@ -78,6 +78,11 @@ public struct ChatConfiguration: Sendable {
     public var metricsPort: Int?
     /// Address of the separate metrics listener.
     public var metricsHostname = "127.0.0.1"
+    /// How often each channel's people are counted and told to chat.v1 sockets.
+    public var presenceInterval: Duration = .seconds(1)
+    /// How long a person counts without a refresh from their instance (a crashed
+    /// instance's people stop counting after it); refreshed every third of it.
+    public var presenceLifetime: Duration = .seconds(30)
     /// The page title.
     public var title = "Chatroom"
 

@@ -34,6 +34,8 @@ final class TestServer: Sendable {
         // Tests publish quickly from one address: limits are off unless a test sets them.
         configuration.sendRate = nil
         configuration.socketMessageRate = nil
+        // Presence frames would interleave with what tests count: off unless a test sets it.
+        configuration.presenceInterval = .seconds(3600)
         configure(&configuration)
         var logger = Logger(label: "test-server") { label in
             let stream = StreamLogHandler.standardError(label: label)

@@ -289,6 +289,7 @@ struct ChannelSequencerTests {
                     case .message(let m): "\(m.offset)"
                     case .reset(_, let epoch): "reset:\(epoch)"
                     case .gap(_, let from, let to): "gap:\(from)-\(to)"
+                    case .presence(_, let online): "presence:\(online)"
                     }
                 }
             }

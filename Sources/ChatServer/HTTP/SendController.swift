@@ -69,9 +69,14 @@ struct SendController: Sendable {
         } catch {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).", cors, client, context: context)
         }
+        let givenName = fields.last(where: { $0.name == "name" })?.value
+        if let givenName, let problem = SenderName.problem(with: givenName) {
+            throw refuse(.badRequest, "Invalid name: \(problem).", cors, client, context: context)
+        }
+        let message: Message
         do {
             let started = NIODeadline.now()
-            _ = try await broker.publish(ByteBuffer(string: data), to: channel)
+            message = try await broker.publish(ByteBuffer(string: data), name: SenderName.normalized(givenName), to: channel)
             metrics.published(inNanoseconds: (NIODeadline.now() - started).nanoseconds)
         } catch let error as BrokerError {
             switch error.kind {
@@ -85,8 +90,14 @@ struct SendController: Sendable {
         }
         var headers = cors
         headers[.contentType] = "text/plain; charset=utf-8"
+        // The body stays the original's `ok`; the page learns which message was its own.
+        headers[Self.offsetHeader] = String(message.offset)
+        headers[Self.epochHeader] = message.epoch
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "ok")))
     }
+
+    static let offsetHeader = HTTPField.Name("Chat-Offset")!
+    static let epochHeader = HTTPField.Name("Chat-Epoch")!
 
     private func refuse(
         _ status: HTTPResponse.Status,

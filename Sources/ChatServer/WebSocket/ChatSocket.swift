@@ -74,6 +74,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     private var pingSentAt: NIODeadline?
     private var rateLimit: SocketRateLimit?
     private let metrics: ChatMetrics
+    private let presence: (tracker: PresenceTracker, client: String)?
 
     init(
         channelName: ChannelName,
@@ -84,9 +85,11 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         broker: any Broker,
         settings: Settings,
         metrics: ChatMetrics = .none,
+        presence: (tracker: PresenceTracker, client: String)? = nil,
         logger: Logger
     ) {
         self.metrics = metrics
+        self.presence = presence
         self.channelName = channelName
         self.format = kind.format
         self.frameIndex = kind.index
@@ -115,6 +118,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         // Join the hub first, then read the history: whatever is published meanwhile
         // waits in `flow` and is either in the history read or after it.
         if echo == nil { hub.add(self, to: channelName) }
+        presence?.tracker.join(channelName, client: presence!.client)
         if let resume { startReplay(resume) }
         logger.debug("WebSocket open", metadata: ["channel": "\(channelName)", "protocol": "\(format)", "deflate": "\(frameIndex != format.rawValue)"])
     }
@@ -266,6 +270,8 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
                 reset = epoch
                 from = nil
                 to = nil
+            case .presence:
+                break  // the next count will do
             }
             flow = .dropping(from: from, to: to, reset: reset)
         case .replaying:
@@ -429,6 +435,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         context = nil
         state = .closed
         hub.remove(self, from: channelName)
+        presence?.tracker.leave(channelName, client: presence!.client)
     }
 }
 

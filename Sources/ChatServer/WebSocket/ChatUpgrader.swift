@@ -23,6 +23,8 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         var channel: ChannelName
         var kind: FrameKind
         var resume: ChatSocket.Resume?
+        /// Who the socket counts as in the channel's presence.
+        var clientID = ""
         /// The test-only echo route (`--test-echo-route`): no channel, messages come back.
         var echo = false
     }
@@ -102,6 +104,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                         messageRate: context.gatekeeper.settings.socketMessageRate
                     ),
                     metrics: context.metrics,
+                    presence: request.echo ? nil : (context.presence, request.clientID),
                     logger: logger
                 )
             )
@@ -179,11 +182,25 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         }
         let broker = context.broker
         channel.closeFuture.whenComplete { _ in broker.leave(channelName) }
-        return broker.join(channelName, on: eventLoop).map { .success((Request(channel: channelName, kind: FrameKind(format: format, deflate: deflate), resume: resume), headers)) }
+        let clientID = Self.clientID(cookie: CookieHeader.value("cid", in: head.headers["cookie"]))
+        return broker.join(channelName, on: eventLoop).map {
+            .success((Request(channel: channelName, kind: FrameKind(format: format, deflate: deflate), resume: resume, clientID: clientID), headers))
+        }
             .flatMapErrorThrowing { error in
                 logger.warning("Refused a WebSocket upgrade: the broker cannot serve", metadata: ["channel": "\(channelName)", "error": "\(error)"])
                 return .failure(UpgradeRefusal(status: .serviceUnavailable, message: "The chat is temporarily unavailable (\(error)); retry shortly."))
             }
+    }
+
+    /// The page's client id (`cid` cookie: 8–64 letters, digits, `-` and `_`), so that
+    /// tabs of one browser count once; a socket without a valid one counts alone.
+    static func clientID(cookie: String?) -> String {
+        if let cookie, (8...64).contains(cookie.utf8.count),
+            cookie.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || $0 == 45 || $0 == 95 })
+        {
+            return "c:" + cookie
+        }
+        return "s:" + String(UInt64.random(in: .min ... .max), radix: 36)
     }
 
     /// Reads `since=OFFSET&epoch=E` from the query: both or neither.

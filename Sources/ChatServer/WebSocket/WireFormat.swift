@@ -35,6 +35,8 @@ enum WireFormat: Int, Sendable, CaseIterable {
             [nil, ChatV1.reset(channel: channel, epoch: epoch)]
         case .gap(let channel, let from, let to):
             [nil, ChatV1.gap(channel: channel, from: from, to: to)]
+        case .presence(let channel, let online):
+            [nil, ChatV1.presence(channel: channel, online: online)]
         }
     }
 }
@@ -50,6 +52,10 @@ enum ChatV1 {
         JSON.writeString(message.epoch, into: &json)
         json.writeStaticString(#","time":"#)
         json.writeString(String(message.time))
+        if let name = message.name {
+            json.writeStaticString(#","name":"#)
+            JSON.writeString(name, into: &json)
+        }
         json.writeStaticString(#","data":"#)
         JSON.writeString(message.data.readableBytesView, into: &json)
         json.writeStaticString("}")
@@ -79,6 +85,14 @@ enum ChatV1 {
             json.writeStaticString(#"{"type":"gap","channel":"#)
             JSON.writeString(channel.rawValue, into: &json)
             json.writeString(#","from":\#(from),"to":\#(to)}"#)
+        }
+    }
+
+    static func presence(channel: ChannelName, online: Int) -> ByteBuffer {
+        WebSocketWire.textFrame(estimatedLength: 96) { json in
+            json.writeStaticString(#"{"type":"presence","channel":"#)
+            JSON.writeString(channel.rawValue, into: &json)
+            json.writeString(#","online":\#(online)}"#)
         }
     }
 

@@ -1,0 +1,122 @@
+import ChatClient
+import ChatServer
+import ChatTestSupport
+import Foundation
+import Logging
+import NIOPosix
+import Redis
+import Testing
+
+@Suite("Presence and names")
+struct PresenceAndNamesTests {
+    @Test(arguments: ChatConfiguration.BrokerKind.allCases)
+    func aNameTravelsWithItsMessageToChatV1AndHistoryButNotToTheOriginalProtocol(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let channel = uniqueChannel()
+            let original = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)")
+            let chatV1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
+            let sent = try await ChatHTTP.request(
+                "POST", port: server.port, path: "/send/",
+                headers: [("Content-Type", "application/x-www-form-urlencoded")],
+                body: "data=hi&channel=\(channel)&name=" + ChatHTTP.formEncode("  Ada ✨ Lovelace ")
+            )
+            #expect(sent.body == "ok")
+            #expect(sent.header("chat-offset") == "1" && sent.header("chat-epoch") != nil, "the page learns which message is its own")
+            #expect(await original.nextText() == "hi", "the original protocol gets the text alone")
+            let frame = try #require(await nextOfType("message", chatV1))
+            #expect(frame["name"] as? String == "Ada ✨ Lovelace", "trimmed")
+            #expect(frame["data"] as? String == "hi")
+            let history = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(channel)")
+            #expect(history.body.contains(#""name":"Ada ✨ Lovelace","data":"hi""#))
+
+            // No name, or only spaces: no name field at all.
+            _ = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [("Content-Type", "application/x-www-form-urlencoded")], body: "data=anon&channel=\(channel)&name=%20%20")
+            let anonymous = try #require(await nextOfType("message", chatV1))
+            #expect(anonymous["data"] as? String == "anon" && anonymous["name"] == nil)
+
+            for (bad, why) in [(String(repeating: "n", count: 33), "at most 32"), ("a%0Ab", "line breaks"), ("a%00b", "control")] {
+                let refused = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [("Content-Type", "application/x-www-form-urlencoded")], body: "data=x&channel=\(channel)&name=\(bad)")
+                #expect(refused.status == 400)
+                #expect(refused.body.hasPrefix("Invalid name: ") && refused.body.contains(why), "\(refused.body)")
+            }
+            await original.disconnect()
+            await chatV1.disconnect()
+        }
+    }
+
+    @Test(arguments: ChatConfiguration.BrokerKind.allCases)
+    func presenceCountsPeopleNotTabsAndFollowsThemOut(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker, { $0.presenceInterval = .milliseconds(200) }) { server in
+            let channel = uniqueChannel()
+            func open(_ cid: String) async throws -> ChatWebSocket {
+                try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", headers: [("Cookie", "cid=\(cid)")], subprotocols: ["chat.v1"])
+            }
+            let first = try await open("browser-one")
+            #expect(try await online(first) == 1)
+            let secondTab = try await open("browser-one")
+            #expect(try await online(secondTab) == 1, "a second tab of the same browser is told the count, and does not add to it")
+            let other = try await open("browser-two")
+            #expect(try await online(other) == 2)
+            #expect(try await online(first, until: 2) == 2)
+            await other.disconnect()
+            #expect(try await online(first, until: 1) == 1)
+            await secondTab.disconnect()
+            #expect(await nextOfType("presence", first, timeout: .milliseconds(800)) == nil, "one tab closing of a browser still here changes nothing")
+            await first.disconnect()
+        }
+    }
+
+    @Test func presenceIsCountedOverInstancesAndAnInstanceThatStopsStopsCounting() async throws {
+        let settings: (inout ChatConfiguration) -> Void = {
+            $0.presenceInterval = .milliseconds(200)
+            $0.presenceLifetime = .seconds(2)
+        }
+        let a = try await TestServer.start(broker: .redis, settings)
+        let b = try await TestServer.start(broker: .redis, settings)
+        let channel = uniqueChannel()
+        let onA = try await ChatWebSocket.connect(port: a.port, path: "/wb/?channel=\(channel)", headers: [("Cookie", "cid=person-a-1")], subprotocols: ["chat.v1"])
+        let onB = try await ChatWebSocket.connect(port: b.port, path: "/wb/?channel=\(channel)", headers: [("Cookie", "cid=person-b-1")], subprotocols: ["chat.v1"])
+        #expect(try await online(onA, until: 2) == 2, "counted over both instances")
+        #expect(try await online(onB, until: 2) == 2)
+        await onB.disconnect()
+        #expect(try await online(onA, until: 1) == 1, "a person leaving another instance is seen here")
+        await b.stop()
+
+        // A person of an instance that crashed: in Redis, never refreshed again.
+        let redis = try await RedisConnection.connect(
+            configuration: RedisConfiguration(url: try TestRedis.url()), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "test")
+        )
+        let now = try await redis.send(RedisCommand("TIME")).array?.first?.string.flatMap { Int64($0) } ?? 0
+        _ = try await redis.send(RedisCommand("ZADD", .string("chatroom:{\(channel)}:presence"), .integer(now * 1000 + 1500), .string("c:ghost-of-a-crash")))
+        redis.close()
+        #expect(try await online(onA, until: 2) == 2)
+        let started = ContinuousClock.now
+        #expect(try await online(onA, until: 1, timeout: .seconds(6)) == 1, "the crashed instance's person stops counting")
+        #expect(ContinuousClock.now - started > .milliseconds(500) && ContinuousClock.now - started < .seconds(4), "when their lifetime ends, not before")
+        await onA.disconnect()
+        await a.stop()
+    }
+}
+
+/// The next chat.v1 frame of `type`, skipping others.
+func nextOfType(_ type: String, _ socket: ChatWebSocket, timeout: Duration = .seconds(5)) async -> [String: Any]? {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        guard let text = await socket.nextText(timeout: deadline - ContinuousClock.now) else { return nil }
+        let frame = text.jsonObject
+        if frame["type"] as? String == type { return frame }
+    }
+    return nil
+}
+
+/// The `online` of the next presence frame, or of the first one equal to `until`.
+func online(_ socket: ChatWebSocket, until wanted: Int? = nil, timeout: Duration = .seconds(5)) async throws -> Int? {
+    let deadline = ContinuousClock.now + timeout
+    var last: Int?
+    while ContinuousClock.now < deadline {
+        guard let frame = await nextOfType("presence", socket, timeout: deadline - ContinuousClock.now) else { return last }
+        last = frame["online"] as? Int
+        if wanted == nil || last == wanted { return last }
+    }
+    return last
+}
