@@ -37,6 +37,9 @@ static const unsigned char public_favicon_svg[] = {
 static const unsigned char templates_index_mustache[] = {
 #embed "../../Templates/index.mustache"
 };
+static const unsigned char templates_status_mustache[] = {
+#embed "../../Templates/status.mustache"
+};
 
 #define ENTRY(path, array) { path, array, sizeof(array) }
 
@@ -49,6 +52,7 @@ static const chatroom_asset assets[] = {
     ENTRY("Public/tabs.js", public_tabs_js),
     ENTRY("Public/favicon.svg", public_favicon_svg),
     ENTRY("Templates/index.mustache", templates_index_mustache),
+    ENTRY("Templates/status.mustache", templates_status_mustache),
 };
 
 const chatroom_asset *chatroom_assets(size_t *count) {

@@ -35,11 +35,16 @@ public func buildApplication(
     }
     let (registry, metrics) = MetricsController.make()
     let hub = Hub(eventLoopGroup: eventLoopGroup, batchWindow: TimeAmount(configuration.batchWindow), metrics: metrics, encode: encoder.frames(of:))
+    let rate = MessageRate()
+    let deliver: @Sendable ([ChatEvent]) -> Void = { events in
+        rate.record(events)
+        hub.deliver(events)
+    }
     let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL)
     let broker: any Broker
     switch configuration.broker {
     case .memory:
-        broker = MemoryBroker(history: history, deliver: hub.deliver)
+        broker = MemoryBroker(history: history, deliver: deliver)
     case .redis:
         let redis: RedisTarget
         do {
@@ -47,7 +52,7 @@ public func buildApplication(
         } catch let error as RedisError {
             throw StartupError(message: "Invalid --redis-url: \(error.message)")
         }
-        broker = RedisBroker(target: redis, history: history, eventLoopGroup: eventLoopGroup, logger: logger, metrics: metrics, deliver: hub.deliver)
+        broker = RedisBroker(target: redis, history: history, eventLoopGroup: eventLoopGroup, logger: logger, metrics: metrics, deliver: deliver)
     }
     do {
         try await broker.start()
@@ -113,11 +118,20 @@ public func buildApplication(
     let budget = ConnectionBudget(limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(), logger: logger)
     logger.info("Connections", metadata: ["at_most": "\(budget.limit)"])
     let metricsController = MetricsController(registry: registry, metrics: metrics, hub: hub, budget: budget)
+    let statusController: StatusController
+    do {
+        statusController = try StatusController(
+            template: catalog.statusTemplate, instance: StatusController.makeInstanceID(port: configuration.port), broker: broker, hub: hub, rate: rate
+        )
+    } catch {
+        throw StartupError(message: "The status page template does not compile: \(error)")
+    }
     var metricsServer: [any Service] = []
     if let metricsPort = configuration.metricsPort {
         // Its own listener, e.g. on a private interface: the chat's port does not serve it.
         let metricsRouter = Router()
         metricsController.addRoutes(to: metricsRouter)
+        statusController.addRoutes(to: metricsRouter)
         metricsServer.append(Application(
             router: metricsRouter,
             configuration: .init(address: .hostname(configuration.metricsHostname, port: metricsPort), serverName: nil),
@@ -129,6 +143,7 @@ public func buildApplication(
         ))
     } else {
         metricsController.addRoutes(to: router)
+        statusController.addRoutes(to: router)
     }
     let drain = SocketDrain(hub: hub, pingInterval: configuration.pingInterval, drainTimeout: configuration.drainTimeout, logger: logger)
     return Application(

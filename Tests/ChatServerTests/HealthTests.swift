@@ -45,3 +45,26 @@ struct HealthTests {
         }
     }
 }
+
+@Suite("Status page")
+struct StatusPageTests {
+    @Test func showsTheInstanceItsBrokerItsSocketsAndTheMessageRate() async throws {
+        try await withServer(broker: .memory) { server in
+            let channel = uniqueChannel()
+            let sockets = try await (0..<3).asyncMap { _ in try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)") }
+            for number in 1...5 { _ = try await ChatHTTP.send(port: server.port, data: "m\(number)", channel: channel) }
+            // The rate shows whole seconds: wait for the current one to end.
+            try await Task.sleep(for: .milliseconds(1100))
+            let page = try await ChatHTTP.request("GET", port: server.port, path: "/status")
+            #expect(page.status == 200)
+            #expect(page.header("content-type") == "text/html; charset=utf-8")
+            #expect(page.body.contains(#"<dd id="broker">memory"#))
+            #expect(page.body.contains(#"<dd id="state" class="ready">ready</dd>"#))
+            #expect(page.body.contains(#"<dd id="sockets">3 in 1 channel(s)</dd>"#))
+            #expect(page.body.contains("<tr><td>\(channel)</td><td class=\"number\">3</td></tr>"))
+            let secondsWithMessages = page.body.contains("peak 5/s") || page.body.contains("average 0.1/s")
+            #expect(secondsWithMessages, "the five messages show in the last minute's rate")
+            for socket in sockets { await socket.disconnect() }
+        }
+    }
+}

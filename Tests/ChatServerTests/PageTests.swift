@@ -49,7 +49,8 @@ struct PageTests {
             if path.hasPrefix("Public/") {
                 #expect(embedded.publicFiles["/" + path.dropFirst("Public/".count)]?.bytes.readableBytes == bytes.count, "\(path) is stale in the build")
             } else {
-                #expect(embedded.pageTemplate == String(decoding: bytes, as: UTF8.self))
+                let template = path == "Templates/status.mustache" ? embedded.statusTemplate : embedded.pageTemplate
+                #expect(template == String(decoding: bytes, as: UTF8.self), "\(path) is stale in the build")
             }
         }
     }

@@ -16,6 +16,8 @@ struct AssetCatalog: Sendable {
     let publicFiles: [String: Asset]
     /// The page shell, Templates/index.mustache.
     let pageTemplate: String
+    /// The operators' page, Templates/status.mustache.
+    var statusTemplate = ""
     /// A folder to read Public/ files from instead, fresh on each request.
     let publicDirectory: String?
 
@@ -25,18 +27,21 @@ struct AssetCatalog: Sendable {
         let table = chatroom_assets(&count)!
         var files: [String: Asset] = [:]
         var template = ""
+        var status = ""
         for index in 0..<count {
             let entry = table[index]
             let path = String(cString: entry.path)
             let bytes = UnsafeRawBufferPointer(start: entry.bytes, count: entry.length)
             if path == "Templates/index.mustache" {
                 template = String(decoding: bytes, as: UTF8.self)
+            } else if path == "Templates/status.mustache" {
+                status = String(decoding: bytes, as: UTF8.self)
             } else if path.hasPrefix("Public/") {
                 let urlPath = "/" + path.dropFirst("Public/".count)
                 files[urlPath] = Asset(bytes: ByteBuffer(bytes: bytes), contentType: contentType(of: urlPath), etag: etag(of: bytes))
             }
         }
-        return AssetCatalog(publicFiles: files, pageTemplate: template, publicDirectory: publicDirectory)
+        return AssetCatalog(publicFiles: files, pageTemplate: template, statusTemplate: status, publicDirectory: publicDirectory)
     }
 
     /// Embedded file paths as they are in the repository, e.g. `Public/app.js`.
