@@ -1,45 +1,145 @@
-// The chat page: tabs choose the channel (cookie), the socket brings its messages,
-// the form posts to /send/.
+// The chat page: tabs choose the channel (cookie), the socket brings its messages and
+// who is online, the form posts to /send/, and the other tabs show what is unread.
 
+import { setUpComposer } from "./composer.js";
 import { connect } from "./connection.js";
-import { createChannelView } from "./history.js";
+import { createChannelView, fetchHistory } from "./history.js";
 import { createMessageList } from "./messages.js";
-import { readChannelCookie, setUpTabs, writeChannelCookie } from "./tabs.js";
+import { channelFromHash, ensureClientId, isValidChannel, readChannelCookie, setUpTabs, writeChannelCookie } from "./tabs.js";
 
 const statusLine = document.getElementById("status");
-const form = document.getElementById("composer");
-const input = document.getElementById("text");
-const sendError = document.getElementById("send-error");
-const messages = createMessageList(document.getElementById("messages"));
+const presenceLine = document.getElementById("presence");
+const openForm = document.getElementById("open-channel");
+const openInput = document.getElementById("channel-name");
 
-const tabs = setUpTabs(document.getElementById("tabs"), (channel) => {
-  if (channel === current) return;
-  current = channel;
-  writeChannelCookie(channel);
-  open(channel).then(() => connection.reopen());
+ensureClientId();
+
+const messages = createMessageList({
+  list: document.getElementById("messages"),
+  scroller: document.getElementById("scroller"),
+  jumpButton: document.getElementById("new-messages"),
+  earlierButton: document.getElementById("load-earlier"),
+  loadEarlier: async (firstOffset, epoch) => {
+    const since = Math.max(0, firstOffset - 1 - 100);
+    const page = await fetchHistory(current, { since, limit: firstOffset - 1 - since });
+    if (page.epoch !== epoch) return { messages: [], firstOffset: firstOffset };
+    return { messages: page.messages.filter((message) => message.offset < firstOffset), firstOffset: page.firstOffset };
+  },
 });
 
-let view = null;
+// MARK: Unread counts — the last offset seen per channel, in localStorage.
 
-/** Shows the channel's recent history; the socket then resumes after it. */
+const seenKey = (channel) => `chatroom.seen.${channel}`;
+function readSeen(channel) {
+  try {
+    return JSON.parse(localStorage.getItem(seenKey(channel)) ?? "null");
+  } catch {
+    return null;
+  }
+}
+function writeSeen(channel, epoch, offset) {
+  localStorage.setItem(seenKey(channel), JSON.stringify({ epoch: epoch ?? null, offset: offset ?? 0 }));
+}
+
+// Shown messages are remembered as seen once per half second, not once per message.
+let seenTimer = null;
+let seenNow = null;
+function seenLater(channel, epoch, offset) {
+  seenNow = { channel, epoch, offset };
+  seenTimer ??= setTimeout(() => {
+    seenTimer = null;
+    writeSeen(seenNow.channel, seenNow.epoch, seenNow.offset);
+  }, 500);
+}
+
+async function refreshUnread() {
+  for (const channel of tabs.channels()) {
+    if (channel === current) {
+      tabs.setUnread(channel, 0);
+      continue;
+    }
+    try {
+      const page = await fetchHistory(channel, { limit: 1 });
+      const seen = readSeen(channel);
+      if (!seen) {
+        writeSeen(channel, page.epoch, page.lastOffset); // first look: what is there already is not news
+        tabs.setUnread(channel, 0);
+      } else {
+        const last = page.lastOffset ?? 0;
+        tabs.setUnread(channel, seen.epoch === page.epoch ? Math.max(0, last - seen.offset) : last);
+      }
+    } catch {
+      // Offline or refused: keep the badge as it was.
+    }
+  }
+}
+
+// MARK: Tabs and the current channel
+
+const tabs = setUpTabs(document.getElementById("tabs"), (channel) => switchTo(channel));
+const configured = tabs.channels();
+// A channel opened by name comes back from the hash; the cookie picks among the tabs.
+let current = channelFromHash() ?? readChannelCookie();
+if (current && current === channelFromHash()) tabs.add(current);
+if (!tabs.channels().includes(current)) current = configured[0] ?? "channel_1";
+
+let view = null;
+let connection = null;
+
+function showPresence(online) {
+  presenceLine.textContent = online === null ? "" : `${online} online`;
+}
+
 async function open(channel) {
   messages.clear();
+  showPresence(null);
   view = createChannelView({
     channel,
-    show: (frame) => messages.message(frame),
+    show: (frame) => {
+      messages.message(frame);
+      seenLater(channel, frame.epoch, frame.offset);
+    },
     notice: (text) => messages.notice(text),
   });
   try {
-    await view.load();
+    const page = await view.load();
+    messages.setEarliest(page.firstOffset ?? null);
+    writeSeen(channel, page.epoch, page.lastOffset);
   } catch (error) {
     messages.notice(`Could not load recent messages: ${error.message}`);
   }
 }
 
-let current = readChannelCookie();
-if (!tabs.channels().includes(current)) current = tabs.channels()[0] ?? "channel_1";
+function switchTo(channel) {
+  if (channel === current) return;
+  current = channel;
+  writeChannelCookie(channel);
+  history.replaceState(null, "", configured.includes(channel) ? location.pathname + location.search : `#channel=${encodeURIComponent(channel)}`);
+  tabs.select(channel);
+  tabs.setUnread(channel, 0);
+  open(channel).then(() => connection.reopen());
+}
+
+openForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = openInput.value.trim();
+  if (!isValidChannel(name)) {
+    openInput.setCustomValidity("1–64 letters, digits, _ . : or -");
+    openInput.reportValidity();
+    return;
+  }
+  openInput.setCustomValidity("");
+  openInput.value = "";
+  tabs.add(name);
+  switchTo(name);
+  document.getElementById(`tab-${name}`)?.focus();
+});
+openInput.addEventListener("input", () => openInput.setCustomValidity(""));
+
 writeChannelCookie(current);
 tabs.select(current);
+
+// MARK: The socket
 
 const STATES = {
   connecting: () => "Connecting…",
@@ -50,34 +150,34 @@ const STATES = {
 
 await open(current);
 
-const connection = connect({
+connection = connect({
   resumeFrom: () => view.resumeFrom(),
   onState(state, detail) {
     statusLine.dataset.state = state;
     statusLine.textContent = STATES[state](detail);
+    if (state !== "connected") showPresence(null);
   },
   onMessage(frame) {
     if (frame.type === "error") messages.notice(`Server: ${frame.message}`);
-    else if (frame.channel === current) view.receive(frame);
+    else if (frame.channel !== current) return;
+    else if (frame.type === "presence") showPresence(frame.online);
+    else view.receive(frame);
   },
 });
 
-form.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const data = input.value;
-  if (!data.trim()) return;
-  sendError.hidden = true;
-  try {
-    const response = await fetch("/send/", {
-      method: "POST",
-      body: new URLSearchParams({ data, channel: current }),
-    });
-    const text = await response.text();
-    if (!response.ok || text !== "ok") throw new Error(text.trim() || `HTTP ${response.status}`);
-    input.value = "";
-  } catch (error) {
-    sendError.textContent = `Not sent: ${error.message}`;
-    sendError.hidden = false;
-  }
-  input.focus();
+setUpComposer({
+  form: document.getElementById("composer"),
+  nameInput: document.getElementById("name"),
+  textInput: document.getElementById("text"),
+  sendButton: document.getElementById("send"),
+  counter: document.getElementById("counter"),
+  errorLine: document.getElementById("send-error"),
+  channel: () => current,
+  onSent: ({ offset, epoch }) => messages.markOwn(epoch, offset),
+});
+
+refreshUnread();
+setInterval(refreshUnread, 5000);
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) refreshUnread();
 });

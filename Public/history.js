@@ -7,7 +7,7 @@
 
 const PAGE = 1000;
 
-async function fetchHistory(channel, { since = null, limit = 100 } = {}) {
+export async function fetchHistory(channel, { since = null, limit = 100 } = {}) {
   const query = new URLSearchParams({ channel, limit: String(limit) });
   if (since !== null) query.set("since", String(since));
   const response = await fetch(`/history?${query}`, { cache: "no-store" });
@@ -63,13 +63,18 @@ export function createChannelView({ channel, show, notice }) {
   }
 
   return {
-    /** Shows the newest messages; call before connecting. */
+    /** Shows the newest messages; call before connecting. Returns the history page. */
     async load(limit = 50) {
       const page = await fetchHistory(channel, { limit });
       epoch = page.epoch;
       last = 0;
       for (const message of page.messages) accept(message);
       if (page.epoch) last = Math.max(last, page.lastOffset ?? last);
+      return page;
+    },
+    /** The epoch and last offset shown. */
+    position() {
+      return { epoch, last };
     },
     /** Where a new socket should resume, or null to start live. */
     resumeFrom() {

@@ -1,23 +1,73 @@
-// Channel tabs: a WAI-ARIA tablist; the chosen channel lives in the `channel` cookie
-// (24 hours, as in the original page), which the server reads on /wb/.
+// Channel tabs: a WAI-ARIA tablist (arrow keys, Home, End). The chosen channel lives in
+// the `channel` cookie (24 hours, as in the original page), which the server reads on
+// /wb/; a channel opened by name is remembered in the URL hash (#channel=NAME).
 
 const COOKIE = "channel";
+const VALID = /^[A-Za-z0-9_.:-]{1,64}$/;
 
-export function readChannelCookie() {
+/** Whether the server accepts `name` as a channel name. */
+export function isValidChannel(name) {
+  return typeof name === "string" && VALID.test(name);
+}
+
+function readCookie(name) {
   for (const part of document.cookie.split(";")) {
-    const [name, ...rest] = part.trim().split("=");
-    if (name === COOKIE) return decodeURIComponent(rest.join("="));
+    const [key, ...rest] = part.trim().split("=");
+    if (key === name) return decodeURIComponent(rest.join("="));
   }
   return null;
+}
+
+export function readChannelCookie() {
+  return readCookie(COOKIE);
 }
 
 export function writeChannelCookie(channel) {
   document.cookie = `${COOKIE}=${encodeURIComponent(channel)}; max-age=86400; path=/; SameSite=Lax`;
 }
 
+/** This browser's id for presence (the `cid` cookie, a year), made on first visit. */
+export function ensureClientId() {
+  let id = readCookie("cid");
+  if (!id || !/^[A-Za-z0-9_-]{8,64}$/.test(id)) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    id = [...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+    document.cookie = `cid=${id}; max-age=31536000; path=/; SameSite=Lax`;
+  }
+  return id;
+}
+
+/** The channel named in the URL hash, if valid. */
+export function channelFromHash() {
+  const match = /^#channel=(.+)$/.exec(location.hash);
+  const name = match ? decodeURIComponent(match[1]) : null;
+  return isValidChannel(name) ? name : null;
+}
+
 /** Wires up the tablist; calls onSelect(channel) when the user picks a tab. */
 export function setUpTabs(tablist, onSelect) {
   const tabs = () => [...tablist.querySelectorAll('[role="tab"]')];
+  const find = (channel) => tabs().find((tab) => tab.dataset.channel === channel);
+
+  function add(channel) {
+    if (find(channel)) return;
+    const tab = document.createElement("button");
+    tab.type = "button";
+    tab.setAttribute("role", "tab");
+    tab.id = `tab-${channel}`;
+    tab.dataset.channel = channel;
+    tab.setAttribute("aria-selected", "false");
+    tab.setAttribute("aria-controls", "messages");
+    tab.tabIndex = -1;
+    const name = document.createElement("span");
+    name.className = "tab-name";
+    name.textContent = channel;
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.hidden = true;
+    tab.append(name, badge);
+    tablist.append(tab);
+  }
 
   function select(channel, { focus = false } = {}) {
     for (const tab of tabs()) {
@@ -26,6 +76,15 @@ export function setUpTabs(tablist, onSelect) {
       tab.tabIndex = chosen ? 0 : -1;
       if (chosen && focus) tab.focus();
     }
+  }
+
+  function setUnread(channel, count) {
+    const tab = find(channel);
+    if (!tab) return;
+    const badge = tab.querySelector(".badge");
+    badge.hidden = !(count > 0);
+    badge.textContent = count > 99 ? "99+" : String(count);
+    tab.setAttribute("aria-label", count > 0 ? `${channel}, ${count} unread` : channel);
   }
 
   tablist.addEventListener("click", (event) => {
@@ -51,5 +110,5 @@ export function setUpTabs(tablist, onSelect) {
     onSelect(channel);
   });
 
-  return { select, channels: () => tabs().map((tab) => tab.dataset.channel) };
+  return { add, select, setUnread, channels: () => tabs().map((tab) => tab.dataset.channel) };
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, starts a private redis-server on a spare
 # loopback port and a Redis Cluster (3 primaries, 3 replicas) on more, runs `swift test`
-# against them, and stops them; then the fault harness in
+# against them, and stops them; then the page's tests in headless Chromium
+# (scripts/browser-test.sh, about a minute; CHATROOM_SKIP_BROWSER=1 skips them); then the fault harness in
 # its short mode (scripts/faults.sh short, about 2 minutes; CHATROOM_SKIP_FAULTS=1 skips
 # it) and the WebSocket conformance suite (scripts/autobahn.sh, about 13 minutes;
 # CHATROOM_SKIP_AUTOBAHN=1 skips it). Arguments go to `swift test`.
@@ -24,6 +25,11 @@ swift build --build-tests
 swift test --skip-build "$@"
 stop_private_redis
 stop_redis_cluster
+
+if [ "${CHATROOM_SKIP_BROWSER:-0}" != 1 ]; then
+  say "the page in headless Chromium"
+  bash scripts/browser-test.sh
+fi
 
 if [ "${CHATROOM_SKIP_FAULTS:-0}" != 1 ]; then
   say "fault harness, short mode"

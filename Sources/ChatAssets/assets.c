@@ -19,6 +19,9 @@ static const unsigned char public_index_css[] = {
 static const unsigned char public_app_js[] = {
 #embed "../../Public/app.js"
 };
+static const unsigned char public_composer_js[] = {
+#embed "../../Public/composer.js"
+};
 static const unsigned char public_connection_js[] = {
 #embed "../../Public/connection.js"
 };
@@ -46,6 +49,7 @@ static const unsigned char templates_status_mustache[] = {
 static const chatroom_asset assets[] = {
     ENTRY("Public/chat.css", public_index_css),
     ENTRY("Public/app.js", public_app_js),
+    ENTRY("Public/composer.js", public_composer_js),
     ENTRY("Public/connection.js", public_connection_js),
     ENTRY("Public/history.js", public_history_js),
     ENTRY("Public/messages.js", public_messages_js),
