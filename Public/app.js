@@ -5,14 +5,16 @@ import { setUpComposer } from "./composer.js";
 import { connect } from "./connection.js";
 import { createChannelView, fetchHistory } from "./history.js";
 import { createMessageList } from "./messages.js";
-import { channelFromHash, ensureClientId, isValidChannel, readChannelCookie, setUpTabs, writeChannelCookie } from "./tabs.js";
+import { channelFromHash, directRoom, isValidChannel, ownIdentity, readChannelCookie, setUpTabs, writeChannelCookie } from "./tabs.js";
 
 const statusLine = document.getElementById("status");
 const presenceLine = document.getElementById("presence");
+const peopleList = document.getElementById("people-list");
+const nameInput = document.getElementById("name");
 const openForm = document.getElementById("open-channel");
 const openInput = document.getElementById("channel-name");
 
-ensureClientId();
+const me = ownIdentity();
 
 const messages = createMessageList({
   list: document.getElementById("messages"),
@@ -78,9 +80,16 @@ async function refreshUnread() {
 
 const tabs = setUpTabs(document.getElementById("tabs"), (channel) => switchTo(channel));
 const configured = tabs.channels();
+
+// One-to-one rooms show as "@name"; the names are remembered per room.
+const dmKey = (channel) => `chatroom.dm.${channel}`;
+function labelOf(channel) {
+  return channel.startsWith("dm:") ? `@${localStorage.getItem(dmKey(channel)) ?? "someone"}` : channel;
+}
+
 // A channel opened by name comes back from the hash; the cookie picks among the tabs.
 let current = channelFromHash() ?? readChannelCookie();
-if (current && current === channelFromHash()) tabs.add(current);
+if (current && current === channelFromHash()) tabs.add(current, labelOf(current));
 if (!tabs.channels().includes(current)) current = configured[0] ?? "channel_1";
 
 let view = null;
@@ -90,9 +99,55 @@ function showPresence(online) {
   presenceLine.textContent = online === null ? "" : `${online} online`;
 }
 
+// MARK: Who is online — the list of the current room, from members / join / leave.
+
+let people = new Map(); // id → name
+
+function renderPeople() {
+  const items = [...people].sort(([a, first], [b, second]) => (a === me ? -1 : b === me ? 1 : (first ?? "").localeCompare(second ?? "")));
+  peopleList.replaceChildren(
+    ...items.map(([id, name]) => {
+      const item = document.createElement("li");
+      const shown = name || "Anonymous";
+      if (id === me) {
+        item.textContent = `${shown} (you)`;
+        item.className = "me";
+      } else {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.textContent = shown;
+        button.dataset.id = id;
+        button.title = `Talk with ${shown} one to one`;
+        button.addEventListener("click", () => openDirect(id, shown));
+        item.append(button);
+      }
+      return item;
+    }),
+  );
+}
+
+function openDirect(id, name) {
+  if (!me || id === me) return;
+  const room = directRoom(me, id);
+  localStorage.setItem(dmKey(room), name);
+  tabs.add(room, labelOf(room));
+  document.getElementById("people").open = false;
+  switchTo(room);
+  document.getElementById(`tab-${room}`)?.focus();
+}
+
+function handlePeople(frame) {
+  if (frame.type === "members") people = new Map(frame.members.map((member) => [member.id, member.name ?? null]));
+  else if (frame.type === "join") people.set(frame.member.id, frame.member.name ?? null);
+  else if (frame.type === "leave") people.delete(frame.member.id);
+  renderPeople();
+}
+
 async function open(channel) {
   messages.clear();
   showPresence(null);
+  people = new Map();
+  renderPeople();
   view = createChannelView({
     channel,
     show: (frame) => {
@@ -130,7 +185,7 @@ openForm.addEventListener("submit", (event) => {
   }
   openInput.setCustomValidity("");
   openInput.value = "";
-  tabs.add(name);
+  tabs.add(name, labelOf(name));
   switchTo(name);
   document.getElementById(`tab-${name}`)?.focus();
 });
@@ -146,21 +201,25 @@ const STATES = {
   connected: () => "Connected",
   reconnecting: (seconds) => (seconds > 0 ? `Reconnecting in ${seconds} s…` : "Reconnecting…"),
   offline: () => "Offline — waiting for the network",
+  refused: (reason) => reason || "Refused by the server",
 };
 
 await open(current);
 
 connection = connect({
   resumeFrom: () => view.resumeFrom(),
+  name: () => nameInput.value,
   onState(state, detail) {
     statusLine.dataset.state = state;
     statusLine.textContent = STATES[state](detail);
     if (state !== "connected") showPresence(null);
+    if (state === "refused") messages.notice(`You cannot join this room: ${detail}`);
   },
   onMessage(frame) {
     if (frame.type === "error") messages.notice(`Server: ${frame.message}`);
     else if (frame.channel !== current) return;
     else if (frame.type === "presence") showPresence(frame.online);
+    else if (frame.type === "members" || frame.type === "join" || frame.type === "leave") handlePeople(frame);
     else view.receive(frame);
   },
 });
@@ -175,6 +234,9 @@ setUpComposer({
   channel: () => current,
   onSent: ({ offset, epoch }) => messages.markOwn(epoch, offset),
 });
+
+// A new name shows in the list once the socket says it again.
+nameInput.addEventListener("change", () => connection.reopen());
 
 refreshUnread();
 setInterval(refreshUnread, 5000);

@@ -20,9 +20,10 @@ export function retryDelay(attempt) {
  * Keeps one socket open to the channel named by the `channel` cookie.
  * resumeFrom() returns {since, epoch} to resume after, or null to start live.
  * Callbacks: onMessage(frame), onState(state, detail) with state one of
- * "connecting", "connected", "reconnecting" (detail: seconds until retry), "offline".
+ * "connecting", "connected", "reconnecting" (detail: seconds until retry), "offline",
+ * "refused" (detail: the server's reason; close 4403 or 4409, not retried).
  */
-export function connect({ onMessage, onState, resumeFrom }) {
+export function connect({ onMessage, onState, resumeFrom, name = () => "" }) {
   let socket = null;
   let attempt = 0;
   let lastHeard = 0;
@@ -43,6 +44,7 @@ export function connect({ onMessage, onState, resumeFrom }) {
     // was opened with (/?token=…).
     const token = new URLSearchParams(location.search).get("token");
     if (token) params.set("token", token);
+    if (name().trim()) params.set("name", name().trim());
     const query = params.toString();
     return `${scheme}//${location.host}/wb/${query ? "?" + query : ""}`;
   }
@@ -77,7 +79,17 @@ export function connect({ onMessage, onState, resumeFrom }) {
       }
       if (frame.type !== "pong") onMessage(frame);
     };
-    current.onclose = () => dropped(current);
+    current.onclose = (event) => {
+      // Refused for good (a private room of others, a full room): say why, do not retry.
+      if (event.code === 4403 || event.code === 4409) {
+        if (current !== socket) return;
+        socket = null;
+        clearInterval(heartbeat);
+        onState("refused", event.reason);
+        return;
+      }
+      dropped(current);
+    };
   }
 
   function dropped(which) {

@@ -26,15 +26,15 @@ export function writeChannelCookie(channel) {
   document.cookie = `${COOKIE}=${encodeURIComponent(channel)}; max-age=86400; path=/; SameSite=Lax`;
 }
 
-/** This browser's id for presence (the `cid` cookie, a year), made on first visit. */
-export function ensureClientId() {
-  let id = readCookie("cid");
-  if (!id || !/^[A-Za-z0-9_-]{8,64}$/.test(id)) {
-    const bytes = crypto.getRandomValues(new Uint8Array(16));
-    id = [...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("");
-    document.cookie = `cid=${id}; max-age=31536000; path=/; SameSite=Lax`;
-  }
-  return id;
+/** This browser's identity: the id part of the `uid` cookie the server issued. */
+export function ownIdentity() {
+  const cookie = readCookie("uid");
+  return cookie ? cookie.split(".")[0] : null;
+}
+
+/** The one-to-one room of two identities: dm:<id>:<id>, sorted. */
+export function directRoom(a, b) {
+  return `dm:${[a, b].sort().join(":")}`;
 }
 
 /** The channel named in the URL hash, if valid. */
@@ -49,8 +49,12 @@ export function setUpTabs(tablist, onSelect) {
   const tabs = () => [...tablist.querySelectorAll('[role="tab"]')];
   const find = (channel) => tabs().find((tab) => tab.dataset.channel === channel);
 
-  function add(channel) {
-    if (find(channel)) return;
+  function add(channel, label = channel) {
+    const existing = find(channel);
+    if (existing) {
+      existing.querySelector(".tab-name").textContent = label;
+      return;
+    }
     const tab = document.createElement("button");
     tab.type = "button";
     tab.setAttribute("role", "tab");
@@ -61,7 +65,7 @@ export function setUpTabs(tablist, onSelect) {
     tab.tabIndex = -1;
     const name = document.createElement("span");
     name.className = "tab-name";
-    name.textContent = channel;
+    name.textContent = label;
     const badge = document.createElement("span");
     badge.className = "badge";
     badge.hidden = true;

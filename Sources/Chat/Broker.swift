@@ -24,12 +24,31 @@ public protocol Broker: Sendable, CustomStringConvertible {
     /// Removes a listener added by ``join(_:on:)``.
     func leave(_ channel: ChannelName)
 
-    /// Counts who is in `channel` over every instance: adds this instance's `adding`
-    /// client ids (and refreshes them) for `lifetime`, removes `removing`, and returns how
-    /// many distinct client ids are present. An instance that stops refreshing (it
-    /// crashed) stops counting once `lifetime` has passed.
+    /// Keeps this instance's leases on `channel` and reads who is there.
+    ///
+    /// Each instance holds one lease per person it serves in a room, renewed for
+    /// `lifetime` (an instance that crashes stops renewing, and its people leave when
+    /// their leases end). `refreshing` are the people with sockets here (their names are
+    /// stored too); `leaving` are ids whose last socket here closed: their lease is cut
+    /// to `grace`, so a quick reconnect, here or elsewhere, shows no leave.
+    /// - Returns: the distinct identities online; the list only when at most `listLimit`.
     /// - Throws: ``BrokerError``.
-    func updatePresence(of channel: ChannelName, adding: [String], removing: [String], lifetime: Duration) async throws -> Int
+    func updatePresence(
+        of channel: ChannelName, instance: String, refreshing: [Member], leaving: [String],
+        lifetime: Duration, grace: Duration, listLimit: Int
+    ) async throws -> RoomSnapshot
+
+    /// Gives `member` a place in `channel` if they have one already (on any instance) or
+    /// fewer than `cap` people are there; atomically, so that two instances racing for
+    /// the last place cannot both win.
+    /// - Returns: whether they are in.
+    /// - Throws: ``BrokerError``.
+    func admit(_ member: String, to channel: ChannelName, instance: String, cap: Int, lifetime: Duration) async throws -> Bool
+
+    /// A secret every instance on this broker shares: the stored one, or `proposed` if
+    /// none is stored yet (the first instance's proposal wins).
+    /// - Throws: ``BrokerError``.
+    func sharedSecret(named name: String, proposed: String) async throws -> String
 
     /// Checks that the broker can serve, once at start.
     /// - Throws: ``BrokerError`` naming what cannot be reached.

@@ -8,6 +8,12 @@ public enum ChatEvent: Sendable, Equatable {
     case gap(channel: ChannelName, from: Int64, to: Int64)
     /// How many people are in the channel now, over every instance (see ``PresenceTracker``).
     case presence(channel: ChannelName, online: Int)
+    /// Everyone in the channel now (sent when a socket joined, so it can start its list).
+    case members(channel: ChannelName, online: Int, members: [Member])
+    /// Someone came (or changed their name).
+    case join(channel: ChannelName, member: Member)
+    /// Someone left, their grace period over.
+    case leave(channel: ChannelName, member: Member)
 
     /// The message, if the event is one.
     public var message: Message? {
@@ -19,7 +25,9 @@ public enum ChatEvent: Sendable, Equatable {
     public var channel: ChannelName {
         switch self {
         case .message(let message): message.channel
-        case .reset(let channel, _), .gap(let channel, _, _), .presence(let channel, _): channel
+        case .reset(let channel, _), .gap(let channel, _, _), .presence(let channel, _), .members(let channel, _, _),
+            .join(let channel, _), .leave(let channel, _):
+            channel
         }
     }
 }

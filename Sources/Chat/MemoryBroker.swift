@@ -31,7 +31,27 @@ public final class MemoryBroker: Broker {
     private let deliver: @Sendable ([ChatEvent]) -> Void
     private let policy: HistoryPolicy
     private let channels = NIOLockedValueBox([ChannelName: ChannelState]())
-    private let presence = NIOLockedValueBox([ChannelName: Set<String>]())
+    private let rooms = NIOLockedValueBox([ChannelName: Room]())
+    private let secrets = NIOLockedValueBox([String: String]())
+
+    /// A room's leases (`instance|id` → end) and names, as the Redis broker keeps them.
+    private struct Room {
+        var leases: [String: ContinuousClock.Instant] = [:]
+        var names: [String: String] = [:]
+
+        mutating func prune(_ now: ContinuousClock.Instant) {
+            leases = leases.filter { $0.value > now }
+        }
+
+        var people: [String] {
+            var seen = Set<String>()
+            return leases.keys.sorted().compactMap { lease in
+                guard let bar = lease.firstIndex(of: "|") else { return nil }
+                let id = String(lease[lease.index(after: bar)...])
+                return seen.insert(id).inserted ? id : nil
+            }
+        }
+    }
 
     /// Creates a broker that hands every published message to `deliver`.
     public init(history policy: HistoryPolicy = HistoryPolicy(), deliver: @escaping @Sendable ([ChatEvent]) -> Void) {
@@ -50,14 +70,49 @@ public final class MemoryBroker: Broker {
         }
     }
 
-    /// One instance: the ids are counted as they come and go; nothing expires.
-    public func updatePresence(of channel: ChannelName, adding: [String], removing: [String], lifetime: Duration) async throws -> Int {
-        presence.withLockedValue { presence in
-            var present = presence[channel, default: []]
-            present.formUnion(adding)
-            present.subtract(removing)
-            presence[channel] = present.isEmpty ? nil : present
-            return present.count
+    public func updatePresence(
+        of channel: ChannelName, instance: String, refreshing: [Member], leaving: [String],
+        lifetime: Duration, grace: Duration, listLimit: Int
+    ) async throws -> RoomSnapshot {
+        let now = ContinuousClock.now
+        return rooms.withLockedValue { rooms in
+            var room = rooms[channel] ?? Room()
+            room.prune(now)
+            for member in refreshing {
+                room.leases[instance + "|" + member.id] = now + lifetime
+                room.names[member.id] = member.name
+            }
+            for id in leaving where room.leases[instance + "|" + id] != nil {
+                room.leases[instance + "|" + id] = now + grace
+            }
+            let people = room.people
+            room.names = room.names.filter { people.contains($0.key) }
+            rooms[channel] = room.leases.isEmpty ? nil : room
+            guard people.count <= listLimit else { return RoomSnapshot(online: people.count, members: nil) }
+            return RoomSnapshot(online: people.count, members: people.map { Member(id: $0, name: room.names[$0]) })
+        }
+    }
+
+    public func admit(_ member: String, to channel: ChannelName, instance: String, cap: Int, lifetime: Duration) async throws -> Bool {
+        let now = ContinuousClock.now
+        return rooms.withLockedValue { rooms in
+            var room = rooms[channel] ?? Room()
+            room.prune(now)
+            let people = room.people
+            guard people.contains(member) || people.count < cap else { return false }
+            let lease = instance + "|" + member
+            room.leases[lease] = max(room.leases[lease] ?? now, now + lifetime)
+            rooms[channel] = room
+            return true
+        }
+    }
+
+    /// One process: the first proposal is kept for its lifetime.
+    public func sharedSecret(named name: String, proposed: String) async throws -> String {
+        secrets.withLockedValue { secrets in
+            if let stored = secrets[name] { return stored }
+            secrets[name] = proposed
+            return proposed
         }
     }
 

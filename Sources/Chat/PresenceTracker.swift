@@ -3,86 +3,108 @@ import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
 
-/// Who is in each channel: the people online, counted over every instance, told to
-/// chat.v1 sockets as `presence` events at most once per ``interval`` per channel.
+/// Who is in each room, over every instance, told to chat.v1 sockets.
 ///
-/// A person is a client id (the page's `cid` cookie), so several tabs of one browser
-/// count once; a socket without one counts as a person of its own. Each instance keeps
-/// its sockets' ids in the broker (Redis: a sorted set per channel scored by expiry)
-/// and refreshes them every ``heartbeat``; ids of an instance that stops refreshing
-/// expire after ``lifetime``. Every ``interval`` the instance reads the count of each
-/// channel it serves and tells its sockets when it changed, or when a socket joined.
+/// A person is an identity (the `uid` cookie; a socket without one is a person of its
+/// own), so several tabs of one browser are one person. Each instance holds a lease per
+/// person it serves in a room, in the broker, renewed every ``heartbeat`` for
+/// ``lifetime``: an instance that crashes stops renewing and its people leave within
+/// ``lifetime``. When a person's last socket here closes, their lease is cut to
+/// ``grace``: a reconnect within it (to any instance) shows no leave.
+///
+/// Every ``interval`` the instance sends its changes, reads each room it serves, and
+/// tells its sockets: `members` (everyone) at the first read of a room, then `join` and
+/// `leave` for the differences since the last read, and `presence` when the count
+/// changed. A socket that opens later is sent the last read (``snapshot(of:)``) at once.
+/// Rooms with more than ``listLimit`` people get the count only.
 public final class PresenceTracker: Service, Sendable {
-    /// How often counts are read and changes told.
+    /// This instance's name in leases.
+    public let instance: String
+    /// How often rooms are read and changes told.
     public let interval: Duration
-    /// How often this instance's ids are refreshed in the broker.
+    /// How often this instance's leases are renewed.
     public let heartbeat: Duration
-    /// How long an id counts without a refresh.
+    /// How long a lease lasts without renewal.
     public let lifetime: Duration
+    /// How long someone stays after their last socket closed.
+    public let grace: Duration
+    /// Rooms with more people than this are told the count, not the list.
+    public let listLimit: Int
     private let broker: any Broker
     private let deliver: @Sendable ([ChatEvent]) -> Void
     private let logger: Logger
-    private let state = NIOLockedValueBox([ChannelName: ChannelState]())
+    private let state = NIOLockedValueBox([ChannelName: RoomState]())
 
-    private struct ChannelState {
-        /// Sockets per client id on this instance.
+    private struct RoomState {
+        /// Sockets per identity on this instance, and the name each gave last.
         var sockets: [String: Int] = [:]
+        var names: [String: String] = [:]
         var added: Set<String> = []
         var removed: Set<String> = []
-        var lastTold: Int?
         var socketJoined = false
         var lastRefresh: ContinuousClock.Instant?
+        /// What the sockets were told last.
+        var told: RoomSnapshot?
     }
 
     /// Creates a tracker; run it as a service.
     public init(
         broker: any Broker,
+        instance: String,
         interval: Duration = .seconds(1),
         heartbeat: Duration = .seconds(10),
         lifetime: Duration = .seconds(30),
+        grace: Duration = .seconds(10),
+        listLimit: Int = 500,
         logger: Logger,
         deliver: @escaping @Sendable ([ChatEvent]) -> Void
     ) {
         self.broker = broker
+        self.instance = instance
         self.interval = interval
         self.heartbeat = heartbeat
         self.lifetime = lifetime
+        self.grace = grace
+        self.listLimit = listLimit
         self.logger = logger
         self.deliver = deliver
     }
 
-    /// A socket of `client` opened in `channel`.
-    public func join(_ channel: ChannelName, client: String) {
+    /// A socket of `member` opened in `channel`.
+    public func join(_ channel: ChannelName, member: Member) {
         state.withLockedValue { state in
-            var entry = state[channel] ?? ChannelState()
-            let count = entry.sockets[client, default: 0] + 1
-            entry.sockets[client] = count
-            entry.socketJoined = true
-            if count == 1 {
-                entry.added.insert(client)
-                entry.removed.remove(client)
+            var room = state[channel] ?? RoomState()
+            let count = room.sockets[member.id, default: 0] + 1
+            room.sockets[member.id] = count
+            room.socketJoined = true
+            if count == 1 || room.names[member.id] != member.name {
+                room.added.insert(member.id)
+                room.removed.remove(member.id)
             }
-            state[channel] = entry
+            room.names[member.id] = member.name
+            state[channel] = room
         }
     }
 
-    /// A socket of `client` closed in `channel`.
-    public func leave(_ channel: ChannelName, client: String) {
+    /// A socket of `id` closed in `channel`.
+    public func leave(_ channel: ChannelName, id: String) {
         state.withLockedValue { state in
-            guard let count = state[channel]?.sockets[client] else { return }
+            guard var room = state[channel], let count = room.sockets[id] else { return }
             if count > 1 {
-                state[channel]!.sockets[client] = count - 1
+                room.sockets[id] = count - 1
             } else {
-                state[channel]!.sockets[client] = nil
-                state[channel]!.added.remove(client)
-                state[channel]!.removed.insert(client)
+                room.sockets[id] = nil
+                room.names[id] = nil
+                room.added.remove(id)
+                room.removed.insert(id)
             }
+            state[channel] = room
         }
     }
 
-    /// The last count told for `channel`.
-    public func online(in channel: ChannelName) -> Int? {
-        state.withLockedValue { $0[channel]?.lastTold }
+    /// What the sockets of `channel` were told last: the count, and the people.
+    public func snapshot(of channel: ChannelName) -> RoomSnapshot? {
+        state.withLockedValue { $0[channel]?.told }
     }
 
     public func run() async throws {
@@ -94,54 +116,78 @@ public final class PresenceTracker: Service, Sendable {
         }
     }
 
-    /// Sends every channel's changes to the broker, reads the counts, tells the sockets.
+    /// Sends every room's changes to the broker, reads who is there, tells the sockets.
     func tick() async {
         let now = ContinuousClock.now
-        let work = state.withLockedValue { state -> [(ChannelName, adding: [String], removing: [String])] in
+        let work = state.withLockedValue { state -> [(ChannelName, refreshing: [Member], leaving: [String])] in
             Array(state.keys).map { channel in
-                let refresh = state[channel]!.lastRefresh.map { now - $0 >= heartbeat } ?? true
-                let adding = refresh ? Array(state[channel]!.sockets.keys) : Array(state[channel]!.added)
-                let removing = Array(state[channel]!.removed)
-                if refresh { state[channel]!.lastRefresh = now }
-                state[channel]!.added.removeAll()
-                state[channel]!.removed.removeAll()
-                return (channel, adding, removing)
+                var room = state[channel]!
+                let refresh = room.lastRefresh.map { now - $0 >= heartbeat } ?? true
+                let ids = refresh ? Array(room.sockets.keys) : Array(room.added)
+                let leaving = Array(room.removed)
+                if refresh { room.lastRefresh = now }
+                room.added.removeAll()
+                room.removed.removeAll()
+                state[channel] = room
+                return (channel, ids.map { Member(id: $0, name: room.names[$0]) }, leaving)
             }
         }
         await withTaskGroup(of: Void.self) { group in
-            for (channel, adding, removing) in work {
+            for (channel, refreshing, leaving) in work {
                 group.addTask {
                     do {
-                        let online = try await self.broker.updatePresence(of: channel, adding: adding, removing: removing, lifetime: self.lifetime)
-                        self.counted(online, in: channel)
+                        let snapshot = try await self.broker.updatePresence(
+                            of: channel, instance: self.instance, refreshing: refreshing, leaving: leaving,
+                            lifetime: self.lifetime, grace: self.grace, listLimit: self.listLimit
+                        )
+                        self.read(snapshot, of: channel)
                     } catch {
-                        // Try again at the next tick; ids stay until their lifetime ends.
+                        // Try again at the next tick; leases stay until they end.
                         self.state.withLockedValue { state in
-                            guard var entry = state[channel] else { return }
-                            entry.added.formUnion(adding.filter { entry.sockets[$0] != nil })
-                            entry.removed.formUnion(removing.filter { entry.sockets[$0] == nil })
-                            entry.lastRefresh = nil
-                            state[channel] = entry
+                            guard var room = state[channel] else { return }
+                            room.added.formUnion(refreshing.map(\.id).filter { room.sockets[$0] != nil })
+                            room.removed.formUnion(leaving.filter { room.sockets[$0] == nil })
+                            room.lastRefresh = nil
+                            state[channel] = room
                         }
-                        self.logger.debug("Cannot count who is in a channel now", metadata: ["channel": "\(channel)", "error": "\(error)"])
+                        self.logger.debug("Cannot read who is in a room now", metadata: ["channel": "\(channel)", "error": "\(error)"])
                     }
                 }
             }
         }
     }
 
-    private func counted(_ online: Int, in channel: ChannelName) {
-        let tell = state.withLockedValue { state -> Bool in
-            guard var entry = state[channel] else { return false }
+    private func read(_ snapshot: RoomSnapshot, of channel: ChannelName) {
+        let events = state.withLockedValue { state -> [ChatEvent] in
+            guard var room = state[channel] else { return [] }
             defer {
-                // A channel nobody here is in any more is forgotten once its leaves are sent.
-                state[channel] = entry.sockets.isEmpty && entry.removed.isEmpty ? nil : entry
+                // A room nobody here is in any more is forgotten once its leaves are sent.
+                state[channel] = room.sockets.isEmpty && room.removed.isEmpty ? nil : room
             }
-            guard !entry.sockets.isEmpty, online != entry.lastTold || entry.socketJoined else { return false }
-            entry.lastTold = online
-            entry.socketJoined = false
-            return true
+            guard !room.sockets.isEmpty else { return [] }
+            var events: [ChatEvent] = []
+            let before = room.told
+            if let people = snapshot.members {
+                if before?.members == nil {
+                    events.append(.members(channel: channel, online: snapshot.online, members: people))
+                } else if let known = before?.members {
+                    let old = Dictionary(known.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+                    let new = Set(people.map(\.id))
+                    for member in people where old[member.id] != member {
+                        events.append(.join(channel: channel, member: member))
+                    }
+                    for member in known where !new.contains(member.id) {
+                        events.append(.leave(channel: channel, member: member))
+                    }
+                }
+            }
+            if snapshot.online != before?.online || room.socketJoined {
+                events.append(.presence(channel: channel, online: snapshot.online))
+            }
+            room.told = snapshot
+            room.socketJoined = false
+            return events
         }
-        if tell { deliver([.presence(channel: channel, online: online)]) }
+        if !events.isEmpty { deliver(events) }
     }
 }

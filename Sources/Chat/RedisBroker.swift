@@ -110,28 +110,85 @@ public final class RedisBroker: Broker {
         return {meta[1], meta[2], oldest, entries}
         """
 
-    /// Counts a channel's people: KEYS: the presence sorted set. ARGV: lifetime (ms), how
-    /// many ids to add, the ids to add, then the ids to remove. Uses Redis' clock, so
-    /// instances with skewed clocks agree. Returns how many ids are present.
+    /// A room's leases and who is in it. KEYS: leases, names. ARGV: instance, lifetime
+    /// (ms), grace (ms), list limit, how many people are refreshed, then (id, name) per
+    /// refreshed person, then the ids leaving this instance. Uses Redis' clock, so
+    /// instances with skewed clocks agree. Returns `{online, id, name, id, name, …}`
+    /// (only `{online}` past the list limit).
     static let presenceScript = """
         local now = redis.call('TIME')
         local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-        local lifetime = tonumber(ARGV[1])
+        local instance = ARGV[1]
+        local lifetime = tonumber(ARGV[2])
+        local grace = tonumber(ARGV[3])
+        local limit = tonumber(ARGV[4])
+        local count = tonumber(ARGV[5])
         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
-        local adds = tonumber(ARGV[2])
         local batch = {}
-        for i = 3, 2 + adds do
+        for i = 0, count - 1 do
+          local id = ARGV[6 + 2 * i]
+          local name = ARGV[7 + 2 * i]
           batch[#batch + 1] = ms + lifetime
-          batch[#batch + 1] = ARGV[i]
+          batch[#batch + 1] = instance .. '|' .. id
+          if name ~= '' then redis.call('HSET', KEYS[2], id, name) else redis.call('HDEL', KEYS[2], id) end
           if #batch >= 1000 then
-            redis.call('ZADD', KEYS[1], 'GT', unpack(batch))
+            redis.call('ZADD', KEYS[1], unpack(batch))
             batch = {}
           end
         end
-        if #batch > 0 then redis.call('ZADD', KEYS[1], 'GT', unpack(batch)) end
-        for i = 3 + adds, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
-        if adds > 0 then redis.call('PEXPIRE', KEYS[1], lifetime * 2) end
-        return redis.call('ZCARD', KEYS[1])
+        if #batch > 0 then redis.call('ZADD', KEYS[1], unpack(batch)) end
+        for i = 6 + 2 * count, #ARGV do
+          redis.call('ZADD', KEYS[1], 'XX', ms + grace, instance .. '|' .. ARGV[i])
+        end
+        if count > 0 then
+          redis.call('PEXPIRE', KEYS[1], lifetime * 2)
+          redis.call('PEXPIRE', KEYS[2], lifetime * 2)
+        end
+        local seen = {}
+        local ids = {}
+        for _, lease in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+          local id = string.match(lease, '|(.*)$')
+          if id and not seen[id] then
+            seen[id] = true
+            ids[#ids + 1] = id
+          end
+        end
+        if #ids > limit then return {#ids} end
+        local out = {#ids}
+        if #ids > 0 then
+          local names = redis.call('HMGET', KEYS[2], unpack(ids))
+          for i, id in ipairs(ids) do
+            out[#out + 1] = id
+            out[#out + 1] = names[i] or ''
+          end
+        end
+        return out
+        """
+
+    /// A place in a capped room, atomically. KEYS: leases. ARGV: instance, id, cap,
+    /// lifetime (ms). Returns 1 when admitted (already there, or room left), 0 when full.
+    static let admitScript = """
+        local now = redis.call('TIME')
+        local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+        local mine = ARGV[1] .. '|' .. ARGV[2]
+        local seen = {}
+        local people = 0
+        for _, lease in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+          local id = string.match(lease, '|(.*)$')
+          if id == ARGV[2] then
+            redis.call('ZADD', KEYS[1], 'GT', ms + tonumber(ARGV[4]), mine)
+            return 1
+          end
+          if id and not seen[id] then
+            seen[id] = true
+            people = people + 1
+          end
+        end
+        if people >= tonumber(ARGV[3]) then return 0 end
+        redis.call('ZADD', KEYS[1], ms + tonumber(ARGV[4]), mine)
+        redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 2)
+        return 1
         """
 
     /// Creates a broker; it connects in ``start()``.
@@ -194,7 +251,7 @@ public final class RedisBroker: Broker {
         let caughtUp: RedisSubscriber.ResubscribeHandler = { names in
             sequencer.resubscribed(Set(names.compactMap(RedisKeys.channel(ofMessages:))))
         }
-        let used = [publishScript, Self.historyScript, Self.presenceScript]
+        let used = [publishScript, Self.historyScript, Self.presenceScript, Self.admitScript]
         let loadScripts: @Sendable (RedisConnection) async -> Void = { connection in
             for script in used {
                 do {
@@ -302,12 +359,51 @@ public final class RedisBroker: Broker {
         return Message(channel: channel, offset: offset, epoch: epoch, time: time, data: data, name: name)
     }
 
-    public func updatePresence(of channel: ChannelName, adding: [String], removing: [String], lifetime: Duration) async throws -> Int {
-        let arguments: [RedisArgument] = [.integer(Int64(lifetime / .milliseconds(1))), .integer(Int64(adding.count))]
-            + adding.map { .string($0) } + removing.map { .string($0) }
-        let reply = try await Self.run(Self.presenceScript, keys: [RedisKeys.presence(channel)], arguments: arguments, commands: commands, scripts: scripts)
-        guard let online = reply.integer else { throw BrokerError(.failed, "Redis answered the presence script with \(reply)") }
-        return Int(online)
+    public func updatePresence(
+        of channel: ChannelName, instance: String, refreshing: [Member], leaving: [String],
+        lifetime: Duration, grace: Duration, listLimit: Int
+    ) async throws -> RoomSnapshot {
+        var arguments: [RedisArgument] = [
+            .string(instance), .integer(Self.milliseconds(lifetime)), .integer(Self.milliseconds(grace)), .integer(listLimit), .integer(refreshing.count),
+        ]
+        for member in refreshing { arguments += [.string(member.id), .string(member.name ?? "")] }
+        arguments += leaving.map { .string($0) }
+        let reply = try await Self.run(
+            Self.presenceScript, keys: [RedisKeys.leases(channel), RedisKeys.names(channel)], arguments: arguments, commands: commands, scripts: scripts
+        )
+        guard let parts = reply.array, let online = parts.first?.integer else { throw BrokerError(.failed, "Redis answered the presence script with \(reply)") }
+        guard parts.count > 1 || online == 0 else { return RoomSnapshot(online: Int(online), members: nil) }
+        let members = stride(from: 1, to: parts.count - 1, by: 2).compactMap { index -> Member? in
+            guard let id = parts[index].string else { return nil }
+            let name = parts[index + 1].string
+            return Member(id: id, name: name?.isEmpty == false ? name : nil)
+        }
+        return RoomSnapshot(online: Int(online), members: members)
+    }
+
+    public func admit(_ member: String, to channel: ChannelName, instance: String, cap: Int, lifetime: Duration) async throws -> Bool {
+        let reply = try await Self.run(
+            Self.admitScript, keys: [RedisKeys.leases(channel)],
+            arguments: [.string(instance), .string(member), .integer(cap), .integer(Self.milliseconds(lifetime))], commands: commands, scripts: scripts
+        )
+        return reply.integer == 1
+    }
+
+    public func sharedSecret(named name: String, proposed: String) async throws -> String {
+        let key = RedisKeys.secret(name)
+        do {
+            _ = try await commands.send(RedisCommand("SET", .string(key), .string(proposed), "NX"), key: key)
+            guard let stored = try await commands.send(RedisCommand("GET", .string(key)), key: key).string else {
+                throw BrokerError(.failed, "Redis lost the shared secret \(key) just after it was set")
+            }
+            return stored
+        } catch let error as RedisError {
+            throw BrokerError(.unavailable, "cannot read the shared secret from Redis (\(error.message))")
+        }
+    }
+
+    private static func milliseconds(_ duration: Duration) -> Int64 {
+        Int64(duration / .milliseconds(1))
     }
 
     public func history(of channel: ChannelName, after offset: Int64?, limit: Int) async throws -> History {

@@ -12,8 +12,15 @@ struct RedisKeys: Sendable {
     /// Stream of the channel's kept messages; entry ID `<offset>-0`, fields `t` (time, ms) and `d` (data).
     static func history(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:history" }
 
-    /// Sorted set of the client ids present in the channel, scored by when each expires (ms).
-    static func presence(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:presence" }
+    /// Sorted set of the leases on the channel: `<instance>|<identity>`, scored by when
+    /// each ends (ms, Redis' clock).
+    static func leases(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:leases" }
+
+    /// Hash of the display names of the channel's people: identity → name.
+    static func names(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:names" }
+
+    /// A secret every instance shares, e.g. `identity-secret`.
+    static func secret(_ name: String) -> String { "\(prefix):secret:\(name)" }
 
     /// The pub/sub channel that carries the channel's envelopes between instances.
     static func messages(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:messages" }

@@ -60,6 +60,20 @@ public func buildApplication(
         throw StartupError(message: "\(error). Start Redis, point --redis-url at it, or run a single instance with --broker memory.")
     }
 
+    let identitySecret: String
+    do {
+        if let configured = configuration.identitySecret {
+            identitySecret = configured
+        } else {
+            identitySecret = try await broker.sharedSecret(named: "identity", proposed: Base64URL.encode(HMACSHA256.randomBytes(32)))
+        }
+    } catch {
+        throw StartupError(message: "Cannot read the identity secret: \(error). Set --identity-secret, or check Redis.")
+    }
+    let instance = StatusController.makeInstanceID(port: configuration.port)
+    let identities = Identities(secret: identitySecret)
+    let rooms = RoomPolicy(defaultCap: configuration.maximumMembers, caps: configuration.channelCaps)
+
     let gatekeeper: Gatekeeper
     do {
         gatekeeper = Gatekeeper(settings: .init(
@@ -79,7 +93,7 @@ public func buildApplication(
     let catalog = AssetCatalog.embedded(publicDirectory: configuration.publicDirectory)
     let router = Router(context: ChatRequestContext.self)
     do {
-        try PageController(catalog: catalog, configuration: configuration).addRoutes(to: router)
+        try PageController(catalog: catalog, configuration: configuration, identities: identities).addRoutes(to: router)
     } catch {
         throw StartupError(message: "The page template does not compile: \(error)")
     }
@@ -88,16 +102,19 @@ public func buildApplication(
         maximumMessageSize: configuration.maximumMessageSize,
         maximumBodySize: configuration.maximumBodySize ?? configuration.maximumMessageSize * 3 + 16 * 1024,
         gatekeeper: gatekeeper,
-        metrics: metrics
+        metrics: metrics,
+        identities: identities
     ).addRoutes(to: router)
-    HistoryController(broker: broker, gatekeeper: gatekeeper, metrics: metrics).addRoutes(to: router)
+    HistoryController(broker: broker, gatekeeper: gatekeeper, metrics: metrics, identities: identities).addRoutes(to: router)
     HealthController(broker: broker).addRoutes(to: router)
 
     let presence = PresenceTracker(
         broker: broker,
+        instance: instance,
         interval: configuration.presenceInterval,
         heartbeat: configuration.presenceLifetime / 3,
         lifetime: configuration.presenceLifetime,
+        grace: configuration.presenceGrace,
         logger: logger,
         deliver: hub.deliver
     )
@@ -113,7 +130,9 @@ public func buildApplication(
         encoder: encoder,
         gatekeeper: gatekeeper,
         metrics: metrics,
-        presence: presence
+        presence: presence,
+        identities: identities,
+        rooms: rooms
     )
     let budget = ConnectionBudget(limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(), logger: logger)
     logger.info("Connections", metadata: ["at_most": "\(budget.limit)"])
@@ -121,7 +140,7 @@ public func buildApplication(
     let statusController: StatusController
     do {
         statusController = try StatusController(
-            template: catalog.statusTemplate, instance: StatusController.makeInstanceID(port: configuration.port), broker: broker, hub: hub, rate: rate
+            template: catalog.statusTemplate, instance: instance, broker: broker, hub: hub, rate: rate
         )
     } catch {
         throw StartupError(message: "The status page template does not compile: \(error)")

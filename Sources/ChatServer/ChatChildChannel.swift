@@ -32,6 +32,10 @@ struct ChatServerContext: Sendable {
     var metrics: ChatMetrics = .none
     /// Who is in each channel.
     var presence: PresenceTracker
+    /// Who a browser is.
+    var identities: Identities
+    /// Room caps and private rooms.
+    var rooms: RoomPolicy
 }
 
 /// One port for both: HTTP requests go to Hummingbird's router, `/wb/` upgrades go to

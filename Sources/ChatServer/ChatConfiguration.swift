@@ -78,6 +78,15 @@ public struct ChatConfiguration: Sendable {
     public var metricsPort: Int?
     /// Address of the separate metrics listener.
     public var metricsHostname = "127.0.0.1"
+    /// Rooms with a cap of their own (`--channels support:50`): distinct identities, over every instance.
+    public var channelCaps: [ChannelName: Int] = [:]
+    /// The cap of every other room; `nil`: no limit. One-to-one rooms hold two.
+    public var maximumMembers: Int?
+    /// Signs the `uid` cookies; every instance must share it. `nil`: one kept in the
+    /// broker (made by the first instance), so instances on one Redis agree.
+    public var identitySecret: String?
+    /// How long someone stays listed after their last socket closed.
+    public var presenceGrace: Duration = .seconds(10)
     /// How often each channel's people are counted and told to chat.v1 sockets.
     public var presenceInterval: Duration = .seconds(1)
     /// How long a person counts without a refresh from their instance (a crashed

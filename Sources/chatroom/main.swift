@@ -30,8 +30,17 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Redis URL: redis://[user:password@]host:port[/db], unix:///path/to/redis.sock, or redis+cluster://host:port,host:port for a Redis Cluster (7.0+). Also read from $REDIS_URL.", valueName: "url"))
     var redisURL: String?
 
-    @Option(help: ArgumentHelp("Channels shown as tabs on the page, comma separated.", valueName: "names"))
+    @Option(help: ArgumentHelp("Channels shown as tabs on the page, comma separated; NAME:N caps a room at N people (e.g. general,support:50).", valueName: "names"))
     var channels = "channel_1,channel_2"
+
+    @Option(help: ArgumentHelp("People a room may hold (distinct browsers, over every instance) unless --channels gives its own cap; 0: no limit. One-to-one rooms hold two.", valueName: "count"))
+    var maxMembers = 0
+
+    @Option(help: ArgumentHelp("Signs the uid cookies that identify browsers; every instance must share it. Also read from $CHATROOM_IDENTITY_SECRET. Without it, one is made once and kept in Redis (or in memory with --broker memory).", valueName: "secret"))
+    var identitySecret: String?
+
+    @Option(help: ArgumentHelp("Seconds someone stays listed as online after their last socket closed, so a quick reconnect shows no leave.", valueName: "seconds"))
+    var presenceGrace = 10
 
     @Option(help: ArgumentHelp("Serve the page's files from this folder instead of the copy inside the binary (for front-end work).", valueName: "dir"))
     var publicDir: String?
@@ -139,6 +148,8 @@ struct Chatroom: AsyncParsableCommand {
             guard (0...65535).contains(metricsPort) else { throw ValidationError("--metrics-port must be between 0 and 65535.") }
             guard metricsPort != port || metricsPort == 0 else { throw ValidationError("--metrics-port must differ from --port.") }
         }
+        guard maxMembers >= 0 else { throw ValidationError("--max-members cannot be negative.") }
+        guard (0...300).contains(presenceGrace) else { throw ValidationError("--presence-grace must be between 0 and 300 seconds.") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout cannot be negative.") }
         _ = try channelNames()
     }
@@ -166,7 +177,11 @@ struct Chatroom: AsyncParsableCommand {
         configuration.port = port
         configuration.broker = broker
         configuration.redisURL = redisURL ?? ProcessInfo.processInfo.environment["REDIS_URL"] ?? configuration.redisURL
-        configuration.channels = try channelNames()
+        let rooms = try channelNames()
+        configuration.channels = rooms.map(\.name)
+        configuration.channelCaps = Dictionary(rooms.compactMap { room in room.cap.map { (room.name, $0) } }, uniquingKeysWith: { _, last in last })
+        configuration.maximumMembers = maxMembers > 0 ? maxMembers : nil
+        configuration.presenceGrace = .seconds(presenceGrace)
         configuration.publicDirectory = publicDir
         configuration.maximumMessageSize = maxMessageSize
         configuration.pingInterval = .seconds(pingInterval)
@@ -191,6 +206,7 @@ struct Chatroom: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         configuration.publishToken = publishToken ?? environment["CHATROOM_PUBLISH_TOKEN"]
         configuration.connectSecret = connectSecret ?? environment["CHATROOM_CONNECT_SECRET"]
+        configuration.identitySecret = identitySecret ?? environment["CHATROOM_IDENTITY_SECRET"]
 
         let application: any ApplicationProtocol
         do {
@@ -222,12 +238,20 @@ struct Chatroom: AsyncParsableCommand {
         allowedOrigins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && $0 != "*" }
     }
 
-    private func channelNames() throws -> [ChannelName] {
-        let names = channels.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        guard !names.isEmpty else { throw ValidationError("--channels needs at least one channel name.") }
-        return try names.map { name in
+    /// `--channels`: names, each with an optional `:N` cap (digits after the last colon).
+    private func channelNames() throws -> [(name: ChannelName, cap: Int?)] {
+        let entries = channels.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !entries.isEmpty else { throw ValidationError("--channels needs at least one channel name.") }
+        return try entries.map { entry in
+            var name = entry
+            var cap: Int?
+            if let colon = entry.lastIndex(of: ":"), let number = Int(entry[entry.index(after: colon)...]) {
+                guard number > 0 else { throw ValidationError("--channels: '\(entry.prefix(80))' has a cap of \(number); a cap must be at least 1.") }
+                name = String(entry[..<colon])
+                cap = number
+            }
             do throws(ChannelNameError) {
-                return try ChannelName(validating: name)
+                return (try ChannelName(validating: name), cap)
             } catch {
                 throw ValidationError("--channels: '\(name.prefix(80))' is not valid: \(error.reason).")
             }

@@ -58,7 +58,8 @@ class Instance:
 
     def start(self):
         self.process = subprocess.Popen(
-            [BINARY, "--port", str(self.port), "--redis-url", REDIS_URL, "--log-level", "warning", *self.extra],
+            # A short grace period, so that leaving shows within the tests' waits.
+            [BINARY, "--port", str(self.port), "--redis-url", REDIS_URL, "--log-level", "warning", "--presence-grace", "2", *self.extra],
             stdout=subprocess.DEVNULL,
         )
         wait_until(lambda: self.answers(), message=f"chatroom on port {self.port}")
@@ -106,22 +107,35 @@ def browser(width=1000, height=760):
     return driver
 
 
-class ChatPageTests(unittest.TestCase):
+INSTANCES = {}
+
+
+def setUpModule():
+    os.makedirs(SHOTS, exist_ok=True)
+    INSTANCES["a"] = Instance("--send-rate", "0")
+    INSTANCES["b"] = Instance("--send-rate", "0")
+    # Allows one publish now and then one every 5 s (for the refusal shown on the page),
+    # and has a room for one.
+    INSTANCES["c"] = Instance("--send-rate", "0.2", "--send-burst", "1", "--channels", "channel_1,channel_2,tiny:1")
+
+
+def tearDownModule():
+    for instance in INSTANCES.values():
+        instance.stop()
+
+
+class PageTestCase(unittest.TestCase):
+    """Three instances on one Redis (a, b, c), browsers, and what the tests share."""
+
     @classmethod
     def setUpClass(cls):
-        os.makedirs(SHOTS, exist_ok=True)
-        cls.a = Instance("--send-rate", "0")
-        cls.b = Instance("--send-rate", "0")
-        # Allows one publish now and then one every 5 s: for the refusal shown on the page.
-        cls.c = Instance("--send-rate", "0.2", "--send-burst", "1")
+        cls.a, cls.b, cls.c = INSTANCES["a"], INSTANCES["b"], INSTANCES["c"]
         cls.drivers = []
 
     @classmethod
     def tearDownClass(cls):
         for driver in cls.drivers:
             driver.quit()
-        for instance in (cls.a, cls.b, cls.c):
-            instance.stop()
 
     def open(self, instance, path="", width=1000, height=760):
         driver = browser(width, height)
@@ -148,7 +162,7 @@ class ChatPageTests(unittest.TestCase):
     @staticmethod
     def cookie(driver, name):
         value = driver.get_cookie(name)
-        return value["value"] if value else None
+        return urllib.parse.unquote(value["value"]) if value else None
 
     def select_tab(self, driver, channel):
         driver.find_element(By.ID, f"tab-{channel}").click()
@@ -161,6 +175,8 @@ class ChatPageTests(unittest.TestCase):
         box.send_keys(text)
         box.send_keys(Keys.ENTER)
 
+
+class ChatPageTests(PageTestCase):
     # 1, 2: tabs, cookie, only the chosen channel's messages
     def test_1_tabs_switch_the_channel_cookie_and_only_that_channel_arrives(self):
         driver = self.open(self.a)
@@ -346,6 +362,57 @@ class ChatPageTests(unittest.TestCase):
         self.assertEqual(wide.execute_script("return getComputedStyle(document.body).backgroundColor"), "rgb(20, 23, 28)", "the dark theme")
         self.shot(wide, "page-dark")
         self.close(wide)
+
+
+class RoomTests(PageTestCase):
+    """Rooms: one-to-one from the online list, a full room."""
+
+    def people(self, driver):
+        return driver.execute_script("return [...document.querySelectorAll('#people-list li')].map(li => li.textContent)")
+
+    def test_9_a_one_to_one_room_opens_from_the_online_list(self):
+        channel = f"lobby{int(time.time() * 1000) % 100000}"
+        ada = self.open(self.a, f"#channel={channel}")
+        bob = self.open(self.b, f"#channel={channel}")
+        for driver, name in ((ada, "Ada"), (bob, "Bob")):
+            field = driver.find_element(By.ID, "name")
+            field.send_keys(name, Keys.TAB)  # change → the socket says the new name
+        wait_until(lambda: "Bob" in self.people(ada) and "Ada" in self.people(bob), message="each in the other's list")
+        self.assertIn("Ada (you)", self.people(ada))
+        ada.find_element(By.ID, "presence").click()
+        ada.find_element(By.CSS_SELECTOR, "#people-list button").click()
+        wait_until(lambda: (self.cookie(ada, "channel") or "").startswith("dm:"), message="Ada in the one-to-one room")
+        room = self.cookie(ada, "channel")
+        self.assertEqual(ada.find_element(By.CSS_SELECTOR, '#tabs [aria-selected="true"] .tab-name').text, "@Bob")
+        wait_until(lambda: self.status(ada) == "Connected", message="Ada connected to the room")
+        self.type_message(ada, "just between us")
+        wait_until(lambda: "just between us" in self.texts(ada), message="Ada sees her message")
+        # Bob opens the same room from his list, and finds the message in its history.
+        bob.find_element(By.ID, "presence").click()
+        bob.find_element(By.CSS_SELECTOR, "#people-list button").click()
+        wait_until(lambda: self.cookie(bob, "channel") == room, message="Bob in the same room")
+        wait_until(lambda: "just between us" in self.texts(bob), message="the message in Bob's window")
+        self.type_message(bob, "agreed")
+        wait_until(lambda: "agreed" in self.texts(ada), message="Bob's answer in Ada's window")
+        self.shot(ada, "one-to-one")
+        # Anyone else who tries the room's address is refused, and told so.
+        eve = self.open(self.a)
+        eve.get(self.a.url + f"#channel={room}")
+        eve.refresh()
+        wait_until(lambda: "private one-to-one room" in self.status(eve), message="Eve refused")
+        self.assertNotIn("just between us", self.texts(eve))
+        for driver in (ada, bob, eve):
+            self.close(driver)
+
+    def test_10_a_full_room_says_so(self):
+        first = self.open(self.c, "#channel=tiny")
+        second = browser()
+        self.drivers.append(second)
+        second.get(self.c.url + "#channel=tiny")
+        wait_until(lambda: self.status(second) == "This room is full: it holds at most 1 person.", message="the room is full")
+        self.shot(second, "room-full")
+        self.close(second)
+        self.close(first)
 
 
 def post_burst(port, channel, count, lanes=8):

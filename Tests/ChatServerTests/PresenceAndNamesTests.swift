@@ -46,16 +46,21 @@ struct PresenceAndNamesTests {
 
     @Test(arguments: ChatConfiguration.BrokerKind.allCases)
     func presenceCountsPeopleNotTabsAndFollowsThemOut(broker: ChatConfiguration.BrokerKind) async throws {
-        try await withServer(broker: broker, { $0.presenceInterval = .milliseconds(200) }) { server in
+        try await withServer(broker: broker, {
+            $0.presenceInterval = .milliseconds(200)
+            $0.presenceGrace = .zero
+        }) { server in
             let channel = uniqueChannel()
-            func open(_ cid: String) async throws -> ChatWebSocket {
-                try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", headers: [("Cookie", "cid=\(cid)")], subprotocols: ["chat.v1"])
+            let one = Person()
+            let two = Person()
+            func open(_ person: Person) async throws -> ChatWebSocket {
+                try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", headers: [person.header], subprotocols: ["chat.v1"])
             }
-            let first = try await open("browser-one")
+            let first = try await open(one)
             #expect(try await online(first) == 1)
-            let secondTab = try await open("browser-one")
+            let secondTab = try await open(one)
             #expect(try await online(secondTab) == 1, "a second tab of the same browser is told the count, and does not add to it")
-            let other = try await open("browser-two")
+            let other = try await open(two)
             #expect(try await online(other) == 2)
             #expect(try await online(first, until: 2) == 2)
             await other.disconnect()
@@ -70,12 +75,13 @@ struct PresenceAndNamesTests {
         let settings: (inout ChatConfiguration) -> Void = {
             $0.presenceInterval = .milliseconds(200)
             $0.presenceLifetime = .seconds(2)
+            $0.presenceGrace = .zero
         }
         let a = try await TestServer.start(broker: .redis, settings)
         let b = try await TestServer.start(broker: .redis, settings)
         let channel = uniqueChannel()
-        let onA = try await ChatWebSocket.connect(port: a.port, path: "/wb/?channel=\(channel)", headers: [("Cookie", "cid=person-a-1")], subprotocols: ["chat.v1"])
-        let onB = try await ChatWebSocket.connect(port: b.port, path: "/wb/?channel=\(channel)", headers: [("Cookie", "cid=person-b-1")], subprotocols: ["chat.v1"])
+        let onA = try await ChatWebSocket.connect(port: a.port, path: "/wb/?channel=\(channel)", headers: [Person().header], subprotocols: ["chat.v1"])
+        let onB = try await ChatWebSocket.connect(port: b.port, path: "/wb/?channel=\(channel)", headers: [Person().header], subprotocols: ["chat.v1"])
         #expect(try await online(onA, until: 2) == 2, "counted over both instances")
         #expect(try await online(onB, until: 2) == 2)
         await onB.disconnect()
@@ -86,8 +92,9 @@ struct PresenceAndNamesTests {
         let redis = try await RedisConnection.connect(
             configuration: RedisConfiguration(url: try TestRedis.url()), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "test")
         )
-        let now = try await redis.send(RedisCommand("TIME")).array?.first?.string.flatMap { Int64($0) } ?? 0
-        _ = try await redis.send(RedisCommand("ZADD", .string("chatroom:{\(channel)}:presence"), .integer(now * 1000 + 1500), .string("c:ghost-of-a-crash")))
+        let time = try await redis.send(RedisCommand("TIME")).array?.compactMap { $0.string.flatMap { Int64($0) } } ?? []
+        let now = (time.first ?? 0) * 1000 + (time.last ?? 0) / 1000
+        _ = try await redis.send(RedisCommand("ZADD", .string("chatroom:{\(channel)}:leases"), .integer(now + 1500), .string("crashed-instance|ghost-of-a-crash")))
         redis.close()
         #expect(try await online(onA, until: 2) == 2)
         let started = ContinuousClock.now

@@ -1,6 +1,6 @@
 import Chat
 import ChatClient
-import ChatServer
+@testable import ChatServer
 import ChatTestSupport
 import Foundation
 import Logging
@@ -36,6 +36,8 @@ final class TestServer: Sendable {
         configuration.socketMessageRate = nil
         // Presence frames would interleave with what tests count: off unless a test sets it.
         configuration.presenceInterval = .seconds(3600)
+        // Shared by every test server, so that tests can mint identities (see `Person`).
+        configuration.identitySecret = Person.secret
         configure(&configuration)
         var logger = Logger(label: "test-server") { label in
             let stream = StreamLogHandler.standardError(label: label)
@@ -117,4 +119,18 @@ func closeCode(of socket: ChatWebSocket) async -> UInt16? {
         }
     }
     return nil
+}
+
+/// A browser's identity for tests: a `uid` cookie signed with the test servers' secret.
+struct Person {
+    static let secret = "test-identity-secret"
+    let id: String
+    let cookie: String
+
+    init() {
+        (id, cookie) = Identities(secret: Person.secret).mint()
+    }
+
+    /// The `Cookie` header to send.
+    var header: (String, String) { ("Cookie", "uid=\(cookie)") }
 }

@@ -290,6 +290,9 @@ struct ChannelSequencerTests {
                     case .reset(_, let epoch): "reset:\(epoch)"
                     case .gap(_, let from, let to): "gap:\(from)-\(to)"
                     case .presence(_, let online): "presence:\(online)"
+                    case .members(_, let online, _): "members:\(online)"
+                    case .join(_, let member): "join:\(member.id)"
+                    case .leave(_, let member): "leave:\(member.id)"
                     }
                 }
             }

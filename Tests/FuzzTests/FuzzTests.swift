@@ -157,11 +157,12 @@ struct FuzzTests {
     @Test func chatV1ParserSurvivesAnyText() async {
         let seeds = Self.seeds("chatv1")
         #expect(ChatV1Request(#"{"type":"ping"}"#) == .ping)
+        #expect(ChatV1Request(#"{"type":"who"}"#) == .who)
         await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits) { index, edits in
             let text = String(decoding: Self.mutate(seeds[index], edits), as: UTF8.self)
             switch ChatV1Request(text) {
-            case .ping:
-                #expect(text.contains("{"), "a ping is a JSON object: \(text)")
+            case .ping, .who:
+                #expect(text.contains("{"), "a request is a JSON object: \(text)")
             case .invalid(let reason):
                 #expect(!reason.isEmpty && reason.utf8.count < 200, "the error says why, briefly")
             }

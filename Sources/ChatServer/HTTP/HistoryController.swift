@@ -13,6 +13,7 @@ struct HistoryController: Sendable {
     let broker: any Broker
     let gatekeeper: Gatekeeper
     var metrics: ChatMetrics = .none
+    let identities: Identities
     static let defaultLimit = 100
     static let maximumLimit = 1000
 
@@ -29,6 +30,10 @@ struct HistoryController: Sendable {
             channel = try ChannelName(validating: field("channel") ?? ChannelName.fallback.rawValue)
         } catch {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).", cors, context: context)
+        }
+        let identity = identities.verify(CookieHeader.value(Identities.cookieName, in: request.headers[values: .cookie]))
+        if let reason = RoomPolicy.refusal(for: channel, identity: identity) {
+            throw refuse(.forbidden, reason, cors, context: context)
         }
         var since: Int64?
         if let text = field("since") {

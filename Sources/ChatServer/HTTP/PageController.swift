@@ -9,10 +9,12 @@ struct PageController: Sendable {
     let catalog: AssetCatalog
     let page: ByteBuffer
     let pageETag: String
+    let identities: Identities
 
     /// Renders the page shell once: it depends only on the configuration.
-    init(catalog: AssetCatalog, configuration: ChatConfiguration) throws {
+    init(catalog: AssetCatalog, configuration: ChatConfiguration, identities: Identities) throws {
         self.catalog = catalog
+        self.identities = identities
         let template = try MustacheTemplate(string: catalog.pageTemplate)
         let html = template.render([
             "title": configuration.title,
@@ -25,7 +27,13 @@ struct PageController: Sendable {
 
     func addRoutes(to router: Router<ChatRequestContext>) {
         router.get("/") { request, _ in
-            Self.respond(with: page, contentType: "text/html; charset=utf-8", etag: pageETag, to: request)
+            var response = Self.respond(with: page, contentType: "text/html; charset=utf-8", etag: pageETag, to: request)
+            // Every browser gets an identity (the uid cookie) with the page; a forged or
+            // altered one is replaced.
+            if identities.verify(CookieHeader.value(Identities.cookieName, in: request.headers[values: .cookie])) == nil {
+                response.headers[.setCookie] = Identities.setCookie(identities.mint().cookie)
+            }
+            return response
         }
         for path in catalog.publicDirectory == nil ? Array(catalog.publicFiles.keys) : [] {
             router.get(RouterPath(path)) { request, _ in try serve(path, to: request) }

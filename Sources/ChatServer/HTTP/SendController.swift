@@ -17,6 +17,7 @@ struct SendController: Sendable {
     let maximumBodySize: Int
     let gatekeeper: Gatekeeper
     var metrics: ChatMetrics = .none
+    let identities: Identities
 
     func addRoutes(to router: Router<ChatRequestContext>) {
         // Hummingbird's router ignores a trailing slash: this serves /send/ and /send.
@@ -68,6 +69,10 @@ struct SendController: Sendable {
             channel = try ChannelName(validating: fields.last(where: { $0.name == "channel" })?.value ?? ChannelName.fallback.rawValue)
         } catch {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).", cors, client, context: context)
+        }
+        let identity = identities.verify(CookieHeader.value(Identities.cookieName, in: request.headers[values: .cookie]))
+        if let reason = RoomPolicy.refusal(for: channel, identity: identity) {
+            throw refuse(.forbidden, reason, cors, client, context: context)
         }
         let givenName = fields.last(where: { $0.name == "name" })?.value
         if let givenName, let problem = SenderName.problem(with: givenName) {

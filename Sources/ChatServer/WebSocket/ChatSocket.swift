@@ -74,7 +74,9 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     private var pingSentAt: NIODeadline?
     private var rateLimit: SocketRateLimit?
     private let metrics: ChatMetrics
-    private let presence: (tracker: PresenceTracker, client: String)?
+    private let presence: (tracker: PresenceTracker, member: Member)?
+    /// Refused after the upgrade (a chat.v1 client learns why from the close).
+    private let refusal: (code: WebSocketCloseCode, reason: String)?
 
     init(
         channelName: ChannelName,
@@ -85,11 +87,13 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         broker: any Broker,
         settings: Settings,
         metrics: ChatMetrics = .none,
-        presence: (tracker: PresenceTracker, client: String)? = nil,
+        presence: (tracker: PresenceTracker, member: Member)? = nil,
+        refusal: (code: WebSocketCloseCode, reason: String)? = nil,
         logger: Logger
     ) {
         self.metrics = metrics
-        self.presence = presence
+        self.presence = refusal == nil ? presence : nil
+        self.refusal = refusal
         self.channelName = channelName
         self.format = kind.format
         self.frameIndex = kind.index
@@ -111,6 +115,10 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if let refusal {
+            close(refusal.code, refusal.reason, context: context)
+            return
+        }
         context.channel.setOption(
             ChannelOptions.writeBufferWaterMark,
             value: .init(low: settings.queueLimit / 2, high: settings.queueLimit)
@@ -118,7 +126,13 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         // Join the hub first, then read the history: whatever is published meanwhile
         // waits in `flow` and is either in the history read or after it.
         if echo == nil { hub.add(self, to: channelName) }
-        presence?.tracker.join(channelName, client: presence!.client)
+        if let presence {
+            presence.tracker.join(channelName, member: presence.member)
+            // Who is here already, so that the joins and leaves that follow add up.
+            if format == .chatV1, let snapshot = presence.tracker.snapshot(of: channelName), let members = snapshot.members {
+                context.writeAndFlush(wrapOutboundOut(ChatV1.members(channel: channelName, online: snapshot.online, members: members)), promise: nil)
+            }
+        }
         if let resume { startReplay(resume) }
         logger.debug("WebSocket open", metadata: ["channel": "\(channelName)", "protocol": "\(format)", "deflate": "\(frameIndex != format.rawValue)"])
     }
@@ -270,8 +284,8 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
                 reset = epoch
                 from = nil
                 to = nil
-            case .presence:
-                break  // the next count will do
+            case .presence, .members, .join, .leave:
+                break  // who is here is told again; a reader that catches up can ask ("who")
             }
             flow = .dropping(from: from, to: to, reset: reset)
         case .replaying:
@@ -407,6 +421,9 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
             switch ChatV1Request(text) {
             case .ping:
                 context.writeAndFlush(wrapOutboundOut(ChatV1.pong()), promise: nil)
+            case .who:
+                let snapshot = presence?.tracker.snapshot(of: channelName) ?? RoomSnapshot(online: 0, members: [])
+                context.writeAndFlush(wrapOutboundOut(ChatV1.members(channel: channelName, online: snapshot.online, members: snapshot.members ?? [])), promise: nil)
             case .invalid(let reason):
                 logger.debug("Refused a chat.v1 frame", metadata: ["reason": "\(reason)"])
                 metrics.refused(route: "socket", reason: "bad_frame")
@@ -435,13 +452,14 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         context = nil
         state = .closed
         hub.remove(self, from: channelName)
-        presence?.tracker.leave(channelName, client: presence!.client)
+        presence?.tracker.leave(channelName, id: presence!.member.id)
     }
 }
 
 /// What a `chat.v1` client may send.
 enum ChatV1Request: Equatable {
     case ping
+    case who
     case invalid(String)
 
     private struct Frame: Decodable {
@@ -455,7 +473,8 @@ enum ChatV1Request: Equatable {
         }
         switch frame.type {
         case "ping": self = .ping
-        default: self = .invalid("unknown frame type \"\(frame.type.prefix(32))\"; chat.v1 clients may send {\"type\":\"ping\"}")
+        case "who": self = .who
+        default: self = .invalid("unknown frame type \"\(frame.type.prefix(32))\"; chat.v1 clients may send {\"type\":\"ping\"} or {\"type\":\"who\"}")
         }
     }
 }

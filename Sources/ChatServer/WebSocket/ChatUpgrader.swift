@@ -23,8 +23,11 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         var channel: ChannelName
         var kind: FrameKind
         var resume: ChatSocket.Resume?
-        /// Who the socket counts as in the channel's presence.
-        var clientID = ""
+        /// Who the socket counts as in the room, and the name it shows.
+        var member = Member(id: "", name: nil)
+        /// Accepted only to be closed at once with this code and reason (a chat.v1 client
+        /// refused a room: browsers cannot read an upgrade's HTTP status).
+        var refusal: (code: WebSocketCloseCode, reason: String)?
         /// The test-only echo route (`--test-echo-route`): no channel, messages come back.
         var echo = false
     }
@@ -104,7 +107,8 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                         messageRate: context.gatekeeper.settings.socketMessageRate
                     ),
                     metrics: context.metrics,
-                    presence: request.echo ? nil : (context.presence, request.clientID),
+                    presence: request.echo ? nil : (context.presence, request.member),
+                    refusal: request.refusal,
                     logger: logger
                 )
             )
@@ -180,27 +184,51 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             logger.info("Refused a WebSocket upgrade", metadata: ["reason": "\(refusal)", "client": "\(client)"])
             return eventLoop.makeSucceededFuture(.failure(UpgradeRefusal(status: .serviceUnavailable, message: refusal)))
         }
+        // Who: the uid cookie when its signature is right, else a new identity.
+        let verified = context.identities.verify(CookieHeader.value(Identities.cookieName, in: head.headers["cookie"]))
+        let memberID: String
+        if let verified {
+            memberID = verified
+        } else {
+            let minted = context.identities.mint()
+            memberID = minted.id
+            headers.add(name: "Set-Cookie", value: Identities.setCookie(minted.cookie))
+        }
+        let shownName = query.flatMap { FormData.value("name", in: $0) }.flatMap { SenderName.problem(with: $0) == nil ? SenderName.normalized($0) : nil }
+        var request = Request(channel: channelName, kind: FrameKind(format: format, deflate: deflate), resume: resume, member: Member(id: memberID, name: shownName))
+        let metrics = context.metrics
+        func refuse(_ code: WebSocketCloseCode, _ reason: String, metric: String) -> Result<(Request, HTTPHeaders), UpgradeRefusal> {
+            logger.info("Refused a WebSocket upgrade", metadata: ["reason": "\(reason)", "channel": "\(channelName)"])
+            guard format == .chatV1 else { return .failure(UpgradeRefusal(status: .forbidden, message: reason)) }
+            metrics.refused(route: "/wb/", reason: metric)
+            request.refusal = (code, reason)
+            return .success((request, headers))
+        }
+        if let reason = RoomPolicy.refusal(for: channelName, identity: verified) {
+            return eventLoop.makeSucceededFuture(refuse(.privateRoom, reason, metric: "private_room"))
+        }
         let broker = context.broker
-        channel.closeFuture.whenComplete { _ in broker.leave(channelName) }
-        let clientID = Self.clientID(cookie: CookieHeader.value("cid", in: head.headers["cookie"]))
-        return broker.join(channelName, on: eventLoop).map {
-            .success((Request(channel: channelName, kind: FrameKind(format: format, deflate: deflate), resume: resume, clientID: clientID), headers))
+        let presence = context.presence
+        let admitted: EventLoopFuture<Bool>
+        if let cap = context.rooms.cap(of: channelName) {
+            admitted = eventLoop.makeFutureWithTask {
+                try await broker.admit(memberID, to: channelName, instance: presence.instance, cap: cap, lifetime: presence.lifetime)
+            }
+        } else {
+            admitted = eventLoop.makeSucceededFuture(true)
+        }
+        return admitted.flatMap { admitted -> EventLoopFuture<Result<(Request, HTTPHeaders), UpgradeRefusal>> in
+            guard admitted else {
+                let cap = context.rooms.cap(of: channelName) ?? 0
+                return eventLoop.makeSucceededFuture(refuse(.roomFull, "This room is full: it holds at most \(cap) \(cap == 1 ? "person" : "people").", metric: "room_full"))
+            }
+            channel.closeFuture.whenComplete { _ in broker.leave(channelName) }
+            return broker.join(channelName, on: eventLoop).map { .success((request, headers)) }
         }
             .flatMapErrorThrowing { error in
                 logger.warning("Refused a WebSocket upgrade: the broker cannot serve", metadata: ["channel": "\(channelName)", "error": "\(error)"])
                 return .failure(UpgradeRefusal(status: .serviceUnavailable, message: "The chat is temporarily unavailable (\(error)); retry shortly."))
             }
-    }
-
-    /// The page's client id (`cid` cookie: 8–64 letters, digits, `-` and `_`), so that
-    /// tabs of one browser count once; a socket without a valid one counts alone.
-    static func clientID(cookie: String?) -> String {
-        if let cookie, (8...64).contains(cookie.utf8.count),
-            cookie.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || $0 == 45 || $0 == 95 })
-        {
-            return "c:" + cookie
-        }
-        return "s:" + String(UInt64.random(in: .min ... .max), radix: 36)
     }
 
     /// Reads `since=OFFSET&epoch=E` from the query: both or neither.

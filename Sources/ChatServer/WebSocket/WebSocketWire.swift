@@ -90,4 +90,8 @@ struct WebSocketCloseCode: RawRepresentable, Hashable, Sendable {
     static let messageTooBig = Self(rawValue: 1009)
     static let internalError = Self(rawValue: 1011)
     static let tryAgainLater = Self(rawValue: 1013)
+    /// A one-to-one room of two other people (chat.v1; the original protocol gets 403).
+    static let privateRoom = Self(rawValue: 4403)
+    /// The room holds as many people as its cap (chat.v1; the original protocol gets 403).
+    static let roomFull = Self(rawValue: 4409)
 }

@@ -37,6 +37,12 @@ enum WireFormat: Int, Sendable, CaseIterable {
             [nil, ChatV1.gap(channel: channel, from: from, to: to)]
         case .presence(let channel, let online):
             [nil, ChatV1.presence(channel: channel, online: online)]
+        case .members(let channel, let online, let members):
+            [nil, ChatV1.members(channel: channel, online: online, members: members)]
+        case .join(let channel, let member):
+            [nil, ChatV1.person("join", channel: channel, member: member)]
+        case .leave(let channel, let member):
+            [nil, ChatV1.person("leave", channel: channel, member: member)]
         }
     }
 }
@@ -93,6 +99,41 @@ enum ChatV1 {
             json.writeStaticString(#"{"type":"presence","channel":"#)
             JSON.writeString(channel.rawValue, into: &json)
             json.writeString(#","online":\#(online)}"#)
+        }
+    }
+
+    static func writeMember(_ member: Member, into json: inout ByteBuffer) {
+        json.writeStaticString(#"{"id":"#)
+        JSON.writeString(member.id, into: &json)
+        if let name = member.name {
+            json.writeStaticString(#","name":"#)
+            JSON.writeString(name, into: &json)
+        }
+        json.writeStaticString("}")
+    }
+
+    /// Everyone in the channel.
+    static func members(channel: ChannelName, online: Int, members: [Member]) -> ByteBuffer {
+        WebSocketWire.textFrame(estimatedLength: 96 + members.count * 64) { json in
+            json.writeStaticString(#"{"type":"members","channel":"#)
+            JSON.writeString(channel.rawValue, into: &json)
+            json.writeString(#","online":\#(online),"members":["#)
+            for (index, member) in members.enumerated() {
+                if index > 0 { json.writeStaticString(",") }
+                writeMember(member, into: &json)
+            }
+            json.writeStaticString("]}")
+        }
+    }
+
+    /// `join` or `leave` of one person.
+    static func person(_ type: String, channel: ChannelName, member: Member) -> ByteBuffer {
+        WebSocketWire.textFrame(estimatedLength: 128) { json in
+            json.writeString(#"{"type":"\#(type)","channel":"#)
+            JSON.writeString(channel.rawValue, into: &json)
+            json.writeStaticString(#","member":"#)
+            writeMember(member, into: &json)
+            json.writeStaticString("}")
         }
     }
 

@@ -1,0 +1,94 @@
+import Chat
+import NIOCore
+
+/// Who a browser is, without accounts: the `uid` cookie the server issues.
+///
+///     uid=<id>.<base64url(HMAC-SHA256(secret, "uid\n" + id))>
+///
+/// `id` is 16 random bytes in base64url (22 characters). Every instance shares the
+/// secret (`--identity-secret`, or one kept in the broker), so any instance recognises
+/// any instance's cookies. A cookie whose signature does not match is ignored — the
+/// browser gets a new identity — and never trusted. The nickname is only a display name;
+/// the id is who someone is (presence, member caps, one-to-one rooms).
+struct Identities: Sendable {
+    /// The cookie's name.
+    static let cookieName = "uid"
+    private let key: [UInt8]
+
+    init(secret: String) {
+        key = Array(secret.utf8)
+    }
+
+    /// A new identity's cookie value.
+    func mint() -> (id: String, cookie: String) {
+        let id = Base64URL.encode(HMACSHA256.randomBytes(16))
+        return (id, id + "." + signature(of: id))
+    }
+
+    /// The id in a cookie value, when its signature is right.
+    func verify(_ cookie: String?) -> String? {
+        guard let cookie, cookie.utf8.count <= 128, let dot = cookie.firstIndex(of: ".") else { return nil }
+        let id = String(cookie[..<dot])
+        guard Self.isID(id), let given = Base64URL.decode(String(cookie[cookie.index(after: dot)...])) else { return nil }
+        return HMACSHA256.constantTimeEqual(given, mac(of: id)) ? id : nil
+    }
+
+    /// The `Set-Cookie` value that gives a browser `cookie` for a year.
+    static func setCookie(_ cookie: String) -> String {
+        "\(cookieName)=\(cookie); Max-Age=31536000; Path=/; SameSite=Lax"
+    }
+
+    /// Whether `text` has the shape of an id: 22 base64url characters.
+    static func isID(_ text: some StringProtocol) -> Bool {
+        text.utf8.count == 22 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || $0 == 45 || $0 == 95 }
+    }
+
+    private func mac(of id: String) -> [UInt8] {
+        HMACSHA256.mac(key: key, message: Array("uid\n\(id)".utf8))
+    }
+
+    private func signature(of id: String) -> String {
+        Base64URL.encode(mac(of: id))
+    }
+}
+
+/// Which rooms are capped and which are private.
+///
+/// A one-to-one room is named `dm:<id>:<id>` from the two identities, sorted: only those
+/// two may open sockets on it, read its history or post to it, and it holds two people.
+/// Any other room holds as many people (distinct identities, over every instance) as its
+/// cap: its own from `--channels name:cap`, else `--max-members`, else no limit.
+struct RoomPolicy: Sendable {
+    var defaultCap: Int?
+    var caps: [ChannelName: Int]
+
+    /// The two ids of a one-to-one room, or `nil` for any other room.
+    static func pair(of channel: ChannelName) -> (String, String)? {
+        let parts = channel.rawValue.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "dm", Identities.isID(parts[1]), Identities.isID(parts[2]) else { return nil }
+        return (String(parts[1]), String(parts[2]))
+    }
+
+    /// The one-to-one room of two ids.
+    static func directRoom(_ a: String, _ b: String) -> ChannelName? {
+        ChannelName("dm:" + [a, b].sorted().joined(separator: ":"))
+    }
+
+    /// Why `identity` may not use `channel`, or `nil` when it may.
+    static func refusal(for channel: ChannelName, identity: String?) -> String? {
+        guard channel.rawValue.hasPrefix("dm:") else { return nil }
+        guard let (a, b) = pair(of: channel), a < b else {
+            return "A one-to-one room is named dm:<id>:<id> from two identities, in sorted order."
+        }
+        guard let identity, identity == a || identity == b else {
+            return "This is a private one-to-one room: only its two people may use it."
+        }
+        return nil
+    }
+
+    /// How many people `channel` holds, or `nil` for no limit.
+    func cap(of channel: ChannelName) -> Int? {
+        if Self.pair(of: channel) != nil { return 2 }
+        return caps[channel] ?? defaultCap
+    }
+}
