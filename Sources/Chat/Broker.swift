@@ -32,6 +32,7 @@ public protocol Broker: Sendable, CustomStringConvertible {
     /// stored too); `leaving` are ids whose last socket here closed: their lease is cut
     /// to `grace`, so a quick reconnect, here or elsewhere, shows no leave.
     /// - Returns: the distinct identities online; the list only when at most `listLimit`.
+    ///   A negative `listLimit` only renews (nothing is read; `online` is -1).
     /// - Throws: ``BrokerError``.
     func updatePresence(
         of channel: ChannelName, instance: String, refreshing: [Member], leaving: [String],

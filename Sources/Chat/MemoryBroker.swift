@@ -85,6 +85,10 @@ public final class MemoryBroker: Broker {
             for id in leaving where room.leases[instance + "|" + id] != nil {
                 room.leases[instance + "|" + id] = now + grace
             }
+            guard listLimit >= 0 else {
+                rooms[channel] = room
+                return RoomSnapshot(online: -1, members: nil)
+            }
             let people = room.people
             room.names = room.names.filter { people.contains($0.key) }
             rooms[channel] = room.leases.isEmpty ? nil : room

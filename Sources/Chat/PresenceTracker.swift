@@ -70,6 +70,9 @@ public final class PresenceTracker: Service, Sendable {
         self.deliver = deliver
     }
 
+    /// People renewed per call to the broker.
+    static let renewalSlice = 1000
+
     /// A socket of `member` opened in `channel`.
     public func join(_ channel: ChannelName, member: Member) {
         state.withLockedValue { state in
@@ -136,8 +139,18 @@ public final class PresenceTracker: Service, Sendable {
             for (channel, refreshing, leaving) in work {
                 group.addTask {
                     do {
+                        // A big room's renewal goes in slices, so that no one call (and no
+                        // one buffer) grows with the room.
+                        var rest = refreshing[...]
+                        while rest.count > Self.renewalSlice {
+                            _ = try await self.broker.updatePresence(
+                                of: channel, instance: self.instance, refreshing: Array(rest.prefix(Self.renewalSlice)), leaving: [],
+                                lifetime: self.lifetime, grace: self.grace, listLimit: -1
+                            )
+                            rest = rest.dropFirst(Self.renewalSlice)
+                        }
                         let snapshot = try await self.broker.updatePresence(
-                            of: channel, instance: self.instance, refreshing: refreshing, leaving: leaving,
+                            of: channel, instance: self.instance, refreshing: Array(rest), leaving: leaving,
                             lifetime: self.lifetime, grace: self.grace, listLimit: self.listLimit
                         )
                         self.read(snapshot, of: channel)

@@ -114,7 +114,7 @@ public final class RedisBroker: Broker {
     /// (ms), grace (ms), list limit, how many people are refreshed, then (id, name) per
     /// refreshed person, then the ids leaving this instance. Uses Redis' clock, so
     /// instances with skewed clocks agree. Returns `{online, id, name, id, name, …}`
-    /// (only `{online}` past the list limit).
+    /// (only `{online}` past the list limit; `{-1}` for a limit below 0: renew only).
     static let presenceScript = """
         local now = redis.call('TIME')
         local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -144,6 +144,7 @@ public final class RedisBroker: Broker {
           redis.call('PEXPIRE', KEYS[1], lifetime * 2)
           redis.call('PEXPIRE', KEYS[2], lifetime * 2)
         end
+        if limit < 0 then return {-1} end
         local seen = {}
         local ids = {}
         for _, lease in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do

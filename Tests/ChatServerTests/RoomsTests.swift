@@ -215,8 +215,9 @@ struct RoomsTests {
             )
             let time = try await redis.send(RedisCommand("TIME")).array?.compactMap { $0.string.flatMap { Int64($0) } } ?? []
             let now = (time.first ?? 0) * 1000 + (time.last ?? 0) / 1000
-            _ = try await redis.send(RedisCommand("ZADD", .string("chatroom:{\(channel)}:leases"), .integer(now + 1500), .string("crashed|ghost-id")))
+            // The name first: the lease makes them count.
             _ = try await redis.send(RedisCommand("HSET", .string("chatroom:{\(channel)}:names"), .string("ghost-id"), .string("Ghost")))
+            _ = try await redis.send(RedisCommand("ZADD", .string("chatroom:{\(channel)}:leases"), .integer(now + 1500), .string("crashed|ghost-id")))
             redis.close()
             #expect((await nextOfType("join", watcher)?["member"] as? [String: Any])?["name"] as? String == "Ghost")
             let started = ContinuousClock.now

@@ -5,7 +5,8 @@ import NIOCore
 ///
 ///     uid=<id>.<base64url(HMAC-SHA256(secret, "uid\n" + id))>
 ///
-/// `id` is 16 random bytes in base64url (22 characters). Every instance shares the
+/// `id` is 11 random bytes (88 bits) in base64url: 15 characters, short enough for Swift
+/// to keep inside the string value, with no allocation per socket. Every instance shares the
 /// secret (`--identity-secret`, or one kept in the broker), so any instance recognises
 /// any instance's cookies. A cookie whose signature does not match is ignored — the
 /// browser gets a new identity — and never trusted. The nickname is only a display name;
@@ -21,7 +22,7 @@ struct Identities: Sendable {
 
     /// A new identity's cookie value.
     func mint() -> (id: String, cookie: String) {
-        let id = Base64URL.encode(HMACSHA256.randomBytes(16))
+        let id = Base64URL.encode(HMACSHA256.randomBytes(11))
         return (id, id + "." + signature(of: id))
     }
 
@@ -38,9 +39,9 @@ struct Identities: Sendable {
         "\(cookieName)=\(cookie); Max-Age=31536000; Path=/; SameSite=Lax"
     }
 
-    /// Whether `text` has the shape of an id: 22 base64url characters.
+    /// Whether `text` has the shape of an id: 15 base64url characters.
     static func isID(_ text: some StringProtocol) -> Bool {
-        text.utf8.count == 22 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || $0 == 45 || $0 == 95 }
+        text.utf8.count == 15 && text.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || $0 == 45 || $0 == 95 }
     }
 
     private func mac(of id: String) -> [UInt8] {

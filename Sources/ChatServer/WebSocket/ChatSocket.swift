@@ -74,9 +74,10 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     private var pingSentAt: NIODeadline?
     private var rateLimit: SocketRateLimit?
     private let metrics: ChatMetrics
-    private let presence: (tracker: PresenceTracker, member: Member)?
-    /// Refused after the upgrade (a chat.v1 client learns why from the close).
-    private let refusal: (code: WebSocketCloseCode, reason: String)?
+    /// Who is in the room: the tracker, and who this socket is (its member id).
+    private let presence: (tracker: PresenceTracker, id: String)?
+    /// The name this socket shows; handed to the tracker on open, then dropped.
+    private var shownName: String?
 
     init(
         channelName: ChannelName,
@@ -88,12 +89,11 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         settings: Settings,
         metrics: ChatMetrics = .none,
         presence: (tracker: PresenceTracker, member: Member)? = nil,
-        refusal: (code: WebSocketCloseCode, reason: String)? = nil,
         logger: Logger
     ) {
         self.metrics = metrics
-        self.presence = refusal == nil ? presence : nil
-        self.refusal = refusal
+        self.presence = presence.map { ($0.tracker, $0.member.id) }
+        self.shownName = presence?.member.name
         self.channelName = channelName
         self.format = kind.format
         self.frameIndex = kind.index
@@ -115,10 +115,6 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if let refusal {
-            close(refusal.code, refusal.reason, context: context)
-            return
-        }
         context.channel.setOption(
             ChannelOptions.writeBufferWaterMark,
             value: .init(low: settings.queueLimit / 2, high: settings.queueLimit)
@@ -127,7 +123,8 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         // waits in `flow` and is either in the history read or after it.
         if echo == nil { hub.add(self, to: channelName) }
         if let presence {
-            presence.tracker.join(channelName, member: presence.member)
+            presence.tracker.join(channelName, member: Member(id: presence.id, name: shownName))
+            shownName = nil
             // Who is here already, so that the joins and leaves that follow add up.
             if format == .chatV1, let snapshot = presence.tracker.snapshot(of: channelName), let members = snapshot.members {
                 context.writeAndFlush(wrapOutboundOut(ChatV1.members(channel: channelName, online: snapshot.online, members: members)), promise: nil)
@@ -452,7 +449,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         context = nil
         state = .closed
         hub.remove(self, from: channelName)
-        presence?.tracker.leave(channelName, id: presence!.member.id)
+        presence?.tracker.leave(channelName, id: presence!.id)
     }
 }
 
@@ -476,5 +473,35 @@ enum ChatV1Request: Equatable {
         case "who": self = .who
         default: self = .invalid("unknown frame type \"\(frame.type.prefix(32))\"; chat.v1 clients may send {\"type\":\"ping\"} or {\"type\":\"who\"}")
         }
+    }
+}
+
+/// A chat.v1 socket refused after its upgrade (a full room, a private room of others):
+/// browsers cannot read an upgrade's HTTP status, so the reason goes in the close frame.
+final class RefusedSocket: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = ByteBuffer
+
+    private let code: WebSocketCloseCode
+    private let reason: String
+
+    init(code: WebSocketCloseCode, reason: String) {
+        self.code = code
+        self.reason = reason
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(WebSocketWire.closeFrame(code: code, reason: reason)), promise: nil)
+        // Wait a moment for the client's close frame, then hang up.
+        context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .connectionClose = unwrapInboundIn(data).opcode { context.close(promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
     }
 }

@@ -92,6 +92,10 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             if request.kind.deflate != nil, !request.echo {
                 context.encoder.countDeflateSocket(format: request.kind.format, until: channel.closeFuture)
             }
+            if let refusal = request.refusal {
+                try channel.pipeline.syncOperations.addHandler(RefusedSocket(code: refusal.code, reason: refusal.reason))
+                return .webSocket
+            }
             try channel.pipeline.syncOperations.addHandler(
                 ChatSocket(
                     channelName: request.channel,
@@ -108,7 +112,6 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                     ),
                     metrics: context.metrics,
                     presence: request.echo ? nil : (context.presence, request.member),
-                    refusal: request.refusal,
                     logger: logger
                 )
             )
