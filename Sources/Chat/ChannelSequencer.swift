@@ -14,6 +14,9 @@ final class ChannelSequencer: @unchecked Sendable {
     private struct Position {
         var epoch: String
         var next: Int64
+        /// When the message at `next - 1` was published, to tell a duplicate from a
+        /// different message given the same offset.
+        var lastTime: Int64 = 0
     }
 
     /// Reads the history after an offset.
@@ -22,14 +25,29 @@ final class ChannelSequencer: @unchecked Sendable {
     private let eventLoop: any EventLoop
     private let fetch: Fetch
     private let deliver: @Sendable ([ChatEvent]) -> Void
+    private let reused: @Sendable (ChannelName, Int64) -> Void
+    private let behind: @Sendable (ChannelName, String, Int64) -> Void
     private var listeners: [ChannelName: Int] = [:]
     private var positions: [ChannelName: Position] = [:]
     private var waiting: [ChannelName: [Message]] = [:]
 
-    init(eventLoop: any EventLoop, fetch: @escaping Fetch, deliver: @escaping @Sendable ([ChatEvent]) -> Void) {
+    /// - Parameters:
+    ///   - reused: told of a message that has the offset of the last one delivered but
+    ///     is another message (Redis lost writes and handed it out again).
+    ///   - behind: told when a history read shows Redis' last offset below what was
+    ///     delivered here in the same epoch (Redis lost writes), with that offset.
+    init(
+        eventLoop: any EventLoop,
+        fetch: @escaping Fetch,
+        deliver: @escaping @Sendable ([ChatEvent]) -> Void,
+        reused: @escaping @Sendable (ChannelName, Int64) -> Void = { _, _ in },
+        behind: @escaping @Sendable (ChannelName, String, Int64) -> Void = { _, _, _ in }
+    ) {
         self.eventLoop = eventLoop
         self.fetch = fetch
         self.deliver = deliver
+        self.reused = reused
+        self.behind = behind
     }
 
     /// A listener joined `channel`.
@@ -77,7 +95,7 @@ final class ChannelSequencer: @unchecked Sendable {
             return
         }
         guard var position = positions[channel] else {
-            positions[channel] = Position(epoch: message.epoch, next: message.offset + 1)
+            positions[channel] = Position(epoch: message.epoch, next: message.offset + 1, lastTime: message.time)
             out.append(.message(message))
             return
         }
@@ -86,9 +104,16 @@ final class ChannelSequencer: @unchecked Sendable {
             position = Position(epoch: message.epoch, next: 1)
             positions[channel] = position
         }
-        if message.offset < position.next { return }  // already delivered
+        if message.offset < position.next {
+            // Already delivered — unless it is another message with the last offset.
+            if message.offset == position.next - 1, position.lastTime != 0, message.time != position.lastTime {
+                reused(channel, message.offset)
+            }
+            return
+        }
         if message.offset == position.next {
             positions[channel]!.next += 1
+            positions[channel]!.lastTime = message.time
             out.append(.message(message))
             return
         }
@@ -116,6 +141,11 @@ final class ChannelSequencer: @unchecked Sendable {
             guard let buffered = self.waiting.removeValue(forKey: channel), var position = self.positions[channel] else { return }
             var out: [ChatEvent] = []
             if case .success(let history) = result, let epoch = history.epoch {
+                if epoch == position.epoch, history.lastOffset < position.next - 1 {
+                    // Redis is behind what was delivered here: it lost writes. Say so
+                    // before anyone is handed those offsets again.
+                    self.behind(channel, epoch, position.next - 1)
+                }
                 if epoch != position.epoch {
                     out.append(.reset(channel: channel, epoch: epoch))
                     position = Position(epoch: epoch, next: 1)
@@ -126,6 +156,7 @@ final class ChannelSequencer: @unchecked Sendable {
                     }
                     out.append(.message(message))
                     position.next = message.offset + 1
+                    position.lastTime = message.time
                 }
             }
             // Whatever waited was stored before this read, so a hole still open here is

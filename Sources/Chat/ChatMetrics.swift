@@ -20,6 +20,9 @@ public final class ChatMetrics: Sendable {
         case malformed
         /// Offsets no longer in the history when this instance came to fill a hole.
         case historyGap = "history_gap"
+        /// A message whose offset Redis handed out again after losing writes this
+        /// instance had delivered (see ``RedisBroker``'s fence).
+        case offsetReused = "offset_reused"
     }
 
     /// The backend every metric is made with.

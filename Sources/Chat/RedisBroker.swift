@@ -22,6 +22,9 @@ public final class RedisBroker: Broker {
     private let policy: HistoryPolicy
     private let logger: Logger
     private let scripts = NIOLockedValueBox<[String: String]>([:])
+    /// The highest offset this instance has seen per channel, with its epoch: the fence
+    /// of the publish script.
+    private let seen: HighWater
     /// The publish script of this target: PUBLISH, or SPUBLISH on a cluster.
     private let publishScript: String
 
@@ -62,7 +65,16 @@ public final class RedisBroker: Broker {
     ///
     /// KEYS: meta hash, history stream. ARGV: pub/sub channel, data, time (ms), an epoch
     /// for a channel that has none, history size, time to live in ms (0: none), the
-    /// sender's name (empty: none).
+    /// sender's name (empty: none), and the highest offset this instance has seen in the
+    /// channel with its epoch (the fence).
+    ///
+    /// The fence: Redis may lose its last writes (a crash failover, asynchronous
+    /// replication; a crash with `appendfsync everysec`). The counter would then hand
+    /// those offsets out again, and instances that delivered the lost messages would
+    /// take the new ones for duplicates. So the counter never goes below what the
+    /// publishing instance has seen in the same epoch; the lost offsets stay a hole
+    /// (readers who missed them get a `gap`). Returns `{offset, epoch, raised from}`
+    /// (0 when the fence was not needed).
     /// Returns `{offset, epoch}`. On a cluster, `PUBLISH` becomes `SPUBLISH`: the pub/sub
     /// channel carries the same hash tag as the keys, so it lives in their slot.
     static func publishScript(publish: String) -> String {
@@ -72,6 +84,14 @@ public final class RedisBroker: Broker {
           redis.call('DEL', KEYS[2])
         end
         local epoch = redis.call('HGET', KEYS[1], 'epoch')
+        local raised = 0
+        if ARGV[9] ~= '0' and ARGV[8] == epoch then
+          local current = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+          if current < tonumber(ARGV[9]) then
+            redis.call('HSET', KEYS[1], 'offset', ARGV[9])
+            raised = current
+          end
+        end
         local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
         local header = 'v1 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[3]
         if ARGV[7] ~= '' then
@@ -85,7 +105,7 @@ public final class RedisBroker: Broker {
           redis.call('PEXPIRE', KEYS[2], ARGV[6])
         end
         redis.call('\(publish)', ARGV[1], header .. '\\n' .. ARGV[2])
-        return {offset, epoch}
+        return {offset, epoch, raised}
         """
     }
 
@@ -166,6 +186,17 @@ public final class RedisBroker: Broker {
         return out
         """
 
+    /// Raises a channel's counter to an offset already delivered, after Redis lost writes.
+    /// KEYS: meta hash. ARGV: epoch, offset. Returns the counter before (or -1 if the
+    /// epoch is another, or nothing needed raising).
+    static let fenceScript = """
+        if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return -1 end
+        local current = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+        if current >= tonumber(ARGV[2]) then return -1 end
+        redis.call('HSET', KEYS[1], 'offset', ARGV[2])
+        return current
+        """
+
     /// A place in a capped room, atomically. KEYS: leases. ARGV: instance, id, cap,
     /// lifetime (ms). Returns 1 when admitted (already there, or room left), 0 when full.
     static let admitScript = """
@@ -223,6 +254,8 @@ public final class RedisBroker: Broker {
             publishScript = Self.shardedPublishScript
         }
         self.commands = commands
+        let seen = HighWater()
+        self.seen = seen
         let sequencer = ChannelSequencer(
             eventLoop: subscriberLoop,
             fetch: { channel, offset in
@@ -230,7 +263,32 @@ public final class RedisBroker: Broker {
             },
             deliver: { events in
                 for case .gap(_, let from, let to) in events { metrics.dropped(.historyGap, count: Int(to - from + 1)) }
+                seen.record(events)
                 deliver(events)
+            },
+            reused: { channel, offset in
+                logger.error(
+                    "Redis handed out an offset again: it lost writes this instance had delivered (a crash failover or a crash without fsync); the message is not delivered",
+                    metadata: ["channel": "\(channel)", "offset": "\(offset)"]
+                )
+                metrics.dropped(.offsetReused)
+            },
+            behind: { channel, epoch, offset in
+                Task {
+                    do {
+                        let before = try await Self.run(
+                            Self.fenceScript, keys: [RedisKeys.meta(channel)], arguments: [.string(epoch), .integer(offset)], commands: commands, scripts: scripts
+                        )
+                        if let before = before.integer, before >= 0 {
+                            logger.warning(
+                                "Redis had lost the channel's last writes; its offsets now continue after the highest delivered here",
+                                metadata: ["channel": "\(channel)", "redis_offset": "\(before)", "continued_after": "\(offset)"]
+                            )
+                        }
+                    } catch {
+                        logger.warning("Could not fence a channel whose last writes Redis lost", metadata: ["channel": "\(channel)", "error": "\(error)"])
+                    }
+                }
             }
         )
         self.sequencer = sequencer
@@ -252,7 +310,7 @@ public final class RedisBroker: Broker {
         let caughtUp: RedisSubscriber.ResubscribeHandler = { names in
             sequencer.resubscribed(Set(names.compactMap(RedisKeys.channel(ofMessages:))))
         }
-        let used = [publishScript, Self.historyScript, Self.presenceScript, Self.admitScript]
+        let used = [publishScript, Self.historyScript, Self.presenceScript, Self.admitScript, Self.fenceScript]
         let loadScripts: @Sendable (RedisConnection) async -> Void = { connection in
             for script in used {
                 do {
@@ -349,14 +407,22 @@ public final class RedisBroker: Broker {
     public func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName) async throws -> Message {
         let time = Epoch.nowMilliseconds()
         let ttl = policy.timeToLive.map { Int64($0 / .milliseconds(1)) } ?? 0
+        let fence = seen.fence(of: channel)
         let arguments: [RedisArgument] = [
             .string(RedisKeys.messages(channel)), .bytes(data), .integer(time), .string(Epoch.make()),
-            .integer(policy.size), .integer(ttl), .string(name ?? ""),
+            .integer(policy.size), .integer(ttl), .string(name ?? ""), .string(fence?.epoch ?? ""), .integer(fence?.offset ?? 0),
         ]
         let reply = try await Self.run(publishScript, keys: [RedisKeys.meta(channel), RedisKeys.history(channel)], arguments: arguments, commands: commands, scripts: scripts)
-        guard let fields = reply.array, fields.count == 2, let offset = fields[0].integer, let epoch = fields[1].string else {
+        guard let fields = reply.array, fields.count == 3, let offset = fields[0].integer, let epoch = fields[1].string else {
             throw BrokerError(.failed, "Redis answered the publish script with \(reply)")
         }
+        if let raisedFrom = fields[2].integer, raisedFrom > 0 {
+            logger.warning(
+                "Redis had lost the channel's last writes; offsets continue after the highest this instance saw",
+                metadata: ["channel": "\(channel)", "redis_offset": "\(raisedFrom)", "continued_after": "\(offset - 1)"]
+            )
+        }
+        seen.record(channel, epoch: epoch, offset: offset)
         return Message(channel: channel, offset: offset, epoch: epoch, time: time, data: data, name: name)
     }
 
@@ -496,5 +562,35 @@ public final class RedisBroker: Broker {
 
     private static func reason(_ error: any Error) -> String {
         (error as? RedisError)?.message ?? "\(error)"
+    }
+}
+
+/// The highest offset an instance has seen per channel (published or delivered), with
+/// its epoch. Bounded: past 100,000 channels it starts over, which only weakens the
+/// fence for channels this instance neither serves nor publishes to lately.
+final class HighWater: Sendable {
+    private let marks = NIOLockedValueBox([ChannelName: (epoch: String, offset: Int64)]())
+    static let limit = 100_000
+
+    func fence(of channel: ChannelName) -> (epoch: String, offset: Int64)? {
+        marks.withLockedValue { $0[channel] }
+    }
+
+    func record(_ channel: ChannelName, epoch: String, offset: Int64) {
+        marks.withLockedValue { marks in
+            if let mark = marks[channel], mark.epoch == epoch, mark.offset >= offset { return }
+            if marks.count >= Self.limit { marks.removeAll(keepingCapacity: true) }
+            marks[channel] = (epoch, offset)
+        }
+    }
+
+    func record(_ events: [ChatEvent]) {
+        for event in events {
+            switch event {
+            case .message(let message): record(message.channel, epoch: message.epoch, offset: message.offset)
+            case .reset(let channel, let epoch): marks.withLockedValue { $0[channel] = (epoch, 0) }
+            default: break
+            }
+        }
     }
 }

@@ -1,6 +1,9 @@
 import ChatClient
 import ChatServer
 import ChatTestSupport
+import Logging
+import NIOPosix
+import Redis
 import Testing
 
 @Suite("Redis restarts")
@@ -35,5 +38,81 @@ struct RedisRestartTests {
             // The socket stayed open, the instance subscribed again, and delivery resumed.
             #expect(await socket.nextText(timeout: .seconds(10)) == "after")
         }
+    }
+}
+
+/// Redis losing its last writes (a crash failover with asynchronous replication, or a
+/// crash with `appendfsync everysec`) must not make offsets be handed out twice.
+@Suite("Redis losing its last writes")
+struct RedisRollbackTests {
+    @Test func offsetsAreNotHandedOutAgainAfterRedisLostTheLastWrites() async throws {
+        try await withServer(broker: .redis) { server in
+            let channel = uniqueChannel("rollback")
+            let reader = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
+            for number in 1...10 { #expect(try await ChatHTTP.send(port: server.port, data: "m\(number)", channel: channel).body == "ok") }
+            var seen: [Int] = []
+            while seen.count < 10, let frame = await reader.nextText().map({ $0.jsonObject }) {
+                if frame["type"] as? String == "message" { seen.append(frame["offset"] as? Int ?? -1) }
+            }
+            #expect(seen == Array(1...10))
+
+            // Redis forgets offsets 8-10, as a replica promoted before it had them would.
+            let redis = try await RedisConnection.connect(
+                configuration: RedisConfiguration(url: try TestRedis.url()), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "test")
+            )
+            _ = try await redis.send(RedisCommand("HSET", .string("chatroom:{\(channel)}:meta"), "offset", "7"))
+            _ = try await redis.send(RedisCommand("XDEL", .string("chatroom:{\(channel)}:history"), "8-0", "9-0", "10-0"))
+            _ = try await redis.send(RedisCommand("XSETID", .string("chatroom:{\(channel)}:history"), "7-0"))
+            redis.close()
+
+            #expect(try await ChatHTTP.send(port: server.port, data: "after", channel: channel).body == "ok")
+            let after = await nextOfType("message", reader)
+            #expect(after?["data"] as? String == "after", "the new message reaches the reader, not dropped as a duplicate")
+            #expect(after?["offset"] as? Int == 11, "after the highest offset this instance saw, not a reused 8")
+            await reader.disconnect()
+        }
+    }
+
+    @Test func anInstanceThatCatchesUpRaisesTheCounterForInstancesThatSawNothing() async throws {
+        // A Redis of its own: the test drops every pub/sub connection on it.
+        try await PrivateRedis.with { privateRedis in
+            try await catchUpRaisesTheCounter(redisURL: privateRedis.url)
+        }
+    }
+
+    func catchUpRaisesTheCounter(redisURL: String) async throws {
+        let serving = try await TestServer.start(broker: .redis) { $0.redisURL = redisURL }
+        let other = try await TestServer.start(broker: .redis) { $0.redisURL = redisURL }
+        let channel = uniqueChannel("rollback")
+        let reader = try await ChatWebSocket.connect(port: serving.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
+        for number in 1...10 { _ = try await ChatHTTP.send(port: serving.port, data: "m\(number)", channel: channel) }
+        var count = 0
+        while count < 10, let frame = await reader.nextText().map({ $0.jsonObject }) {
+            if frame["type"] as? String == "message" { count += 1 }
+        }
+        let redis = try await RedisConnection.connect(
+            configuration: RedisConfiguration(url: redisURL), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "test")
+        )
+        _ = try await redis.send(RedisCommand("HSET", .string("chatroom:{\(channel)}:meta"), "offset", "7"))
+        _ = try await redis.send(RedisCommand("XDEL", .string("chatroom:{\(channel)}:history"), "8-0", "9-0", "10-0"))
+        _ = try await redis.send(RedisCommand("XSETID", .string("chatroom:{\(channel)}:history"), "7-0"))
+        // The serving instance's pub/sub connection drops (as in a failover): it
+        // subscribes again and catches up from the history, which is behind.
+        _ = try await redis.send(RedisCommand("CLIENT", "KILL", "TYPE", "pubsub"))
+        var fenced = false
+        for _ in 0..<100 where !fenced {
+            try await Task.sleep(for: .milliseconds(50))
+            fenced = try await redis.send(RedisCommand("HGET", .string("chatroom:{\(channel)}:meta"), "offset")).string == "10"
+        }
+        redis.close()
+        #expect(fenced, "the counter is raised to what the serving instance delivered")
+        // An instance that never saw the channel publishes: no offset is handed out twice.
+        #expect(try await ChatHTTP.send(port: other.port, data: "from elsewhere", channel: channel).body == "ok")
+        let after = await nextOfType("message", reader)
+        #expect(after?["data"] as? String == "from elsewhere")
+        #expect(after?["offset"] as? Int == 11)
+        await reader.disconnect()
+        await serving.stop()
+        await other.stop()
     }
 }

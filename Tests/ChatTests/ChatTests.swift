@@ -236,6 +236,7 @@ struct ChannelSequencerTests {
         let delivered: NIOLockedValueBox<[ChatEvent]>
         let history: NIOLockedValueBox<[Message]>
         let fetches: NIOLockedValueBox<[Int64]>
+        let reused: NIOLockedValueBox<[Int64]>
         let failuresLeft = NIOLockedValueBox(0)
         let channel: ChannelName
         let sequencer: ChannelSequencer
@@ -244,6 +245,8 @@ struct ChannelSequencerTests {
             let delivered = NIOLockedValueBox<[ChatEvent]>([])
             let history = NIOLockedValueBox<[Message]>([])
             let fetches = NIOLockedValueBox<[Int64]>([])
+            let reused = NIOLockedValueBox<[Int64]>([])
+            self.reused = reused
             let channel = ChannelName("seq")!
             let failuresLeft = self.failuresLeft
             self.delivered = delivered
@@ -263,13 +266,14 @@ struct ChannelSequencerTests {
                     return History(channel: channel, epoch: kept.last?.epoch, lastOffset: kept.last?.offset ?? 0, firstOffset: kept.first?.offset,
                                    messages: kept.filter { $0.offset > after })
                 },
-                deliver: { events in delivered.withLockedValue { $0 += events } }
+                deliver: { events in delivered.withLockedValue { $0 += events } },
+                reused: { _, offset in reused.withLockedValue { $0.append(offset) } }
             )
             sequencer.join(channel)
         }
 
-        func message(_ offset: Int64, epoch: String = "e1") -> Message {
-            Message(channel: channel, offset: offset, epoch: epoch, time: 0, data: ByteBuffer(string: "m\(offset)"))
+        func message(_ offset: Int64, epoch: String = "e1", time: Int64? = nil) -> Message {
+            Message(channel: channel, offset: offset, epoch: epoch, time: time ?? 1000 + offset, data: ByteBuffer(string: "m\(offset)"))
         }
 
         func receive(_ offsets: [Int64], epoch: String = "e1") async throws {
@@ -297,6 +301,19 @@ struct ChannelSequencerTests {
                 }
             }
         }
+    }
+
+    @Test func tellsADuplicateFromAnotherMessageGivenTheSameOffset() async throws {
+        let harness = Harness()
+        try await harness.receive([1, 2, 3])
+        // The same message again (pub/sub and a history read overlapping): a duplicate.
+        try await harness.loop.submit { harness.sequencer.receive([harness.message(3)]) }.get()
+        #expect(harness.reused.withLockedValue { $0 }.isEmpty)
+        // Another message with offset 3: Redis lost the first and handed 3 out again.
+        try await harness.loop.submit { harness.sequencer.receive([harness.message(3, time: 99_999)]) }.get()
+        try await harness.settle()
+        #expect(harness.reused.withLockedValue { $0 } == [3])
+        #expect(harness.summary == ["1", "2", "3"], "not delivered twice at one offset")
     }
 
     @Test func dropsDuplicatesAndFillsHolesFromHistoryInOrder() async throws {
