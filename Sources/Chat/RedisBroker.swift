@@ -406,7 +406,7 @@ public final class RedisBroker: Broker {
 
     public func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName) async throws -> Message {
         let time = Epoch.nowMilliseconds()
-        let ttl = policy.timeToLive.map { Int64($0 / .milliseconds(1)) } ?? 0
+        let ttl = policy.timeToLive.map(Self.milliseconds) ?? 0
         let fence = seen.fence(of: channel)
         let arguments: [RedisArgument] = [
             .string(RedisKeys.messages(channel)), .bytes(data), .integer(time), .string(Epoch.make()),
@@ -577,20 +577,25 @@ final class HighWater: Sendable {
     }
 
     func record(_ channel: ChannelName, epoch: String, offset: Int64) {
+        marks.withLockedValue { Self.raise(&$0, channel, epoch: epoch, offset: offset) }
+    }
+
+    /// Records a batch of delivered events under one lock.
+    func record(_ events: [ChatEvent]) {
         marks.withLockedValue { marks in
-            if let mark = marks[channel], mark.epoch == epoch, mark.offset >= offset { return }
-            if marks.count >= Self.limit { marks.removeAll(keepingCapacity: true) }
-            marks[channel] = (epoch, offset)
+            for event in events {
+                switch event {
+                case .message(let message): Self.raise(&marks, message.channel, epoch: message.epoch, offset: message.offset)
+                case .reset(let channel, let epoch): marks[channel] = (epoch, 0)
+                default: break
+                }
+            }
         }
     }
 
-    func record(_ events: [ChatEvent]) {
-        for event in events {
-            switch event {
-            case .message(let message): record(message.channel, epoch: message.epoch, offset: message.offset)
-            case .reset(let channel, let epoch): marks.withLockedValue { $0[channel] = (epoch, 0) }
-            default: break
-            }
-        }
+    private static func raise(_ marks: inout [ChannelName: (epoch: String, offset: Int64)], _ channel: ChannelName, epoch: String, offset: Int64) {
+        if let mark = marks[channel], mark.epoch == epoch, mark.offset >= offset { return }
+        if marks.count >= limit { marks.removeAll(keepingCapacity: true) }
+        marks[channel] = (epoch, offset)
     }
 }

@@ -89,13 +89,7 @@ struct PresenceAndNamesTests {
         await b.stop()
 
         // A person of an instance that crashed: in Redis, never refreshed again.
-        let redis = try await RedisConnection.connect(
-            configuration: RedisConfiguration(url: try TestRedis.url()), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "test")
-        )
-        let time = try await redis.send(RedisCommand("TIME")).array?.compactMap { $0.string.flatMap { Int64($0) } } ?? []
-        let now = (time.first ?? 0) * 1000 + (time.last ?? 0) / 1000
-        _ = try await redis.send(RedisCommand("ZADD", .string("chatroom:{\(channel)}:leases"), .integer(now + 1500), .string("crashed-instance|ghost-of-a-crash")))
-        redis.close()
+        try await plantCrashedLease(channel: channel, id: "ghost-of-a-crash", lifetime: .milliseconds(1500))
         #expect(try await online(onA, until: 2) == 2)
         let started = ContinuousClock.now
         #expect(try await online(onA, until: 1, timeout: .seconds(6)) == 1, "the crashed instance's person stops counting")

@@ -57,13 +57,7 @@ struct RedisRollbackTests {
             #expect(seen == Array(1...10))
 
             // Redis forgets offsets 8-10, as a replica promoted before it had them would.
-            let redis = try await RedisConnection.connect(
-                configuration: RedisConfiguration(url: try TestRedis.url()), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "test")
-            )
-            _ = try await redis.send(RedisCommand("HSET", .string("chatroom:{\(channel)}:meta"), "offset", "7"))
-            _ = try await redis.send(RedisCommand("XDEL", .string("chatroom:{\(channel)}:history"), "8-0", "9-0", "10-0"))
-            _ = try await redis.send(RedisCommand("XSETID", .string("chatroom:{\(channel)}:history"), "7-0"))
-            redis.close()
+            try await forgetWritesEightToTen(of: channel, in: try TestRedis.url())
 
             #expect(try await ChatHTTP.send(port: server.port, data: "after", channel: channel).body == "ok")
             let after = await nextOfType("message", reader)
@@ -80,6 +74,16 @@ struct RedisRollbackTests {
         }
     }
 
+    /// Makes Redis forget offsets 8–10 of a channel that had 10, as a replica promoted
+    /// before it had them would: the counter, the history entries and the stream's last ID.
+    func forgetWritesEightToTen(of channel: String, in redisURL: String) async throws {
+        let redis = try await connectToRedis(redisURL)
+        defer { redis.close() }
+        _ = try await redis.send(RedisCommand("HSET", .string("chatroom:{\(channel)}:meta"), "offset", "7"))
+        _ = try await redis.send(RedisCommand("XDEL", .string("chatroom:{\(channel)}:history"), "8-0", "9-0", "10-0"))
+        _ = try await redis.send(RedisCommand("XSETID", .string("chatroom:{\(channel)}:history"), "7-0"))
+    }
+
     func catchUpRaisesTheCounter(redisURL: String) async throws {
         let serving = try await TestServer.start(broker: .redis) { $0.redisURL = redisURL }
         let other = try await TestServer.start(broker: .redis) { $0.redisURL = redisURL }
@@ -90,12 +94,8 @@ struct RedisRollbackTests {
         while count < 10, let frame = await reader.nextText().map({ $0.jsonObject }) {
             if frame["type"] as? String == "message" { count += 1 }
         }
-        let redis = try await RedisConnection.connect(
-            configuration: RedisConfiguration(url: redisURL), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "test")
-        )
-        _ = try await redis.send(RedisCommand("HSET", .string("chatroom:{\(channel)}:meta"), "offset", "7"))
-        _ = try await redis.send(RedisCommand("XDEL", .string("chatroom:{\(channel)}:history"), "8-0", "9-0", "10-0"))
-        _ = try await redis.send(RedisCommand("XSETID", .string("chatroom:{\(channel)}:history"), "7-0"))
+        try await forgetWritesEightToTen(of: channel, in: redisURL)
+        let redis = try await connectToRedis(redisURL)
         // The serving instance's pub/sub connection drops (as in a failover): it
         // subscribes again and catches up from the history, which is behind.
         _ = try await redis.send(RedisCommand("CLIENT", "KILL", "TYPE", "pubsub"))

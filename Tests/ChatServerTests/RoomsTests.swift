@@ -201,6 +201,23 @@ struct RoomsTests {
         }
     }
 
+    @Test func anInvalidNameOnTheSocketIsDroppedAndTheSocketServes() async throws {
+        let logs = LogCapture()
+        try await withServer(broker: .memory, logs: logs, { $0.presenceInterval = .milliseconds(100) }) { server in
+            let channel = uniqueChannel()
+            let socket = try await ChatWebSocket.connect(
+                port: server.port, path: "/wb/?channel=\(channel)&name=bad%00name%0A", headers: [Person().header], subprotocols: ["chat.v1"]
+            )
+            let list = try #require(await nextOfType("members", socket))
+            let members = try #require(list["members"] as? [[String: Any]])
+            #expect(members.count == 1 && members[0]["name"] == nil, "no name rather than a bad one")
+            #expect(!logs.lines(containing: "Ignored an invalid name").isEmpty)
+            _ = try await ChatHTTP.send(port: server.port, data: "still here", channel: channel)
+            #expect(await nextOfType("message", socket)?["data"] as? String == "still here")
+            await socket.disconnect()
+        }
+    }
+
     @Test func aCrashedInstancesPeopleLeaveWhenTheirLeasesEnd() async throws {
         try await withServer(broker: .redis, {
             $0.presenceInterval = .milliseconds(100)
@@ -210,15 +227,7 @@ struct RoomsTests {
             let watcher = try await open(server, channel, Person())
             _ = await nextOfType("members", watcher)
             // An instance that crashed: its lease is in Redis, and nobody renews it.
-            let redis = try await RedisConnection.connect(
-                configuration: RedisConfiguration(url: try TestRedis.url()), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "test")
-            )
-            let time = try await redis.send(RedisCommand("TIME")).array?.compactMap { $0.string.flatMap { Int64($0) } } ?? []
-            let now = (time.first ?? 0) * 1000 + (time.last ?? 0) / 1000
-            // The name first: the lease makes them count.
-            _ = try await redis.send(RedisCommand("HSET", .string("chatroom:{\(channel)}:names"), .string("ghost-id"), .string("Ghost")))
-            _ = try await redis.send(RedisCommand("ZADD", .string("chatroom:{\(channel)}:leases"), .integer(now + 1500), .string("crashed|ghost-id")))
-            redis.close()
+            try await plantCrashedLease(channel: channel, id: "ghost-id", name: "Ghost", lifetime: .milliseconds(1500))
             #expect((await nextOfType("join", watcher)?["member"] as? [String: Any])?["name"] as? String == "Ghost")
             let started = ContinuousClock.now
             #expect((await nextOfType("leave", watcher, timeout: .seconds(4))?["member"] as? [String: Any])?["id"] as? String == "ghost-id")
@@ -246,13 +255,4 @@ struct RoomsTests {
             return nil
         }
     }
-}
-
-/// The close code the server sent within `within`, or `nil` if the socket stayed open.
-func closeCode(of socket: ChatWebSocket, within: Duration) async -> UInt16? {
-    let deadline = ContinuousClock.now + within
-    while ContinuousClock.now < deadline, let event = await socket.next(timeout: deadline - ContinuousClock.now) {
-        if case .close(let code, _) = event { return code }
-    }
-    return nil
 }

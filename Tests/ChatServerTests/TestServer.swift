@@ -7,6 +7,8 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import ServiceLifecycle
+import Redis
+import NIOPosix
 import Testing
 
 /// A running `chatroom` on a free loopback port, in this process.
@@ -110,15 +112,19 @@ final class LogCapture: LogHandler, @unchecked Sendable {
 }
 
 /// The close code a socket receives next (`nil` if it is dropped without one).
-func closeCode(of socket: ChatWebSocket) async -> UInt16? {
-    while let event = await socket.next(timeout: .seconds(5)) {
+/// The close code the server sent, or `nil` if the socket ended without one. Waits up to
+/// 5 s for each event, or at most `within` in all.
+func closeCode(of socket: ChatWebSocket, within: Duration? = nil) async -> UInt16? {
+    let deadline = within.map { ContinuousClock.now + $0 }
+    while true {
+        let wait = deadline.map { $0 - ContinuousClock.now } ?? .seconds(5)
+        guard wait > .zero, let event = await socket.next(timeout: wait) else { return nil }
         switch event {
         case .close(let code, _): return code
         case .disconnected: return nil
         default: continue
         }
     }
-    return nil
 }
 
 /// A browser's identity for tests: a `uid` cookie signed with the test servers' secret.
@@ -133,4 +139,25 @@ struct Person {
 
     /// The `Cookie` header to send.
     var header: (String, String) { ("Cookie", "uid=\(cookie)") }
+}
+
+/// A connection of the test's own to Redis, to look at or change what servers keep there.
+func connectToRedis(_ url: String? = nil) async throws -> RedisConnection {
+    try await RedisConnection.connect(
+        configuration: RedisConfiguration(url: url ?? TestRedis.url()), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "test")
+    )
+}
+
+/// Puts a person in a room as an instance that crashed would leave them: a lease in Redis
+/// that nobody renews, ending `lifetime` from now by Redis' clock.
+func plantCrashedLease(channel: String, id: String, name: String? = nil, lifetime: Duration) async throws {
+    let redis = try await connectToRedis()
+    defer { redis.close() }
+    let time = try await redis.send(RedisCommand("TIME")).array?.compactMap { $0.string.flatMap { Int64($0) } } ?? []
+    let now = (time.first ?? 0) * 1000 + (time.last ?? 0) / 1000
+    if let name {
+        // The name first: the lease makes them count.
+        _ = try await redis.send(RedisCommand("HSET", .string("chatroom:{\(channel)}:names"), .string(id), .string(name)))
+    }
+    _ = try await redis.send(RedisCommand("ZADD", .string("chatroom:{\(channel)}:leases"), .integer(now + Int64(lifetime / .milliseconds(1))), .string("crashed|\(id)")))
 }

@@ -31,7 +31,7 @@ struct HistoryController: Sendable {
         } catch {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).", cors, context: context)
         }
-        let identity = identities.verify(CookieHeader.value(Identities.cookieName, in: request.headers[values: .cookie]))
+        let identity = identities.identity(cookies: request.headers[values: .cookie])
         if let reason = RoomPolicy.refusal(for: channel, identity: identity) {
             throw refuse(.forbidden, reason, cors, context: context)
         }

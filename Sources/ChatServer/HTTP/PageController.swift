@@ -30,7 +30,7 @@ struct PageController: Sendable {
             var response = Self.respond(with: page, contentType: "text/html; charset=utf-8", etag: pageETag, to: request)
             // Every browser gets an identity (the uid cookie) with the page; a forged or
             // altered one is replaced.
-            if identities.verify(CookieHeader.value(Identities.cookieName, in: request.headers[values: .cookie])) == nil {
+            if identities.identity(cookies: request.headers[values: .cookie]) == nil {
                 response.headers[.setCookie] = Identities.setCookie(identities.mint().cookie)
             }
             return response

@@ -34,6 +34,11 @@ struct Identities: Sendable {
         return HMACSHA256.constantTimeEqual(given, mac(of: id)) ? id : nil
     }
 
+    /// The verified id in a request's `Cookie` header values, if any.
+    func identity(cookies: [String]) -> String? {
+        verify(CookieHeader.value(Self.cookieName, in: cookies))
+    }
+
     /// The `Set-Cookie` value that gives a browser `cookie` for a year.
     static func setCookie(_ cookie: String) -> String {
         "\(cookieName)=\(cookie); Max-Age=31536000; Path=/; SameSite=Lax"

@@ -188,7 +188,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             return eventLoop.makeSucceededFuture(.failure(UpgradeRefusal(status: .serviceUnavailable, message: refusal)))
         }
         // Who: the uid cookie when its signature is right, else a new identity.
-        let verified = context.identities.verify(CookieHeader.value(Identities.cookieName, in: head.headers["cookie"]))
+        let verified = context.identities.identity(cookies: head.headers["cookie"])
         let memberID: String
         if let verified {
             memberID = verified
@@ -197,7 +197,15 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             memberID = minted.id
             headers.add(name: "Set-Cookie", value: Identities.setCookie(minted.cookie))
         }
-        let shownName = query.flatMap { FormData.value("name", in: $0) }.flatMap { SenderName.problem(with: $0) == nil ? SenderName.normalized($0) : nil }
+        // A name is only shown: an invalid one is dropped (and logged), not worth a refused socket.
+        var shownName: String?
+        if let given = query.flatMap({ FormData.value("name", in: $0) }) {
+            if let problem = SenderName.problem(with: given) {
+                logger.info("Ignored an invalid name on a WebSocket upgrade; the socket shows none", metadata: ["reason": "\(problem)", "channel": "\(channelName)"])
+            } else {
+                shownName = SenderName.normalized(given)
+            }
+        }
         var request = Request(channel: channelName, kind: FrameKind(format: format, deflate: deflate), resume: resume, member: Member(id: memberID, name: shownName))
         let metrics = context.metrics
         func refuse(_ code: WebSocketCloseCode, _ reason: String, metric: String) -> Result<(Request, HTTPHeaders), UpgradeRefusal> {
@@ -212,8 +220,9 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         }
         let broker = context.broker
         let presence = context.presence
+        let cap = context.rooms.cap(of: channelName)
         let admitted: EventLoopFuture<Bool>
-        if let cap = context.rooms.cap(of: channelName) {
+        if let cap {
             admitted = eventLoop.makeFutureWithTask {
                 try await broker.admit(memberID, to: channelName, instance: presence.instance, cap: cap, lifetime: presence.lifetime)
             }
@@ -222,7 +231,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         }
         return admitted.flatMap { admitted -> EventLoopFuture<Result<(Request, HTTPHeaders), UpgradeRefusal>> in
             guard admitted else {
-                let cap = context.rooms.cap(of: channelName) ?? 0
+                let cap = cap ?? 0
                 return eventLoop.makeSucceededFuture(refuse(.roomFull, "This room is full: it holds at most \(cap) \(cap == 1 ? "person" : "people").", metric: "room_full"))
             }
             channel.closeFuture.whenComplete { _ in broker.leave(channelName) }
