@@ -66,6 +66,10 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     private let broker: any Broker
     private let resume: Resume?
     private var flow = Flow.live
+    /// Where the resume's history read ended. Until a message past it arrives, live
+    /// messages up to it are skipped: the hub may hand over, at its next drain, a
+    /// message that the history read already carried (the batch window).
+    private var replayedThrough: (epoch: String, offset: Int64)?
     private let settings: Settings
     private var logger: Logger
     private var assembler: MessageAssembler
@@ -232,6 +236,11 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         guard state == .open, let context else { return }
         switch flow {
         case .live:
+            if replayedThrough != nil {
+                sendAfterReplay(batch.deliveries, context: context)
+                context.flush()
+                return
+            }
             // The batch's frames of this socket's format, joined once for all its sockets.
             guard let frames = batch.frames(format: frameIndex) else { return }
             guard isWritable(context) else {
@@ -374,25 +383,31 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
             close(.tryAgainLater, "history unavailable; reconnect to resume", context: context)
             return
         }
-        // Offsets this socket has now, to drop live messages the replay already carried.
-        var epoch: String?
-        var last: Int64 = 0
-        if history.covers(after: resume.after, epoch: resume.epoch) {
-            epoch = history.epoch
-            last = resume.after
+        if history.covers(after: resume.after, epoch: resume.epoch), let epoch = history.epoch {
+            var last = resume.after
             for message in history.messages {
                 send(.message(message), frame: ChatV1.message(message), context: context)
                 last = message.offset
             }
+            replayedThrough = (epoch, last)
         } else {
             logger.debug("Resume not covered by the history; sending reset", metadata: ["channel": "\(channelName)"])
             context.write(wrapOutboundOut(ChatV1.reset(channel: channelName, epoch: history.epoch)), promise: nil)
         }
-        for delivery in waiting {
-            if case .message(let message) = delivery.event, message.epoch == epoch, message.offset <= last { continue }
+        sendAfterReplay(waiting, context: context)
+        context.flush()
+    }
+
+    /// Sends live deliveries one by one, skipping the messages the replay carried; the
+    /// first message past the replay ends the skipping.
+    private func sendAfterReplay(_ deliveries: [Delivery], context: ChannelHandlerContext) {
+        for delivery in deliveries {
+            if let through = replayedThrough, case .message(let message) = delivery.event {
+                if message.epoch == through.epoch, message.offset <= through.offset { continue }
+                replayedThrough = nil
+            }
             send(delivery.event, frame: delivery.frames[frameIndex], context: context)
         }
-        context.flush()
     }
 
     // MARK: - Inbound messages
