@@ -138,7 +138,14 @@ final class ChannelSequencer: @unchecked Sendable {
                 }
                 return
             }
-            guard let buffered = self.waiting.removeValue(forKey: channel), var position = self.positions[channel] else { return }
+            guard self.waiting[channel] != nil, var position = self.positions[channel] else { return }
+            if case .success(let history) = result, let epoch = history.epoch, epoch != position.epoch, offset > 0 {
+                // A new epoch (Redis lost the channel, e.g. restarted empty): its offsets
+                // start again at 1, so "after the old offset" skipped its first messages.
+                self.recover(channel, after: 0, attempt: attempt)
+                return
+            }
+            let buffered = self.waiting.removeValue(forKey: channel) ?? []
             var out: [ChatEvent] = []
             if case .success(let history) = result, let epoch = history.epoch {
                 if epoch == position.epoch, history.lastOffset < position.next - 1 {
