@@ -122,21 +122,25 @@ public final class PresenceTracker: Service, Sendable {
     /// Sends every room's changes to the broker, reads who is there, tells the sockets.
     func tick() async {
         let now = ContinuousClock.now
-        let work = state.withLockedValue { state -> [(ChannelName, refreshing: [Member], leaving: [String])] in
+        let work = state.withLockedValue { state -> [(ChannelName, refreshing: [Member], leaving: [String], socketJoined: Bool)] in
             Array(state.keys).map { channel in
                 var room = state[channel]!
                 let refresh = room.lastRefresh.map { now - $0 >= heartbeat } ?? true
                 let ids = refresh ? Array(room.sockets.keys) : Array(room.added)
                 let leaving = Array(room.removed)
+                let socketJoined = room.socketJoined
                 if refresh { room.lastRefresh = now }
                 room.added.removeAll()
                 room.removed.removeAll()
+                // A socket that opens during this tick's read is told at the next one: the
+                // count read now might not include it yet.
+                room.socketJoined = false
                 state[channel] = room
-                return (channel, ids.map { Member(id: $0, name: room.names[$0]) }, leaving)
+                return (channel, ids.map { Member(id: $0, name: room.names[$0]) }, leaving, socketJoined)
             }
         }
         await withTaskGroup(of: Void.self) { group in
-            for (channel, refreshing, leaving) in work {
+            for (channel, refreshing, leaving, socketJoined) in work {
                 group.addTask {
                     do {
                         // A big room's renewal goes in slices, so that no one call (and no
@@ -153,7 +157,7 @@ public final class PresenceTracker: Service, Sendable {
                             of: channel, instance: self.instance, refreshing: Array(rest), leaving: leaving,
                             lifetime: self.lifetime, grace: self.grace, listLimit: self.listLimit
                         )
-                        self.read(snapshot, of: channel)
+                        self.read(snapshot, of: channel, socketJoined: socketJoined)
                     } catch {
                         // Try again at the next tick; leases stay until they end.
                         self.state.withLockedValue { state in
@@ -161,6 +165,7 @@ public final class PresenceTracker: Service, Sendable {
                             room.added.formUnion(refreshing.map(\.id).filter { room.sockets[$0] != nil })
                             room.removed.formUnion(leaving.filter { room.sockets[$0] == nil })
                             room.lastRefresh = nil
+                            room.socketJoined = room.socketJoined || socketJoined
                             state[channel] = room
                         }
                         self.logger.debug("Cannot read who is in a room now", metadata: ["channel": "\(channel)", "error": "\(error)"])
@@ -170,7 +175,9 @@ public final class PresenceTracker: Service, Sendable {
         }
     }
 
-    private func read(_ snapshot: RoomSnapshot, of channel: ChannelName) {
+    /// - Parameter socketJoined: a socket opened before the read began: tell the count
+    ///   even if it did not change, so that the new socket learns it.
+    private func read(_ snapshot: RoomSnapshot, of channel: ChannelName, socketJoined: Bool) {
         let events = state.withLockedValue { state -> [ChatEvent] in
             guard var room = state[channel] else { return [] }
             defer {
@@ -194,11 +201,10 @@ public final class PresenceTracker: Service, Sendable {
                     }
                 }
             }
-            if snapshot.online != before?.online || room.socketJoined {
+            if snapshot.online != before?.online || socketJoined {
                 events.append(.presence(channel: channel, online: snapshot.online))
             }
             room.told = snapshot
-            room.socketJoined = false
             return events
         }
         if !events.isEmpty { deliver(events) }
