@@ -37,10 +37,33 @@ public enum TestRedis {
 /// Spawned with posix_spawn and reaped with waitpid: Foundation's `Process.waitUntilExit`
 /// spins a run loop at full CPU when called from async code on Linux.
 public final class PrivateRedis: Sendable {
-    public init() {}
+    public init() {
+        port = Self.freePort()
+    }
 
-    public let port = Int.random(in: 20000...50000)
+    /// The server's port, kept across restarts.
+    public let port: Int
     private let pid = NIOLockedValueBox<pid_t?>(nil)
+
+    /// A port below the kernel's ephemeral range (where no client socket of the tests
+    /// takes its local end) that nothing is bound to now.
+    static func freePort() -> Int {
+        for _ in 0..<200 {
+            let port = Int.random(in: 20000..<32768)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if bound == 0 { return port }
+        }
+        return Int.random(in: 20000..<32768)
+    }
 
     public var url: String { "redis://127.0.0.1:\(port)" }
 
@@ -52,11 +75,21 @@ public final class PrivateRedis: Sendable {
         let status = posix_spawnp(&child, "redis-server", nil, nil, &cArguments, environ)
         guard status == 0 else { throw ChatClientError("cannot start redis-server: error \(status)") }
         pid.withLockedValue { $0 = child }
-        for _ in 0..<50 {
-            if (try? await ChatHTTP.exchange(host: "127.0.0.1", port: port, bytes: ByteBuffer(string: "PING\r\nQUIT\r\n"), timeout: .seconds(1))) != nil { return }
+        for _ in 0..<100 {
+            var status: Int32 = 0
+            if waitpid(child, &status, WNOHANG) == child {
+                pid.withLockedValue { $0 = nil }
+                throw ChatClientError("redis-server exited at start on port \(port) (status \(status)): is the port taken?")
+            }
+            // Redis' own answer, not any server's that might hold the port.
+            if let reply = try? await ChatHTTP.exchange(host: "127.0.0.1", port: port, bytes: ByteBuffer(string: "PING\r\nQUIT\r\n"), timeout: .seconds(2)),
+                String(buffer: reply).hasPrefix("+PONG")
+            {
+                return
+            }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw ChatClientError("redis-server did not start on port \(port)")
+        throw ChatClientError("redis-server did not start on port \(port) within 10 s")
     }
 
     /// Stops (SIGSTOP) or continues (SIGCONT) the server: a Redis that hangs without

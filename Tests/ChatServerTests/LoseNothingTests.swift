@@ -109,6 +109,30 @@ struct LoseNothingTests {
         }
     }
 
+    /// A message can be in the history the replay reads and still wait in the loop's
+    /// inbox for the next drain (the batch window). The replay must not be followed by
+    /// that message again.
+    @Test(arguments: ChatConfiguration.BrokerKind.allCases)
+    func aMessageStillWaitingForTheDrainIsNotSentAgainAfterTheReplay(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker, { $0.batchWindow = .milliseconds(500) }) { server in
+            let channel = uniqueChannel()
+            // Keeps the channel served on this instance, so its messages reach the hub.
+            let listener = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
+            _ = try await ChatHTTP.send(port: server.port, data: "m1", channel: channel)
+            #expect(await nextFrame(listener)?.offset == 1)
+            // The loops drained for m1 a moment ago: m2 waits for the next drain.
+            let sent = try await ChatHTTP.send(port: server.port, data: "m2", channel: channel)
+            let epoch = try #require(sent.header("Chat-Epoch"))
+            let resumed = try await ChatWebSocket.connect(
+                port: server.port, path: "/wb/?channel=\(channel)&since=0&epoch=\(epoch)", subprotocols: ["chat.v1"]
+            )
+            #expect(await nextFrame(resumed)?.offset == 1)
+            #expect(await nextFrame(resumed)?.offset == 2)
+            #expect(await nextFrame(listener)?.offset == 2)
+            #expect(await nextFrame(resumed, timeout: .milliseconds(800)) == nil, "m2 once, not again after the drain")
+        }
+    }
+
     @Test func resumeOutsideTheHistoryWindowIsAResetNotAPretence() async throws {
         try await withServer(broker: .memory, { $0.historySize = 3 }) { server in
             let channel = uniqueChannel()
@@ -175,7 +199,7 @@ struct LoseNothingTests {
             try await slow.setReading(true)
             var delivered: [Int] = []
             var gaps: [(Int, Int)] = []
-            while let frame = await nextFrame(slow, timeout: .seconds(2)) {
+            while let frame = await nextFrame(slow, timeout: .seconds(5)) {
                 if frame.type == "gap" { gaps.append((frame.from, frame.to)) } else { delivered.append(frame.offset) }
             }
             #expect(gaps.count == 1)
@@ -204,7 +228,7 @@ struct LoseNothingTests {
             try await resumed.setReading(true)
             var delivered: [Int] = []
             var gaps: [(Int, Int)] = []
-            while let frame = await nextFrame(resumed, timeout: .seconds(2)) {
+            while let frame = await nextFrame(resumed, timeout: .seconds(5)) {
                 if frame.type == "gap" { gaps.append((frame.from, frame.to)) } else { delivered.append(frame.offset) }
             }
             let gap = try #require(gaps.first, "the replay outgrew the queue, so part of it must come as a gap")
@@ -219,10 +243,16 @@ struct LoseNothingTests {
         try await withServer(broker: .memory, { $0.socketQueueLimit = 16 * 1024; $0.pingInterval = .seconds(300) }) { server in
             let slow = try await ChatWebSocket.connect(port: server.port, headers: [("Cookie", "channel=slowraw")], receiveBufferSize: 4096)
             try await slow.setReading(false)
-            try await publish(count: 1000, size: 8000, to: "slowraw", port: server.port)
+            // Publish until the server gives up on the reader, then read again: the close
+            // frame waits behind what the reader left unread, and only for so long.
+            for _ in 0..<100 {
+                try await publish(count: 40, size: 8000, to: "slowraw", port: server.port)
+                let metrics = Scrape(try await ChatHTTP.request("GET", port: server.port, path: "/metrics").body)
+                if metrics[#"chatroom_queue_overflows_total{protocol="original"}"#] == 1 { break }
+            }
             try await slow.setReading(true)
             var close: ChatWebSocket.Event?
-            while let event = await slow.next(timeout: .seconds(3)) {
+            while let event = await slow.next(timeout: .seconds(10)) {
                 if case .close = event { close = event; break }
                 if case .disconnected = event { break }
             }

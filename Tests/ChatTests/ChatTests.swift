@@ -281,7 +281,13 @@ struct ChannelSequencerTests {
             try await loop.submit { self.sequencer.receive(messages) }.get()
         }
 
-        func settle() async throws {
+        /// Waits until `count` events were delivered (at most 10 s, for a busy machine),
+        /// then a little longer, so that anything delivered too many would show.
+        func settle(until count: Int) async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while delivered.withLockedValue({ $0.count }) < count, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             try await Task.sleep(for: .milliseconds(50))
             try await loop.submit {}.get()
         }
@@ -311,7 +317,7 @@ struct ChannelSequencerTests {
         #expect(harness.reused.withLockedValue { $0 }.isEmpty)
         // Another message with offset 3: Redis lost the first and handed 3 out again.
         try await harness.loop.submit { harness.sequencer.receive([harness.message(3, time: 99_999)]) }.get()
-        try await harness.settle()
+        try await harness.settle(until: 3)
         #expect(harness.reused.withLockedValue { $0 } == [3])
         #expect(harness.summary == ["1", "2", "3"], "not delivered twice at one offset")
     }
@@ -322,7 +328,7 @@ struct ChannelSequencerTests {
         try await harness.receive([1, 2, 2, 1])
         try await harness.receive([5])  // 3 and 4 were lost by pub/sub
         try await harness.receive([6])  // arrives while recovering: waits its turn
-        try await harness.settle()
+        try await harness.settle(until: 6)
         #expect(harness.summary == ["1", "2", "3", "4", "5", "6"])
         #expect(harness.fetches.withLockedValue { $0 } == [2])
     }
@@ -333,8 +339,7 @@ struct ChannelSequencerTests {
         harness.failuresLeft.withLockedValue { $0 = 3 }  // e.g. the command connection is still reconnecting
         try await harness.receive([1])
         try await harness.receive([5])
-        try await Task.sleep(for: .milliseconds(600))
-        try await harness.settle()
+        try await harness.settle(until: 5)
         #expect(harness.summary == ["1", "2", "3", "4", "5"])
         #expect(harness.fetches.withLockedValue { $0 } == [1, 1, 1, 1])
     }
@@ -344,7 +349,7 @@ struct ChannelSequencerTests {
         harness.history.withLockedValue { $0 = [harness.message(6), harness.message(7)] }  // 3…5 trimmed
         try await harness.receive([1, 2])
         try await harness.receive([7])
-        try await harness.settle()
+        try await harness.settle(until: 5)
         #expect(harness.summary == ["1", "2", "gap:3-5", "6", "7"])
     }
 
@@ -353,7 +358,7 @@ struct ChannelSequencerTests {
         harness.history.withLockedValue { $0 = [harness.message(1, epoch: "e2")] }
         try await harness.receive([1, 2])
         try await harness.receive([1], epoch: "e2")
-        try await harness.settle()
+        try await harness.settle(until: 4)
         #expect(harness.summary == ["1", "2", "reset:e2", "1"])
     }
 
@@ -362,10 +367,25 @@ struct ChannelSequencerTests {
         harness.history.withLockedValue { $0 = (1...4).map { harness.message($0) } }
         try await harness.receive([1, 2])
         harness.sequencer.resubscribed()
-        try await harness.settle()
+        try await harness.settle(until: 4)
         try await harness.receive([4, 5])
-        try await harness.settle()
+        try await harness.settle(until: 5)
         #expect(harness.summary == ["1", "2", "3", "4", "5"])
+    }
+
+    /// Redis restarted empty while pub/sub was down, and a message was published before the
+    /// subscription came back: the catch-up finds a new epoch, whose messages start at 1,
+    /// whatever offset the old epoch had reached.
+    @Test func aCatchUpThatFindsANewEpochReadsItFromItsStart() async throws {
+        let harness = Harness()
+        try await harness.receive([1, 2, 3])
+        harness.history.withLockedValue { $0 = [harness.message(1, epoch: "e2"), harness.message(2, epoch: "e2")] }
+        harness.sequencer.resubscribed()
+        try await harness.settle(until: 6)
+        #expect(harness.summary == ["1", "2", "3", "reset:e2", "1", "2"])
+        try await harness.receive([3], epoch: "e2")
+        try await harness.settle(until: 7)
+        #expect(harness.summary == ["1", "2", "3", "reset:e2", "1", "2", "3"])
     }
 
     @Test func aChannelNobodyListensToIsForgotten() async throws {
@@ -375,7 +395,7 @@ struct ChannelSequencerTests {
         try await harness.receive([3])
         harness.sequencer.join(harness.channel)
         try await harness.receive([9])
-        try await harness.settle()
+        try await harness.settle(until: 3)
         #expect(harness.summary == ["1", "2", "9"], "no catch-up of what was published while nobody listened")
         #expect(harness.fetches.withLockedValue { $0 }.isEmpty)
     }
