@@ -5,7 +5,7 @@
 #   scripts/compare.sh BEFORE AFTER [rounds] [subscribers] [messages] [broker]
 #
 # Both binaries must accept the load-test flags in scripts/lib.sh (--send-rate and the
-# other per-address limits). E.g. keep a copy of the release binary, change the code,
+# other per-address limits; --history-rate since 2026-11-27). E.g. keep a copy of the release binary, change the code,
 # rebuild, then
 #   scripts/compare.sh /tmp/chatroom-before .build/release/chatroom 5 1000 2000
 set -euo pipefail

@@ -82,6 +82,7 @@ public func buildApplication(
             publishToken: configuration.publishToken,
             connectSecret: configuration.connectSecret,
             sendRate: configuration.sendRate,
+            historyRate: configuration.historyRate,
             socketMessageRate: configuration.socketMessageRate,
             maximumSocketsPerAddress: configuration.maximumSocketsPerAddress,
             maximumChannels: configuration.maximumChannels

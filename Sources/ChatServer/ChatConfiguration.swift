@@ -61,6 +61,10 @@ public struct ChatConfiguration: Sendable {
     /// Messages a second one client address may publish, and the burst above that rate;
     /// `nil`: no limit.
     public var sendRate: (rate: Double, burst: Double)? = (20, 40)
+    /// `/history` reads a second one client address may make, and the burst above that
+    /// rate; `nil`: no limit. The page reads one per other tab every 5 s, and more to
+    /// fill a gap or load earlier messages.
+    public var historyRate: (rate: Double, burst: Double)? = (20, 100)
     /// Messages a second one socket may send (chat.v1 pings included), and the burst;
     /// `nil`: no limit.
     public var socketMessageRate: (rate: Double, burst: Double)? = (10, 20)

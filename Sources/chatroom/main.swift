@@ -81,6 +81,12 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Messages one client address may publish at once above --send-rate.", valueName: "count"))
     var sendBurst = 40
 
+    @Option(help: ArgumentHelp("/history reads a second one client address may make (0: no limit); over it: 429 with Retry-After.", valueName: "rate"))
+    var historyRate = 20.0
+
+    @Option(help: ArgumentHelp("/history reads one client address may make at once above --history-rate.", valueName: "count"))
+    var historyBurst = 100
+
     @Option(help: ArgumentHelp("Messages a second one socket may send, pings included (0: no limit); over it: close 1008.", valueName: "rate"))
     var socketMessageRate = 10.0
 
@@ -136,8 +142,8 @@ struct Chatroom: AsyncParsableCommand {
         guard historyTTL >= 0 else { throw ValidationError("--history-ttl cannot be negative.") }
         guard socketQueueLimit >= 1024 else { throw ValidationError("--socket-queue-limit must be at least 1024 bytes.") }
         guard (0...1000).contains(batchWindow) else { throw ValidationError("--batch-window must be between 0 and 1000 milliseconds.") }
-        guard sendRate >= 0, socketMessageRate >= 0 else { throw ValidationError("--send-rate and --socket-message-rate cannot be negative.") }
-        guard sendBurst >= 1, socketMessageBurst >= 1 else { throw ValidationError("--send-burst and --socket-message-burst must be at least 1.") }
+        guard sendRate >= 0, historyRate >= 0, socketMessageRate >= 0 else { throw ValidationError("--send-rate, --history-rate and --socket-message-rate cannot be negative.") }
+        guard sendBurst >= 1, historyBurst >= 1, socketMessageBurst >= 1 else { throw ValidationError("--send-burst, --history-burst and --socket-message-burst must be at least 1.") }
         guard maxSocketsPerAddress >= 1, maxChannels >= 1 else { throw ValidationError("--max-sockets-per-address and --max-channels must be positive.") }
         guard requestTimeout >= 1 else { throw ValidationError("--request-timeout must be at least 1 second.") }
         if let maxBodySize, maxBodySize < maxMessageSize { throw ValidationError("--max-body-size must be at least --max-message-size.") }
@@ -197,6 +203,7 @@ struct Chatroom: AsyncParsableCommand {
         configuration.metricsPort = metricsPort
         configuration.metricsHostname = metricsHostname
         configuration.sendRate = sendRate > 0 ? (sendRate, Double(sendBurst)) : nil
+        configuration.historyRate = historyRate > 0 ? (historyRate, Double(historyBurst)) : nil
         configuration.socketMessageRate = socketMessageRate > 0 ? (socketMessageRate, Double(socketMessageBurst)) : nil
         configuration.maximumSocketsPerAddress = maxSocketsPerAddress
         configuration.maximumChannels = maxChannels

@@ -93,6 +93,28 @@ struct SecurityTests {
         }
     }
 
+    @Test func historyReadsFromOneAddressAreLimitedToo() async throws {
+        let logs = LogCapture()
+        try await withServer(broker: .memory, logs: logs, {
+            // A burst of 2, then one read every 20 s: a slow machine never earns a third here.
+            $0.historyRate = (0.05, 2)
+            $0.trustedProxies = "127.0.0.1"
+        }) { server in
+            func read(from address: String) async throws -> HTTPResult {
+                try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=hall", headers: [("X-Forwarded-For", address)])
+            }
+            for _ in 0..<2 { #expect(try await read(from: "198.51.100.7").status == 200) }
+            let refused = try await read(from: "198.51.100.7")
+            #expect(refused.status == 429)
+            #expect(refused.body.contains("Too many history reads from your address: at most 0.1 a second. Retry in "), "\(refused.body)")
+            #expect(Int(refused.header("Retry-After") ?? "") ?? 0 >= 1)
+            #expect(!logs.lines(containing: "Refused a history request").filter { $0.contains("status=429") && $0.contains("198.51.100.7") }.isEmpty)
+            #expect(try await read(from: "198.51.100.8").status == 200, "another address is served")
+            let metrics = Scrape(try await ChatHTTP.request("GET", port: server.port, path: "/metrics").body)
+            #expect(metrics[#"chatroom_refusals_total{route="/history",reason="rate_limited"}"#] == 1)
+        }
+    }
+
     @Test func aSocketThatSendsTooFastIsClosedWith1008AndTheOthersStay() async throws {
         try await withServer(broker: .memory, { $0.socketMessageRate = (0.05, 3) }) { server in
             let channel = uniqueChannel()

@@ -35,6 +35,7 @@ final class TestServer: Sendable {
         if broker == .redis { configuration.redisURL = try TestRedis.url() }
         // Tests publish quickly from one address: limits are off unless a test sets them.
         configuration.sendRate = nil
+        configuration.historyRate = nil
         configuration.socketMessageRate = nil
         // Presence frames would interleave with what tests count: off unless a test sets it.
         configuration.presenceInterval = .seconds(3600)

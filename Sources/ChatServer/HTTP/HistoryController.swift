@@ -23,29 +23,36 @@ struct HistoryController: Sendable {
 
     func history(_ request: Request, context: ChatRequestContext) async throws -> Response {
         let cors = gatekeeper.corsHeaders(origin: request.headers[.origin])
+        let client = gatekeeper.clientAddress(peer: context.remoteAddress, forwardedFor: request.headers[values: .xForwardedFor])
+        if let wait = gatekeeper.takeHistoryRead(from: client) {
+            let tooMany = Gatekeeper.tooMany("history reads", rate: gatekeeper.settings.historyRate, wait: wait)
+            var refusal = refuse(.tooManyRequests, tooMany.message, cors, client: client, context: context)
+            refusal.headers[.retryAfter] = tooMany.retryAfter
+            throw refusal
+        }
         let query = request.uri.query.map { FormData.pairs($0[...]) } ?? []
         func field(_ name: String) -> String? { query.last { $0.name == name }?.value }
         let channel: ChannelName
         do {
             channel = try ChannelName(validating: field("channel") ?? ChannelName.fallback.rawValue)
         } catch {
-            throw refuse(.badRequest, "Invalid channel name: \(error.reason).", cors, context: context)
+            throw refuse(.badRequest, "Invalid channel name: \(error.reason).", cors, client: client, context: context)
         }
         let identity = identities.identity(cookies: request.headers[values: .cookie])
         if let reason = RoomPolicy.refusal(for: channel, identity: identity) {
-            throw refuse(.forbidden, reason, cors, context: context)
+            throw refuse(.forbidden, reason, cors, client: client, context: context)
         }
         var since: Int64?
         if let text = field("since") {
             guard let value = Int64(text), value >= 0 else {
-                throw refuse(.badRequest, "since must be a whole number ≥ 0.", cors, context: context)
+                throw refuse(.badRequest, "since must be a whole number ≥ 0.", cors, client: client, context: context)
             }
             since = value
         }
         var limit = Self.defaultLimit
         if let text = field("limit") {
             guard let value = Int(text), value > 0 else {
-                throw refuse(.badRequest, "limit must be a whole number ≥ 1 (at most \(Self.maximumLimit) are returned).", cors, context: context)
+                throw refuse(.badRequest, "limit must be a whole number ≥ 1 (at most \(Self.maximumLimit) are returned).", cors, client: client, context: context)
             }
             limit = min(value, Self.maximumLimit)
         }
@@ -53,7 +60,7 @@ struct HistoryController: Sendable {
         do {
             history = try await broker.history(of: channel, after: since, limit: limit)
         } catch let error as BrokerError {
-            var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", cors, context: context)
+            var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", cors, client: client, context: context)
             refusal.headers[.retryAfter] = "1"
             throw refusal
         }
@@ -76,9 +83,9 @@ struct HistoryController: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: json))
     }
 
-    private func refuse(_ status: HTTPResponse.Status, _ message: String, _ cors: HTTPFields, context: ChatRequestContext) -> PlainTextError {
+    private func refuse(_ status: HTTPResponse.Status, _ message: String, _ cors: HTTPFields, client: String, context: ChatRequestContext) -> PlainTextError {
         metrics.refused(route: "/history", reason: ChatMetrics.reason(status: status.code))
-        context.logger.info("Refused a history request", metadata: ["status": "\(status.code)", "reason": "\(message)"])
+        context.logger.info("Refused a history request", metadata: ["status": "\(status.code)", "reason": "\(message)", "client": "\(client)"])
         return PlainTextError(status: status, message: message, headers: cors)
     }
 }

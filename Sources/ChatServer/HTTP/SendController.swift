@@ -36,13 +36,9 @@ struct SendController: Sendable {
             throw refuse(.forbidden, "Origin \(request.headers[.origin]?.prefix(100) ?? "") may not publish here.", cors, client, context: context)
         }
         if let wait = gatekeeper.takeSend(from: client) {
-            let seconds = max(1, Int((Double(wait.nanoseconds) / 1e9).rounded(.up)))
-            var refusal = refuse(
-                .tooManyRequests,
-                "Too many messages from your address: at most \(gatekeeper.settings.sendRate.map { Gatekeeper.describe(rate: $0.rate) } ?? "unlimited") a second. Retry in \(seconds) s.",
-                cors, client, context: context
-            )
-            refusal.headers[.retryAfter] = String(seconds)
+            let tooMany = Gatekeeper.tooMany("messages", rate: gatekeeper.settings.sendRate, wait: wait)
+            var refusal = refuse(.tooManyRequests, tooMany.message, cors, client, context: context)
+            refusal.headers[.retryAfter] = tooMany.retryAfter
             throw refusal
         }
         let fields: [(name: String, value: String)]

@@ -21,6 +21,7 @@ final class Gatekeeper: Sendable {
         var connectSecret: String?
         /// Messages a second per client address on `/send/` (and its burst); `nil`: no limit.
         var sendRate: (rate: Double, burst: Double)?
+        var historyRate: (rate: Double, burst: Double)?
         /// Messages a second one socket may send (and its burst); `nil`: no limit.
         var socketMessageRate: (rate: Double, burst: Double)?
         var maximumSocketsPerAddress = Int.max
@@ -29,6 +30,7 @@ final class Gatekeeper: Sendable {
 
     let settings: Settings
     private let sendLimiter: RateLimiter?
+    private let historyLimiter: RateLimiter?
     private let sockets = NIOLockedValueBox(SocketCounts())
 
     private struct SocketCounts {
@@ -39,6 +41,7 @@ final class Gatekeeper: Sendable {
     init(settings: Settings) {
         self.settings = settings
         self.sendLimiter = settings.sendRate.map { RateLimiter(rate: $0.rate, burst: $0.burst) }
+        self.historyLimiter = settings.historyRate.map { RateLimiter(rate: $0.rate, burst: $0.burst) }
     }
 
     // MARK: Addresses and origins
@@ -95,6 +98,19 @@ final class Gatekeeper: Sendable {
     /// Takes one message from `address`'s allowance; `nil` if allowed, else how long to wait.
     func takeSend(from address: String) -> TimeAmount? {
         sendLimiter?.take(address)
+    }
+
+    /// Takes one history read from `address`'s allowance; `nil` if allowed, else how long to wait.
+    func takeHistoryRead(from address: String) -> TimeAmount? {
+        historyLimiter?.take(address)
+    }
+
+    /// The 429 of a rate limit: "Too many `what` from your address: at most R a second.
+    /// Retry in S s.", and S for Retry-After (whole seconds, at least 1).
+    static func tooMany(_ what: String, rate: (rate: Double, burst: Double)?, wait: TimeAmount) -> (message: String, retryAfter: String) {
+        let seconds = max(1, Int((Double(wait.nanoseconds) / 1e9).rounded(.up)))
+        let limit = rate.map { describe(rate: $0.rate) } ?? "unlimited"
+        return ("Too many \(what) from your address: at most \(limit) a second. Retry in \(seconds) s.", String(seconds))
     }
 
     // MARK: Sockets
