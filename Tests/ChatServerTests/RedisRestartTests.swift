@@ -25,7 +25,7 @@ struct RedisRestartTests {
             #expect(during.status == 503)
             #expect(during.body.contains("Redis is unavailable"))
             #expect(during.header("Retry-After") == "1")
-            #expect(ContinuousClock.now - started < .seconds(3), "a 503 comes promptly, not after a hang")
+            #expect(ContinuousClock.now - started < .seconds(8), "a 503 comes promptly, not after a hang (a busy machine may take a few seconds)")
 
             try await redis.start()
             var after: HTTPResult?
