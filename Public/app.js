@@ -90,6 +90,11 @@ function labelOf(channel) {
 // A channel opened by name comes back from the hash; the cookie picks among the tabs.
 let current = channelFromHash() ?? readChannelCookie();
 if (current && current === channelFromHash()) tabs.add(current, labelOf(current));
+// The one-to-one rooms this browser has talked in come back as tabs.
+for (const key of Object.keys(localStorage).sort()) {
+  const room = key.slice(dmKey("").length);
+  if (key.startsWith(dmKey("dm:")) && me && room.split(":").includes(me) && isValidChannel(room)) tabs.add(room, labelOf(room));
+}
 if (!tabs.channels().includes(current)) current = configured[0] ?? "channel_1";
 
 let view = null;
@@ -237,6 +242,62 @@ setUpComposer({
 
 // A new name shows in the list once the socket says it again.
 nameInput.addEventListener("change", () => connection.reopen());
+
+// MARK: The inbox — the server says there when someone writes to us one to one.
+
+const inboxKey = "chatroom.inbox";
+function readInbox() {
+  try {
+    return JSON.parse(localStorage.getItem(inboxKey) ?? "null");
+  } catch {
+    return null;
+  }
+}
+let unreadTimer = null;
+function refreshUnreadSoon() {
+  unreadTimer ??= setTimeout(() => {
+    unreadTimer = null;
+    refreshUnread();
+  }, 300);
+}
+
+function handleNotice(frame) {
+  if (frame.type === "reset") localStorage.setItem(inboxKey, JSON.stringify({ epoch: frame.epoch, offset: 0 }));
+  if (frame.type !== "message") return;
+  localStorage.setItem(inboxKey, JSON.stringify({ epoch: frame.epoch, offset: frame.offset }));
+  const room = frame.data;
+  if (!isValidChannel(room) || !room.startsWith("dm:") || !room.split(":").includes(me)) return;
+  if (!localStorage.getItem(dmKey(room))) localStorage.setItem(dmKey(room), frame.name || "someone");
+  if (!tabs.channels().includes(room)) {
+    tabs.add(room, labelOf(room));
+    if (!readSeen(room)) writeSeen(room, null, 0); // a room new to this browser: all of it is news
+  }
+  if (room !== current) refreshUnreadSoon();
+}
+
+if (me) {
+  const inbox = `inbox:${me}`;
+  // The first time, what the inbox holds already; afterwards the socket resumes from
+  // where this browser left it.
+  if (!readInbox()) {
+    try {
+      const page = await fetchHistory(inbox, { limit: 100 });
+      localStorage.setItem(inboxKey, JSON.stringify({ epoch: page.epoch, offset: page.lastOffset ?? 0 }));
+      for (const message of page.messages) handleNotice(message);
+    } catch {
+      // The socket below still brings what comes from now on.
+    }
+  }
+  connect({
+    channel: inbox,
+    resumeFrom: () => {
+      const at = readInbox();
+      return at?.epoch ? { since: at.offset, epoch: at.epoch } : null;
+    },
+    onState() {},
+    onMessage: handleNotice,
+  });
+}
 
 refreshUnread();
 setInterval(refreshUnread, 5000);

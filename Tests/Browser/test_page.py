@@ -312,7 +312,9 @@ class ChatPageTests(PageTestCase):
         with open(os.path.join(SHOTS, "burst.json"), "w") as file:
             json.dump({"messages": count, "posted_seconds": posted, **stats}, file)
         self.assertLessEqual(stats["dom"], 300 + 5, "the page keeps at most a few hundred messages")
-        self.assertLess(stats["max"], 1000, "no freeze of a second or more")
+        # Drawing 10,000 messages at once freezes the page for seconds; batching keeps each
+        # tick short. 1.5 s leaves room for a loaded machine (here: at most 0.3 s).
+        self.assertLess(stats["max"], 1500, "no freeze of 1.5 s or more")
         # Load earlier brings older messages from /history.
         before = driver.execute_script("return Number(document.querySelector('#messages li[data-offset]').dataset.offset)")
         driver.execute_script("document.getElementById('scroller').scrollTop = 0")
@@ -387,6 +389,15 @@ class RoomTests(PageTestCase):
         wait_until(lambda: self.status(ada) == "Connected", message="Ada connected to the room")
         self.type_message(ada, "just between us")
         wait_until(lambda: "just between us" in self.texts(ada), message="Ada sees her message")
+        # Bob, still in the lobby, is told: a tab "@Ada" appears, with the message unread.
+        tab = lambda: bob.execute_script(
+            "const t = document.getElementById(arguments[0]); if (!t) return null;"
+            "const b = t.querySelector('.badge'); return [t.querySelector('.tab-name').textContent, b.hidden ? '' : b.textContent]",
+            f"tab-{room}",
+        )
+        wait_until(lambda: tab() == ["@Ada", "1"], timeout=12, message="an @Ada tab with 1 unread in Bob's window")
+        self.assertEqual(self.cookie(bob, "channel"), channel, "Bob is not moved")
+        self.shot(bob, "one-to-one-notice")
         # Bob opens the same room from his list, and finds the message in its history.
         bob.find_element(By.ID, "presence").click()
         bob.find_element(By.CSS_SELECTOR, "#people-list button").click()

@@ -139,6 +139,47 @@ struct RoomsTests {
         }
     }
 
+    @Test(arguments: ChatConfiguration.BrokerKind.allCases)
+    func aOneToOneMessageIsAnnouncedInTheOtherPersonsInboxOnly(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let (ada, bob, eve) = (Person(), Person(), Person())
+            let room = try #require(RoomPolicy.directRoom(ada.id, bob.id)).rawValue
+            let bobInbox = try await open(server, "inbox:\(bob.id)", bob)
+            let adaInbox = try await open(server, "inbox:\(ada.id)", ada)
+            func post(_ text: String, as person: Person, name: String, to channel: String) async throws -> HTTPResult {
+                try await ChatHTTP.request(
+                    "POST", port: server.port, path: "/send/", headers: [person.header, ("Content-Type", "application/x-www-form-urlencoded")],
+                    body: "data=\(text)&name=\(name)&channel=\(channel)"
+                )
+            }
+
+            // Ada writes in the one-to-one room (Bob has no socket there): Bob's inbox says so.
+            #expect(try await post("hi", as: ada, name: "Ada", to: room).body == "ok")
+            let notice = try #require(await nextOfType("message", bobInbox))
+            #expect(notice["data"] as? String == room && notice["name"] as? String == "Ada")
+            #expect(await nextOfType("message", adaInbox, timeout: .milliseconds(300)) == nil, "the sender is not told of her own message")
+            #expect(try await post("hello", as: bob, name: "Bob", to: room).body == "ok")
+            #expect(await nextOfType("message", adaInbox)?["data"] as? String == room)
+
+            // The inbox keeps what it was told, for a page that was closed meanwhile.
+            let kept = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=inbox:\(bob.id)", headers: [bob.header])
+            #expect(kept.status == 200 && kept.body.contains(#""data":"\#(room)""#))
+
+            // Nobody else reads it, and nobody posts to it.
+            #expect(await closeCode(of: try await open(server, "inbox:\(bob.id)", eve)) == 4403)
+            let raw = await refusal { try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=inbox:\(bob.id)", headers: [eve.header]) }
+            #expect(raw?.status == 403 && raw?.body.contains("someone else's inbox") == true)
+            #expect(try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=inbox:\(bob.id)", headers: [eve.header]).status == 403)
+            for poster in [eve, bob] {
+                let forged = try await post("dm:\(eve.id):\(bob.id)", as: poster, name: "Eve", to: "inbox:\(bob.id)")
+                #expect(forged.status == 403 && forged.body.contains("Nobody posts to an inbox"))
+            }
+            #expect(await nextOfType("message", bobInbox, timeout: .milliseconds(300)) == nil, "no forged notice")
+            await bobInbox.disconnect()
+            await adaInbox.disconnect()
+        }
+    }
+
     // MARK: Who is online
 
     @Test func joinAndLeaveOverInstancesWithAGracePeriodAndNoDuplicates() async throws {

@@ -67,7 +67,7 @@ struct SendController: Sendable {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).", cors, client, context: context)
         }
         let identity = identities.identity(cookies: request.headers[values: .cookie])
-        if let reason = RoomPolicy.refusal(for: channel, identity: identity) {
+        if let reason = RoomPolicy.postingRefusal(for: channel, identity: identity) {
             throw refuse(.forbidden, reason, cors, client, context: context)
         }
         let givenName = fields.last(where: { $0.name == "name" })?.value
@@ -89,12 +89,26 @@ struct SendController: Sendable {
                 throw refuse(.internalServerError, "Message not sent: \(error.message).", cors, client, context: context, level: .error)
             }
         }
+        if let identity { await notify(about: message, from: identity, context: context) }
         var headers = cors
         headers[.contentType] = "text/plain; charset=utf-8"
         // The body stays the original's `ok`; the page learns which message was its own.
         headers[Self.offsetHeader] = String(message.offset)
         headers[Self.epochHeader] = message.epoch
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "ok")))
+    }
+
+    /// A message in a one-to-one room: tells the other person, in their inbox (its data
+    /// is the room, its name the sender's). The message itself is already published and
+    /// acknowledged either way; a notice that cannot be published is logged, and the
+    /// page still finds the room's news when it next opens it.
+    private func notify(about message: Message, from sender: String, context: ChatRequestContext) async {
+        guard let (a, b) = RoomPolicy.pair(of: message.channel), let inbox = RoomPolicy.inbox(of: sender == a ? b : a) else { return }
+        do {
+            _ = try await broker.publish(ByteBuffer(string: message.channel.rawValue), name: message.name, to: inbox)
+        } catch {
+            context.logger.warning("Could not tell the other person of a one-to-one message", metadata: ["channel": "\(message.channel)", "error": "\(error)"])
+        }
     }
 
     static let offsetHeader = HTTPField.Name("Chat-Offset")!

@@ -111,7 +111,8 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                         messageRate: context.gatekeeper.settings.socketMessageRate
                     ),
                     metrics: context.metrics,
-                    presence: request.echo ? nil : (context.presence, request.member),
+                    // An inbox is no room: nobody is "online" in it.
+                    presence: request.echo || RoomPolicy.owner(ofInbox: request.channel) != nil ? nil : (context.presence, request.member),
                     logger: logger
                 )
             )
