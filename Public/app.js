@@ -253,18 +253,8 @@ function readInbox() {
     return null;
   }
 }
-let unreadTimer = null;
-function refreshUnreadSoon() {
-  unreadTimer ??= setTimeout(() => {
-    unreadTimer = null;
-    refreshUnread();
-  }, 300);
-}
-
+/** A notice from the inbox: `data` is a one-to-one room with news, `name` who wrote. */
 function handleNotice(frame) {
-  if (frame.type === "reset") localStorage.setItem(inboxKey, JSON.stringify({ epoch: frame.epoch, offset: 0 }));
-  if (frame.type !== "message") return;
-  localStorage.setItem(inboxKey, JSON.stringify({ epoch: frame.epoch, offset: frame.offset }));
   const room = frame.data;
   if (!isValidChannel(room) || !room.startsWith("dm:") || !room.split(":").includes(me)) return;
   if (!localStorage.getItem(dmKey(room))) localStorage.setItem(dmKey(room), frame.name || "someone");
@@ -272,35 +262,37 @@ function handleNotice(frame) {
     tabs.add(room, labelOf(room));
     if (!readSeen(room)) writeSeen(room, null, 0); // a room new to this browser: all of it is news
   }
-  if (room !== current) refreshUnreadSoon();
 }
 
-if (me) {
-  const inbox = `inbox:${me}`;
-  // The first time, what the inbox holds already; afterwards the socket resumes from
-  // where this browser left it.
-  if (!readInbox()) {
-    try {
-      const page = await fetchHistory(inbox, { limit: 100 });
-      localStorage.setItem(inboxKey, JSON.stringify({ epoch: page.epoch, offset: page.lastOffset ?? 0 }));
-      for (const message of page.messages) handleNotice(message);
-    } catch {
-      // The socket below still brings what comes from now on.
+// Read with the unread counts, every 5 s: a socket of its own would cost the server a
+// socket and a channel per person for news that the badges show at that pace anyway.
+async function readInboxNews() {
+  if (!me) return;
+  const at = readInbox();
+  try {
+    // After where this browser left it (100 at a time); the first time, or after the
+    // inbox's history was lost, the newest.
+    let page = at?.epoch ? await fetchHistory(`inbox:${me}`, { since: at.offset, limit: 100 }) : null;
+    let offset;
+    if (page && page.epoch === at.epoch) {
+      offset = page.messages.at(-1)?.offset ?? at.offset;
+    } else {
+      page = await fetchHistory(`inbox:${me}`, { limit: 100 });
+      offset = page.lastOffset ?? 0;
     }
+    for (const message of page.messages) handleNotice(message);
+    localStorage.setItem(inboxKey, JSON.stringify({ epoch: page.epoch, offset }));
+  } catch {
+    // Offline or refused: try again at the next round.
   }
-  connect({
-    channel: inbox,
-    resumeFrom: () => {
-      const at = readInbox();
-      return at?.epoch ? { since: at.offset, epoch: at.epoch } : null;
-    },
-    onState() {},
-    onMessage: handleNotice,
-  });
 }
 
-refreshUnread();
-setInterval(refreshUnread, 5000);
+async function refreshAll() {
+  await readInboxNews();
+  await refreshUnread();
+}
+refreshAll();
+setInterval(refreshAll, 5000);
 document.addEventListener("visibilitychange", () => {
-  if (!document.hidden) refreshUnread();
+  if (!document.hidden) refreshAll();
 });

@@ -17,13 +17,13 @@ export function retryDelay(attempt) {
 }
 
 /**
- * Keeps one socket open to `channel`, or by default to the one the `channel` cookie names.
+ * Keeps one socket open to the channel named by the `channel` cookie.
  * resumeFrom() returns {since, epoch} to resume after, or null to start live.
  * Callbacks: onMessage(frame), onState(state, detail) with state one of
  * "connecting", "connected", "reconnecting" (detail: seconds until retry), "offline",
  * "refused" (detail: the server's reason; close 4403 or 4409, not retried).
  */
-export function connect({ onMessage, onState, resumeFrom, name = () => "", channel = null }) {
+export function connect({ onMessage, onState, resumeFrom, name = () => "" }) {
   let socket = null;
   let attempt = 0;
   let lastHeard = 0;
@@ -35,7 +35,6 @@ export function connect({ onMessage, onState, resumeFrom, name = () => "", chann
   function url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const params = new URLSearchParams();
-    if (channel) params.set("channel", channel);
     const resume = resumeFrom();
     if (resume) {
       params.set("since", resume.since);

@@ -398,9 +398,8 @@ class RoomTests(PageTestCase):
         wait_until(lambda: tab() == ["@Ada", "1"], timeout=12, message="an @Ada tab with 1 unread in Bob's window")
         self.assertEqual(self.cookie(bob, "channel"), channel, "Bob is not moved")
         self.shot(bob, "one-to-one-notice")
-        # Bob opens the same room from his list, and finds the message in its history.
-        bob.find_element(By.ID, "presence").click()
-        bob.find_element(By.CSS_SELECTOR, "#people-list button").click()
+        # Bob opens the room from that tab, and finds the message in its history.
+        bob.find_element(By.ID, f"tab-{room}").click()
         wait_until(lambda: self.cookie(bob, "channel") == room, message="Bob in the same room")
         wait_until(lambda: "just between us" in self.texts(bob), message="the message in Bob's window")
         self.type_message(bob, "agreed")
