@@ -21,6 +21,7 @@ final class Gatekeeper: Sendable {
         var connectSecret: String?
         /// Messages a second per client address on `/send/` (and its burst); `nil`: no limit.
         var sendRate: (rate: Double, burst: Double)?
+        /// Reads a second per client address on `/history` (and its burst); `nil`: no limit.
         var historyRate: (rate: Double, burst: Double)?
         /// Messages a second one socket may send (and its burst); `nil`: no limit.
         var socketMessageRate: (rate: Double, burst: Double)?
