@@ -395,7 +395,7 @@ class RoomTests(PageTestCase):
             "const b = t.querySelector('.badge'); return [t.querySelector('.tab-name').textContent, b.hidden ? '' : b.textContent]",
             f"tab-{room}",
         )
-        wait_until(lambda: tab() == ["@Ada", "1"], timeout=12, message="an @Ada tab with 1 unread in Bob's window")
+        wait_until(lambda: tab() == ["@Ada", "1"], timeout=20, message="an @Ada tab with 1 unread in Bob's window")
         self.assertEqual(self.cookie(bob, "channel"), channel, "Bob is not moved")
         self.shot(bob, "one-to-one-notice")
         # Bob opens the room from that tab, and finds the message in its history.
