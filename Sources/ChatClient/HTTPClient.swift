@@ -44,14 +44,18 @@ public enum ChatHTTP {
         return try parse(raw)
     }
 
-    /// Posts a urlencoded form to `/send/`, as the original page did.
-    public static func send(port: Int, data: String?, channel: String?, host: String = "127.0.0.1") async throws -> HTTPResult {
+    /// Posts a urlencoded form to `/send/`, as the original page did; the page adds a
+    /// `name`, and a browser sends its cookies (`headers`).
+    public static func send(
+        port: Int, data: String?, channel: String?, name: String? = nil, headers: [(String, String)] = [], host: String = "127.0.0.1"
+    ) async throws -> HTTPResult {
         var fields: [String] = []
         if let data { fields.append("data=\(formEncode(data))") }
         if let channel { fields.append("channel=\(formEncode(channel))") }
+        if let name { fields.append("name=\(formEncode(name))") }
         return try await request(
             "POST", host: host, port: port, path: "/send/",
-            headers: [("Content-Type", "application/x-www-form-urlencoded")],
+            headers: [("Content-Type", "application/x-www-form-urlencoded")] + headers,
             body: fields.joined(separator: "&")
         )
     }

@@ -15,11 +15,7 @@ struct PresenceAndNamesTests {
             let channel = uniqueChannel()
             let original = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)")
             let chatV1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
-            let sent = try await ChatHTTP.request(
-                "POST", port: server.port, path: "/send/",
-                headers: [("Content-Type", "application/x-www-form-urlencoded")],
-                body: "data=hi&channel=\(channel)&name=" + ChatHTTP.formEncode("  Ada ✨ Lovelace ")
-            )
+            let sent = try await ChatHTTP.send(port: server.port, data: "hi", channel: channel, name: "  Ada ✨ Lovelace ")
             #expect(sent.body == "ok")
             #expect(sent.header("chat-offset") == "1" && sent.header("chat-epoch") != nil, "the page learns which message is its own")
             #expect(await original.nextText() == "hi", "the original protocol gets the text alone")
@@ -30,12 +26,12 @@ struct PresenceAndNamesTests {
             #expect(history.body.contains(#""name":"Ada ✨ Lovelace","data":"hi""#))
 
             // No name, or only spaces: no name field at all.
-            _ = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [("Content-Type", "application/x-www-form-urlencoded")], body: "data=anon&channel=\(channel)&name=%20%20")
+            _ = try await ChatHTTP.send(port: server.port, data: "anon", channel: channel, name: "  ")
             let anonymous = try #require(await nextOfType("message", chatV1))
             #expect(anonymous["data"] as? String == "anon" && anonymous["name"] == nil)
 
-            for (bad, why) in [(String(repeating: "n", count: 33), "at most 32"), ("a%0Ab", "line breaks"), ("a%00b", "control")] {
-                let refused = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [("Content-Type", "application/x-www-form-urlencoded")], body: "data=x&channel=\(channel)&name=\(bad)")
+            for (bad, why) in [(String(repeating: "n", count: 33), "at most 32"), ("a\nb", "line breaks"), ("a\u{0}b", "control")] {
+                let refused = try await ChatHTTP.send(port: server.port, data: "x", channel: channel, name: bad)
                 #expect(refused.status == 400)
                 #expect(refused.body.hasPrefix("Invalid name: ") && refused.body.contains(why), "\(refused.body)")
             }

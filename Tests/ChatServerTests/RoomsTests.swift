@@ -111,7 +111,7 @@ struct RoomsTests {
             let room = try #require(RoomPolicy.directRoom(ada.id, bob.id)).rawValue
             let adaSocket = try await open(server, room, ada)
             let bobSocket = try await open(server, room, bob)
-            let sent = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [ada.header, ("Content-Type", "application/x-www-form-urlencoded")], body: "data=hi%20Bob&channel=\(room)")
+            let sent = try await ChatHTTP.send(port: server.port, data: "hi Bob", channel: room, headers: [ada.header])
             #expect(sent.body == "ok")
             #expect(await nextOfType("message", bobSocket)?["data"] as? String == "hi Bob")
             #expect(try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(room)", headers: [bob.header]).status == 200)
@@ -123,7 +123,7 @@ struct RoomsTests {
             #expect(raw?.status == 403 && raw?.body.contains("private one-to-one room") == true)
             let history = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(room)", headers: [eve.header])
             #expect(history.status == 403 && !history.body.contains("hi Bob"))
-            let post = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [eve.header, ("Content-Type", "application/x-www-form-urlencoded")], body: "data=boo&channel=\(room)")
+            let post = try await ChatHTTP.send(port: server.port, data: "boo", channel: room, headers: [eve.header])
             #expect(post.status == 403)
             #expect(try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(room)").status == 403, "nor anyone without an identity")
             let forged = ("Cookie", "uid=\(ada.id).\(Base64URL.encode(Array(repeating: 1, count: 32)))")
@@ -147,10 +147,7 @@ struct RoomsTests {
             let bobInbox = try await open(server, "inbox:\(bob.id)", bob)
             let adaInbox = try await open(server, "inbox:\(ada.id)", ada)
             func post(_ text: String, as person: Person, name: String, to channel: String) async throws -> HTTPResult {
-                try await ChatHTTP.request(
-                    "POST", port: server.port, path: "/send/", headers: [person.header, ("Content-Type", "application/x-www-form-urlencoded")],
-                    body: "data=\(text)&name=\(name)&channel=\(channel)"
-                )
+                try await ChatHTTP.send(port: server.port, data: text, channel: channel, name: name, headers: [person.header])
             }
 
             // Ada writes in the one-to-one room (Bob has no socket there): Bob's inbox says so.
@@ -175,6 +172,9 @@ struct RoomsTests {
                 #expect(forged.status == 403 && forged.body.contains("Nobody posts to an inbox"))
             }
             #expect(await nextOfType("message", bobInbox, timeout: .milliseconds(300)) == nil, "no forged notice")
+            // An inbox name that is no identity's.
+            let malformed = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=inbox:nobody", headers: [bob.header])
+            #expect(malformed.status == 403 && malformed.body.contains("An inbox is named inbox:<id>"), "\(malformed.body)")
             await bobInbox.disconnect()
             await adaInbox.disconnect()
         }

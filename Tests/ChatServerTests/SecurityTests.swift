@@ -73,11 +73,7 @@ struct SecurityTests {
             let channel = uniqueChannel()
             let listener = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)")
             func post(_ text: String, from address: String) async throws -> HTTPResult {
-                try await ChatHTTP.request(
-                    "POST", port: server.port, path: "/send/",
-                    headers: [("Content-Type", "application/x-www-form-urlencoded"), ("X-Forwarded-For", address)],
-                    body: "data=\(text)&channel=\(channel)"
-                )
+                try await ChatHTTP.send(port: server.port, data: text, channel: channel, headers: [("X-Forwarded-For", address)])
             }
             for index in 0..<3 { #expect(try await post("flood\(index)", from: "198.51.100.1").status == 200) }
             let refused = try await post("flood3", from: "198.51.100.1")
@@ -145,11 +141,10 @@ struct SecurityTests {
             }
             _ = try await ChatWebSocket.connect(port: server.port, headers: [("Origin", "https://chat.example")])
             _ = try await ChatWebSocket.connect(port: server.port)  // not a browser: no Origin
-            let form = ("Content-Type", "application/x-www-form-urlencoded")
-            let evil = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [form, ("Origin", "https://evil.example")], body: "data=x")
+            let evil = try await ChatHTTP.send(port: server.port, data: "x", channel: nil, headers: [("Origin", "https://evil.example")])
             #expect(evil.status == 403)
             #expect(evil.header("Access-Control-Allow-Origin") == nil)
-            let good = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [form, ("Origin", "https://chat.example")], body: "data=x")
+            let good = try await ChatHTTP.send(port: server.port, data: "x", channel: nil, headers: [("Origin", "https://chat.example")])
             #expect(good.status == 200)
             #expect(good.header("Access-Control-Allow-Origin") == "https://chat.example")
             #expect(good.header("Vary") == "Origin")
@@ -158,16 +153,15 @@ struct SecurityTests {
 
     @Test func thePublishTokenIsRequiredWhenSet() async throws {
         try await withServer(broker: .memory, { $0.publishToken = "s3cret" }) { server in
-            let form = ("Content-Type", "application/x-www-form-urlencoded")
             let none = try await ChatHTTP.send(port: server.port, data: "hi", channel: nil)
             #expect(none.status == 401)
             #expect(none.body.contains("publish token"))
             #expect(none.header("WWW-Authenticate")?.hasPrefix("Bearer") == true)
-            let wrong = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [form, ("Authorization", "Bearer guess")], body: "data=hi")
+            let wrong = try await ChatHTTP.send(port: server.port, data: "hi", channel: nil, headers: [("Authorization", "Bearer guess")])
             #expect(wrong.status == 401)
-            let bearer = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [form, ("Authorization", "Bearer s3cret")], body: "data=hi")
+            let bearer = try await ChatHTTP.send(port: server.port, data: "hi", channel: nil, headers: [("Authorization", "Bearer s3cret")])
             #expect(bearer.status == 200)
-            let field = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [form], body: "data=hi&token=s3cret")
+            let field = try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: [("Content-Type", "application/x-www-form-urlencoded")], body: "data=hi&token=s3cret")
             #expect(field.status == 200)
         }
     }
