@@ -10,6 +10,9 @@ const PAGE = 1000;
 export async function fetchHistory(channel, { since = null, limit = 100 } = {}) {
   const query = new URLSearchParams({ channel, limit: String(limit) });
   if (since !== null) query.set("since", String(since));
+  // A server run with --connect-secret asks the same token for reading as for sockets.
+  const token = new URLSearchParams(location.search).get("token");
+  if (token) query.set("token", token);
   const response = await fetch(`/history?${query}`, { cache: "no-store" });
   if (!response.ok) throw new Error((await response.text()).trim() || `HTTP ${response.status}`);
   return response.json();

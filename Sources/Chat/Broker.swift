@@ -7,9 +7,10 @@ import ServiceLifecycle
 /// instances through Redis; ``MemoryBroker`` serves a single instance without Redis.
 public protocol Broker: Sendable, CustomStringConvertible {
     /// Hands `data`, and the sender's name if any, to the broker. Returns only once the
-    /// broker has accepted it.
-    /// - Throws: ``BrokerError``; nothing was published when it throws `.unavailable`.
-    func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName) async throws -> Message
+    /// broker has accepted it (or found an earlier publish with the same idempotency key).
+    /// - Throws: ``BrokerError``: nothing was published when it throws `.unavailable`,
+    ///   `.failed` or `.newChannelRefused`; with `.unconfirmed` it may have been.
+    func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName, options: PublishOptions) async throws -> Publication
 
     /// Reads the channel's history: the messages after `offset` (oldest first), or the
     /// newest `limit` messages when `offset` is `nil`.
@@ -64,9 +65,44 @@ public protocol Broker: Sendable, CustomStringConvertible {
 }
 
 extension Broker {
-    /// Publishes `data` without a sender's name.
-    public func publish(_ data: ByteBuffer, to channel: ChannelName) async throws -> Message {
-        try await publish(data, name: nil, to: channel)
+    /// Publishes `data`, with no idempotency key, creating the channel if need be.
+    public func publish(_ data: ByteBuffer, name: String? = nil, to channel: ChannelName) async throws -> Message {
+        try await publish(data, name: name, to: channel, options: PublishOptions()).message
+    }
+}
+
+/// What a publish asks of the broker beyond the message itself.
+public struct PublishOptions: Sendable {
+    /// Makes a retry safe: a second publish with the same key to the same channel within
+    /// the broker's dedupe window publishes nothing and answers the first one's message.
+    /// The caller scopes it to the sender (e.g. `<identity>|<client's id>`).
+    public var idempotencyKey: String?
+    /// Whether this publish may create the channel; when `false` and the channel does
+    /// not exist, the broker throws `.newChannelRefused` and creates nothing.
+    public var mayCreateChannel: Bool
+
+    /// Creates options; the defaults: no key, the channel may be created.
+    public init(idempotencyKey: String? = nil, mayCreateChannel: Bool = true) {
+        self.idempotencyKey = idempotencyKey
+        self.mayCreateChannel = mayCreateChannel
+    }
+}
+
+/// What the broker did with a publish.
+public struct Publication: Sendable {
+    /// The message as stored. For a repeat: the first publish's offset, epoch and time.
+    public var message: Message
+    /// An earlier publish had the same idempotency key: nothing new was published.
+    public var isRepeat: Bool
+    /// This publish created the channel (its first message, or the first since its
+    /// history expired).
+    public var createdChannel: Bool
+
+    /// Creates a publication.
+    public init(message: Message, isRepeat: Bool = false, createdChannel: Bool = false) {
+        self.message = message
+        self.isRepeat = isRepeat
+        self.createdChannel = createdChannel
     }
 }
 
@@ -78,6 +114,12 @@ public struct BrokerError: Error, Sendable, CustomStringConvertible {
         case unavailable
         /// The backing store refused the request.
         case failed
+        /// The request reached the backing store but no answer came back (a timeout, a
+        /// connection lost mid-command): it may have been carried out. Retry a publish
+        /// with the same idempotency key.
+        case unconfirmed
+        /// The publish would have created a channel and was not allowed to.
+        case newChannelRefused
     }
 
     /// The kind of failure.

@@ -37,12 +37,25 @@ public struct History: Sendable, Equatable {
 public struct HistoryPolicy: Sendable, Equatable {
     /// Messages kept per channel (the newest ones); Redis may keep a few more (`MAXLEN ~`).
     public var size: Int
-    /// Drop a channel's history (and so start a new epoch) after this long without a message; `nil` keeps it.
+    /// Drop a channel (its history, its offsets, so a new epoch begins) after this long
+    /// without a message; `nil` keeps it forever.
     public var timeToLive: Duration?
+    /// How long a publish's idempotency key is remembered: a retry within it publishes nothing.
+    public var dedupeWindow: Duration
 
-    /// Creates a policy; by default 1000 messages, kept forever.
-    public init(size: Int = 1000, timeToLive: Duration? = nil) {
+    /// 1000 messages per channel.
+    public static let defaultSize = 1000
+    /// A channel idle for 30 days is dropped, so that what clients create does not stay
+    /// in Redis (or in memory) forever.
+    public static let defaultTimeToLive: Duration = .seconds(30 * 24 * 3600)
+    /// Ten minutes, the `--dedupe-window` default.
+    public static let defaultDedupeWindow: Duration = .seconds(600)
+
+    /// Creates a policy; by default 1000 messages, dropped after 30 idle days, keys
+    /// remembered for ten minutes.
+    public init(size: Int = defaultSize, timeToLive: Duration? = defaultTimeToLive, dedupeWindow: Duration = defaultDedupeWindow) {
         self.size = size
         self.timeToLive = timeToLive
+        self.dedupeWindow = dedupeWindow
     }
 }

@@ -33,6 +33,16 @@ public final class MemoryBroker: Broker {
     private let channels = NIOLockedValueBox([ChannelName: ChannelState]())
     private let rooms = NIOLockedValueBox([ChannelName: Room]())
     private let secrets = NIOLockedValueBox([String: String]())
+    /// Idempotency keys of recent publishes (`<channel>|<key>`).
+    private let sent = NIOLockedValueBox(RecentKeys<Sent>())
+    private let lastSweep = NIOLockedValueBox(ContinuousClock.now)
+
+    /// What a repeat of a publish answers.
+    private struct Sent: Sendable {
+        var offset: Int64
+        var epoch: String
+        var time: Int64
+    }
 
     /// A room's leases (`instance|id` → end) and names, as the Redis broker keeps them.
     private struct Room {
@@ -59,15 +69,37 @@ public final class MemoryBroker: Broker {
         self.deliver = deliver
     }
 
-    public func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName) async throws -> Message {
+    public func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName, options: PublishOptions) async throws -> Publication {
+        let now = ContinuousClock.now
         // Deliver under the lock so that messages reach the hub in offset order.
-        channels.withLockedValue { channels in
-            if let state = channels[channel], !isCurrent(state) { channels[channel] = nil }
+        return try channels.withLockedValue { channels throws(BrokerError) in
+            let key = options.idempotencyKey.map { channel.rawValue + "|" + $0 }
+            if let key, let first = sent.withLockedValue({ $0.first(key, now: now) }) {
+                return Publication(message: Message(channel: channel, offset: first.offset, epoch: first.epoch, time: first.time, data: data, name: name), isRepeat: true)
+            }
+            var created = false
+            if channels[channel].map(isCurrent) != true {
+                guard options.mayCreateChannel else { throw BrokerError(.newChannelRefused, "the channel \(channel) does not exist") }
+                sweepIdleChannels(&channels, now: now)
+                channels[channel] = ChannelState()
+                created = true
+            }
             // Mutated in place: a copy of the state would copy the whole ring on every publish.
-            let message = Self.append(data, name: name, to: &channels[channel, default: ChannelState()], channel: channel, capacity: max(policy.size, 1))
+            let message = Self.append(data, name: name, to: &channels[channel]!, channel: channel, capacity: max(policy.size, 1))
+            if let key {
+                sent.withLockedValue { $0.remember(key, Sent(offset: message.offset, epoch: message.epoch, time: message.time), until: now + policy.dedupeWindow) }
+            }
             deliver([.message(message)])
-            return message
+            return Publication(message: message, createdChannel: created)
         }
+    }
+
+    /// Drops channels past their time to live, at most once a minute (on a channel's
+    /// creation), so that channels nobody writes to any more do not stay in memory.
+    private func sweepIdleChannels(_ channels: inout [ChannelName: ChannelState], now: ContinuousClock.Instant) {
+        guard policy.timeToLive != nil, now - lastSweep.withLockedValue({ $0 }) >= .seconds(60) else { return }
+        lastSweep.withLockedValue { $0 = now }
+        channels = channels.filter { isCurrent($0.value) }
     }
 
     public func updatePresence(

@@ -59,37 +59,3 @@ extension Message {
         self.init(channel: channel, offset: offset, epoch: String(fields[2]), time: time, data: data, name: name)
     }
 }
-
-/// A sender's nickname, as `/send/` accepts it: 1–32 characters once trimmed, no control
-/// or format characters and no line breaks.
-public enum SenderName {
-    /// Longest name, in characters.
-    public static let maximumLength = 32
-
-    /// Why `name` is refused, or `nil` when it is fine. An empty name means "no name".
-    public static func problem(with name: String) -> String? {
-        let trimmed = name.trimmingWhitespace
-        if trimmed.count > maximumLength { return "a name has at most \(maximumLength) characters, got \(trimmed.count)" }
-        if trimmed.unicodeScalars.contains(where: { [.control, .format, .lineSeparator, .paragraphSeparator].contains($0.properties.generalCategory) }) {
-            return "a name cannot hold control characters or line breaks"
-        }
-        return nil
-    }
-
-    /// The name as stored: trimmed; `nil` when empty.
-    public static func normalized(_ name: String?) -> String? {
-        guard let trimmed = name?.trimmingWhitespace, !trimmed.isEmpty else { return nil }
-        return trimmed
-    }
-}
-
-extension String {
-    /// Without leading and trailing white space.
-    var trimmingWhitespace: String {
-        let scalars = unicodeScalars
-        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
-            let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
-        else { return "" }
-        return String(scalars[first...last])
-    }
-}

@@ -16,7 +16,11 @@ public final class RedisBroker: Broker {
     public var description: String { "redis (\(target))" }
 
     private let target: RedisTarget
+    /// Publishes and the small scripts (presence, admission, fences).
     private let commands: Commands
+    /// History reads, on connections of their own: a large read must never hold up a
+    /// publish queued behind it.
+    private let reads: Commands
     private let pubsub: PubSub
     private let sequencer: ChannelSequencer
     private let policy: HistoryPolicy
@@ -33,10 +37,56 @@ public final class RedisBroker: Broker {
         case single(RedisClient)
         case cluster(RedisClusterClient)
 
+        /// A second client to the same target.
+        static func make(_ target: RedisTarget, eventLoopGroup: any EventLoopGroup, logger: Logger) -> Commands {
+            switch target {
+            case .single(let configuration): .single(RedisClient(configuration: configuration, eventLoop: eventLoopGroup.next(), logger: logger))
+            case .cluster(let seeds): .cluster(RedisClusterClient(seeds: seeds, eventLoopGroup: eventLoopGroup, logger: logger))
+            }
+        }
+
         func send(_ command: RedisCommand, key: String) async throws -> RESPValue {
             switch self {
             case .single(let client): try await client.send(command)
             case .cluster(let cluster): try await cluster.send(command, key: key)
+            }
+        }
+
+        func start() async throws {
+            switch self {
+            case .single(let client): try await client.connect()
+            case .cluster(let cluster): try await cluster.start()
+            }
+        }
+
+        func shutdown() {
+            switch self {
+            case .single(let client): client.shutdown()
+            case .cluster(let cluster): cluster.shutdown()
+            }
+        }
+
+        var services: [any Service] {
+            switch self {
+            case .single(let client): [client]
+            case .cluster(let cluster): cluster.services
+            }
+        }
+
+        /// Runs `action` on every new connection; counts the connection's state as `role`.
+        func watch(role: String, metrics: ChatMetrics, onConnect action: @escaping @Sendable (RedisConnection) async -> Void) {
+            switch self {
+            case .single(let client):
+                let node = client.configuration.description
+                client.onStateChange { connected, isReconnect in
+                    metrics.redisConnection(role, node: node, connected: connected, reconnected: isReconnect)
+                }
+                client.onConnect(action)
+            case .cluster(let cluster):
+                cluster.onStateChange { node, connected, isReconnect in
+                    metrics.redisConnection(role, node: node, connected: connected, reconnected: isReconnect)
+                }
+                cluster.onConnect(action)
             }
         }
     }
@@ -63,23 +113,44 @@ public final class RedisBroker: Broker {
 
     /// Publishes one message.
     ///
-    /// KEYS: meta hash, history stream. ARGV: pub/sub channel, data, time (ms), an epoch
-    /// for a channel that has none, history size, time to live in ms (0: none), the
-    /// sender's name (empty: none), and the highest offset this instance has seen in the
-    /// channel with its epoch (the fence).
+    /// KEYS: meta hash, history stream, and the publish's idempotency key if it has one.
+    /// ARGV: pub/sub channel, data, time (ms), an epoch for a channel that has none,
+    /// history size, time to live in ms (0: none), the sender's name (empty: none), the
+    /// highest offset this instance has seen in the channel with its epoch (the fence),
+    /// whether the publish may create the channel (`1`/`0`), and how long to remember
+    /// the idempotency key (ms).
     ///
     /// The fence: Redis may lose its last writes (a crash failover, asynchronous
     /// replication; a crash with `appendfsync everysec`). The counter would then hand
     /// those offsets out again, and instances that delivered the lost messages would
     /// take the new ones for duplicates. So the counter never goes below what the
     /// publishing instance has seen in the same epoch; the lost offsets stay a hole
-    /// (readers who missed them get a `gap`). Returns `{offset, epoch, raised from}`
-    /// (0 when the fence was not needed).
-    /// Returns `{offset, epoch}`. On a cluster, `PUBLISH` becomes `SPUBLISH`: the pub/sub
-    /// channel carries the same hash tag as the keys, so it lives in their slot.
+    /// (readers who missed them get a `gap`).
+    ///
+    /// The idempotency key is looked up and stored in the same atomic step, so two
+    /// instances racing on one key publish once.
+    ///
+    /// Returns `{offset, epoch, raised from (0 when the fence was not needed), repeat (1
+    /// when the key was known: nothing published), created (1: the channel is new; -1:
+    /// refused because it would have been), time}`. On a cluster, `PUBLISH` becomes
+    /// `SPUBLISH`: the pub/sub channel carries the same hash tag as the keys, so it lives
+    /// in their slot.
     static func publishScript(publish: String) -> String {
         """
+        if KEYS[3] then
+          local first = redis.call('GET', KEYS[3])
+          if first then
+            local offset, epoch, time = string.match(first, '^(%d+) (%S+) (%d+)$')
+            if offset then return {tonumber(offset), epoch, 0, 1, 0, tonumber(time)} end
+          end
+        end
+        local created = 0
         if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4]) == 1 then
+          if ARGV[10] ~= '1' then
+            redis.call('DEL', KEYS[1])
+            return {0, '', 0, 0, -1, 0}
+          end
+          created = 1
           -- A new epoch: whatever history is left from an older one is not part of it.
           redis.call('DEL', KEYS[2])
         end
@@ -104,8 +175,11 @@ public final class RedisBroker: Broker {
           redis.call('PEXPIRE', KEYS[1], ARGV[6])
           redis.call('PEXPIRE', KEYS[2], ARGV[6])
         end
+        if KEYS[3] then
+          redis.call('SET', KEYS[3], offset .. ' ' .. epoch .. ' ' .. ARGV[3], 'PX', ARGV[11])
+        end
         redis.call('\(publish)', ARGV[1], header .. '\\n' .. ARGV[2])
-        return {offset, epoch, raised}
+        return {offset, epoch, raised, 0, created, tonumber(ARGV[3])}
         """
     }
 
@@ -254,12 +328,14 @@ public final class RedisBroker: Broker {
             publishScript = Self.shardedPublishScript
         }
         self.commands = commands
+        let reads = Commands.make(target, eventLoopGroup: eventLoopGroup, logger: logger)
+        self.reads = reads
         let seen = HighWater()
         self.seen = seen
         let sequencer = ChannelSequencer(
             eventLoop: subscriberLoop,
             fetch: { channel, offset in
-                try await Self.readHistory(commands: commands, scripts: scripts, channel: channel, after: offset, limit: 10_000)
+                try await Self.readHistory(commands: reads, scripts: scripts, channel: channel, after: offset, limit: 10_000)
             },
             deliver: { events in
                 for case .gap(_, let from, let to) in events { metrics.dropped(.historyGap, count: Int(to - from + 1)) }
@@ -321,44 +397,34 @@ public final class RedisBroker: Broker {
                 }
             }
         }
+        commands.watch(role: "command", metrics: metrics, onConnect: loadScripts)
+        reads.watch(role: "history", metrics: metrics, onConnect: loadScripts)
         switch commands {
         case .single(let client):
             let subscriber = RedisSubscriber(configuration: client.configuration, eventLoop: subscriberLoop, logger: logger, onMessages: received)
             subscriber.onResubscribe(caughtUp)
             let node = client.configuration.description
-            client.onStateChange { connected, isReconnect in
-                metrics.redisConnection("command", node: node, connected: connected, reconnected: isReconnect)
-            }
             subscriber.onStateChange { connected, isReconnect in
                 metrics.redisConnection("pubsub", node: node, connected: connected, reconnected: isReconnect)
             }
-            client.onConnect(loadScripts)
             pubsub = .single(subscriber)
         case .cluster(let cluster):
             let subscriber = RedisShardedSubscriber(cluster: cluster, eventLoop: subscriberLoop, logger: logger, onMessages: received)
             subscriber.onResubscribe(caughtUp)
-            cluster.onStateChange { node, connected, isReconnect in
-                metrics.redisConnection("command", node: node, connected: connected, reconnected: isReconnect)
-            }
             subscriber.onStateChange { node, connected, isReconnect in
                 metrics.redisConnection("pubsub", node: node, connected: connected, reconnected: isReconnect)
             }
-            cluster.onConnect(loadScripts)
             pubsub = .sharded(subscriber)
         }
     }
 
     public func start() async throws {
         do {
-            switch (commands, pubsub) {
-            case (.single(let client), .single(let subscriber)):
-                try await client.connect()
-                try await subscriber.connect()
-            case (.cluster(let cluster), .sharded(let subscriber)):
-                try await cluster.start()
-                try await subscriber.connect()
-            default:
-                preconditionFailure("a broker's commands and pub/sub go to the same kind of target")
+            try await commands.start()
+            try await reads.start()
+            switch pubsub {
+            case .single(let subscriber): try await subscriber.connect()
+            case .sharded(let subscriber): try await subscriber.connect()
             }
         } catch {
             shutdown()
@@ -367,10 +433,8 @@ public final class RedisBroker: Broker {
     }
 
     private func shutdown() {
-        switch commands {
-        case .single(let client): client.shutdown()
-        case .cluster(let cluster): cluster.shutdown()
-        }
+        commands.shutdown()
+        reads.shutdown()
         switch pubsub {
         case .single(let subscriber): subscriber.shutdown()
         case .sharded(let subscriber): subscriber.shutdown()
@@ -378,10 +442,9 @@ public final class RedisBroker: Broker {
     }
 
     public var services: [any Service] {
-        switch (commands, pubsub) {
-        case (.single(let client), .single(let subscriber)): [client, subscriber]
-        case (.cluster(let cluster), .sharded(let subscriber)): cluster.services + subscriber.services
-        default: []
+        switch pubsub {
+        case .single(let subscriber): commands.services + reads.services + [subscriber]
+        case .sharded(let subscriber): commands.services + reads.services + subscriber.services
         }
     }
 
@@ -404,18 +467,24 @@ public final class RedisBroker: Broker {
         }
     }
 
-    public func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName) async throws -> Message {
+    public func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName, options: PublishOptions) async throws -> Publication {
         let time = Epoch.nowMilliseconds()
         let ttl = policy.timeToLive.map(Self.milliseconds) ?? 0
         let fence = seen.fence(of: channel)
         let arguments: [RedisArgument] = [
             .string(RedisKeys.messages(channel)), .bytes(data), .integer(time), .string(Epoch.make()),
             .integer(policy.size), .integer(ttl), .string(name ?? ""), .string(fence?.epoch ?? ""), .integer(fence?.offset ?? 0),
+            .string(options.mayCreateChannel ? "1" : "0"), .integer(Self.milliseconds(policy.dedupeWindow)),
         ]
-        let reply = try await Self.run(publishScript, keys: [RedisKeys.meta(channel), RedisKeys.history(channel)], arguments: arguments, commands: commands, scripts: scripts)
-        guard let fields = reply.array, fields.count == 3, let offset = fields[0].integer, let epoch = fields[1].string else {
+        var keys = [RedisKeys.meta(channel), RedisKeys.history(channel)]
+        if let key = options.idempotencyKey { keys.append(RedisKeys.sent(channel, key: key)) }
+        let reply = try await Self.run(publishScript, keys: keys, arguments: arguments, commands: commands, scripts: scripts)
+        guard let fields = reply.array, fields.count == 6, let offset = fields[0].integer, let epoch = fields[1].string,
+            let isRepeat = fields[3].integer, let created = fields[4].integer, let storedTime = fields[5].integer
+        else {
             throw BrokerError(.failed, "Redis answered the publish script with \(reply)")
         }
+        if created < 0 { throw BrokerError(.newChannelRefused, "the channel \(channel) does not exist") }
         if let raisedFrom = fields[2].integer, raisedFrom > 0 {
             logger.warning(
                 "Redis had lost the channel's last writes; offsets continue after the highest this instance saw",
@@ -423,7 +492,8 @@ public final class RedisBroker: Broker {
             )
         }
         seen.record(channel, epoch: epoch, offset: offset)
-        return Message(channel: channel, offset: offset, epoch: epoch, time: time, data: data, name: name)
+        let message = Message(channel: channel, offset: offset, epoch: epoch, time: storedTime, data: data, name: name)
+        return Publication(message: message, isRepeat: isRepeat == 1, createdChannel: created == 1)
     }
 
     public func updatePresence(
@@ -474,7 +544,7 @@ public final class RedisBroker: Broker {
     }
 
     public func history(of channel: ChannelName, after offset: Int64?, limit: Int) async throws -> History {
-        try await Self.readHistory(commands: commands, scripts: scripts, channel: channel, after: offset, limit: limit)
+        try await Self.readHistory(commands: reads, scripts: scripts, channel: channel, after: offset, limit: limit)
     }
 
     public func join(_ channel: ChannelName, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
@@ -500,7 +570,13 @@ public final class RedisBroker: Broker {
         after offset: Int64?,
         limit: Int
     ) async throws -> History {
-        let start = offset.map { "\($0 + 1)-0" } ?? ""
+        // Readers bound what clients name (``Offset``); this keeps `offset + 1` checked anyway.
+        var start = ""
+        if let offset {
+            let (next, overflow) = offset.addingReportingOverflow(1)
+            guard !overflow, next > 0 else { throw BrokerError(.failed, "there is no history after offset \(offset)") }
+            start = "\(next)-0"
+        }
         let reply = try await run(
             historyScript, keys: [RedisKeys.meta(channel), RedisKeys.history(channel)],
             arguments: [.string(start), .integer(max(1, limit))], commands: commands, scripts: scripts
@@ -555,6 +631,7 @@ public final class RedisBroker: Broker {
         } catch let error as RedisError {
             switch error.code {
             case .server: throw BrokerError(.failed, "Redis refused the request: \(error.message)")
+            case .timeout, .connectionClosed: throw BrokerError(.unconfirmed, "Redis did not answer (\(error.message))")
             default: throw BrokerError(.unavailable, "Redis is unavailable (\(error.message))")
             }
         }

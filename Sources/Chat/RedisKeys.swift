@@ -19,6 +19,10 @@ struct RedisKeys: Sendable {
     /// Hash of the display names of the channel's people: identity → name.
     static func names(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:names" }
 
+    /// A publish's idempotency key (`<sender>|<client's id>`), holding `<offset> <epoch>
+    /// <time>` of the first publish with it, for the dedupe window.
+    static func sent(_ channel: ChannelName, key: String) -> String { "\(prefix):{\(channel.rawValue)}:sent:\(key)" }
+
     /// A secret every instance shares, e.g. `identity-secret`.
     static func secret(_ name: String) -> String { "\(prefix):secret:\(name)" }
 

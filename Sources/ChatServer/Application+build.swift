@@ -40,7 +40,7 @@ public func buildApplication(
         rate.record(events)
         hub.deliver(events)
     }
-    let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL)
+    let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL, dedupeWindow: configuration.dedupeWindow)
     let broker: any Broker
     switch configuration.broker {
     case .memory:
@@ -84,6 +84,7 @@ public func buildApplication(
             sendRate: configuration.sendRate,
             historyRate: configuration.historyRate,
             socketMessageRate: configuration.socketMessageRate,
+            newChannelRate: configuration.newChannelRate,
             maximumSocketsPerAddress: configuration.maximumSocketsPerAddress,
             maximumChannels: configuration.maximumChannels
         ))
@@ -91,8 +92,10 @@ public func buildApplication(
         throw StartupError(message: error.description)
     }
 
+    let refusals = Refusals(metrics: metrics)
     let catalog = AssetCatalog.embedded(publicDirectory: configuration.publicDirectory)
-    let router = Router(context: ChatRequestContext.self)
+    // HEAD on every GET route: load balancers and uptime checks send it.
+    let router = Router(context: ChatRequestContext.self, options: .autoGenerateHeadEndpoints)
     do {
         try PageController(catalog: catalog, configuration: configuration, identities: identities).addRoutes(to: router)
     } catch {
@@ -104,9 +107,11 @@ public func buildApplication(
         maximumBodySize: configuration.maximumBodySize ?? configuration.maximumMessageSize * 3 + 16 * 1024,
         gatekeeper: gatekeeper,
         metrics: metrics,
+        refusals: refusals,
         identities: identities
     ).addRoutes(to: router)
-    HistoryController(broker: broker, gatekeeper: gatekeeper, metrics: metrics, identities: identities).addRoutes(to: router)
+    HistoryController(broker: broker, gatekeeper: gatekeeper, refusals: refusals, identities: identities, maximumBytes: configuration.maximumHistoryBytes)
+        .addRoutes(to: router)
     HealthController(broker: broker).addRoutes(to: router)
 
     let presence = PresenceTracker(
@@ -133,15 +138,22 @@ public func buildApplication(
         metrics: metrics,
         presence: presence,
         identities: identities,
-        rooms: rooms
+        rooms: rooms,
+        refusals: refusals
     )
-    let budget = ConnectionBudget(limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(), logger: logger)
+    let budget = ConnectionBudget(
+        limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(),
+        limitPerAddress: configuration.maximumConnectionsPerAddress,
+        trustedProxies: gatekeeper.settings.trustedProxies,
+        logger: logger
+    )
     logger.info("Connections", metadata: ["at_most": "\(budget.limit)"])
     let metricsController = MetricsController(registry: registry, metrics: metrics, hub: hub, budget: budget)
     let statusController: StatusController
     do {
         statusController = try StatusController(
-            template: catalog.statusTemplate, instance: instance, broker: broker, hub: hub, rate: rate
+            template: catalog.statusTemplate, instance: instance, broker: broker, hub: hub, rate: rate,
+            requiredToken: configuration.publishToken
         )
     } catch {
         throw StartupError(message: "The status page template does not compile: \(error)")
@@ -149,7 +161,7 @@ public func buildApplication(
     var metricsServer: [any Service] = []
     if let metricsPort = configuration.metricsPort {
         // Its own listener, e.g. on a private interface: the chat's port does not serve it.
-        let metricsRouter = Router()
+        let metricsRouter = Router(options: .autoGenerateHeadEndpoints)
         metricsController.addRoutes(to: metricsRouter)
         statusController.addRoutes(to: metricsRouter)
         metricsServer.append(Application(
@@ -163,7 +175,7 @@ public func buildApplication(
         ))
     } else {
         metricsController.addRoutes(to: router)
-        statusController.addRoutes(to: router)
+        statusController.addGuardedRoutes(to: router)
     }
     let drain = SocketDrain(hub: hub, pingInterval: configuration.pingInterval, drainTimeout: configuration.drainTimeout, logger: logger)
     return Application(

@@ -36,6 +36,8 @@ struct ChatServerContext: Sendable {
     var identities: Identities
     /// Room caps and private rooms.
     var rooms: RoomPolicy
+    /// Counts refusals and logs them, throttled per address and reason.
+    var refusals: Refusals
 }
 
 /// One port for both: HTTP requests go to Hummingbird's router, `/wb/` upgrades go to
@@ -95,9 +97,10 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
             logger.debug("Connection open", metadata: ["connection": "\(id)", "peer": "\(peer)"])
             channel.closeFuture.whenComplete { _ in logger.debug("Connection closed", metadata: ["connection": "\(id)", "peer": "\(peer)"]) }
         }
-        guard budget.admit(channel) else {
-            context.metrics.refused(route: "connection", reason: "over_capacity")
-            try? channel.pipeline.syncOperations.addHandler(ConnectionBudget.Refusal(limit: budget.limit))
+        let admission = budget.admit(channel)
+        guard admission == .admitted else {
+            context.metrics.refused(route: "connection", reason: admission == .full ? "over_capacity" : "address_connections")
+            try? channel.pipeline.syncOperations.addHandler(ConnectionBudget.Refusal(admission, budget: budget))
             return channel.eventLoop.makeSucceededFuture(Value(outcome: channel.eventLoop.makeSucceededFuture(.overCapacity), channel: channel))
         }
         return channel.eventLoop.makeCompletedFuture {
@@ -106,8 +109,9 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
             // client frames are small: start at 512 bytes, growing for larger reads.
             try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveBuffers)
             let refusal = NIOLoopBoundBox<UpgradeRefusal?>(nil, eventLoop: channel.eventLoop)
-            let upgrader = ChatUpgrader(channel: channel, context: context, refusal: refusal, logger: self.logger)
+            let upgrader = ChatUpgrader(channel: channel, context: context, refusal: refusal, budget: budget, logger: self.logger)
             let idleTimeout = self.idleTimeout
+            let budget = self.budget
             let connectionLogger = self.logger
             let upgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration<Outcome>(
                 upgraders: [upgrader],
@@ -117,6 +121,7 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
                         try channel.pipeline.syncOperations.addHandler(
                             HTTPConnectionStateHandler(idleTimeout: idleTimeout, logger: connectionLogger)
                         )
+                        try channel.pipeline.syncOperations.addHandler(ConnectionBudget.KeepAliveWatch(budget: budget))
                         let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel,
                             configuration: .init(isOutboundHalfClosureEnabled: true)
@@ -132,9 +137,13 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
             configuration.enableResponseHeaderValidation = false
             let outcome = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
             // Slow clients: the request's head and body must arrive within the deadline.
-            let deadline = RequestDeadline(timeout: TimeAmount(context.settings.requestTimeout), metrics: context.metrics, logger: self.logger)
+            let deadline = RequestDeadline(timeout: TimeAmount(context.settings.requestTimeout), refusals: context.refusals, logger: self.logger)
             let upgradeHandler = try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<Outcome>.self)
             try channel.pipeline.syncOperations.addHandler(RequestDeadline.EndWatch(deadline), name: RequestDeadline.endName, position: .before(upgradeHandler))
+            // A request NIO cannot parse is answered at once (400, or 431 for a head too large), then closed.
+            try channel.pipeline.syncOperations.addHandler(
+                MalformedRequestAnswer(refusals: context.refusals, logger: self.logger), position: .before(upgradeHandler)
+            )
             try channel.pipeline.syncOperations.addHandler(RequestDeadline.StartWatch(deadline), name: RequestDeadline.startName, position: .first)
             return Value(outcome: outcome, channel: channel)
         }
@@ -160,12 +169,15 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
 
     /// Answers a refused upgrade with its status and a message a person can read.
     private func refuse(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, _ refusal: UpgradeRefusal) async {
-        context.metrics.refused(route: "/wb/", reason: ChatMetrics.reason(status: Int(refusal.status.code)))
+        // Counted and logged where it was decided.
         let body = ByteBuffer(string: refusal.message + "\n")
-        let head = HTTPResponse(
+        var head = HTTPResponse(
             status: .init(code: Int(refusal.status.code)),
             headerFields: [.connection: "close", .contentType: "text/plain; charset=utf-8", .contentLength: String(body.readableBytes)]
         )
+        for (name, value) in refusal.headers {
+            if let name = HTTPField.Name(name) { head.headerFields[name] = value }
+        }
         try? await http.executeThenClose { _, outbound in
             try await outbound.write(contentsOf: [.head(head), .body(body), .end(nil)])
         }
@@ -173,16 +185,34 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
 
     /// NIO can upgrade only the first request of a connection; a later request asking
     /// for a WebSocket is redirected to the same URL on a new connection.
+    ///
+    /// The `Location` is the socket's own path, never the request's target: a target
+    /// like `//evil.example/x` would otherwise make it an open redirect.
     private static func redirectingLateUpgrades(_ responder: @escaping HTTPChannelHandler.Responder) -> HTTPChannelHandler.Responder {
         struct RedirectedUpgrade: Error {}
         return { request, writer, channel in
             if request.headers[.upgrade]?.lowercased() == "websocket" {
-                var location = request.uri.path
-                if let query = request.uri.query { location += "?\(query)" }
-                try await writer.writeResponse(HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: location]))
+                guard let location = lateUpgradeLocation(path: request.uri.path, query: request.uri.query) else {
+                    let body = ByteBuffer(string: "There is no WebSocket here; chat sockets live at /wb/\n")
+                    try await writer.write(
+                        response: HTTPResponse(
+                            status: .notFound,
+                            headerFields: [.connection: "close", .contentType: "text/plain; charset=utf-8", .contentLength: String(body.readableBytes)]
+                        ),
+                        body: .init(byteBuffer: body)
+                    )
+                    throw RedirectedUpgrade()
+                }
+                try await writer.writeResponse(HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: location, .contentLength: "0"]))
                 throw RedirectedUpgrade()
             }
             try await responder(request, writer, channel)
         }
+    }
+
+    /// Where a late upgrade is sent: `/wb/` with the query, or `nil` for any other path.
+    static func lateUpgradeLocation(path: String, query: String?) -> String? {
+        guard path == "/wb/" || path == "/wb" else { return nil }
+        return "/wb/" + (query.map { "?" + $0 } ?? "")
     }
 }

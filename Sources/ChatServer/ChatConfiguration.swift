@@ -29,9 +29,14 @@ public struct ChatConfiguration: Sendable {
     /// How long shutdown waits for sockets to close after telling them to go away.
     public var drainTimeout: Duration = .seconds(10)
     /// Messages kept per channel for resume and `/history`.
-    public var historySize = 1000
-    /// Drop a channel's history after this long without a message; `nil` keeps it.
-    public var historyTTL: Duration?
+    public var historySize = HistoryPolicy.defaultSize
+    /// Drop a channel (its history and offsets, in Redis or in memory) after this long
+    /// without a message; `nil` keeps it forever.
+    public var historyTTL: Duration? = HistoryPolicy.defaultTimeToLive
+    /// How long a publish's `Idempotency-Key` is remembered.
+    public var dedupeWindow = HistoryPolicy.defaultDedupeWindow
+    /// Most bytes of messages in one `/history` answer (at least one message is sent).
+    public var maximumHistoryBytes = HistoryController.defaultMaximumBytes
     /// Bytes that may wait for one slow socket before its messages are dropped.
     public var socketQueueLimit = 1 << 20
     /// The least time between two writes to a socket under load: messages that arrive
@@ -68,8 +73,13 @@ public struct ChatConfiguration: Sendable {
     /// Messages a second one socket may send (chat.v1 pings included), and the burst;
     /// `nil`: no limit.
     public var socketMessageRate: (rate: Double, burst: Double)? = (10, 20)
+    /// New channels one client address may create a minute by publishing, and the burst
+    /// above that; `nil`: no limit.
+    public var newChannelRate: (rate: Double, burst: Double)? = (30, 30)
     /// Sockets one client address may hold open.
     public var maximumSocketsPerAddress = 256
+    /// Plain HTTP connections (not sockets) one client address may hold open.
+    public var maximumConnectionsPerAddress = ConnectionBudget.defaultLimitPerAddress
     /// Channels with sockets on this instance at once.
     public var maximumChannels = 10_000
     /// How long a client may take to send a request's head and body.

@@ -6,58 +6,157 @@ import Darwin
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTPTypes
 
-/// How many connections the server holds at once, so that it refuses the one too many
-/// with a clear answer instead of running out of file descriptors.
+/// How many connections the server holds at once, and how many of them one address may
+/// hold, so that it refuses the one too many with a clear answer instead of running out
+/// of file descriptors, and no one address can take every place.
 ///
 /// A process out of descriptors cannot even accept a connection to refuse it: the
 /// kernel's queue fills and clients time out with no word why, while the server's
-/// Redis reconnects and page loads fail too. So the server stops short of the limit:
-/// past `limit` a new connection is answered `503` with a message and closed, and a
-/// line is logged (at most once a second, with how many were refused meanwhile).
+/// Redis reconnects and page loads fail too. So the server stops short of the limit.
+///
+/// - Past `limit`, a new connection first takes the place of an idle keep-alive
+///   connection (the longest idle is closed); only when none is idle is it answered
+///   `503` and closed. While the server holds more than ``pressure`` of its limit,
+///   keep-alive connections idle for ``idleUnderPressure`` are closed too.
+/// - Past `limitPerAddress` plain HTTP connections from one peer address (WebSockets
+///   are counted apart, by `--max-sockets-per-address`), a new one is answered `429`.
+///   Trusted proxies are exempt: every client behind them shares their address.
+///
+/// Refusals are logged at most once a second, with how many were refused meanwhile.
 final class ConnectionBudget: Sendable {
     /// Connections allowed at once.
     let limit: Int
+    /// Plain HTTP connections one peer address may hold.
+    let limitPerAddress: Int
+    private let trustedProxies: TrustedProxies
     private let state = NIOLockedValueBox(State())
     private let logger: Logger
 
+    /// The `--max-connections-per-address` default.
+    static let defaultLimitPerAddress = 64
+    /// The share of the limit past which idle keep-alive connections are cut short.
+    static let pressure = 0.9
+    /// How long a keep-alive connection may stay idle while the server is under pressure.
+    static let idleUnderPressure: TimeAmount = .seconds(5)
+
     private struct State {
         var open = 0
+        var perAddress: [String: Int] = [:]
+        /// Keep-alive connections between two requests, and since when.
+        var idle: [ObjectIdentifier: (channel: any Channel, since: NIODeadline)] = [:]
         var refusedSinceLog = 0
         var lastLog: NIODeadline?
     }
 
-    init(limit: Int, logger: Logger) {
+    /// What became of a new connection.
+    enum Admission: Equatable {
+        case admitted
+        /// The server is full.
+        case full
+        /// Its address holds as many connections as it may.
+        case tooManyFromAddress
+    }
+
+    init(limit: Int, limitPerAddress: Int = defaultLimitPerAddress, trustedProxies: TrustedProxies = .none, logger: Logger) {
         self.limit = limit
+        self.limitPerAddress = limitPerAddress
+        self.trustedProxies = trustedProxies
         self.logger = logger
     }
 
     /// Connections open now.
     var open: Int { state.withLockedValue { $0.open } }
 
-    /// Counts `channel` in until it closes; `false` (and a log line) if the budget is spent.
-    func admit(_ channel: any Channel) -> Bool {
-        let (admitted, report) = state.withLockedValue { state -> (Bool, Int?) in
-            if state.open < limit {
-                state.open += 1
-                return (true, nil)
+    /// Counts `channel` in until it closes, or says why not (and logs it, throttled).
+    func admit(_ channel: any Channel, now: NIODeadline = .now()) -> Admission {
+        let address = channel.remoteAddress?.ipAddress ?? "unknown"
+        let exempt = trustedProxies.contains(address)
+        var reclaimed: [any Channel] = []
+        let (admission, report) = state.withLockedValue { state -> (Admission, Int?) in
+            if !exempt, state.perAddress[address, default: 0] >= limitPerAddress {
+                return (.tooManyFromAddress, Self.report(&state, now: now))
             }
-            state.refusedSinceLog += 1
-            let now = NIODeadline.now()
-            guard state.lastLog.map({ now - $0 >= .seconds(1) }) ?? true else { return (false, nil) }
-            state.lastLog = now
-            defer { state.refusedSinceLog = 0 }
-            return (false, state.refusedSinceLog)
+            if Double(state.open) >= Double(limit) * Self.pressure {
+                // Under pressure: idle keep-alive connections go first.
+                reclaimed = Self.takeIdle(&state, idleFor: Self.idleUnderPressure, now: now, atMost: 4)
+            }
+            if state.open >= limit + reclaimed.count {
+                // Full: the longest-idle connection makes room, if there is one.
+                reclaimed += Self.takeIdle(&state, idleFor: .zero, now: now, atMost: 1)
+                guard state.open < limit + reclaimed.count else { return (.full, Self.report(&state, now: now)) }
+            }
+            state.open += 1
+            if !exempt { state.perAddress[address, default: 0] += 1 }
+            return (.admitted, nil)
         }
-        if admitted {
-            channel.closeFuture.whenComplete { _ in self.state.withLockedValue { $0.open -= 1 } }
+        for idle in reclaimed { idle.close(promise: nil) }
+        if admission == .admitted {
+            let id = ObjectIdentifier(channel)
+            channel.closeFuture.whenComplete { _ in
+                self.state.withLockedValue { state in
+                    state.open -= 1
+                    state.idle[id] = nil
+                    if !exempt { Self.release(&state, address) }
+                }
+            }
         } else if let report {
             logger.warning(
-                "Refusing connections: the server holds as many as it may (--max-connections)",
-                metadata: ["limit": "\(limit)", "refused": "\(report)", "peer": "\(channel.remoteAddress?.description ?? "?")"]
+                admission == .full
+                    ? "Refusing connections: the server holds as many as it may (--max-connections)"
+                    : "Refusing connections: an address holds as many as it may (--max-connections-per-address)",
+                metadata: ["limit": "\(admission == .full ? limit : limitPerAddress)", "refused": "\(report)", "peer": "\(address)"]
             )
         }
-        return admitted
+        return admission
+    }
+
+    /// The connection became a WebSocket: it no longer counts against its address's
+    /// HTTP connections (sockets have their own limit), and is never idle.
+    func becameSocket(_ channel: any Channel) {
+        let address = channel.remoteAddress?.ipAddress ?? "unknown"
+        guard !trustedProxies.contains(address) else { return }
+        state.withLockedValue { state in
+            state.idle[ObjectIdentifier(channel)] = nil
+            Self.release(&state, address)
+        }
+    }
+
+    /// The connection answered a request and waits for the next.
+    func becameIdle(_ channel: any Channel, now: NIODeadline = .now()) {
+        state.withLockedValue { $0.idle[ObjectIdentifier(channel)] = (channel, now) }
+    }
+
+    /// The connection received a request.
+    func becameBusy(_ channel: any Channel) {
+        state.withLockedValue { _ = $0.idle.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    /// Whether idle keep-alive connections are cut short now.
+    var isUnderPressure: Bool {
+        state.withLockedValue { Double($0.open) >= Double(limit) * Self.pressure }
+    }
+
+    private static func release(_ state: inout State, _ address: String) {
+        guard let count = state.perAddress[address] else { return }
+        state.perAddress[address] = count > 1 ? count - 1 : nil
+    }
+
+    /// Takes up to `atMost` of the connections idle for at least `idleFor`, longest idle first.
+    private static func takeIdle(_ state: inout State, idleFor: TimeAmount, now: NIODeadline, atMost: Int) -> [any Channel] {
+        let candidates = state.idle.filter { now - $0.value.since >= idleFor }.sorted { $0.value.since < $1.value.since }.prefix(atMost)
+        for (id, _) in candidates { state.idle[id] = nil }
+        return candidates.map(\.value.channel)
+    }
+
+    /// How many were refused since the last log line, when one is due (once a second).
+    private static func report(_ state: inout State, now: NIODeadline) -> Int? {
+        state.refusedSinceLog += 1
+        guard state.lastLog.map({ now - $0 >= .seconds(1) }) ?? true else { return nil }
+        state.lastLog = now
+        defer { state.refusedSinceLog = 0 }
+        return state.refusedSinceLog
     }
 
     /// Descriptors kept for everything that is not a client: the listening socket, Redis
@@ -77,7 +176,50 @@ final class ConnectionBudget: Sendable {
         return max(1, Int(min(UInt64(limit.rlim_cur), UInt64(Int32.max))) - reserve)
     }
 
-    /// Answers a connection over the budget: `503` with a message, then closes.
+    /// Tells the budget when an HTTP connection is between requests, and closes it when
+    /// it stays idle past ``idleUnderPressure`` while the server is under pressure.
+    final class KeepAliveWatch: ChannelDuplexHandler, RemovableChannelHandler {
+        typealias InboundIn = HTTPRequestPart
+        typealias InboundOut = HTTPRequestPart
+        typealias OutboundIn = HTTPResponsePart
+        typealias OutboundOut = HTTPResponsePart
+        private let budget: ConnectionBudget
+        private var timer: Scheduled<Void>?
+
+        init(budget: ConnectionBudget) {
+            self.budget = budget
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if case .head = unwrapInboundIn(data) {
+                timer?.cancel()
+                timer = nil
+                budget.becameBusy(context.channel)
+            }
+            context.fireChannelRead(data)
+        }
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            if case .end = unwrapOutboundIn(data) {
+                budget.becameIdle(context.channel)
+                timer?.cancel()
+                let channel = context.channel
+                let budget = self.budget
+                timer = context.eventLoop.scheduleTask(in: ConnectionBudget.idleUnderPressure) {
+                    // Still idle after the short timeout, and the server is under pressure.
+                    if budget.isUnderPressure { channel.close(promise: nil) }
+                }
+            }
+            context.write(data, promise: promise)
+        }
+
+        func handlerRemoved(context: ChannelHandlerContext) {
+            timer?.cancel()
+        }
+    }
+
+    /// Answers a connection that cannot be admitted: `503` (or `429` for its address)
+    /// with a message, then closes.
     ///
     /// The answer goes out once the request starts to arrive (or after two seconds of
     /// silence), and the rest of the request is read and thrown away until the client
@@ -86,11 +228,21 @@ final class ConnectionBudget: Sendable {
     final class Refusal: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
         typealias OutboundOut = ByteBuffer
-        private let limit: Int
+        private let response: String
         private var answered = false
 
-        init(limit: Int) {
-            self.limit = limit
+        init(_ admission: Admission, budget: ConnectionBudget) {
+            let status: String
+            let body: String
+            switch admission {
+            case .tooManyFromAddress:
+                status = "429 Too Many Requests"
+                body = "Too many connections from your address: at most \(budget.limitPerAddress) at once. Close some and try again.\n"
+            default:
+                status = "503 Service Unavailable"
+                body = "The server is full: it holds \(budget.limit) connections, its limit. Try again shortly, or another server.\n"
+            }
+            response = "HTTP/1.1 \(status)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nRetry-After: 5\r\nConnection: close\r\n\r\n" + body
         }
 
         func handlerAdded(context: ChannelHandlerContext) {
@@ -108,8 +260,6 @@ final class ConnectionBudget: Sendable {
         private func answer(context: ChannelHandlerContext) {
             guard !answered, context.channel.isActive else { return }
             answered = true
-            let body = "The server is full: it holds \(limit) connections, its limit. Try again shortly, or another server.\n"
-            let response = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nRetry-After: 5\r\nConnection: close\r\n\r\n" + body
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: response))).whenComplete { _ in
                 channel.close(mode: .output, promise: nil)

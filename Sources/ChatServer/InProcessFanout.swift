@@ -24,10 +24,11 @@ public final class InProcessFanout {
         let settings = ChatSocket.Settings(maximumMessageSize: 64 * 1024, closeTimeout: .seconds(1), queueLimit: 1 << 20, messageRate: nil)
         var logger = Logger(label: "fanout")
         logger.logLevel = .critical
+        let refusals = Refusals()
         sockets = try (0..<count).map { _ in
             let socket = ChatSocket(
                 channelName: channel, kind: FrameKind(format: chatV1 ? .chatV1 : .raw, deflate: nil), resume: nil,
-                hub: hub, broker: broker, settings: settings, logger: logger
+                hub: hub, broker: broker, settings: settings, refusals: refusals, client: "127.0.0.1", logger: logger
             )
             let embedded = EmbeddedChannel(loop: loop)
             try embedded.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()

@@ -87,58 +87,90 @@ struct FaultHarness: AsyncParsableCommand {
     }
 
     /// One publisher, at `rate`, numbering messages 1, 2, 3 …
+    ///
+    /// Each message has an `Idempotency-Key`. A `504` (the server may have published it)
+    /// is retried with the same key, on any instance, until it is acknowledged or 15 s
+    /// pass; a message that got only definite refusals (`503`: nothing was published)
+    /// counts as refused, and must then never be delivered.
     private func publish(ports: [Int], ledger: Ledger, start: ContinuousClock.Instant) async throws {
         let total = Int(duration * rate)
         let interval = Duration.seconds(1.0 / rate)
         let pad = String(repeating: "p", count: padding)
+        let run = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         var next = ContinuousClock.now
         for number in 1...total {
             next += interval
             let sentAt = ContinuousClock.now - start
             let text = "n=\(number);t=\(Int(sentAt / .milliseconds(1)));\(pad)"
-            var acked = false
+            var outcome = Ledger.Outcome.refused
             var refusals: [String] = []
-            for attempt in 0..<ports.count {
+            let giveUp = ContinuousClock.now + .seconds(15)
+            var attempt = 0
+            attempts: while true {
                 let port = ports[(number + attempt) % ports.count]
+                attempt += 1
                 do {
-                    let response = try await ChatHTTP.send(port: port, data: text, channel: channel)
+                    let response = try await ChatHTTP.send(port: port, data: text, channel: channel, headers: [("Idempotency-Key", "\(run)-\(number)")])
                     if response.status == 200 && response.body == "ok" {
-                        acked = true
-                        break
+                        outcome = .acked
+                        break attempts
                     }
                     refusals.append("\(response.status)")
+                    if response.status == 504 { outcome = .unconfirmed }
                 } catch {
                     refusals.append("unreachable")
                 }
+                // After a 504, keep trying until the answer is certain; else one try per instance.
+                guard outcome == .unconfirmed ? ContinuousClock.now < giveUp : attempt < ports.count else { break }
+                if outcome == .unconfirmed { try await Task.sleep(for: .milliseconds(200)) }
             }
-            ledger.record(number: number, acked: acked, at: ContinuousClock.now - start, refusals: refusals)
-            try await Task.sleep(until: next)
+            ledger.record(number: number, outcome: outcome, at: ContinuousClock.now - start, refusals: refusals)
+            try await Task.sleep(until: max(next, .now))
         }
     }
 }
 
 /// What the publisher sent and which publishes were acknowledged.
 final class Ledger: Sendable {
+    /// How a publish ended.
+    enum Outcome {
+        /// Answered `ok`.
+        case acked
+        /// Only definite refusals: the server said nothing was published.
+        case refused
+        /// A `504` was never followed by an `ok`: it may or may not have been published.
+        case unconfirmed
+    }
+
     private struct State {
         var acked: [Int: Duration] = [:]
-        var refused = 0
+        var refusedNumbers: Set<Int> = []
+        var unconfirmed = 0
         var refusals: [String: Int] = [:]
         var sent = 0
     }
 
     private let state = NIOLockedValueBox(State())
 
-    func record(number: Int, acked: Bool, at time: Duration, refusals: [String]) {
+    func record(number: Int, outcome: Outcome, at time: Duration, refusals: [String]) {
         state.withLockedValue { state in
             state.sent += 1
-            if acked { state.acked[number] = time } else { state.refused += 1 }
+            switch outcome {
+            case .acked: state.acked[number] = time
+            case .refused: state.refusedNumbers.insert(number)
+            case .unconfirmed: state.unconfirmed += 1
+            }
             for refusal in refusals { state.refusals[refusal, default: 0] += 1 }
         }
     }
 
     var acked: [Int: Duration] { state.withLockedValue { $0.acked } }
     var sent: Int { state.withLockedValue { $0.sent } }
-    var refused: Int { state.withLockedValue { $0.refused } }
+    var refused: Int { state.withLockedValue { $0.refusedNumbers.count } }
+    /// Publishes refused for certain: none of them may ever be delivered.
+    var refusedNumbers: Set<Int> { state.withLockedValue { $0.refusedNumbers } }
+    /// Publishes whose fate the server could not confirm, even after retries.
+    var unconfirmed: Int { state.withLockedValue { $0.unconfirmed } }
     var refusals: [String: Int] { state.withLockedValue { $0.refusals } }
 }
 
@@ -284,6 +316,10 @@ struct Report {
     var sent = 0
     var acked = 0
     var refused = 0
+    /// Refused for certain, and delivered all the same: a wrong answer (target 0).
+    var refusedYetDelivered = 0
+    var unconfirmed = 0
+    var retried504 = 0
     var delivered = 0
     var lost = 0
     var lostWithHistory = 0
@@ -303,6 +339,10 @@ struct Report {
         let acked = ledger.acked
         self.acked = acked.count
         refused = ledger.refused
+        unconfirmed = ledger.unconfirmed
+        retried504 = ledger.refusals["504"] ?? 0
+        let refusedNumbers = ledger.refusedNumbers
+        var deliveredAnywhere = Set<Int>()
         var latencies: [Duration] = []
         for subscriber in subscribers {
             let delivered = await subscriber.delivered
@@ -317,6 +357,7 @@ struct Report {
                 highest = max(highest, number)
             }
             seen.formUnion(recovered)
+            deliveredAnywhere.formUnion(seen)
             let lastReset = resets.last
             for (number, ackedAt) in acked where !seen.contains(number) {
                 // Acknowledged before a reset and never seen: it went with the lost history.
@@ -329,6 +370,7 @@ struct Report {
             reconnects += await subscriber.reconnects
             if !(await subscriber.slow) { latencies += await subscriber.latencies }
         }
+        refusedYetDelivered = refusedNumbers.intersection(deliveredAnywhere).count
         latencies.sort()
         if !latencies.isEmpty {
             p50 = latencies[latencies.count / 2] / .milliseconds(1)
@@ -336,6 +378,7 @@ struct Report {
         }
         if self.acked == 0 { failures.append("nothing was acknowledged") }
         if lost > 0 { failures.append("\(lost) acknowledged message(s) lost") }
+        if refusedYetDelivered > 0 { failures.append("\(refusedYetDelivered) refused yet delivered") }
         if duplicates > 0 { failures.append("\(duplicates) duplicate(s)") }
         if reordered > 0 { failures.append("\(reordered) out of order") }
         if gapsRecovered < gaps { failures.append("\(gaps - gapsRecovered) gap(s) not recovered") }
@@ -346,6 +389,7 @@ struct Report {
     var json: String {
         let fields: [(String, String)] = [
             ("scenario", "\"\(scenario)\""), ("sent", "\(sent)"), ("acked", "\(acked)"), ("refused", "\(refused)"),
+            ("refused_yet_delivered", "\(refusedYetDelivered)"), ("unconfirmed", "\(unconfirmed)"), ("answers_504", "\(retried504)"),
             ("delivered", "\(delivered)"), ("lost", "\(lost)"), ("lost_with_history", "\(lostWithHistory)"),
             ("duplicates", "\(duplicates)"), ("reordered", "\(reordered)"), ("resets", "\(resets)"), ("gaps", "\(gaps)"),
             ("gaps_recovered", "\(gapsRecovered)"), ("reconnects", "\(reconnects)"),
@@ -356,7 +400,7 @@ struct Report {
     }
 
     var markdownRow: String {
-        "| \(scenario) | \(acked) | \(refused) | \(delivered) | \(lost) | \(lostWithHistory) | \(duplicates) | \(reordered) | \(resets) | \(gapsRecovered)/\(gaps) | \(reconnects) | "
+        "| \(scenario) | \(acked) | \(refused) | \(refusedYetDelivered) | \(retried504) | \(delivered) | \(lost) | \(lostWithHistory) | \(duplicates) | \(reordered) | \(resets) | \(gapsRecovered)/\(gaps) | \(reconnects) | "
             + String(format: "%.0f / %.0f", p50, p99) + " | \(failures.isEmpty ? "yes" : "**no**: " + failures.joined(separator: "; ")) |"
     }
 }

@@ -55,10 +55,16 @@ struct Chatroom: AsyncParsableCommand {
     var drainTimeout = 10
 
     @Option(help: ArgumentHelp("Messages kept per channel, for resume and /history.", valueName: "count"))
-    var historySize = 1000
+    var historySize = HistoryPolicy.defaultSize
 
-    @Option(help: ArgumentHelp("Drop a channel's history after this many seconds without a message (0: keep it).", valueName: "seconds"))
-    var historyTTL = 0
+    @Option(help: ArgumentHelp("Drop a channel (its history and offsets) after this many seconds without a message; default 30 days; 0: keep it forever.", valueName: "seconds"))
+    var historyTTL = Int(HistoryPolicy.defaultTimeToLive / .seconds(1))
+
+    @Option(help: ArgumentHelp("Seconds an Idempotency-Key is remembered: a repeat within it is answered like the first and publishes nothing.", valueName: "seconds"))
+    var dedupeWindow = Int(HistoryPolicy.defaultDedupeWindow / .seconds(1))
+
+    @Option(help: ArgumentHelp("Most bytes of messages in one /history answer (at least one message is sent); the client asks again for the rest.", valueName: "bytes"))
+    var maxHistoryBytes = ChatConfiguration().maximumHistoryBytes
 
     @Option(help: ArgumentHelp("Bytes that may wait for one slow socket before its messages are dropped.", valueName: "bytes"))
     var socketQueueLimit = 1 << 20
@@ -93,8 +99,14 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Messages one socket may send at once above --socket-message-rate.", valueName: "count"))
     var socketMessageBurst = 20
 
+    @Option(help: ArgumentHelp("New channels one client address may create a minute by posting to them (0: no limit); over it: 429.", valueName: "count"))
+    var newChannelsPerMinute = 30
+
     @Option(help: ArgumentHelp("Sockets one client address may hold; over it: 503.", valueName: "count"))
     var maxSocketsPerAddress = 256
+
+    @Option(help: ArgumentHelp("Plain HTTP connections (not sockets) one peer address may hold; over it: 429. Trusted proxies are exempt.", valueName: "count"))
+    var maxConnectionsPerAddress = ChatConfiguration().maximumConnectionsPerAddress
 
     @Option(help: ArgumentHelp("Channels with sockets on this instance at once; a socket on one more: 503.", valueName: "count"))
     var maxChannels = 10_000
@@ -140,6 +152,10 @@ struct Chatroom: AsyncParsableCommand {
         guard pingInterval > 0 else { throw ValidationError("--ping-interval must be positive.") }
         guard historySize > 0 else { throw ValidationError("--history-size must be positive.") }
         guard historyTTL >= 0 else { throw ValidationError("--history-ttl cannot be negative.") }
+        guard (1...86_400).contains(dedupeWindow) else { throw ValidationError("--dedupe-window must be between 1 and 86400 seconds.") }
+        guard maxHistoryBytes >= 1024 else { throw ValidationError("--max-history-bytes must be at least 1024.") }
+        guard newChannelsPerMinute >= 0 else { throw ValidationError("--new-channels-per-minute cannot be negative.") }
+        guard maxConnectionsPerAddress >= 1 else { throw ValidationError("--max-connections-per-address must be positive.") }
         guard socketQueueLimit >= 1024 else { throw ValidationError("--socket-queue-limit must be at least 1024 bytes.") }
         guard (0...1000).contains(batchWindow) else { throw ValidationError("--batch-window must be between 0 and 1000 milliseconds.") }
         guard sendRate >= 0, historyRate >= 0, socketMessageRate >= 0 else { throw ValidationError("--send-rate, --history-rate and --socket-message-rate cannot be negative.") }
@@ -165,7 +181,7 @@ struct Chatroom: AsyncParsableCommand {
         switch logFormat {
         case .text:
             LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
+                var handler = TextLogHandler.standardError(label: label)
                 handler.logLevel = logLevel
                 return handler
             }
@@ -194,6 +210,10 @@ struct Chatroom: AsyncParsableCommand {
         configuration.drainTimeout = .seconds(drainTimeout)
         configuration.historySize = historySize
         configuration.historyTTL = historyTTL > 0 ? .seconds(historyTTL) : nil
+        configuration.dedupeWindow = .seconds(dedupeWindow)
+        configuration.maximumHistoryBytes = maxHistoryBytes
+        configuration.newChannelRate = newChannelsPerMinute > 0 ? (Double(newChannelsPerMinute), Double(newChannelsPerMinute)) : nil
+        configuration.maximumConnectionsPerAddress = maxConnectionsPerAddress
         configuration.socketQueueLimit = socketQueueLimit
         configuration.batchWindow = .milliseconds(batchWindow)
         configuration.maximumConnections = maxConnections

@@ -49,13 +49,14 @@ struct HealthTests {
 @Suite("Status page")
 struct StatusPageTests {
     @Test func showsTheInstanceItsBrokerItsSocketsAndTheMessageRate() async throws {
-        try await withServer(broker: .memory) { server in
+        // On the chat's port only with the publish token (the metrics listener needs none).
+        try await withServer(broker: .memory, { $0.publishToken = "operator" }) { server in
             let channel = uniqueChannel()
             let sockets = try await (0..<3).asyncMap { _ in try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)") }
-            for number in 1...5 { _ = try await ChatHTTP.send(port: server.port, data: "m\(number)", channel: channel) }
+            for number in 1...5 { _ = try await ChatHTTP.send(port: server.port, data: "m\(number)", channel: channel, headers: [("Authorization", "Bearer operator")]) }
             // The rate shows whole seconds: wait for the current one to end.
             try await Task.sleep(for: .milliseconds(1100))
-            let page = try await ChatHTTP.request("GET", port: server.port, path: "/status")
+            let page = try await ChatHTTP.request("GET", port: server.port, path: "/status", headers: [("Authorization", "Bearer operator")])
             #expect(page.status == 200)
             #expect(page.header("content-type") == "text/html; charset=utf-8")
             #expect(page.body.contains(#"<dd id="broker">memory"#))

@@ -37,6 +37,7 @@ final class TestServer: Sendable {
         configuration.sendRate = nil
         configuration.historyRate = nil
         configuration.socketMessageRate = nil
+        configuration.newChannelRate = nil
         // Presence frames would interleave with what tests count: off unless a test sets it.
         configuration.presenceInterval = .seconds(3600)
         // Shared by every test server, so that tests can mint identities (see `Person`).

@@ -9,83 +9,181 @@ import NIOCore
 /// With `since`, the messages after that offset, oldest first; without it, the newest
 /// `limit`. `limit` defaults to 100 and is capped at 1000. The messages are the same
 /// envelopes a chat.v1 socket receives.
+///
+/// An answer holds at most ``maximumBytes`` of messages (at least one): past that it
+/// ends early, and the client asks again after the last offset it got. The broker is
+/// read in pages of ``page`` messages, so neither a reader nor Redis' reply holds more
+/// than that at once, and the answer goes out in chunks as the client reads it.
+///
+/// Reading needs what a socket on the channel needs: the connect token with
+/// `--connect-secret`, and for a one-to-one room or an inbox, its people.
 struct HistoryController: Sendable {
     let broker: any Broker
     let gatekeeper: Gatekeeper
-    var metrics: ChatMetrics = .none
+    let refusals: Refusals
     let identities: Identities
+    /// Most bytes of messages in one answer.
+    let maximumBytes: Int
     static let defaultLimit = 100
     static let maximumLimit = 1000
+    /// Messages read from the broker at once.
+    static let page = 100
+    /// The `--max-history-bytes` default: 1 MiB.
+    static let defaultMaximumBytes = 1 << 20
 
     func addRoutes(to router: Router<ChatRequestContext>) {
         router.get("/history") { request, context in try await self.history(request, context: context) }
+        router.on("/history", method: .options) { request, _ in
+            Response(status: .noContent, headers: gatekeeper.corsHeaders(origin: request.headers[.origin]))
+        }
     }
 
     func history(_ request: Request, context: ChatRequestContext) async throws -> Response {
         let cors = gatekeeper.corsHeaders(origin: request.headers[.origin])
         let client = gatekeeper.clientAddress(peer: context.remoteAddress, forwardedFor: request.headers[values: .xForwardedFor])
+        func refuse(_ status: HTTPResponse.Status, _ message: String, level: Logger.Level = .info) -> PlainTextError {
+            refusals.record(
+                "Refused a history request", route: "/history", reason: ChatMetrics.reason(status: status.code), client: client,
+                logger: context.logger, level: level, metadata: ["status": "\(status.code)", "reason": "\(message)"]
+            )
+            return PlainTextError(status: status, message: message, headers: cors)
+        }
         if let wait = gatekeeper.takeHistoryRead(from: client) {
             let tooMany = Gatekeeper.tooMany("history reads", rate: gatekeeper.settings.historyRate, wait: wait)
-            var refusal = refuse(.tooManyRequests, tooMany.message, cors, client: client, context: context)
+            var refusal = refuse(.tooManyRequests, tooMany.message)
             refusal.headers[.retryAfter] = tooMany.retryAfter
             throw refusal
         }
-        let query = request.uri.query.map { FormData.pairs($0[...]) } ?? []
+        let query: [(name: String, value: String)]
+        do {
+            query = try request.uri.query.map { query throws(FormError) in try FormData.pairs(query[...]) } ?? []
+        } catch {
+            throw refuse(.badRequest, error.message)
+        }
         func field(_ name: String) -> String? { query.last { $0.name == name }?.value }
         let channel: ChannelName
         do {
             channel = try ChannelName(validating: field("channel") ?? ChannelName.fallback.rawValue)
         } catch {
-            throw refuse(.badRequest, "Invalid channel name: \(error.reason).", cors, client: client, context: context)
+            throw refuse(.badRequest, "Invalid channel name: \(error.reason).")
+        }
+        let token = Gatekeeper.bearerToken(request.headers[.authorization]) ?? field("token")
+        if let refusal = gatekeeper.checkConnectToken(token, channel: channel) {
+            var error = refuse(.unauthorized, refusal.description)
+            error.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
+            throw error
         }
         let identity = identities.identity(cookies: request.headers[values: .cookie])
         if let reason = RoomPolicy.refusal(for: channel, identity: identity) {
-            throw refuse(.forbidden, reason, cors, client: client, context: context)
+            throw refuse(.forbidden, reason)
         }
         var since: Int64?
         if let text = field("since") {
-            guard let value = Int64(text), value >= 0 else {
-                throw refuse(.badRequest, "since must be a whole number ≥ 0.", cors, client: client, context: context)
+            guard let value = Offset.parse(text) else {
+                throw refuse(.badRequest, "since must be a whole number from 0 to \(Offset.maximum).")
             }
             since = value
         }
         var limit = Self.defaultLimit
         if let text = field("limit") {
-            guard let value = Int(text), value > 0 else {
-                throw refuse(.badRequest, "limit must be a whole number ≥ 1 (at most \(Self.maximumLimit) are returned).", cors, client: client, context: context)
+            guard let value = Offset.parse(text), value > 0 else {
+                throw refuse(.badRequest, "limit must be a whole number ≥ 1 (at most \(Self.maximumLimit) are returned).")
             }
-            limit = min(value, Self.maximumLimit)
+            limit = Int(min(value, Int64(Self.maximumLimit)))
         }
-        let history: History
+        let answer: Answer
         do {
-            history = try await broker.history(of: channel, after: since, limit: limit)
+            answer = try await read(channel, after: since, limit: limit)
         } catch let error as BrokerError {
-            var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", cors, client: client, context: context)
+            var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", level: .warning)
             refusal.headers[.retryAfter] = "1"
             throw refusal
         }
-        var json = ByteBuffer()
-        json.writeStaticString(#"{"channel":"#)
-        JSON.writeString(channel.rawValue, into: &json)
-        json.writeStaticString(#","epoch":"#)
-        if let epoch = history.epoch { JSON.writeString(epoch, into: &json) } else { json.writeStaticString("null") }
-        json.writeString(#","lastOffset":\#(history.lastOffset),"firstOffset":"#)
-        json.writeString(history.firstOffset.map(String.init) ?? "null")
-        json.writeStaticString(#","messages":["#)
-        for (index, message) in history.messages.enumerated() {
-            if index > 0 { json.writeStaticString(",") }
-            ChatV1.writeMessage(message, into: &json)
-        }
-        json.writeStaticString("]}")
         var headers = cors
         headers[.contentType] = "application/json"
         headers[.cacheControl] = "no-store"
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: json))
+        let chunks = answer.json()
+        headers[.contentLength] = String(chunks.reduce(0) { $0 + $1.readableBytes })
+        return Response(status: .ok, headers: headers, body: .init(contentsOf: chunks))
     }
 
-    private func refuse(_ status: HTTPResponse.Status, _ message: String, _ cors: HTTPFields, client: String, context: ChatRequestContext) -> PlainTextError {
-        metrics.refused(route: "/history", reason: ChatMetrics.reason(status: status.code))
-        context.logger.info("Refused a history request", metadata: ["status": "\(status.code)", "reason": "\(message)", "client": "\(client)"])
-        return PlainTextError(status: status, message: message, headers: cors)
+    /// What one answer holds: the channel's state and its messages' JSON, oldest first.
+    struct Answer {
+        var history: History
+        var messages: [ByteBuffer]
+
+        /// The answer's JSON in chunks of about 64 KB.
+        func json() -> [ByteBuffer] {
+            var json = ByteBuffer()
+            json.writeStaticString(#"{"channel":"#)
+            JSON.writeString(history.channel.rawValue, into: &json)
+            json.writeStaticString(#","epoch":"#)
+            if let epoch = history.epoch { JSON.writeString(epoch, into: &json) } else { json.writeStaticString("null") }
+            json.writeString(#","lastOffset":\#(history.lastOffset),"firstOffset":"#)
+            json.writeString(history.firstOffset.map(String.init) ?? "null")
+            json.writeStaticString(#","messages":["#)
+            var chunks: [ByteBuffer] = []
+            for (index, var message) in messages.enumerated() {
+                if index > 0 { json.writeStaticString(",") }
+                json.writeBuffer(&message)
+                if json.readableBytes >= 1 << 16 {
+                    chunks.append(json)
+                    json = ByteBuffer()
+                }
+            }
+            json.writeStaticString("]}")
+            chunks.append(json)
+            return chunks
+        }
+    }
+
+    /// Reads up to `limit` messages after `offset` (or the newest), in pages, until the
+    /// answer would pass ``maximumBytes``.
+    func read(_ channel: ChannelName, after offset: Int64?, limit: Int) async throws -> Answer {
+        var bytes = 0
+        var frames: [ByteBuffer] = []
+        /// Takes `message` if it fits; `false` when the answer is full.
+        func take(_ message: Message) -> Bool {
+            var frame = ByteBuffer()
+            ChatV1.writeMessage(message, into: &frame)
+            guard frames.isEmpty || bytes + frame.readableBytes <= maximumBytes else { return false }
+            bytes += frame.readableBytes
+            frames.append(frame)
+            return frames.count < limit
+        }
+        if let offset {
+            var state: History?
+            var cursor = offset
+            reading: while frames.count < limit {
+                let wanted = min(Self.page, limit - frames.count)
+                let page = try await broker.history(of: channel, after: cursor, limit: wanted)
+                if let known = state?.epoch, page.epoch != known { break }
+                state = page
+                for message in page.messages {
+                    cursor = message.offset
+                    guard take(message) else { break reading }
+                }
+                guard page.messages.count == wanted, cursor < page.lastOffset else { break }
+            }
+            guard var history = state else { throw BrokerError(.failed, "no history was read") }
+            history.messages = []
+            return Answer(history: history, messages: frames)
+        }
+        // The newest: pages backwards from the end, reversed at the end.
+        var history = try await broker.history(of: channel, after: nil, limit: min(Self.page, limit))
+        var oldest = history.messages.first?.offset
+        var full = false
+        for message in history.messages.reversed() where !full { full = !take(message) }
+        while !full, let before = oldest, let first = history.firstOffset, before > first {
+            let after = max(first - 1, before - 1 - Int64(Self.page))
+            let older = try await broker.history(of: channel, after: after, limit: Int(before - 1 - after))
+            guard older.epoch == history.epoch else { break }
+            let earlier = older.messages.filter { $0.offset < before }
+            guard let start = earlier.first else { break }
+            for message in earlier.reversed() where !full { full = !take(message) }
+            oldest = start.offset
+        }
+        history.messages = []
+        return Answer(history: history, messages: frames.reversed())
     }
 }

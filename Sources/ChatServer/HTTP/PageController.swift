@@ -28,10 +28,14 @@ struct PageController: Sendable {
     func addRoutes(to router: Router<ChatRequestContext>) {
         router.get("/") { request, _ in
             var response = Self.respond(with: page, contentType: "text/html; charset=utf-8", etag: pageETag, to: request)
+            // Never kept by a shared cache: it could hand one browser's identity to everyone.
+            response.headers[.cacheControl] = "private, no-cache"
+            response.headers[.vary] = "Cookie"
             // Every browser gets an identity (the uid cookie) with the page; a forged or
-            // altered one is replaced.
+            // altered one is replaced. An answer that sets it is not stored at all.
             if identities.identity(cookies: request.headers[values: .cookie]) == nil {
                 response.headers[.setCookie] = Identities.setCookie(identities.mint().cookie)
+                response.headers[.cacheControl] = "private, no-store"
             }
             return response
         }

@@ -25,6 +25,8 @@ final class Gatekeeper: Sendable {
         var historyRate: (rate: Double, burst: Double)?
         /// Messages a second one socket may send (and its burst); `nil`: no limit.
         var socketMessageRate: (rate: Double, burst: Double)?
+        /// New channels a minute per client address (and its burst); `nil`: no limit.
+        var newChannelRate: (rate: Double, burst: Double)?
         var maximumSocketsPerAddress = Int.max
         var maximumChannels = Int.max
     }
@@ -32,6 +34,7 @@ final class Gatekeeper: Sendable {
     let settings: Settings
     private let sendLimiter: RateLimiter?
     private let historyLimiter: RateLimiter?
+    private let newChannelLimiter: RateLimiter?
     private let sockets = NIOLockedValueBox(SocketCounts())
 
     private struct SocketCounts {
@@ -43,6 +46,7 @@ final class Gatekeeper: Sendable {
         self.settings = settings
         self.sendLimiter = settings.sendRate.map { RateLimiter(rate: $0.rate, burst: $0.burst) }
         self.historyLimiter = settings.historyRate.map { RateLimiter(rate: $0.rate, burst: $0.burst) }
+        self.newChannelLimiter = settings.newChannelRate.map { RateLimiter(rate: $0.rate / 60, burst: $0.burst) }
     }
 
     // MARK: Addresses and origins
@@ -106,6 +110,24 @@ final class Gatekeeper: Sendable {
         historyLimiter?.take(address)
     }
 
+    /// Whether `address` may create another channel now (its allowance is taken by
+    /// ``tookNewChannel(from:)`` once the broker says it did).
+    func mayCreateChannel(from address: String) -> Bool {
+        newChannelLimiter?.hasToken(address) ?? true
+    }
+
+    /// Takes one new channel from `address`'s allowance.
+    func tookNewChannel(from address: String) {
+        _ = newChannelLimiter?.take(address)
+    }
+
+    /// The 429 for a client out of new channels: how many a minute, and when to retry.
+    func tooManyNewChannels() -> (message: String, retryAfter: String) {
+        let perMinute = settings.newChannelRate.map { Self.describe(rate: $0.rate) } ?? "unlimited"
+        let seconds = settings.newChannelRate.map { max(1, Int((60 / $0.rate).rounded(.up))) } ?? 1
+        return ("Too many new channels from your address: at most \(perMinute) a minute. Post to an existing channel, or retry in \(seconds) s.", String(seconds))
+    }
+
     /// The 429 of a rate limit: "Too many `what` from your address: at most R a second.
     /// Retry in S s.", and S for Retry-After (whole seconds, at least 1).
     static func tooMany(_ what: String, rate: (rate: Double, burst: Double)?, wait: TimeAmount) -> (message: String, retryAfter: String) {
@@ -151,17 +173,6 @@ final class Gatekeeper: Sendable {
             }
         }
         return refusal
-    }
-}
-
-/// The request context of the HTTP routes: Hummingbird's basics plus the peer address.
-struct ChatRequestContext: RequestContext, RemoteAddressRequestContext {
-    var coreContext: CoreRequestContextStorage
-    let remoteAddress: SocketAddress?
-
-    init(source: ApplicationRequestContextSource) {
-        coreContext = .init(source: source)
-        remoteAddress = source.channel.remoteAddress
     }
 }
 

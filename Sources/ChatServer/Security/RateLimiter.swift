@@ -47,6 +47,15 @@ final class RateLimiter: Sendable {
         }
     }
 
+    /// Whether `key` has a token now, without taking it.
+    func hasToken(_ key: String, now: NIODeadline = .now()) -> Bool {
+        let shard = shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]
+        return shard.withLockedValue { buckets in
+            guard let bucket = buckets[key] else { return true }
+            return min(burst, bucket.tokens + Double((now - bucket.updated).nanoseconds) / 1e9 * rate) >= 1
+        }
+    }
+
     private func sweep(_ buckets: inout [String: Bucket], now: NIODeadline) {
         buckets = buckets.filter { _, bucket in
             bucket.tokens + Double((now - bucket.updated).nanoseconds) / 1e9 * rate < burst

@@ -17,13 +17,13 @@ final class RequestDeadline {
 
     private let timeout: TimeAmount
     private let logger: Logger
-    private let metrics: ChatMetrics
+    private let refusals: Refusals
     private var timer: Scheduled<Void>?
     private var inRequest = true
 
-    init(timeout: TimeAmount, metrics: ChatMetrics = .none, logger: Logger) {
+    init(timeout: TimeAmount, refusals: Refusals, logger: Logger) {
         self.timeout = timeout
-        self.metrics = metrics
+        self.refusals = refusals
         self.logger = logger
     }
 
@@ -32,10 +32,12 @@ final class RequestDeadline {
         let channel = context.channel
         let timeout = self.timeout
         let logger = self.logger
-        let metrics = self.metrics
+        let refusals = self.refusals
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-            metrics.refused(route: "connection", reason: "timeout")
-            logger.info("Closing a connection too slow to send its request", metadata: ["timeout": "\(timeout)", "peer": "\(channel.remoteAddress?.description ?? "?")"])
+            refusals.record(
+                "Closing a connection too slow to send its request", route: "connection", reason: "timeout",
+                client: channel.remoteAddress?.ipAddress ?? "unknown", logger: logger, metadata: ["timeout": "\(timeout)"]
+            )
             let body = "Request timeout: the request did not arrive within \(timeout.nanoseconds / 1_000_000_000) s.\n"
             let response = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
             context.writeAndFlush(NIOAny(ByteBuffer(string: response))).whenComplete { _ in channel.close(promise: nil) }

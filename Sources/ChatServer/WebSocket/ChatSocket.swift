@@ -78,6 +78,9 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     private var pingSentAt: NIODeadline?
     private var rateLimit: SocketRateLimit?
     private let metrics: ChatMetrics
+    private let refusals: Refusals
+    /// The client's address, for the refusals' log lines.
+    private let client: String
     /// Who is in the room: the tracker, and who this socket is (its member id).
     private let presence: (tracker: PresenceTracker, id: String)?
     /// The name this socket shows; handed to the tracker on open, then dropped.
@@ -92,10 +95,14 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         broker: any Broker,
         settings: Settings,
         metrics: ChatMetrics = .none,
+        refusals: Refusals,
+        client: String,
         presence: (tracker: PresenceTracker, member: Member)? = nil,
         logger: Logger
     ) {
         self.metrics = metrics
+        self.refusals = refusals
+        self.client = client
         self.presence = presence.map { ($0.tracker, $0.member.id) }
         self.shownName = presence?.member.name
         self.channelName = channelName
@@ -161,18 +168,17 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        let outcome = assembler.receive(frame)
-        switch outcome {
-        case .text, .binary, .ping:
-            if rateLimit?.take() == false {
-                let rate = settings.messageRate.map { Gatekeeper.describe(rate: $0.rate) } ?? ""
-                logger.info("Closing a WebSocket that sends too fast", metadata: ["channel": "\(channelName)", "rate": "\(rate)"])
-                close(.policyViolation, "too many messages: at most \(rate) a second", context: context, refusal: "rate_limited")
-                return
-            }
-        default:
-            break
+        // Closing: only the client's close frame matters; anything else costs nothing more.
+        guard state == .open || frame.opcode == .connectionClose else { return }
+        // Every frame counts against the rate, pongs and empty continuations too: each
+        // costs the server work whether or not it completes a message. With frames
+        // counted, bytes are bounded too: no frame is larger than the message limit.
+        if state == .open, rateLimit?.take() == false {
+            let rate = settings.messageRate.map { Gatekeeper.describe(rate: $0.rate) } ?? ""
+            close(.policyViolation, "too many messages: at most \(rate) a second", context: context, refusal: "rate_limited", log: "Closing a WebSocket that sends too fast")
+            return
         }
+        let outcome = assembler.receive(frame)
         switch outcome {
         case .none:
             break
@@ -180,7 +186,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
             if echo != nil { echoBack(opcode: WebSocketWire.text, ByteBuffer(string: text), context: context) } else { received(text: text, context: context) }
         case .binary(let data):
             if echo != nil { echoBack(opcode: WebSocketWire.binary, data, context: context) } else {
-                close(.unsupportedData, "binary messages are not accepted; send text", context: context, refusal: "binary")
+                close(.unsupportedData, "binary messages are not accepted; send text", context: context, refusal: "binary", log: "Closing a WebSocket that sent a binary message")
             }
         case .ping(let payload):
             guard state == .open else { return }
@@ -199,8 +205,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
                 context.close(promise: nil)
             }
         case .fail(let code, let reason):
-            logger.info("Closing a WebSocket that broke the protocol", metadata: ["code": "\(code.rawValue)", "reason": "\(reason)"])
-            close(code, reason, context: context, refusal: "protocol_error")
+            close(code, reason, context: context, refusal: "protocol_error", log: "Closing a WebSocket that broke the protocol")
         }
     }
 
@@ -219,11 +224,9 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         switch error {
         case NIOWebSocketError.invalidFrameLength:
-            logger.info("Closing a WebSocket that sent an oversized frame")
-            close(.messageTooBig, "frames are limited to \(settings.maximumMessageSize) bytes", context: context, refusal: "too_large")
+            close(.messageTooBig, "frames are limited to \(settings.maximumMessageSize) bytes", context: context, refusal: "too_large", log: "Closing a WebSocket that sent an oversized frame")
         case let error as NIOWebSocketError:
-            logger.info("Closing a WebSocket that sent a malformed frame", metadata: ["error": "\(error)"])
-            close(.protocolError, "malformed frame", context: context, refusal: "protocol_error")
+            close(.protocolError, "malformed frame (\(error))", context: context, refusal: "protocol_error", log: "Closing a WebSocket that sent a malformed frame")
         default:
             logger.debug("WebSocket error", metadata: ["error": "\(error)"])
             context.close(promise: nil)
@@ -281,7 +284,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
             switch event {
             case .message(let message):
                 from = from ?? message.offset
-                to = message.offset
+                to = max(to ?? message.offset, message.offset)
             case .gap(_, let first, let last):
                 from = min(from ?? first, first)
                 to = max(to ?? last, last)
@@ -329,11 +332,10 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         metrics.dropped(.slowReader, count: events.count)
         switch format {
         case .raw:
-            logger.info("Closing a slow reader of the original protocol", metadata: ["channel": "\(channelName)", "queued_bytes_over": "\(settings.queueLimit)"])
             // The close frame waits behind what is queued: give it longer to get through.
             close(
                 .policyViolation, "too slow: more than \(settings.queueLimit) bytes waited; messages were dropped",
-                context: context, timeout: max(settings.closeTimeout, .seconds(10)), refusal: "slow_reader"
+                context: context, timeout: max(settings.closeTimeout, .seconds(10)), refusal: "slow_reader", log: "Closing a slow reader of the original protocol"
             )
         case .chatV1:
             logger.info("A chat.v1 reader fell behind; dropping its messages until it catches up", metadata: ["channel": "\(channelName)"])
@@ -344,34 +346,31 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     // MARK: - Resume
 
+    /// Messages read from the history at once while resuming.
+    static let replayPage = 100
+
+    /// Resumes in pages of ``replayPage``: each page is written before the next is read,
+    /// so a resuming socket holds one page, not the whole history. A reader too slow
+    /// for its own replay is dropped to like a live one: what it has not had becomes a
+    /// `gap`, told once it catches up.
     private func startReplay(_ resume: Resume) {
-        guard let context else { return }
         flow = .replaying([])
+        readReplayPage(after: resume.after, resume: resume, epoch: nil, pages: 1)
+    }
+
+    /// Reads the page after `offset`; `epoch` is `nil` for the first page.
+    private func readReplayPage(after offset: Int64, resume: Resume, epoch: String?, pages: Int) {
+        guard let context else { return }
         let broker = self.broker
         let channel = channelName
         context.eventLoop.makeFutureWithTask {
-            try await Self.readHistory(broker: broker, channel: channel, after: resume.after)
+            try await broker.history(of: channel, after: offset, limit: Self.replayPage)
         }.whenComplete { result in
-            self.finishReplay(resume, result)
+            self.replayed(result, resume: resume, epoch: epoch, pages: pages)
         }
     }
 
-    /// Everything after `offset`, in pages, up to what the history holds.
-    private static func readHistory(broker: any Broker, channel: ChannelName, after offset: Int64) async throws -> History {
-        let page = 1000
-        var history = try await broker.history(of: channel, after: offset, limit: page)
-        var last = history.messages.last?.offset ?? offset
-        while history.messages.count % page == 0, !history.messages.isEmpty, last < history.lastOffset, history.messages.count < 100_000 {
-            let more = try await broker.history(of: channel, after: last, limit: page)
-            guard more.epoch == history.epoch, !more.messages.isEmpty else { break }
-            history.messages += more.messages
-            history.lastOffset = more.lastOffset
-            last = more.messages.last!.offset
-        }
-        return history
-    }
-
-    private func finishReplay(_ resume: Resume, _ result: Result<History, any Error>) {
+    private func replayed(_ result: Result<History, any Error>, resume: Resume, epoch known: String?, pages: Int) {
         guard state == .open, let context, case .replaying(let waiting) = flow else { return }
         flow = .live
         let history: History
@@ -383,16 +382,30 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
             close(.tryAgainLater, "history unavailable; reconnect to resume", context: context)
             return
         }
-        if history.covers(after: resume.after, epoch: resume.epoch), let epoch = history.epoch {
-            var last = resume.after
+        var more = false
+        if known == nil, !history.covers(after: resume.after, epoch: resume.epoch) {
+            logger.debug("Resume not covered by the history; sending reset", metadata: ["channel": "\(channelName)"])
+            context.write(wrapOutboundOut(ChatV1.reset(channel: channelName, epoch: history.epoch)), promise: nil)
+        } else if let epoch = history.epoch, known == nil || known == epoch {
+            // (A new epoch between two pages ends the replay: its messages come live.)
+            var last = replayedThrough?.offset ?? resume.after
             for message in history.messages {
                 send(.message(message), frame: ChatV1.message(message), context: context)
                 last = message.offset
             }
             replayedThrough = (epoch, last)
-        } else {
-            logger.debug("Resume not covered by the history; sending reset", metadata: ["channel": "\(channelName)"])
-            context.write(wrapOutboundOut(ChatV1.reset(channel: channelName, epoch: history.epoch)), promise: nil)
+            if case .dropping(let from, let to, let reset) = flow {
+                // Too slow for its replay: the pages not read yet are part of the gap.
+                flow = .dropping(from: from, to: max(to ?? history.lastOffset, history.lastOffset), reset: reset)
+            } else {
+                more = history.messages.count == Self.replayPage && last < history.lastOffset && pages < 10_000
+            }
+            if more {
+                context.flush()
+                flow = .replaying(waiting)
+                readReplayPage(after: last, resume: resume, epoch: epoch, pages: pages + 1)
+                return
+            }
         }
         sendAfterReplay(waiting, context: context)
         context.flush()
@@ -437,8 +450,7 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
                 let snapshot = presence?.tracker.snapshot(of: channelName) ?? RoomSnapshot(online: 0, members: [])
                 context.writeAndFlush(wrapOutboundOut(ChatV1.members(channel: channelName, online: snapshot.online, members: snapshot.members ?? [])), promise: nil)
             case .invalid(let reason):
-                logger.debug("Refused a chat.v1 frame", metadata: ["reason": "\(reason)"])
-                metrics.refused(route: "socket", reason: "bad_frame")
+                refusals.record("Refused a chat.v1 frame", route: "socket", reason: "bad_frame", client: client, logger: logger, level: .debug, metadata: ["reason": "\(reason)"])
                 context.writeAndFlush(wrapOutboundOut(ChatV1.error(reason)), promise: nil)
             }
         }
@@ -447,12 +459,21 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     // MARK: - Closing
 
     /// Sends a close frame and hangs up once the client answers or `timeout` passes.
-    /// - Parameter refusal: the reason counted in `chatroom_refusals_total` when the
-    ///   server closes because of what the client did.
-    private func close(_ code: WebSocketCloseCode, _ reason: String, context: ChannelHandlerContext, timeout: TimeAmount? = nil, refusal: String? = nil) {
+    /// - Parameters:
+    ///   - refusal: the reason counted in `chatroom_refusals_total` when the server
+    ///     closes because of what the client did; `log` is its (throttled) log line.
+    private func close(
+        _ code: WebSocketCloseCode, _ reason: String, context: ChannelHandlerContext, timeout: TimeAmount? = nil,
+        refusal: String? = nil, log: Logger.Message? = nil
+    ) {
         guard state == .open else { return }
         state = .closing
-        if let refusal { metrics.refused(route: "socket", reason: refusal) }
+        if let refusal {
+            refusals.record(
+                log ?? "Closing a WebSocket", route: "socket", reason: refusal, client: client, logger: logger,
+                metadata: ["channel": "\(channelName)", "code": "\(code.rawValue)", "reason": "\(reason)"]
+            )
+        }
         context.writeAndFlush(wrapOutboundOut(WebSocketWire.closeFrame(code: code, reason: reason)), promise: nil)
         // Wait for the client's close frame, but not forever.
         let channel = context.channel
@@ -465,58 +486,5 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
         state = .closed
         hub.remove(self, from: channelName)
         presence?.tracker.leave(channelName, id: presence!.id)
-    }
-}
-
-/// What a `chat.v1` client may send.
-enum ChatV1Request: Equatable {
-    case ping
-    case who
-    case invalid(String)
-
-    private struct Frame: Decodable {
-        var type: String
-    }
-
-    init(_ text: String) {
-        guard let frame = try? JSONDecoder().decode(Frame.self, from: Data(text.utf8)) else {
-            self = .invalid("frames must be JSON objects with a \"type\"")
-            return
-        }
-        switch frame.type {
-        case "ping": self = .ping
-        case "who": self = .who
-        default: self = .invalid("unknown frame type \"\(frame.type.prefix(32))\"; chat.v1 clients may send {\"type\":\"ping\"} or {\"type\":\"who\"}")
-        }
-    }
-}
-
-/// A chat.v1 socket refused after its upgrade (a full room, a private room of others):
-/// browsers cannot read an upgrade's HTTP status, so the reason goes in the close frame.
-final class RefusedSocket: ChannelInboundHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias OutboundOut = ByteBuffer
-
-    private let code: WebSocketCloseCode
-    private let reason: String
-
-    init(code: WebSocketCloseCode, reason: String) {
-        self.code = code
-        self.reason = reason
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(WebSocketWire.closeFrame(code: code, reason: reason)), promise: nil)
-        // Wait a moment for the client's close frame, then hang up.
-        context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .connectionClose = unwrapInboundIn(data).opcode { context.close(promise: nil) }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
     }
 }

@@ -92,6 +92,8 @@ struct WebSocketCloseCode: RawRepresentable, Hashable, Sendable {
     static let tryAgainLater = Self(rawValue: 1013)
     /// A one-to-one room of two other people (chat.v1; the original protocol gets 403).
     static let privateRoom = Self(rawValue: 4403)
+    /// A capped room asked of a client with no identity (no valid `uid` cookie).
+    static let identityRequired = Self(rawValue: 4401)
     /// The room holds as many people as its cap (chat.v1; the original protocol gets 403).
     static let roomFull = Self(rawValue: 4409)
 }
