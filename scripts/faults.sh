@@ -7,7 +7,9 @@
 #   scripts/faults.sh MODE 'cluster-*'   only the scenarios matching the pattern (no docs)
 #
 # Scenarios: Redis SIGKILLed and restarted after 2 s (persistence off: a reset is the
-# correct outcome; AOF everysec and always: no reset); one of two instances SIGTERMed
+# correct outcome; AOF everysec and always: no reset); Redis stalled by SIGSTOP for 4 s
+# (publishes answered 504 are retried with their Idempotency-Key; 0 refused yet
+# delivered); one of two instances SIGTERMed
 # and restarted; one subscriber that stops reading for 10 s; the memory broker's
 # instance restarted (a reset is correct); on a Redis Cluster, the channel's primary
 # failed over, planned and by a crash. Exits non-zero if any scenario misses its
@@ -88,6 +90,24 @@ redis_kill() {
   kill -9 "$rpid"; wait "$rpid" 2>/dev/null || true
   sleep 2
   start_redis "$rport" "$dir" "$@"; rpid=$started
+  collect "$name"
+  kill "$apid" "$bpid" "$rpid" 2>/dev/null || true
+}
+
+# (a') Redis stalled (SIGSTOP) for 4 s, longer than the 2 s command timeout: publishes it
+# took but did not confirm are answered 504 and retried with the same Idempotency-Key;
+# none refused for certain (503) may be delivered ("refused yet delivered", target 0).
+redis_stall() {
+  local name=$1 rport aport bport rpid apid bpid
+  rport=$(free_port); start_redis "$rport" "$work/$name-redis" --save "" --appendonly no; rpid=$started; wait_port "$rport"
+  aport=$(free_port); start_instance "$aport" --redis-url "redis://127.0.0.1:$rport"; apid=$started
+  bport=$(free_port); start_instance "$bport" --redis-url "redis://127.0.0.1:$rport"; bpid=$started
+  wait_port "$aport"; wait_port "$bport"
+  run_harness "$name" no "$aport,$bport"
+  sleep "$fault_at"
+  kill -STOP "$rpid"
+  sleep 4
+  kill -CONT "$rpid"
   collect "$name"
   kill "$apid" "$bpid" "$rpid" 2>/dev/null || true
 }
@@ -174,14 +194,15 @@ run() { if [ -z "$only" ] || [[ "$2" == $only ]]; then channel="faults_$RANDOM";
 run redis_kill redis-killed-no-persistence yes --save "" --appendonly no
 run redis_kill redis-killed-aof-everysec no --save "" --appendonly yes --appendfsync everysec
 run redis_kill redis-killed-aof-always no --save "" --appendonly yes --appendfsync always
+run redis_stall redis-stalled-4s
 run instance_restart instance-sigterm-restart
 run slow_reader slow-reader-10s
 run memory_restart memory-broker-restart
 run cluster_failover cluster-failover-planned planned
 run cluster_failover cluster-primary-killed crash
 
-table="| scenario | acked | refused | delivered | lost | lost with the history | duplicates | reordered | resets | gaps recovered | reconnects | latency p50 / p99 ms | targets met |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+table="| scenario | acked | refused | refused yet delivered | 504 answers | delivered | lost | lost with the history | duplicates | reordered | resets | gaps recovered | reconnects | latency p50 / p99 ms | targets met |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for row in "${rows[@]}"; do table+=$'\n'"$row"; done
 echo
 echo "$table"
@@ -205,6 +226,11 @@ How to read it:
 
 - **acked**: publishes answered `ok`; **refused**: publishes no instance accepted (503 while Redis was
   down, or the only instance was restarting). Refused messages were never acknowledged, so they cannot be lost.
+- **refused yet delivered**: refused for certain (only 503s: "nothing was published") and delivered all the
+  same: a wrong answer. Target 0.
+- **504 answers**: "the message may have been published" (Redis took the command and did not answer within
+  the command timeout). The publisher retries each with the same `Idempotency-Key` until it is answered
+  `ok`: it is published once either way, so a 504 never makes a duplicate.
 - **delivered**: messages received by all subscribers together, over the socket or fetched after a `gap`.
 - **gaps recovered**: ranges fetched from `/history` after a `gap` frame or a hole in the offsets / ranges seen.
 - **lost**: acknowledged, still inside the history window, and never delivered to a subscriber. Target 0.
