@@ -94,15 +94,22 @@ redis_kill() {
   kill "$apid" "$bpid" "$rpid" 2>/dev/null || true
 }
 
+# start_redis_and_two_instances NAME [INSTANCE ARGS…] — a Redis without persistence and two
+# instances on it; sets rport aport bport rpid apid bpid (declared local by the caller)
+start_redis_and_two_instances() {
+  local name=$1; shift
+  rport=$(free_port); start_redis "$rport" "$work/$name-redis" --save "" --appendonly no; rpid=$started; wait_port "$rport"
+  aport=$(free_port); start_instance "$aport" --redis-url "redis://127.0.0.1:$rport" "$@"; apid=$started
+  bport=$(free_port); start_instance "$bport" --redis-url "redis://127.0.0.1:$rport" "$@"; bpid=$started
+  wait_port "$aport"; wait_port "$bport"
+}
+
 # (a') Redis stalled (SIGSTOP) for 4 s, longer than the 2 s command timeout: publishes it
 # took but did not confirm are answered 504 and retried with the same Idempotency-Key;
 # none refused for certain (503) may be delivered ("refused yet delivered", target 0).
 redis_stall() {
   local name=$1 rport aport bport rpid apid bpid
-  rport=$(free_port); start_redis "$rport" "$work/$name-redis" --save "" --appendonly no; rpid=$started; wait_port "$rport"
-  aport=$(free_port); start_instance "$aport" --redis-url "redis://127.0.0.1:$rport"; apid=$started
-  bport=$(free_port); start_instance "$bport" --redis-url "redis://127.0.0.1:$rport"; bpid=$started
-  wait_port "$aport"; wait_port "$bport"
+  start_redis_and_two_instances "$name"
   run_harness "$name" no "$aport,$bport"
   sleep "$fault_at"
   kill -STOP "$rpid"
@@ -115,10 +122,7 @@ redis_stall() {
 # (b) one instance SIGTERMed (drain) and restarted; its subscribers move to the other
 instance_restart() {
   local name=$1 rport aport bport rpid apid bpid
-  rport=$(free_port); start_redis "$rport" "$work/$name-redis" --save "" --appendonly no; rpid=$started; wait_port "$rport"
-  aport=$(free_port); start_instance "$aport" --redis-url "redis://127.0.0.1:$rport"; apid=$started
-  bport=$(free_port); start_instance "$bport" --redis-url "redis://127.0.0.1:$rport"; bpid=$started
-  wait_port "$aport"; wait_port "$bport"
+  start_redis_and_two_instances "$name"
   run_harness "$name" no "$aport,$bport"
   sleep "$fault_at"
   kill -TERM "$apid"; wait "$apid" 2>/dev/null || true
@@ -131,10 +135,7 @@ instance_restart() {
 # (c) one subscriber stops reading for 10 s; the others must not notice
 slow_reader() {
   local name=$1 rport aport bport rpid apid bpid
-  rport=$(free_port); start_redis "$rport" "$work/$name-redis" --save "" --appendonly no; rpid=$started; wait_port "$rport"
-  aport=$(free_port); start_instance "$aport" --redis-url "redis://127.0.0.1:$rport" --socket-queue-limit 65536 --ping-interval 30; apid=$started
-  bport=$(free_port); start_instance "$bport" --redis-url "redis://127.0.0.1:$rport" --socket-queue-limit 65536 --ping-interval 30; bpid=$started
-  wait_port "$aport"; wait_port "$bport"
+  start_redis_and_two_instances "$name" --socket-queue-limit 65536 --ping-interval 30
   local saved=$duration
   duration=$(( duration < 14 ? 14 : duration ))
   run_harness "$name" no "$aport,$bport" --slow-at 2 --slow-for 10 --padding 8000 --rate 100

@@ -102,7 +102,7 @@ start_bench_redis() {
 
 # Load tests publish thousands of messages a second and open thousands of sockets from
 # one loopback address: the per-address limits that protect a public server are lifted.
-load_test_flags=(--send-rate 0 --history-rate 0 --socket-message-rate 0 --max-sockets-per-address 100000)
+load_test_flags=(--send-rate 0 --history-rate 0 --socket-message-rate 0 --max-sockets-per-address 100000 --new-channels-per-minute 0 --max-connections-per-address 100000)
 
 # One line for a results page: the date, the machine and the Redis version.
 machine_summary() {

@@ -129,11 +129,6 @@ struct Chatroom: AsyncParsableCommand {
     @Flag(help: ArgumentHelp("Serve /echo, a WebSocket that echoes messages, for conformance tests only.", visibility: .private))
     var testEchoRoute = false
 
-    enum LogFormat: String, ExpressibleByArgument, CaseIterable {
-        case text
-        case json
-    }
-
     @Option(help: ArgumentHelp("Serve /metrics on this port (on --metrics-hostname) instead of the chat's port.", valueName: "port"))
     var metricsPort: Int?
 
@@ -141,7 +136,7 @@ struct Chatroom: AsyncParsableCommand {
     var metricsHostname = "127.0.0.1"
 
     @Option(help: "Log lines as text, or as one JSON object per line (text, json).")
-    var logFormat: LogFormat = .text
+    var logFormat: LogLineHandler.Format = .text
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
@@ -178,19 +173,11 @@ struct Chatroom: AsyncParsableCommand {
 
     func run() async throws {
         let logLevel = self.logLevel
-        switch logFormat {
-        case .text:
-            LoggingSystem.bootstrap { label in
-                var handler = TextLogHandler.standardError(label: label)
-                handler.logLevel = logLevel
-                return handler
-            }
-        case .json:
-            LoggingSystem.bootstrap { label in
-                var handler = JSONLogHandler.standardError(label: label)
-                handler.logLevel = logLevel
-                return handler
-            }
+        let logFormat = self.logFormat
+        LoggingSystem.bootstrap { label in
+            var handler = LogLineHandler.standardError(label: label, format: logFormat)
+            handler.logLevel = logLevel
+            return handler
         }
         let logger = Logger(label: "chatroom")
         raiseFileLimit(logger: logger)
@@ -287,6 +274,7 @@ struct Chatroom: AsyncParsableCommand {
 }
 
 extension ChatConfiguration.BrokerKind: ExpressibleByArgument {}
+extension LogLineHandler.Format: ExpressibleByArgument {}
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// `chatroom token`: mints a token for `/wb/` on a server started with `--connect-secret`.

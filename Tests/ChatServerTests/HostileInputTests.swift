@@ -265,11 +265,12 @@ struct HostileInputTests {
     @Test func everyFrameCountsAgainstTheSocketsRatePongsAndContinuationsToo() async throws {
         try await withServer(broker: .memory, { $0.socketMessageRate = (1, 5) }) { server in
             let pongs = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(uniqueChannel())")
-            for _ in 0..<50 { try await pongs.sendFrame(opcode: 0xA, payload: []) }
+            // The server hangs up once it has closed: later writes may fail, and that is fine.
+            for _ in 0..<50 { guard (try? await pongs.sendFrame(opcode: 0xA, payload: [])) != nil else { break } }
             #expect(await closeCode(of: pongs) == 1008)
             let pieces = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(uniqueChannel())")
             try await pieces.sendFrame(opcode: 0x1, payload: Array("a".utf8), fin: false)
-            for _ in 0..<50 { try await pieces.sendFrame(opcode: 0x0, payload: [], fin: false) }
+            for _ in 0..<50 { guard (try? await pieces.sendFrame(opcode: 0x0, payload: [], fin: false)) != nil else { break } }
             #expect(await closeCode(of: pieces) == 1008)
             try await Self.stillServes(server)
         }
@@ -517,7 +518,7 @@ struct HostileInputTests {
 
     @Test func textLogLinesQuoteWhatAClientControls() {
         let lines = CollectedLines()
-        var handler = TextLogHandler(label: "chatroom") { lines.append($0) }
+        var handler = LogLineHandler(label: "chatroom", format: .text) { lines.append($0) }
         handler.logLevel = .info
         let logger = Logger(label: "chatroom") { _ in handler }
         logger.info("Refused", metadata: ["origin": "https://x status=200 client=10.9.9.9", "name": "a\nforged line", "plain": "198.51.100.1"])
@@ -526,8 +527,8 @@ struct HostileInputTests {
         #expect(line.contains(#"name="a\nforged line""#))
         #expect(line.contains("plain=198.51.100.1"))
         #expect(line.filter { $0 == "\n" }.count == 1, "one line")
-        #expect(TextLogHandler.field("") == #""""#)
-        #expect(TextLogHandler.field(#"a"b\c"#) == #""a\"b\\c""#)
+        #expect(LogLineHandler.field("") == #""""#)
+        #expect(LogLineHandler.field(#"a"b\c"#) == #""a\"b\\c""#)
     }
 
     // MARK: Helpers

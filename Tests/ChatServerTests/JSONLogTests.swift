@@ -9,7 +9,7 @@ import Testing
 struct JSONLogTests {
     @Test func eachLineIsOneJSONObjectWithTheMetadataAsFields() throws {
         let lines = NIOLockedValueBox<[String]>([])
-        var handler = JSONLogHandler(label: "chatroom") { line in lines.withLockedValue { $0.append(line) } }
+        var handler = LogLineHandler(label: "chatroom", format: .json) { line in lines.withLockedValue { $0.append(line) } }
         handler.metadata = ["instance": "a"]
         var logger = Logger(label: "chatroom", factory: { _ in handler })
         logger.logLevel = .debug
