@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based.git", exact: "2.0.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", exact: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", exact: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
     ],
     targets: [
         // hiredis from the system (Debian: libhiredis-dev). Only its RESP reader and
@@ -39,12 +40,6 @@ let package = Package(
             name: "CHiredis",
             pkgConfig: "hiredis",
             providers: [.apt(["libhiredis-dev"])]
-        ),
-        // The system's libcrypto (Debian: libssl-dev): HMAC-SHA256 for tokens, nothing else.
-        .systemLibrary(
-            name: "CCrypto",
-            pkgConfig: "libcrypto",
-            providers: [.apt(["libssl-dev"])]
         ),
         // Non-blocking Redis client: RESP over SwiftNIO, pipelining, pub/sub.
         .target(
@@ -78,7 +73,7 @@ let package = Package(
             dependencies: [
                 "Chat",
                 "ChatAssets",
-                "CCrypto",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),

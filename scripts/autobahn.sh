@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 mode="${1:-full}"
 ensure_swift
-ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev
+ensure_build_packages
 
 command -v pyenv >/dev/null || [ -x "$HOME/.pyenv/bin/pyenv" ] || die "pyenv is needed for Python 2.7 (Autobahn|Testsuite does not run on Python 3)"
 pyenv_bin=$(command -v pyenv || echo "$HOME/.pyenv/bin/pyenv")

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 mode="${1:-full}"
 ensure_swift
-ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev redis-server redis-tools
+ensure_build_packages redis-server redis-tools
 say "building release binaries"
 swift build -c release --product chatroom >/dev/null
 swift build -c release --product chatroom-bench >/dev/null

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_swift
-ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev redis-server redis-tools chromium chromium-driver python3-venv
+ensure_build_packages redis-server redis-tools chromium chromium-driver python3-venv
 
 venv=.build/browser-venv
 if ! "$venv/bin/python" -c "import selenium" 2>/dev/null; then

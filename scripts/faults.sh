@@ -26,7 +26,7 @@ case "$mode" in
 esac
 
 ensure_swift
-ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev redis-server redis-tools
+ensure_build_packages redis-server redis-tools
 swift build --product chatroom >/dev/null
 swift build --product chatroom-faults >/dev/null
 bin="$(swift build --show-bin-path)"

@@ -20,6 +20,12 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# The build's own system libraries (hiredis, zlib, pkg-config to find them), and any
+# packages a script needs besides.
+ensure_build_packages() {
+  ensure_packages pkg-config libhiredis-dev zlib1g-dev "$@"
+}
+
 ensure_swift() {
   command -v swift >/dev/null || die "Swift 6.2 or later is needed: install a toolchain from swift.org and put it on PATH"
 }

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_swift
-ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev valgrind binutils
+ensure_build_packages valgrind binutils
 
 cd Microbench
 say "building the micro-benchmarks (release)"

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 subscribers="${1:-1000}"
 messages="${2:-4000}"
 ensure_swift
-ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev redis-server redis-tools linux-perf
+ensure_build_packages redis-server redis-tools linux-perf
 swift build -c release --product chatroom >/dev/null
 swift build -c release --product chatroom-bench >/dev/null
 bin="$(swift build -c release --show-bin-path)"

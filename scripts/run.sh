@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_swift
-ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev redis-server redis-tools
+ensure_build_packages redis-server redis-tools
 
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 if ! redis-cli -u "$REDIS_URL" ping 2>/dev/null | grep -q PONG; then

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_swift
-ensure_packages pkg-config libhiredis-dev zlib1g-dev libssl-dev redis-server redis-tools
+ensure_build_packages redis-server redis-tools
 
 start_private_redis
 trap 'stop_private_redis; stop_redis_cluster' EXIT

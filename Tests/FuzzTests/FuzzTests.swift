@@ -133,7 +133,7 @@ struct FuzzTests {
         let text = Gen<Character?>.element(of: Array("aZ09 +%&=;/?\"'<>é✓\u{0}\n😀")).compactMap { $0 }.string(of: 0...20)
         await propertyCheck(count: Self.count, input: text, text) { name, value in
             let body = "\(ChatHTTP.formEncode(name))=\(ChatHTTP.formEncode(value))&x=1"
-            let pairs = try #require(try FormData.pairs(body[...]))
+            let pairs = try FormData.pairs(body[...])
             if name.isEmpty {
                 #expect(pairs.last?.name == "x")
             } else {
@@ -151,7 +151,7 @@ struct FuzzTests {
                 body += "--BoUnDaRy7\r\nContent-Disposition: form-data; name=\"\(name)\"\r\n\r\n\(content)\r\n"
             }
             body += "--BoUnDaRy7--\r\n"
-            let fields = try #require(try Multipart.fields(Array(body.utf8), boundary: "BoUnDaRy7"))
+            let fields = try Multipart.fields(Array(body.utf8), boundary: "BoUnDaRy7")
             #expect(fields.map(\.name) == ["data", "channel"])
             #expect(fields.map(\.value) == [data, channel])
         }

@@ -1,41 +1,4 @@
-import CCrypto
 import Foundation
-
-/// HMAC-SHA256 and constant-time comparison from the system's libcrypto.
-enum HMACSHA256 {
-    static func mac(key: [UInt8], message: [UInt8]) -> [UInt8] {
-        var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
-        var length: UInt32 = 0
-        let result = key.withUnsafeBytes { key in
-            message.withUnsafeBytes { message in
-                output.withUnsafeMutableBytes { output in
-                    HMAC(
-                        EVP_sha256(), key.baseAddress, Int32(key.count),
-                        message.baseAddress?.assumingMemoryBound(to: UInt8.self), message.count,
-                        output.baseAddress?.assumingMemoryBound(to: UInt8.self), &length
-                    )
-                }
-            }
-        }
-        precondition(result != nil, "HMAC-SHA256 failed in libcrypto")
-        return Array(output.prefix(Int(length)))
-    }
-
-    /// Whether `a` and `b` are equal, in time that depends only on their lengths.
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        if a.isEmpty { return true }
-        return a.withUnsafeBytes { a in b.withUnsafeBytes { b in CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0 } }
-    }
-
-    /// `count` random bytes from libcrypto's generator.
-    static func randomBytes(_ count: Int) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        let ok = bytes.withUnsafeMutableBytes { RAND_bytes($0.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(count)) }
-        precondition(ok == 1, "libcrypto's random generator failed")
-        return bytes
-    }
-}
 
 /// A signed, expiring, channel-scoped permission to open a socket (`--connect-secret`).
 ///
