@@ -177,7 +177,7 @@ public func buildApplication(
         metricsController.addRoutes(to: router)
         statusController.addGuardedRoutes(to: router)
     }
-    let drain = SocketDrain(hub: hub, pingInterval: configuration.pingInterval, drainTimeout: configuration.drainTimeout, logger: logger)
+    let drain = SocketService(hub: hub, pingInterval: configuration.pingInterval, drainTimeout: configuration.drainTimeout, logger: logger)
     return Application(
         router: router,
         server: HTTPServerBuilder { responder in

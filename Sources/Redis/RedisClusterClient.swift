@@ -84,7 +84,7 @@ public final class RedisClusterClient: Sendable {
 
     /// Reads the slot map and connects to every node in it. Fails if no seed answers.
     public func start() async throws {
-        try await refresh()
+        try await refreshNow()
         let clients = state.withLockedValue { $0.nodes.values.map(\.client) }
         for client in clients {
             do {
@@ -125,11 +125,6 @@ public final class RedisClusterClient: Sendable {
                 try? await Task.sleep(for: .milliseconds(100))
             }
         }
-    }
-
-    /// Reads the slot map now.
-    public func refresh() async throws {
-        try await refreshNow()
     }
 
     private func refreshNow() async throws {

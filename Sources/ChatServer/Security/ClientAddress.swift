@@ -40,8 +40,6 @@ struct TrustedProxies: Sendable {
         self.ranges = ranges
     }
 
-    var isEmpty: Bool { ranges.isEmpty }
-
     func contains(_ address: String) -> Bool {
         guard let bytes = Self.bytes(of: address) else { return false }
         return ranges.contains { range in

@@ -81,14 +81,12 @@ enum WebSocketWire {
 /// The close codes the server sends (RFC 6455 §7.4.1).
 struct WebSocketCloseCode: RawRepresentable, Hashable, Sendable {
     var rawValue: UInt16
-    static let normal = Self(rawValue: 1000)
     static let goingAway = Self(rawValue: 1001)
     static let protocolError = Self(rawValue: 1002)
     static let unsupportedData = Self(rawValue: 1003)
     static let invalidPayload = Self(rawValue: 1007)
     static let policyViolation = Self(rawValue: 1008)
     static let messageTooBig = Self(rawValue: 1009)
-    static let internalError = Self(rawValue: 1011)
     static let tryAgainLater = Self(rawValue: 1013)
     /// A one-to-one room of two other people (chat.v1; the original protocol gets 403).
     static let privateRoom = Self(rawValue: 4403)

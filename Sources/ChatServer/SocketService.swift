@@ -8,7 +8,7 @@ import ServiceLifecycle
 ///
 /// It runs in the application's service group before the HTTP server, so it is shut
 /// down after the server stopped accepting: no new socket can arrive meanwhile.
-struct SocketDrain: Service {
+struct SocketService: Service {
     let hub: Hub
     let pingInterval: Duration
     let drainTimeout: Duration
