@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, starts a private redis-server on a spare
 # loopback port and a Redis Cluster (3 primaries, 3 replicas) on more, runs `swift test`
-# against them, and stops them; then the page's tests in headless Chromium
+# against them, and stops them; then the parsers under libFuzzer (scripts/fuzz.sh 15,
+# about 2 minutes; CHATROOM_SKIP_FUZZ=1 skips it); then the page's tests in headless Chromium
 # (scripts/browser-test.sh, about a minute; CHATROOM_SKIP_BROWSER=1 skips them); then the fault harness in
 # its short mode (scripts/faults.sh short, about 2 minutes; CHATROOM_SKIP_FAULTS=1 skips
 # it) and the WebSocket conformance suite (scripts/autobahn.sh, about 13 minutes;
@@ -25,6 +26,11 @@ swift build --build-tests
 swift test --skip-build "$@"
 stop_private_redis
 stop_redis_cluster
+
+if [ "${CHATROOM_SKIP_FUZZ:-0}" != 1 ]; then
+  say "the parsers under libFuzzer, 15 s a target"
+  bash scripts/fuzz.sh 15
+fi
 
 if [ "${CHATROOM_SKIP_BROWSER:-0}" != 1 ]; then
   say "the page in headless Chromium"
