@@ -276,6 +276,16 @@ struct HostileInputTests {
         }
     }
 
+    @Test func aRefusedChatV1FrameTypeIsQuotedShortInBytes() {
+        for type in [String(repeating: "👩‍👩‍👧‍👦", count: 32), "e" + String(repeating: "\u{0301}", count: 1000)] {
+            guard case .invalid(let reason) = ChatV1Request(#"{"type":"\#(type)"}"#) else {
+                Issue.record("an unknown type is refused")
+                continue
+            }
+            #expect(reason.utf8.count < 200, "\(reason.utf8.count) bytes")
+        }
+    }
+
     @Test func aNameIsBoundedInBytesAsWellAsCharacters() async throws {
         let zalgo = "Z" + String(repeating: "\u{0301}", count: 30_000)
         #expect(zalgo.count == 1)

@@ -41,7 +41,7 @@ struct SendController: Sendable {
             return PlainTextError(status: status, message: message, headers: cors)
         }
         guard gatekeeper.allows(origin: request.headers[.origin]) else {
-            throw refuse(.forbidden, "Origin \(request.headers[.origin]?.prefix(100) ?? "") may not publish here.")
+            throw refuse(.forbidden, "Origin \(request.headers[.origin].map { String($0.unicodeScalars.prefix(100)) } ?? "") may not publish here.")
         }
         if let wait = gatekeeper.takeSend(from: client) {
             let tooMany = Gatekeeper.tooMany("messages", rate: gatekeeper.settings.sendRate, wait: wait)

@@ -38,7 +38,7 @@ public struct ConnectToken: Equatable, Sendable {
             case .malformed: "The token is not one this server issues."
             case .badSignature: "The token's signature does not match: it was altered or signed with another secret."
             case .expired: "The token has expired: get a new one."
-            case .otherChannel(let channel): "The token is for channel '\(channel.prefix(64))', not this one."
+            case .otherChannel(let channel): "The token is for channel '\(String(channel.unicodeScalars.prefix(64)))', not this one."
             }
         }
     }

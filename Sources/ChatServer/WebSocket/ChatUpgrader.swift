@@ -183,7 +183,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         let (path, rawQuery) = splitURI(head.uri)
         let echo = context.settings.echoRoute && path == "/echo"
         guard path == "/wb/" || path == "/wb" || echo else {
-            return refusal(.notFound, "There is no WebSocket at \(path.prefix(100)); chat sockets live at /wb/", reason: "not_found")
+            return refusal(.notFound, "There is no WebSocket at \(String(path.unicodeScalars.prefix(100))); chat sockets live at /wb/", reason: "not_found")
         }
         let query: [(name: String, value: String)]
         do {
@@ -204,12 +204,12 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             return refusal(
                 .badRequest,
                 "Unsupported WebSocket subprotocol; this server speaks \(WireFormat.chatV1Name), or the original raw text protocol when none is asked for.",
-                reason: "bad_request", metadata: ["offered": "\(offered.joined(separator: ",").prefix(100))"]
+                reason: "bad_request", metadata: ["offered": "\(String(offered.joined(separator: ",").unicodeScalars.prefix(100)))"]
             )
         }
         let origin = head.headers.first(name: "origin")
         guard gatekeeper.allows(origin: origin) else {
-            return refusal(.forbidden, "Origin \(origin?.prefix(100) ?? "") may not open sockets on this server.", reason: "forbidden")
+            return refusal(.forbidden, "Origin \(origin.map { String($0.unicodeScalars.prefix(100)) } ?? "") may not open sockets on this server.", reason: "forbidden")
         }
         let token = Gatekeeper.bearerToken(head.headers.first(name: "authorization")) ?? field("token")
         if let problem = gatekeeper.checkConnectToken(token, channel: channelName) {
@@ -317,7 +317,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             return .success(nil)
         case (let since?, let epoch?):
             guard let offset = Offset.parse(since) else {
-                return .failure(UpgradeRefusal(status: .badRequest, message: "since must be a whole number from 0 to \(Offset.maximum), got '\(since.prefix(40))'."))
+                return .failure(UpgradeRefusal(status: .badRequest, message: "since must be a whole number from 0 to \(Offset.maximum), got '\(String(since.unicodeScalars.prefix(40)))'."))
             }
             guard (1...64).contains(epoch.utf8.count), epoch.utf8.allSatisfy({ $0 < 128 && (Character(UnicodeScalar($0)).isLetter || Character(UnicodeScalar($0)).isNumber) }) else {
                 return .failure(UpgradeRefusal(status: .badRequest, message: "epoch must be 1–64 letters and digits, as the server sent it."))

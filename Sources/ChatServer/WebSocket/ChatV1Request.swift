@@ -19,7 +19,7 @@ enum ChatV1Request: Equatable {
         switch frame.type {
         case "ping": self = .ping
         case "who": self = .who
-        default: self = .invalid("unknown frame type \"\(frame.type.prefix(32))\"; chat.v1 clients may send {\"type\":\"ping\"} or {\"type\":\"who\"}")
+        default: self = .invalid("unknown frame type \"\(String(frame.type.unicodeScalars.prefix(24)))\"; chat.v1 clients may send {\"type\":\"ping\"} or {\"type\":\"who\"}")
         }
     }
 }
