@@ -67,8 +67,7 @@ public struct LogLineHandler: LogHandler {
     /// A text line's field: `text` as it is when it needs no quotes, else quoted and escaped.
     static func field(_ text: String) -> String {
         let plain = !text.isEmpty && text.unicodeScalars.allSatisfy { scalar in
-            scalar.value > 0x20 && !(0x7F...0x9F).contains(scalar.value) && scalar != "\"" && scalar != "\\" && scalar != "="
-                && !scalar.properties.isWhitespace
+            scalar.value > 0x20 && !mustEscape(scalar) && scalar != "\"" && scalar != "\\" && scalar != "=" && !scalar.properties.isWhitespace
         }
         return plain ? text : quoted(text)
     }
@@ -76,6 +75,15 @@ public struct LogLineHandler: LogHandler {
     /// `text` in quotes with `"`, `\` and control characters escaped: a JSON string literal.
     static func quoted(_ text: String) -> String {
         "\"" + escaped(text, quote: true) + "\""
+    }
+
+    /// Control characters, and what viewers take for a line break or a change of
+    /// direction: U+2028, U+2029, the bidi embeddings, overrides and isolates.
+    static func mustEscape(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x00...0x1F, 0x7F...0x9F, 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069, 0x200E, 0x200F, 0x061C: true
+        default: false
+        }
     }
 
     /// Control characters (and, when `quote`, `"` and `\`) written as escapes.
@@ -88,7 +96,7 @@ public struct LogLineHandler: LogHandler {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
-            case _ where scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value): out += String(format: "\\u%04x", scalar.value)
+            case _ where Self.mustEscape(scalar): out += String(format: "\\u%04x", scalar.value)
             default: out.unicodeScalars.append(scalar)
             }
         }

@@ -276,6 +276,37 @@ struct HostileInputTests {
         }
     }
 
+    @Test(arguments: [ChatConfiguration.BrokerKind.memory, .redis])
+    func bytesSentWithTheUpgradeInOneWriteAreNoCrash(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker, { $0.channelCaps = [ChannelName("support")!: 3] }) { server in
+            let head = "GET /wb/?channel=CHANNEL HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                + "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\nSec-WebSocket-Version: 13\r\n"
+            for (channel, extra) in [(uniqueChannel(), "\r\n\r\n"), (uniqueChannel(), "\r\n\u{81}\u{80}\0\0\0\0"), ("support", "Sec-WebSocket-Protocol: chat.v1\r\n\r\n\r\n")] {
+                let connection = try RawConnection(port: server.port)
+                connection.write(head.replacingOccurrences(of: "CHANNEL", with: channel) + extra)
+                let answer = connection.readAll(timeout: .seconds(3))
+                #expect(answer.hasPrefix("HTTP/1.1 101"), "\(answer.prefix(40))")
+                connection.close()
+            }
+            try await Self.stillServes(server)
+        }
+    }
+
+    @Test func resumesTakeFromTheAddresssHistoryReads() async throws {
+        try await withServer(broker: .memory, { $0.historyRate = (0.05, 2) }) { server in
+            let channel = uniqueChannel()
+            let first = try await ChatHTTP.send(port: server.port, data: "one", channel: channel)
+            let epoch = try #require(first.header("chat-epoch"))
+            var codes: [UInt16?] = []
+            for _ in 0..<3 {
+                let socket = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)&since=0&epoch=\(epoch)", subprotocols: ["chat.v1"])
+                codes.append(await closeCode(of: socket, within: .seconds(2)))
+                await socket.disconnect()
+            }
+            #expect(codes.last == 4429, "the third resume within the burst of two: \(codes)")
+        }
+    }
+
     @Test func aRefusedChatV1FrameTypeIsQuotedShortInBytes() {
         for type in [String(repeating: "👩‍👩‍👧‍👦", count: 32), "e" + String(repeating: "\u{0301}", count: 1000)] {
             guard case .invalid(let reason) = ChatV1Request(#"{"type":"\#(type)"}"#) else {
@@ -538,6 +569,7 @@ struct HostileInputTests {
         #expect(line.contains("plain=198.51.100.1"))
         #expect(line.filter { $0 == "\n" }.count == 1, "one line")
         #expect(LogLineHandler.field("") == #""""#)
+        #expect(LogLineHandler.field("x\u{2028}forged\u{202E}") == #""x\u2028forged\u202e""#, "no line separator or bidi override")
         #expect(LogLineHandler.field(#"a"b\c"#) == #""a\"b\\c""#)
     }
 

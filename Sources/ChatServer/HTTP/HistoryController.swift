@@ -26,8 +26,10 @@ struct HistoryController: Sendable {
     let maximumBytes: Int
     static let defaultLimit = 100
     static let maximumLimit = 1000
-    /// Messages read from the broker at once.
+    /// Most messages read from the broker at once.
     static let page = 100
+    /// Messages in the first read; later reads are sized by the bytes still allowed.
+    static let firstPage = 20
     /// The `--max-history-bytes` default: 1 MiB.
     static let defaultMaximumBytes = 1 << 20
 
@@ -142,6 +144,14 @@ struct HistoryController: Sendable {
     func read(_ channel: ChannelName, after offset: Int64?, limit: Int) async throws -> Answer {
         var bytes = 0
         var frames: [ByteBuffer] = []
+        /// How many to read next: no more than the bytes left can hold, judged by the
+        /// messages read so far, so a history of large messages is not read in bulk.
+        func wanted() -> Int {
+            let left = limit - frames.count
+            guard !frames.isEmpty else { return max(1, min(Self.firstPage, left)) }
+            let average = max(1, bytes / frames.count)
+            return max(1, min(Self.page, left, (maximumBytes - bytes) / average + 1))
+        }
         /// Takes `message` if it fits; `false` when the answer is full.
         func take(_ message: Message) -> Bool {
             var frame = ByteBuffer()
@@ -155,7 +165,7 @@ struct HistoryController: Sendable {
             var state: History?
             var cursor = offset
             reading: while frames.count < limit {
-                let wanted = min(Self.page, limit - frames.count)
+                let wanted = wanted()
                 let page = try await broker.history(of: channel, after: cursor, limit: wanted)
                 if let known = state?.epoch, page.epoch != known { break }
                 state = page
@@ -170,12 +180,12 @@ struct HistoryController: Sendable {
             return Answer(history: history, messages: frames)
         }
         // The newest: pages backwards from the end, reversed at the end.
-        var history = try await broker.history(of: channel, after: nil, limit: min(Self.page, limit))
+        var history = try await broker.history(of: channel, after: nil, limit: wanted())
         var oldest = history.messages.first?.offset
         var full = false
         for message in history.messages.reversed() where !full { full = !take(message) }
         while !full, let before = oldest, let first = history.firstOffset, before > first {
-            let after = max(first - 1, before - 1 - Int64(Self.page))
+            let after = max(first - 1, before - 1 - Int64(wanted()))
             let older = try await broker.history(of: channel, after: after, limit: Int(before - 1 - after))
             guard older.epoch == history.epoch else { break }
             let earlier = older.messages.filter { $0.offset < before }

@@ -80,14 +80,18 @@ final class RequestDeadline {
     }
 
     /// After the HTTP decoder: stops the clock when a request has been read whole.
+    ///
+    /// It takes any message, not only HTTP parts: during an upgrade NIO removes the
+    /// decoder first, and bytes the client sent after the upgrade request (in the same
+    /// read) come through here raw, before the upgrade removes this watch.
     final class EndWatch: ChannelInboundHandler, RemovableChannelHandler {
-        typealias InboundIn = HTTPServerRequestPart
+        typealias InboundIn = Any
         let deadline: RequestDeadline
 
         init(_ deadline: RequestDeadline) { self.deadline = deadline }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            if case .end = unwrapInboundIn(data) {
+            if let part = unwrapInboundIn(data) as? HTTPServerRequestPart, case .end = part {
                 deadline.inRequest = false
                 deadline.disarm()
             }

@@ -346,8 +346,12 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
 
     // MARK: - Resume
 
-    /// Messages read from the history at once while resuming.
+    /// Most messages read from the history at once while resuming.
     static let replayPage = 100
+    /// Messages in a resume's first read; later reads hold about ``replayPageBytes``.
+    static let firstReplayPage = 20
+    /// About how many bytes of messages a replay reads at once.
+    static let replayPageBytes = 1 << 20
 
     /// Resumes in pages of ``replayPage``: each page is written before the next is read,
     /// so a resuming socket holds one page, not the whole history. A reader too slow
@@ -355,22 +359,22 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
     /// `gap`, told once it catches up.
     private func startReplay(_ resume: Resume) {
         flow = .replaying([])
-        readReplayPage(after: resume.after, resume: resume, epoch: nil, pages: 1)
+        readReplayPage(after: resume.after, count: Self.firstReplayPage, resume: resume, epoch: nil, pages: 1)
     }
 
-    /// Reads the page after `offset`; `epoch` is `nil` for the first page.
-    private func readReplayPage(after offset: Int64, resume: Resume, epoch: String?, pages: Int) {
+    /// Reads `count` messages after `offset`; `epoch` is `nil` for the first page.
+    private func readReplayPage(after offset: Int64, count: Int, resume: Resume, epoch: String?, pages: Int) {
         guard let context else { return }
         let broker = self.broker
         let channel = channelName
         context.eventLoop.makeFutureWithTask {
-            try await broker.history(of: channel, after: offset, limit: Self.replayPage)
+            try await broker.history(of: channel, after: offset, limit: count)
         }.whenComplete { result in
-            self.replayed(result, resume: resume, epoch: epoch, pages: pages)
+            self.replayed(result, count: count, resume: resume, epoch: epoch, pages: pages)
         }
     }
 
-    private func replayed(_ result: Result<History, any Error>, resume: Resume, epoch known: String?, pages: Int) {
+    private func replayed(_ result: Result<History, any Error>, count: Int, resume: Resume, epoch known: String?, pages: Int) {
         guard state == .open, let context, case .replaying(let waiting) = flow else { return }
         flow = .live
         let history: History
@@ -398,12 +402,14 @@ final class ChatSocket: ChannelInboundHandler, HubMember {
                 // Too slow for its replay: the pages not read yet are part of the gap.
                 flow = .dropping(from: from, to: max(to ?? history.lastOffset, history.lastOffset), reset: reset)
             } else {
-                more = history.messages.count == Self.replayPage && last < history.lastOffset && pages < 10_000
+                more = history.messages.count == count && last < history.lastOffset && pages < 10_000
             }
             if more {
                 context.flush()
                 flow = .replaying(waiting)
-                readReplayPage(after: last, resume: resume, epoch: epoch, pages: pages + 1)
+                let average = max(1, history.messages.reduce(0) { $0 + $1.data.readableBytes } / max(1, history.messages.count))
+                let next = max(1, min(Self.replayPage, Self.replayPageBytes / average))
+                readReplayPage(after: last, count: next, resume: resume, epoch: epoch, pages: pages + 1)
                 return
             }
         }

@@ -266,12 +266,20 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                 "Refused a WebSocket upgrade", route: "/wb/", reason: metric, client: client, logger: logger,
                 metadata: ["reason": "\(reason)", "channel": "\(channelName)"]
             )
-            guard format == .chatV1 else { return .failure(UpgradeRefusal(status: .forbidden, message: reason)) }
+            guard format == .chatV1 else {
+                return .failure(UpgradeRefusal(status: code == .tooManyRequests ? .tooManyRequests : .forbidden, message: reason))
+            }
             request.refusal = (code, reason)
             return .success((request, headers))
         }
         if let reason = RoomPolicy.refusal(for: channelName, identity: verified) {
             return eventLoop.makeSucceededFuture(refuse(.privateRoom, reason, metric: "private_room"))
+        }
+        // A resume reads the history: it takes a read from the address's allowance, as
+        // `/history` does.
+        if resume != nil, let wait = gatekeeper.takeHistoryRead(from: client) {
+            let tooMany = Gatekeeper.tooMany("history reads", rate: gatekeeper.settings.historyRate, wait: wait)
+            return eventLoop.makeSucceededFuture(refuse(.tooManyRequests, tooMany.message, metric: "rate_limited"))
         }
         let broker = context.broker
         let presence = context.presence

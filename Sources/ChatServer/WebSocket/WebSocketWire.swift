@@ -92,6 +92,8 @@ struct WebSocketCloseCode: RawRepresentable, Hashable, Sendable {
     static let privateRoom = Self(rawValue: 4403)
     /// A capped room asked of a client with no identity (no valid `uid` cookie).
     static let identityRequired = Self(rawValue: 4401)
+    /// Too many history reads (resumes) from the client's address (chat.v1; others get 429).
+    static let tooManyRequests = Self(rawValue: 4429)
     /// The room holds as many people as its cap (chat.v1; the original protocol gets 403).
     static let roomFull = Self(rawValue: 4409)
 }
