@@ -179,13 +179,13 @@ struct HostileInputTests {
             try await Task.sleep(for: .milliseconds(300))
             let fifth = try RawConnection(port: server.port)
             fifth.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            let refused = fifth.readAll(timeout: .seconds(5))
+            let refused = await fifth.readAll(timeout: .seconds(5))
             #expect(refused.hasPrefix("HTTP/1.1 429"))
             #expect(refused.contains("Too many connections from your address: at most 4 at once."))
             // Another address is served.
             let other = try RawConnection(port: server.port, from: "127.0.0.2")
             other.write("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            #expect(other.readAll(timeout: .seconds(5)).hasPrefix("HTTP/1.1 200"))
+            #expect(await other.readAll(timeout: .seconds(5)).hasPrefix("HTTP/1.1 200"))
             for connection in held + [fifth, other] { connection.close() }
             // Full of idle keep-alive connections from many addresses: a newcomer takes an idle one's place.
             let idle = try (0..<12).map { index in try RawConnection(port: server.port, from: "127.0.1.\(index + 1)") }
@@ -193,7 +193,7 @@ struct HostileInputTests {
             try await Task.sleep(for: .milliseconds(500))
             let newcomer = try RawConnection(port: server.port, from: "127.0.2.1")
             newcomer.write("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            #expect(newcomer.readAll(timeout: .seconds(5)).hasPrefix("HTTP/1.1 200"), "an idle connection made room")
+            #expect(await newcomer.readAll(timeout: .seconds(5)).hasPrefix("HTTP/1.1 200"), "an idle connection made room")
             for connection in idle + [newcomer] { connection.close() }
         }
     }
@@ -284,7 +284,7 @@ struct HostileInputTests {
             for (channel, extra) in [(uniqueChannel(), "\r\n\r\n"), (uniqueChannel(), "\r\n\u{81}\u{80}\0\0\0\0"), ("support", "Sec-WebSocket-Protocol: chat.v1\r\n\r\n\r\n")] {
                 let connection = try RawConnection(port: server.port)
                 connection.write(head.replacingOccurrences(of: "CHANNEL", with: channel) + extra)
-                let answer = connection.readAll(timeout: .seconds(3))
+                let answer = await connection.readAll(timeout: .seconds(10), headOnly: true)
                 #expect(answer.hasPrefix("HTTP/1.1 101"), "\(answer.prefix(40))")
                 connection.close()
             }
@@ -623,8 +623,16 @@ final class RawConnection: Sendable {
         _ = text.withCString { send(descriptor, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
     }
 
-    /// What arrives until the server closes or `timeout` passes.
-    func readAll(timeout: Duration) -> String {
+    /// What arrives until the server closes or `timeout` passes; the blocking read runs
+    /// on a thread of its own, never on the tests' cooperative pool (two threads here).
+    /// - Parameter headOnly: stop at the end of the answer's head (a socket stays open).
+    func readAll(timeout: Duration, headOnly: Bool = false) async -> String {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: self.blockingReadAll(timeout: timeout, headOnly: headOnly)) }
+        }
+    }
+
+    private func blockingReadAll(timeout: Duration, headOnly: Bool) -> String {
         var deadline = timeval(tv_sec: Int(timeout / .seconds(1)), tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &deadline, socklen_t(MemoryLayout<timeval>.size))
         var bytes: [UInt8] = []
@@ -633,6 +641,7 @@ final class RawConnection: Sendable {
             let count = recv(descriptor, &buffer, buffer.count, 0)
             guard count > 0 else { break }
             bytes += buffer[..<count]
+            if headOnly, String(decoding: bytes, as: UTF8.self).contains("\r\n\r\n") { break }
         }
         return String(decoding: bytes, as: UTF8.self)
     }
