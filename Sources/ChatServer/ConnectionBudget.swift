@@ -144,10 +144,21 @@ final class ConnectionBudget: Sendable {
     }
 
     /// Takes up to `atMost` of the connections idle for at least `idleFor`, longest idle first.
+    ///
+    /// One pass that keeps the `atMost` oldest seen so far: this runs under the lock on
+    /// every new connection while the server is under pressure, with up to the whole
+    /// limit idle, so it must not sort them all.
     private static func takeIdle(_ state: inout State, idleFor: TimeAmount, now: NIODeadline, atMost: Int) -> [any Channel] {
-        let candidates = state.idle.filter { now - $0.value.since >= idleFor }.sorted { $0.value.since < $1.value.since }.prefix(atMost)
-        for (id, _) in candidates { state.idle[id] = nil }
-        return candidates.map(\.value.channel)
+        var oldest: [(id: ObjectIdentifier, channel: any Channel, since: NIODeadline)] = []
+        for (id, entry) in state.idle where now - entry.since >= idleFor {
+            if oldest.count < atMost {
+                oldest.append((id, entry.channel, entry.since))
+            } else if let newest = oldest.indices.max(by: { oldest[$0].since < oldest[$1].since }), entry.since < oldest[newest].since {
+                oldest[newest] = (id, entry.channel, entry.since)
+            }
+        }
+        for entry in oldest { state.idle[entry.id] = nil }
+        return oldest.map(\.channel)
     }
 
     /// How many were refused since the last log line, when one is due (once a second).
