@@ -158,6 +158,12 @@ public final class Hub: Sendable {
 }
 
 /// The members served by one event loop. Use it only on that loop.
+///
+/// Sendable by proof, not by checking: `channels` is read and written only on
+/// `eventLoop` (`add`, `remove` and `deliver` check it; `drain`, `goAway`, `heartbeat`
+/// and `memberCounts` are only run there, by the hub and by `drain`'s own scheduling).
+/// `inbox`, the one thing other threads touch, is behind a lock. A `NIOLoopBoundBox`
+/// would check the same on every delivery, the hot path.
 public final class LoopHub: @unchecked Sendable {
     /// The loop this part serves.
     public let eventLoop: any EventLoop

@@ -231,173 +231,200 @@ struct MemoryHistoryTests {
 
 @Suite("Channel sequencer")
 struct ChannelSequencerTests {
-    /// Drives a sequencer with a scripted history and records what it delivers.
-    final class Harness: Sendable {
-        let loop = MultiThreadedEventLoopGroup.singleton.next()
-        let delivered: NIOLockedValueBox<[ChatEvent]>
-        let history: NIOLockedValueBox<[Message]>
-        let fetches: NIOLockedValueBox<[Int64]>
-        let reused: NIOLockedValueBox<[Int64]>
-        let failuresLeft = NIOLockedValueBox(0)
-        let channel: ChannelName
-        let sequencer: ChannelSequencer
+    /// Drives a sequencer's state machine with a scripted history, event by event, and
+    /// records what it delivers. History reads wait in `pending` until ``settle(until:)``
+    /// answers them, so messages can arrive while a read is out; retries are due at once.
+    final class Harness {
+        var machine = ChannelSequencer.StateMachine()
+        var delivered: [ChatEvent] = []
+        var history: [Message] = []
+        var fetches: [Int64] = []
+        var reused: [Int64] = []
+        var failuresLeft = 0
+        let channel = ChannelName("seq")!
+        private var pending: [(channel: ChannelName, after: Int64, attempt: Int)] = []
 
         init() {
-            let delivered = NIOLockedValueBox<[ChatEvent]>([])
-            let history = NIOLockedValueBox<[Message]>([])
-            let fetches = NIOLockedValueBox<[Int64]>([])
-            let reused = NIOLockedValueBox<[Int64]>([])
-            self.reused = reused
-            let channel = ChannelName("seq")!
-            let failuresLeft = self.failuresLeft
-            self.delivered = delivered
-            self.history = history
-            self.fetches = fetches
-            self.channel = channel
-            sequencer = ChannelSequencer(
-                eventLoop: loop,
-                fetch: { _, after in
-                    fetches.withLockedValue { $0.append(after) }
-                    let fail = failuresLeft.withLockedValue { left in
-                        defer { left = max(0, left - 1) }
-                        return left > 0
-                    }
-                    if fail { throw BrokerError(.unavailable, "Redis is unavailable") }
-                    let kept = history.withLockedValue { $0 }
-                    return History(channel: channel, epoch: kept.last?.epoch, lastOffset: kept.last?.offset ?? 0, firstOffset: kept.first?.offset,
-                                   messages: kept.filter { $0.offset > after })
-                },
-                deliver: { events in delivered.withLockedValue { $0 += events } },
-                reused: { _, offset in reused.withLockedValue { $0.append(offset) } }
-            )
-            sequencer.join(channel)
+            machine.join(channel)
         }
 
         func message(_ offset: Int64, epoch: String = "e1", time: Int64? = nil) -> Message {
             Message(channel: channel, offset: offset, epoch: epoch, time: time ?? 1000 + offset, data: ByteBuffer(string: "m\(offset)"))
         }
 
-        func receive(_ offsets: [Int64], epoch: String = "e1") async throws {
-            let messages = offsets.map { message($0, epoch: epoch) }
-            try await loop.submit { self.sequencer.receive(messages) }.get()
+        func receive(_ offsets: [Int64], epoch: String = "e1") {
+            receive(offsets.map { message($0, epoch: epoch) })
         }
 
-        /// Waits until `count` events were delivered (at most 10 s, for a busy machine),
-        /// then a little longer, so that anything delivered too many would show.
-        func settle(until count: Int) async throws {
-            let deadline = ContinuousClock.now + .seconds(10)
-            while delivered.withLockedValue({ $0.count }) < count, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(10))
+        func receive(_ messages: [Message]) {
+            run(machine.receive(messages))
+        }
+
+        func resubscribed() {
+            run(machine.resubscribed(nil))
+        }
+
+        /// Answers every history read, and the reads those answers lead to.
+        func settle() {
+            while !pending.isEmpty {
+                let read = pending.removeFirst()
+                let result: Result<History, any Error>
+                if failuresLeft > 0 {
+                    failuresLeft -= 1
+                    result = .failure(BrokerError(.unavailable, "Redis is unavailable"))
+                } else {
+                    result = .success(History(
+                        channel: read.channel, epoch: history.last?.epoch, lastOffset: history.last?.offset ?? 0, firstOffset: history.first?.offset,
+                        messages: history.filter { $0.offset > read.after }
+                    ))
+                }
+                run(machine.historyRead(read.channel, after: read.after, attempt: read.attempt, result))
             }
-            try await Task.sleep(for: .milliseconds(50))
-            try await loop.submit {}.get()
+        }
+
+        /// Answers the reads; `count` events should have been delivered by then.
+        func settle(until count: Int) {
+            settle()
+            #expect(delivered.count == count)
+        }
+
+        private func run(_ actions: [ChannelSequencer.StateMachine.Action]) {
+            for action in actions {
+                switch action {
+                case .deliver(let events): delivered += events
+                case .fetch(let channel, let after, let attempt):
+                    fetches.append(after)
+                    pending.append((channel, after, attempt))
+                case .retry(let channel, let after, let attempt, _): run(machine.retryDue(channel, after: after, attempt: attempt))
+                case .reused(_, let offset): reused.append(offset)
+                case .behind: break
+                }
+            }
         }
 
         var summary: [String] {
-            delivered.withLockedValue { events in
-                events.map {
-                    switch $0 {
-                    case .message(let m): "\(m.offset)"
-                    case .reset(_, let epoch): "reset:\(epoch)"
-                    case .gap(_, let from, let to): "gap:\(from)-\(to)"
-                    case .presence(_, let online): "presence:\(online)"
-                    case .members(_, let online, _): "members:\(online)"
-                    case .join(_, let member): "join:\(member.id)"
-                    case .leave(_, let member): "leave:\(member.id)"
-                    }
+            delivered.map {
+                switch $0 {
+                case .message(let m): "\(m.offset)"
+                case .reset(_, let epoch): "reset:\(epoch)"
+                case .gap(_, let from, let to): "gap:\(from)-\(to)"
+                case .presence(_, let online): "presence:\(online)"
+                case .members(_, let online, _): "members:\(online)"
+                case .join(_, let member): "join:\(member.id)"
+                case .leave(_, let member): "leave:\(member.id)"
                 }
             }
         }
     }
 
-    @Test func tellsADuplicateFromAnotherMessageGivenTheSameOffset() async throws {
+    @Test func tellsADuplicateFromAnotherMessageGivenTheSameOffset() {
         let harness = Harness()
-        try await harness.receive([1, 2, 3])
+        harness.receive([1, 2, 3])
         // The same message again (pub/sub and a history read overlapping): a duplicate.
-        try await harness.loop.submit { harness.sequencer.receive([harness.message(3)]) }.get()
-        #expect(harness.reused.withLockedValue { $0 }.isEmpty)
+        harness.receive([harness.message(3)])
+        #expect(harness.reused.isEmpty)
         // Another message with offset 3: Redis lost the first and handed 3 out again.
-        try await harness.loop.submit { harness.sequencer.receive([harness.message(3, time: 99_999)]) }.get()
-        try await harness.settle(until: 3)
-        #expect(harness.reused.withLockedValue { $0 } == [3])
+        harness.receive([harness.message(3, time: 99_999)])
+        harness.settle(until: 3)
+        #expect(harness.reused == [3])
         #expect(harness.summary == ["1", "2", "3"], "not delivered twice at one offset")
     }
 
-    @Test func dropsDuplicatesAndFillsHolesFromHistoryInOrder() async throws {
+    @Test func dropsDuplicatesAndFillsHolesFromHistoryInOrder() {
         let harness = Harness()
-        harness.history.withLockedValue { $0 = (1...6).map { harness.message($0) } }
-        try await harness.receive([1, 2, 2, 1])
-        try await harness.receive([5])  // 3 and 4 were lost by pub/sub
-        try await harness.receive([6])  // arrives while recovering: waits its turn
-        try await harness.settle(until: 6)
+        harness.history = (1...6).map { harness.message($0) }
+        harness.receive([1, 2, 2, 1])
+        harness.receive([5])  // 3 and 4 were lost by pub/sub
+        harness.receive([6])  // arrives while recovering: waits its turn
+        harness.settle(until: 6)
         #expect(harness.summary == ["1", "2", "3", "4", "5", "6"])
-        #expect(harness.fetches.withLockedValue { $0 } == [2])
+        #expect(harness.fetches == [2])
     }
 
-    @Test func aFailedHistoryReadIsRetriedBeforeAnythingIsCalledAGap() async throws {
+    @Test func aFailedHistoryReadIsRetriedBeforeAnythingIsCalledAGap() {
         let harness = Harness()
-        harness.history.withLockedValue { $0 = (1...5).map { harness.message($0) } }
-        harness.failuresLeft.withLockedValue { $0 = 3 }  // e.g. the command connection is still reconnecting
-        try await harness.receive([1])
-        try await harness.receive([5])
-        try await harness.settle(until: 5)
+        harness.history = (1...5).map { harness.message($0) }
+        harness.failuresLeft = 3  // e.g. the command connection is still reconnecting
+        harness.receive([1])
+        harness.receive([5])
+        harness.settle(until: 5)
         #expect(harness.summary == ["1", "2", "3", "4", "5"])
-        #expect(harness.fetches.withLockedValue { $0 } == [1, 1, 1, 1])
+        #expect(harness.fetches == [1, 1, 1, 1])
     }
 
-    @Test func aHoleTheHistoryNoLongerHoldsIsReportedAsAGap() async throws {
+    @Test func aHoleTheHistoryNoLongerHoldsIsReportedAsAGap() {
         let harness = Harness()
-        harness.history.withLockedValue { $0 = [harness.message(6), harness.message(7)] }  // 3…5 trimmed
-        try await harness.receive([1, 2])
-        try await harness.receive([7])
-        try await harness.settle(until: 5)
+        harness.history = [harness.message(6), harness.message(7)]  // 3…5 trimmed
+        harness.receive([1, 2])
+        harness.receive([7])
+        harness.settle(until: 5)
         #expect(harness.summary == ["1", "2", "gap:3-5", "6", "7"])
     }
 
-    @Test func aNewEpochIsAnnouncedWithReset() async throws {
+    @Test func aNewEpochIsAnnouncedWithReset() {
         let harness = Harness()
-        harness.history.withLockedValue { $0 = [harness.message(1, epoch: "e2")] }
-        try await harness.receive([1, 2])
-        try await harness.receive([1], epoch: "e2")
-        try await harness.settle(until: 4)
+        harness.history = [harness.message(1, epoch: "e2")]
+        harness.receive([1, 2])
+        harness.receive([1], epoch: "e2")
+        harness.settle(until: 4)
         #expect(harness.summary == ["1", "2", "reset:e2", "1"])
     }
 
-    @Test func afterAReconnectEachChannelCatchesUpFromHistory() async throws {
+    @Test func afterAReconnectEachChannelCatchesUpFromHistory() {
         let harness = Harness()
-        harness.history.withLockedValue { $0 = (1...4).map { harness.message($0) } }
-        try await harness.receive([1, 2])
-        harness.sequencer.resubscribed()
-        try await harness.settle(until: 4)
-        try await harness.receive([4, 5])
-        try await harness.settle(until: 5)
+        harness.history = (1...4).map { harness.message($0) }
+        harness.receive([1, 2])
+        harness.resubscribed()
+        harness.settle(until: 4)
+        harness.receive([4, 5])
+        harness.settle(until: 5)
         #expect(harness.summary == ["1", "2", "3", "4", "5"])
     }
 
     /// Redis restarted empty while pub/sub was down, and a message was published before the
     /// subscription came back: the catch-up finds a new epoch, whose messages start at 1,
     /// whatever offset the old epoch had reached.
-    @Test func aCatchUpThatFindsANewEpochReadsItFromItsStart() async throws {
+    @Test func aCatchUpThatFindsANewEpochReadsItFromItsStart() {
         let harness = Harness()
-        try await harness.receive([1, 2, 3])
-        harness.history.withLockedValue { $0 = [harness.message(1, epoch: "e2"), harness.message(2, epoch: "e2")] }
-        harness.sequencer.resubscribed()
-        try await harness.settle(until: 6)
+        harness.receive([1, 2, 3])
+        harness.history = [harness.message(1, epoch: "e2"), harness.message(2, epoch: "e2")]
+        harness.resubscribed()
+        harness.settle(until: 6)
         #expect(harness.summary == ["1", "2", "3", "reset:e2", "1", "2"])
-        try await harness.receive([3], epoch: "e2")
-        try await harness.settle(until: 7)
+        harness.receive([3], epoch: "e2")
+        harness.settle(until: 7)
         #expect(harness.summary == ["1", "2", "3", "reset:e2", "1", "2", "3"])
     }
 
-    @Test func aChannelNobodyListensToIsForgotten() async throws {
+    @Test func aReadThatNeverSucceedsEndsInAGapAfterTheLastAttempt() {
         let harness = Harness()
-        try await harness.receive([1, 2])
-        harness.sequencer.leave(harness.channel)
-        try await harness.receive([3])
-        harness.sequencer.join(harness.channel)
-        try await harness.receive([9])
-        try await harness.settle(until: 3)
+        harness.failuresLeft = 1000
+        harness.receive([1])
+        harness.receive([5])
+        harness.settle(until: 3)
+        #expect(harness.summary == ["1", "gap:2-4", "5"])
+        #expect(harness.fetches.count == ChannelSequencer.StateMachine.recoveryAttempts)
+    }
+
+    @Test func theAnswerOfAReadForAChannelLeftMeanwhileIsDropped() {
+        let harness = Harness()
+        harness.history = (1...5).map { harness.message($0) }
+        harness.receive([1])
+        harness.receive([5])
+        harness.machine.leave(harness.channel)
+        harness.settle(until: 1)
+        #expect(harness.summary == ["1"])
+    }
+
+    @Test func aChannelNobodyListensToIsForgotten() {
+        let harness = Harness()
+        harness.receive([1, 2])
+        harness.machine.leave(harness.channel)
+        harness.receive([3])
+        harness.machine.join(harness.channel)
+        harness.receive([9])
+        harness.settle(until: 3)
         #expect(harness.summary == ["1", "2", "9"], "no catch-up of what was published while nobody listened")
-        #expect(harness.fetches.withLockedValue { $0 }.isEmpty)
+        #expect(harness.fetches.isEmpty)
     }
 }
