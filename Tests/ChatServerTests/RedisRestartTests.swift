@@ -20,6 +20,13 @@ struct RedisRestartTests {
             #expect(await socket.nextText() == "before")
 
             await redis.stop()
+            // A publish written in the instant Redis dies, before the server has seen the
+            // connection close, may have reached it: that one is answered 504. Wait until
+            // the server knows Redis is gone; from then on a publish is refused with 503.
+            for _ in 0..<50 {
+                if try await ChatHTTP.request("GET", port: server.port, path: "/readyz").status != 200 { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
             let started = ContinuousClock.now
             let during = try await ChatHTTP.send(port: server.port, data: "during", channel: channel)
             #expect(during.status == 503)
