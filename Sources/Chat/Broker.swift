@@ -56,6 +56,10 @@ public protocol Broker: Sendable, CustomStringConvertible {
     /// - Throws: ``BrokerError`` naming what cannot be reached.
     func start() async throws
 
+    /// Closes the connections ``start()`` opened, when the server does not start after
+    /// all; once running, its ``services`` close them as they stop.
+    func close()
+
     /// Long-lived connections to run beside the server, stopped after it.
     var services: [any Service] { get }
 

@@ -199,6 +199,8 @@ public final class MemoryBroker: Broker {
 
     public func start() async throws {}
 
+    public func close() {}
+
     public var services: [any Service] { [] }
 
     public var description: String { "memory" }

@@ -232,6 +232,10 @@ public final class RedisBroker: Broker {
         }
     }
 
+    public func close() {
+        shutdown()
+    }
+
     private func shutdown() {
         commands.shutdown()
         reads.shutdown()

@@ -15,7 +15,8 @@ public struct StartupError: Error, CustomStringConvertible {
 
 /// Builds the whole chat service: broker, hub, HTTP routes and the `/wb/` pipeline.
 ///
-/// Checks the broker before returning: with `--broker redis`, Redis must answer.
+/// Checks the broker before returning: with `--broker redis`, Redis must answer. If a
+/// later step fails, the broker's connections are closed before the error is thrown.
 /// - Parameters:
 ///   - configuration: what to serve and where.
 ///   - logger: where everything logs.
@@ -27,166 +28,208 @@ public func buildApplication(
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) async throws -> some ApplicationProtocol {
     let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
-    let encoder: FrameEncoder
-    do {
-        encoder = try FrameEncoder(deflateMinimumSize: configuration.deflateMinimumSize)
-    } catch {
-        throw StartupError(message: "Cannot set up permessage-deflate (zlib): \(error)")
-    }
+    let encoder = try Startup.makeEncoder(configuration)
     let (registry, metrics) = MetricsController.make()
     let hub = Hub(eventLoopGroup: eventLoopGroup, batchWindow: TimeAmount(configuration.batchWindow), metrics: metrics, encode: encoder.frames(of:))
     let rate = MessageRate()
-    let deliver: @Sendable ([ChatEvent]) -> Void = { events in
+    let broker = try Startup.makeBroker(configuration, eventLoopGroup: eventLoopGroup, metrics: metrics, logger: logger) { events in
         rate.record(events)
         hub.deliver(events)
-    }
-    let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL, dedupeWindow: configuration.dedupeWindow)
-    let broker: any Broker
-    switch configuration.broker {
-    case .memory:
-        broker = MemoryBroker(history: history, deliver: deliver)
-    case .redis:
-        let redis: RedisTarget
-        do {
-            redis = try RedisTarget(url: configuration.redisURL)
-        } catch let error as RedisError {
-            throw StartupError(message: "Invalid --redis-url: \(error.message)")
-        }
-        broker = RedisBroker(target: redis, history: history, eventLoopGroup: eventLoopGroup, logger: logger, metrics: metrics, deliver: deliver)
     }
     do {
         try await broker.start()
     } catch {
         throw StartupError(message: "\(error). Start Redis, point --redis-url at it, or run a single instance with --broker memory.")
     }
-
-    let identitySecret: String
     do {
-        if let configured = configuration.identitySecret {
-            identitySecret = configured
-        } else {
-            identitySecret = try await broker.sharedSecret(named: "identity", proposed: Base64URL.encode(HMACSHA256.randomBytes(32)))
+        let identities = Identities(secret: try await Startup.identitySecret(configuration, broker: broker))
+        let gatekeeper = try Startup.makeGatekeeper(configuration)
+        let instance = StatusController.makeInstanceID(port: configuration.port)
+        let refusals = Refusals(metrics: metrics)
+        let catalog = AssetCatalog.embedded(publicDirectory: configuration.publicDirectory)
+        let router = try Startup.buildRouter(
+            configuration, catalog: catalog, broker: broker, gatekeeper: gatekeeper, identities: identities, metrics: metrics, refusals: refusals
+        )
+        let presence = PresenceTracker(
+            broker: broker,
+            instance: instance,
+            interval: configuration.presenceInterval,
+            heartbeat: configuration.presenceLifetime / 3,
+            lifetime: configuration.presenceLifetime,
+            grace: configuration.presenceGrace,
+            logger: logger,
+            deliver: hub.deliver
+        )
+        let context = ChatServerContext(
+            hub: hub,
+            broker: broker,
+            settings: .init(
+                maximumMessageSize: configuration.maximumMessageSize,
+                socketQueueLimit: configuration.socketQueueLimit,
+                requestTimeout: configuration.requestTimeout,
+                echoRoute: configuration.testEchoRoute
+            ),
+            encoder: encoder,
+            gatekeeper: gatekeeper,
+            metrics: metrics,
+            presence: presence,
+            identities: identities,
+            rooms: RoomPolicy(defaultCap: configuration.maximumMembers, caps: configuration.channelCaps),
+            refusals: refusals
+        )
+        let budget = ConnectionBudget(
+            limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(),
+            limitPerAddress: configuration.maximumConnectionsPerAddress,
+            trustedProxies: gatekeeper.settings.trustedProxies,
+            logger: logger
+        )
+        logger.info("Connections", metadata: ["at_most": "\(budget.limit)"])
+        let metricsController = MetricsController(registry: registry, metrics: metrics, hub: hub, budget: budget)
+        let statusController: StatusController
+        do {
+            statusController = try StatusController(
+                template: catalog.statusTemplate, instance: instance, broker: broker, hub: hub, rate: rate,
+                requiredToken: configuration.publishToken
+            )
+        } catch {
+            throw StartupError(message: "The status page template does not compile: \(error)")
         }
-    } catch {
-        throw StartupError(message: "Cannot read the identity secret: \(error). Set --identity-secret, or check Redis.")
-    }
-    let instance = StatusController.makeInstanceID(port: configuration.port)
-    let identities = Identities(secret: identitySecret)
-    let rooms = RoomPolicy(defaultCap: configuration.maximumMembers, caps: configuration.channelCaps)
-
-    let gatekeeper: Gatekeeper
-    do {
-        gatekeeper = Gatekeeper(settings: .init(
-            trustedProxies: try TrustedProxies(parsing: configuration.trustedProxies),
-            allowedOrigins: configuration.allowedOrigins.map(Set.init),
-            publishToken: configuration.publishToken,
-            connectSecret: configuration.connectSecret,
-            sendRate: configuration.sendRate,
-            historyRate: configuration.historyRate,
-            socketMessageRate: configuration.socketMessageRate,
-            newChannelRate: configuration.newChannelRate,
-            maximumSocketsPerAddress: configuration.maximumSocketsPerAddress,
-            maximumChannels: configuration.maximumChannels
-        ))
-    } catch {
-        throw StartupError(message: error.description)
-    }
-
-    let refusals = Refusals(metrics: metrics)
-    let catalog = AssetCatalog.embedded(publicDirectory: configuration.publicDirectory)
-    // HEAD on every GET route: load balancers and uptime checks send it.
-    let router = Router(context: ChatRequestContext.self, options: .autoGenerateHeadEndpoints)
-    do {
-        try PageController(catalog: catalog, configuration: configuration, identities: identities).addRoutes(to: router)
-    } catch {
-        throw StartupError(message: "The page template does not compile: \(error)")
-    }
-    SendController(
-        broker: broker,
-        maximumMessageSize: configuration.maximumMessageSize,
-        maximumBodySize: configuration.maximumBodySize ?? configuration.maximumMessageSize * 3 + 16 * 1024,
-        gatekeeper: gatekeeper,
-        metrics: metrics,
-        refusals: refusals,
-        identities: identities
-    ).addRoutes(to: router)
-    HistoryController(broker: broker, gatekeeper: gatekeeper, refusals: refusals, identities: identities, maximumBytes: configuration.maximumHistoryBytes)
-        .addRoutes(to: router)
-    HealthController(broker: broker).addRoutes(to: router)
-
-    let presence = PresenceTracker(
-        broker: broker,
-        instance: instance,
-        interval: configuration.presenceInterval,
-        heartbeat: configuration.presenceLifetime / 3,
-        lifetime: configuration.presenceLifetime,
-        grace: configuration.presenceGrace,
-        logger: logger,
-        deliver: hub.deliver
-    )
-    let context = ChatServerContext(
-        hub: hub,
-        broker: broker,
-        settings: .init(
-            maximumMessageSize: configuration.maximumMessageSize,
-            socketQueueLimit: configuration.socketQueueLimit,
-            requestTimeout: configuration.requestTimeout,
-            echoRoute: configuration.testEchoRoute
-        ),
-        encoder: encoder,
-        gatekeeper: gatekeeper,
-        metrics: metrics,
-        presence: presence,
-        identities: identities,
-        rooms: rooms,
-        refusals: refusals
-    )
-    let budget = ConnectionBudget(
-        limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(),
-        limitPerAddress: configuration.maximumConnectionsPerAddress,
-        trustedProxies: gatekeeper.settings.trustedProxies,
-        logger: logger
-    )
-    logger.info("Connections", metadata: ["at_most": "\(budget.limit)"])
-    let metricsController = MetricsController(registry: registry, metrics: metrics, hub: hub, budget: budget)
-    let statusController: StatusController
-    do {
-        statusController = try StatusController(
-            template: catalog.statusTemplate, instance: instance, broker: broker, hub: hub, rate: rate,
-            requiredToken: configuration.publishToken
+        let metricsServer = Startup.makeMetricsServer(
+            configuration, metrics: metricsController, status: statusController, chatRouter: router, eventLoopGroup: eventLoopGroup, logger: logger
+        )
+        let sockets = SocketService(hub: hub, pingInterval: configuration.pingInterval, drainTimeout: configuration.drainTimeout, logger: logger)
+        return Application(
+            router: router,
+            server: HTTPServerBuilder { responder in
+                ChatChildChannel(responder: responder, context: context, idleTimeout: Startup.idleTimeout, budget: budget, logger: logger)
+            },
+            configuration: .init(address: .hostname(configuration.hostname, port: configuration.port), serverName: nil),
+            services: broker.services + [presence, sockets] + (metricsServer.map { [$0] } ?? []),
+            onServerRunning: onServerRunning,
+            eventLoopGroupProvider: .shared(eventLoopGroup),
+            logger: logger
         )
     } catch {
-        throw StartupError(message: "The status page template does not compile: \(error)")
+        broker.close()
+        throw error
     }
-    var metricsServer: [any Service] = []
-    if let metricsPort = configuration.metricsPort {
-        // Its own listener, e.g. on a private interface: the chat's port does not serve it.
-        let metricsRouter = Router(options: .autoGenerateHeadEndpoints)
-        metricsController.addRoutes(to: metricsRouter)
-        statusController.addRoutes(to: metricsRouter)
-        metricsServer.append(Application(
-            router: metricsRouter,
+}
+
+/// The steps of ``buildApplication(_:logger:onServerRunning:)``, each with the refusal
+/// an operator reads when it fails.
+enum Startup {
+    /// How long a keep-alive HTTP connection may stay idle.
+    static let idleTimeout: Duration = .seconds(75)
+
+    static func makeEncoder(_ configuration: ChatConfiguration) throws -> FrameEncoder {
+        do {
+            return try FrameEncoder(deflateMinimumSize: configuration.deflateMinimumSize)
+        } catch {
+            throw StartupError(message: "Cannot set up permessage-deflate (zlib): \(error)")
+        }
+    }
+
+    /// The broker `--broker` names, not started yet; `deliver` takes what it receives.
+    static func makeBroker(
+        _ configuration: ChatConfiguration, eventLoopGroup: any EventLoopGroup, metrics: ChatMetrics, logger: Logger,
+        deliver: @escaping @Sendable ([ChatEvent]) -> Void
+    ) throws -> any Broker {
+        let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL, dedupeWindow: configuration.dedupeWindow)
+        switch configuration.broker {
+        case .memory:
+            return MemoryBroker(history: history, deliver: deliver)
+        case .redis:
+            let redis: RedisTarget
+            do {
+                redis = try RedisTarget(url: configuration.redisURL)
+            } catch let error as RedisError {
+                throw StartupError(message: "Invalid --redis-url: \(error.message)")
+            }
+            return RedisBroker(target: redis, history: history, eventLoopGroup: eventLoopGroup, logger: logger, metrics: metrics, deliver: deliver)
+        }
+    }
+
+    /// `--identity-secret`, or the one every instance on the broker shares (the first
+    /// instance makes it).
+    static func identitySecret(_ configuration: ChatConfiguration, broker: any Broker) async throws -> String {
+        if let configured = configuration.identitySecret { return configured }
+        do {
+            return try await broker.sharedSecret(named: "identity", proposed: Base64URL.encode(HMACSHA256.randomBytes(32)))
+        } catch {
+            throw StartupError(message: "Cannot read the identity secret: \(error). Set --identity-secret, or check Redis.")
+        }
+    }
+
+    static func makeGatekeeper(_ configuration: ChatConfiguration) throws -> Gatekeeper {
+        do {
+            return Gatekeeper(settings: .init(
+                trustedProxies: try TrustedProxies(parsing: configuration.trustedProxies),
+                allowedOrigins: configuration.allowedOrigins.map(Set.init),
+                publishToken: configuration.publishToken,
+                connectSecret: configuration.connectSecret,
+                sendRate: configuration.sendRate,
+                historyRate: configuration.historyRate,
+                socketMessageRate: configuration.socketMessageRate,
+                newChannelRate: configuration.newChannelRate,
+                maximumSocketsPerAddress: configuration.maximumSocketsPerAddress,
+                maximumChannels: configuration.maximumChannels
+            ))
+        } catch {
+            throw StartupError(message: error.description)
+        }
+    }
+
+    /// The chat's HTTP routes: the page, `/send/`, `/history`, health. (`/wb/` is no
+    /// route: ``ChatChildChannel`` upgrades it before the router sees it.)
+    static func buildRouter(
+        _ configuration: ChatConfiguration, catalog: AssetCatalog, broker: any Broker, gatekeeper: Gatekeeper, identities: Identities,
+        metrics: ChatMetrics, refusals: Refusals
+    ) throws -> Router<ChatRequestContext> {
+        // HEAD on every GET route: load balancers and uptime checks send it.
+        let router = Router(context: ChatRequestContext.self, options: .autoGenerateHeadEndpoints)
+        do {
+            try PageController(catalog: catalog, configuration: configuration, identities: identities).addRoutes(to: router)
+        } catch {
+            throw StartupError(message: "The page template does not compile: \(error)")
+        }
+        SendController(
+            broker: broker,
+            maximumMessageSize: configuration.maximumMessageSize,
+            maximumBodySize: configuration.maximumBodySize ?? configuration.maximumMessageSize * 3 + 16 * 1024,
+            gatekeeper: gatekeeper,
+            metrics: metrics,
+            refusals: refusals,
+            identities: identities
+        ).addRoutes(to: router)
+        HistoryController(broker: broker, gatekeeper: gatekeeper, refusals: refusals, identities: identities, maximumBytes: configuration.maximumHistoryBytes)
+            .addRoutes(to: router)
+        HealthController(broker: broker).addRoutes(to: router)
+        return router
+    }
+
+    /// `/metrics` and `/status` on a listener of their own (`--metrics-port`), e.g. on a
+    /// private interface; without one they go on the chat's router, `/status` guarded
+    /// by the publish token.
+    static func makeMetricsServer(
+        _ configuration: ChatConfiguration, metrics: MetricsController, status: StatusController, chatRouter: Router<ChatRequestContext>,
+        eventLoopGroup: any EventLoopGroup, logger: Logger
+    ) -> (any Service)? {
+        guard let metricsPort = configuration.metricsPort else {
+            metrics.addRoutes(to: chatRouter)
+            status.addGuardedRoutes(to: chatRouter)
+            return nil
+        }
+        let router = Router(options: .autoGenerateHeadEndpoints)
+        metrics.addRoutes(to: router)
+        status.addRoutes(to: router)
+        return Application(
+            router: router,
             configuration: .init(address: .hostname(configuration.metricsHostname, port: metricsPort), serverName: nil),
             onServerRunning: { channel in
                 logger.info("Metrics", metadata: ["address": "\(channel.localAddress?.description ?? "?")", "path": "/metrics"])
             },
             eventLoopGroupProvider: .shared(eventLoopGroup),
             logger: logger
-        ))
-    } else {
-        metricsController.addRoutes(to: router)
-        statusController.addGuardedRoutes(to: router)
+        )
     }
-    let drain = SocketService(hub: hub, pingInterval: configuration.pingInterval, drainTimeout: configuration.drainTimeout, logger: logger)
-    return Application(
-        router: router,
-        server: HTTPServerBuilder { responder in
-            ChatChildChannel(responder: responder, context: context, idleTimeout: .seconds(75), budget: budget, logger: logger)
-        },
-        configuration: .init(address: .hostname(configuration.hostname, port: configuration.port), serverName: nil),
-        services: broker.services + [presence, drain] + metricsServer,
-        onServerRunning: onServerRunning,
-        eventLoopGroupProvider: .shared(eventLoopGroup),
-        logger: logger
-    )
 }

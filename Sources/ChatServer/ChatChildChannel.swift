@@ -8,38 +8,6 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 
-/// Everything a connection needs from the running server.
-struct ChatServerContext: Sendable {
-    struct Settings: Sendable {
-        /// Largest message, in bytes, over `/send/` or a socket.
-        var maximumMessageSize: Int
-        /// Bytes that may wait for a slow reader before its messages are dropped.
-        var socketQueueLimit: Int
-        /// How long a client may take to send a request's head and body.
-        var requestTimeout: Duration
-        /// Serve the echo route `/echo` for WebSocket conformance tests.
-        var echoRoute = false
-    }
-
-    var hub: Hub
-    var broker: any Broker
-    var settings: Settings
-    /// Makes each event's frames once; knows whether permessage-deflate is on.
-    var encoder: FrameEncoder
-    /// Origins, tokens, rate limits and socket counts.
-    var gatekeeper: Gatekeeper
-    /// What the server counts.
-    var metrics: ChatMetrics = .none
-    /// Who is in each channel.
-    var presence: PresenceTracker
-    /// Who a browser is.
-    var identities: Identities
-    /// Room caps and private rooms.
-    var rooms: RoomPolicy
-    /// Counts refusals and logs them, throttled per address and reason.
-    var refusals: Refusals
-}
-
 /// One port for both: HTTP requests go to Hummingbird's router, `/wb/` upgrades go to
 /// a lean SwiftNIO pipeline (``ChatSocket``) with no Task per socket.
 ///
@@ -53,7 +21,7 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
         /// Plain HTTP for the router.
         case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
         /// A WebSocket upgrade that was refused: answer with the refusal and close.
-        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, UpgradeRefusal)
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, Refusal)
         /// Over the connection budget: answered 503 and closed in the pipeline.
         case overCapacity
     }
@@ -108,7 +76,7 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
             // first size, 2 KB, was a third of an idle socket's memory. Requests and
             // client frames are small: start at 512 bytes, growing for larger reads.
             try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveBuffers)
-            let refusal = NIOLoopBoundBox<UpgradeRefusal?>(nil, eventLoop: channel.eventLoop)
+            let refusal = NIOLoopBoundBox<Refusal?>(nil, eventLoop: channel.eventLoop)
             let upgrader = ChatUpgrader(channel: channel, context: context, refusal: refusal, budget: budget, logger: self.logger)
             let idleTimeout = self.idleTimeout
             let budget = self.budget
@@ -168,16 +136,13 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
     }
 
     /// Answers a refused upgrade with its status and a message a person can read.
-    private func refuse(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, _ refusal: UpgradeRefusal) async {
+    private func refuse(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, _ refusal: Refusal) async {
         // Counted and logged where it was decided.
         let body = ByteBuffer(string: refusal.message + "\n")
-        var head = HTTPResponse(
-            status: .init(code: Int(refusal.status.code)),
-            headerFields: [.connection: "close", .contentType: "text/plain; charset=utf-8", .contentLength: String(body.readableBytes)]
-        )
-        for (name, value) in refusal.headers {
-            if let name = HTTPField.Name(name) { head.headerFields[name] = value }
-        }
+        var head = HTTPResponse(status: refusal.status, headerFields: refusal.headers)
+        head.headerFields[.connection] = "close"
+        head.headerFields[.contentType] = "text/plain; charset=utf-8"
+        head.headerFields[.contentLength] = String(body.readableBytes)
         try? await http.executeThenClose { _, outbound in
             try await outbound.write(contentsOf: [.head(head), .body(body), .end(nil)])
         }

@@ -65,17 +65,17 @@ public struct ChatConfiguration: Sendable {
     public var connectSecret: String?
     /// Messages a second one client address may publish, and the burst above that rate;
     /// `nil`: no limit.
-    public var sendRate: (rate: Double, burst: Double)? = (20, 40)
+    public var sendRate: RateLimit? = RateLimit(rate: 20, burst: 40)
     /// `/history` reads a second one client address may make, and the burst above that
     /// rate; `nil`: no limit. The page reads one per other tab every 5 s, and more to
     /// fill a gap or load earlier messages.
-    public var historyRate: (rate: Double, burst: Double)? = (20, 100)
+    public var historyRate: RateLimit? = RateLimit(rate: 20, burst: 100)
     /// Messages a second one socket may send (chat.v1 pings included), and the burst;
     /// `nil`: no limit.
-    public var socketMessageRate: (rate: Double, burst: Double)? = (10, 20)
-    /// New channels one client address may create a minute by publishing, and the burst
-    /// above that; `nil`: no limit.
-    public var newChannelRate: (rate: Double, burst: Double)? = (30, 30)
+    public var socketMessageRate: RateLimit? = RateLimit(rate: 10, burst: 20)
+    /// New channels one client address may create a minute (`rate` counts a minute here,
+    /// not a second) by publishing, and the burst above that; `nil`: no limit.
+    public var newChannelRate: RateLimit? = RateLimit(rate: 30, burst: 30)
     /// Sockets one client address may hold open.
     public var maximumSocketsPerAddress = 256
     /// Plain HTTP connections (not sockets) one client address may hold open.
@@ -111,4 +111,7 @@ public struct ChatConfiguration: Sendable {
 
     /// The defaults.
     public init() {}
+
+    /// The defaults, for those who state them (the command line's help).
+    public static let defaults = ChatConfiguration()
 }

@@ -19,19 +19,19 @@ struct Chatroom: AsyncParsableCommand {
     )
 
     @Option(help: "Address to listen on.")
-    var hostname = "127.0.0.1"
+    var hostname = ChatConfiguration.defaults.hostname
 
     @Option(help: "Port to listen on (0 picks a free one).")
-    var port = 8000
+    var port = ChatConfiguration.defaults.port
 
     @Option(help: "Where messages go: 'redis' connects instances through Redis; 'memory' serves one instance without Redis.")
-    var broker: ChatConfiguration.BrokerKind = .redis
+    var broker = ChatConfiguration.defaults.broker
 
     @Option(help: ArgumentHelp("Redis URL: redis://[user:password@]host:port[/db], unix:///path/to/redis.sock, or redis+cluster://host:port,host:port for a Redis Cluster (7.0+). Also read from $REDIS_URL.", valueName: "url"))
     var redisURL: String?
 
     @Option(help: ArgumentHelp("Channels shown as tabs on the page, comma separated; NAME:N caps a room at N people (e.g. general,support:50).", valueName: "names"))
-    var channels = "channel_1,channel_2"
+    var channels = ChatConfiguration.defaults.channels.map(\.rawValue).joined(separator: ",")
 
     @Option(help: ArgumentHelp("People a room may hold (distinct browsers, over every instance) unless --channels gives its own cap; 0: no limit. One-to-one rooms hold two.", valueName: "count"))
     var maxMembers = 0
@@ -40,40 +40,40 @@ struct Chatroom: AsyncParsableCommand {
     var identitySecret: String?
 
     @Option(help: ArgumentHelp("Seconds someone stays listed as online after their last socket closed, so a quick reconnect shows no leave.", valueName: "seconds"))
-    var presenceGrace = 10
+    var presenceGrace = Int(ChatConfiguration.defaults.presenceGrace / .seconds(1))
 
     @Option(help: ArgumentHelp("Serve the page's files from this folder instead of the copy inside the binary (for front-end work).", valueName: "dir"))
     var publicDir: String?
 
     @Option(help: ArgumentHelp("Largest message in bytes, over /send/ or a socket.", valueName: "bytes"))
-    var maxMessageSize = 64 * 1024
+    var maxMessageSize = ChatConfiguration.defaults.maximumMessageSize
 
     @Option(help: ArgumentHelp("Seconds between the server's pings to each socket; a socket that misses one is closed at the next.", valueName: "seconds"))
-    var pingInterval = 10
+    var pingInterval = Int(ChatConfiguration.defaults.pingInterval / .seconds(1))
 
     @Option(help: ArgumentHelp("Seconds to wait for sockets to close on shutdown.", valueName: "seconds"))
-    var drainTimeout = 10
+    var drainTimeout = Int(ChatConfiguration.defaults.drainTimeout / .seconds(1))
 
     @Option(help: ArgumentHelp("Messages kept per channel, for resume and /history.", valueName: "count"))
-    var historySize = HistoryPolicy.defaultSize
+    var historySize = ChatConfiguration.defaults.historySize
 
     @Option(help: ArgumentHelp("Drop a channel (its history and offsets) after this many seconds without a message; default 30 days; 0: keep it forever.", valueName: "seconds"))
-    var historyTTL = Int(HistoryPolicy.defaultTimeToLive / .seconds(1))
+    var historyTTL = Int((ChatConfiguration.defaults.historyTTL ?? .zero) / .seconds(1))
 
     @Option(help: ArgumentHelp("Seconds an Idempotency-Key is remembered: a repeat within it is answered like the first and publishes nothing.", valueName: "seconds"))
-    var dedupeWindow = Int(HistoryPolicy.defaultDedupeWindow / .seconds(1))
+    var dedupeWindow = Int(ChatConfiguration.defaults.dedupeWindow / .seconds(1))
 
     @Option(help: ArgumentHelp("Most bytes of messages in one /history answer (at least one message is sent); the client asks again for the rest.", valueName: "bytes"))
-    var maxHistoryBytes = ChatConfiguration().maximumHistoryBytes
+    var maxHistoryBytes = ChatConfiguration.defaults.maximumHistoryBytes
 
     @Option(help: ArgumentHelp("Bytes that may wait for one slow socket before its messages are dropped.", valueName: "bytes"))
-    var socketQueueLimit = 1 << 20
+    var socketQueueLimit = ChatConfiguration.defaults.socketQueueLimit
 
     @Option(help: ArgumentHelp("Least milliseconds between two writes to a socket under load: what arrives meanwhile goes out in one write. A message after a quiet spell goes out at once. 0: write as soon as possible.", valueName: "ms"))
-    var batchWindow = 2
+    var batchWindow = Int(ChatConfiguration.defaults.batchWindow / .milliseconds(1))
 
     @Option(help: ArgumentHelp("permessage-deflate: compress messages of at least this many bytes for sockets that ask for it (once per message, for all of them); 0 turns the extension off.", valueName: "bytes"))
-    var deflateMinSize = 256
+    var deflateMinSize = ChatConfiguration.defaults.deflateMinimumSize ?? 0
 
     @Option(help: ArgumentHelp("Connections held at once; past it a new one is answered 503 and closed. Default: the open-file limit less 100.", valueName: "count"))
     var maxConnections: Int?
@@ -82,40 +82,40 @@ struct Chatroom: AsyncParsableCommand {
     var maxBodySize: Int?
 
     @Option(help: ArgumentHelp("Messages a second one client address may publish (0: no limit); over it: 429 with Retry-After.", valueName: "rate"))
-    var sendRate = 20.0
+    var sendRate = ChatConfiguration.defaults.sendRate?.rate ?? 0
 
     @Option(help: ArgumentHelp("Messages one client address may publish at once above --send-rate.", valueName: "count"))
-    var sendBurst = 40
+    var sendBurst = Int(ChatConfiguration.defaults.sendRate?.burst ?? 1)
 
     @Option(help: ArgumentHelp("/history reads a second one client address may make (0: no limit); over it: 429 with Retry-After.", valueName: "rate"))
-    var historyRate = 20.0
+    var historyRate = ChatConfiguration.defaults.historyRate?.rate ?? 0
 
     @Option(help: ArgumentHelp("/history reads one client address may make at once above --history-rate.", valueName: "count"))
-    var historyBurst = 100
+    var historyBurst = Int(ChatConfiguration.defaults.historyRate?.burst ?? 1)
 
     @Option(help: ArgumentHelp("Messages a second one socket may send, pings included (0: no limit); over it: close 1008.", valueName: "rate"))
-    var socketMessageRate = 10.0
+    var socketMessageRate = ChatConfiguration.defaults.socketMessageRate?.rate ?? 0
 
     @Option(help: ArgumentHelp("Messages one socket may send at once above --socket-message-rate.", valueName: "count"))
-    var socketMessageBurst = 20
+    var socketMessageBurst = Int(ChatConfiguration.defaults.socketMessageRate?.burst ?? 1)
 
     @Option(help: ArgumentHelp("New channels one client address may create a minute by posting to them (0: no limit); over it: 429.", valueName: "count"))
-    var newChannelsPerMinute = 30
+    var newChannelsPerMinute = Int(ChatConfiguration.defaults.newChannelRate?.rate ?? 0)
 
     @Option(help: ArgumentHelp("Sockets one client address may hold; over it: 503.", valueName: "count"))
-    var maxSocketsPerAddress = 256
+    var maxSocketsPerAddress = ChatConfiguration.defaults.maximumSocketsPerAddress
 
     @Option(help: ArgumentHelp("Plain HTTP connections (not sockets) one peer address may hold; over it: 429. Trusted proxies are exempt.", valueName: "count"))
-    var maxConnectionsPerAddress = ChatConfiguration().maximumConnectionsPerAddress
+    var maxConnectionsPerAddress = ChatConfiguration.defaults.maximumConnectionsPerAddress
 
     @Option(help: ArgumentHelp("Channels with sockets on this instance at once; a socket on one more: 503.", valueName: "count"))
-    var maxChannels = 10_000
+    var maxChannels = ChatConfiguration.defaults.maximumChannels
 
     @Option(help: ArgumentHelp("Seconds a client may take to send a request's head and body; slower: 408 and disconnected.", valueName: "seconds"))
-    var requestTimeout = 10
+    var requestTimeout = Int(ChatConfiguration.defaults.requestTimeout / .seconds(1))
 
     @Option(help: ArgumentHelp("Proxies whose X-Forwarded-For names the client: addresses or CIDR ranges, comma separated. X-Forwarded-For from anyone else is ignored.", valueName: "list"))
-    var trustedProxies = ""
+    var trustedProxies = ChatConfiguration.defaults.trustedProxies
 
     @Option(help: ArgumentHelp("Origins allowed to open sockets and publish from a browser, comma separated (e.g. https://chat.example.com), or * for any (the original's behaviour). Others: 403.", valueName: "list"))
     var allowedOrigins = "*"
@@ -133,7 +133,7 @@ struct Chatroom: AsyncParsableCommand {
     var metricsPort: Int?
 
     @Option(help: ArgumentHelp("Address of the separate /metrics listener (with --metrics-port).", valueName: "address"))
-    var metricsHostname = "127.0.0.1"
+    var metricsHostname = ChatConfiguration.defaults.metricsHostname
 
     @Option(help: "Log lines as text, or as one JSON object per line (text, json).")
     var logFormat: LogLineHandler.Format = .text
@@ -199,7 +199,7 @@ struct Chatroom: AsyncParsableCommand {
         configuration.historyTTL = historyTTL > 0 ? .seconds(historyTTL) : nil
         configuration.dedupeWindow = .seconds(dedupeWindow)
         configuration.maximumHistoryBytes = maxHistoryBytes
-        configuration.newChannelRate = newChannelsPerMinute > 0 ? (Double(newChannelsPerMinute), Double(newChannelsPerMinute)) : nil
+        configuration.newChannelRate = newChannelsPerMinute > 0 ? RateLimit(rate: Double(newChannelsPerMinute), burst: Double(newChannelsPerMinute)) : nil
         configuration.maximumConnectionsPerAddress = maxConnectionsPerAddress
         configuration.socketQueueLimit = socketQueueLimit
         configuration.batchWindow = .milliseconds(batchWindow)
@@ -209,9 +209,9 @@ struct Chatroom: AsyncParsableCommand {
         configuration.testEchoRoute = testEchoRoute
         configuration.metricsPort = metricsPort
         configuration.metricsHostname = metricsHostname
-        configuration.sendRate = sendRate > 0 ? (sendRate, Double(sendBurst)) : nil
-        configuration.historyRate = historyRate > 0 ? (historyRate, Double(historyBurst)) : nil
-        configuration.socketMessageRate = socketMessageRate > 0 ? (socketMessageRate, Double(socketMessageBurst)) : nil
+        configuration.sendRate = sendRate > 0 ? RateLimit(rate: sendRate, burst: Double(sendBurst)) : nil
+        configuration.historyRate = historyRate > 0 ? RateLimit(rate: historyRate, burst: Double(historyBurst)) : nil
+        configuration.socketMessageRate = socketMessageRate > 0 ? RateLimit(rate: socketMessageRate, burst: Double(socketMessageBurst)) : nil
         configuration.maximumSocketsPerAddress = maxSocketsPerAddress
         configuration.maximumChannels = maxChannels
         configuration.requestTimeout = .seconds(requestTimeout)

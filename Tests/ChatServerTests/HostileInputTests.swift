@@ -201,7 +201,7 @@ struct HostileInputTests {
     @Test(arguments: [ChatConfiguration.BrokerKind.memory, .redis])
     func oneAddressMayCreateOnlySoManyChannelsAMinute(broker: ChatConfiguration.BrokerKind) async throws {
         try await withServer(broker: broker, {
-            $0.newChannelRate = (3, 3)
+            $0.newChannelRate = RateLimit(rate: 3, burst: 3)
             $0.trustedProxies = "127.0.0.1"
         }) { server in
             let prefix = uniqueChannel("new")
@@ -235,7 +235,7 @@ struct HostileInputTests {
     @Test func aFloodOfRefusalsWritesALineAnIntervalNotALineEach() async throws {
         let logs = LogCapture()
         try await withServer(broker: .memory, logs: logs, {
-            $0.sendRate = (0.05, 1)
+            $0.sendRate = RateLimit(rate: 0.05, burst: 1)
             $0.trustedProxies = "127.0.0.1"
         }) { server in
             let started = ContinuousClock.now
@@ -263,7 +263,7 @@ struct HostileInputTests {
     }
 
     @Test func everyFrameCountsAgainstTheSocketsRatePongsAndContinuationsToo() async throws {
-        try await withServer(broker: .memory, { $0.socketMessageRate = (1, 5) }) { server in
+        try await withServer(broker: .memory, { $0.socketMessageRate = RateLimit(rate: 1, burst: 5) }) { server in
             let pongs = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(uniqueChannel())")
             // The server hangs up once it has closed: later writes may fail, and that is fine.
             for _ in 0..<50 { guard (try? await pongs.sendFrame(opcode: 0xA, payload: [])) != nil else { break } }
@@ -293,7 +293,7 @@ struct HostileInputTests {
     }
 
     @Test func resumesTakeFromTheAddresssHistoryReads() async throws {
-        try await withServer(broker: .memory, { $0.historyRate = (0.05, 2) }) { server in
+        try await withServer(broker: .memory, { $0.historyRate = RateLimit(rate: 0.05, burst: 2) }) { server in
             let channel = uniqueChannel()
             let first = try await ChatHTTP.send(port: server.port, data: "one", channel: channel)
             let epoch = try #require(first.header("chat-epoch"))

@@ -67,7 +67,7 @@ struct SecurityTests {
         let logs = LogCapture()
         try await withServer(broker: .memory, logs: logs, {
             // A burst of 3, then one message every 20 s: a slow machine never earns a fourth here.
-            $0.sendRate = (0.05, 3)
+            $0.sendRate = RateLimit(rate: 0.05, burst: 3)
             $0.trustedProxies = "127.0.0.1"
         }) { server in
             let channel = uniqueChannel()
@@ -93,7 +93,7 @@ struct SecurityTests {
         let logs = LogCapture()
         try await withServer(broker: .memory, logs: logs, {
             // A burst of 2, then one read every 20 s: a slow machine never earns a third here.
-            $0.historyRate = (0.05, 2)
+            $0.historyRate = RateLimit(rate: 0.05, burst: 2)
             $0.trustedProxies = "127.0.0.1"
         }) { server in
             func read(from address: String) async throws -> HTTPResult {
@@ -112,7 +112,7 @@ struct SecurityTests {
     }
 
     @Test func aSocketThatSendsTooFastIsClosedWith1008AndTheOthersStay() async throws {
-        try await withServer(broker: .memory, { $0.socketMessageRate = (0.05, 3) }) { server in
+        try await withServer(broker: .memory, { $0.socketMessageRate = RateLimit(rate: 0.05, burst: 3) }) { server in
             let channel = uniqueChannel()
             let chatty = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
             let quiet = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])

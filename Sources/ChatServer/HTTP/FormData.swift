@@ -89,22 +89,15 @@ enum FormData {
     }
 }
 
-/// Reads cookies from `Cookie` header values.
-enum CookieHeader {
-    /// The value of cookie `name` in the given `Cookie` header values, if present.
-    static func value(_ name: String, in headers: [String]) -> String? {
-        for header in headers {
-            for pair in header.split(separator: ";") {
-                let parts = pair.split(separator: "=", maxSplits: 1)
-                guard parts.count == 2, parts[0].trimmingSpaces == name else { continue }
-                var value = parts[1].trimmingSpaces
-                if value.count >= 2 && value.hasPrefix("\"") && value.hasSuffix("\"") {
-                    value = value.dropFirst().dropLast()
-                }
-                return String(value).removingPercentEscapes
-            }
+extension Substring {
+    /// A cookie's value as the page wrote it: spaces trimmed, quotes removed, `%XX`
+    /// escapes (from `encodeURIComponent`) decoded.
+    var cookieValue: String {
+        var value = trimmingSpaces
+        if value.count >= 2 && value.hasPrefix("\"") && value.hasSuffix("\"") {
+            value = value.dropFirst().dropLast()
         }
-        return nil
+        return String(value).removingPercentEscapes
     }
 }
 

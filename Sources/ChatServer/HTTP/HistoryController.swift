@@ -43,12 +43,12 @@ struct HistoryController: Sendable {
     func history(_ request: Request, context: ChatRequestContext) async throws -> Response {
         let cors = gatekeeper.corsHeaders(origin: request.headers[.origin])
         let client = gatekeeper.clientAddress(peer: context.remoteAddress, forwardedFor: request.headers[values: .xForwardedFor])
-        func refuse(_ status: HTTPResponse.Status, _ message: String, level: Logger.Level = .info) -> PlainTextError {
+        func refuse(_ status: HTTPResponse.Status, _ message: String, level: Logger.Level = .info) -> Refusal {
             refusals.record(
                 "Refused a history request", route: "/history", reason: ChatMetrics.reason(status: status.code), client: client,
                 logger: context.logger, level: level, metadata: ["status": "\(status.code)", "reason": "\(message)"]
             )
-            return PlainTextError(status: status, message: message, headers: cors)
+            return Refusal(status, message, headers: cors)
         }
         if let wait = gatekeeper.takeHistoryRead(from: client) {
             let tooMany = Gatekeeper.tooMany("history reads", rate: gatekeeper.settings.historyRate, wait: wait)
@@ -76,8 +76,8 @@ struct HistoryController: Sendable {
             throw error
         }
         let identity = identities.identity(cookies: request.headers[values: .cookie])
-        if let reason = RoomPolicy.refusal(for: channel, identity: identity) {
-            throw refuse(.forbidden, reason)
+        if let refusal = RoomPolicy.refusal(for: channel, identity: identity) {
+            throw refuse(refusal.status, refusal.message)
         }
         var since: Int64?
         if let text = field("since") {

@@ -49,7 +49,7 @@ struct PageController: Sendable {
 
     private func serve(_ path: String, to request: Request) throws -> Response {
         guard let asset = catalog.asset(at: path) else {
-            throw PlainTextError(status: .notFound, message: "No such file: \(String(path.unicodeScalars.prefix(100)))")
+            throw Refusal(.notFound, "No such file: \(String(path.unicodeScalars.prefix(100)))")
         }
         return Self.respond(with: asset.bytes, contentType: asset.contentType, etag: asset.etag, to: request)
     }

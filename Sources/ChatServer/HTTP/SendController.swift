@@ -33,12 +33,12 @@ struct SendController: Sendable {
         // The original's CORS headers (any origin), or the allowed origin echoed.
         let cors = gatekeeper.corsHeaders(origin: request.headers[.origin])
         let client = gatekeeper.clientAddress(peer: context.remoteAddress, forwardedFor: request.headers[values: .xForwardedFor])
-        func refuse(_ status: HTTPResponse.Status, _ message: String, reason: String? = nil, level: Logger.Level = .info) -> PlainTextError {
+        func refuse(_ status: HTTPResponse.Status, _ message: String, reason: String? = nil, level: Logger.Level = .info) -> Refusal {
             refusals.record(
                 "Refused a message", route: "/send/", reason: reason ?? ChatMetrics.reason(status: status.code), client: client,
                 logger: context.logger, level: level, metadata: ["status": "\(status.code)", "reason": "\(message)"]
             )
-            return PlainTextError(status: status, message: message, headers: cors)
+            return Refusal(status, message, headers: cors)
         }
         guard gatekeeper.allows(origin: request.headers[.origin]) else {
             throw refuse(.forbidden, "Origin \(request.headers[.origin].map { String($0.unicodeScalars.prefix(100)) } ?? "") may not publish here.")
@@ -88,8 +88,8 @@ struct SendController: Sendable {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).")
         }
         let identity = identities.identity(cookies: request.headers[values: .cookie])
-        if let reason = RoomPolicy.postingRefusal(for: channel, identity: identity) {
-            throw refuse(.forbidden, reason)
+        if let refusal = RoomPolicy.postingRefusal(for: channel, identity: identity) {
+            throw refuse(refusal.status, refusal.message)
         }
         let givenName = fields.last(where: { $0.name == "name" })?.value
         if let givenName, let problem = SenderName.problem(with: givenName) {

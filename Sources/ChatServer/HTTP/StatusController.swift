@@ -42,16 +42,16 @@ struct StatusController: Sendable {
     func addGuardedRoutes<Context: RequestContext>(to router: Router<Context>) {
         router.get("/status") { request, _ in
             guard let token = requiredToken else {
-                throw PlainTextError(
-                    status: .notFound,
-                    message: "The status page is served on the metrics listener (--metrics-port), or here with the publish token (--publish-token)."
+                throw Refusal(
+                    .notFound,
+                    "The status page is served on the metrics listener (--metrics-port), or here with the publish token (--publish-token)."
                 )
             }
             guard let given = Gatekeeper.bearerToken(request.headers[.authorization]),
                 HMACSHA256.constantTimeEqual(Array(given.utf8), Array(token.utf8))
             else {
-                throw PlainTextError(
-                    status: .unauthorized, message: "The status page needs the publish token: send 'Authorization: Bearer <token>'.",
+                throw Refusal(
+                    .unauthorized, "The status page needs the publish token: send 'Authorization: Bearer <token>'.",
                     headers: [.wwwAuthenticate: #"Bearer realm="chatroom""#]
                 )
             }

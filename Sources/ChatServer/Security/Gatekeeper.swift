@@ -20,13 +20,13 @@ final class Gatekeeper: Sendable {
         var publishToken: String?
         var connectSecret: String?
         /// Messages a second per client address on `/send/` (and its burst); `nil`: no limit.
-        var sendRate: (rate: Double, burst: Double)?
+        var sendRate: RateLimit?
         /// Reads a second per client address on `/history` (and its burst); `nil`: no limit.
-        var historyRate: (rate: Double, burst: Double)?
+        var historyRate: RateLimit?
         /// Messages a second one socket may send (and its burst); `nil`: no limit.
-        var socketMessageRate: (rate: Double, burst: Double)?
-        /// New channels a minute per client address (and its burst); `nil`: no limit.
-        var newChannelRate: (rate: Double, burst: Double)?
+        var socketMessageRate: RateLimit?
+        /// New channels a minute (not a second) per client address, and the burst; `nil`: no limit.
+        var newChannelRate: RateLimit?
         var maximumSocketsPerAddress = Int.max
         var maximumChannels = Int.max
     }
@@ -95,11 +95,6 @@ final class Gatekeeper: Sendable {
         return String(authorization.dropFirst(7).trimmingSpaces)
     }
 
-    /// A rate as the refusals state it: `20`, or `2.5`.
-    static func describe(rate: Double) -> String {
-        rate == rate.rounded() ? String(Int(rate)) : String(format: "%.1f", rate)
-    }
-
     /// Takes one message from `address`'s allowance; `nil` if allowed, else how long to wait.
     func takeSend(from address: String) -> TimeAmount? {
         sendLimiter?.take(address)
@@ -123,16 +118,16 @@ final class Gatekeeper: Sendable {
 
     /// The 429 for a client out of new channels: how many a minute, and when to retry.
     func tooManyNewChannels() -> (message: String, retryAfter: String) {
-        let perMinute = settings.newChannelRate.map { Self.describe(rate: $0.rate) } ?? "unlimited"
+        let perMinute = settings.newChannelRate?.described ?? "unlimited"
         let seconds = settings.newChannelRate.map { max(1, Int((60 / $0.rate).rounded(.up))) } ?? 1
         return ("Too many new channels from your address: at most \(perMinute) a minute. Post to an existing channel, or retry in \(seconds) s.", String(seconds))
     }
 
     /// The 429 of a rate limit: "Too many `what` from your address: at most R a second.
     /// Retry in S s.", and S for Retry-After (whole seconds, at least 1).
-    static func tooMany(_ what: String, rate: (rate: Double, burst: Double)?, wait: TimeAmount) -> (message: String, retryAfter: String) {
+    static func tooMany(_ what: String, rate: RateLimit?, wait: TimeAmount) -> (message: String, retryAfter: String) {
         let seconds = max(1, Int((Double(wait.nanoseconds) / 1e9).rounded(.up)))
-        let limit = rate.map { describe(rate: $0.rate) } ?? "unlimited"
+        let limit = rate?.described ?? "unlimited"
         return ("Too many \(what) from your address: at most \(limit) a second. Retry in \(seconds) s.", String(seconds))
     }
 
@@ -148,15 +143,15 @@ final class Gatekeeper: Sendable {
         return nil
     }
 
-    /// Why a new socket from `address` on `channel` is refused, or `nil` when it is
-    /// counted in (until `closed` completes).
-    func admitSocket(from address: String, on channel: ChannelName, until closed: EventLoopFuture<Void>) -> String? {
-        let refusal: String? = sockets.withLockedValue { counts in
+    /// Why a new socket from `address` on `channel` is refused (`503`), or `nil` when it
+    /// is counted in (until `closed` completes).
+    func admitSocket(from address: String, on channel: ChannelName, until closed: EventLoopFuture<Void>) -> Refusal? {
+        let refusal: Refusal? = sockets.withLockedValue { counts in
             if counts.perAddress[address, default: 0] >= settings.maximumSocketsPerAddress {
-                return "Too many sockets from your address (at most \(settings.maximumSocketsPerAddress)); close some and retry."
+                return Refusal(.serviceUnavailable, "Too many sockets from your address (at most \(settings.maximumSocketsPerAddress)); close some and retry.")
             }
             if counts.perChannel[channel] == nil, counts.perChannel.count >= settings.maximumChannels {
-                return "This server serves as many channels as it may (\(settings.maximumChannels)); retry later or use another server."
+                return Refusal(.serviceUnavailable, "This server serves as many channels as it may (\(settings.maximumChannels)); retry later or use another server.")
             }
             counts.perAddress[address, default: 0] += 1
             counts.perChannel[channel, default: 0] += 1

@@ -2,12 +2,24 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 
-/// An HTTP refusal with a plain-text message a person can read.
-struct PlainTextError: Error, HTTPResponseError {
+/// A request the server will not serve: the status it is answered with, a message a
+/// person can read and, for a room a chat.v1 socket may not enter, the close code the
+/// socket hears it with (browsers cannot read an upgrade's HTTP status).
+struct Refusal: Error, HTTPResponseError, Sendable {
     var status: HTTPResponse.Status
     var message: String
     var headers: HTTPFields = [:]
+    /// How a chat.v1 socket is told, after its upgrade; `nil`: answered in HTTP only.
+    var closeCode: WebSocketCloseCode?
 
+    init(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:], closeCode: WebSocketCloseCode? = nil) {
+        self.status = status
+        self.message = message
+        self.headers = headers
+        self.closeCode = closeCode
+    }
+
+    /// The answer: the message as plain text.
     func response(from request: Request, context: some RequestContext) throws -> Response {
         var fields = headers
         fields[.contentType] = "text/plain; charset=utf-8"

@@ -1,4 +1,5 @@
 import Chat
+import HTTPTypes
 
 /// Which rooms are capped and which are private.
 ///
@@ -40,26 +41,28 @@ struct RoomPolicy: Sendable {
 
     static let inboxPrefix = "inbox:"
 
-    /// Why `identity` may not subscribe to or read `channel`, or `nil` when it may.
-    static func refusal(for channel: ChannelName, identity: String?) -> String? {
+    /// Why `identity` may not subscribe to or read `channel` (`403`, close 4403 on a
+    /// chat.v1 socket), or `nil` when it may.
+    static func refusal(for channel: ChannelName, identity: String?) -> Refusal? {
+        func privateRoom(_ message: String) -> Refusal { Refusal(.forbidden, message, closeCode: .privateRoom) }
         if channel.rawValue.hasPrefix(inboxPrefix) {
-            guard let owner = owner(ofInbox: channel) else { return "An inbox is named inbox:<id> from an identity." }
-            return identity == owner ? nil : "This is someone else's inbox: only its owner may read it."
+            guard let owner = owner(ofInbox: channel) else { return privateRoom("An inbox is named inbox:<id> from an identity.") }
+            return identity == owner ? nil : privateRoom("This is someone else's inbox: only its owner may read it.")
         }
         guard channel.rawValue.hasPrefix("dm:") else { return nil }
         guard let (a, b) = pair(of: channel), a < b else {
-            return "A one-to-one room is named dm:<id>:<id> from two identities, in sorted order."
+            return privateRoom("A one-to-one room is named dm:<id>:<id> from two identities, in sorted order.")
         }
         guard let identity, identity == a || identity == b else {
-            return "This is a private one-to-one room: only its two people may use it."
+            return privateRoom("This is a private one-to-one room: only its two people may use it.")
         }
         return nil
     }
 
-    /// Why `identity` may not post to `channel`, or `nil` when it may.
-    static func postingRefusal(for channel: ChannelName, identity: String?) -> String? {
+    /// Why `identity` may not post to `channel` (`403`), or `nil` when it may.
+    static func postingRefusal(for channel: ChannelName, identity: String?) -> Refusal? {
         if channel.rawValue.hasPrefix(inboxPrefix) {
-            return "Nobody posts to an inbox: the server writes there when a one-to-one room has news."
+            return Refusal(.forbidden, "Nobody posts to an inbox: the server writes there when a one-to-one room has news.")
         }
         return refusal(for: channel, identity: identity)
     }

@@ -1,17 +1,10 @@
 import Chat
+import HTTPTypes
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
-
-/// Why a WebSocket upgrade was refused: answered as an HTTP error instead of 101.
-struct UpgradeRefusal: Error, Sendable {
-    var status: HTTPResponseStatus
-    var message: String
-    /// Headers the refusal carries, e.g. `Sec-WebSocket-Version` with a 426.
-    var headers: [(name: String, value: String)] = []
-}
 
 /// The upgrade of a request to a `/wb/` socket, done the lean way.
 ///
@@ -24,12 +17,12 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     struct Request: Sendable {
         var channel: ChannelName
         var kind: FrameKind
-        var resume: ChatSocket.Resume?
+        var resume: DeliveryFlow.Resume?
         /// Who the socket counts as in the room, and the name it shows.
         var member = Member(id: "", name: nil)
-        /// Accepted only to be closed at once with this code and reason (a chat.v1 client
-        /// refused a room: browsers cannot read an upgrade's HTTP status).
-        var refusal: (code: WebSocketCloseCode, reason: String)?
+        /// Accepted only to be closed at once with the refusal's close code (a chat.v1
+        /// client refused a room: browsers cannot read an upgrade's HTTP status).
+        var refusal: Refusal?
         /// The test-only echo route (`--test-echo-route`): no channel, messages come back.
         var echo = false
         /// The client's address, for log lines.
@@ -41,7 +34,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
 
     private let handshake: NIOTypedWebSocketServerUpgrader<ChatChildChannel.Outcome>
     private let accepted: NIOLoopBoundBox<Request?>
-    private let refusal: NIOLoopBoundBox<UpgradeRefusal?>
+    private let refusal: NIOLoopBoundBox<Refusal?>
     private let context: ChatServerContext
     private let budget: ConnectionBudget
     private let logger: Logger
@@ -49,7 +42,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     /// - Parameters:
     ///   - refusal: where to leave the reason when the upgrade is refused.
     ///   - budget: told when the connection becomes a socket.
-    init(channel: any Channel, context: ChatServerContext, refusal: NIOLoopBoundBox<UpgradeRefusal?>, budget: ConnectionBudget, logger: Logger) {
+    init(channel: any Channel, context: ChatServerContext, refusal: NIOLoopBoundBox<Refusal?>, budget: ConnectionBudget, logger: Logger) {
         let accepted = NIOLoopBoundBox<Request?>(nil, eventLoop: channel.eventLoop)
         self.accepted = accepted
         self.refusal = refusal
@@ -72,7 +65,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                 }
             },
             upgradePipelineHandler: { channel, _ in
-                channel.eventLoop.makeFailedFuture(UpgradeRefusal(status: .internalServerError, message: "unused"))
+                channel.eventLoop.makeFailedFuture(Refusal(.internalServerError, "unused"))
             }
         )
     }
@@ -98,17 +91,17 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     /// What is wrong with an upgrade's `Sec-WebSocket-Key` and `Sec-WebSocket-Version`:
     /// `400` for a key that is not base64 of 16 bytes, `426` with the version this server
     /// speaks for any other version.
-    static func handshakeProblem(_ headers: HTTPHeaders) -> UpgradeRefusal? {
+    static func handshakeProblem(_ headers: HTTPHeaders) -> Refusal? {
         let versions = headers[canonicalForm: "sec-websocket-version"]
         guard versions.count == 1, versions[0] == "13" else {
-            return UpgradeRefusal(
-                status: .upgradeRequired, message: "This server speaks WebSocket version 13 (RFC 6455): send Sec-WebSocket-Version: 13.",
-                headers: [("Sec-WebSocket-Version", "13")]
+            return Refusal(
+                .upgradeRequired, "This server speaks WebSocket version 13 (RFC 6455): send Sec-WebSocket-Version: 13.",
+                headers: [.secWebSocketVersion: "13"]
             )
         }
         let keys = headers[canonicalForm: "sec-websocket-key"]
         guard keys.count == 1, WebSocketKey.isValid(keys[0]) else {
-            return UpgradeRefusal(status: .badRequest, message: "Sec-WebSocket-Key must be one base64 value of 16 random bytes (24 characters).")
+            return Refusal(.badRequest, "Sec-WebSocket-Key must be one base64 value of 16 random bytes (24 characters).")
         }
         return nil
     }
@@ -116,7 +109,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<ChatChildChannel.Outcome> {
         channel.eventLoop.makeCompletedFuture {
             guard let request = accepted.value else {
-                throw UpgradeRefusal(status: .internalServerError, message: "upgrade without a decision")
+                throw Refusal(.internalServerError, "upgrade without a decision")
             }
             budget.becameSocket(channel)
             // A socket is no HTTP request: the request deadline's watches go.
@@ -131,35 +124,32 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             if request.kind.deflate != nil, !request.echo {
                 context.encoder.countDeflateSocket(format: request.kind.format, until: channel.closeFuture)
             }
-            if let refusal = request.refusal {
-                try channel.pipeline.syncOperations.addHandler(RefusedSocket(code: refusal.code, reason: refusal.reason))
+            if let refusal = request.refusal, let code = refusal.closeCode {
+                try channel.pipeline.syncOperations.addHandler(RefusedSocket(code: code, reason: refusal.message))
                 return .webSocket
             }
-            try channel.pipeline.syncOperations.addHandler(
-                ChatSocket(
-                    channelName: request.channel,
-                    kind: request.kind,
-                    echo: request.echo ? .init(deflateMinimumSize: context.encoder.deflateMinimumSize) : nil,
-                    resume: request.resume,
-                    hub: context.hub.loop(for: channel.eventLoop),
-                    broker: context.broker,
-                    settings: .init(
-                        maximumMessageSize: context.settings.maximumMessageSize,
-                        closeTimeout: .seconds(2),
-                        queueLimit: context.settings.socketQueueLimit,
-                        messageRate: context.gatekeeper.settings.socketMessageRate
-                    ),
-                    metrics: context.metrics,
-                    refusals: context.refusals,
-                    client: request.client,
-                    // An inbox is no room: nobody is "online" in it.
-                    presence: request.echo || RoomPolicy.owner(ofInbox: request.channel) != nil ? nil : (context.presence, request.member),
-                    logger: logger
-                )
-            )
+            try channel.pipeline.syncOperations.addHandler(socket(for: request, on: channel))
             return .webSocket
         }
     }
+
+    /// What an upgrade request asks for, read from its head alone.
+    struct Handshake: Sendable {
+        var channel: ChannelName
+        var format: WireFormat
+        var deflate: PerMessageDeflate.Agreement?
+        var resume: DeliveryFlow.Resume?
+        /// The `name` query field, unchecked.
+        var name: String?
+        /// `/echo` (with `--test-echo-route`) rather than `/wb/`.
+        var echo: Bool
+        /// The 101's own headers: the subprotocol and the extension agreed.
+        var headers: HTTPHeaders
+    }
+
+    /// A refusal of the upgrade, counted and logged; `nil` for the `reason` label means
+    /// the refusal is not the client's doing.
+    private typealias Decision = Result<(Request, HTTPHeaders), Refusal>
 
     /// Decides whether a request may become a socket, and on which channel.
     ///
@@ -170,15 +160,65 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         head: HTTPRequestHead,
         context: ChatServerContext,
         logger: Logger
-    ) -> EventLoopFuture<Result<(Request, HTTPHeaders), UpgradeRefusal>> {
+    ) -> EventLoopFuture<Decision> {
         let eventLoop = channel.eventLoop
         let gatekeeper = context.gatekeeper
         let client = gatekeeper.clientAddress(peer: channel.remoteAddress, forwardedFor: head.headers["x-forwarded-for"])
-        func refusal(_ status: HTTPResponseStatus, _ message: String, reason: String, metadata: Logger.Metadata = [:]) -> EventLoopFuture<Result<(Request, HTTPHeaders), UpgradeRefusal>> {
+        func refused(_ refusal: Refusal, reason: String, metadata: Logger.Metadata = [:]) -> EventLoopFuture<Decision> {
             var metadata = metadata
-            metadata["reason"] = "\(message)"
+            metadata["reason"] = "\(refusal.message)"
             context.refusals.record("Refused a WebSocket upgrade", route: "/wb/", reason: reason, client: client, logger: logger, metadata: metadata)
-            return eventLoop.makeSucceededFuture(.failure(UpgradeRefusal(status: status, message: message)))
+            return eventLoop.makeSucceededFuture(.failure(refusal))
+        }
+        let handshake: Handshake
+        switch Self.handshake(head, context: context) {
+        case .success(let read):
+            handshake = read
+        case .failure(let refusal):
+            return refused(refusal.refusal, reason: refusal.reason, metadata: refusal.metadata)
+        }
+        if handshake.echo {
+            // Conformance tests (Autobahn|Testsuite) only: the same handshake, decoder,
+            // checks and extensions as /wb/, no broker.
+            let request = Request(channel: handshake.channel, kind: FrameKind(format: .raw, deflate: handshake.deflate), resume: nil, echo: true, client: client)
+            return eventLoop.makeSucceededFuture(.success((request, handshake.headers)))
+        }
+        if let refusal = gatekeeper.admitSocket(from: client, on: handshake.channel, until: channel.closeFuture) {
+            return refused(refusal, reason: "unavailable")
+        }
+        var headers = handshake.headers
+        let (memberID, verified) = identify(head, context: context, headers: &headers)
+        let request = Request(
+            channel: handshake.channel, kind: FrameKind(format: handshake.format, deflate: handshake.deflate), resume: handshake.resume,
+            member: Member(id: memberID, name: shownName(handshake.name, channel: handshake.channel, client: client, context: context, logger: logger)),
+            client: client
+        )
+        let room = RoomRefusal(request: request, headers: headers, client: client, refusals: context.refusals, logger: logger)
+        if let refusal = RoomPolicy.refusal(for: handshake.channel, identity: verified) {
+            return eventLoop.makeSucceededFuture(room.refuse(refusal, metric: "private_room"))
+        }
+        // A resume reads the history: it takes a read from the address's allowance, as
+        // `/history` does.
+        if handshake.resume != nil, let wait = gatekeeper.takeHistoryRead(from: client) {
+            let tooMany = Gatekeeper.tooMany("history reads", rate: gatekeeper.settings.historyRate, wait: wait)
+            return eventLoop.makeSucceededFuture(room.refuse(Refusal(.tooManyRequests, tooMany.message, closeCode: .tooManyRequests), metric: "rate_limited"))
+        }
+        let cap = context.rooms.cap(of: handshake.channel)
+        // A place in a capped room is a person's: a client without an identity would be a
+        // new person each time, and could fill the room alone.
+        if cap != nil, verified == nil {
+            let message = "This room holds a limited number of people, so it needs to know who you are: open the chat page first (it gives your browser an identity), then connect again."
+            return eventLoop.makeSucceededFuture(room.refuse(Refusal(.forbidden, message, closeCode: .identityRequired), metric: "identity_required"))
+        }
+        return admit(request, headers: headers, cap: cap, on: channel, context: context, room: room)
+    }
+
+    /// Reads the request's head: the path, the channel, the subprotocol, the origin, the
+    /// connect token, a resume and the extensions. Nothing here needs the broker.
+    static func handshake(_ head: HTTPRequestHead, context: ChatServerContext) -> Result<Handshake, HandshakeRefusal> {
+        let gatekeeper = context.gatekeeper
+        func refusal(_ status: HTTPResponse.Status, _ message: String, reason: String, metadata: Logger.Metadata = [:]) -> Result<Handshake, HandshakeRefusal> {
+            .failure(HandshakeRefusal(refusal: Refusal(status, message), reason: reason, metadata: metadata))
         }
         let (path, rawQuery) = splitURI(head.uri)
         let echo = context.settings.echoRoute && path == "/echo"
@@ -215,124 +255,154 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         if let problem = gatekeeper.checkConnectToken(token, channel: channelName) {
             return refusal(.unauthorized, problem.description, reason: "unauthorized", metadata: ["channel": "\(channelName)"])
         }
-        let resume: ChatSocket.Resume?
+        let resume: DeliveryFlow.Resume?
         switch Self.resume(since: field("since"), epoch: field("epoch")) {
         case .success(let value):
             resume = format == .chatV1 ? value : nil
         case .failure(let problem):
-            return refusal(problem.status, problem.message, reason: "bad_request")
+            return .failure(HandshakeRefusal(refusal: problem, reason: "bad_request"))
         }
         var headers: HTTPHeaders = format == .chatV1 ? ["Sec-WebSocket-Protocol": WireFormat.chatV1Name] : [:]
         let deflate = context.encoder.deflateEnabled ? PerMessageDeflate.negotiate(head.headers["sec-websocket-extensions"]) : nil
         if let deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader) }
-        if echo {
-            // Conformance tests (Autobahn|Testsuite) only: the same handshake, decoder,
-            // checks and extensions as /wb/, no broker.
-            return eventLoop.makeSucceededFuture(.success((Request(channel: channelName, kind: FrameKind(format: .raw, deflate: deflate), resume: nil, echo: true, client: client), headers)))
-        }
-        if let problem = gatekeeper.admitSocket(from: client, on: channelName, until: channel.closeFuture) {
-            return refusal(.serviceUnavailable, problem, reason: "unavailable")
-        }
-        // Who: the uid cookie when its signature is right, else a new identity.
-        let verified = context.identities.identity(cookies: head.headers["cookie"])
-        let memberID: String
-        if let verified {
-            memberID = verified
-        } else {
-            let minted = context.identities.mint()
-            memberID = minted.id
-            headers.add(name: "Set-Cookie", value: Identities.setCookie(minted.cookie))
-            headers.add(name: "Cache-Control", value: "private, no-store")
-        }
-        // A name is only shown: an invalid one is dropped (and logged), not worth a refused socket.
-        var shownName: String?
-        if let given = field("name") {
-            if let problem = SenderName.problem(with: given) {
-                context.refusals.record(
-                    "Ignored an invalid name on a WebSocket upgrade; the socket shows none", route: "/wb/", reason: "bad_name", client: client,
-                    logger: logger, metadata: ["reason": "\(problem)", "channel": "\(channelName)"]
-                )
-            } else {
-                shownName = SenderName.normalized(given)
-            }
-        }
-        var request = Request(
-            channel: channelName, kind: FrameKind(format: format, deflate: deflate), resume: resume, member: Member(id: memberID, name: shownName), client: client
-        )
-        /// A room's refusal: a chat.v1 client hears it in the close frame (browsers
-        /// cannot read an upgrade's HTTP status); others get `403`.
-        func refuse(_ code: WebSocketCloseCode, _ reason: String, metric: String) -> Result<(Request, HTTPHeaders), UpgradeRefusal> {
+        return .success(Handshake(channel: channelName, format: format, deflate: deflate, resume: resume, name: field("name"), echo: echo, headers: headers))
+    }
+
+    /// A handshake's refusal with its `chatroom_refusals_total` reason and log metadata.
+    struct HandshakeRefusal: Error {
+        var refusal: Refusal
+        var reason: String
+        var metadata: Logger.Metadata = [:]
+    }
+
+    /// Who: the uid cookie when its signature is right, else a new identity, whose
+    /// cookie goes into the 101's headers. Also whether the cookie was verified.
+    private static func identify(_ head: HTTPRequestHead, context: ChatServerContext, headers: inout HTTPHeaders) -> (id: String, verified: String?) {
+        if let verified = context.identities.identity(cookies: head.headers["cookie"]) { return (verified, verified) }
+        let minted = context.identities.mint()
+        headers.add(name: "Set-Cookie", value: Identities.setCookie(minted.cookie))
+        headers.add(name: "Cache-Control", value: "private, no-store")
+        return (minted.id, nil)
+    }
+
+    /// A name is only shown: an invalid one is dropped (and logged), not worth a refused socket.
+    private static func shownName(_ given: String?, channel: ChannelName, client: String, context: ChatServerContext, logger: Logger) -> String? {
+        guard let given else { return nil }
+        if let problem = SenderName.problem(with: given) {
             context.refusals.record(
-                "Refused a WebSocket upgrade", route: "/wb/", reason: metric, client: client, logger: logger,
-                metadata: ["reason": "\(reason)", "channel": "\(channelName)"]
+                "Ignored an invalid name on a WebSocket upgrade; the socket shows none", route: "/wb/", reason: "bad_name", client: client,
+                logger: logger, metadata: ["reason": "\(problem)", "channel": "\(channel)"]
             )
-            guard format == .chatV1 else {
-                return .failure(UpgradeRefusal(status: code == .tooManyRequests ? .tooManyRequests : .forbidden, message: reason))
-            }
-            request.refusal = (code, reason)
-            return .success((request, headers))
+            return nil
         }
-        if let reason = RoomPolicy.refusal(for: channelName, identity: verified) {
-            return eventLoop.makeSucceededFuture(refuse(.privateRoom, reason, metric: "private_room"))
+        return SenderName.normalized(given)
+    }
+
+    /// A room's refusal: a chat.v1 client hears it in the close frame (browsers cannot
+    /// read an upgrade's HTTP status); others get its HTTP status.
+    private struct RoomRefusal: Sendable {
+        let request: Request
+        let headers: HTTPHeaders
+        let client: String
+        let refusals: Refusals
+        let logger: Logger
+
+        func refuse(_ refusal: Refusal, metric: String) -> Decision {
+            refusals.record(
+                "Refused a WebSocket upgrade", route: "/wb/", reason: metric, client: client, logger: logger,
+                metadata: ["reason": "\(refusal.message)", "channel": "\(request.channel)"]
+            )
+            guard request.kind.format == .chatV1, refusal.closeCode != nil else { return .failure(refusal) }
+            var refused = request
+            refused.refusal = refusal
+            return .success((refused, headers))
         }
-        // A resume reads the history: it takes a read from the address's allowance, as
-        // `/history` does.
-        if resume != nil, let wait = gatekeeper.takeHistoryRead(from: client) {
-            let tooMany = Gatekeeper.tooMany("history reads", rate: gatekeeper.settings.historyRate, wait: wait)
-            return eventLoop.makeSucceededFuture(refuse(.tooManyRequests, tooMany.message, metric: "rate_limited"))
-        }
+    }
+
+    /// Takes a place in a capped room (one Lua script over every instance), then joins
+    /// the channel in the broker.
+    private static func admit(
+        _ request: Request, headers: HTTPHeaders, cap: Int?, on channel: any Channel, context: ChatServerContext, room: RoomRefusal
+    ) -> EventLoopFuture<Decision> {
+        let eventLoop = channel.eventLoop
         let broker = context.broker
         let presence = context.presence
-        let cap = context.rooms.cap(of: channelName)
+        let channelName = request.channel
         let admitted: EventLoopFuture<Bool>
         if let cap {
-            // A place in a capped room is a person's: a client without an identity would
-            // be a new person each time, and could fill the room alone.
-            guard verified != nil else {
-                return eventLoop.makeSucceededFuture(refuse(
-                    .identityRequired,
-                    "This room holds a limited number of people, so it needs to know who you are: open the chat page first (it gives your browser an identity), then connect again.",
-                    metric: "identity_required"
-                ))
-            }
             admitted = eventLoop.makeFutureWithTask {
-                try await broker.admit(memberID, to: channelName, instance: presence.instance, cap: cap, lifetime: presence.lifetime)
+                try await broker.admit(request.member.id, to: channelName, instance: presence.instance, cap: cap, lifetime: presence.lifetime)
             }
         } else {
             admitted = eventLoop.makeSucceededFuture(true)
         }
-        return admitted.flatMap { admitted -> EventLoopFuture<Result<(Request, HTTPHeaders), UpgradeRefusal>> in
+        return admitted.flatMap { admitted -> EventLoopFuture<Decision> in
             guard admitted else {
                 let cap = cap ?? 0
-                return eventLoop.makeSucceededFuture(refuse(.roomFull, "This room is full: it holds at most \(cap) \(cap == 1 ? "person" : "people").", metric: "room_full"))
+                let message = "This room is full: it holds at most \(cap) \(cap == 1 ? "person" : "people")."
+                return eventLoop.makeSucceededFuture(room.refuse(Refusal(.forbidden, message, closeCode: .roomFull), metric: "room_full"))
             }
             channel.closeFuture.whenComplete { _ in broker.leave(channelName) }
             return broker.join(channelName, on: eventLoop).map { .success((request, headers)) }
         }
-            .flatMapErrorThrowing { error in
-                context.refusals.record(
-                    "Refused a WebSocket upgrade: the broker cannot serve", route: "/wb/", reason: "unavailable", client: client, logger: logger,
-                    level: .warning, metadata: ["channel": "\(channelName)", "error": "\(error)"]
+        .flatMapErrorThrowing { error in
+            context.refusals.record(
+                "Refused a WebSocket upgrade: the broker cannot serve", route: "/wb/", reason: "unavailable", client: room.client, logger: room.logger,
+                level: .warning, metadata: ["channel": "\(channelName)", "error": "\(error)"]
+            )
+            return .failure(Refusal(.serviceUnavailable, "The chat is temporarily unavailable (\(error)); retry shortly."))
+        }
+    }
+
+    /// The handler that serves an accepted socket: a ``ChatSocket``, or on the echo
+    /// route an ``EchoSocket``.
+    private func socket(for request: Request, on channel: any Channel) -> any ChannelHandler {
+        let settings = ChatSocket.Settings(
+            maximumMessageSize: context.settings.maximumMessageSize,
+            closeTimeout: .seconds(2),
+            queueLimit: context.settings.socketQueueLimit,
+            messageRate: context.gatekeeper.settings.socketMessageRate
+        )
+        if request.echo {
+            return EchoSocket(
+                deflate: request.kind.deflate, deflateMinimumSize: context.encoder.deflateMinimumSize,
+                settings: WebSocketEndpointSettings(
+                    maximumMessageSize: settings.maximumMessageSize, closeTimeout: settings.closeTimeout, messageRate: settings.messageRate,
+                    refusals: context.refusals, client: request.client, logger: logger
                 )
-                return .failure(UpgradeRefusal(status: .serviceUnavailable, message: "The chat is temporarily unavailable (\(error)); retry shortly."))
-            }
+            )
+        }
+        return ChatSocket(
+            channelName: request.channel,
+            kind: request.kind,
+            resume: request.resume,
+            hub: context.hub.loop(for: channel.eventLoop),
+            broker: context.broker,
+            settings: settings,
+            metrics: context.metrics,
+            refusals: context.refusals,
+            client: request.client,
+            // An inbox is no room: nobody is "online" in it.
+            presence: RoomPolicy.owner(ofInbox: request.channel) != nil ? nil : (context.presence, request.member),
+            logger: logger
+        )
     }
 
     /// Reads `since=OFFSET&epoch=E` from the query: both or neither.
-    static func resume(since: String?, epoch: String?) -> Result<ChatSocket.Resume?, UpgradeRefusal> {
+    static func resume(since: String?, epoch: String?) -> Result<DeliveryFlow.Resume?, Refusal> {
         switch (since, epoch) {
         case (nil, nil):
             return .success(nil)
         case (let since?, let epoch?):
             guard let offset = Offset.parse(since) else {
-                return .failure(UpgradeRefusal(status: .badRequest, message: "since must be a whole number from 0 to \(Offset.maximum), got '\(String(since.unicodeScalars.prefix(40)))'."))
+                return .failure(Refusal(.badRequest, "since must be a whole number from 0 to \(Offset.maximum), got '\(String(since.unicodeScalars.prefix(40)))'."))
             }
             guard (1...64).contains(epoch.utf8.count), epoch.utf8.allSatisfy({ $0 < 128 && (Character(UnicodeScalar($0)).isLetter || Character(UnicodeScalar($0)).isNumber) }) else {
-                return .failure(UpgradeRefusal(status: .badRequest, message: "epoch must be 1–64 letters and digits, as the server sent it."))
+                return .failure(Refusal(.badRequest, "epoch must be 1–64 letters and digits, as the server sent it."))
             }
-            return .success(ChatSocket.Resume(after: offset, epoch: epoch))
+            return .success(DeliveryFlow.Resume(after: offset, epoch: epoch))
         default:
-            return .failure(UpgradeRefusal(status: .badRequest, message: "To resume, give both since and epoch (from the last message you received)."))
+            return .failure(Refusal(.badRequest, "To resume, give both since and epoch (from the last message you received)."))
         }
     }
 

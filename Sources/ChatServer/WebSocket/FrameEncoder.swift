@@ -57,6 +57,9 @@ struct FrameKind: Sendable {
 
 /// One zlib compressor for every thread that encodes events; used under a lock (it holds
 /// zlib's state, about 256 KB, so one is kept rather than one per message).
+///
+/// Sendable by proof: the compressor is private and reached only in `deflated(_:)`,
+/// which holds the lock for the whole use.
 private final class SharedCompressor: @unchecked Sendable {
     private let lock = NIOLock()
     private let compressor: ZlibCompressor

@@ -1,0 +1,33 @@
+import Chat
+
+/// Everything a connection needs from the running server.
+struct ChatServerContext: Sendable {
+    struct Settings: Sendable {
+        /// Largest message, in bytes, over `/send/` or a socket.
+        var maximumMessageSize: Int
+        /// Bytes that may wait for a slow reader before its messages are dropped.
+        var socketQueueLimit: Int
+        /// How long a client may take to send a request's head and body.
+        var requestTimeout: Duration
+        /// Serve the echo route `/echo` for WebSocket conformance tests.
+        var echoRoute = false
+    }
+
+    var hub: Hub
+    var broker: any Broker
+    var settings: Settings
+    /// Makes each event's frames once; knows whether permessage-deflate is on.
+    var encoder: FrameEncoder
+    /// Origins, tokens, rate limits and socket counts.
+    var gatekeeper: Gatekeeper
+    /// What the server counts.
+    var metrics: ChatMetrics = .none
+    /// Who is in each channel.
+    var presence: PresenceTracker
+    /// Who a browser is.
+    var identities: Identities
+    /// Room caps and private rooms.
+    var rooms: RoomPolicy
+    /// Counts refusals and logs them, throttled per address and reason.
+    var refusals: Refusals
+}
