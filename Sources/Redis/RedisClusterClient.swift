@@ -195,11 +195,13 @@ public final class RedisClusterClient: Sendable {
             state.nodes.values.map(\.client).filter(\.isConnected).sorted { state.primaries.contains($0.configuration.address) && !state.primaries.contains($1.configuration.address) }
         }
         var failures: [String] = []
+        var lastError: (any Error)?
         for client in clients {
             do {
                 return try Self.parseSlots(try await client.send(RedisCommand("CLUSTER", "SLOTS")), askedHost: client.configuration)
             } catch {
                 failures.append("\(client.configuration.address): \(error)")
+                lastError = error
             }
         }
         for seed in seeds {
@@ -209,9 +211,10 @@ public final class RedisClusterClient: Sendable {
                 return try Self.parseSlots(try await connection.send(RedisCommand("CLUSTER", "SLOTS")), askedHost: seed)
             } catch {
                 failures.append("\(seed.address): \(error)")
+                lastError = error
             }
         }
-        throw RedisError(.unavailable, "no node of the cluster answered CLUSTER SLOTS (\(failures.joined(separator: "; ")))")
+        throw RedisError(.unavailable, "no node of the cluster answered CLUSTER SLOTS (\(failures.joined(separator: "; ")))", underlying: lastError)
     }
 
     static func parseSlots(_ reply: RESPValue, askedHost node: RedisConfiguration) throws -> [SlotRange] {
