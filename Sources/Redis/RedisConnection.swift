@@ -140,7 +140,7 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         var command: RedisCommand
     }
 
-    private let reader = RESPReader()
+    private let replies = NIOSingleStepByteToMessageProcessor(RESPReader())
     private let commandTimeout: TimeAmount
     private var waiting = CircularBuffer<Waiting>()
     private var flushScheduled = false
@@ -186,8 +186,7 @@ final class RedisCommandHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         do {
-            try reader.feed(unwrapInboundIn(data))
-            while let reply = try reader.next() {
+            try replies.process(buffer: unwrapInboundIn(data)) { reply in
                 guard let waiter = waiting.popFirst() else {
                     throw RedisError(.protocolError, "Redis sent a reply nobody asked for")
                 }

@@ -415,7 +415,7 @@ final class RedisPubSubHandler: ChannelDuplexHandler {
     typealias OutboundIn = RedisCommand
     typealias OutboundOut = ByteBuffer
 
-    private let reader = RESPReader()
+    private let replies = NIOSingleStepByteToMessageProcessor(RESPReader())
     private let subscriber: RedisSubscriber
 
     init(subscriber: RedisSubscriber) {
@@ -430,10 +430,7 @@ final class RedisPubSubHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         do {
-            try reader.feed(unwrapInboundIn(data))
-            while let value = try reader.next() {
-                subscriber.received(value)
-            }
+            try replies.process(buffer: unwrapInboundIn(data)) { subscriber.received($0) }
         } catch {
             subscriber.readComplete()
             context.close(promise: nil)
