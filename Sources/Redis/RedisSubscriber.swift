@@ -149,42 +149,32 @@ public final class RedisSubscriber: Service, Sendable {
 
     /// Keeps the pub/sub connection up until graceful shutdown.
     public func run() async throws {
-        var backoff = Backoff()
-        await withGracefulShutdownHandler {
-            while !Task.isCancelled {
-                let current = try? await eventLoop.submit { () -> (channel: (any Channel)?, isShutdown: Bool) in
+        var loop = ReconnectLoop(
+            logger: logger,
+            metadata: ["redis": "\(configuration)"],
+            messages: .init(
+                up: "Pub/sub connection to Redis is up",
+                unreachable: "Cannot reach Redis for pub/sub; retrying",
+                lost: "Lost the pub/sub connection to Redis; reconnecting"
+            )
+        )
+        await loop.run(
+            current: {
+                let current = try? await eventLoop.submit { () -> ReconnectLoop.Current<any Channel> in
                     let state = self.state.value
-                    return (state.channel, state.subscriptions.isShutdown)
+                    if state.subscriptions.isShutdown { return .stopped }
+                    return state.channel.map { .open($0) } ?? .none
                 }.get()
-                if current?.isShutdown ?? true { break }
-                let channel: any Channel
-                if let open = current?.channel {
-                    channel = open
-                } else {
-                    do {
-                        channel = try await establish()
-                        logger.info("Pub/sub connection to Redis is up", metadata: ["redis": "\(configuration)"])
-                    } catch {
-                        let delay = backoff.next()
-                        logger.warning(
-                            "Cannot reach Redis for pub/sub; retrying",
-                            metadata: ["redis": "\(configuration)", "error": "\(error)", "retry_in": "\(delay)"]
-                        )
-                        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-                        continue
-                    }
-                }
-                backoff.reset()
+                return current ?? .stopped
+            },
+            connect: { try await establish() },
+            awaitClose: { channel in
                 try? await channel.closeFuture.get()
                 let stopping = (try? await eventLoop.submit { self.state.value.subscriptions.isShutdown }.get()) ?? true
-                if stopping { break }
-                logger.warning("Lost the pub/sub connection to Redis; reconnecting", metadata: ["redis": "\(configuration)"])
-                let delay = backoff.next()
-                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-            }
-        } onGracefulShutdown: {
-            self.shutdown()
-        }
+                return stopping ? .stop : .reconnect
+            },
+            onGracefulShutdown: { self.shutdown() }
+        )
     }
 
     /// Closes the connection and stops reconnecting.
