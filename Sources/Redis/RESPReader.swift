@@ -4,8 +4,9 @@ import NIOCore
 /// Parses RESP bytes from Redis into ``RESPValue``s with hiredis' reader.
 ///
 /// Bytes may arrive in any chunks: ``feed(_:)`` them as they come and call
-/// ``next()`` until it returns `nil`. The hiredis reader is owned by this object
-/// and freed with it; it never leaves this class.
+/// ``next()`` until it returns `nil`; or let a `NIOSingleStepByteToMessageProcessor`
+/// drive it as a decoder. The hiredis reader is owned by this object and freed with it;
+/// it never leaves this class.
 public final class RESPReader {
     private let reader: UnsafeMutablePointer<redisReader>
 
@@ -71,5 +72,32 @@ public final class RESPReader {
 
     private static func text(_ r: redisReply) -> String {
         String(decoding: UnsafeRawBufferPointer(start: r.str, count: r.len), as: UTF8.self)
+    }
+}
+
+// MARK: - As a decoder
+
+extension RESPReader: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = RESPValue
+
+    /// The next reply from the bytes fed so far and those in `buffer`.
+    ///
+    /// hiredis keeps the bytes it was fed, so they leave `buffer` as they go into it.
+    /// One byte stays behind while replies parsed earlier remain: the processor calls
+    /// again only while `buffer` has bytes, and one byte completes at most one reply.
+    public func decode(buffer: inout ByteBuffer) throws -> RESPValue? {
+        if let value = try next() { return value }
+        if buffer.readableBytes > 1, let head = buffer.readSlice(length: buffer.readableBytes - 1) {
+            try feed(head)
+            if let value = try next() { return value }
+        }
+        guard let last = buffer.readSlice(length: buffer.readableBytes), last.readableBytes > 0 else { return nil }
+        try feed(last)
+        return try next()
+    }
+
+    /// As ``decode(buffer:)``: an incomplete reply at the end of the stream is dropped.
+    public func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> RESPValue? {
+        try decode(buffer: &buffer)
     }
 }

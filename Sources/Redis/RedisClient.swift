@@ -81,41 +81,30 @@ public final class RedisClient: Service, Sendable {
 
     /// Keeps the connection up until graceful shutdown.
     public func run() async throws {
-        var backoff = Backoff()
-        await withGracefulShutdownHandler {
-            while !Task.isCancelled && !state.withLockedValue({ $0.isShutdown }) {
-                let connection: RedisConnection
-                if let current = state.withLockedValue({ $0.connection }) {
-                    connection = current
-                } else {
-                    do {
-                        connection = try await establish()
-                        logger.info("Connected to Redis", metadata: ["redis": "\(configuration)"])
-                    } catch {
-                        let delay = backoff.next()
-                        logger.warning(
-                            "Cannot reach Redis; retrying",
-                            metadata: ["redis": "\(configuration)", "error": "\(error)", "retry_in": "\(delay)"]
-                        )
-                        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-                        continue
-                    }
+        var loop = ReconnectLoop(
+            logger: logger,
+            metadata: ["redis": "\(configuration)"],
+            messages: .init(up: "Connected to Redis", unreachable: "Cannot reach Redis; retrying", lost: "Lost the connection to Redis; reconnecting")
+        )
+        await loop.run(
+            current: {
+                state.withLockedValue { state in
+                    if state.isShutdown { return .stopped }
+                    return state.connection.map { .open($0) } ?? .none
                 }
-                backoff.reset()
+            },
+            connect: { try await establish() },
+            awaitClose: { connection in
                 try? await connection.closeFuture.get()
                 let (shuttingDown, handlers) = state.withLockedValue { state in
                     if state.connection === connection { state.connection = nil }
                     return (state.isShutdown, state.onStateChange)
                 }
                 for handler in handlers { handler(false, false) }
-                if shuttingDown { break }
-                logger.warning("Lost the connection to Redis; reconnecting", metadata: ["redis": "\(configuration)"])
-                let delay = backoff.next()
-                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-            }
-        } onGracefulShutdown: {
-            self.shutdown()
-        }
+                return shuttingDown ? .stop : .reconnect
+            },
+            onGracefulShutdown: { self.shutdown() }
+        )
     }
 
     /// Closes the connection and stops reconnecting.

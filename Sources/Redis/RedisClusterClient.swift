@@ -24,6 +24,8 @@ public final class RedisClusterClient: Sendable {
     private let logger: Logger
     private let state: NIOLockedValueBox<State>
     private let running = ServiceSet()
+    /// Wakes the ``Refresher`` to read the slot map (one wake-up is enough: it reads until no one asks again).
+    private let refreshRequests = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
 
     private struct State {
         /// The `host:port` of the primary that owns each slot; `nil`: nobody known.
@@ -95,7 +97,8 @@ public final class RedisClusterClient: Sendable {
         }
     }
 
-    /// Reads the slot map again soon, once, however many ask meanwhile.
+    /// Reads the slot map again soon, once, however many ask meanwhile. The reading is
+    /// done by ``services``: asked before they run, it waits for them.
     public func requestRefresh() {
         let start = state.withLockedValue { state -> Bool in
             if state.refreshing {
@@ -106,24 +109,27 @@ public final class RedisClusterClient: Sendable {
             return true
         }
         guard start else { return }
-        Task {
-            while true {
-                do {
-                    try await self.refreshNow()
-                } catch {
-                    self.logger.warning("Cannot read the cluster's slot map", metadata: ["redis": "\(self.description)", "error": "\(error)"])
-                }
-                let again = self.state.withLockedValue { state -> Bool in
-                    if state.refreshAgain && !state.isShutdown {
-                        state.refreshAgain = false
-                        return true
-                    }
-                    state.refreshing = false
-                    return false
-                }
-                guard again else { return }
-                try? await Task.sleep(for: .milliseconds(100))
+        refreshRequests.continuation.yield()
+    }
+
+    /// Reads the slot map until nobody asked again meanwhile (on the ``Refresher``'s task).
+    private func refreshWhileAsked() async {
+        while true {
+            do {
+                try await refreshNow()
+            } catch {
+                logger.warning("Cannot read the cluster's slot map", metadata: ["redis": "\(description)", "error": "\(error)"])
             }
+            let again = state.withLockedValue { state -> Bool in
+                if state.refreshAgain && !state.isShutdown {
+                    state.refreshAgain = false
+                    return true
+                }
+                state.refreshing = false
+                return false
+            }
+            guard again else { return }
+            try? await Task.sleep(for: .milliseconds(100))
         }
     }
 
@@ -195,11 +201,13 @@ public final class RedisClusterClient: Sendable {
             state.nodes.values.map(\.client).filter(\.isConnected).sorted { state.primaries.contains($0.configuration.address) && !state.primaries.contains($1.configuration.address) }
         }
         var failures: [String] = []
+        var lastError: (any Error)?
         for client in clients {
             do {
                 return try Self.parseSlots(try await client.send(RedisCommand("CLUSTER", "SLOTS")), askedHost: client.configuration)
             } catch {
                 failures.append("\(client.configuration.address): \(error)")
+                lastError = error
             }
         }
         for seed in seeds {
@@ -209,9 +217,10 @@ public final class RedisClusterClient: Sendable {
                 return try Self.parseSlots(try await connection.send(RedisCommand("CLUSTER", "SLOTS")), askedHost: seed)
             } catch {
                 failures.append("\(seed.address): \(error)")
+                lastError = error
             }
         }
-        throw RedisError(.unavailable, "no node of the cluster answered CLUSTER SLOTS (\(failures.joined(separator: "; ")))")
+        throw RedisError(.unavailable, "no node of the cluster answered CLUSTER SLOTS (\(failures.joined(separator: "; ")))", underlying: lastError)
     }
 
     static func parseSlots(_ reply: RESPValue, askedHost node: RedisConfiguration) throws -> [SlotRange] {
@@ -317,16 +326,24 @@ public final class RedisClusterClient: Sendable {
         for client in clients { client.shutdown() }
     }
 
-    /// Reads the slot map every ``refreshInterval`` until shutdown.
+    /// Reads the slot map when asked (``requestRefresh()``) and every ``refreshInterval``,
+    /// until shutdown.
     private struct Refresher: Service {
         let cluster: RedisClusterClient
 
         func run() async throws {
             await cancelWhenGracefulShutdown {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: cluster.refreshInterval)
-                    if Task.isCancelled { break }
-                    cluster.requestRefresh()
+                await withDiscardingTaskGroup { group in
+                    group.addTask {
+                        while !Task.isCancelled {
+                            try? await Task.sleep(for: cluster.refreshInterval)
+                            if Task.isCancelled { break }
+                            cluster.requestRefresh()
+                        }
+                    }
+                    for await _ in cluster.refreshRequests.stream {
+                        await cluster.refreshWhileAsked()
+                    }
                 }
             }
             cluster.shutdown()

@@ -52,8 +52,8 @@ public final class RedisConnection: Sendable {
     public func sendFuture(_ command: RedisCommand) -> EventLoopFuture<RESPValue> {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)
         let written = channel.eventLoop.makePromise(of: Void.self)
-        written.futureResult.whenFailure { _ in
-            promise.fail(RedisError(.connectionClosed, "the connection to Redis is closed"))
+        written.futureResult.whenFailure { error in
+            promise.fail(RedisError(.connectionClosed, "the connection to Redis is closed", underlying: error))
         }
         channel.writeAndFlush(RedisCommandHandler.Request(command: command, promise: promise), promise: written)
         return promise.futureResult
@@ -67,9 +67,9 @@ public final class RedisConnection: Sendable {
         let channel = self.channel
         channel.eventLoop.execute {
             let written = channel.eventLoop.makePromise(of: Void.self)
-            written.futureResult.whenFailure { _ in
-                asking.fail(RedisError(.connectionClosed, "the connection to Redis is closed"))
-                promise.fail(RedisError(.connectionClosed, "the connection to Redis is closed"))
+            written.futureResult.whenFailure { error in
+                asking.fail(RedisError(.connectionClosed, "the connection to Redis is closed", underlying: error))
+                promise.fail(RedisError(.connectionClosed, "the connection to Redis is closed", underlying: error))
             }
             channel.write(RedisCommandHandler.Request(command: RedisCommand("ASKING"), promise: asking), promise: nil)
             channel.writeAndFlush(RedisCommandHandler.Request(command: command, promise: promise), promise: written)
@@ -112,9 +112,9 @@ public final class RedisConnection: Sendable {
             throw error
         } catch let error as NIOConnectionError {
             let cause = error.connectionErrors.last.map { "\($0.error)" } ?? error.dnsAError.map { "\($0)" } ?? "\(error)"
-            throw RedisError(.unavailable, "cannot connect to Redis at \(configuration) (\(cause))")
+            throw RedisError(.unavailable, "cannot connect to Redis at \(configuration) (\(cause))", underlying: error)
         } catch {
-            throw RedisError(.unavailable, "cannot connect to Redis at \(configuration) (\(error))")
+            throw RedisError(.unavailable, "cannot connect to Redis at \(configuration) (\(error))", underlying: error)
         }
     }
 }
@@ -140,7 +140,7 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         var command: RedisCommand
     }
 
-    private let reader = RESPReader()
+    private let replies = NIOSingleStepByteToMessageProcessor(RESPReader())
     private let commandTimeout: TimeAmount
     private var waiting = CircularBuffer<Waiting>()
     private var flushScheduled = false
@@ -186,8 +186,7 @@ final class RedisCommandHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         do {
-            try reader.feed(unwrapInboundIn(data))
-            while let reply = try reader.next() {
+            try replies.process(buffer: unwrapInboundIn(data)) { reply in
                 guard let waiter = waiting.popFirst() else {
                     throw RedisError(.protocolError, "Redis sent a reply nobody asked for")
                 }
@@ -205,7 +204,7 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failAll(RedisError(.connectionClosed, "the connection to Redis failed: \(error)"))
+        failAll(RedisError(.connectionClosed, "the connection to Redis failed: \(error)", underlying: error))
         context.close(promise: nil)
     }
 

@@ -26,11 +26,18 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
     public var code: Code
     /// A message a person can act on; for `.server`, the server's own text.
     public var message: String
+    /// The lower error that caused this one (a socket's, NIO's), if any.
+    public var underlying: (any Error)?
 
     /// Creates an error.
-    public init(_ code: Code, _ message: String) {
+    /// - Parameters:
+    ///   - code: what kind of failure this is.
+    ///   - message: what happened, for a person.
+    ///   - underlying: the lower error that caused it, if any.
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
         self.code = code
         self.message = message
+        self.underlying = underlying
     }
 
     /// The first word of a server error, e.g. `NOSCRIPT`, `WRONGPASS`, `ERR`.
@@ -39,5 +46,10 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         return message.split(separator: " ", maxSplits: 1).first
     }
 
-    public var description: String { "Redis \(code): \(message)" }
+    /// The code and the message; the underlying error too, unless the message quotes it.
+    public var description: String {
+        guard let underlying else { return "Redis \(code): \(message)" }
+        let cause = "\(underlying)"
+        return message.contains(cause) ? "Redis \(code): \(message)" : "Redis \(code): \(message) (\(cause))"
+    }
 }

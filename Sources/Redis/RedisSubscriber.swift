@@ -15,7 +15,7 @@ import ServiceLifecycle
 /// In ``Mode/sharded`` it speaks Redis 7's sharded pub/sub (SSUBSCRIBE) to one node of a
 /// cluster; ``RedisShardedSubscriber`` keeps one per primary and moves channels between
 /// them when the cluster's slots move.
-public final class RedisSubscriber: Service, @unchecked Sendable {
+public final class RedisSubscriber: Service, Sendable {
     /// Plain pub/sub, or sharded pub/sub on one cluster node.
     public enum Mode: Sendable {
         case classic
@@ -41,26 +41,31 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
     private let logger: Logger
     private let onMessages: MessageHandler
     private let pingInterval: TimeAmount
-
-    // Confined to `eventLoop`.
-    private var channel: (any Channel)?
-    private var references: [String: Int] = [:]
-    private var repliesPending: [String: Int] = [:]
-    private var confirmed: Set<String> = []
-    private var waiters: [String: [EventLoopPromise<Void>]] = [:]
-    private var batch: [Message] = []
-    private var pingSentAt: NIODeadline?
-    private var pingTask: RepeatedTask?
-    private var isShutdown = false
-    private var onResubscribe: ResubscribeHandler?
-    private var resubscribing: Set<String> = []
-    private var onStateChange: RedisStateHandler?
-    private var hasConnected = false
     private let mode: Mode
-    /// Sharded: channels the node unsubscribed by itself (its slot moved away).
-    var onLost: (([String]) -> Void)?
-    /// Sharded: the node answered MOVED to a subscription (slot, new owner's `host:port`).
-    var onMoved: ((Int, String) -> Void)?
+    private let state: NIOLoopBoundBox<State>
+
+    private struct State {
+        var subscriptions = SubscriptionStateMachine<EventLoopPromise<Void>>()
+        var channel: (any Channel)?
+        var batch: [Message] = []
+        var pingSentAt: NIODeadline?
+        var pingTask: RepeatedTask?
+        var onResubscribe: ResubscribeHandler?
+        var onStateChange: RedisStateHandler?
+        var onLost: (([String]) -> Void)?
+        var onMoved: ((Int, String) -> Void)?
+    }
+
+    /// Sharded: channels the node unsubscribed by itself (its slot moved away). On the event loop.
+    var onLost: (([String]) -> Void)? {
+        get { state.value.onLost }
+        set { state.value.onLost = newValue }
+    }
+    /// Sharded: the node answered MOVED to a subscription (slot, new owner's `host:port`). On the event loop.
+    var onMoved: ((Int, String) -> Void)? {
+        get { state.value.onMoved }
+        set { state.value.onMoved = newValue }
+    }
 
     /// Creates a subscriber; it connects in ``connect()`` or ``run()``.
     public init(
@@ -77,16 +82,17 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
         self.logger = logger
         self.onMessages = onMessages
         self.pingInterval = TimeAmount(pingInterval)
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
     }
 
     /// Sets the handler told about the channels subscribed again after a reconnect.
     public func onResubscribe(_ handler: @escaping ResubscribeHandler) {
-        eventLoop.execute { self.onResubscribe = handler }
+        eventLoop.execute { self.state.value.onResubscribe = handler }
     }
 
     /// Sets the handler told each time the pub/sub connection goes up or down.
     public func onStateChange(_ handler: @escaping RedisStateHandler) {
-        eventLoop.execute { self.onStateChange = handler }
+        eventLoop.execute { self.state.value.onStateChange = handler }
     }
 
     /// Adds a reference to `name`; the future completes once Redis confirmed the subscription.
@@ -103,51 +109,36 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
 
     /// ``subscribe(_:)``, already on the event loop.
     func subscribeNow(_ name: String) -> EventLoopFuture<Void> {
-        eventLoop.preconditionInEventLoop()
-        let count = references[name, default: 0] + 1
-        references[name] = count
-        guard let channel else {
-            return eventLoop.makeFailedFuture(RedisError(.unavailable, "no pub/sub connection to Redis at \(configuration); reconnecting"))
-        }
-        if confirmed.contains(name) && repliesPending[name, default: 0] == 0 {
-            return eventLoop.makeSucceededVoidFuture()
-        }
-        if count == 1 {
-            send(RedisCommand(subscribeCommand, .string(name)), on: channel, counting: [name])
-        }
         let promise = eventLoop.makePromise(of: Void.self)
-        waiters[name, default: []].append(promise)
+        run(state.value.subscriptions.subscribe(name, waiter: promise), unavailable: "no pub/sub connection to Redis at \(configuration); reconnecting")
         return promise.futureResult
     }
 
     /// ``unsubscribe(_:)``, already on the event loop.
     func unsubscribeNow(_ name: String) {
-        eventLoop.preconditionInEventLoop()
-        guard let count = references[name] else { return }
-        if count > 1 {
-            references[name] = count - 1
-            return
-        }
-        references[name] = nil
-        confirmed.remove(name)
-        failWaiters(of: name, with: RedisError(.shutdown, "unsubscribed from \(name) before Redis confirmed it"))
-        if let channel {
-            send(RedisCommand(mode == .sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", .string(name)), on: channel, counting: [name])
+        switch state.value.subscriptions.unsubscribe(name) {
+        case .none:
+            break
+        case .unsubscribe(let name, let failing, let send):
+            let error = RedisError(.shutdown, "unsubscribed from \(name) before Redis confirmed it")
+            for waiter in failing { waiter.fail(error) }
+            if send { write(RedisCommand(mode == .sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE", .string(name))) }
         }
     }
 
     /// The channels with at least one reference.
     public var subscribedChannels: EventLoopFuture<Set<String>> {
-        eventLoop.submit { Set(self.references.keys) }
+        eventLoop.submit { self.state.value.subscriptions.subscribedChannels }
     }
 
     /// Why messages may not be arriving now, or `nil` when the connection is up and Redis
     /// has confirmed every subscription.
     public var notReadyReason: EventLoopFuture<String?> {
         eventLoop.submit {
-            guard self.channel != nil else { return "no pub/sub connection to Redis (reconnecting)" }
-            let waiting = Set(self.references.keys).subtracting(self.confirmed)
-            return waiting.isEmpty ? nil : "Redis has not confirmed \(waiting.count) subscription(s) yet"
+            let subscriptions = self.state.value.subscriptions
+            guard subscriptions.isConnected else { return "no pub/sub connection to Redis (reconnecting)" }
+            let waiting = subscriptions.unconfirmedCount
+            return waiting == 0 ? nil : "Redis has not confirmed \(waiting) subscription(s) yet"
         }
     }
 
@@ -158,47 +149,41 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
 
     /// Keeps the pub/sub connection up until graceful shutdown.
     public func run() async throws {
-        var backoff = Backoff()
-        await withGracefulShutdownHandler {
-            while !Task.isCancelled {
-                let current = try? await eventLoop.submit { (self.channel, self.isShutdown) }.get()
-                if current?.1 ?? true { break }
-                let channel: any Channel
-                if let open = current?.0 {
-                    channel = open
-                } else {
-                    do {
-                        channel = try await establish()
-                        logger.info("Pub/sub connection to Redis is up", metadata: ["redis": "\(configuration)"])
-                    } catch {
-                        let delay = backoff.next()
-                        logger.warning(
-                            "Cannot reach Redis for pub/sub; retrying",
-                            metadata: ["redis": "\(configuration)", "error": "\(error)", "retry_in": "\(delay)"]
-                        )
-                        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-                        continue
-                    }
-                }
-                backoff.reset()
+        var loop = ReconnectLoop(
+            logger: logger,
+            metadata: ["redis": "\(configuration)"],
+            messages: .init(
+                up: "Pub/sub connection to Redis is up",
+                unreachable: "Cannot reach Redis for pub/sub; retrying",
+                lost: "Lost the pub/sub connection to Redis; reconnecting"
+            )
+        )
+        await loop.run(
+            current: {
+                let current = try? await eventLoop.submit { () -> ReconnectLoop.Current<any Channel> in
+                    let state = self.state.value
+                    if state.subscriptions.isShutdown { return .stopped }
+                    return state.channel.map { .open($0) } ?? .none
+                }.get()
+                return current ?? .stopped
+            },
+            connect: { try await establish() },
+            awaitClose: { channel in
                 try? await channel.closeFuture.get()
-                let stopping = (try? await eventLoop.submit { self.isShutdown }.get()) ?? true
-                if stopping { break }
-                logger.warning("Lost the pub/sub connection to Redis; reconnecting", metadata: ["redis": "\(configuration)"])
-                let delay = backoff.next()
-                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-            }
-        } onGracefulShutdown: {
-            self.shutdown()
-        }
+                let stopping = (try? await eventLoop.submit { self.state.value.subscriptions.isShutdown }.get()) ?? true
+                return stopping ? .stop : .reconnect
+            },
+            onGracefulShutdown: { self.shutdown() }
+        )
     }
 
     /// Closes the connection and stops reconnecting.
     public func shutdown() {
         eventLoop.execute {
-            self.isShutdown = true
-            self.pingTask?.cancel()
-            self.channel?.close(promise: nil)
+            let action = self.state.value.subscriptions.shutdown()
+            let state = self.state.value
+            state.pingTask?.cancel()
+            if case .closeConnection = action { state.channel?.close(promise: nil) }
         }
     }
 
@@ -209,54 +194,62 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
             try channel.pipeline.syncOperations.addHandler(RedisPubSubHandler(subscriber: self))
         }
         try await eventLoop.submit {
-            guard !self.isShutdown else {
+            switch self.state.value.subscriptions.connectionEstablished() {
+            case .close:
                 channel.close(promise: nil)
                 throw RedisError(.shutdown, "the Redis subscriber is shut down")
+            case .resubscribe(let names, let isReconnect):
+                self.attach(channel, resubscribing: names, isReconnect: isReconnect)
             }
-            self.attach(channel)
         }.get()
         return channel
     }
 
-    private func attach(_ channel: any Channel) {
-        self.channel = channel
-        onStateChange?(true, hasConnected)
-        hasConnected = true
+    private func attach(_ channel: any Channel, resubscribing names: [String], isReconnect: Bool) {
+        state.value.channel = channel
+        state.value.onStateChange?(true, isReconnect)
         for command in configuration.handshake where command.description == "AUTH" {
             channel.write(command, promise: nil)
         }
-        let names = Array(references.keys)
-        resubscribing = Set(names)
-        switch mode {
-        case .classic where !names.isEmpty:
-            send(RedisCommand("SUBSCRIBE", names.map { .string($0) }), on: channel, counting: names)
-        case .sharded:
-            // One SSUBSCRIBE may name channels of one slot only.
-            for name in names { send(RedisCommand("SSUBSCRIBE", .string(name)), on: channel, counting: [name]) }
-        default:
-            break
-        }
+        if !names.isEmpty { write(subscribe: names) }
         channel.flush()
-        pingTask?.cancel()
-        pingTask = eventLoop.scheduleRepeatedTask(initialDelay: pingInterval, delay: pingInterval) { [weak self] _ in
+        state.value.pingTask?.cancel()
+        state.value.pingTask = eventLoop.scheduleRepeatedTask(initialDelay: pingInterval, delay: pingInterval) { [weak self] _ in
             self?.checkLiveness()
         }
     }
 
-    private func send(_ command: RedisCommand, on channel: any Channel, counting names: [String]) {
-        for name in names { repliesPending[name, default: 0] += 1 }
-        channel.writeAndFlush(command, promise: nil)
+    private func write(_ command: RedisCommand) {
+        state.value.channel?.writeAndFlush(command, promise: nil)
+    }
+
+    /// SUBSCRIBE (one command) or SSUBSCRIBE (one per channel: one may name channels of one slot only).
+    private func write(subscribe names: [String]) {
+        switch mode {
+        case .classic: write(RedisCommand("SUBSCRIBE", names.map { .string($0) }))
+        case .sharded: for name in names { write(RedisCommand("SSUBSCRIBE", .string(name))) }
+        }
+    }
+
+    private func run(_ action: SubscriptionStateMachine<EventLoopPromise<Void>>.SubscribeAction, unavailable: @autoclosure () -> String) {
+        switch action {
+        case .failUnavailable(let waiter): waiter.fail(RedisError(.unavailable, unavailable()))
+        case .succeed(let waiter): waiter.succeed()
+        case .sendSubscribe(let names): write(subscribe: names)
+        case .wait: break
+        }
     }
 
     private func checkLiveness() {
-        guard let channel else { return }
-        if let sentAt = pingSentAt, .now() - sentAt >= pingInterval {
+        let state = self.state.value
+        guard let channel = state.channel else { return }
+        if let sentAt = state.pingSentAt, .now() - sentAt >= pingInterval {
             logger.warning("Redis did not answer PING on the pub/sub connection; reconnecting", metadata: ["redis": "\(configuration)"])
             channel.close(promise: nil)
             return
         }
-        if pingSentAt == nil {
-            pingSentAt = .now()
+        if state.pingSentAt == nil {
+            self.state.value.pingSentAt = .now()
             channel.writeAndFlush(RedisCommand("PING"), promise: nil)
         }
     }
@@ -269,16 +262,16 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
             case .simpleString(let text) where text.uppercased() == "PONG":
                 // Redis answers PING with +PONG while the connection subscribes to nothing,
                 // and with ["pong", ""] once it does.
-                pingSentAt = nil
+                state.value.pingSentAt = nil
             case .error(let message) where mode == .sharded && message.hasPrefix("MOVED "):
                 // The node no longer owns the slot of a channel just subscribed.
                 let parts = message.split(separator: " ")
                 guard parts.count == 3, let slot = Int(parts[1]) else { break }
                 logger.info("A cluster node no longer serves a channel's slot; moving it", metadata: ["redis": "\(configuration)", "slot": "\(slot)", "to": "\(parts[2])"])
-                onMoved?(slot, String(parts[2]))
+                state.value.onMoved?(slot, String(parts[2]))
             case .error(let message):
                 logger.error("Redis refused a pub/sub command", metadata: ["redis": "\(configuration)", "error": "\(message)"])
-                channel?.close(promise: nil)
+                state.value.channel?.close(promise: nil)
             default:
                 break  // +OK from AUTH
             }
@@ -287,69 +280,60 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
         switch kind {
         case "message" where parts.count == 3, "smessage" where parts.count == 3:
             guard let name = parts[1].string, case .bulkString(let payload) = parts[2] else { return }
-            if confirmed.contains(name) {
-                batch.append(Message(channel: name, payload: payload))
+            if state.value.subscriptions.messageReceived(name) == .deliver {
+                state.value.batch.append(Message(channel: name, payload: payload))
             }
-        case "sunsubscribe" where parts.count == 3 && repliesPending[parts[1].string ?? ""] == nil:
-            // Not asked for: the node gave up the channel's slot (a failover or a slot
-            // migration). The owner decides where it goes now.
-            guard let name = parts[1].string, references[name] != nil else { return }
-            confirmed.remove(name)
-            resubscribing.remove(name)
-            onLost?([name])
-        case "subscribe" where parts.count == 3, "unsubscribe" where parts.count == 3,
-            "ssubscribe" where parts.count == 3, "sunsubscribe" where parts.count == 3:
+        case "subscribe" where parts.count == 3, "ssubscribe" where parts.count == 3:
             guard let name = parts[1].string else { return }
-            let pending = max(0, repliesPending[name, default: 0] - 1)
-            repliesPending[name] = pending == 0 ? nil : pending
-            if pending == 0 && references[name] != nil {
-                confirmed.insert(name)
-                for waiter in waiters.removeValue(forKey: name) ?? [] { waiter.succeed() }
-            }
-            if kind == "subscribe" || kind == "ssubscribe", resubscribing.remove(name) != nil, resubscribing.isEmpty {
-                let names = Array(references.keys)
-                onResubscribe?(names)
-            }
+            run(state.value.subscriptions.subscribeReplyReceived(name))
+        case "unsubscribe" where parts.count == 3:
+            guard let name = parts[1].string else { return }
+            run(state.value.subscriptions.unsubscribeReplyReceived(name))
+        case "sunsubscribe" where parts.count == 3:
+            guard let name = parts[1].string else { return }
+            run(state.value.subscriptions.shardUnsubscribeReceived(name))
         case "pong":
-            pingSentAt = nil
+            state.value.pingSentAt = nil
         default:
             logger.debug("Unexpected pub/sub reply from Redis", metadata: ["kind": "\(kind)"])
         }
     }
 
-    // MARK: - Moving channels between cluster nodes (on the event loop)
+    private func run(_ action: SubscriptionStateMachine<EventLoopPromise<Void>>.ReplyAction) {
+        switch action {
+        case .none:
+            break
+        case .confirmed(let succeed, let resubscribed):
+            for waiter in succeed { waiter.succeed() }
+            if let resubscribed { state.value.onResubscribe?(resubscribed) }
+        case .lost(let name):
+            // Not asked for: the node gave up the channel's slot (a failover or a slot
+            // migration). The owner decides where it goes now.
+            state.value.onLost?([name])
+        }
+    }
 
-    private var subscribeCommand: String { mode == .sharded ? "SSUBSCRIBE" : "SUBSCRIBE" }
+    // MARK: - Moving channels between cluster nodes (on the event loop)
 
     /// Whether `name` has references here.
     func serves(_ name: String) -> Bool {
-        eventLoop.preconditionInEventLoop()
-        return references[name] != nil
+        state.value.subscriptions.serves(name)
     }
 
     /// Forgets `name` without a word to Redis (the node gave it up or is gone), and
     /// returns its references and the joins still waiting for a confirmation.
     func drop(_ name: String) -> (references: Int, waiters: [EventLoopPromise<Void>]) {
-        eventLoop.preconditionInEventLoop()
-        let count = references.removeValue(forKey: name) ?? 0
-        repliesPending[name] = nil
-        confirmed.remove(name)
-        resubscribing.remove(name)
-        return (count, waiters.removeValue(forKey: name) ?? [])
+        state.value.subscriptions.drop(name)
     }
 
     /// Takes over `name` from another node: its references, and its waiting joins. The
     /// future completes once this node confirmed the subscription.
     func adopt(_ name: String, references count: Int, waiters moved: [EventLoopPromise<Void>]) -> EventLoopFuture<Void> {
-        eventLoop.preconditionInEventLoop()
         let promise = eventLoop.makePromise(of: Void.self)
-        let first = references[name] == nil
-        references[name, default: 0] += max(count, 1)
-        waiters[name, default: []].append(contentsOf: moved + [promise])
-        if first, let channel {
-            send(RedisCommand(subscribeCommand, .string(name)), on: channel, counting: [name])
-        } else if confirmed.contains(name) && repliesPending[name, default: 0] == 0 {
-            for waiter in waiters.removeValue(forKey: name) ?? [] { waiter.succeed() }
+        switch state.value.subscriptions.adopt(name, references: count, waiters: moved, waiter: promise) {
+        case .sendSubscribe(let names): write(subscribe: names)
+        case .succeed(let waiters): for waiter in waiters { waiter.succeed() }
+        case .wait: break
         }
         return promise.futureResult
     }
@@ -357,54 +341,41 @@ public final class RedisSubscriber: Service, @unchecked Sendable {
     /// Sends SSUBSCRIBE again for a channel the node unsubscribed by itself; the future
     /// completes once the node confirmed it.
     func resubscribe(_ name: String) -> EventLoopFuture<Void> {
-        eventLoop.preconditionInEventLoop()
-        guard references[name] != nil, let channel else {
-            return eventLoop.makeFailedFuture(RedisError(.unavailable, "no pub/sub connection to Redis at \(configuration)"))
-        }
         let promise = eventLoop.makePromise(of: Void.self)
-        waiters[name, default: []].append(promise)
-        if repliesPending[name] == nil {
-            send(RedisCommand(subscribeCommand, .string(name)), on: channel, counting: [name])
-        }
+        run(state.value.subscriptions.resubscribe(name, waiter: promise), unavailable: "no pub/sub connection to Redis at \(configuration)")
         return promise.futureResult
     }
 
     /// Whether the pub/sub connection is up (on the event loop).
     var isConnected: Bool {
-        eventLoop.preconditionInEventLoop()
-        return channel != nil
+        state.value.subscriptions.isConnected
     }
 
     /// Channels referenced here that Redis has not confirmed (on the event loop).
     var unconfirmedCount: Int {
-        eventLoop.preconditionInEventLoop()
-        return references.keys.filter { !confirmed.contains($0) }.count
+        state.value.subscriptions.unconfirmedCount
     }
 
     fileprivate func readComplete() {
-        guard !batch.isEmpty else { return }
-        let messages = batch
-        batch.removeAll(keepingCapacity: true)
+        guard !state.value.batch.isEmpty else { return }
+        let messages = state.value.batch
+        state.value.batch.removeAll(keepingCapacity: true)
         onMessages(messages)
     }
 
     fileprivate func closed(_ closedChannel: any Channel) {
-        guard channel === closedChannel else { return }
-        channel = nil
-        onStateChange?(false, false)
-        pingTask?.cancel()
-        pingTask = nil
-        pingSentAt = nil
-        confirmed.removeAll()
-        repliesPending.removeAll()
-        resubscribing.removeAll()
-        batch.removeAll()
-        let error = RedisError(.unavailable, "the pub/sub connection to Redis at \(configuration) closed")
-        for name in Array(waiters.keys) { failWaiters(of: name, with: error) }
-    }
-
-    private func failWaiters(of name: String, with error: any Error) {
-        for waiter in waiters.removeValue(forKey: name) ?? [] { waiter.fail(error) }
+        guard state.value.channel === closedChannel else { return }
+        state.value.channel = nil
+        state.value.onStateChange?(false, false)
+        state.value.pingTask?.cancel()
+        state.value.pingTask = nil
+        state.value.pingSentAt = nil
+        state.value.batch.removeAll()
+        switch state.value.subscriptions.connectionLost() {
+        case .fail(let failing):
+            let error = RedisError(.unavailable, "the pub/sub connection to Redis at \(configuration) closed")
+            for waiter in failing { waiter.fail(error) }
+        }
     }
 }
 
@@ -415,7 +386,7 @@ final class RedisPubSubHandler: ChannelDuplexHandler {
     typealias OutboundIn = RedisCommand
     typealias OutboundOut = ByteBuffer
 
-    private let reader = RESPReader()
+    private let replies = NIOSingleStepByteToMessageProcessor(RESPReader())
     private let subscriber: RedisSubscriber
 
     init(subscriber: RedisSubscriber) {
@@ -430,10 +401,7 @@ final class RedisPubSubHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         do {
-            try reader.feed(unwrapInboundIn(data))
-            while let value = try reader.next() {
-                subscriber.received(value)
-            }
+            try replies.process(buffer: unwrapInboundIn(data)) { subscriber.received($0) }
         } catch {
             subscriber.readComplete()
             context.close(promise: nil)

@@ -75,3 +75,49 @@ struct RESPReaderTests {
         }
     }
 }
+
+@Suite("RESP decoding through NIO's single-step processor")
+struct RESPDecoderTests {
+    func decode(chunks: [ByteBuffer]) throws -> [RESPValue] {
+        let processor = NIOSingleStepByteToMessageProcessor(RESPReader())
+        var values: [RESPValue] = []
+        for chunk in chunks {
+            try processor.process(buffer: chunk) { values.append($0) }
+        }
+        return values
+    }
+
+    func chunks(_ text: String, size: Int) -> [ByteBuffer] {
+        let bytes = Array(text.utf8)
+        return stride(from: 0, to: bytes.count, by: size).map { ByteBuffer(bytes: bytes[$0..<min($0 + size, bytes.count)]) }
+    }
+
+    @Test func manyRepliesInOneReadAllComeOut() throws {
+        #expect(try decode(chunks: [ByteBuffer(string: RESPReaderTests.stream)]) == RESPReaderTests.expected)
+    }
+
+    @Test(arguments: [1, 2, 3, 5, 7, 11, 64])
+    func fragmentedReplies(size: Int) throws {
+        #expect(try decode(chunks: chunks(RESPReaderTests.stream, size: size)) == RESPReaderTests.expected)
+    }
+
+    @Test func aReplySplitAcrossReadsWaitsForItsEnd() throws {
+        let processor = NIOSingleStepByteToMessageProcessor(RESPReader())
+        var values: [RESPValue] = []
+        try processor.process(buffer: ByteBuffer(string: "+OK\r\n$10\r\nhello")) { values.append($0) }
+        #expect(values == [.simpleString("OK")])
+        try processor.process(buffer: ByteBuffer(string: "world\r\n:1\r\n:")) { values.append($0) }
+        #expect(values == [.simpleString("OK"), .bulkString(ByteBuffer(string: "helloworld")), .integer(1)])
+        try processor.process(buffer: ByteBuffer(string: "2\r\n")) { values.append($0) }
+        #expect(values.last == .integer(2))
+    }
+
+    @Test func garbageThrowsAProtocolError() {
+        let processor = NIOSingleStepByteToMessageProcessor(RESPReader())
+        #expect {
+            try processor.process(buffer: ByteBuffer(string: "+OK\r\n?what\r\n")) { _ in }
+        } throws: { error in
+            (error as? RedisError)?.code == .protocolError
+        }
+    }
+}

@@ -91,6 +91,23 @@ struct RedisClientTests {
         }
     }
 
+    @Test func aRefusedConnectionKeepsItsCause() async throws {
+        let configuration = try RedisConfiguration(url: "redis://127.0.0.1:1")
+        await #expect {
+            _ = try await RedisConnection.connect(configuration: configuration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+        } throws: { error in
+            guard let error = error as? RedisError, let cause = error.underlying else { return false }
+            return error.code == .unavailable && !(cause is RedisError) && error.description.hasPrefix("Redis unavailable: cannot connect")
+        }
+    }
+
+    @Test func aDescriptionNamesTheCauseOnce() {
+        struct Cause: Error, CustomStringConvertible { var description: String { "socket reset" } }
+        #expect(RedisError(.connectionClosed, "the connection to Redis is closed", underlying: Cause()).description == "Redis connectionClosed: the connection to Redis is closed (socket reset)")
+        #expect(RedisError(.unavailable, "cannot connect (socket reset)", underlying: Cause()).description == "Redis unavailable: cannot connect (socket reset)")
+        #expect(RedisError(.timeout, "no answer").description == "Redis timeout: no answer")
+    }
+
     @Test func anIdleSubscriberKeepsItsConnection() async throws {
         // With no subscription Redis answers PING with +PONG, not the pub/sub ["pong", ""].
         let configuration = try RedisConfiguration(url: try TestRedis.url())
