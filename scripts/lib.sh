@@ -168,3 +168,23 @@ stop_redis_cluster() {
   for pid in ${CLUSTER_PIDS:-}; do wait "$pid" 2>/dev/null || true; done
   CLUSTER_PIDS=""
 }
+
+# `swift build --build-tests`, failing on any compiler warning in the project's own
+# code (Sources/, Tests/): the code builds without warnings, and this keeps it so. Only
+# what the build compiles is seen, so a fresh clone checks everything.
+build_without_warnings() {
+  local log status
+  log=$(mktemp)
+  set +e
+  swift build --build-tests "$@" 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+  set -e
+  if [ "$status" != 0 ]; then rm -f "$log"; return "$status"; fi
+  local warnings
+  warnings=$(grep -E "^$PWD/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:" "$log" | sort -u || true)
+  rm -f "$log"
+  if [ -n "$warnings" ]; then
+    printf '%s\n' "$warnings" >&2
+    die "the build has warnings in the project's own code (above): fix them"
+  fi
+}
