@@ -17,7 +17,7 @@ public final class RedisBroker: Broker {
 
     private let target: RedisTarget
     /// Publishes and the small scripts (presence, admission, fences).
-    private let commands: Commands
+    let commands: Commands
     /// History reads, on connections of their own: a large read must never hold up a
     /// publish queued behind it.
     private let reads: Commands
@@ -25,12 +25,14 @@ public final class RedisBroker: Broker {
     private let sequencer: ChannelSequencer
     private let policy: HistoryPolicy
     private let logger: Logger
-    private let scripts: RedisScripts
+    let scripts: RedisScripts
     /// The highest offset this instance has seen per channel, with its epoch: the fence
     /// of the publish script.
     private let seen: HighestSeenOffsets
     /// The publish script of this target: PUBLISH, or SPUBLISH on a cluster.
     private let publishScript: String
+    /// Fences of channels whose last writes Redis lost, run by a service of their own.
+    private let fences: FenceQueue
 
     /// Where commands go: the one server, or the cluster node owning the key's slot.
     enum Commands: Sendable {
@@ -130,21 +132,36 @@ public final class RedisBroker: Broker {
         self.target = target
         self.logger = logger
         self.policy = policy
-        let subscriberLoop = eventLoopGroup.next()
-        let commands = Commands.make(target, eventLoopGroup: eventLoopGroup, logger: logger)
-        switch target {
-        case .single: publishScript = Self.publishScript
-        case .cluster: publishScript = Self.shardedPublishScript
+        let publishScript = switch target {
+        case .single: Self.publishScript
+        case .cluster: Self.shardedPublishScript
         }
-        self.commands = commands
-        let scripts = RedisScripts([publishScript, Self.historyScript, Self.presenceScript, Self.admitScript, Self.fenceScript], logger: logger)
-        self.scripts = scripts
+        self.publishScript = publishScript
+        let commands = Commands.make(target, eventLoopGroup: eventLoopGroup, logger: logger)
         let reads = Commands.make(target, eventLoopGroup: eventLoopGroup, logger: logger)
+        let scripts = RedisScripts([publishScript, Self.historyScript, Self.presenceScript, Self.admitScript, Self.fenceScript], logger: logger)
+        commands.watch(role: "command", metrics: metrics, onConnect: scripts.load(on:))
+        reads.watch(role: "history", metrics: metrics, onConnect: scripts.load(on:))
+        self.commands = commands
         self.reads = reads
-        let seen = HighestSeenOffsets()
-        self.seen = seen
-        let sequencer = ChannelSequencer(
-            eventLoop: subscriberLoop,
+        self.scripts = scripts
+        self.seen = HighestSeenOffsets()
+        self.fences = FenceQueue(commands: commands, scripts: scripts, logger: logger)
+        let subscriberLoop = eventLoopGroup.next()
+        self.sequencer = Self.makeSequencer(
+            on: subscriberLoop, reads: reads, scripts: scripts, seen: seen, fences: fences, metrics: metrics, logger: logger, deliver: deliver
+        )
+        self.pubsub = Self.makePubSub(commands: commands, sequencer: sequencer, on: subscriberLoop, metrics: metrics, logger: logger)
+    }
+
+    /// The sequencer between pub/sub and the hub: it reads holes from the history, counts
+    /// gaps and reused offsets, and fences a channel whose last writes Redis lost.
+    private static func makeSequencer(
+        on eventLoop: any EventLoop, reads: Commands, scripts: RedisScripts, seen: HighestSeenOffsets, fences: FenceQueue, metrics: ChatMetrics,
+        logger: Logger, deliver: @escaping @Sendable ([ChatEvent]) -> Void
+    ) -> ChannelSequencer {
+        ChannelSequencer(
+            eventLoop: eventLoop,
             fetch: { channel, offset in
                 try await Self.readHistory(commands: reads, scripts: scripts, channel: channel, after: offset, limit: 10_000)
             },
@@ -160,25 +177,13 @@ public final class RedisBroker: Broker {
                 )
                 metrics.dropped(.offsetReused)
             },
-            behind: { channel, epoch, offset in
-                Task {
-                    do {
-                        let before = try await Self.run(
-                            Self.fenceScript, keys: [RedisKeys.meta(channel)], arguments: [.string(epoch), .integer(offset)], commands: commands, scripts: scripts
-                        )
-                        if let before = before.integer, before >= 0 {
-                            logger.warning(
-                                "Redis had lost the channel's last writes; its offsets now continue after the highest delivered here",
-                                metadata: ["channel": "\(channel)", "redis_offset": "\(before)", "continued_after": "\(offset)"]
-                            )
-                        }
-                    } catch {
-                        logger.warning("Could not fence a channel whose last writes Redis lost", metadata: ["channel": "\(channel)", "error": "\(error)"])
-                    }
-                }
-            }
+            behind: { channel, epoch, offset in fences.fence(channel, epoch: epoch, after: offset) }
         )
-        self.sequencer = sequencer
+    }
+
+    /// The subscriber of the target: one pub/sub connection, or sharded pub/sub per
+    /// cluster primary. Its messages go through `sequencer`.
+    private static func makePubSub(commands: Commands, sequencer: ChannelSequencer, on eventLoop: any EventLoop, metrics: ChatMetrics, logger: Logger) -> PubSub {
         let received: RedisSubscriber.MessageHandler = { pubsub in
             var messages: [Message] = []
             messages.reserveCapacity(pubsub.count)
@@ -197,24 +202,22 @@ public final class RedisBroker: Broker {
         let caughtUp: RedisSubscriber.ResubscribeHandler = { names in
             sequencer.resubscribed(Set(names.compactMap(RedisKeys.channel(ofMessages:))))
         }
-        commands.watch(role: "command", metrics: metrics, onConnect: scripts.load(on:))
-        reads.watch(role: "history", metrics: metrics, onConnect: scripts.load(on:))
         switch commands {
         case .single(let client):
-            let subscriber = RedisSubscriber(configuration: client.configuration, eventLoop: subscriberLoop, logger: logger, onMessages: received)
+            let subscriber = RedisSubscriber(configuration: client.configuration, eventLoop: eventLoop, logger: logger, onMessages: received)
             subscriber.onResubscribe(caughtUp)
             let node = client.configuration.description
             subscriber.onStateChange { connected, isReconnect in
                 metrics.redisConnection("pubsub", node: node, connected: connected, reconnected: isReconnect)
             }
-            pubsub = .single(subscriber)
+            return .single(subscriber)
         case .cluster(let cluster):
-            let subscriber = RedisShardedSubscriber(cluster: cluster, eventLoop: subscriberLoop, logger: logger, onMessages: received)
+            let subscriber = RedisShardedSubscriber(cluster: cluster, eventLoop: eventLoop, logger: logger, onMessages: received)
             subscriber.onResubscribe(caughtUp)
             subscriber.onStateChange { node, connected, isReconnect in
                 metrics.redisConnection("pubsub", node: node, connected: connected, reconnected: isReconnect)
             }
-            pubsub = .sharded(subscriber)
+            return .sharded(subscriber)
         }
     }
 
@@ -247,8 +250,8 @@ public final class RedisBroker: Broker {
 
     public var services: [any Service] {
         switch pubsub {
-        case .single(let subscriber): commands.services + reads.services + [subscriber]
-        case .sharded(let subscriber): commands.services + reads.services + subscriber.services
+        case .single(let subscriber): commands.services + reads.services + [subscriber, fences]
+        case .sharded(let subscriber): commands.services + reads.services + subscriber.services + [fences]
         }
     }
 
@@ -300,36 +303,6 @@ public final class RedisBroker: Broker {
         return Publication(message: message, isRepeat: isRepeat == 1, createdChannel: created == 1)
     }
 
-    public func updatePresence(
-        of channel: ChannelName, instance: String, refreshing: [Member], leaving: [String],
-        lifetime: Duration, grace: Duration, listLimit: Int
-    ) async throws -> RoomSnapshot {
-        var arguments: [RedisArgument] = [
-            .string(instance), .integer(Self.milliseconds(lifetime)), .integer(Self.milliseconds(grace)), .integer(listLimit), .integer(refreshing.count),
-        ]
-        for member in refreshing { arguments += [.string(member.id), .string(member.name ?? "")] }
-        arguments += leaving.map { .string($0) }
-        let reply = try await Self.run(
-            Self.presenceScript, keys: [RedisKeys.leases(channel), RedisKeys.names(channel)], arguments: arguments, commands: commands, scripts: scripts
-        )
-        guard let parts = reply.array, let online = parts.first?.integer else { throw BrokerError(.failed, "Redis answered the presence script with \(reply)") }
-        guard parts.count > 1 || online == 0 else { return RoomSnapshot(online: Int(online), members: nil) }
-        let members = stride(from: 1, to: parts.count - 1, by: 2).compactMap { index -> Member? in
-            guard let id = parts[index].string else { return nil }
-            let name = parts[index + 1].string
-            return Member(id: id, name: name?.isEmpty == false ? name : nil)
-        }
-        return RoomSnapshot(online: Int(online), members: members)
-    }
-
-    public func admit(_ member: String, to channel: ChannelName, instance: String, cap: Int, lifetime: Duration) async throws -> Bool {
-        let reply = try await Self.run(
-            Self.admitScript, keys: [RedisKeys.leases(channel)],
-            arguments: [.string(instance), .string(member), .integer(cap), .integer(Self.milliseconds(lifetime))], commands: commands, scripts: scripts
-        )
-        return reply.integer == 1
-    }
-
     public func sharedSecret(named name: String, proposed: String) async throws -> String {
         let key = RedisKeys.secret(name)
         do {
@@ -343,7 +316,7 @@ public final class RedisBroker: Broker {
         }
     }
 
-    private static func milliseconds(_ duration: Duration) -> Int64 {
+    static func milliseconds(_ duration: Duration) -> Int64 {
         Int64(duration / .milliseconds(1))
     }
 
@@ -415,7 +388,7 @@ public final class RedisBroker: Broker {
     }
 
     /// Runs a script on the node owning its first key; Redis' errors become ``BrokerError``s.
-    private static func run(
+    static func run(
         _ script: String,
         keys: [String],
         arguments: [RedisArgument],
