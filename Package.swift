@@ -14,7 +14,7 @@ let package = Package(
         .executable(name: "chatroom-faults", targets: ["ChatroomFaults"]),
         .executable(name: "chatroom-bench", targets: ["ChatroomBench"]),
         // For Microbench/, the micro-benchmarks' own package.
-        .library(name: "ChatServer", targets: ["ChatServer"]),
+        .library(name: "ChatServerBenchSupport", targets: ["ChatServerBenchSupport"]),
         .library(name: "Chat", targets: ["Chat"]),
         .library(name: "Redis", targets: ["Redis"]),
     ],
@@ -84,7 +84,6 @@ let package = Package(
                 .product(name: "Mustache", package: "swift-mustache"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -96,8 +95,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The server's fan-out on NIOEmbedded, for the micro-benchmarks (Microbench/).
+        .target(
+            name: "ChatServerBenchSupport",
+            dependencies: [
+                "Chat",
+                "ChatServer",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // A small SwiftNIO HTTP/1.1 and WebSocket client: the tests, the fault harness
-        // and the load generator talk to the server through it.
+        // and the load generator talk to the server through it; its frame parser and
+        // inflater are the load generator's too.
         .target(
             name: "ChatClient",
             dependencies: [
@@ -105,8 +117,6 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -125,9 +135,9 @@ let package = Package(
         .executableTarget(
             name: "ChatroomBench",
             dependencies: [
+                "ChatClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -176,7 +186,7 @@ let package = Package(
         .testTarget(
             name: "ChatServerTests",
             dependencies: [
-                "ChatServer", "ChatClient", "Chat", "ChatTestSupport", "Redis",
+                "ChatServer", "ChatServerBenchSupport", "ChatClient", "Chat", "ChatTestSupport", "Redis",
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -16,7 +16,7 @@ let package = Package(
             name: "HotPath",
             dependencies: [
                 .product(name: "Benchmark", package: "benchmark"),
-                .product(name: "ChatServer", package: "chatroom"),
+                .product(name: "ChatServerBenchSupport", package: "chatroom"),
                 .product(name: "Chat", package: "chatroom"),
                 .product(name: "Redis", package: "chatroom"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -29,7 +29,7 @@ let package = Package(
         .executableTarget(
             name: "FanoutCount",
             dependencies: [
-                .product(name: "ChatServer", package: "chatroom"),
+                .product(name: "ChatServerBenchSupport", package: "chatroom"),
                 .product(name: "Chat", package: "chatroom"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]

@@ -4,12 +4,13 @@
 import { setUpComposer } from "./composer.js";
 import { connect } from "./connection.js";
 import { createChannelView, fetchHistory } from "./history.js";
+import { readInboxNews } from "./inbox.js";
 import { createMessageList } from "./messages.js";
+import { createPeopleList } from "./people.js";
 import { channelFromHash, directRoom, isValidChannel, ownIdentity, readChannelCookie, setUpTabs, writeChannelCookie } from "./tabs.js";
 
 const statusLine = document.getElementById("status");
 const presenceLine = document.getElementById("presence");
-const peopleList = document.getElementById("people-list");
 const nameInput = document.getElementById("name");
 const openForm = document.getElementById("open-channel");
 const openInput = document.getElementById("channel-name");
@@ -104,32 +105,9 @@ function showPresence(online) {
   presenceLine.textContent = online === null ? "" : `${online} online`;
 }
 
-// MARK: Who is online — the list of the current room, from members / join / leave.
+// MARK: Who is online, and one-to-one rooms with them.
 
-let people = new Map(); // id → name
-
-function renderPeople() {
-  const items = [...people].sort(([a, first], [b, second]) => (a === me ? -1 : b === me ? 1 : (first ?? "").localeCompare(second ?? "")));
-  peopleList.replaceChildren(
-    ...items.map(([id, name]) => {
-      const item = document.createElement("li");
-      const shown = name || "Anonymous";
-      if (id === me) {
-        item.textContent = `${shown} (you)`;
-        item.className = "me";
-      } else {
-        const button = document.createElement("button");
-        button.type = "button";
-        button.textContent = shown;
-        button.dataset.id = id;
-        button.title = `Talk with ${shown} one to one`;
-        button.addEventListener("click", () => openDirect(id, shown));
-        item.append(button);
-      }
-      return item;
-    }),
-  );
-}
+const people = createPeopleList({ list: document.getElementById("people-list"), me, onChoose: openDirect });
 
 function openDirect(id, name) {
   if (!me || id === me) return;
@@ -141,18 +119,10 @@ function openDirect(id, name) {
   document.getElementById(`tab-${room}`)?.focus();
 }
 
-function handlePeople(frame) {
-  if (frame.type === "members") people = new Map(frame.members.map((member) => [member.id, member.name ?? null]));
-  else if (frame.type === "join") people.set(frame.member.id, frame.member.name ?? null);
-  else if (frame.type === "leave") people.delete(frame.member.id);
-  renderPeople();
-}
-
 async function open(channel) {
   messages.clear();
   showPresence(null);
-  people = new Map();
-  renderPeople();
+  people.clear();
   view = createChannelView({
     channel,
     show: (frame) => {
@@ -224,7 +194,7 @@ connection = connect({
     if (frame.type === "error") messages.notice(`Server: ${frame.message}`);
     else if (frame.channel !== current) return;
     else if (frame.type === "presence") showPresence(frame.online);
-    else if (frame.type === "members" || frame.type === "join" || frame.type === "leave") handlePeople(frame);
+    else if (frame.type === "members" || frame.type === "join" || frame.type === "leave") people.receive(frame);
     else view.receive(frame);
   },
 });
@@ -245,50 +215,19 @@ nameInput.addEventListener("change", () => connection.reopen());
 
 // MARK: The inbox — the server says there when someone writes to us one to one.
 
-const inboxKey = "chatroom.inbox";
-function readInbox() {
-  try {
-    return JSON.parse(localStorage.getItem(inboxKey) ?? "null");
-  } catch {
-    return null;
-  }
-}
-/** A notice from the inbox: `data` is a one-to-one room with news, `name` who wrote. */
-function handleNotice(frame) {
-  const room = frame.data;
-  if (!isValidChannel(room) || !room.startsWith("dm:") || !room.split(":").includes(me)) return;
-  if (!localStorage.getItem(dmKey(room))) localStorage.setItem(dmKey(room), frame.name || "someone");
+/** A one-to-one room with news in the inbox; `name` is who wrote. */
+function showRoomWithNews(room, name) {
+  if (!localStorage.getItem(dmKey(room))) localStorage.setItem(dmKey(room), name || "someone");
   if (!tabs.channels().includes(room)) {
     tabs.add(room, labelOf(room));
     if (!readSeen(room)) writeSeen(room, null, 0); // a room new to this browser: all of it is news
   }
 }
 
-// Read with the unread counts, every 5 s: a socket of its own would cost the server a
-// socket and a channel per person for news that the badges show at that pace anyway.
-async function readInboxNews() {
-  if (!me) return;
-  const at = readInbox();
-  try {
-    // After where this browser left it (100 at a time); the first time, or after the
-    // inbox's history was lost, the newest.
-    let page = at?.epoch ? await fetchHistory(`inbox:${me}`, { since: at.offset, limit: 100 }) : null;
-    let offset;
-    if (page && page.epoch === at.epoch) {
-      offset = page.messages.at(-1)?.offset ?? at.offset;
-    } else {
-      page = await fetchHistory(`inbox:${me}`, { limit: 100 });
-      offset = page.lastOffset ?? 0;
-    }
-    for (const message of page.messages) handleNotice(message);
-    localStorage.setItem(inboxKey, JSON.stringify({ epoch: page.epoch, offset }));
-  } catch {
-    // Offline or refused: try again at the next round.
-  }
-}
-
+// The inbox is read with the unread counts, every 5 s: a socket of its own would cost the
+// server a socket and a channel per person for news that the badges show at that pace anyway.
 async function refreshAll() {
-  await readInboxNews();
+  await readInboxNews(me, showRoomWithNews);
   await refreshUnread();
 }
 refreshAll();

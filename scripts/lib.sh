@@ -1,4 +1,4 @@
-# Shared by scripts/run.sh and scripts/test.sh. Source it; do not run it.
+# Shared by the scripts in scripts/. Source it; do not run it.
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -62,7 +62,8 @@ stop_private_redis() {
   fi
 }
 
-# Ports and processes for scripts that start servers of their own (faults.sh, bench.sh).
+# Ports and processes for scripts that start servers of their own (bench.sh, compare.sh,
+# profile.sh, faults.sh, autobahn.sh).
 
 port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

@@ -7,7 +7,7 @@
 # Prints the fan-out's result (recorded while messages flow, not while sockets connect) and the symbols above 0.7% of the server's samples; the
 # recording stays in the temporary directory printed at the end (`perf report -i`).
 # Instruction counts come from callgrind on the micro-benchmarks instead
-# (Benchmarks/README.md): Debian's valgrind 3.19 crashes on any Swift program that
+# (Microbench/README.md): Debian's valgrind 3.19 crashes on any Swift program that
 # uses Swift concurrency, which the server does.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -28,8 +28,14 @@ static const unsigned char public_connection_js[] = {
 static const unsigned char public_history_js[] = {
 #embed "../../Public/history.js"
 };
+static const unsigned char public_inbox_js[] = {
+#embed "../../Public/inbox.js"
+};
 static const unsigned char public_messages_js[] = {
 #embed "../../Public/messages.js"
+};
+static const unsigned char public_people_js[] = {
+#embed "../../Public/people.js"
 };
 static const unsigned char public_tabs_js[] = {
 #embed "../../Public/tabs.js"
@@ -52,7 +58,9 @@ static const chatroom_asset assets[] = {
     ENTRY("Public/composer.js", public_composer_js),
     ENTRY("Public/connection.js", public_connection_js),
     ENTRY("Public/history.js", public_history_js),
+    ENTRY("Public/inbox.js", public_inbox_js),
     ENTRY("Public/messages.js", public_messages_js),
+    ENTRY("Public/people.js", public_people_js),
     ENTRY("Public/tabs.js", public_tabs_js),
     ENTRY("Public/favicon.svg", public_favicon_svg),
     ENTRY("Templates/index.mustache", templates_index_mustache),

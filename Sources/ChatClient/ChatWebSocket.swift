@@ -32,19 +32,18 @@ public final class ChatWebSocket: Sendable {
     public let extensions: String?
     private let channel: any Channel
     private let events: EventQueue<Event>
+    private let compressed: NIOLockedValueBox<Int>
 
-    private let handler: ClientFrameHandler
-
-    private init(channel: any Channel, subprotocol: String?, extensions: String?, events: EventQueue<Event>, handler: ClientFrameHandler) {
+    private init(channel: any Channel, subprotocol: String?, extensions: String?, events: EventQueue<Event>, compressed: NIOLockedValueBox<Int>) {
         self.channel = channel
         self.subprotocol = subprotocol
         self.extensions = extensions
         self.events = events
-        self.handler = handler
+        self.compressed = compressed
     }
 
     /// Messages that arrived compressed (permessage-deflate) and were inflated.
-    public var compressedMessages: Int { handler.compressedMessages }
+    public var compressedMessages: Int { compressed.withLockedValue { $0 } }
 
     /// Opens a socket.
     /// - Parameters:
@@ -70,7 +69,7 @@ public final class ChatWebSocket: Sendable {
     ) async throws -> ChatWebSocket {
         let events = EventQueue<Event>()
         let handshake = NIOLockedValueBox<CheckedContinuation<HandshakeResult, any Error>?>(nil)
-        let handler = ClientFrameHandler(events: events, handshake: handshake, answerPings: answerPings)
+        let compressed = NIOLockedValueBox(0)
         var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         if let receiveBufferSize {
             // A small kernel buffer makes a reader that stops reading fall behind quickly.
@@ -79,22 +78,18 @@ public final class ChatWebSocket: Sendable {
         let channel = try await bootstrap
             .connectTimeout(.seconds(5))
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = ClientFrameHandler(events: events, handshake: handshake, answerPings: answerPings, compressed: compressed)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
             }
             .connect(host: host, port: port).get()
-        let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-        var request = "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        request += "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
-        if !subprotocols.isEmpty { request += "Sec-WebSocket-Protocol: \(subprotocols.joined(separator: ", "))\r\n" }
-        if !extensions.isEmpty { request += "Sec-WebSocket-Extensions: \(extensions.joined(separator: ", "))\r\n" }
-        for (name, value) in headers { request += "\(name): \(value)\r\n" }
-        request += "\r\n"
-        let upgradeRequest = ByteBuffer(string: request)
+        let request = upgradeRequest(host: host, port: port, path: path, subprotocols: subprotocols, extensions: extensions, headers: headers)
         let result: HandshakeResult = try await withThrowingTaskGroup(of: HandshakeResult.self) { group in
             group.addTask {
                 try await withCheckedThrowingContinuation { continuation in
                     handshake.withLockedValue { $0 = continuation }
-                    channel.writeAndFlush(upgradeRequest, promise: nil)
+                    channel.writeAndFlush(request, promise: nil)
                 }
             }
             group.addTask {
@@ -108,7 +103,21 @@ public final class ChatWebSocket: Sendable {
             try? await channel.close()
             throw Refused(status: result.status, body: result.body)
         }
-        return ChatWebSocket(channel: channel, subprotocol: result.subprotocol, extensions: result.extensions, events: events, handler: handler)
+        return ChatWebSocket(channel: channel, subprotocol: result.subprotocol, extensions: result.extensions, events: events, compressed: compressed)
+    }
+
+    /// The upgrade request of a client socket, with a fresh `Sec-WebSocket-Key`.
+    package static func upgradeRequest(
+        host: String, port: Int, path: String, subprotocols: [String] = [], extensions: [String] = [], headers: [(String, String)] = []
+    ) -> ByteBuffer {
+        let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        var request = "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        request += "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
+        if !subprotocols.isEmpty { request += "Sec-WebSocket-Protocol: \(subprotocols.joined(separator: ", "))\r\n" }
+        if !extensions.isEmpty { request += "Sec-WebSocket-Extensions: \(extensions.joined(separator: ", "))\r\n" }
+        for (name, value) in headers { request += "\(name): \(value)\r\n" }
+        request += "\r\n"
+        return ByteBuffer(string: request)
     }
 
     /// The next event, or `nil` if none arrives within `timeout`.
@@ -188,141 +197,117 @@ struct HandshakeResult: Sendable {
     var body: String
 }
 
-/// Parses the upgrade response, then server frames (unmasked), into events.
-private final class ClientFrameHandler: ChannelInboundHandler, Sendable {
+/// Parses the upgrade response, then server frames (unmasked), into events. Lives on its
+/// channel's event loop; only the count of compressed messages is read from elsewhere.
+private final class ClientFrameHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
+    typealias Event = ChatWebSocket.Event
 
     private let events: EventQueue<Event>
     private let handshake: NIOLockedValueBox<CheckedContinuation<HandshakeResult, any Error>?>
-    private let state = NIOLockedValueBox(State())
-
-    typealias Event = ChatWebSocket.Event
-
-    struct State {
-        var buffer = ByteBuffer()
-        var upgraded = false
-        var fragments: [UInt8] = []
-        var fragmentOpcode: UInt8?
-        var fragmentsCompressed = false
-        var compressedMessages = 0
-    }
-
-    var compressedMessages: Int { state.withLockedValue { $0.compressedMessages } }
-
     private let answerPings: Bool
+    private let compressed: NIOLockedValueBox<Int>
+    private var buffer = ByteBuffer()
+    private var upgraded = false
+    private var fragments: [UInt8] = []
+    private var fragmentOpcode: UInt8?
+    private var fragmentsCompressed = false
+    /// Made at the first compressed message.
+    private var inflater: Inflater?
 
-    init(events: EventQueue<Event>, handshake: NIOLockedValueBox<CheckedContinuation<HandshakeResult, any Error>?>, answerPings: Bool) {
+    init(
+        events: EventQueue<Event>, handshake: NIOLockedValueBox<CheckedContinuation<HandshakeResult, any Error>?>, answerPings: Bool,
+        compressed: NIOLockedValueBox<Int>
+    ) {
         self.events = events
         self.handshake = handshake
         self.answerPings = answerPings
+        self.compressed = compressed
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var chunk = unwrapInboundIn(data)
-        let parsed: [Event] = state.withLockedValue { state in
-            state.buffer.writeBuffer(&chunk)
-            if !state.upgraded {
-                let text = String(buffer: state.buffer)
-                guard let end = text.range(of: "\r\n\r\n") else { return [] }
-                let head = String(text[..<end.lowerBound])
-                let lines = head.components(separatedBy: "\r\n")
-                let status = Int(lines[0].split(separator: " ").dropFirst().first ?? "") ?? 0
-                var subprotocol: String?
-                var extensions: String?
-                var contentLength = 0
-                for line in lines.dropFirst() {
-                    let parts = line.split(separator: ":", maxSplits: 1)
-                    guard parts.count == 2 else { continue }
-                    let value = parts[1].trimmingCharacters(in: .whitespaces)
-                    switch parts[0].lowercased() {
-                    case "sec-websocket-protocol": subprotocol = value
-                    case "sec-websocket-extensions": extensions = value
-                    case "content-length": contentLength = Int(value) ?? 0
-                    default: break
-                    }
+        buffer.writeBuffer(&chunk)
+        if !upgraded {
+            let text = String(buffer: buffer)
+            guard let end = text.range(of: "\r\n\r\n") else { return }
+            let head = String(text[..<end.lowerBound])
+            let lines = head.components(separatedBy: "\r\n")
+            let status = Int(lines[0].split(separator: " ").dropFirst().first ?? "") ?? 0
+            var subprotocol: String?
+            var extensions: String?
+            var contentLength = 0
+            for line in lines.dropFirst() {
+                let parts = line.split(separator: ":", maxSplits: 1)
+                guard parts.count == 2 else { continue }
+                let value = parts[1].trimmingCharacters(in: .whitespaces)
+                switch parts[0].lowercased() {
+                case "sec-websocket-protocol": subprotocol = value
+                case "sec-websocket-extensions": extensions = value
+                case "content-length": contentLength = Int(value) ?? 0
+                default: break
                 }
-                let headBytes = head.utf8.count + 4
-                if status != 101 && state.buffer.readableBytes < headBytes + contentLength { return [] }
-                state.buffer.moveReaderIndex(forwardBy: headBytes)
-                let body = status == 101 ? "" : (state.buffer.readString(length: contentLength) ?? "")
-                state.upgraded = true
-                let continuation = handshake.withLockedValue { value in
-                    defer { value = nil }
-                    return value
-                }
-                continuation?.resume(returning: HandshakeResult(status: status, subprotocol: subprotocol, extensions: extensions, body: body))
             }
-            return Self.frames(from: &state)
+            let headBytes = head.utf8.count + 4
+            if status != 101 && buffer.readableBytes < headBytes + contentLength { return }
+            buffer.moveReaderIndex(forwardBy: headBytes)
+            let body = status == 101 ? "" : (buffer.readString(length: contentLength) ?? "")
+            upgraded = true
+            let continuation = handshake.withLockedValue { value in
+                defer { value = nil }
+                return value
+            }
+            continuation?.resume(returning: HandshakeResult(status: status, subprotocol: subprotocol, extensions: extensions, body: body))
         }
-        for event in parsed {
+        for event in frames() {
             if answerPings, case .ping(let payload) = event {
-                context.writeAndFlush(NIOAny(ChatWebSocket.maskedFrame(opcode: 0xA, payload: payload)), promise: nil)
+                context.writeAndFlush(NIOAny(ChatWebSocket.maskedFrame(opcode: ServerFrame.pong, payload: payload)), promise: nil)
             }
             events.push(event)
         }
     }
 
-    private static func frames(from state: inout State) -> [Event] {
+    private func frames() -> [Event] {
         var events: [Event] = []
-        while state.buffer.readableBytes >= 2 {
-            let start = state.buffer.readerIndex
-            let first = state.buffer.getInteger(at: start, as: UInt8.self)!
-            let second = state.buffer.getInteger(at: start + 1, as: UInt8.self)!
-            var length = Int(second & 0x7F)
-            var offset = 2
-            if length == 126 {
-                guard let value = state.buffer.getInteger(at: start + 2, as: UInt16.self) else { break }
-                length = Int(value)
-                offset = 4
-            } else if length == 127 {
-                guard let value = state.buffer.getInteger(at: start + 2, as: UInt64.self) else { break }
-                length = Int(value)
-                offset = 10
-            }
-            guard state.buffer.readableBytes >= offset + length else { break }
-            let payload = state.buffer.getBytes(at: start + offset, length: length) ?? []
-            state.buffer.moveReaderIndex(forwardBy: offset + length)
-            let fin = first & 0x80 != 0
-            let compressed = first & 0x40 != 0
-            let opcode = first & 0x0F
-            switch opcode {
-            case 0x0:
-                state.fragments += payload
-                if fin, let kind = state.fragmentOpcode {
-                    let message = Self.message(state.fragments, compressed: state.fragmentsCompressed, state: &state)
-                    events.append(kind == 0x1 ? .text(String(decoding: message, as: UTF8.self)) : .binary(message))
-                    state.fragments = []
-                    state.fragmentOpcode = nil
+        while let frame = ServerFrame(in: buffer) {
+            let payload = buffer.getBytes(at: frame.payloadIndex, length: frame.payloadLength) ?? []
+            buffer.moveReaderIndex(to: frame.end)
+            switch frame.opcode {
+            case ServerFrame.continuation:
+                fragments += payload
+                if frame.fin, let kind = fragmentOpcode {
+                    let message = message(fragments, compressed: fragmentsCompressed)
+                    events.append(kind == ServerFrame.text ? .text(String(decoding: message, as: UTF8.self)) : .binary(message))
+                    fragments = []
+                    fragmentOpcode = nil
                 }
-            case 0x1, 0x2:
-                if fin {
-                    let message = Self.message(payload, compressed: compressed, state: &state)
-                    events.append(opcode == 0x1 ? .text(String(decoding: message, as: UTF8.self)) : .binary(message))
+            case ServerFrame.text, ServerFrame.binary:
+                if frame.fin {
+                    let message = message(payload, compressed: frame.compressed)
+                    events.append(frame.opcode == ServerFrame.text ? .text(String(decoding: message, as: UTF8.self)) : .binary(message))
                 } else {
-                    state.fragmentOpcode = opcode
-                    state.fragments = payload
-                    state.fragmentsCompressed = compressed
+                    fragmentOpcode = frame.opcode
+                    fragments = payload
+                    fragmentsCompressed = frame.compressed
                 }
-            case 0x8:
+            case ServerFrame.close:
                 let code = payload.count >= 2 ? UInt16(payload[0]) << 8 | UInt16(payload[1]) : nil
                 events.append(.close(code: code, reason: String(decoding: payload.dropFirst(2), as: UTF8.self)))
-            case 0x9: events.append(.ping(payload))
-            case 0xA: events.append(.pong(payload))
+            case ServerFrame.ping: events.append(.ping(payload))
+            case ServerFrame.pong: events.append(.pong(payload))
             default: break
             }
         }
-        state.buffer.discardReadBytes()
+        buffer.discardReadBytes()
         return events
     }
 
-    /// A whole message's bytes, inflated if it came compressed (RFC 7692, no context takeover).
-    private static func message(_ payload: [UInt8], compressed: Bool, state: inout State) -> [UInt8] {
-        guard compressed else { return payload }
-        state.compressedMessages += 1
-        var input = ByteBuffer(bytes: payload + [0x00, 0x00, 0xFF, 0xFF])
-        guard let inflater = try? ZlibDecompressor(algorithm: .deflate, windowSize: 15),
-            let output = try? input.decompressStream(with: inflater)
-        else { return Array("<corrupt compressed message>".utf8) }
+    /// A whole message's bytes, inflated if it came compressed.
+    private func message(_ payload: [UInt8], compressed isCompressed: Bool) -> [UInt8] {
+        guard isCompressed else { return payload }
+        compressed.withLockedValue { $0 += 1 }
+        if inflater == nil { inflater = try? Inflater() }
+        guard let inflater, let output = inflater.inflate(ByteBuffer(bytes: payload)) else { return Array("<corrupt compressed message>".utf8) }
         return Array(output.readableBytesView)
     }
 

@@ -101,7 +101,7 @@ struct Fanout: AsyncParsableCommand {
         let expected = (1...UInt64(messages)).reduce(UInt64(0)) { $0 + UInt64(perChannel[Int($1) % channels]) }
 
         if let pauseFile {
-            FileManager.default.createFile(atPath: pauseFile, contents: nil)
+            guard FileManager.default.createFile(atPath: pauseFile, contents: nil) else { throw BenchError("cannot create the pause file \(pauseFile)") }
             let until = monotonicNanoseconds() + 60_000_000_000
             while FileManager.default.fileExists(atPath: pauseFile), monotonicNanoseconds() < until {
                 try await Task.sleep(for: .milliseconds(50))
@@ -191,8 +191,6 @@ struct Publish: AsyncParsableCommand {
             }
         }
         let before = ProcessUsage(pid: target.serverPid)
-        let generatorBefore = ProcessUsage(pid: getpid())
-        let redisBefore = ProcessUsage(pid: target.redisPid)
         let started = monotonicNanoseconds()
         let plan = PublishPlan(total: .max, channels: ["bench_publish"], padding: 16, deadline: started + UInt64(seconds * 1e9))
         try await runPublishers(group: group, host: target.host, port: target.port, connections: publishers, plan: plan)

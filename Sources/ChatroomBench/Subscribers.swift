@@ -1,4 +1,4 @@
-import CompressNIO
+import ChatClient
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -118,38 +118,22 @@ final class SubscriberHandler: ChannelInboundHandler {
             upgraded.succeed()
         }
         let now = monotonicNanoseconds()
-        while buffer.readableBytes >= 2 {
-            let start = buffer.readerIndex
-            let second = buffer.getInteger(at: start + 1, as: UInt8.self)!
-            var length = Int(second & 0x7F)
-            var header = 2
-            if length == 126 {
-                guard let value = buffer.getInteger(at: start + 2, as: UInt16.self) else { break }
-                length = Int(value)
-                header = 4
-            } else if length == 127 {
-                guard let value = buffer.getInteger(at: start + 2, as: UInt64.self) else { break }
-                length = Int(value)
-                header = 10
-            }
-            guard buffer.readableBytes >= header + length else { break }
-            let first = buffer.getInteger(at: start, as: UInt8.self)!
-            let opcode = first & 0x0F
-            if opcode == 0x1, first & 0x40 != 0, let inflater, let payload = buffer.getSlice(at: start + header, length: length) {
+        while let frame = ServerFrame(in: buffer) {
+            if frame.opcode == ServerFrame.text, frame.compressed, let inflater {
                 // Compressed (permessage-deflate): inflate, then count.
-                if let message = inflater.inflate(payload) { count(message.readableBytesView, now: now) }
-            } else if opcode == 0x1, let view = buffer.viewBytes(at: start + header, length: length) {
+                if let message = inflater.inflate(frame.payload(in: buffer)) { count(message.readableBytesView, now: now) }
+            } else if frame.opcode == ServerFrame.text, let view = buffer.viewBytes(at: frame.payloadIndex, length: frame.payloadLength) {
                 count(view, now: now)
-            } else if opcode == 0x9 {
+            } else if frame.opcode == ServerFrame.ping {
                 // Answer pings like a browser would.
-                var pong = context.channel.allocator.buffer(capacity: 6 + length)
-                pong.writeInteger(UInt8(0x8A))
-                pong.writeInteger(UInt8(0x80 | UInt8(length)))
+                var pong = context.channel.allocator.buffer(capacity: 6 + frame.payloadLength)
+                pong.writeInteger(UInt8(0x80 | ServerFrame.pong))
+                pong.writeInteger(UInt8(0x80 | UInt8(frame.payloadLength)))
                 pong.writeInteger(UInt32(0))
-                if length > 0, let payload = buffer.getSlice(at: start + header, length: length) { pong.writeImmutableBuffer(payload) }
+                if frame.payloadLength > 0 { pong.writeImmutableBuffer(frame.payload(in: buffer)) }
                 context.writeAndFlush(NIOAny(pong), promise: nil)
             }
-            buffer.moveReaderIndex(forwardBy: header + length)
+            buffer.moveReaderIndex(to: frame.end)
         }
         buffer.discardReadBytes()
     }
@@ -207,38 +191,21 @@ final class SubscriberHandler: ChannelInboundHandler {
     }
 }
 
-/// One zlib inflater per event loop, shared by that loop's subscribers: the server
-/// compresses without context takeover, so each message inflates on its own.
-final class Inflater {
-    private let decompressor: ZlibDecompressor
-    /// Reused for every message: one allocation per loop, not per message.
-    private var output = ByteBufferAllocator().buffer(capacity: 1 << 20)
-
-    init() throws {
-        decompressor = try ZlibDecompressor(algorithm: .deflate, windowSize: 15)
-    }
-
-    /// The inflated message; valid until the next call.
-    func inflate(_ payload: ByteBuffer) -> ByteBuffer? {
-        var input = payload
-        input.writeBytes([0x00, 0x00, 0xFF, 0xFF])
-        output.clear()
-        defer { try? decompressor.reset() }
-        guard (try? input.decompressStream(to: &output, with: decompressor)) != nil else { return nil }
-        return output
-    }
-}
-
-/// The inflaters of every loop of a group (permessage-deflate subscribers).
-final class LoopInflaters: @unchecked Sendable {
-    private let inflaters: [ObjectIdentifier: Inflater]
+/// One inflater per event loop of a group, shared by that loop's permessage-deflate
+/// subscribers; each is bound to its loop.
+struct LoopInflaters: Sendable {
+    private let inflaters: [ObjectIdentifier: NIOLoopBoundBox<Inflater>]
 
     init(group: any EventLoopGroup) throws {
-        inflaters = Dictionary(uniqueKeysWithValues: try group.makeIterator().map { (ObjectIdentifier($0), try Inflater()) })
+        inflaters = Dictionary(
+            uniqueKeysWithValues: try group.makeIterator().map { loop in
+                (ObjectIdentifier(loop), NIOLoopBoundBox.makeBoxSendingValue(try Inflater(capacity: 1 << 20), eventLoop: loop))
+            }
+        )
     }
 
-    /// Use only on `loop`.
-    func inflater(for loop: any EventLoop) -> Inflater? { inflaters[ObjectIdentifier(loop)] }
+    /// `loop`'s inflater; its `value` may be read on `loop` only.
+    func inflater(for loop: any EventLoop) -> NIOLoopBoundBox<Inflater>? { inflaters[ObjectIdentifier(loop)] }
 }
 
 /// Opens a subscriber of the original protocol on `channel` (by cookie); with
@@ -249,22 +216,21 @@ func openSubscriber(
     let loop = group.next()
     let upgraded = loop.makePromise(of: Void.self)
     let inflater = inflaters?.inflater(for: loop)
-    nonisolated(unsafe) let unsafeInflater = inflater
     var bootstrap = ClientBootstrap(group: loop)
         .connectTimeout(.seconds(10))
         .channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(SubscriberHandler(tally: tally, upgraded: upgraded, inflater: unsafeInflater))
+                try channel.pipeline.syncOperations.addHandler(SubscriberHandler(tally: tally, upgraded: upgraded, inflater: inflater?.value))
             }
         }
     if let source {
         bootstrap = bootstrap.bind(to: try! SocketAddress(ipAddress: source, port: 0))
     }
     return bootstrap.connect(host: host, port: port).flatMap { socket in
-        let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
-        let offer = inflaters == nil ? "" : "Sec-WebSocket-Extensions: permessage-deflate\r\n"
-        let request = "GET /wb/ HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n\(offer)Cookie: channel=\(channel)\r\n\r\n"
-        socket.writeAndFlush(ByteBuffer(string: request), promise: nil)
+        let request = ChatWebSocket.upgradeRequest(
+            host: host, port: port, path: "/wb/", extensions: inflaters == nil ? [] : ["permessage-deflate"], headers: [("Cookie", "channel=\(channel)")]
+        )
+        socket.writeAndFlush(request, promise: nil)
         return upgraded.futureResult.map { socket }
     }
 }

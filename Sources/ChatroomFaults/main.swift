@@ -368,7 +368,7 @@ struct Report {
             gaps += await subscriber.gaps
             gapsRecovered += await subscriber.gapsRecovered
             reconnects += await subscriber.reconnects
-            if !(await subscriber.slow) { latencies += await subscriber.latencies }
+            if !subscriber.slow { latencies += await subscriber.latencies }
         }
         refusedYetDelivered = refusedNumbers.intersection(deliveredAnywhere).count
         latencies.sort()

@@ -1,5 +1,5 @@
 import Chat
-import ChatServer
+import ChatServerBenchSupport
 import NIOCore
 import Testing
 

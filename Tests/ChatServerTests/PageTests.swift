@@ -35,6 +35,16 @@ struct PageTests {
         }
     }
 
+    @Test func contentTypesStayAsTheyWere() {
+        let expected = [
+            "/chat.css": "text/css; charset=utf-8", "/app.js": "text/javascript; charset=utf-8", "/m.mjs": "text/javascript; charset=utf-8",
+            "/a.html": "text/html; charset=utf-8", "/favicon.svg": "image/svg+xml", "/a.png": "image/png", "/favicon.ico": "image/x-icon",
+            "/a.json": "application/json", "/a.woff2": "font/woff2", "/a.txt": "text/plain; charset=utf-8",
+            "/a.unknown": "application/octet-stream", "/LICENSE": "application/octet-stream",
+        ]
+        for (path, type) in expected { #expect(AssetCatalog.contentType(of: path) == type, "\(path)") }
+    }
+
     @Test func everyFileOfPublicAndTemplatesIsEmbedded() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         var onDisk: [String] = []

@@ -1,6 +1,6 @@
 import Benchmark
 import Chat
-import ChatServer
+import ChatServerBenchSupport
 import NIOCore
 import Redis
 

@@ -5,7 +5,7 @@
 //
 // scripts/microbench.sh runs it and divides by sockets × messages.
 import Chat
-import ChatServer
+import ChatServerBenchSupport
 import NIOCore
 
 let arguments = CommandLine.arguments

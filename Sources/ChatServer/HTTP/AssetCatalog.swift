@@ -1,5 +1,6 @@
 import ChatAssets
 import Foundation
+import Hummingbird
 import NIOCore
 
 /// The chat page's files: compiled into the binary, or read from a folder on disk
@@ -64,19 +65,13 @@ struct AssetCatalog: Sendable {
         }
     }
 
+    /// The `Content-Type` of a file, from Hummingbird's table of file extensions. Text is
+    /// UTF-8 and says so; `.ico` stays `image/x-icon` (Hummingbird: `image/vnd.microsoft.icon`).
     static func contentType(of path: String) -> String {
-        switch path.split(separator: ".").last ?? "" {
-        case "css": "text/css; charset=utf-8"
-        case "js", "mjs": "text/javascript; charset=utf-8"
-        case "html": "text/html; charset=utf-8"
-        case "svg": "image/svg+xml"
-        case "png": "image/png"
-        case "ico": "image/x-icon"
-        case "json": "application/json"
-        case "woff2": "font/woff2"
-        case "txt": "text/plain; charset=utf-8"
-        default: "application/octet-stream"
-        }
+        let fileExtension = path.split(separator: ".").last ?? ""
+        if fileExtension == "ico" { return "image/x-icon" }
+        guard let mediaType = MediaType.getMediaType(forExtension: String(fileExtension)) else { return "application/octet-stream" }
+        return mediaType.type == .text ? mediaType.withParameter(name: "charset", value: "utf-8").description : mediaType.description
     }
 
     /// A strong ETag from the bytes (FNV-1a, 64 bits).

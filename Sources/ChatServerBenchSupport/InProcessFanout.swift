@@ -1,4 +1,5 @@
 import Chat
+import ChatServer
 import Logging
 import NIOCore
 import NIOEmbedded
@@ -18,28 +19,22 @@ public final class InProcessFanout {
     /// Opens `sockets` sockets on `channel`; `chatV1` picks their wire format.
     public init(sockets count: Int, channel: ChannelName, chatV1: Bool) throws {
         let loop = self.loop
-        let hub = Hub(eventLoopGroup: loop, encode: WireFormat.frames(of:)).loop(for: loop)
+        let hub = Hub(eventLoopGroup: loop, encode: ChatSockets.frames(of:)).loop(for: loop)
         self.hub = hub
         let broker = MemoryBroker { _ in }
-        let settings = ChatSocket.Settings(maximumMessageSize: 64 * 1024, closeTimeout: .seconds(1), queueLimit: 1 << 20, messageRate: nil)
         var logger = Logger(label: "fanout")
         logger.logLevel = .critical
-        let refusals = Refusals()
         sockets = try (0..<count).map { _ in
-            let socket = ChatSocket(
-                channelName: channel, kind: FrameKind(format: chatV1 ? .chatV1 : .raw, deflate: nil), resume: nil,
-                hub: hub, broker: broker, settings: settings, refusals: refusals, client: "127.0.0.1", logger: logger
-            )
             let embedded = EmbeddedChannel(loop: loop)
             try embedded.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
-            try embedded.pipeline.syncOperations.addHandler(socket)
+            try embedded.pipeline.syncOperations.addHandler(ChatSockets.handler(channel: channel, chatV1: chatV1, hub: hub, broker: broker, logger: logger))
             return embedded
         }
     }
 
     /// Encodes `events` once and hands them to every socket as one drain would.
     public func deliver(_ events: [ChatEvent]) {
-        hub.deliver(events.map { Delivery(event: $0, frames: WireFormat.frames(of: $0)) })
+        hub.deliver(events.map { Delivery(event: $0, frames: ChatSockets.frames(of: $0)) })
     }
 
     /// Takes what the sockets wrote, as the kernel would; returns the byte count.
@@ -54,6 +49,6 @@ public final class InProcessFanout {
 
     /// The frames of an event in both wire formats, as the hub makes them once per event.
     public static func frames(of event: ChatEvent) -> [ByteBuffer?] {
-        WireFormat.frames(of: event)
+        ChatSockets.frames(of: event)
     }
 }
