@@ -189,6 +189,7 @@ let package = Package(
                 "ChatServer", "ChatServerBenchSupport", "ChatClient", "Chat", "ChatTestSupport", "Redis",
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -25,18 +25,29 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
         var messageRate: RateLimit?
     }
 
-    let channelName: ChannelName
-    let format: WireFormat
+    // What every delivery reads comes first, on the object's first cache line.
+    private var context: ChannelHandlerContext?
     /// Which of an event's frames this socket gets (its format, deflated or not).
     private let frameIndex: Int
+    // The two machines are checked for exclusive access at run time in debug builds
+    // only. In release builds the check was two runtime calls (swift_beginAccess) in
+    // every delivery. They are safe without it: both are pure and take no closures, so
+    // nothing they do can reach this socket again while a call to them is running. Every
+    // access is in this file, on the channel's event loop.
+    #if DEBUG
+    private var flow: DeliveryFlow
+    private var connection: WebSocketStateMachine
+    #else
+    @exclusivity(unchecked) private var flow: DeliveryFlow
+    @exclusivity(unchecked) private var connection: WebSocketStateMachine
+    #endif
+    let channelName: ChannelName
+    let format: WireFormat
     private let hub: LoopHub
     private let broker: any Broker
     private let resume: DeliveryFlow.Resume?
     private let queueLimit: Int
-    var connection: WebSocketStateMachine
     let closing: WebSocketEndpointSettings
-    private var flow: DeliveryFlow
-    private var context: ChannelHandlerContext?
     private let metrics: ChatMetrics
     /// Who is in the room: the tracker, and who this socket is (its member id).
     private let presence: (tracker: PresenceTracker, id: String)?
@@ -126,6 +137,10 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
         context.fireChannelInactive()
     }
 
+    func connectionReceived(_ frame: WebSocketFrame) -> WebSocketStateMachine.Inbound { connection.received(frame) }
+    func connectionClose() -> Bool { connection.close() }
+    func connectionHungUp() { connection.hungUp() }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         readFrame(unwrapInboundIn(data), context: context)
     }
@@ -142,7 +157,9 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
 
     func deliver(_ batch: Batch) {
         guard connection.isOpen, let context else { return }
-        switch flow.batchArrived(batch.deliveries) {
+        // The common case, without handing the flow the batch.
+        let action = flow.isLive ? .writeJoined : flow.batchArrived(batch.deliveries)
+        switch action {
         case .writeJoined:
             // The batch's frames of this socket's format, joined once for all its sockets.
             guard let frames = batch.frames(format: frameIndex) else { return }

@@ -147,8 +147,8 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         var headers: HTTPHeaders
     }
 
-    /// A refusal of the upgrade, counted and logged; `nil` for the `reason` label means
-    /// the refusal is not the client's doing.
+    /// What becomes of an upgrade: a socket (with the 101's headers), or a refusal
+    /// answered in HTTP.
     private typealias Decision = Result<(Request, HTTPHeaders), Refusal>
 
     /// Decides whether a request may become a socket, and on which channel.

@@ -11,7 +11,7 @@ final class EchoSocket: WebSocketEndpoint {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
 
-    var connection: WebSocketStateMachine
+    private var connection: WebSocketStateMachine
     let closing: WebSocketEndpointSettings
     var logMetadata: Logger.Metadata { [:] }
     private let deflates: Bool
@@ -30,6 +30,10 @@ final class EchoSocket: WebSocketEndpoint {
             messageRate: settings.messageRate
         )
     }
+
+    func connectionReceived(_ frame: WebSocketFrame) -> WebSocketStateMachine.Inbound { connection.received(frame) }
+    func connectionClose() -> Bool { connection.close() }
+    func connectionHungUp() { connection.hungUp() }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         readFrame(unwrapInboundIn(data), context: context)

@@ -5,9 +5,17 @@ import NIOWebSocket
 /// What ``ChatSocket`` and ``EchoSocket`` share: a ``WebSocketStateMachine`` fed with
 /// the frame decoder's frames, and the server's side of the close handshake.
 ///
-/// Both are handlers on their channel's event loop; everything here runs there.
+/// Both are handlers on their channel's event loop; everything here runs there. Each
+/// keeps its machine in a private property and hands it events through the three
+/// requirements below: every access of the machine stays in the handler's own file, so
+/// the compiler can check exclusivity statically and a delivery pays for no runtime check.
 protocol WebSocketEndpoint: ChannelInboundHandler where InboundIn == WebSocketFrame, OutboundOut == ByteBuffer {
-    var connection: WebSocketStateMachine { get set }
+    /// ``WebSocketStateMachine/received(_:now:)``.
+    func connectionReceived(_ frame: WebSocketFrame) -> WebSocketStateMachine.Inbound
+    /// ``WebSocketStateMachine/close()``.
+    func connectionClose() -> Bool
+    /// ``WebSocketStateMachine/hungUp()``.
+    func connectionHungUp()
     var closing: WebSocketEndpointSettings { get }
     /// Metadata of this socket's log lines (its channel).
     var logMetadata: Logger.Metadata { get }
@@ -33,7 +41,7 @@ struct WebSocketEndpointSettings {
 extension WebSocketEndpoint {
     /// Carries out what the connection's machine makes of a frame.
     func readFrame(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
-        switch connection.received(frame) {
+        switch connectionReceived(frame) {
         case .ignore:
             break
         case .tooFast:
@@ -65,7 +73,7 @@ extension WebSocketEndpoint {
         _ code: WebSocketCloseCode, _ reason: String, context: ChannelHandlerContext, timeout: TimeAmount? = nil,
         refusal: String? = nil, log: Logger.Message? = nil
     ) {
-        guard connection.close() else { return }
+        guard connectionClose() else { return }
         if let refusal {
             var metadata = logMetadata
             metadata["code"] = "\(code.rawValue)"
@@ -97,7 +105,7 @@ extension WebSocketEndpoint {
     func closedIfInputEnded(_ event: Any, context: ChannelHandlerContext) -> Bool {
         guard case .some(.inputClosed) = event as? ChannelEvent else { return false }
         closing.logger.debug("WebSocket client hung up", metadata: logMetadata)
-        connection.hungUp()
+        connectionHungUp()
         context.close(promise: nil)
         return true
     }
