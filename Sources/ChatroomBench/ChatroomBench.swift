@@ -113,13 +113,15 @@ struct Fanout: AsyncParsableCommand {
         let started = monotonicNanoseconds()
         let plan = PublishPlan(total: UInt64(messages), channels: names, padding: padding, deadline: deadline, rate: rate)
         let flood = PublishPlan(total: UInt64.max, channels: ["bench_flood"], padding: padding, deadline: deadline)
-        let flooding = Task { [floodPublishers, floodSource, target] in
-            guard floodPublishers > 0 else { return }
-            try await runPublishers(group: group, host: target.host, port: target.port, connections: floodPublishers, plan: flood, source: floodSource, firstID: 1000)
+        let (floodCount, floodFrom, server) = (floodPublishers, floodSource, target)
+        @Sendable func floodIfAsked() async throws {
+            guard floodCount > 0 else { return }
+            try await runPublishers(group: group, host: server.host, port: server.port, connections: floodCount, plan: flood, source: floodFrom, firstID: 1000)
         }
+        async let flooding: Void = floodIfAsked()
         try await runPublishers(group: group, host: target.host, port: target.port, connections: publishers, plan: plan)
         flood.stop()
-        try await flooding.value
+        try await flooding
         let published = monotonicNanoseconds()
         // Wait until every expected delivery arrived, or 5 s of silence, or the deadline.
         var lastCount: UInt64 = 0
