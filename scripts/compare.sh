@@ -63,7 +63,7 @@ case "$what" in
     done ;;
   *)
     # The other commands' JSON fields, each as a median.
-    keys=$(grep -o '"[a-z_0-9]*":[0-9.]*' "$work/before.jsonl" | cut -d'"' -f2 | sort -u)
+    keys=$(grep -oE '"[a-z_0-9]+":[0-9.]+' "$work/before.jsonl" | cut -d'"' -f2 | sort -u)
     echo "| $what, $broker, S=$subscribers, $rounds rounds (median) | $(echo $keys | sed 's/ / | /g') |"
     echo "|---$(for _ in $keys; do printf '|---'; done)|"
     for side in before after; do
