@@ -130,27 +130,17 @@ struct DeliveryFlow {
         var averageBytes: Int
     }
 
-    /// Nothing to hold, drop or skip: a batch goes out as it is. The one field the hot
-    /// path reads, kept first and in step with the three below.
-    private(set) var isLive = true
     let slowReaders: SlowReaders
     /// Set while the reader is behind.
-    private(set) var missed: Missed? {
-        didSet { updateIsLive() }
-    }
-    private var replay: Replay? {
-        didSet { updateIsLive() }
-    }
+    private(set) var missed: Missed?
+    private var replay: Replay?
     /// Where the resume's history read ended. Until a message past it arrives, live
     /// messages up to it are skipped: the hub may hand over, at its next drain, a message
     /// that the history read already carried (the batch window).
-    private var replayedThrough: (epoch: String, offset: Int64)? {
-        didSet { updateIsLive() }
-    }
+    private var replayedThrough: (epoch: String, offset: Int64)?
 
-    private mutating func updateIsLive() {
-        isLive = missed == nil && replay == nil && replayedThrough == nil
-    }
+    /// Nothing to hold, drop or skip: a batch goes out as it is.
+    var isLive: Bool { missed == nil && replay == nil && replayedThrough == nil }
 
     init(slowReaders: SlowReaders) {
         self.slowReaders = slowReaders
