@@ -509,6 +509,40 @@ struct ChatV2Tests {
         }
     }
 
+    @Test(arguments: brokers)
+    func aBatchOverSeveralChannelsKeepsEachChannelsOrderAndPublishesARepeatedIDOnce(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let channels = (0..<3).map { _ in uniqueChannel("mix") }
+            let sender = try await V2Client.connect(server, person: Person())
+            // One frame after another without waiting: they arrive in few reads, so the
+            // server publishes them in few batches, each channel's runs side by side.
+            var frames: [String] = []
+            for number in 0..<100 {
+                let channel = channels[number % 3]
+                frames.append(#"{"type":"send","id":"k\#(number)","channel":"\#(channel)","data":"m\#(number)"}"#)
+                if number % 10 == 0 {
+                    frames.append(#"{"type":"send","id":"k\#(number)","channel":"\#(channel)","data":"again"}"#)
+                }
+            }
+            for frame in frames { try await sender.socket.send(text: frame) }
+            var offsets: [String: [Int64]] = [:]
+            var byID: [String: [Int64]] = [:]
+            for _ in 0..<frames.count {
+                guard let ack = await sender.nextEvent(), ack.type == "ack", let id = ack["id"] as? String, let offset = ack.int("offset") else { break }
+                byID[id, default: []].append(offset)
+                if byID[id]!.count == 1 { offsets[ack.channel ?? "", default: []].append(offset) }
+            }
+            #expect(byID.count == 100 && byID.values.allSatisfy { Set($0).count == 1 }, "a repeat gets the first one's offset")
+            for (index, channel) in channels.enumerated() {
+                let count = (0..<100).filter { $0 % 3 == index }.count
+                #expect(offsets[channel] == Array(1...Int64(count)), "\(channel): contiguous, in the order sent")
+            }
+            let history = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(channels[0])&limit=100").body
+            #expect(!history.contains("again"), "the repeats published nothing")
+            await sender.disconnect()
+        }
+    }
+
     @Test func framesTheServerCannotReadAreAnsweredAndTheSocketStays() async throws {
         try await withServer(broker: .memory) { server in
             let client = try await V2Client.connect(server)

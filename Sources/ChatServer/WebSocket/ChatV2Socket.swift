@@ -433,10 +433,7 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
         let posting = self.posting
         let logger = self.logger
         context.eventLoop.makeFutureWithTask {
-            var results: [Result<Publication, Posting.Failure>] = []
-            results.reserveCapacity(batch.count)
-            for (_, draft) in batch { results.append(await posting.publish(draft, logger: logger)) }
-            return results
+            await posting.publish(batch.map(\.draft), logger: logger)
         }.assumeIsolated().whenSuccess { results in
             self.published(batch, results)
         }
