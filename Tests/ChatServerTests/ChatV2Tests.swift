@@ -543,6 +543,50 @@ struct ChatV2Tests {
         }
     }
 
+    @Test func aSlowReaderGetsAGapForEachSubscriptionThatLostMessages() async throws {
+        // A reader that stops reading also stops answering pings: keep the heartbeat out of the way.
+        try await withServer(broker: .memory, { $0.socketQueueLimit = 16 * 1024; $0.pingInterval = .seconds(300) }) { server in
+            let channels = [uniqueChannel("slow"), uniqueChannel("slow")]
+            let socket = try await ChatWebSocket.connect(
+                port: server.port, path: "/wb/", subprotocols: ["chat.v2"], receiveBufferSize: 4096
+            )
+            let slow = V2Client(socket: socket)
+            for channel in channels {
+                try await slow.subscribe(channel)
+                #expect(await slow.subscribed(channel) != nil)
+            }
+            try await socket.setReading(false)
+            // 8 MB over both channels: past the kernel's buffers and the 16 KiB queue.
+            let sender = try await V2Client.connect(server, person: Person())
+            let count = 500
+            let payload = String(repeating: "x", count: 8000)
+            for number in 0..<count * 2 { try await sender.post("\(number):\(payload)", to: channels[number % 2], id: "s\(number)") }
+            var acked = 0
+            while acked < count * 2, let frame = await sender.nextEvent(timeout: .seconds(20)) {
+                if frame.type == "ack" { acked += 1 }
+            }
+            #expect(acked == count * 2)
+            try await socket.setReading(true)
+            var delivered: [String: [Int64]] = [:]
+            var gaps: [String: [(Int64, Int64)]] = [:]
+            while let frame = await slow.nextEvent(timeout: .seconds(5)), let channel = frame.channel {
+                if frame.type == "gap", let from = frame.int("from"), let to = frame.int("to") {
+                    gaps[channel, default: []].append((from, to))
+                } else if frame.type == "message", let offset = frame.int("offset") {
+                    delivered[channel, default: []].append(offset)
+                }
+            }
+            for channel in channels {
+                let ranges = gaps[channel] ?? []
+                #expect(ranges.count == 1, "one gap for \(channel)")
+                let missed = ranges.flatMap { Array($0.0...$0.1) }
+                #expect((delivered[channel, default: []] + missed).sorted() == Array(1...Int64(count)), "\(channel): what came and the gap are every offset once")
+            }
+            await sender.disconnect()
+            await slow.disconnect()
+        }
+    }
+
     @Test func framesTheServerCannotReadAreAnsweredAndTheSocketStays() async throws {
         try await withServer(broker: .memory) { server in
             let client = try await V2Client.connect(server)
