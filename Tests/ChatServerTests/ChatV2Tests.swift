@@ -448,6 +448,59 @@ struct ChatV2Tests {
         }
     }
 
+    @Test func twoInstancesDeliverEachSubscriptionAndResumeWhereverTheSocketComesBack() async throws {
+        let servers = [try await TestServer.start(broker: .redis), try await TestServer.start(broker: .redis)]
+        do {
+            let (a, b) = (uniqueChannel("a"), uniqueChannel("b"))
+            let reader = try await V2Client.connect(servers[0])
+            var positions: [String: String] = [:]
+            for channel in [a, b] {
+                try await reader.subscribe(channel)
+                _ = await reader.subscribed(channel)
+            }
+            // Sent on the other instance, over a socket.
+            let sender = try await V2Client.connect(servers[1], person: Person())
+            for number in 1...3 {
+                try await sender.post("a\(number)", to: a, id: "a\(number)")
+                try await sender.post("b\(number)", to: b, id: "b\(number)")
+            }
+            var seen: [String: [Int64]] = [:]
+            while seen[a, default: []].count + seen[b, default: []].count < 6, let frame = await reader.nextEvent() {
+                if frame.type == "message", let channel = frame.channel, let offset = frame.int("offset") {
+                    seen[channel, default: []].append(offset)
+                    positions[channel] = frame["epoch"] as? String
+                }
+            }
+            #expect(seen[a] == [1, 2, 3] && seen[b] == [1, 2, 3])
+            await reader.disconnect()
+            // Away; more messages; back on the other instance, each channel from where it was.
+            for number in 4...6 {
+                try await sender.post("a\(number)", to: a, id: "a\(number)")
+                try await sender.post("b\(number)", to: b, id: "b\(number)")
+            }
+            var acks = 0
+            while acks < 12, let frame = await sender.nextEvent() {
+                if frame.type == "ack" { acks += 1 }
+            }
+            let back = try await V2Client.connect(servers[1])
+            try await back.subscribe(a, since: 3, epoch: positions[a])
+            try await back.subscribe(b, since: 2, epoch: positions[b])
+            var resumed: [String: [String]] = [:]
+            while resumed[a, default: []].count < 3 || resumed[b, default: []].count < 4, let frame = await back.nextEvent() {
+                if frame.type == "message", let channel = frame.channel { resumed[channel, default: []].append(frame.data ?? "") }
+            }
+            #expect(resumed[a] == ["a4", "a5", "a6"])
+            #expect(resumed[b] == ["b3", "b4", "b5", "b6"])
+            #expect(await back.nextEvent(timeout: .milliseconds(300)) == nil)
+            await back.disconnect()
+            await sender.disconnect()
+        } catch {
+            for server in servers { await server.stop() }
+            throw error
+        }
+        for server in servers { await server.stop() }
+    }
+
     @Test func theSameIDRacingOnTwoInstancesIsPublishedOnce() async throws {
         let servers = [try await TestServer.start(broker: .redis), try await TestServer.start(broker: .redis)]
         do {
