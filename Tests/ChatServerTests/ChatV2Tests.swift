@@ -414,6 +414,45 @@ struct ChatV2Tests {
         }
     }
 
+    @Test func aSendRedisTookButDidNotAnswerIsNacked504AndItsRetryPublishesNothingNew() async throws {
+        try await PrivateRedis.with { redis in
+            try await withServer(broker: .redis, { $0.redisURL = redis.url }) { server in
+                let channel = uniqueChannel()
+                let reader = try await V2Client.connect(server, query: "channel=\(channel)")
+                #expect(await reader.subscribed(channel) != nil)
+                let sender = try await V2Client.connect(server, person: Person())
+                redis.pause(true)
+                try await sender.post("once", to: channel, id: "stall-1")
+                let stalled = await sender.nextEvent(timeout: .seconds(10))
+                redis.pause(false)
+                #expect(stalled?.type == "nack" && stalled?.int("status") == 504 && stalled?.int("retryAfter") == 1)
+                #expect((stalled?["message"] as? String)?.contains("may have been published") == true)
+                #expect(await reader.nextEvent(timeout: .seconds(10))?.data == "once", "Redis had it: it is delivered")
+                var retry: [String: Any]?
+                for _ in 0..<50 {
+                    try await sender.post("once", to: channel, id: "stall-1")
+                    retry = await sender.nextEvent(timeout: .seconds(10))
+                    if retry?.type == "ack" { break }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(retry?.type == "ack" && retry?.int("offset") == 1, "the first publish's offset")
+                #expect(await reader.nextEvent(timeout: .seconds(1)) == nil, "the retry delivers nothing new")
+                await reader.disconnect()
+                await sender.disconnect()
+            }
+        }
+    }
+
+    @Test func withAPublishTokenSocketsMayNotSend() async throws {
+        try await withServer(broker: .memory, { $0.publishToken = "backend-only" }) { server in
+            let client = try await V2Client.connect(server, person: Person())
+            try await client.post("hello", to: uniqueChannel(), id: "p1")
+            let refused = await client.nextEvent()
+            #expect(refused?.type == "nack" && refused?.int("status") == 401)
+            await client.disconnect()
+        }
+    }
+
     @Test(arguments: brokers)
     func theSameIDFromOnePersonIsPublishedOnceWhereverItComesFrom(broker: ChatConfiguration.BrokerKind) async throws {
         try await withServer(broker: broker) { server in
