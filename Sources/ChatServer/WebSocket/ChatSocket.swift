@@ -45,6 +45,7 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
     let format: WireFormat
     private let hub: LoopHub
     private let broker: any Broker
+    private let reads: HistoryReads
     private let resume: DeliveryFlow.Resume?
     private let queueLimit: Int
     let closing: WebSocketEndpointSettings
@@ -63,6 +64,7 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
         resume: DeliveryFlow.Resume?,
         hub: LoopHub,
         broker: any Broker,
+        reads: HistoryReads,
         settings: Settings,
         metrics: ChatMetrics = .none,
         refusals: Refusals,
@@ -79,6 +81,7 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
         self.resume = resume
         self.hub = hub
         self.broker = broker
+        self.reads = reads
         self.queueLimit = settings.queueLimit
         self.closing = WebSocketEndpointSettings(
             maximumMessageSize: settings.maximumMessageSize, closeTimeout: settings.closeTimeout, messageRate: settings.messageRate,
@@ -113,7 +116,10 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
                 context.writeAndFlush(wrapOutboundOut(ChatV1.members(channel: channelName, online: snapshot.online, members: members)), promise: nil)
             }
         }
-        if let read = flow.opened(resume: resume) { readHistory(read, context: context) }
+        if let read = flow.opened(resume: resume) {
+            // The first page is shared with the sockets that resume here now.
+            reads.read(read, of: channelName, for: hub) { result in self.historyRead(result) }
+        }
         logger.debug("WebSocket open", metadata: ["channel": "\(channelName)", "protocol": "\(format)", "deflate": "\(frameIndex != format.rawValue)"])
     }
 
