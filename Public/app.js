@@ -131,6 +131,7 @@ async function show(channel) {
   for (const entry of outbox.entries(channel)) showOutgoing(entry);
   showRoom();
   showStatus();
+  if (subscription.refusal) messages.notice(`You cannot follow this channel: ${subscription.refusal.message}`);
   if (subscription.position) readMarks.set(channel, subscription.position);
   if (subscription.kept.length >= FIRST_LOOK) return;
   try {
@@ -173,6 +174,8 @@ openInput.addEventListener("input", () => openInput.setCustomValidity(""));
 
 // MARK: What the subscriptions say
 
+const subscriptionsRefused = new Map(); // channel → the refusal last told in its list
+
 function subscriptionSays(channel, type, detail) {
   if (channel === inbox) {
     if (type === "message") {
@@ -194,20 +197,25 @@ function subscriptionSays(channel, type, detail) {
       else showUnread(channel);
       break;
     case "subscribed":
+      subscriptionsRefused.delete(channel);
       tabs.setRefused(channel, null);
       if (onScreen) showStatus();
       break;
     case "reset":
       if (onScreen) messages.notice("The chat history was reset on the server; earlier messages may be missing.");
       break;
-    case "refused":
-      tabs.setRefused(channel, detail.message);
+    case "refused": {
+      // Said once in the list, not at every retry; the status line keeps saying it.
+      const again = detail.retryIn !== null;
+      const told = subscriptionsRefused.get(channel) === detail.message;
+      subscriptionsRefused.set(channel, detail.message);
+      tabs.setRefused(channel, detail.message, { final: !again });
       if (onScreen) {
         showStatus();
-        const again = detail.retryIn ? ` Trying again in ${Math.ceil(detail.retryIn / 1000)} s.` : "";
-        messages.notice(`You cannot follow this channel: ${detail.message}${again}`);
+        if (!told) messages.notice(`You cannot follow this channel: ${detail.message}${again ? " Trying again shortly." : ""}`);
       }
       break;
+    }
     case "room":
       if (onScreen) showRoom();
       break;
@@ -221,7 +229,7 @@ function subscriptionSays(channel, type, detail) {
 
 function showOutgoing(entry, what = entry.failed ? "failed" : "queued", detail = {}) {
   if (what === "failed") messages.outgoing(entry, "failed", `Not sent: ${entry.failed.message || entry.failed.status}`);
-  else if (what === "retrying") messages.outgoing(entry, "retrying", `Not sent yet: ${detail.message} Trying again in ${detail.retryIn} s.`);
+  else if (what === "retrying") messages.outgoing(entry, "retrying", `${detail.message} Trying again in ${detail.retryIn} s.`);
   else messages.outgoing(entry, "sending");
 }
 

@@ -216,10 +216,8 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
     item = document.createElement("li");
     item.className = "outgoing";
     item.dataset.id = entry.id;
-    const meta = head(entry.name);
-    const state = document.createElement("span");
+    const state = document.createElement("p");
     state.className = "send-state";
-    meta.append(state);
     const actions = document.createElement("div");
     actions.className = "send-actions";
     actions.hidden = true;
@@ -235,7 +233,7 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
       button.addEventListener("click", () => handler(entry.id));
       actions.append(button);
     }
-    item.append(meta, textOf(entry.data), actions);
+    item.append(head(entry.name), textOf(entry.data), state, actions);
     outgoing.set(entry.id, item);
     list.append(item);
     if (!detached) scroller.scrollTop = scroller.scrollHeight;

@@ -93,13 +93,21 @@ export function setUpTabs(tablist, onSelect) {
     tab.setAttribute("aria-label", count > 0 ? `${channel}, ${count} unread` : channel);
   }
 
-  /** Marks the tab as refused by the server (`reason`), or not (null). */
-  function setRefused(channel, reason) {
+  /**
+   * Marks the tab as refused by the server (`reason`), or not (null); `final`: it will
+   * not be asked again (a private or full room), rather than retried.
+   */
+  function setRefused(channel, reason, { final = false } = {}) {
     const tab = find(channel);
     if (!tab) return;
     tab.classList.toggle("refused", Boolean(reason));
-    if (reason) tab.title = reason;
-    else tab.removeAttribute("title");
+    if (reason) {
+      tab.dataset.refused = final ? "final" : "retrying";
+      tab.title = reason;
+    } else {
+      delete tab.dataset.refused;
+      tab.removeAttribute("title");
+    }
   }
 
   tablist.addEventListener("click", (event) => {

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -54,17 +55,18 @@ def wait_until(condition, timeout=10.0, step=0.05, message="condition"):
 class Instance:
     """One chatroom process this test started, by its PID."""
 
-    def __init__(self, *extra, redis_url=REDIS_URL):
+    def __init__(self, *extra, redis_url=REDIS_URL, log_level="warning"):
         self.port = free_port()
         self.extra = list(extra)
         self.redis_url = redis_url
+        self.log_level = log_level
         self.process = None
         self.start()
 
     def start(self):
         self.process = subprocess.Popen(
             # A short grace period, so that leaving shows within the tests' waits.
-            [BINARY, "--port", str(self.port), "--redis-url", self.redis_url, "--log-level", "warning", "--presence-grace", "2", *self.extra],
+            [BINARY, "--port", str(self.port), "--redis-url", self.redis_url, "--log-level", self.log_level, "--presence-grace", "2", *self.extra],
             stdout=subprocess.DEVNULL,
         )
         wait_until(lambda: self.answers(), message=f"chatroom on port {self.port}")
@@ -616,9 +618,10 @@ class OutboxTests(PageTestCase):
         super().setUpClass()
         cls.redis = Redis()
         # The identity secret is given, not kept in Redis: a Redis without persistence loses it.
+        # Errors only: with Redis stopped, every retry of the instances would be a warning.
         secret = ("--identity-secret", "browser-tests-secret")
-        cls.d = Instance("--send-rate", "0", *secret, redis_url=cls.redis.url)
-        cls.e = Instance("--send-rate", "0", *secret, redis_url=cls.redis.url)
+        cls.d = Instance("--send-rate", "0", *secret, redis_url=cls.redis.url, log_level="error")
+        cls.e = Instance("--send-rate", "0", *secret, redis_url=cls.redis.url, log_level="error")
 
     @classmethod
     def tearDownClass(cls):
@@ -675,6 +678,33 @@ class OutboxTests(PageTestCase):
         self.assert_once_in_order(self.texts(writer), typed)
         self.close(writer)
         self.close(reader)
+
+    def test_16_a_tab_opened_while_redis_is_down_is_refused_then_subscribed_again(self):
+        driver = self.open(self.d)
+        self.redis.stop()
+        try:
+            channel = f"later{int(time.time() * 1000) % 100000}"
+            field = driver.find_element(By.ID, "channel-name")
+            field.send_keys(channel, Keys.ENTER)
+            # refused 4503: the server's words for that tab, and tried again with backoff.
+            wait_until(lambda: driver.find_element(By.ID, "status").get_attribute("data-state") == "refused", message="the tab refused")
+            self.assertIn("unavailable", self.status(driver))
+            self.assertIn("refused", driver.find_element(By.ID, f"tab-{channel}").get_attribute("class"))
+            self.shot(driver, "tab-refused-redis-down")
+        finally:
+            self.redis.start()
+        wait_until(lambda: self.status(driver) == "Connected", timeout=30, message="subscribed once Redis is back")
+        self.assertNotIn("refused", driver.find_element(By.ID, f"tab-{channel}").get_attribute("class"))
+        # The subscription is live: a message posted on the other instance arrives.
+        def posted():
+            try:
+                return self.e.send("after the outage", channel) == "ok"
+            except urllib.error.HTTPError:
+                return False  # the instance has not reconnected to Redis yet (503)
+
+        wait_until(posted, timeout=15, step=0.5, message="a publish on the other instance")
+        wait_until(lambda: "after the outage" in self.texts(driver), message="the message in the tab")
+        self.close(driver)
 
     def test_15_a_reload_with_messages_in_the_outbox_sends_them_once_in_order(self):
         channel, writer, reader = self.writer_and_reader("reload")
