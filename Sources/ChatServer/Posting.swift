@@ -93,6 +93,28 @@ struct Posting: Sendable {
         return .success(publication)
     }
 
+    /// Publishes drafts as one batch (see ``Broker/publish(_:)``): each channel's in
+    /// order; answered each on its own.
+    func publish(_ drafts: [Draft], logger: Logger) async -> [Result<Publication, Failure>] {
+        let started = NIODeadline.now()
+        let results = await broker.publish(drafts.map { PublishRequest(ByteBuffer(string: $0.data), name: $0.name, to: $0.channel, options: $0.options) })
+        let nanoseconds = (NIODeadline.now() - started).nanoseconds
+        var answers: [Result<Publication, Failure>] = []
+        answers.reserveCapacity(drafts.count)
+        for (draft, result) in zip(drafts, results) {
+            switch result {
+            case .success(let publication):
+                metrics.published(inNanoseconds: nanoseconds)
+                if publication.createdChannel { gatekeeper.tookNewChannel(from: draft.client) }
+                if let identity = draft.identity, !publication.isRepeat { await notify(about: publication.message, from: identity, logger: logger) }
+                answers.append(.success(publication))
+            case .failure(let error):
+                answers.append(.failure(failure(error, keyed: draft.key != nil)))
+            }
+        }
+        return answers
+    }
+
     private func failure(_ error: BrokerError, keyed: Bool) -> Failure {
         switch error.kind {
         case .unavailable:

@@ -509,6 +509,84 @@ struct ChatV2Tests {
         }
     }
 
+    @Test(arguments: brokers)
+    func aBatchOverSeveralChannelsKeepsEachChannelsOrderAndPublishesARepeatedIDOnce(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let channels = (0..<3).map { _ in uniqueChannel("mix") }
+            let sender = try await V2Client.connect(server, person: Person())
+            // One frame after another without waiting: they arrive in few reads, so the
+            // server publishes them in few batches, each channel's runs side by side.
+            var frames: [String] = []
+            for number in 0..<100 {
+                let channel = channels[number % 3]
+                frames.append(#"{"type":"send","id":"k\#(number)","channel":"\#(channel)","data":"m\#(number)"}"#)
+                if number % 10 == 0 {
+                    frames.append(#"{"type":"send","id":"k\#(number)","channel":"\#(channel)","data":"again"}"#)
+                }
+            }
+            for frame in frames { try await sender.socket.send(text: frame) }
+            var offsets: [String: [Int64]] = [:]
+            var byID: [String: [Int64]] = [:]
+            for _ in 0..<frames.count {
+                guard let ack = await sender.nextEvent(), ack.type == "ack", let id = ack["id"] as? String, let offset = ack.int("offset") else { break }
+                byID[id, default: []].append(offset)
+                if byID[id]!.count == 1 { offsets[ack.channel ?? "", default: []].append(offset) }
+            }
+            #expect(byID.count == 100 && byID.values.allSatisfy { Set($0).count == 1 }, "a repeat gets the first one's offset")
+            for (index, channel) in channels.enumerated() {
+                let count = (0..<100).filter { $0 % 3 == index }.count
+                #expect(offsets[channel] == Array(1...Int64(count)), "\(channel): contiguous, in the order sent")
+            }
+            let history = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(channels[0])&limit=100").body
+            #expect(!history.contains("again"), "the repeats published nothing")
+            await sender.disconnect()
+        }
+    }
+
+    @Test func aSlowReaderGetsAGapForEachSubscriptionThatLostMessages() async throws {
+        // A reader that stops reading also stops answering pings: keep the heartbeat out of the way.
+        try await withServer(broker: .memory, { $0.socketQueueLimit = 16 * 1024; $0.pingInterval = .seconds(300) }) { server in
+            let channels = [uniqueChannel("slow"), uniqueChannel("slow")]
+            let socket = try await ChatWebSocket.connect(
+                port: server.port, path: "/wb/", subprotocols: ["chat.v2"], receiveBufferSize: 4096
+            )
+            let slow = V2Client(socket: socket)
+            for channel in channels {
+                try await slow.subscribe(channel)
+                #expect(await slow.subscribed(channel) != nil)
+            }
+            try await socket.setReading(false)
+            // 8 MB over both channels: past the kernel's buffers and the 16 KiB queue.
+            let sender = try await V2Client.connect(server, person: Person())
+            let count = 500
+            let payload = String(repeating: "x", count: 8000)
+            for number in 0..<count * 2 { try await sender.post("\(number):\(payload)", to: channels[number % 2], id: "s\(number)") }
+            var acked = 0
+            while acked < count * 2, let frame = await sender.nextEvent(timeout: .seconds(20)) {
+                if frame.type == "ack" { acked += 1 }
+            }
+            #expect(acked == count * 2)
+            try await socket.setReading(true)
+            var delivered: [String: [Int64]] = [:]
+            var gaps: [String: [(Int64, Int64)]] = [:]
+            while let frame = await slow.nextEvent(timeout: .seconds(5)), let channel = frame.channel {
+                if frame.type == "gap", let from = frame.int("from"), let to = frame.int("to") {
+                    gaps[channel, default: []].append((from, to))
+                } else if frame.type == "message", let offset = frame.int("offset") {
+                    delivered[channel, default: []].append(offset)
+                }
+            }
+            for channel in channels {
+                let ranges = gaps[channel] ?? []
+                #expect(ranges.count == 1, "one gap for \(channel)")
+                let missed = ranges.flatMap { Array($0.0...$0.1) }
+                #expect((delivered[channel, default: []] + missed).sorted() == Array(1...Int64(count)), "\(channel): what came and the gap are every offset once")
+            }
+            await sender.disconnect()
+            await slow.disconnect()
+        }
+    }
+
     @Test func framesTheServerCannotReadAreAnsweredAndTheSocketStays() async throws {
         try await withServer(broker: .memory) { server in
             let client = try await V2Client.connect(server)

@@ -119,14 +119,7 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
             var told = false
             for subscription in subscriptions.values where subscription.state == .open {
                 guard let missed = subscription.flow.drained() else { continue }
-                logger.info(
-                    "A slow reader caught up; reporting what it missed",
-                    metadata: ["channel": "\(subscription.channel)", "from": "\(missed.from ?? 0)", "to": "\(missed.to ?? 0)"]
-                )
-                if let reset = missed.reset { context.write(wrapOutboundOut(ChatV1.reset(channel: subscription.channel, epoch: reset)), promise: nil) }
-                if let from = missed.from, let to = missed.to {
-                    context.write(wrapOutboundOut(ChatV1.gap(channel: subscription.channel, from: from, to: to)), promise: nil)
-                }
+                writeMissed(missed, of: subscription.channel, context: context)
                 told = true
             }
             if told { context.flush() }
@@ -137,6 +130,7 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
     func connectionReceived(_ frame: WebSocketFrame) -> WebSocketStateMachine.Inbound { connection.received(frame) }
     func connectionClose() -> Bool { connection.close() }
     func connectionHungUp() { connection.hungUp() }
+    func connectionHeartbeat() -> WebSocketStateMachine.Heartbeat { connection.heartbeat() }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         readFrame(unwrapInboundIn(data), context: context)
@@ -165,15 +159,7 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
 
     func heartbeat(now: NIODeadline) {
         guard let context else { return }
-        switch connection.heartbeat() {
-        case .none:
-            break
-        case .ping:
-            context.writeAndFlush(wrapOutboundOut(WebSocketWire.frame(opcode: WebSocketWire.ping, payload: ByteBuffer())), promise: nil)
-        case .hangUp:
-            logger.info("Closing a WebSocket that stopped answering pings", metadata: logMetadata)
-            context.close(promise: nil)
-        }
+        beat(context: context)
     }
 
     // MARK: - What the client sends
@@ -350,42 +336,14 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
             }
             context.writeAndFlush(wrapOutboundOut(frames), promise: nil)
         case .offerEach:
-            offerLive(batch.deliveries, to: subscription, context: context)
+            if offerLive(batch.deliveries, frameIndex: frameIndex, through: subscription, context: context) > 0 {
+                fellBehind(subscription, dropped: 1)
+            }
             context.flush()
         case .held:
             break
         case .dropped:
             server.metrics.dropped(.slowReader, count: batch.deliveries.count)
-        }
-    }
-
-    /// Whether the socket can take more; unflushed writes count too.
-    private func isWritable(_ context: ChannelHandlerContext) -> Bool {
-        if context.channel.isWritable { return true }
-        context.flush()
-        return context.channel.isWritable
-    }
-
-    private func offer(_ event: ChatEvent, frame: ByteBuffer?, to subscription: Subscription, context: ChannelHandlerContext) {
-        let writable = subscription.flow.isDropping || isWritable(context)
-        carryOut(subscription.flow.offer(event, writable: writable), frame: frame, subscription: subscription, context: context)
-    }
-
-    private func offerLive(_ deliveries: [Delivery], to subscription: Subscription, context: ChannelHandlerContext) {
-        for delivery in deliveries {
-            let writable = subscription.flow.isDropping || isWritable(context)
-            carryOut(subscription.flow.offerLive(delivery, writable: writable), frame: delivery.frames[frameIndex], subscription: subscription, context: context)
-        }
-    }
-
-    private func carryOut(_ offer: DeliveryFlow.Offer, frame: ByteBuffer?, subscription: Subscription, context: ChannelHandlerContext) {
-        switch offer {
-        case .write:
-            if let frame { context.write(wrapOutboundOut(frame), promise: nil) }
-        case .skip:
-            break
-        case .fellBehind:
-            fellBehind(subscription, dropped: 1)
         }
     }
 
@@ -420,33 +378,21 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
                 context.write(wrapOutboundOut(ChatV1.members(channel: subscription.channel, online: snapshot.online, members: members)), promise: nil)
             }
         }
-        switch subscription.flow.historyRead(result) {
-        case .ignore:
-            return
-        case .fail(let error):
+        var behind = 0
+        let outcome = replay(result, frameIndex: frameIndex, through: subscription, context: context, fellBehind: &behind)
+        if behind > 0 { fellBehind(subscription, dropped: behind) }
+        switch outcome {
+        case .done:
+            break
+        case .readNext(let next):
+            readHistory(next, for: subscription, context: context)
+        case .failed(let error):
             logger.warning("Cannot start a subscription: the history is unavailable", metadata: ["channel": "\(subscription.channel)", "error": "\(error)"])
             subscriptions[subscription.channel] = nil
             end(subscription)
             let message = "The history of \(subscription.channel) cannot be read now (\(error)); subscribe again to resume."
             refuse(subscription.channel.rawValue, Refusal(.serviceUnavailable, message, closeCode: .unavailable), reason: "unavailable", context: context)
-            return
-        case .reset(let epoch, let waiting):
-            context.write(wrapOutboundOut(ChatV1.reset(channel: subscription.channel, epoch: epoch)), promise: nil)
-            offerLive(waiting, to: subscription, context: context)
-        case .write(let messages):
-            for message in messages { offer(.message(message), frame: ChatV1.message(message), to: subscription, context: context) }
-            switch subscription.flow.pageWritten() {
-            case .read(let next):
-                context.flush()
-                readHistory(next, for: subscription, context: context)
-                return
-            case .release(let waiting):
-                offerLive(waiting, to: subscription, context: context)
-            }
-        case .release(let waiting):
-            offerLive(waiting, to: subscription, context: context)
         }
-        context.flush()
     }
 
     // MARK: - Sending
@@ -487,10 +433,7 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
         let posting = self.posting
         let logger = self.logger
         context.eventLoop.makeFutureWithTask {
-            var results: [Result<Publication, Posting.Failure>] = []
-            results.reserveCapacity(batch.count)
-            for (_, draft) in batch { results.append(await posting.publish(draft, logger: logger)) }
-            return results
+            await posting.publish(batch.map(\.draft), logger: logger)
         }.assumeIsolated().whenSuccess { results in
             self.published(batch, results)
         }

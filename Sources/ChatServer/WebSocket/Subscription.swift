@@ -7,7 +7,7 @@ import NIOCore
 ///
 /// Everything here runs on the socket's event loop; ``ChatV2Socket`` owns it and ends
 /// it (``end()``) before the socket goes.
-final class Subscription: HubMember {
+final class Subscription: HubMember, FlowHolder {
     enum State {
         /// The room's rules passed; its place and the broker's join are being taken.
         case admitting
