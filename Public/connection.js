@@ -55,10 +55,8 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
     if (stopped) return;
     clearTimeout(retryTimer);
     clearInterval(countdown);
-    if (!navigator.onLine) {
-      onState("offline");
-      return;
-    }
+    // Tried even when navigator.onLine says otherwise: some systems report offline
+    // wrongly, and a socket that fails costs one retry. After a drop it waits (dropped()).
     onState(attempt === 0 ? "connecting" : "reconnecting", 0);
     const current = new WebSocket(url(), ["chat.v2"]);
     socket = current;

@@ -48,10 +48,14 @@ function savePositions() {
 // A page closed within the half second still leaves its positions behind.
 window.addEventListener("pagehide", savePositions);
 
+const EPOCH = /^[A-Za-z0-9]{1,64}$/;
+
 function readPosition(key) {
   try {
     const position = JSON.parse(localStorage.getItem(key) ?? "null");
-    if (position && Number.isSafeInteger(position.offset) && position.offset >= 0) return { epoch: position.epoch ?? null, offset: position.offset };
+    // A position the server would not take back (it answers a bad since/epoch with an
+    // `error` frame that names no channel) is as good as none.
+    if (position && Number.isSafeInteger(position.offset) && position.offset >= 0) return { epoch: EPOCH.test(position.epoch ?? "") ? position.epoch : null, offset: position.offset };
   } catch {
     // Not ours or damaged: start without it.
   }
