@@ -229,7 +229,7 @@ function subscriptionSays(channel, type, detail) {
 
 function showOutgoing(entry, what = entry.failed ? "failed" : "queued", detail = {}) {
   if (what === "failed") messages.outgoing(entry, "failed", `Not sent: ${entry.failed.message || entry.failed.status}`);
-  else if (what === "retrying") messages.outgoing(entry, "retrying", `${detail.message} Trying again in ${detail.retryIn} s.`);
+  else if (what === "retrying") messages.outgoing(entry, "retrying", `Sending again in ${detail.retryIn} s — ${detail.message}`);
   else messages.outgoing(entry, "sending");
 }
 

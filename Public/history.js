@@ -137,14 +137,20 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, send,
     }
     const epoch = position.epoch;
     let since = from - 1;
-    while (since < to) {
-      const page = await fetchHistory(channel, { since, limit: Math.min(PAGE, to - since) });
-      if (page.epoch !== epoch || page.messages.length === 0) break;
-      for (const message of page.messages) if (message.offset > position.offset && message.offset <= to) accept(message);
-      since = page.messages[page.messages.length - 1].offset;
+    let failure = null;
+    try {
+      while (since < to) {
+        const page = await fetchHistory(channel, { since, limit: Math.min(PAGE, to - since) });
+        if (page.epoch !== epoch || page.messages.length === 0) break;
+        for (const message of page.messages) if (message.offset > position.offset && message.offset <= to) accept(message);
+        since = page.messages[page.messages.length - 1].offset;
+      }
+    } catch (error) {
+      // Offline, or over the history allowance: what comes after the hole still shows.
+      failure = error;
     }
     if (position.epoch === epoch && position.offset < to) {
-      emit("notice", `${to - position.offset} message(s) could not be recovered.`);
+      emit("notice", `${to - position.offset} message(s) could not be ${failure ? `loaded (${failure.message})` : "recovered"}.`);
       kept = [];
       moveTo(epoch, to);
       emit("position", position);
