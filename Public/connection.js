@@ -1,30 +1,37 @@
-// The socket to /wb/ with the chat.v1 subprotocol: heartbeat, reconnect with backoff.
+// The page's one socket to /wb/, with the chat.v2 subprotocol: every channel the page
+// follows (its tabs and the person's inbox) is a subscription over it, and messages are
+// sent over it too. This module only keeps the socket alive; subscriptions (history.js)
+// and the outbox (composer.js) say what goes over it.
 //
-// Resume: each new socket says where the page stands (since=OFFSET&epoch=E), and the
-// server replays what was missed before going live.
-// Heartbeat: a {"type":"ping"} every 5 s; if nothing at all arrives for 10 s the
-// connection is taken for dead, closed and opened again.
+// Heartbeat: a {"type":"ping"} every 5 s (browsers cannot see the server's protocol
+// pings); if nothing at all arrives for 10 s the connection is taken for dead, closed and
+// opened again.
 // Reconnect: the first retry within 1 s, then doubling up to 15 s, each with jitter.
+// Offline: when the browser says the network is gone the socket is closed at once rather
+// than left to the heartbeat, and opened again as soon as the browser is back online.
 
 const PING_EVERY_MS = 5000;
 const DEAD_AFTER_MS = 10000;
 const FIRST_RETRY_MS = 1000;
 const LONGEST_RETRY_MS = 15000;
 
-export function retryDelay(attempt) {
-  const ceiling = Math.min(LONGEST_RETRY_MS, FIRST_RETRY_MS * 2 ** attempt);
+/** Milliseconds to wait before retry number `attempt` (0, 1, 2 …), with jitter. */
+export function retryDelay(attempt, first = FIRST_RETRY_MS, longest = LONGEST_RETRY_MS) {
+  const ceiling = Math.min(longest, first * 2 ** attempt);
   return Math.round(ceiling * (0.5 + Math.random() * 0.5));
 }
 
 /**
- * Keeps one socket open to the channel named by the `channel` cookie.
- * resumeFrom() returns {since, epoch} to resume after, or null to start live.
- * Callbacks: onMessage(frame), onState(state, detail) with state one of
- * "connecting", "connected", "reconnecting" (detail: seconds until retry), "offline",
- * "refused" (detail: the server's reason; close 4403 or 4409, not retried).
+ * Keeps one chat.v2 socket open.
+ *
+ * onOpen() runs each time a socket opens (subscribe and send from there); onClose() each
+ * time one is lost (what was in flight on it has to be sent again on the next).
+ * onFrame(frame) gets every frame but `pong`. onState(state, detail): "connecting",
+ * "connected", "reconnecting" (detail: seconds until the retry), "offline".
+ * name() is the name shown in every room of the socket (it goes on the upgrade URL).
  */
-export function connect({ onMessage, onState, resumeFrom, name = () => "" }) {
-  let socket = null;
+export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) {
+  let socket = null; // the socket being opened or open; null while waiting to retry
   let attempt = 0;
   let lastHeard = 0;
   let heartbeat = null;
@@ -35,11 +42,6 @@ export function connect({ onMessage, onState, resumeFrom, name = () => "" }) {
   function url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const params = new URLSearchParams();
-    const resume = resumeFrom();
-    if (resume) {
-      params.set("since", resume.since);
-      params.set("epoch", resume.epoch);
-    }
     // A server run with --connect-secret needs a token: the page passes on the one it
     // was opened with (/?token=…).
     const token = new URLSearchParams(location.search).get("token");
@@ -53,10 +55,13 @@ export function connect({ onMessage, onState, resumeFrom, name = () => "" }) {
     if (stopped) return;
     clearTimeout(retryTimer);
     clearInterval(countdown);
+    // Tried even when navigator.onLine says otherwise: some systems report offline
+    // wrongly, and a socket that fails costs one retry. After a drop it waits (dropped()).
     onState(attempt === 0 ? "connecting" : "reconnecting", 0);
-    const current = new WebSocket(url(), ["chat.v1"]);
+    const current = new WebSocket(url(), ["chat.v2"]);
     socket = current;
     current.onopen = () => {
+      if (current !== socket) return;
       attempt = 0;
       lastHeard = Date.now();
       onState("connected");
@@ -68,8 +73,10 @@ export function connect({ onMessage, onState, resumeFrom, name = () => "" }) {
         }
         if (current.readyState === WebSocket.OPEN) current.send(JSON.stringify({ type: "ping" }));
       }, PING_EVERY_MS);
+      onOpen();
     };
     current.onmessage = (event) => {
+      if (current !== socket) return;
       lastHeard = Date.now();
       let frame;
       try {
@@ -77,25 +84,19 @@ export function connect({ onMessage, onState, resumeFrom, name = () => "" }) {
       } catch {
         return;
       }
-      if (frame.type !== "pong") onMessage(frame);
+      if (frame && frame.type !== "pong") onFrame(frame);
     };
-    current.onclose = (event) => {
-      // Refused for good (a private room of others, a full room): say why, do not retry.
-      if (event.code === 4403 || event.code === 4409) {
-        if (current !== socket) return;
-        socket = null;
-        clearInterval(heartbeat);
-        onState("refused", event.reason);
-        return;
-      }
-      dropped(current);
-    };
+    current.onclose = () => dropped(current);
   }
 
+  /** The socket `which` is gone: everything sent on it is void; retry unless stopped. */
   function dropped(which) {
     if (which !== socket) return;
+    const wasOpen = heartbeat !== null;
     socket = null;
     clearInterval(heartbeat);
+    heartbeat = null;
+    if (wasOpen) onClose();
     if (stopped) return;
     if (!navigator.onLine) {
       onState("offline");
@@ -114,10 +115,40 @@ export function connect({ onMessage, onState, resumeFrom, name = () => "" }) {
       open();
     }
   });
+  // The browser knows the network is gone before the heartbeat does: stop using the
+  // socket now, so that what is typed waits in the outbox instead of in a dead socket.
+  window.addEventListener("offline", () => {
+    const old = socket;
+    if (!old) return;
+    old.close(4000, "offline");
+    dropped(old);
+  });
 
   open();
 
   return {
+    /** Sends `frame` (an object) if the socket is open; false if it is not. */
+    send(frame) {
+      if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+      socket.send(JSON.stringify(frame));
+      return true;
+    },
+    /** Whether a socket is open now. */
+    get isOpen() {
+      return socket !== null && socket.readyState === WebSocket.OPEN;
+    },
+    /** Closes the socket and opens a new one (the name changed: it is on the URL). */
+    reopen() {
+      const old = socket;
+      if (old) {
+        old.close(1000, "reopening");
+        dropped(old);
+      }
+      clearTimeout(retryTimer);
+      clearInterval(countdown);
+      attempt = 0;
+      open();
+    },
     /** Stops for good (the page is going away). */
     stop() {
       stopped = true;
@@ -125,15 +156,6 @@ export function connect({ onMessage, onState, resumeFrom, name = () => "" }) {
       clearInterval(countdown);
       clearInterval(heartbeat);
       if (socket) socket.close(1000, "page closed");
-    },
-    /** Closes the socket and opens a new one (after the channel cookie changed). */
-    reopen() {
-      const old = socket;
-      socket = null;
-      clearInterval(heartbeat);
-      if (old) old.close(1000, "switching channel");
-      attempt = 0;
-      open();
     },
   };
 }

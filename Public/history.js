@@ -1,11 +1,20 @@
-// Keeps the page's view of one channel whole: every message once, in offset order.
+// The page's subscriptions: one per channel it follows (each tab, and the inbox), all over
+// the one chat.v2 socket. A subscription keeps the page's copy of its channel whole:
+// every message once, in offset order, and where the page stands (the epoch and offset of
+// the last message it has), kept in localStorage so that a reload resumes from there.
 //
-// The socket may deliver a message twice (a replay overlapping a live message), skip
-// some (the server says `gap`, or an offset jumps), or say `reset` (the history was
-// lost). Frames are handled one at a time; a hole is filled from /history before
-// anything after it is shown.
+// The socket may skip messages (the server says `gap`, or an offset jumps) or say `reset`
+// (the history was lost, or the position is older than what it keeps). For the channel
+// on screen and for the inbox, a hole is filled from /history before anything after it
+// is handled; for a channel in the background it is only counted (the unread badge needs
+// the count, not the words), and its messages are read when the tab is opened.
+// /history is read for nothing else: no polling.
 
-const PAGE = 1000;
+import { retryDelay } from "./connection.js";
+
+const PAGE = 1000; // messages per /history read when filling a hole
+const KEEP = 300; // messages kept per channel, as many as the list shows
+const SAVE_AFTER_MS = 500; // positions are written at most twice a second per channel
 
 export async function fetchHistory(channel, { since = null, limit = 100 } = {}) {
   const query = new URLSearchParams({ channel, limit: String(limit) });
@@ -18,75 +27,338 @@ export async function fetchHistory(channel, { since = null, limit = 100 } = {}) 
   return response.json();
 }
 
-export function createChannelView({ channel, show, notice }) {
-  let epoch = null;
-  let last = 0;
-  let chain = Promise.resolve();
+// MARK: Positions in localStorage
 
-  function accept(frame) {
-    if (frame.epoch !== epoch) {
-      epoch = frame.epoch;
-      last = 0;
+const unsaved = new Map(); // key → position, written by the next save
+let saveTimer = null;
+
+function savePositions() {
+  clearTimeout(saveTimer);
+  saveTimer = null;
+  for (const [key, position] of unsaved) {
+    try {
+      localStorage.setItem(key, JSON.stringify(position));
+    } catch {
+      // Storage full or refused: the next reload resumes from an older position, which
+      // costs a longer replay, not a lost message.
     }
-    if (frame.offset <= last) return; // already shown
-    last = frame.offset;
-    show(frame);
+  }
+  unsaved.clear();
+}
+// A page closed within the half second still leaves its positions behind.
+window.addEventListener("pagehide", savePositions);
+
+const EPOCH = /^[A-Za-z0-9]{1,64}$/;
+
+function readPosition(key) {
+  try {
+    const position = JSON.parse(localStorage.getItem(key) ?? "null");
+    // A position the server would not take back (it answers a bad since/epoch with an
+    // `error` frame that names no channel) is as good as none.
+    if (position && Number.isSafeInteger(position.offset) && position.offset >= 0) return { epoch: EPOCH.test(position.epoch ?? "") ? position.epoch : null, offset: position.offset };
+  } catch {
+    // Not ours or damaged: start without it.
+  }
+  return null;
+}
+
+function writePosition(key, position) {
+  unsaved.set(key, { epoch: position.epoch, offset: position.offset });
+  saveTimer ??= setTimeout(savePositions, SAVE_AFTER_MS);
+}
+
+// MARK: One subscription
+
+/**
+ * The page's subscription to `channel`.
+ *
+ * positionKey: where its position lives in localStorage. fillsHoles(): whether holes are
+ * read from /history now (the channel on screen, the inbox). firstLook: how many of the
+ * newest messages to read when the page subscribes without a position of its own (or
+ * after a `reset`) and fills holes; 0 for none. send(frame) sends on the socket (false if
+ * it is closed). emit(type, detail) tells the page: "message" (a frame, once, in order),
+ * "subscribed", "position" (the position moved without a message, e.g. over a hole),
+ * "reset", "refused" ({code, message, retryIn}), "room" (presence or members changed),
+ * "notice" (text for the reader).
+ */
+function createSubscription({ channel, positionKey, fillsHoles, firstLook, send, emit }) {
+  let state = "idle"; // idle, subscribing, subscribed, waiting (to retry), refused, unsubscribing
+  let position = readPosition(positionKey);
+  let kept = []; // the newest messages, contiguous, ending at position.offset
+  let resumed = false; // the last subscribe carried since/epoch
+  let subscribedAt = null; // the channel's last offset when `subscribed` came, until the next frame
+  let refusal = null;
+  let attempt = 0;
+  let retryTimer = null;
+  let chain = Promise.resolve();
+  const room = { online: null, members: null };
+
+  function moveTo(epoch, offset) {
+    position = { epoch, offset };
+    writePosition(positionKey, position);
   }
 
-  async function fill(from, to) {
-    // Fetch from..to (inclusive) in pages; show what the history still holds.
+  function subscribe() {
+    if (state !== "idle" && state !== "waiting") return;
+    clearTimeout(retryTimer);
+    const frame = { type: "subscribe", channel };
+    resumed = Boolean(position?.epoch);
+    if (resumed) {
+      frame.since = position.offset;
+      frame.epoch = position.epoch;
+    }
+    state = send(frame) ? "subscribing" : "idle";
+  }
+
+  function retryLater(delay) {
+    state = "waiting";
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(() => {
+      state = "idle";
+      subscribe();
+    }, delay);
+  }
+
+  function accept(frame) {
+    kept.push(frame);
+    if (kept.length > KEEP) kept.shift();
+    moveTo(frame.epoch, frame.offset);
+    emit("message", frame);
+  }
+
+  /** Offsets from…to of the current epoch are missing: read them, or count them. */
+  async function hole(from, to) {
+    if (to < from) return;
+    if (!fillsHoles()) {
+      kept = []; // no longer contiguous: the tab reads its newest messages when opened
+      moveTo(position.epoch, to);
+      emit("position", position);
+      return;
+    }
+    const epoch = position.epoch;
     let since = from - 1;
-    while (since < to) {
-      const page = await fetchHistory(channel, { since, limit: Math.min(PAGE, to - since) });
-      if (page.epoch !== epoch || page.messages.length === 0) break;
-      for (const message of page.messages) if (message.offset <= to) accept(message);
-      since = page.messages[page.messages.length - 1].offset;
+    let failure = null;
+    try {
+      while (since < to) {
+        const page = await fetchHistory(channel, { since, limit: Math.min(PAGE, to - since) });
+        if (page.epoch !== epoch || page.messages.length === 0) break;
+        for (const message of page.messages) if (message.offset > position.offset && message.offset <= to) accept(message);
+        since = page.messages[page.messages.length - 1].offset;
+      }
+    } catch (error) {
+      // Offline, or over the history allowance: what comes after the hole still shows.
+      failure = error;
     }
-    if (last < to) {
-      notice(`${to - last} message(s) could not be recovered.`);
-      last = to;
+    if (position.epoch === epoch && position.offset < to) {
+      emit("notice", `${to - position.offset} message(s) could not be ${failure ? `loaded (${failure.message})` : "recovered"}.`);
+      kept = [];
+      moveTo(epoch, to);
+      emit("position", position);
     }
+  }
+
+  /** The page has nothing of this epoch before `last`: read the newest few, if it fills holes. */
+  async function look(epoch, last) {
+    kept = [];
+    const count = fillsHoles() ? firstLook : 0;
+    moveTo(epoch, Math.max(0, last - count));
+    if (last > position.offset) await hole(position.offset + 1, last);
+    else emit("position", position);
+  }
+
+  async function message(frame) {
+    if (!position || frame.epoch !== position.epoch) {
+      // A new epoch without a `reset` first: the channel was empty when subscribed to,
+      // or its history was lost. Its offsets start again at 1.
+      kept = [];
+      moveTo(frame.epoch, 0);
+    }
+    if (frame.offset <= position.offset) return; // the page has it: a replay overlapping
+    if (frame.offset > position.offset + 1) await hole(position.offset + 1, frame.offset - 1);
+    if (frame.offset > position.offset) accept(frame);
+  }
+
+  function refused(frame) {
+    refusal = { code: frame.code, message: frame.message };
+    let retryIn = null;
+    if (frame.code === 4503 || frame.code === 4429) {
+      // The broker is down, or the address read too much history or holds too many
+      // subscriptions: all of which pass. Try again, slower each time.
+      retryIn = retryDelay(attempt++, frame.code === 4429 ? 5000 : 1000, 30000);
+      retryLater(retryIn);
+    } else if (frame.code === 4400 && resumed) {
+      // The server could not read the position the page kept: forget it, start afresh.
+      position = null;
+      state = "idle";
+      subscribe();
+      return;
+    } else {
+      // 4403 a private room of others, 4409 a full room, 4401 a token not for this
+      // channel, 4400 a name the server refuses: asking again would get the same answer.
+      state = "refused";
+    }
+    emit("refused", { ...refusal, retryIn });
   }
 
   async function handle(frame) {
+    const justSubscribed = subscribedAt;
+    subscribedAt = null;
     switch (frame.type) {
-      case "message":
-        if (epoch !== null && frame.epoch === epoch && frame.offset > last + 1) await fill(last + 1, frame.offset - 1);
-        accept(frame);
-        break;
-      case "gap":
-        if (frame.to > last) await fill(Math.max(frame.from, last + 1), frame.to);
+      case "subscribed":
+        state = "subscribed";
+        refusal = null;
+        attempt = 0;
+        subscribedAt = { epoch: frame.epoch ?? null, offset: frame.offset ?? 0 };
+        emit("subscribed", frame);
+        // Without a resume, what the channel holds already is history, not news.
+        if (!resumed) await look(frame.epoch ?? null, frame.offset ?? 0);
         break;
       case "reset":
-        if (epoch !== null) notice("The chat history was reset on the server; earlier messages may be missing.");
-        epoch = frame.epoch;
-        last = 0;
+        if (position?.epoch) emit("reset", frame);
+        // Right after `subscribed`, its offset says where the new epoch stands; a reset
+        // during a subscription starts from the new epoch's first message.
+        await look(frame.epoch, justSubscribed?.offset ?? 0);
+        break;
+      case "message":
+        await message(frame);
+        break;
+      case "gap":
+        if (position && frame.to > position.offset) await hole(Math.max(frame.from, position.offset + 1), frame.to);
+        break;
+      case "refused":
+        refused(frame);
+        break;
+      case "unsubscribed":
+        if (state === "unsubscribing") state = "idle";
+        else if (state === "subscribed" || state === "subscribing") retryLater(retryDelay(attempt++)); // not asked for: join again
         break;
     }
   }
 
+  function roomFrame(frame) {
+    if (frame.type === "presence") room.online = frame.online;
+    else if (frame.type === "members") {
+      room.online = frame.online ?? frame.members.length;
+      room.members = new Map(frame.members.map((member) => [member.id, member.name ?? null]));
+    } else if (frame.type === "join") {
+      room.members ??= new Map();
+      room.members.set(frame.member.id, frame.member.name ?? null);
+    } else if (frame.type === "leave") room.members?.delete(frame.member.id);
+    emit("room", room);
+  }
+
   return {
-    /** Shows the newest messages; call before connecting. Returns the history page. */
-    async load(limit = 50) {
-      const page = await fetchHistory(channel, { limit });
-      epoch = page.epoch;
-      last = 0;
-      for (const message of page.messages) accept(message);
-      if (page.epoch) last = Math.max(last, page.lastOffset ?? last);
-      return page;
+    channel,
+    subscribe,
+    /** The socket is gone: the subscription with it. */
+    lost() {
+      if (state === "subscribing" || state === "subscribed") state = "idle";
+      if (state === "unsubscribing") state = "gone";
+      room.online = null;
+      room.members = null;
     },
-    /** The epoch and last offset shown. */
-    position() {
-      return { epoch, last };
+    /** Asks the server to stop; nothing of the channel follows `unsubscribed`. */
+    unsubscribe() {
+      clearTimeout(retryTimer);
+      const wasOn = state === "subscribing" || state === "subscribed";
+      state = wasOn && send({ type: "unsubscribe", channel }) ? "unsubscribing" : "gone";
     },
-    /** Where a new socket should resume, or null to start live. */
-    resumeFrom() {
-      return epoch ? { since: last, epoch } : null;
-    },
-    /** Handles one chat.v1 frame, after those before it. */
+    /** Takes one frame of this channel, after those before it. */
     receive(frame) {
-      chain = chain.then(() => handle(frame)).catch((error) => notice(`Could not load missing messages: ${error.message}`));
+      if (frame.type === "presence" || frame.type === "members" || frame.type === "join" || frame.type === "leave") {
+        roomFrame(frame);
+        return chain;
+      }
+      chain = chain.then(() => handle(frame)).catch((error) => emit("notice", `Could not load missing messages: ${error.message}`));
       return chain;
+    },
+    /**
+     * Up to `count` messages of `epoch` before offset `before`, read from /history: for
+     * "Load earlier", and for a tab opened with few messages kept. By default, before the
+     * first message kept (or after the position when none is) in the current epoch.
+     * Answers {messages, firstOffset}: firstOffset the oldest the history holds (null if
+     * none, undefined if the epoch has gone).
+     */
+    async earlier({ count, before = kept[0]?.offset ?? (position ? position.offset + 1 : 0), epoch = position?.epoch } = {}) {
+      if (!epoch || before <= 1) return { messages: [], firstOffset: null };
+      const since = Math.max(0, before - 1 - count);
+      const page = await fetchHistory(channel, { since, limit: before - 1 - since });
+      if (page.epoch !== epoch) return { messages: [], firstOffset: undefined };
+      return { messages: page.messages.filter((message) => message.offset < before), firstOffset: page.firstOffset };
+    },
+    /** The newest messages the page has, oldest first. */
+    get kept() {
+      return kept.slice();
+    },
+    /** {epoch, offset} of the last message the page has, or null before the first look. */
+    get position() {
+      return position;
+    },
+    get state() {
+      return state;
+    },
+    /** {code, message} of the last refusal, or null once subscribed. */
+    get refusal() {
+      return refusal;
+    },
+    /** {online, members} of the room: members is a Map id → name, or null if not known. */
+    get room() {
+      return room;
+    },
+  };
+}
+
+// MARK: Every subscription of the page
+
+/**
+ * The page's subscriptions, over one socket. send(frame) sends on it; onEvent(channel,
+ * type, detail) hears what each subscription says (see createSubscription).
+ */
+export function createSubscriptions({ send, onEvent }) {
+  const all = new Map(); // channel → subscription
+
+  return {
+    /**
+     * Follows `channel` (at once if the socket is open, else when it opens).
+     * Options: positionKey (default chatroom.position.CHANNEL), fillsHoles(), firstLook.
+     */
+    follow(channel, { positionKey = `chatroom.position.${channel}`, fillsHoles = () => false, firstLook = 50 } = {}) {
+      let subscription = all.get(channel);
+      if (subscription) return subscription;
+      subscription = createSubscription({
+        channel,
+        positionKey,
+        fillsHoles,
+        firstLook,
+        send,
+        emit: (type, detail) => onEvent(channel, type, detail),
+      });
+      all.set(channel, subscription);
+      subscription.subscribe();
+      return subscription;
+    },
+    /** Stops following `channel`. */
+    unfollow(channel) {
+      all.get(channel)?.unsubscribe();
+      all.delete(channel);
+    },
+    get(channel) {
+      return all.get(channel) ?? null;
+    },
+    /** A socket opened: subscribe to everything again, each from where the page stands. */
+    opened() {
+      for (const subscription of all.values()) subscription.subscribe();
+    },
+    /** The socket closed. */
+    closed() {
+      for (const subscription of all.values()) subscription.lost();
+    },
+    /** Hands a frame to its channel's subscription; false if it is of no subscription. */
+    receive(frame) {
+      const subscription = typeof frame.channel === "string" ? all.get(frame.channel) : null;
+      if (!subscription) return false;
+      subscription.receive(frame);
+      return true;
     },
   };
 }

@@ -1,42 +1,31 @@
-// The inbox: the server writes there when someone writes to us one to one. It is read
-// from /history, after where this browser left it (kept in localStorage).
+// The inbox, inbox:<id>: the server writes there when someone writes to us one to one, a
+// notice whose `data` names the room and whose `name` is who wrote. The page follows it
+// as one more subscription on its socket, so a notice shows the moment it is written;
+// where the page stands in it stays under the key the page has always kept it under.
 
-import { fetchHistory } from "./history.js";
 import { isValidChannel } from "./tabs.js";
 
-const inboxKey = "chatroom.inbox";
-function readInbox() {
-  try {
-    return JSON.parse(localStorage.getItem(inboxKey) ?? "null");
-  } catch {
-    return null;
-  }
+const INBOX_POSITION = "chatroom.inbox";
+const FIRST_LOOK = 100; // notices read when this browser has no position in the inbox
+
+/** The inbox channel of identity `me`, or null without one. */
+export function inboxOf(me) {
+  return me ? `inbox:${me}` : null;
+}
+
+/** Follows me's inbox over `subscriptions`; every hole in it is read (a notice is news). */
+export function followInbox(subscriptions, me) {
+  const channel = inboxOf(me);
+  if (!channel) return null;
+  return subscriptions.follow(channel, { positionKey: INBOX_POSITION, fillsHoles: () => true, firstLook: FIRST_LOOK });
 }
 
 /**
- * Reads the news in me's inbox; onNews(room, name) learns each one-to-one room of me's
- * with news, and `name`, who wrote.
+ * The news in one inbox message frame: {room, name}, the one-to-one room of me's with
+ * news and who wrote; null if the frame names no such room.
  */
-export async function readInboxNews(me, onNews) {
-  if (!me) return;
-  const at = readInbox();
-  try {
-    // After where this browser left it (100 at a time); the first time, or after the
-    // inbox's history was lost, the newest.
-    let page = at?.epoch ? await fetchHistory(`inbox:${me}`, { since: at.offset, limit: 100 }) : null;
-    let offset;
-    if (page && page.epoch === at.epoch) {
-      offset = page.messages.at(-1)?.offset ?? at.offset;
-    } else {
-      page = await fetchHistory(`inbox:${me}`, { limit: 100 });
-      offset = page.lastOffset ?? 0;
-    }
-    for (const message of page.messages) {
-      const room = message.data;
-      if (isValidChannel(room) && room.startsWith("dm:") && room.split(":").includes(me)) onNews(room, message.name);
-    }
-    localStorage.setItem(inboxKey, JSON.stringify({ epoch: page.epoch, offset }));
-  } catch {
-    // Offline or refused: try again at the next round.
-  }
+export function newsOf(frame, me) {
+  const room = frame.data;
+  if (!isValidChannel(room) || !room.startsWith("dm:") || !room.split(":").includes(me)) return null;
+  return { room, name: frame.name ?? null };
 }

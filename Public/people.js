@@ -1,15 +1,15 @@
-// Who is online: the list of the current room, from the socket's members / join / leave
-// frames. Everyone but oneself is a button that opens a one-to-one room.
+// Who is online: the list of the room on screen, from its subscription's members / join /
+// leave frames (history.js keeps them per room). Everyone but oneself is a button that
+// opens a one-to-one room.
 
 /**
  * list is the <ul>; me is this browser's identity; onChoose(id, name) opens a room with
  * that person.
  */
 export function createPeopleList({ list, me, onChoose }) {
-  let people = new Map(); // id → name
-
-  function render() {
-    const items = [...people].sort(([a, first], [b, second]) => (a === me ? -1 : b === me ? 1 : (first ?? "").localeCompare(second ?? "")));
+  /** Shows `members`, a Map id → name (or null: not known, e.g. before `members`). */
+  function show(members) {
+    const items = [...(members ?? [])].sort(([a, first], [b, second]) => (a === me ? -1 : b === me ? 1 : (first ?? "").localeCompare(second ?? "")));
     list.replaceChildren(
       ...items.map(([id, name]) => {
         const item = document.createElement("li");
@@ -31,18 +31,5 @@ export function createPeopleList({ list, me, onChoose }) {
     );
   }
 
-  return {
-    /** Empties the list, for another room. */
-    clear() {
-      people = new Map();
-      render();
-    },
-    /** Takes a `members`, `join` or `leave` frame. */
-    receive(frame) {
-      if (frame.type === "members") people = new Map(frame.members.map((member) => [member.id, member.name ?? null]));
-      else if (frame.type === "join") people.set(frame.member.id, frame.member.name ?? null);
-      else if (frame.type === "leave") people.delete(frame.member.id);
-      render();
-    },
-  };
+  return { show, clear: () => show(null) };
 }

@@ -1,6 +1,8 @@
-// Channel tabs: a WAI-ARIA tablist (arrow keys, Home, End). The chosen channel lives in
-// the `channel` cookie (24 hours, as in the original page), which the server reads on
-// /wb/; a channel opened by name is remembered in the URL hash (#channel=NAME).
+// Channel tabs: a WAI-ARIA tablist (arrow keys, Home, End), each with its unread count.
+// The chosen channel lives in the `channel` cookie (24 hours, as in the original page;
+// the original protocol's /wb/ reads it, chat.v2 does not: the page subscribes to every
+// tab), so that a reload opens the same tab; a channel opened by name is remembered in
+// the URL hash (#channel=NAME).
 
 const COOKIE = "channel";
 const VALID = /^[A-Za-z0-9_.:-]{1,64}$/;
@@ -91,6 +93,23 @@ export function setUpTabs(tablist, onSelect) {
     tab.setAttribute("aria-label", count > 0 ? `${channel}, ${count} unread` : channel);
   }
 
+  /**
+   * Marks the tab as refused by the server (`reason`), or not (null); `final`: it will
+   * not be asked again (a private or full room), rather than retried.
+   */
+  function setRefused(channel, reason, { final = false } = {}) {
+    const tab = find(channel);
+    if (!tab) return;
+    tab.classList.toggle("refused", Boolean(reason));
+    if (reason) {
+      tab.dataset.refused = final ? "final" : "retrying";
+      tab.title = reason;
+    } else {
+      delete tab.dataset.refused;
+      tab.removeAttribute("title");
+    }
+  }
+
   tablist.addEventListener("click", (event) => {
     const tab = event.target.closest('[role="tab"]');
     if (!tab) return;
@@ -114,5 +133,64 @@ export function setUpTabs(tablist, onSelect) {
     onSelect(channel);
   });
 
-  return { add, select, setUnread, channels: () => tabs().map((tab) => tab.dataset.channel) };
+  return { add, select, setUnread, setRefused, channels: () => tabs().map((tab) => tab.dataset.channel) };
+}
+
+// MARK: What has been read
+
+const READ_AFTER_MS = 500;
+
+/**
+ * The position read up to in each channel ({epoch, offset}, in localStorage as
+ * chatroom.seen.CHANNEL): a tab's unread count is how far its subscription is past it.
+ */
+export function createReadMarks() {
+  const key = (channel) => `chatroom.seen.${channel}`;
+  const later = new Map(); // channel → position, written by the next timer
+  let timer = null;
+
+  function get(channel) {
+    if (later.has(channel)) return later.get(channel);
+    try {
+      return JSON.parse(localStorage.getItem(key(channel)) ?? "null");
+    } catch {
+      return null;
+    }
+  }
+
+  function write(channel, position) {
+    later.delete(channel);
+    localStorage.setItem(key(channel), JSON.stringify({ epoch: position?.epoch ?? null, offset: position?.offset ?? 0 }));
+  }
+
+  function flush() {
+    clearTimeout(timer);
+    timer = null;
+    for (const [channel, position] of later) write(channel, position);
+  }
+  window.addEventListener("pagehide", flush);
+
+  return {
+    get,
+    /** Read up to `position` now (a null position: nothing read, all of it is news). */
+    set: write,
+    /** Read up to `position`, written within half a second (one write per burst of messages). */
+    setSoon(channel, position) {
+      later.set(channel, { epoch: position.epoch, offset: position.offset });
+      timer ??= setTimeout(flush, READ_AFTER_MS);
+    },
+    /**
+     * How many messages of `channel` are unread, the subscription being at `position`.
+     * The first time a channel is seen, what it holds already is not news.
+     */
+    unread(channel, position) {
+      if (!position) return 0;
+      const read = get(channel);
+      if (!read) {
+        write(channel, position);
+        return 0;
+      }
+      return read.epoch === position.epoch ? Math.max(0, position.offset - read.offset) : position.offset;
+    },
+  };
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The chat page in a real browser: installs headless Chromium, its driver and Selenium
 # (in a virtual environment under .build/), starts a private redis-server, and runs
-# Tests/Browser/test_page.py, which starts and stops its own chatroom instances.
+# Tests/Browser/test_page.py, which starts and stops its own chatroom instances (and, for
+# the outbox tests, a redis-server of its own that it stops and starts by its PID).
 # Screenshots go to .build/browser-screenshots/. Arguments go to the test runner
 # (e.g. ChatPageTests.test_4_markup_in_a_message_renders_as_text_and_runs_nothing).
 set -euo pipefail

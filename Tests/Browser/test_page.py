@@ -1,19 +1,24 @@
 """The chat page in a real browser: headless Chromium driven by Selenium.
 
-Run by scripts/browser-test.sh (and so by scripts/test.sh). It starts two `chatroom`
-instances on one Redis itself, so that it can kill and restart one, and stops them at the
-end. Screenshots go to $CHATROOM_SCREENSHOTS (default .build/browser-screenshots).
+Run by scripts/browser-test.sh (and so by scripts/test.sh). It starts three `chatroom`
+instances on the script's Redis itself, so that it can kill and restart one, and stops
+them at the end; the outbox tests start a redis-server of their own (by its PID, so that
+they can stop and start it) with two instances on it. Screenshots go to
+$CHATROOM_SCREENSHOTS (default .build/browser-screenshots).
 """
 
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -50,16 +55,18 @@ def wait_until(condition, timeout=10.0, step=0.05, message="condition"):
 class Instance:
     """One chatroom process this test started, by its PID."""
 
-    def __init__(self, *extra):
+    def __init__(self, *extra, redis_url=REDIS_URL, log_level="warning"):
         self.port = free_port()
         self.extra = list(extra)
+        self.redis_url = redis_url
+        self.log_level = log_level
         self.process = None
         self.start()
 
     def start(self):
         self.process = subprocess.Popen(
             # A short grace period, so that leaving shows within the tests' waits.
-            [BINARY, "--port", str(self.port), "--redis-url", REDIS_URL, "--log-level", "warning", "--presence-grace", "2", *self.extra],
+            [BINARY, "--port", str(self.port), "--redis-url", self.redis_url, "--log-level", self.log_level, "--presence-grace", "2", *self.extra],
             stdout=subprocess.DEVNULL,
         )
         wait_until(lambda: self.answers(), message=f"chatroom on port {self.port}")
@@ -97,14 +104,108 @@ class Instance:
             return response.read().decode()
 
 
-def browser(width=1000, height=760):
+class Redis:
+    """A redis-server of a test's own, without persistence, stopped and started by its PID."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="chatroom-browser-redis.")
+        self.process = None
+        self.start()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "", "--appendonly", "no", "--logfile", os.path.join(self.dir, "redis.log")],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(self.answers, message=f"redis-server on port {self.port}")
+
+    def answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def remove(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Peer:
+    """Someone else, over HTTP: an identity (the uid cookie the page issues) that posts."""
+
+    def __init__(self, instance):
+        self.instance = instance
+        with urllib.request.urlopen(instance.url, timeout=5) as response:
+            cookie = next(value for key, value in response.getheaders() if key.lower() == "set-cookie" and value.startswith("uid="))
+        self.cookie = cookie.split(";")[0]
+        self.id = self.cookie.split("=", 1)[1].split(".")[0]
+
+    def send(self, data, channel, name=None):
+        fields = {"data": data, "channel": channel}
+        if name:
+            fields["name"] = name
+        request = urllib.request.Request(self.instance.url + "send/", data=urllib.parse.urlencode(fields).encode(), headers={"Cookie": self.cookie})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.read().decode()
+
+
+def browser(width=1000, height=760, network_log=False):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", f"--window-size={width},{height}"):
         options.add_argument(argument)
+    if network_log:
+        # Chrome's performance log carries the DevTools Network events: every request the page makes.
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_script_timeout(30)
     return driver
+
+
+def requests_made(driver, path):
+    """The URLs of the requests to `path` the page made since the last call (from the performance log)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        event = json.loads(entry["message"])["message"]
+        if event.get("method") == "Network.requestWillBeSent":
+            url = event["params"]["request"]["url"]
+            if urllib.parse.urlsplit(url).path == path:
+                urls.append(url)
+    return urls
+
+
+# Run before the page's own script: while window.holdSockets is true, every WebSocket the
+# page opens goes to a closed port, so it fails and the page retries as it would offline.
+HOLD_SOCKETS = """
+(() => {
+  const Real = window.WebSocket;
+  window.holdSockets = true;
+  function HeldWebSocket(url, protocols) {
+    return new Real(window.holdSockets ? "ws://127.0.0.1:9/held" : url, protocols);
+  }
+  HeldWebSocket.prototype = Real.prototype;
+  for (const name of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) HeldWebSocket[name] = Real[name];
+  window.WebSocket = HeldWebSocket;
+})();
+"""
+
+
+def set_offline(driver, offline):
+    """Takes the browser off the network (DevTools network emulation) or back on it."""
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
 
 
 INSTANCES = {}
@@ -137,8 +238,8 @@ class PageTestCase(unittest.TestCase):
         for driver in cls.drivers:
             driver.quit()
 
-    def open(self, instance, path="", width=1000, height=760):
-        driver = browser(width, height)
+    def open(self, instance, path="", width=1000, height=760, network_log=False):
+        driver = browser(width, height, network_log)
         self.drivers.append(driver)
         driver.get(instance.url + path)
         wait_until(lambda: self.status(driver) == "Connected", message="Connected")
@@ -158,6 +259,25 @@ class PageTestCase(unittest.TestCase):
     @staticmethod
     def texts(driver):
         return driver.execute_script("return [...document.querySelectorAll('#messages li[data-offset] .text')].map(e => e.textContent)")
+
+    @staticmethod
+    def outgoing(driver):
+        """The outbox's items in the list: [state, text, what the item says]."""
+        return driver.execute_script("return [...document.querySelectorAll('#messages li.outgoing')].map(e => [e.dataset.state, e.querySelector('.text').textContent, e.querySelector('.send-state').textContent])")
+
+    @staticmethod
+    def outbox(driver):
+        """The texts of the messages kept in localStorage until acknowledged."""
+        return driver.execute_script("return Object.keys(localStorage).filter(k => k.startsWith('chatroom.outbox.')).map(k => JSON.parse(localStorage.getItem(k)).data).sort()")
+
+    @staticmethod
+    def badge(driver, channel):
+        return driver.execute_script("const t = document.getElementById(arguments[0]); if (!t) return null; const b = t.querySelector('.badge'); return b.hidden ? '' : b.textContent", f"tab-{channel}")
+
+    def assert_once_in_order(self, texts, expected):
+        for text in expected:
+            self.assertEqual(texts.count(text), 1, f"{text!r} exactly once in {texts}")
+        self.assertEqual([text for text in texts if text in expected], expected, "in the order typed")
 
     @staticmethod
     def cookie(driver, name):
@@ -270,17 +390,20 @@ class ChatPageTests(PageTestCase):
     def test_6_unread_badges_refusals_and_the_counter(self):
         driver = self.open(self.c)
         self.a.send("unread one", "channel_2")
-        badge = lambda: driver.execute_script("const b = document.querySelector('#tab-channel_2 .badge'); return b.hidden ? '' : b.textContent")
-        wait_until(lambda: badge() == "1", timeout=12, message="a badge of 1 on channel_2")
+        badge = lambda: self.badge(driver, "channel_2")
+        wait_until(lambda: badge() == "1", timeout=5, message="a badge of 1 on channel_2")
         self.shot(driver, "unread")
-        # Instance c allows one publish, then one per 5 s: the second is refused with 429.
+        # Instance c allows one publish, then one per 5 s: the second is refused with 429
+        # (nack with retryAfter), which the page shows next to it and then sends again.
         self.type_message(driver, "first")
         wait_until(lambda: "first" in self.texts(driver), message="first")
         self.type_message(driver, "second")
-        error = driver.find_element(By.ID, "send-error")
-        wait_until(lambda: error.is_displayed() and "429" in error.text, message="the refusal shown")
-        self.assertIn("Too many messages", error.text)
-        self.assertEqual(driver.find_element(By.ID, "text").get_attribute("value"), "second", "the text is kept to try again")
+        self.assertEqual(driver.find_element(By.ID, "text").get_attribute("value"), "", "the message went to the outbox")
+        wait_until(lambda: any(state == "retrying" and "Too many messages" in said for state, _, said in self.outgoing(driver)), message="the refusal shown next to the message")
+        self.shot(driver, "retrying")
+        wait_until(lambda: "second" in self.texts(driver), timeout=15, message="second, sent again after retryAfter")
+        self.assertEqual(self.outgoing(driver), [])
+        self.assert_once_in_order(self.texts(driver), ["first", "second"])
         self.select_tab(driver, "channel_2")
         wait_until(lambda: badge() == "", message="badge cleared when read")
         # The counter warns near the server's limit and stops a message over it.
@@ -395,7 +518,7 @@ class RoomTests(PageTestCase):
             "const b = t.querySelector('.badge'); return [t.querySelector('.tab-name').textContent, b.hidden ? '' : b.textContent]",
             f"tab-{room}",
         )
-        wait_until(lambda: tab() == ["@Ada", "1"], timeout=20, message="an @Ada tab with 1 unread in Bob's window")
+        wait_until(lambda: tab() == ["@Ada", "1"], timeout=5, message="an @Ada tab with 1 unread in Bob's window")
         self.assertEqual(self.cookie(bob, "channel"), channel, "Bob is not moved")
         self.shot(bob, "one-to-one-notice")
         # Bob opens the room from that tab, and finds the message in its history.
@@ -423,6 +546,198 @@ class RoomTests(PageTestCase):
         self.shot(second, "room-full")
         self.close(second)
         self.close(first)
+
+
+class LiveTests(PageTestCase):
+    """One chat.v2 socket brings everything: nothing is polled."""
+
+    def test_11_unread_badge_and_one_to_one_notice_arrive_live_without_reading_history(self):
+        driver = self.open(self.a, network_log=True)
+        me = self.cookie(driver, "uid").split(".")[0]
+        # What the page reads on opening (the newest messages of its tab) is not polling.
+        wait_until(lambda: driver.find_element(By.ID, "presence").text.endswith("online"), message="subscribed to the tab on screen")
+        time.sleep(1)
+        self.assertNotEqual(requests_made(driver, "/app.js"), [], "the performance log sees the page's requests")
+        # Idle: the page used to read /history for every other tab and its inbox every 5 s.
+        time.sleep(12)
+        self.assertEqual(requests_made(driver, "/history"), [], "no /history read while idle for 12 s")
+        # Someone on the other instance writes in a tab in the background, and to us one to one.
+        ada = Peer(self.b)
+        started = time.monotonic()
+        self.assertEqual(ada.send("in the background", "channel_2", name="Ada"), "ok")
+        wait_until(lambda: self.badge(driver, "channel_2") == "1", timeout=5, message="a badge of 1 on channel_2")
+        badge_after = time.monotonic() - started
+        room = "dm:" + ":".join(sorted([me, ada.id]))
+        started = time.monotonic()
+        self.assertEqual(ada.send("just to you", room, name="Ada"), "ok")
+        tab = lambda: driver.execute_script("const t = document.getElementById(arguments[0]); return t ? [t.querySelector('.tab-name').textContent, t.querySelector('.badge').hidden ? '' : t.querySelector('.badge').textContent] : null", f"tab-{room}")
+        wait_until(lambda: tab() == ["@Ada", "1"], timeout=5, message="an @Ada tab with 1 unread")
+        notice_after = time.monotonic() - started
+        print(f"\nlive: badge after {badge_after:.2f} s, one-to-one notice after {notice_after:.2f} s", file=sys.stderr)
+        self.assertLess(badge_after, 2, "the badge within 2 s")
+        self.assertLess(notice_after, 2, "the notice within 2 s")
+        self.assertEqual(self.cookie(driver, "channel"), "channel_1", "the reader is not moved")
+        self.assertEqual(requests_made(driver, "/history"), [], "the badge and the notice came over the socket, not from /history")
+        self.shot(driver, "live-notice")
+        # Opening the tab shows the message (this may read /history: the tab's newest).
+        driver.find_element(By.ID, f"tab-{room}").click()
+        wait_until(lambda: "just to you" in self.texts(driver), message="the one-to-one message")
+        self.close(driver)
+
+    def test_12_a_refused_message_is_shown_with_the_servers_words_and_kept_for_editing(self):
+        channel = f"refuse{int(time.time() * 1000) % 100000}"
+        driver = self.open(self.a, f"#channel={channel}")
+        # A control character: the server refuses it (nack 400); the page does not check it itself.
+        driver.execute_script("const t = document.getElementById('text'); t.value = 'bell \\u0007 here'; t.dispatchEvent(new Event('input'))")
+        driver.find_element(By.ID, "send").click()
+        wait_until(lambda: any(state == "failed" for state, _, _ in self.outgoing(driver)), message="the refusal")
+        [(state, text, said)] = self.outgoing(driver)
+        self.assertIn("control characters", said)
+        self.assertIn("control characters", driver.find_element(By.ID, "send-error").text)
+        self.shot(driver, "refused-message")
+        # The next message of the channel is not held up by the refused one.
+        self.type_message(driver, "after the refusal")
+        wait_until(lambda: "after the refusal" in self.texts(driver), message="the next message")
+        # Edit puts the text back into the composer and takes it out of the outbox.
+        driver.find_element(By.CSS_SELECTOR, "#messages li.outgoing.failed [data-action=edit]").click()
+        self.assertEqual(driver.find_element(By.ID, "text").get_attribute("value"), "bell \u0007 here")
+        self.assertEqual(self.outgoing(driver), [])
+        self.assertEqual(self.outbox(driver), [])
+        self.close(driver)
+
+
+class OutboxTests(PageTestCase):
+    """The outbox: what is typed arrives once, in order, across the network going, Redis restarting and a reload.
+
+    A redis-server of this class's own, so that it can be stopped and started, with two
+    instances on it: the writer's window on one, the reader's on the other.
+    """
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.redis = Redis()
+        # The identity secret is given, not kept in Redis: a Redis without persistence loses it.
+        # Errors only: with Redis stopped, every retry of the instances would be a warning.
+        secret = ("--identity-secret", "browser-tests-secret")
+        cls.d = Instance("--send-rate", "0", *secret, redis_url=cls.redis.url, log_level="error")
+        cls.e = Instance("--send-rate", "0", *secret, redis_url=cls.redis.url, log_level="error")
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.d.stop()
+        cls.e.stop()
+        cls.redis.remove()
+
+    def writer_and_reader(self, prefix):
+        channel = f"{prefix}{int(time.time() * 1000) % 100000}"
+        writer = self.open(self.d, f"#channel={channel}")
+        reader = self.open(self.e, f"#channel={channel}")
+        self.type_message(writer, "before")
+        wait_until(lambda: "before" in self.texts(reader), message="before, in the reader's window")
+        return channel, writer, reader
+
+    def test_13_typed_while_offline_arrives_once_in_order_on_the_other_instance(self):
+        channel, writer, reader = self.writer_and_reader("offline")
+        set_offline(writer, True)
+        wait_until(lambda: self.status(writer).startswith("Offline"), message="Offline")
+        typed = [f"offline {n}" for n in range(1, 6)]
+        for text in typed:
+            self.type_message(writer, text)
+        wait_until(lambda: len(self.outgoing(writer)) == len(typed), message="the messages shown as sending")
+        self.assertEqual([state for state, _, _ in self.outgoing(writer)], ["sending"] * len(typed))
+        self.assertEqual(self.outbox(writer), sorted(typed), "kept in localStorage")
+        self.shot(writer, "offline-outbox")
+        time.sleep(1)
+        self.assertEqual([text for text in self.texts(reader) if text in typed], [], "nothing left while offline")
+        set_offline(writer, False)
+        wait_until(lambda: all(text in self.texts(reader) for text in typed), timeout=20, message="the messages in the reader's window")
+        wait_until(lambda: self.outgoing(writer) == [] and self.outbox(writer) == [], message="the outbox empty")
+        time.sleep(1)
+        self.assert_once_in_order(self.texts(reader), ["before", *typed])
+        self.assert_once_in_order(self.texts(writer), ["before", *typed])
+        self.close(writer)
+        self.close(reader)
+
+    def test_14_typed_while_redis_restarts_arrives_once_in_order_on_the_other_instance(self):
+        channel, writer, reader = self.writer_and_reader("redis")
+        self.redis.stop()
+        typed = [f"during {n}" for n in range(1, 5)]
+        for text in typed:
+            self.type_message(writer, text)
+            time.sleep(0.3)
+        wait_until(lambda: any(state == "retrying" for state, _, _ in self.outgoing(writer)), timeout=10, message="the server's 503 shown")
+        self.shot(writer, "redis-down")
+        time.sleep(2)
+        self.redis.start()
+        wait_until(lambda: all(text in self.texts(reader) for text in typed), timeout=30, message="the messages in the reader's window")
+        wait_until(lambda: self.outgoing(writer) == [] and self.outbox(writer) == [], message="the outbox empty")
+        time.sleep(1)
+        self.assert_once_in_order(self.texts(reader), typed)
+        self.assert_once_in_order(self.texts(writer), typed)
+        self.close(writer)
+        self.close(reader)
+
+    def test_16_a_tab_opened_while_redis_is_down_is_refused_then_subscribed_again(self):
+        driver = self.open(self.d)
+        self.redis.stop()
+        try:
+            channel = f"later{int(time.time() * 1000) % 100000}"
+            field = driver.find_element(By.ID, "channel-name")
+            field.send_keys(channel, Keys.ENTER)
+            # refused 4503: the server's words for that tab, and tried again with backoff.
+            wait_until(lambda: driver.find_element(By.ID, "status").get_attribute("data-state") == "refused", message="the tab refused")
+            self.assertIn("unavailable", self.status(driver))
+            self.assertIn("refused", driver.find_element(By.ID, f"tab-{channel}").get_attribute("class"))
+            self.shot(driver, "tab-refused-redis-down")
+        finally:
+            self.redis.start()
+        wait_until(lambda: self.status(driver) == "Connected", timeout=30, message="subscribed once Redis is back")
+        self.assertNotIn("refused", driver.find_element(By.ID, f"tab-{channel}").get_attribute("class"))
+        # The subscription is live: a message posted on the other instance arrives.
+        def posted():
+            try:
+                return self.e.send("after the outage", channel) == "ok"
+            except urllib.error.HTTPError:
+                return False  # the instance has not reconnected to Redis yet (503)
+
+        wait_until(posted, timeout=15, step=0.5, message="a publish on the other instance")
+        wait_until(lambda: "after the outage" in self.texts(driver), message="the message in the tab")
+        self.close(driver)
+
+    def test_15_a_reload_with_messages_in_the_outbox_sends_them_once_in_order(self):
+        channel, writer, reader = self.writer_and_reader("reload")
+        set_offline(writer, True)
+        wait_until(lambda: self.status(writer).startswith("Offline"), message="Offline")
+        typed = [f"reloaded {n}" for n in range(1, 5)]
+        for text in typed:
+            self.type_message(writer, text)
+        wait_until(lambda: len(self.outgoing(writer)) == len(typed), message="the messages shown as sending")
+        # Sockets are held back from here on, in this page and the next: Chromium tells a
+        # page it is online for a moment while it navigates away under offline emulation
+        # (and the page rightly sends then), and the test wants to see the reloaded page
+        # show what its outbox kept before it sends it. (DevTools' URL blocking does not
+        # apply to WebSockets.)
+        writer.execute_script(HOLD_SOCKETS)
+        writer.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_SOCKETS})
+        # Reloaded while still offline: the browser shows its own error page.
+        writer.refresh()
+        time.sleep(0.5)
+        self.assertEqual([text for text in self.texts(reader) if text in typed], [], "nothing left before the reload")
+        # Back online, and loaded again.
+        set_offline(writer, False)
+        writer.get(self.d.url + f"#channel={channel}")
+        wait_until(lambda: len(self.outgoing(writer)) == len(typed), message="the outbox's messages after the reload")
+        self.assertEqual([text for _, text, _ in self.outgoing(writer)], typed, "in the order typed")
+        self.shot(writer, "reloaded-outbox")
+        writer.execute_script("window.holdSockets = false")
+        wait_until(lambda: all(text in self.texts(reader) for text in typed), timeout=30, message="the messages in the reader's window")
+        wait_until(lambda: self.outgoing(writer) == [] and self.outbox(writer) == [], message="the outbox empty")
+        time.sleep(1)
+        self.assert_once_in_order(self.texts(reader), ["before", *typed])
+        self.close(writer)
+        self.close(reader)
 
 
 def post_burst(port, channel, count, lanes=8):
