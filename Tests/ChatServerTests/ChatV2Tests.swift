@@ -683,12 +683,19 @@ struct ChatV2Tests {
         try await withServer(broker: .memory) { server in
             let client = try await V2Client.connect(server)
             for text in ["not json", #"{"no":"type"}"#, #"{"type":"dance"}"#, #"{"type":"send","channel":"c"}"#, #"{"type":"subscribe"}"#,
-                #"{"type":"subscribe","channel":"c","since":-1,"epoch":"e"}"#, #"{"type":"subscribe","channel":"c","since":3}"#,
                 #"{"type":"subscribe","channel":"c","since":"3","epoch":"e"}"#, #"{"type":"who","channel":"c"}"#]
             {
                 try await client.socket.send(text: text)
                 let answer = await client.nextEvent()
                 #expect(answer?.type == "error", "\(text)")
+            }
+            // A resume that breaks the rules is that subscription's refusal.
+            for text in [#"{"type":"subscribe","channel":"c","since":-1,"epoch":"e"}"#, #"{"type":"subscribe","channel":"c","since":3}"#,
+                #"{"type":"subscribe","channel":"c","since":3,"epoch":"not-an-epoch"}"#]
+            {
+                try await client.socket.send(text: text)
+                let answer = await client.nextEvent()
+                #expect(answer?.type == "refused" && answer?.channel == "c" && answer?.int("code") == 4400, "\(text)")
             }
             #expect(try await client.answers())
             // Unsubscribing from a channel never subscribed is answered all the same.

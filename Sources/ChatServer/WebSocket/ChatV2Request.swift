@@ -14,6 +14,8 @@ enum ChatV2Request: Equatable {
     case send(id: String, channel: String, data: String, name: String?)
     case ping
     case who(channel: String)
+    /// A subscribe whose resume breaks the rules: refused for that channel.
+    case badSubscribe(channel: String, reason: String)
     case invalid(String)
 
     struct Resume: Equatable {
@@ -71,16 +73,16 @@ enum ChatV2Request: Equatable {
                 self = .subscribe(channel: channel, resume: nil)
             case (let since?, let epoch?):
                 guard (0...Self.maximumOffset).contains(since) else {
-                    self = .invalid("since must be a whole number from 0 to \(Self.maximumOffset)")
+                    self = .badSubscribe(channel: channel, reason: "since must be a whole number from 0 to \(Self.maximumOffset).")
                     return
                 }
                 guard Self.isEpoch(epoch) else {
-                    self = .invalid("epoch must be 1–64 letters and digits, as the server sent it")
+                    self = .badSubscribe(channel: channel, reason: "epoch must be 1–64 letters and digits, as the server sent it.")
                     return
                 }
                 self = .subscribe(channel: channel, resume: Resume(since: since, epoch: epoch))
             default:
-                self = .invalid("to resume, give both since and epoch (from the last message you received)")
+                self = .badSubscribe(channel: channel, reason: "To resume, give both since and epoch (from the last message you received).")
             }
         case "send":
             if let missing = needs(frame.id, "id") ?? needs(frame.channel, "channel") ?? needs(frame.data, "data") {

@@ -183,6 +183,8 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
             context.writeAndFlush(
                 wrapOutboundOut(ChatV1.members(channel: name, online: snapshot?.online ?? 0, members: snapshot?.members ?? [])), promise: nil
             )
+        case .badSubscribe(let channel, let reason):
+            refuse(channel, Refusal(.badRequest, reason, closeCode: .badRequest), reason: "bad_request", context: context)
         case .invalid(let reason):
             refuseFrame(reason, context: context)
         }

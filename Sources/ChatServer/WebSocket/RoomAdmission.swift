@@ -74,8 +74,11 @@ struct RoomAdmission: Sendable {
                 let message = "This room is full: it holds at most \(cap) \(cap == 1 ? "person" : "people")."
                 return eventLoop.makeSucceededFuture(.failure(Refused(refusal: Refusal(.forbidden, message, closeCode: .roomFull), reason: "room_full")))
             }
+            // Join first, then tie the leave to the end: if it ended meanwhile, the leave
+            // runs at once, after the join, and the two still balance.
+            let joined = broker.join(channel, on: eventLoop)
             ended.whenComplete { _ in broker.leave(channel) }
-            return broker.join(channel, on: eventLoop).map { .success(()) }
+            return joined.map { .success(()) }
         }
         .flatMapErrorThrowing { error in
             refusals.record(
