@@ -1,0 +1,81 @@
+import Chat
+import HTTPTypes
+import Logging
+import NIOCore
+
+/// A chat.v2 socket's sends: drafted with the rules of `POST /send/`, published one batch
+/// per read, in order, each answered with `ack` or `nack`.
+extension ChatV2Socket {
+    func send(id: String, channel: String, data: String, name: String?, context: ChannelHandlerContext) {
+        let gatekeeper = server.gatekeeper
+        // With --publish-token, messages come only from those who hold it, at POST /send/.
+        guard gatekeeper.allowsPublish(authorization: nil, tokenField: nil) else {
+            nack(id, channel, Refusal(.unauthorized, "This server takes messages only at POST /send/ with its publish token."), reason: "unauthorized", context: context)
+            return
+        }
+        if let wait = gatekeeper.takeSend(from: closing.client) {
+            let tooMany = Gatekeeper.tooMany("messages", rate: gatekeeper.settings.sendRate, wait: wait)
+            var refusal = Refusal(.tooManyRequests, tooMany.message)
+            refusal.headers[.retryAfter] = tooMany.retryAfter
+            nack(id, channel, refusal, reason: "rate_limited", context: context)
+            return
+        }
+        guard IdempotencyKey.isValid(id) else {
+            let refusal = Refusal(.badRequest, "Invalid id: 1–\(IdempotencyKey.maximumLength) characters of A–Z a–z 0–9 _ -.")
+            nack(String(id.unicodeScalars.prefix(256)), channel, refusal, reason: "bad_request", context: context)
+            return
+        }
+        switch posting.draft(data: data, channel: channel, name: name, key: id, identity: person.verified, client: closing.client) {
+        case .success(let draft):
+            outbox.append((id, draft))
+        case .failure(let refusal):
+            nack(id, channel, refusal, reason: ChatMetrics.reason(status: refusal.status.code), context: context)
+        }
+    }
+
+    /// Publishes what waits, in order, unless a batch is in flight (it follows that one).
+    func publishOutbox() {
+        guard !publishing, !outbox.isEmpty, let context else { return }
+        publishing = true
+        let batch = outbox
+        outbox = []
+        let posting = self.posting
+        let logger = self.logger
+        context.eventLoop.makeFutureWithTask {
+            await posting.publish(batch.map(\.draft), logger: logger)
+        }.assumeIsolated().whenSuccess { results in
+            self.published(batch, results)
+        }
+    }
+
+    private func published(_ batch: [(id: String, draft: Posting.Draft)], _ results: [Result<Publication, Posting.Failure>]) {
+        publishing = false
+        guard isOpen, let context else { return }
+        for ((id, draft), result) in zip(batch, results) {
+            switch result {
+            case .success(let publication):
+                context.write(wrapOutboundOut(ChatV2.ack(id: id, message: publication.message)), promise: nil)
+            case .failure(let failure):
+                nack(id, draft.channel.rawValue, failure.refusal, reason: failure.reason, level: failure.level, context: context, flush: false)
+            }
+        }
+        context.flush()
+        publishOutbox()
+    }
+
+    private func nack(
+        _ id: String, _ channel: String, _ refusal: Refusal, reason: String, level: Logger.Level = .info, context: ChannelHandlerContext, flush: Bool = true
+    ) {
+        let shown = String(channel.unicodeScalars.prefix(64))
+        closing.refusals.record(
+            "Refused a message", route: "socket", reason: reason, client: closing.client, logger: logger, level: level,
+            metadata: ["status": "\(refusal.status.code)", "reason": "\(refusal.message)", "channel": "\(shown)"]
+        )
+        let frame = ChatV2.nack(id: id, channel: shown, status: refusal.status.code, message: refusal.message, retryAfter: refusal.headers[.retryAfter])
+        if flush {
+            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(frame), promise: nil)
+        }
+    }
+}

@@ -1,0 +1,190 @@
+import Chat
+import HTTPTypes
+import Logging
+import NIOCore
+
+/// A chat.v2 socket's subscriptions: admitted one by one with the room rules, each
+/// delivered through its own flow, resumed from its own offset.
+extension ChatV2Socket {
+    func subscribe(_ requested: String, resume: DeliveryFlow.Resume?, context: ChannelHandlerContext) {
+        let channel: ChannelName
+        do {
+            channel = try ChannelName(validating: requested)
+        } catch {
+            refuse(requested, Refusal(.badRequest, "Invalid channel name: \(error.reason).", closeCode: .badRequest), reason: "bad_request", context: context)
+            return
+        }
+        if subscriptions[channel] != nil {
+            refuseFrame("already subscribed to \(channel); unsubscribe first", context: context)
+            return
+        }
+        guard subscriptions.count < maximumSubscriptions else {
+            let message = "Too many subscriptions: a socket holds at most \(maximumSubscriptions); unsubscribe from one first."
+            refuse(requested, Refusal(.tooManyRequests, message, closeCode: .tooManyRequests), reason: "too_many_subscriptions", context: context)
+            return
+        }
+        if let problem = server.gatekeeper.checkConnectToken(person.token, channel: channel) {
+            refuse(requested, Refusal(.unauthorized, problem.description, closeCode: .identityRequired), reason: "unauthorized", context: context)
+            return
+        }
+        let ask = RoomAdmission.Ask(channel: channel, member: person.member.id, verified: person.verified, resumes: resume != nil, client: closing.client)
+        if let refused = admission.check(ask) {
+            refuse(requested, refused.refusal, reason: refused.reason, context: context)
+            return
+        }
+        let subscription = Subscription(
+            channel: channel, resume: resume, hasPresence: RoomPolicy.owner(ofInbox: channel) == nil, socket: self, eventLoop: context.eventLoop
+        )
+        if let refusal = server.gatekeeper.admitChannel(channel, until: subscription.ended.futureResult) {
+            subscription.end()
+            refuse(requested, Refusal(refusal.status, refusal.message, closeCode: .unavailable), reason: "unavailable", context: context)
+            return
+        }
+        subscriptions[channel] = subscription
+        admission.admit(ask, on: context.eventLoop, until: subscription.ended.futureResult).assumeIsolated().whenComplete { result in
+            self.admitted(subscription, result)
+        }
+    }
+
+    private func admitted(_ subscription: Subscription, _ result: Result<Result<Void, RoomAdmission.Refused>, any Error>) {
+        // Unsubscribed, or the socket closed, while it was being admitted.
+        guard let context, isOpen, subscriptions[subscription.channel] === subscription else {
+            subscription.end()
+            return
+        }
+        let refused: RoomAdmission.Refused
+        switch result {
+        case .success(.success):
+            open(subscription, context: context)
+            return
+        case .success(.failure(let failure)):
+            refused = failure
+        case .failure(let error):
+            refused = RoomAdmission.Refused(
+                refusal: Refusal(.serviceUnavailable, "The chat is temporarily unavailable (\(error)); retry shortly.", closeCode: .unavailable),
+                reason: "unavailable"
+            )
+        }
+        subscriptions[subscription.channel] = nil
+        subscription.end()
+        refuse(subscription.channel.rawValue, refused.refusal, reason: refused.reason, context: context)
+    }
+
+    /// In the hub first, then the history read: whatever is published meanwhile waits in
+    /// the flow and is either in the read or after it.
+    private func open(_ subscription: Subscription, context: ChannelHandlerContext) {
+        subscription.opened()
+        hub.add(subscription, to: subscription.channel)
+        if subscription.hasPresence {
+            server.presence.join(subscription.channel, member: person.member)
+        }
+        let read = subscription.flow.opened(resume: subscription.resume) ?? subscription.flow.openedAtPosition()
+        // The first read is shared with the others that start on this loop now.
+        server.reads.read(read, of: subscription.channel, for: hub) { result in
+            self.historyRead(result, for: subscription)
+        }
+    }
+
+    func unsubscribe(_ requested: String, context: ChannelHandlerContext) {
+        if let channel = try? ChannelName(validating: requested), let subscription = subscriptions.removeValue(forKey: channel) {
+            end(subscription)
+        }
+        context.writeAndFlush(wrapOutboundOut(ChatV2.unsubscribed(channel: String(requested.unicodeScalars.prefix(64)))), promise: nil)
+    }
+
+    /// Takes a subscription out of the hub and the room (the caller has removed it from
+    /// ``subscriptions``).
+    func end(_ subscription: Subscription) {
+        if subscription.state == .open {
+            hub.remove(subscription, from: subscription.channel)
+            if subscription.hasPresence { server.presence.leave(subscription.channel, id: person.member.id) }
+        }
+        subscription.end()
+    }
+
+    func refuse(_ channel: String, _ refusal: Refusal, reason: String, context: ChannelHandlerContext) {
+        let shown = String(channel.unicodeScalars.prefix(64))
+        closing.refusals.record(
+            "Refused a chat.v2 subscription", route: "socket", reason: reason, client: closing.client, logger: logger,
+            metadata: ["channel": "\(shown)", "reason": "\(refusal.message)"]
+        )
+        let code = refusal.closeCode ?? .unavailable
+        context.writeAndFlush(wrapOutboundOut(ChatV2.refused(channel: shown, code: code.rawValue, message: refusal.message)), promise: nil)
+    }
+
+
+    // MARK: - Deliveries
+
+    /// A batch of one subscription's channel.
+    func deliver(_ batch: Batch, to subscription: Subscription) {
+        guard isOpen, let context, subscription.state == .open else { return }
+        let action = subscription.flow.isLive ? .writeJoined : subscription.flow.batchArrived(batch.deliveries)
+        switch action {
+        case .writeJoined:
+            guard let frames = batch.frames(format: frameIndex) else { return }
+            guard isWritable(context) else {
+                subscription.flow.fellBehind(batch.deliveries.lazy.map(\.event))
+                fellBehind(subscription, dropped: batch.deliveries.count)
+                return
+            }
+            context.writeAndFlush(wrapOutboundOut(frames), promise: nil)
+        case .offerEach:
+            if offerLive(batch.deliveries, frameIndex: frameIndex, through: subscription, context: context) > 0 {
+                fellBehind(subscription, dropped: 1)
+            }
+            context.flush()
+        case .held:
+            break
+        case .dropped:
+            server.metrics.dropped(.slowReader, count: batch.deliveries.count)
+        }
+    }
+
+    /// The socket holds more than the queue limit unsent: this subscription's messages
+    /// are dropped until it drains, then it is told the range (a `gap`).
+    private func fellBehind(_ subscription: Subscription, dropped: Int) {
+        server.metrics.queueOverflow(protocol: "chat.v2")
+        server.metrics.dropped(.slowReader, count: dropped)
+        logger.info("A chat.v2 reader fell behind; dropping its messages until it catches up", metadata: ["channel": "\(subscription.channel)"])
+    }
+
+    // MARK: - Where a subscription starts
+
+    private func readHistory(_ read: DeliveryFlow.HistoryRead, for subscription: Subscription, context: ChannelHandlerContext) {
+        let broker = server.broker
+        let channel = subscription.channel
+        context.eventLoop.makeFutureWithTask {
+            try await broker.history(of: channel, after: read.after, limit: read.limit)
+        }.assumeIsolated().whenComplete { result in
+            self.historyRead(result, for: subscription)
+        }
+    }
+
+    private func historyRead(_ result: Result<History, any Error>, for subscription: Subscription) {
+        guard isOpen, let context, subscription.state == .open, subscriptions[subscription.channel] === subscription else { return }
+        if !subscription.announced, case .success(let history) = result {
+            subscription.announced = true
+            context.write(
+                wrapOutboundOut(ChatV2.subscribed(channel: subscription.channel, epoch: history.epoch, offset: history.lastOffset)), promise: nil
+            )
+            if subscription.hasPresence, let snapshot = server.presence.snapshot(of: subscription.channel), let members = snapshot.members {
+                context.write(wrapOutboundOut(ChatV1.members(channel: subscription.channel, online: snapshot.online, members: members)), promise: nil)
+            }
+        }
+        var behind = 0
+        let outcome = replay(result, frameIndex: frameIndex, through: subscription, context: context, fellBehind: &behind)
+        if behind > 0 { fellBehind(subscription, dropped: behind) }
+        switch outcome {
+        case .done:
+            break
+        case .readNext(let next):
+            readHistory(next, for: subscription, context: context)
+        case .failed(let error):
+            logger.warning("Cannot start a subscription: the history is unavailable", metadata: ["channel": "\(subscription.channel)", "error": "\(error)"])
+            subscriptions[subscription.channel] = nil
+            end(subscription)
+            let message = "The history of \(subscription.channel) cannot be read now (\(error)); subscribe again to resume."
+            refuse(subscription.channel.rawValue, Refusal(.serviceUnavailable, message, closeCode: .unavailable), reason: "unavailable", context: context)
+        }
+    }
+}
