@@ -105,7 +105,7 @@ public func buildApplication(
             server: HTTPServerBuilder { responder in
                 ChatChildChannel(responder: responder, context: context, idleTimeout: Startup.idleTimeout, budget: budget, logger: logger)
             },
-            configuration: .init(address: .hostname(configuration.hostname, port: configuration.port), serverName: nil),
+            configuration: .init(address: .hostname(configuration.hostname, port: configuration.port), serverName: nil, backlog: configuration.listenBacklog),
             services: broker.services + [presence, sockets] + (metricsServer.map { [$0] } ?? []),
             onServerRunning: onServerRunning,
             eventLoopGroupProvider: .shared(eventLoopGroup),

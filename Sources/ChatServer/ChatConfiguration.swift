@@ -84,6 +84,11 @@ public struct ChatConfiguration: Sendable {
     public var maximumChannels = 10_000
     /// Channels one chat.v2 socket may subscribe to at once.
     public var maximumSubscriptions = 100
+    /// Connections the kernel may queue before the server accepts them (`listen(2)`'s
+    /// backlog; Linux caps it at `net.core.somaxconn`). When every socket of an instance
+    /// reconnects at once, 256 (the usual default) overflows, and the connections past
+    /// it wait for the client's SYN to be sent again, 1 s, 3 s, 7 s … later.
+    public var listenBacklog = 4096
     /// How long a client may take to send a request's head and body.
     public var requestTimeout: Duration = .seconds(10)
     /// Serve `/echo`, a WebSocket that sends every message back, for conformance tests

@@ -292,6 +292,35 @@ struct ChatV2Tests {
         }
     }
 
+    @Test func theServersChannelLimitCountsSubscriptionsAndGivesThemBack() async throws {
+        try await withServer(broker: .memory, { $0.maximumChannels = 2 }) { server in
+            let (a, b, c) = (uniqueChannel("a"), uniqueChannel("b"), uniqueChannel("c"))
+            let client = try await V2Client.connect(server)
+            try await client.subscribe(a)
+            #expect(await client.subscribed(a) != nil)
+            try await client.subscribe(b)
+            #expect(await client.subscribed(b) != nil)
+            try await client.subscribe(c)
+            let refused = await client.nextEvent()
+            #expect(refused?.type == "refused" && refused?.int("code") == 4503)
+            try await client.send(["type": "unsubscribe", "channel": a])
+            #expect(await client.nextEvent()?.type == "unsubscribed")
+            try await client.subscribe(c)
+            #expect(await client.subscribed(c) != nil, "the unsubscribed channel's place was given back")
+            await client.disconnect()
+            // A socket that closes gives back all of its places.
+            for _ in 0..<50 {
+                let other = try await V2Client.connect(server)
+                try await other.subscribe(a)
+                let answer = await other.nextEvent()
+                await other.disconnect()
+                if answer?.type == "subscribed" { return }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            Issue.record("the closed socket's channels were never given back")
+        }
+    }
+
     @Test func aConnectTokenForOneChannelRefusesTheOthers() async throws {
         let secret = "connect-secret"
         try await withServer(broker: .memory, { $0.connectSecret = secret }) { server in

@@ -181,19 +181,20 @@ final class Gatekeeper: Sendable {
         return nil
     }
 
-    /// Why a socket (or a chat.v2 subscription) on `channel` is refused (`503`: the server
-    /// serves `--max-channels` others), or `nil` when it is counted in until `ended` completes.
-    func admitChannel(_ channel: ChannelName, until ended: EventLoopFuture<Void>) -> Refusal? {
-        let refusal: Refusal? = sockets.withLockedValue { counts in
+    /// Why a chat.v2 subscription on `channel` is refused (`503`: the server serves
+    /// `--max-channels` others), or `nil` when it is counted in; balance with
+    /// ``releaseChannel(_:)``.
+    func admitChannel(_ channel: ChannelName) -> Refusal? {
+        sockets.withLockedValue { counts in
             if let refusal = channelRefusal(counts, channel) { return refusal }
             counts.perChannel[channel, default: 0] += 1
             return nil
         }
-        guard refusal == nil else { return refusal }
-        ended.whenComplete { _ in
-            self.sockets.withLockedValue { Self.release(&$0.perChannel, channel) }
-        }
-        return nil
+    }
+
+    /// A subscription counted by ``admitChannel(_:)`` ended.
+    func releaseChannel(_ channel: ChannelName) {
+        sockets.withLockedValue { Self.release(&$0.perChannel, channel) }
     }
 
     private func addressRefusal(_ counts: SocketCounts, _ address: String) -> Refusal? {

@@ -32,32 +32,33 @@ extension ChatV2Socket {
             refuse(requested, refused.refusal, reason: refused.reason, context: context)
             return
         }
-        let subscription = Subscription(
-            channel: channel, resume: resume, hasPresence: RoomPolicy.owner(ofInbox: channel) == nil, socket: self, eventLoop: context.eventLoop
-        )
-        if let refusal = server.gatekeeper.admitChannel(channel, until: subscription.ended.futureResult) {
-            subscription.end()
+        if let refusal = server.gatekeeper.admitChannel(channel) {
             refuse(requested, Refusal(refusal.status, refusal.message, closeCode: .unavailable), reason: "unavailable", context: context)
             return
         }
+        let subscription = Subscription(channel: channel, resume: resume, hasPresence: RoomPolicy.owner(ofInbox: channel) == nil, socket: self)
         subscriptions[channel] = subscription
-        admission.admit(ask, on: context.eventLoop, until: subscription.ended.futureResult).assumeIsolated().whenComplete { result in
+        admission.admit(ask, on: context.eventLoop).assumeIsolated().whenComplete { result in
             self.admitted(subscription, result)
         }
     }
 
-    private func admitted(_ subscription: Subscription, _ result: Result<Result<Void, RoomAdmission.Refused>, any Error>) {
-        // Unsubscribed, or the socket closed, while it was being admitted.
+    private func admitted(_ subscription: Subscription, _ result: Result<RoomAdmission.Admitted, any Error>) {
+        let admitted = (try? result.get()) ?? RoomAdmission.Admitted(refused: nil, joined: false)
+        subscription.joined = admitted.joined
+        // Unsubscribed, or the socket closed, while it was being admitted: what it was
+        // counted for is released already; the join is released now.
         guard let context, isOpen, subscriptions[subscription.channel] === subscription else {
-            subscription.end()
+            if subscription.joined { server.broker.leave(subscription.channel) }
             return
         }
         let refused: RoomAdmission.Refused
         switch result {
-        case .success(.success):
-            open(subscription, context: context)
-            return
-        case .success(.failure(let failure)):
+        case .success(let admitted):
+            guard let failure = admitted.refused else {
+                open(subscription, context: context)
+                return
+            }
             refused = failure
         case .failure(let error):
             refused = RoomAdmission.Refused(
@@ -66,7 +67,7 @@ extension ChatV2Socket {
             )
         }
         subscriptions[subscription.channel] = nil
-        subscription.end()
+        end(subscription)
         refuse(subscription.channel.rawValue, refused.refusal, reason: refused.reason, context: context)
     }
 
@@ -92,14 +93,19 @@ extension ChatV2Socket {
         context.writeAndFlush(wrapOutboundOut(ChatV2.unsubscribed(channel: String(requested.unicodeScalars.prefix(64)))), promise: nil)
     }
 
-    /// Takes a subscription out of the hub and the room (the caller has removed it from
-    /// ``subscriptions``).
+    /// Takes a subscription out of the hub and the room, and releases what it held: its
+    /// channel count, and the broker's join once it was made (one still being admitted
+    /// releases its join when the admission answers). The caller has removed it from
+    /// ``subscriptions``.
     func end(_ subscription: Subscription) {
-        if subscription.state == .open {
+        let wasOpen = subscription.state == .open
+        guard subscription.end() else { return }
+        if wasOpen {
             hub.remove(subscription, from: subscription.channel)
             if subscription.hasPresence { server.presence.leave(subscription.channel, id: person.member.id) }
         }
-        subscription.end()
+        if subscription.joined { server.broker.leave(subscription.channel) }
+        server.gatekeeper.releaseChannel(subscription.channel)
     }
 
     func refuse(_ channel: String, _ refusal: Refusal, reason: String, context: ChannelHandlerContext) {

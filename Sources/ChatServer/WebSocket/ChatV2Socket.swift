@@ -53,14 +53,18 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
     let person: Person
     let hub: LoopHub
     let server: ChatServerContext
-    let admission: RoomAdmission
-    let posting: Posting
     private let queueLimit: Int
     let maximumSubscriptions: Int
     let closing: WebSocketEndpointSettings
 
     var logMetadata: Logger.Metadata { ["protocol": "chat.v2"] }
+    private let maximumMessageSize: Int
     var logger: Logger { closing.logger }
+    /// Made when asked rather than kept: an idle socket carries less.
+    var admission: RoomAdmission { RoomAdmission(context: server, logger: logger) }
+    var posting: Posting {
+        Posting(broker: server.broker, gatekeeper: server.gatekeeper, maximumMessageSize: maximumMessageSize, metrics: server.metrics)
+    }
     /// Whether the WebSocket is open (neither closing nor closed).
     var isOpen: Bool { connection.isOpen }
 
@@ -79,8 +83,7 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
         self.frameIndex = kind.index
         self.hub = hub
         self.server = server
-        self.admission = RoomAdmission(context: server, logger: logger)
-        self.posting = Posting(broker: server.broker, gatekeeper: server.gatekeeper, maximumMessageSize: settings.maximumMessageSize, metrics: server.metrics)
+        self.maximumMessageSize = settings.maximumMessageSize
         self.queueLimit = settings.queueLimit
         self.maximumSubscriptions = settings.maximumSubscriptions
         self.closing = WebSocketEndpointSettings(

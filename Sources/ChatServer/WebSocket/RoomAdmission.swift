@@ -51,10 +51,16 @@ struct RoomAdmission: Sendable {
         return nil
     }
 
+    /// What came of an admission: refused or not, and whether the broker's join was made
+    /// (it is to be balanced with `broker.leave`, also when it failed).
+    struct Admitted: Sendable {
+        var refused: Refused?
+        var joined: Bool
+    }
+
     /// Takes a place in a capped room (one Lua script over every instance), then joins
-    /// the channel in the broker; the join is released when `ended` completes. Call
-    /// after ``check(_:)`` passed.
-    func admit(_ ask: Ask, on eventLoop: any EventLoop, until ended: EventLoopFuture<Void>) -> EventLoopFuture<Result<Void, Refused>> {
+    /// the channel in the broker. Call after ``check(_:)`` passed.
+    func admit(_ ask: Ask, on eventLoop: any EventLoop) -> EventLoopFuture<Admitted> {
         let broker = context.broker
         let presence = context.presence
         let channel = ask.channel
@@ -67,25 +73,34 @@ struct RoomAdmission: Sendable {
         } else {
             admitted = eventLoop.makeSucceededFuture(true)
         }
-        let refusals = context.refusals
-        return admitted.flatMap { admitted -> EventLoopFuture<Result<Void, Refused>> in
+        return admitted.flatMap { admitted -> EventLoopFuture<Admitted> in
             guard admitted else {
                 let cap = cap ?? 0
                 let message = "This room is full: it holds at most \(cap) \(cap == 1 ? "person" : "people")."
-                return eventLoop.makeSucceededFuture(.failure(Refused(refusal: Refusal(.forbidden, message, closeCode: .roomFull), reason: "room_full")))
+                return eventLoop.makeSucceededFuture(Admitted(refused: Refused(refusal: Refusal(.forbidden, message, closeCode: .roomFull), reason: "room_full"), joined: false))
             }
-            // Join first, then tie the leave to the end: if it ended meanwhile, the leave
-            // runs at once, after the join, and the two still balance.
-            let joined = broker.join(channel, on: eventLoop)
-            ended.whenComplete { _ in broker.leave(channel) }
-            return joined.map { .success(()) }
+            return broker.join(channel, on: eventLoop)
+                .map { Admitted(refused: nil, joined: true) }
+                .flatMapErrorThrowing { error in Admitted(refused: unavailable(error, ask), joined: true) }
         }
-        .flatMapErrorThrowing { error in
-            refusals.record(
-                "Refused a socket's channel: the broker cannot serve", route: "/wb/", reason: "unavailable", client: ask.client,
-                logger: logger, level: .warning, metadata: ["channel": "\(channel)", "error": "\(error)"]
-            )
-            return .failure(Refused(refusal: Refusal(.serviceUnavailable, "The chat is temporarily unavailable (\(error)); retry shortly.", closeCode: .unavailable), reason: "unavailable"))
+        .flatMapErrorThrowing { error in Admitted(refused: unavailable(error, ask), joined: false) }
+    }
+
+    /// ``admit(_:on:)`` with the join released when `ended` completes.
+    func admit(_ ask: Ask, on eventLoop: any EventLoop, until ended: EventLoopFuture<Void>) -> EventLoopFuture<Result<Void, Refused>> {
+        let broker = context.broker
+        return admit(ask, on: eventLoop).map { admitted in
+            // If it ended meanwhile, the leave runs at once, after the join: they balance.
+            if admitted.joined { ended.whenComplete { _ in broker.leave(ask.channel) } }
+            return admitted.refused.map { .failure($0) } ?? .success(())
         }
+    }
+
+    private func unavailable(_ error: any Error, _ ask: Ask) -> Refused {
+        context.refusals.record(
+            "Refused a socket's channel: the broker cannot serve", route: "/wb/", reason: "unavailable", client: ask.client,
+            logger: logger, level: .warning, metadata: ["channel": "\(ask.channel)", "error": "\(error)"]
+        )
+        return Refused(refusal: Refusal(.serviceUnavailable, "The chat is temporarily unavailable (\(error)); retry shortly.", closeCode: .unavailable), reason: "unavailable")
     }
 }

@@ -23,9 +23,8 @@ final class Subscription: HubMember, FlowHolder {
     /// Shows who is there (every room but an inbox).
     let hasPresence: Bool
     let resume: DeliveryFlow.Resume?
-    /// Completes once the subscription ends: releases its place in the broker and the
-    /// server's channel count.
-    let ended: EventLoopPromise<Void>
+    /// The broker's join was made: the socket leaves the channel when it ends.
+    var joined = false
     #if DEBUG
     var flow = DeliveryFlow(slowReaders: .drop)
     #else
@@ -33,12 +32,11 @@ final class Subscription: HubMember, FlowHolder {
     #endif
     private weak var socket: ChatV2Socket?
 
-    init(channel: ChannelName, resume: DeliveryFlow.Resume?, hasPresence: Bool, socket: ChatV2Socket, eventLoop: any EventLoop) {
+    init(channel: ChannelName, resume: DeliveryFlow.Resume?, hasPresence: Bool, socket: ChatV2Socket) {
         self.channel = channel
         self.resume = resume
         self.hasPresence = hasPresence
         self.socket = socket
-        self.ended = eventLoop.makePromise()
     }
 
     /// Admitted: it is in the hub now.
@@ -46,11 +44,11 @@ final class Subscription: HubMember, FlowHolder {
         state = .open
     }
 
-    /// Ends it (idempotent); the socket has left the hub and the room first.
-    func end() {
-        guard state != .ended else { return }
+    /// Ends it; whether it was not ended already. The socket releases what it held.
+    func end() -> Bool {
+        guard state != .ended else { return false }
         state = .ended
-        ended.succeed()
+        return true
     }
 
     func deliver(_ batch: Batch) {
