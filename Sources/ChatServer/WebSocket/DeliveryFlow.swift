@@ -135,21 +135,32 @@ struct DeliveryFlow {
     let slowReaders: SlowReaders
     /// Set while the reader is behind.
     private(set) var missed: Missed?
-    private var replay: Replay?
+    /// A resume in progress, kept out of line: most flows never replay, and every socket
+    /// (a chat.v2 socket: every subscription) holds a flow for as long as it is open.
+    private var replay: Replay? {
+        get { replayStorage?.value }
+        set { replayStorage = newValue.map(ReplayStorage.init) }
+    }
+    private var replayStorage: ReplayStorage?
+
+    private final class ReplayStorage {
+        var value: Replay
+        init(_ value: Replay) { self.value = value }
+    }
     /// Where the resume's history read ended. Until a message past it arrives, live
     /// messages up to it are skipped: the hub may hand over, at its next drain, a message
     /// that the history read already carried (the batch window).
     private var replayedThrough: (epoch: String, offset: Int64)?
 
     /// Nothing to hold, drop or skip: a batch goes out as it is.
-    var isLive: Bool { missed == nil && replay == nil && replayedThrough == nil }
+    var isLive: Bool { missed == nil && replayStorage == nil && replayedThrough == nil }
 
     init(slowReaders: SlowReaders) {
         self.slowReaders = slowReaders
     }
 
     /// Whether a resume is reading or writing the history.
-    var isReplaying: Bool { replay != nil }
+    var isReplaying: Bool { replayStorage != nil }
 
     // MARK: - Events
 
@@ -171,8 +182,11 @@ struct DeliveryFlow {
     /// The hub handed over a batch. (While ``isLive``, it is `writeJoined`.)
     mutating func batchArrived(_ deliveries: [Delivery]) -> BatchAction {
         if isLive { return .writeJoined }
-        if replay != nil {
-            replay!.waiting.append(contentsOf: deliveries)
+        if replayStorage != nil {
+            // In place, so that the held deliveries are not copied at every batch (a copy
+            // of the flow gets its own storage first).
+            if !isKnownUniquelyReferenced(&replayStorage!) { replayStorage = ReplayStorage(replayStorage!.value) }
+            replayStorage!.value.waiting.append(contentsOf: deliveries)
             return .held
         }
         if missed != nil {
