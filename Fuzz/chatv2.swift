@@ -8,7 +8,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
     let request = ChatV2Request(text)
     switch request {
-    case .invalid(let reason), .badSubscribe(_, let reason):
+    case .invalid(let reason), .badSubscribe(_, let reason), .badSend(_, _, let reason):
         guard !reason.isEmpty, reason.count <= 160 else { fatalError("refusal of \(reason.count) characters") }
     case .subscribe(_, let resume?):
         guard (0...ChatV2Request.maximumOffset).contains(resume.since), ChatV2Request.isEpoch(resume.epoch) else { fatalError("an unchecked resume") }

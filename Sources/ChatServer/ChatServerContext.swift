@@ -14,9 +14,9 @@ struct ChatServerContext: Sendable {
         /// Channels one chat.v2 socket may subscribe to.
         var maximumSubscriptions = ChatConfiguration.defaults.maximumSubscriptions
 
-        /// Largest chat.v2 frame: a `send` carries its text JSON-escaped, up to twice as
-        /// long, plus the frame's other fields.
-        var maximumChatV2FrameSize: Int { maximumMessageSize * 2 + 4096 }
+        /// Largest chat.v2 frame: a `send` carries its text JSON-escaped, and an escape
+        /// (`\u0041`) is at most six bytes for one byte of text; plus the other fields.
+        var maximumChatV2FrameSize: Int { maximumMessageSize * 6 + 4096 }
     }
 
     var hub: Hub

@@ -96,6 +96,7 @@ struct Posting: Sendable {
     /// Publishes drafts as one batch (see ``Broker/publish(_:)``): each channel's in
     /// order; answered each on its own.
     func publish(_ drafts: [Draft], logger: Logger) async -> [Result<Publication, Failure>] {
+        let drafts = Self.withinNewChannelAllowance(drafts, gatekeeper: gatekeeper)
         let started = NIODeadline.now()
         let results = await broker.publish(drafts.map { PublishRequest(ByteBuffer(string: $0.data), name: $0.name, to: $0.channel, options: $0.options) })
         let nanoseconds = (NIODeadline.now() - started).nanoseconds
@@ -113,6 +114,29 @@ struct Posting: Sendable {
             }
         }
         return answers
+    }
+
+    /// Each draft was allowed to create its channel on its own; together they may create
+    /// only as many channels as the sender's allowance holds. The first channels of the
+    /// batch keep the permission (all their messages alike); the others' messages are
+    /// refused if their channel turns out to be new (429), as they would be one by one.
+    static func withinNewChannelAllowance(_ drafts: [Draft], gatekeeper: Gatekeeper) -> [Draft] {
+        var allowances: [String: Int] = [:]
+        var permitted: [ChannelName: Bool] = [:]
+        var drafts = drafts
+        for index in drafts.indices where drafts[index].options.mayCreateChannel {
+            let channel = drafts[index].channel
+            if let decided = permitted[channel] {
+                drafts[index].options.mayCreateChannel = decided
+                continue
+            }
+            let client = drafts[index].client
+            let left = allowances[client] ?? gatekeeper.newChannelAllowance(from: client)
+            permitted[channel] = left > 0
+            drafts[index].options.mayCreateChannel = left > 0
+            allowances[client] = max(0, left - 1)
+        }
+        return drafts
     }
 
     private func failure(_ error: BrokerError, keyed: Bool) -> Failure {

@@ -712,7 +712,7 @@ struct ChatV2Tests {
         try await withServer(broker: .memory) { server in
             let client = try await V2Client.connect(server)
             for text in ["not json", #"{"no":"type"}"#, #"{"type":"dance"}"#, #"{"type":"send","channel":"c"}"#, #"{"type":"subscribe"}"#,
-                #"{"type":"subscribe","channel":"c","since":"3","epoch":"e"}"#, #"{"type":"who","channel":"c"}"#]
+                #"{"type":"who","channel":"c"}"#]
             {
                 try await client.socket.send(text: text)
                 let answer = await client.nextEvent()
@@ -720,6 +720,8 @@ struct ChatV2Tests {
             }
             // A resume that breaks the rules is that subscription's refusal.
             for text in [#"{"type":"subscribe","channel":"c","since":-1,"epoch":"e"}"#, #"{"type":"subscribe","channel":"c","since":3}"#,
+                #"{"type":"subscribe","channel":"c","since":"3","epoch":"e"}"#, #"{"type":"subscribe","channel":"c","since":9223372036854775808,"epoch":"e"}"#,
+                #"{"type":"subscribe","channel":"c","since":1e400,"epoch":"e"}"#, #"{"type":"subscribe","channel":"c","since":1.5,"epoch":"e"}"#,
                 #"{"type":"subscribe","channel":"c","since":3,"epoch":"not-an-epoch"}"#]
             {
                 try await client.socket.send(text: text)
@@ -730,6 +732,41 @@ struct ChatV2Tests {
             // Unsubscribing from a channel never subscribed is answered all the same.
             try await client.send(["type": "unsubscribe", "channel": "never"])
             #expect(await client.nextEvent()?.type == "unsubscribed")
+            await client.disconnect()
+        }
+    }
+
+    @Test func aLoneSurrogateIsRefusedForItsSendAndItsSubscription() async throws {
+        try await withServer(broker: .memory) { server in
+            let client = try await V2Client.connect(server, person: Person())
+            try await client.socket.send(text: #"{"type":"send","id":"s1","channel":"c","data":"cut \ud83d emoji"}"#)
+            let nack = await client.nextEvent()
+            #expect(nack?.type == "nack" && nack?["id"] as? String == "s1" && nack?.int("status") == 400)
+            #expect((nack?["message"] as? String)?.contains("surrogate") == true)
+            try await client.socket.send(text: #"{"type":"subscribe","channel":"c\udc00"}"#)
+            let refused = await client.nextEvent()
+            #expect(refused?.type == "refused" && refused?.int("code") == 4400)
+            // A pair is one character, and fine.
+            try await client.socket.send(text: #"{"type":"send","id":"s2","channel":"c","data":"whole \ud83d\ude00 emoji"}"#)
+            #expect(await client.nextEvent()?.type == "ack")
+            let history = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=c").body
+            #expect(history.contains("whole 😀 emoji"))
+            await client.disconnect()
+        }
+    }
+
+    @Test func aBatchCreatesNoMoreChannelsThanTheAllowance() async throws {
+        try await withServer(broker: .memory, { $0.newChannelRate = RateLimit(rate: 1, burst: 3) }) { server in
+            let client = try await V2Client.connect(server, person: Person())
+            let frames = (0..<10).map { #"{"type":"send","id":"n\#($0)","channel":"\#(uniqueChannel("new"))","data":"x"}"# }
+            for frame in frames { try await client.socket.send(text: frame) }
+            var acks = 0
+            var refused = 0
+            for _ in 0..<10 {
+                guard let answer = await client.nextEvent() else { break }
+                if answer.type == "ack" { acks += 1 } else if answer.int("status") == 429 { refused += 1 }
+            }
+            #expect(acks == 3 && refused == 7)
             await client.disconnect()
         }
     }

@@ -181,7 +181,7 @@ struct FuzzTests {
         await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits) { index, edits in
             let text = String(decoding: Self.mutate(seeds[index], edits), as: UTF8.self)
             switch ChatV2Request(text) {
-            case .invalid(let reason), .badSubscribe(_, let reason):
+            case .invalid(let reason), .badSubscribe(_, let reason), .badSend(_, _, let reason):
                 #expect(!reason.isEmpty && reason.utf8.count < 240, "the error says why, briefly")
             case .subscribe(_, let resume?):
                 #expect((0...ChatV2Request.maximumOffset).contains(resume.since) && ChatV2Request.isEpoch(resume.epoch), "\(text)")

@@ -112,6 +112,12 @@ final class Gatekeeper: Sendable {
     }
 
     /// Takes one new channel from `address`'s allowance.
+    /// How many channels `address` may create now (`Int.max` without a limit): a batch
+    /// of messages to new channels must not take more than one would one by one.
+    func newChannelAllowance(from address: String) -> Int {
+        newChannelLimiter?.tokens(address) ?? .max
+    }
+
     func tookNewChannel(from address: String) {
         _ = newChannelLimiter?.take(address)
     }

@@ -47,6 +47,15 @@ final class RateLimiter: Sendable {
         }
     }
 
+    /// How many whole tokens `key` has now, without taking any.
+    func tokens(_ key: String, now: NIODeadline = .now()) -> Int {
+        let shard = shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]
+        return shard.withLockedValue { buckets in
+            guard let bucket = buckets[key] else { return Int(burst) }
+            return Int(min(burst, bucket.tokens + Double((now - bucket.updated).nanoseconds) / 1e9 * rate))
+        }
+    }
+
     /// Whether `key` has a token now, without taking it.
     func hasToken(_ key: String, now: NIODeadline = .now()) -> Bool {
         let shard = shards[Int(UInt(bitPattern: key.hashValue) % UInt(shards.count))]

@@ -16,6 +16,8 @@ enum ChatV2Request: Equatable {
     case who(channel: String)
     /// A subscribe whose resume breaks the rules: refused for that channel.
     case badSubscribe(channel: String, reason: String)
+    /// A send that cannot be read as text: refused (400) for that id.
+    case badSend(id: String, channel: String, reason: String)
     case invalid(String)
 
     struct Resume: Equatable {
@@ -29,17 +31,30 @@ enum ChatV2Request: Equatable {
     private struct Frame: Decodable {
         var type: String
         var channel: String?
-        var since: Int64?
+        var since: Since?
         var epoch: String?
         var id: String?
         var data: String?
         var name: String?
     }
 
+    /// A resume's offset as sent: any JSON value; only a whole number in range is one.
+    private struct Since: Decodable {
+        var value: Int64?
+
+        init(from decoder: any Decoder) throws {
+            value = try? decoder.singleValueContainer().decode(Int64.self)
+        }
+    }
+
     init(_ text: String) {
         let frame: Frame
+        // A lone UTF-16 surrogate escape (`\ud83d` of a cut emoji) is no text, and would
+        // make the whole frame unreadable: it becomes U+FFFD, so the frame can still be
+        // answered about its id or channel, and a send that held one is refused.
+        let (json, replaced) = Self.replacingLoneSurrogates(Array(text.utf8))
         do {
-            frame = try JSONDecoder().decode(Frame.self, from: Data(text.utf8))
+            frame = try JSONDecoder().decode(Frame.self, from: Data(json))
         } catch DecodingError.typeMismatch(_, let context) where !context.codingPath.isEmpty {
             self = .invalid(Self.wrongType(context))
             return
@@ -71,8 +86,8 @@ enum ChatV2Request: Equatable {
             switch (frame.since, frame.epoch) {
             case (nil, nil):
                 self = .subscribe(channel: channel, resume: nil)
-            case (let since?, let epoch?):
-                guard (0...Self.maximumOffset).contains(since) else {
+            case (let sent?, let epoch?):
+                guard let since = sent.value, (0...Self.maximumOffset).contains(since) else {
                     self = .badSubscribe(channel: channel, reason: "since must be a whole number from 0 to \(Self.maximumOffset).")
                     return
                 }
@@ -89,12 +104,69 @@ enum ChatV2Request: Equatable {
                 self = .invalid(missing)
                 return
             }
+            if replaced {
+                self = .badSend(
+                    id: frame.id!, channel: frame.channel!,
+                    reason: "Invalid message: it holds a lone UTF-16 surrogate escape (half of a character, such as a cut emoji); send whole characters."
+                )
+                return
+            }
             self = .send(id: frame.id!, channel: frame.channel!, data: frame.data!, name: frame.name)
         default:
             self = .invalid(
                 "unknown frame type \"\(String(frame.type.unicodeScalars.prefix(24)))\"; chat.v2 clients send subscribe, unsubscribe, send, who or ping"
             )
         }
+    }
+
+    /// `json` with every `\uXXXX` escape of a surrogate that is not half of a pair
+    /// replaced by `\ufffd`; whether any was.
+    static func replacingLoneSurrogates(_ json: [UInt8]) -> (json: [UInt8], replaced: Bool) {
+        func escape(at index: Int) -> UInt16? {
+            guard index + 5 < json.count, json[index] == UInt8(ascii: "\\"), json[index + 1] == UInt8(ascii: "u") else { return nil }
+            var value: UInt16 = 0
+            for byte in json[(index + 2)...(index + 5)] {
+                let digit: UInt8
+                switch byte {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
+                default: return nil
+                }
+                value = value << 4 | UInt16(digit)
+            }
+            return value
+        }
+        guard json.contains(UInt8(ascii: "\\")) else { return (json, false) }
+        var output: [UInt8] = []
+        output.reserveCapacity(json.count)
+        var replaced = false
+        var index = 0
+        while index < json.count {
+            guard json[index] == UInt8(ascii: "\\"), index + 1 < json.count else {
+                output.append(json[index])
+                index += 1
+                continue
+            }
+            guard let unit = escape(at: index) else {
+                // Another escape (\n, \\, \" …): both bytes as they are.
+                output.append(contentsOf: json[index...(index + 1)])
+                index += 2
+                continue
+            }
+            if (0xD800...0xDBFF).contains(unit), let low = escape(at: index + 6), (0xDC00...0xDFFF).contains(low) {
+                output.append(contentsOf: json[index..<(index + 12)])
+                index += 12
+            } else if (0xD800...0xDFFF).contains(unit) {
+                output.append(contentsOf: Array("\\ufffd".utf8))
+                replaced = true
+                index += 6
+            } else {
+                output.append(contentsOf: json[index..<(index + 6)])
+                index += 6
+            }
+        }
+        return (output, replaced)
     }
 
     /// An epoch as the server makes them: 1–64 ASCII letters and digits.

@@ -60,10 +60,14 @@ extension ChatV2Socket {
             }
         }
         context.flush()
+        if hangUpWhenPublished {
+            _ = closedIfInputEnded(ChannelEvent.inputClosed, context: context)
+            return
+        }
         publishOutbox()
     }
 
-    private func nack(
+    func nack(
         _ id: String, _ channel: String, _ refusal: Refusal, reason: String, level: Logger.Level = .info, context: ChannelHandlerContext, flush: Bool = true
     ) {
         let shown = String(channel.unicodeScalars.prefix(64))

@@ -49,6 +49,8 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
     /// Sends waiting for the batch in flight to finish.
     var outbox: [(id: String, draft: Posting.Draft)] = []
     var publishing = false
+    /// The client shut its side while a batch was being published: close after its answers.
+    var hangUpWhenPublished = false
     private let first: (channel: ChannelName, resume: DeliveryFlow.Resume?)?
     let person: Person
     let hub: LoopHub
@@ -148,6 +150,15 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // A client that sent and then shut its side has its acks coming: hang up once
+        // they are written.
+        if case .some(.inputClosed) = event as? ChannelEvent {
+            publishOutbox()
+            if publishing {
+                hangUpWhenPublished = true
+                return
+            }
+        }
         if !closedIfInputEnded(event, context: context) { context.fireUserInboundEventTriggered(event) }
     }
 
@@ -188,6 +199,8 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
             context.writeAndFlush(
                 wrapOutboundOut(ChatV1.members(channel: name, online: snapshot?.online ?? 0, members: snapshot?.members ?? [])), promise: nil
             )
+        case .badSend(let id, let channel, let reason):
+            nack(String(id.unicodeScalars.prefix(256)), channel, Refusal(.badRequest, reason), reason: "bad_request", context: context)
         case .badSubscribe(let channel, let reason):
             refuse(channel, Refusal(.badRequest, reason, closeCode: .badRequest), reason: "bad_request", context: context)
         case .invalid(let reason):
