@@ -66,6 +66,7 @@ final class V2PublishTally: Sendable {
     struct Ledger {
         var epoch: String?
         var seen: [UInt64] = []
+        var lowest: UInt64 = .max
         var highest: UInt64 = 0
         /// (ack time, highest offset acknowledged by then), when a timeline is kept.
         var timeline: [(UInt64, UInt64)] = []
@@ -100,6 +101,7 @@ final class V2PublishTally: Sendable {
                     }
                     let bit = UInt64(1) << (offset % 64)
                     if ledgers[channel].seen[word] & bit != 0 { repeated += 1 } else { ledgers[channel].seen[word] |= bit }
+                    ledgers[channel].lowest = min(ledgers[channel].lowest, offset)
                     if offset > ledgers[channel].highest {
                         ledgers[channel].highest = offset
                         touched.append(channel)
@@ -145,13 +147,13 @@ final class V2PublishTally: Sendable {
     }
 
     /// Per channel: the highest offset acknowledged, its epoch, and how many offsets
-    /// from 1 to it were never acknowledged.
+    /// between the lowest and the highest acknowledged were never acknowledged.
     var channelSummary: [(highest: UInt64, epoch: String?, holes: UInt64)] {
         ledgers.withLockedValue { ledgers in
             ledgers.map { ledger in
                 var held: UInt64 = 0
                 for word in ledger.seen { held += UInt64(word.nonzeroBitCount) }
-                return (ledger.highest, ledger.epoch, ledger.highest - held)
+                return (ledger.highest, ledger.epoch, held == 0 ? 0 : ledger.highest - ledger.lowest + 1 - held)
             }
         }
     }

@@ -91,6 +91,10 @@ struct V2Storm: AsyncParsableCommand {
         async let publishing: Void = runV2Publishers(group: group, host: host, port: publishPort, plan: plan, tally: acks, drain: 10)
         try await Task.sleep(for: .seconds(warmup))
         let tolerance = UInt64(toleranceMs * 1e6)
+        guard acks.snapshot.acknowledged > 0 else {
+            plan.stop()
+            throw BenchError("the publisher on B had no ack in \(warmup) s; its first problem: \(acks.snapshot.firstProblem ?? "none")")
+        }
         let steady = try await progress(subscribers, acks.highest(at: monotonicNanoseconds() - tolerance))
         note("before the kill: \(steady.caughtUp) of \(sockets * subscriptions) subscriptions caught up, \(acks.snapshot.acknowledged) acked")
 
@@ -112,13 +116,10 @@ struct V2Storm: AsyncParsableCommand {
         note("A killed; all sockets saw it after \(closedAll.map { String(format: "%.3f s", $0) } ?? "more than 10 s")")
         try await Task.sleep(for: .seconds(down))
         let restarted = monotonicNanoseconds()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", restartCommand]
-        try process.run()
-        try String(process.processIdentifier).write(toFile: restartedPidFile, atomically: true, encoding: .utf8)
+        let restartedPid = try spawnShell(restartCommand)
+        try String(restartedPid).write(toFile: restartedPidFile, atomically: true, encoding: .utf8)
         let listening = try await waitUntilListening(group: group, until: restarted + 30_000_000_000)
-        note(String(format: "A restarted (PID %d), listening after %.3f s", process.processIdentifier, Double(listening - restarted) / 1e9))
+        note(String(format: "A restarted (PID %d), listening after %.3f s", restartedPid, Double(listening - restarted) / 1e9))
 
         // 4. Every socket reconnects at once (or spread) and resumes.
         let spread = Int64(spreadMs * 1e6)
@@ -142,7 +143,10 @@ struct V2Storm: AsyncParsableCommand {
             let state = try await progress(subscribers, acks.highest(at: now - tolerance))
             if allOpen == 0, state.open == sockets { allOpen = now }
             if allConfirmed == 0, state.confirmed == sockets { allConfirmed = now }
-            if samples.isEmpty || now - restarted >= UInt64(samples.count) * 500_000_000 {
+            // A line when something moved (at most every 250 ms) and every 5 s regardless.
+            let sinceLast = samples.last.map { now - restarted - UInt64($0.0 * 1e9) } ?? .max
+            let moved = samples.last.map { $0.1 != state.open || $0.2 != state.confirmed || $0.3 != state.caughtUp } ?? true
+            if (moved && sinceLast >= 250_000_000) || sinceLast >= 5_000_000_000 {
                 samples.append((Double(now - restarted) / 1e9, state.open, state.confirmed, state.caughtUp))
             }
             if state.caughtUp == sockets * subscriptions {
@@ -260,6 +264,30 @@ struct V2Storm: AsyncParsableCommand {
         }
         throw BenchError("A did not listen on \(target.port) within 30 s of the restart")
     }
+}
+
+/// Runs `command` with `/bin/sh -c`, detached from this process's signal state: the
+/// child starts with no signal blocked and every signal at its default. (Foundation's
+/// `Process` passes on the mask of the thread that spawns it, where SwiftNIO and the
+/// runtime block most signals, and a server started so ignores SIGTERM.)
+func spawnShell(_ command: String) throws -> pid_t {
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var none = sigset_t()
+    sigemptyset(&none)
+    posix_spawnattr_setsigmask(&attributes, &none)
+    var all = sigset_t()
+    sigfillset(&all)
+    posix_spawnattr_setsigdefault(&attributes, &all)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    let arguments: [UnsafeMutablePointer<CChar>?] = ["/bin/sh", "-c", command].map { (text: String) in strdup(text) }
+    defer { for argument in arguments { free(argument) } }
+    var argv = arguments + [nil]
+    var pid = pid_t()
+    let result = posix_spawn(&pid, "/bin/sh", nil, &attributes, &argv, environ)
+    guard result == 0 else { throw BenchError("could not start `\(command)`: error \(result)") }
+    return pid
 }
 
 /// Raises this process's open-file limit to the hard limit (10,000 sockets need it).
