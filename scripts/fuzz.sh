@@ -19,7 +19,7 @@ seconds=${1:-600}
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || die "usage: scripts/fuzz.sh [SECONDS_PER_TARGET [TARGET...]]"
 shift $(( $# > 0 ? 1 : 0 ))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(form multipart extensions chatv1 fields)
+[ ${#targets[@]} -gt 0 ] || targets=(form multipart extensions chatv1 chatv2 fields)
 command -v swiftc >/dev/null || die "swiftc is needed (Swift 6.2 or later, from swift.org, on PATH)"
 
 # Files that import nothing but Foundation; they use one another (trimmingSpaces is in
@@ -30,6 +30,7 @@ parsers=(
   Sources/ChatServer/WebSocket/PerMessageDeflate+Negotiation.swift
   Sources/ChatServer/WebSocket/WebSocketKey.swift
   Sources/ChatServer/WebSocket/ChatV1Request.swift
+  Sources/ChatServer/WebSocket/ChatV2Request.swift
   Sources/Chat/Offset.swift
   Sources/Chat/SenderName.swift
   Sources/Chat/MessageText.swift

@@ -12,6 +12,12 @@ public protocol Broker: Sendable, CustomStringConvertible {
     ///   `.failed` or `.newChannelRefused`; with `.unconfirmed` it may have been.
     func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName, options: PublishOptions) async throws -> Publication
 
+    /// Publishes several messages: those of one channel in the order given, each
+    /// answered on its own, as ``publish(_:name:to:options:)`` would answer it. Messages
+    /// of one channel after one that failed are not attempted (they fail with
+    /// `.unavailable`), so that a retry cannot put them before it.
+    func publish(_ batch: [PublishRequest]) async -> [Result<Publication, BrokerError>]
+
     /// Reads the channel's history: the messages after `offset` (oldest first), or the
     /// newest `limit` messages when `offset` is `nil`.
     /// - Throws: ``BrokerError``.
@@ -69,9 +75,45 @@ public protocol Broker: Sendable, CustomStringConvertible {
 }
 
 extension Broker {
+    /// One message after another.
+    public func publish(_ batch: [PublishRequest]) async -> [Result<Publication, BrokerError>] {
+        var results: [Result<Publication, BrokerError>] = []
+        results.reserveCapacity(batch.count)
+        var failed: Set<ChannelName> = []
+        for request in batch {
+            if failed.contains(request.channel) {
+                results.append(.failure(BrokerError.notAttempted))
+                continue
+            }
+            do {
+                results.append(.success(try await publish(request.data, name: request.name, to: request.channel, options: request.options)))
+            } catch {
+                let error = error as? BrokerError ?? BrokerError(.failed, "\(error)")
+                failed.insert(request.channel)
+                results.append(.failure(error))
+            }
+        }
+        return results
+    }
+
     /// Publishes `data`, with no idempotency key, creating the channel if need be.
     public func publish(_ data: ByteBuffer, name: String? = nil, to channel: ChannelName) async throws -> Message {
         try await publish(data, name: name, to: channel, options: PublishOptions()).message
+    }
+}
+
+/// One message of a batch publish.
+public struct PublishRequest: Sendable {
+    public var data: ByteBuffer
+    public var name: String?
+    public var channel: ChannelName
+    public var options: PublishOptions
+
+    public init(_ data: ByteBuffer, name: String? = nil, to channel: ChannelName, options: PublishOptions = PublishOptions()) {
+        self.data = data
+        self.name = name
+        self.channel = channel
+        self.options = options
     }
 }
 
@@ -138,4 +180,7 @@ public struct BrokerError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String { message }
+
+    /// A message of a batch that followed one of its channel that failed: not sent.
+    static let notAttempted = BrokerError(.unavailable, "an earlier message to the channel failed, so this one was not sent")
 }

@@ -62,6 +62,12 @@ public final class ChatMetrics: Sendable {
             .increment(by: count)
     }
 
+    /// Counts a socket or subscription whose first history read was served by another's
+    /// (`chatroom_history_reads_shared_total`): reads Redis did not have to do.
+    public func historyReadShared() {
+        Counter(label: "chatroom_history_reads_shared_total", factory: factory).increment()
+    }
+
     /// Counts a socket that went over its queue limit.
     public func queueOverflow(protocol name: String) {
         Counter(label: "chatroom_queue_overflows_total", dimensions: [("protocol", name)], factory: factory).increment()

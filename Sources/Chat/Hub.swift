@@ -1,17 +1,43 @@
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// A socket (or anything else) that receives a channel's messages on this instance.
+/// Where one loop's delivery of a channel stood when it was asked: see ``LoopHub/mark(of:)``.
+public struct HubMark: Sendable, Equatable {
+    /// Which entry of the channel's members on the loop.
+    public var generation: UInt64
+    /// The last message (or reset) drained to them, if any.
+    public var drained: Position?
+
+    public struct Position: Sendable, Equatable {
+        public var epoch: String
+        public var offset: Int64
+    }
+
+    init(generation: UInt64, drained: (epoch: String, offset: Int64)?) {
+        self.generation = generation
+        self.drained = drained.map { Position(epoch: $0.epoch, offset: $0.offset) }
+    }
+}
+
+/// A connection the hub keeps alive and says goodbye to: a socket.
 ///
-/// Members live on one event loop; the hub calls them only there.
-public protocol HubMember: AnyObject {
-    /// Hands the member one drain's events of its channel, in order. Called once per
-    /// member per drain, however many events the batch holds.
-    func deliver(_ batch: Batch)
+/// Connections live on one event loop; the hub calls them only there.
+public protocol HubConnection: AnyObject {
     /// The server is shutting down: say goodbye and close.
     func goAway()
     /// Called every heartbeat interval: ping the peer, or give up on one that stopped answering.
     func heartbeat(now: NIODeadline)
+}
+
+/// A socket (or anything else) that receives a channel's messages on this instance.
+///
+/// A member of a channel is also told to go away and to beat; a socket of many channels
+/// (chat.v2) instead joins each channel with one member per subscription, and is itself
+/// a connection of the hub (``LoopHub/addConnection(_:)``).
+public protocol HubMember: HubConnection {
+    /// Hands the member one drain's events of its channel, in order. Called once per
+    /// member per drain, however many events the batch holds.
+    func deliver(_ batch: Batch)
 }
 
 /// An event made ready for the wire once, shared by every member it goes to.
@@ -168,6 +194,9 @@ public final class LoopHub: @unchecked Sendable {
     /// The loop this part serves.
     public let eventLoop: any EventLoop
     private var channels: [ChannelName: Members] = [:]
+    private var generations: UInt64 = 0
+    /// Connections that are no channel's member themselves (chat.v2 sockets).
+    private var connections: [ObjectIdentifier: any HubConnection] = [:]
     /// The least time between two drains.
     private let batchWindow: TimeAmount
     /// Deliveries waiting for the loop, whether a drain is already scheduled, and when
@@ -188,6 +217,14 @@ public final class LoopHub: @unchecked Sendable {
     struct Members {
         var list: ContiguousArray<any HubMember> = []
         var places: [ObjectIdentifier: Int] = [:]
+        /// Tells this entry from an earlier one of the same channel on this loop.
+        let generation: UInt64
+        /// The last message (or reset) drained to this channel's members on this loop.
+        var drained: (epoch: String, offset: Int64)?
+
+        init(generation: UInt64) {
+            self.generation = generation
+        }
 
         mutating func add(_ member: any HubMember) {
             let id = ObjectIdentifier(member)
@@ -253,7 +290,24 @@ public final class LoopHub: @unchecked Sendable {
     /// Adds `member` to `channel`.
     public func add(_ member: any HubMember, to channel: ChannelName) {
         eventLoop.preconditionInEventLoop()
-        channels[channel, default: Members()].add(member)
+        if channels[channel] == nil {
+            generations += 1
+            channels[channel] = Members(generation: generations)
+        }
+        channels[channel]!.add(member)
+    }
+
+    /// Where this loop's delivery of `channel` stands, for a member that was just added;
+    /// `nil` if the channel has no members here.
+    ///
+    /// A history read started while the same generation of members was here (and the
+    /// broker's subscription held) carries every message this loop drained before it
+    /// started; it also serves a member added later if it reaches as far as ``HubMark/drained``:
+    /// what such a member missed live is exactly what was drained before it came.
+    public func mark(of channel: ChannelName) -> HubMark? {
+        eventLoop.preconditionInEventLoop()
+        guard let members = channels[channel] else { return nil }
+        return HubMark(generation: members.generation, drained: members.drained)
     }
 
     /// Removes `member` from `channel`.
@@ -263,6 +317,17 @@ public final class LoopHub: @unchecked Sendable {
         if channels[channel]?.list.isEmpty == true { channels[channel] = nil }
     }
 
+    /// Adds a connection to the heartbeat and the goodbye at shutdown.
+    public func addConnection(_ connection: any HubConnection) {
+        eventLoop.preconditionInEventLoop()
+        connections[ObjectIdentifier(connection)] = connection
+    }
+
+    public func removeConnection(_ connection: any HubConnection) {
+        eventLoop.preconditionInEventLoop()
+        connections[ObjectIdentifier(connection)] = nil
+    }
+
     /// Gives each member of each channel in `deliveries` one batch: that channel's
     /// deliveries, in order.
     public func deliver(_ deliveries: [Delivery]) {
@@ -270,12 +335,25 @@ public final class LoopHub: @unchecked Sendable {
         for (channel, batch) in Self.byChannel(deliveries) {
             // A snapshot: a member may leave (and so change the list) while delivering.
             guard let members = channels[channel]?.list else { continue }
+            if let last = Self.lastPosition(in: batch) { channels[channel]!.drained = last }
             let batch = Batch(channel: channel, deliveries: batch)
             for member in members {
                 member.deliver(batch)
             }
             metrics.delivered(members.count * batch.deliveries.count)
         }
+    }
+
+    /// The position the last message or reset of `deliveries` leaves the channel at.
+    static func lastPosition(in deliveries: [Delivery]) -> (epoch: String, offset: Int64)? {
+        for delivery in deliveries.reversed() {
+            switch delivery.event {
+            case .message(let message): return (message.epoch, message.offset)
+            case .reset(_, let epoch): return (epoch, 0)
+            default: continue
+            }
+        }
+        return nil
     }
 
     /// `deliveries` grouped by channel, each group in arrival order. Usually one group.
@@ -297,12 +375,12 @@ public final class LoopHub: @unchecked Sendable {
     }
 
     func goAway() {
-        let everyone = channels.values.flatMap(\.list)
+        let everyone: [any HubConnection] = channels.values.flatMap(\.list) + Array(connections.values)
         for member in everyone { member.goAway() }
     }
 
     func heartbeat(now: NIODeadline) {
-        let everyone = channels.values.flatMap(\.list)
+        let everyone: [any HubConnection] = channels.values.flatMap(\.list) + Array(connections.values)
         for member in everyone { member.heartbeat(now: now) }
     }
 

@@ -1,13 +1,14 @@
 /// The Lua scripts of ``RedisBroker``: each one atomic step in Redis.
 extension RedisBroker {
-    /// Publishes one message.
+    /// Publishes messages to one channel, in order, in one atomic step.
     ///
-    /// KEYS: meta hash, history stream, and the publish's idempotency key if it has one.
-    /// ARGV: pub/sub channel, data, time (ms), an epoch for a channel that has none,
-    /// history size, time to live in ms (0: none), the sender's name (empty: none), the
-    /// highest offset this instance has seen in the channel with its epoch (the fence),
-    /// whether the publish may create the channel (`1`/`0`), and how long to remember
-    /// the idempotency key (ms).
+    /// KEYS: meta hash, history stream, then the messages' idempotency keys (those that
+    /// have one). ARGV: pub/sub channel, time (ms), an epoch for a channel that has none,
+    /// history size, time to live in ms (0: none), the highest offset this instance has
+    /// seen in the channel with its epoch (the fence: epoch, offset), whether the publish
+    /// may create the channel (`1`/`0`), how long to remember an idempotency key (ms);
+    /// then three per message: its data, its sender's name (empty: none), and the index
+    /// in KEYS of its idempotency key (0: none).
     ///
     /// The fence: Redis may lose its last writes (a crash failover, asynchronous
     /// replication; a crash with `appendfsync everysec`). The counter would then hand
@@ -16,59 +17,84 @@ extension RedisBroker {
     /// publishing instance has seen in the same epoch; the lost offsets stay a hole
     /// (readers who missed them get a `gap`).
     ///
-    /// The idempotency key is looked up and stored in the same atomic step, so two
-    /// instances racing on one key publish once.
+    /// An idempotency key is looked up and stored in the same atomic step, so two
+    /// instances racing on one key publish once (and two messages of one batch with the
+    /// same key, once).
     ///
-    /// Returns `{offset, epoch, raised from (0 when the fence was not needed), repeat (1
-    /// when the key was known: nothing published), created (1: the channel is new; -1:
-    /// refused because it would have been), time}`. On a cluster, `PUBLISH` becomes
-    /// `SPUBLISH`: the pub/sub channel carries the same hash tag as the keys, so it lives
-    /// in their slot.
+    /// Returns, per message, `{offset, epoch, raised from (0 when the fence was not
+    /// needed), repeat (1 when the key was known: nothing published), created (1: the
+    /// channel is new; -1: refused because it would have been), time}`. On a cluster,
+    /// `PUBLISH` becomes `SPUBLISH`: the pub/sub channel carries the same hash tag as the
+    /// keys, so it lives in their slot.
     static func publishScript(publish: String) -> String {
         """
-        if KEYS[3] then
-          local first = redis.call('GET', KEYS[3])
-          if first then
-            local offset, epoch, time = string.match(first, '^(%d+) (%S+) (%d+)$')
-            if offset then return {tonumber(offset), epoch, 0, 1, 0, tonumber(time)} end
-          end
-        end
+        local count = (#ARGV - 9) / 3
+        local results = {}
+        local epoch = nil
+        local refused = false
         local created = 0
-        if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4]) == 1 then
-          if ARGV[10] ~= '1' then
-            redis.call('DEL', KEYS[1])
-            return {0, '', 0, 0, -1, 0}
-          end
-          created = 1
-          -- A new epoch: whatever history is left from an older one is not part of it.
-          redis.call('DEL', KEYS[2])
-        end
-        local epoch = redis.call('HGET', KEYS[1], 'epoch')
         local raised = 0
-        if ARGV[9] ~= '0' and ARGV[8] == epoch then
-          local current = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
-          if current < tonumber(ARGV[9]) then
-            redis.call('HSET', KEYS[1], 'offset', ARGV[9])
-            raised = current
+        local published = false
+        for i = 1, count do
+          local base = 9 + (i - 1) * 3
+          local data, name, keyIndex = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
+          local offset0, epoch0, time0
+          if keyIndex > 0 then
+            local first = redis.call('GET', KEYS[keyIndex])
+            if first then offset0, epoch0, time0 = string.match(first, '^(%d+) (%S+) (%d+)$') end
+          end
+          if offset0 then
+            results[i] = {tonumber(offset0), epoch0, 0, 1, 0, tonumber(time0)}
+          else
+            if not epoch and not refused then
+              if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[3]) == 1 then
+                if ARGV[8] ~= '1' then
+                  redis.call('DEL', KEYS[1])
+                  refused = true
+                else
+                  created = 1
+                  -- A new epoch: whatever history is left from an older one is not part of it.
+                  redis.call('DEL', KEYS[2])
+                end
+              end
+              if not refused then
+                epoch = redis.call('HGET', KEYS[1], 'epoch')
+                if ARGV[7] ~= '0' and ARGV[6] == epoch then
+                  local current = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+                  if current < tonumber(ARGV[7]) then
+                    redis.call('HSET', KEYS[1], 'offset', ARGV[7])
+                    raised = current
+                  end
+                end
+              end
+            end
+            if refused then
+              results[i] = {0, '', 0, 0, -1, 0}
+            else
+              local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+              local header = 'v1 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[2]
+              if name ~= '' then
+                redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], offset .. '-0', 't', ARGV[2], 'd', data, 'n', name)
+                header = header .. ' ' .. name
+              else
+                redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], offset .. '-0', 't', ARGV[2], 'd', data)
+              end
+              if keyIndex > 0 then
+                redis.call('SET', KEYS[keyIndex], offset .. ' ' .. epoch .. ' ' .. ARGV[2], 'PX', ARGV[9])
+              end
+              redis.call('\(publish)', ARGV[1], header .. '\\n' .. data)
+              results[i] = {offset, epoch, raised, 0, created, tonumber(ARGV[2])}
+              raised = 0
+              created = 0
+              published = true
+            end
           end
         end
-        local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-        local header = 'v1 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[3]
-        if ARGV[7] ~= '' then
-          redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], offset .. '-0', 't', ARGV[3], 'd', ARGV[2], 'n', ARGV[7])
-          header = header .. ' ' .. ARGV[7]
-        else
-          redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], offset .. '-0', 't', ARGV[3], 'd', ARGV[2])
+        if published and ARGV[5] ~= '0' then
+          redis.call('PEXPIRE', KEYS[1], ARGV[5])
+          redis.call('PEXPIRE', KEYS[2], ARGV[5])
         end
-        if ARGV[6] ~= '0' then
-          redis.call('PEXPIRE', KEYS[1], ARGV[6])
-          redis.call('PEXPIRE', KEYS[2], ARGV[6])
-        end
-        if KEYS[3] then
-          redis.call('SET', KEYS[3], offset .. ' ' .. epoch .. ' ' .. ARGV[3], 'PX', ARGV[11])
-        end
-        redis.call('\(publish)', ARGV[1], header .. '\\n' .. ARGV[2])
-        return {offset, epoch, raised, 0, created, tonumber(ARGV[3])}
+        return results
         """
     }
 

@@ -278,32 +278,92 @@ public final class RedisBroker: Broker {
     }
 
     public func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName, options: PublishOptions) async throws -> Publication {
+        try await publish(run: [PublishRequest(data, name: name, to: channel, options: options)], to: channel)[0].get()
+    }
+
+    /// Most messages one script publishes: a run holds Redis for all of them.
+    static let largestRun = 64
+
+    /// Each channel's messages in runs of one script each, in order; the channels side
+    /// by side, so their scripts go to Redis pipelined on one connection.
+    public func publish(_ batch: [PublishRequest]) async -> [Result<Publication, BrokerError>] {
+        var order: [ChannelName] = []
+        var places: [ChannelName: [Int]] = [:]
+        for (index, request) in batch.enumerated() {
+            if places[request.channel] == nil { order.append(request.channel) }
+            places[request.channel, default: []].append(index)
+        }
+        var results = [Result<Publication, BrokerError>](repeating: .failure(BrokerError.notAttempted), count: batch.count)
+        await withTaskGroup(of: [(Int, Result<Publication, BrokerError>)].self) { group in
+            for channel in order {
+                let indices = places[channel]!
+                group.addTask {
+                    var answered: [(Int, Result<Publication, BrokerError>)] = []
+                    var start = 0
+                    while start < indices.count {
+                        let run = Array(indices[start..<min(indices.count, start + Self.largestRun)])
+                        start += run.count
+                        do {
+                            let published = try await self.publish(run: run.map { batch[$0] }, to: channel)
+                            answered += zip(run, published).map { ($0, $1) }
+                            if published.contains(where: { if case .failure = $0 { true } else { false } }) { break }
+                        } catch {
+                            let failure = error as? BrokerError ?? BrokerError(.failed, "\(error)")
+                            answered += run.map { ($0, .failure(failure)) }
+                            break  // the rest are not attempted
+                        }
+                    }
+                    return answered
+                }
+            }
+            for await answered in group {
+                for (index, result) in answered { results[index] = result }
+            }
+        }
+        return results
+    }
+
+    /// Publishes messages of one channel with one script.
+    private func publish(run: [PublishRequest], to channel: ChannelName) async throws -> [Result<Publication, BrokerError>] {
         let time = Epoch.nowMilliseconds()
         let ttl = policy.timeToLive.map(Self.milliseconds) ?? 0
         let fence = seen.fence(of: channel)
-        let arguments: [RedisArgument] = [
-            .string(RedisKeys.messages(channel)), .bytes(data), .integer(time), .string(Epoch.make()),
-            .integer(policy.size), .integer(ttl), .string(name ?? ""), .string(fence?.epoch ?? ""), .integer(fence?.offset ?? 0),
-            .string(options.mayCreateChannel ? "1" : "0"), .integer(Self.milliseconds(policy.dedupeWindow)),
-        ]
         var keys = [RedisKeys.meta(channel), RedisKeys.history(channel)]
-        if let key = options.idempotencyKey { keys.append(RedisKeys.sent(channel, key: key)) }
+        var arguments: [RedisArgument] = [
+            .string(RedisKeys.messages(channel)), .integer(time), .string(Epoch.make()), .integer(policy.size), .integer(ttl),
+            .string(fence?.epoch ?? ""), .integer(fence?.offset ?? 0), .string(run[0].options.mayCreateChannel ? "1" : "0"),
+            .integer(Self.milliseconds(policy.dedupeWindow)),
+        ]
+        arguments.reserveCapacity(arguments.count + run.count * 3)
+        for request in run {
+            var keyIndex = 0
+            if let key = request.options.idempotencyKey {
+                keys.append(RedisKeys.sent(channel, key: key))
+                keyIndex = keys.count
+            }
+            arguments += [.bytes(request.data), .string(request.name ?? ""), .integer(Int64(keyIndex))]
+        }
         let reply = try await Self.run(publishScript, keys: keys, arguments: arguments, commands: commands, scripts: scripts)
-        guard let fields = reply.array, fields.count == 6, let offset = fields[0].integer, let epoch = fields[1].string,
-            let isRepeat = fields[3].integer, let created = fields[4].integer, let storedTime = fields[5].integer
-        else {
+        guard let answers = reply.array, answers.count == run.count else {
             throw BrokerError(.failed, "Redis answered the publish script with \(reply)")
         }
-        if created < 0 { throw BrokerError(.newChannelRefused, "the channel \(channel) does not exist") }
-        if let raisedFrom = fields[2].integer, raisedFrom > 0 {
-            logger.warning(
-                "Redis had lost the channel's last writes; offsets continue after the highest this instance saw",
-                metadata: ["channel": "\(channel)", "redis_offset": "\(raisedFrom)", "continued_after": "\(offset - 1)"]
-            )
+        return zip(run, answers).map { request, answer in
+            guard let fields = answer.array, fields.count == 6, let offset = fields[0].integer, let epoch = fields[1].string,
+                let isRepeat = fields[3].integer, let created = fields[4].integer, let storedTime = fields[5].integer
+            else {
+                return .failure(BrokerError(.failed, "Redis answered the publish script with \(answer)"))
+            }
+            if created < 0 { return .failure(BrokerError(.newChannelRefused, "the channel \(channel) does not exist")) }
+            if let raisedFrom = fields[2].integer, raisedFrom > 0 {
+                logger.warning(
+                    "Redis had lost the channel's last writes; offsets continue after the highest this instance saw",
+                    metadata: ["channel": "\(channel)", "redis_offset": "\(raisedFrom)", "continued_after": "\(offset - 1)"]
+                )
+            }
+            seen.record(channel, epoch: epoch, offset: offset)
+            let message = Message(channel: channel, offset: offset, epoch: epoch, time: storedTime, data: request.data, name: request.name)
+            return .success(Publication(message: message, isRepeat: isRepeat == 1, createdChannel: created == 1))
         }
-        seen.record(channel, epoch: epoch, offset: offset)
-        let message = Message(channel: channel, offset: offset, epoch: epoch, time: storedTime, data: data, name: name)
-        return Publication(message: message, isRepeat: isRepeat == 1, createdChannel: created == 1)
     }
 
     public func sharedSecret(named name: String, proposed: String) async throws -> String {

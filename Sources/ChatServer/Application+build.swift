@@ -63,11 +63,13 @@ public func buildApplication(
         let context = ChatServerContext(
             hub: hub,
             broker: broker,
+            reads: HistoryReads(broker: broker, eventLoopGroup: eventLoopGroup, metrics: metrics),
             settings: .init(
                 maximumMessageSize: configuration.maximumMessageSize,
                 socketQueueLimit: configuration.socketQueueLimit,
                 requestTimeout: configuration.requestTimeout,
-                echoRoute: configuration.testEchoRoute
+                echoRoute: configuration.testEchoRoute,
+                maximumSubscriptions: configuration.maximumSubscriptions
             ),
             encoder: encoder,
             gatekeeper: gatekeeper,

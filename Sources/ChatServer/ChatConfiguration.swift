@@ -82,6 +82,8 @@ public struct ChatConfiguration: Sendable {
     public var maximumConnectionsPerAddress = ConnectionBudget.defaultLimitPerAddress
     /// Channels with sockets on this instance at once.
     public var maximumChannels = 10_000
+    /// Channels one chat.v2 socket may subscribe to at once.
+    public var maximumSubscriptions = 100
     /// How long a client may take to send a request's head and body.
     public var requestTimeout: Duration = .seconds(10)
     /// Serve `/echo`, a WebSocket that sends every message back, for conformance tests

@@ -11,10 +11,18 @@ struct ChatServerContext: Sendable {
         var requestTimeout: Duration
         /// Serve the echo route `/echo` for WebSocket conformance tests.
         var echoRoute = false
+        /// Channels one chat.v2 socket may subscribe to.
+        var maximumSubscriptions = ChatConfiguration.defaults.maximumSubscriptions
+
+        /// Largest chat.v2 frame: a `send` carries its text JSON-escaped, up to twice as
+        /// long, plus the frame's other fields.
+        var maximumChatV2FrameSize: Int { maximumMessageSize * 2 + 4096 }
     }
 
     var hub: Hub
     var broker: any Broker
+    /// The first history reads of sockets and subscriptions, shared where exact.
+    var reads: HistoryReads
     var settings: Settings
     /// Makes each event's frames once; knows whether permessage-deflate is on.
     var encoder: FrameEncoder

@@ -111,6 +111,9 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Channels with sockets on this instance at once; a socket on one more: 503.", valueName: "count"))
     var maxChannels = ChatConfiguration.defaults.maximumChannels
 
+    @Option(help: ArgumentHelp("Channels one chat.v2 socket may subscribe to; one more is refused (4429) and the socket stays open.", valueName: "count"))
+    var maxSubscriptions = ChatConfiguration.defaults.maximumSubscriptions
+
     @Option(help: ArgumentHelp("Seconds a client may take to send a request's head and body; slower: 408 and disconnected.", valueName: "seconds"))
     var requestTimeout = Int(ChatConfiguration.defaults.requestTimeout / .seconds(1))
 
@@ -147,6 +150,7 @@ struct Chatroom: AsyncParsableCommand {
         guard pingInterval > 0 else { throw ValidationError("--ping-interval must be positive.") }
         guard historySize > 0 else { throw ValidationError("--history-size must be positive.") }
         guard historyTTL >= 0 else { throw ValidationError("--history-ttl cannot be negative.") }
+        guard (1...10_000).contains(maxSubscriptions) else { throw ValidationError("--max-subscriptions must be between 1 and 10000.") }
         guard (1...86_400).contains(dedupeWindow) else { throw ValidationError("--dedupe-window must be between 1 and 86400 seconds.") }
         guard maxHistoryBytes >= 1024 else { throw ValidationError("--max-history-bytes must be at least 1024.") }
         guard newChannelsPerMinute >= 0 else { throw ValidationError("--new-channels-per-minute cannot be negative.") }
@@ -214,6 +218,7 @@ struct Chatroom: AsyncParsableCommand {
         configuration.socketMessageRate = socketMessageRate > 0 ? RateLimit(rate: socketMessageRate, burst: Double(socketMessageBurst)) : nil
         configuration.maximumSocketsPerAddress = maxSocketsPerAddress
         configuration.maximumChannels = maxChannels
+        configuration.maximumSubscriptions = maxSubscriptions
         configuration.requestTimeout = .seconds(requestTimeout)
         configuration.trustedProxies = trustedProxies
         configuration.allowedOrigins = allowedOrigins == "*" ? nil : originList

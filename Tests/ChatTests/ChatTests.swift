@@ -180,8 +180,38 @@ struct HubTests {
         #expect(batch.frames(format: 1) == nil)
     }
 
+    @Test func aMarkSaysWhatWasDrainedToTheChannelsMembersSinceTheyCame() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { Task { try? await group.shutdownGracefully() } }
+        let loop = group.next()
+        let hub = Hub(eventLoopGroup: group) { _ in [nil] }
+        let red = ChannelName("red")!
+        let member = Recorder()
+        let first = try await loop.submit { () -> HubMark? in
+            hub.loop(for: loop).add(member, to: red)
+            return hub.loop(for: loop).mark(of: red)
+        }.get()
+        #expect(first?.drained == nil)
+        let message = Message(channel: red, offset: 7, epoch: "e", time: 0, data: ByteBuffer(string: "m"))
+        hub.deliver([.message(message)])
+        try await loop.submit {}.get()
+        let after = try await loop.submit { hub.loop(for: loop).mark(of: red) }.get()
+        #expect(after?.generation == first?.generation && after?.drained == HubMark.Position(epoch: "e", offset: 7))
+        hub.deliver([.reset(channel: red, epoch: "f")])
+        try await loop.submit {}.get()
+        #expect(try await loop.submit { hub.loop(for: loop).mark(of: red)?.drained }.get() == HubMark.Position(epoch: "f", offset: 0))
+        // Everyone left and someone came back: another generation, nothing drained to it yet.
+        let again = try await loop.submit { () -> HubMark? in
+            hub.loop(for: loop).remove(member, from: red)
+            #expect(hub.loop(for: loop).mark(of: red) == nil)
+            hub.loop(for: loop).add(member, to: red)
+            return hub.loop(for: loop).mark(of: red)
+        }.get()
+        #expect(again != nil && again?.generation != first?.generation && again?.drained == nil)
+    }
+
     @Test func membersLeaveInAnyOrder() throws {
-        var members = LoopHub.Members()
+        var members = LoopHub.Members(generation: 1)
         let recorders = (0..<5).map { _ in Recorder() }
         for recorder in recorders { members.add(recorder) }
         members.add(recorders[0])  // twice is once

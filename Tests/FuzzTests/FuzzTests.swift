@@ -174,6 +174,23 @@ struct FuzzTests {
         }
     }
 
+    @Test func chatV2ParserSurvivesAnyTextAndChecksWhatItLetsThrough() async {
+        let seeds = Self.seeds("chatv2")
+        #expect(ChatV2Request(#"{"type":"subscribe","channel":"c","since":3,"epoch":"e1"}"#) == .subscribe(channel: "c", resume: .init(since: 3, epoch: "e1")))
+        #expect(ChatV2Request(#"{"type":"send","id":"a","channel":"c","data":"d"}"#) == .send(id: "a", channel: "c", data: "d", name: nil))
+        await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits) { index, edits in
+            let text = String(decoding: Self.mutate(seeds[index], edits), as: UTF8.self)
+            switch ChatV2Request(text) {
+            case .invalid(let reason):
+                #expect(!reason.isEmpty && reason.utf8.count < 240, "the error says why, briefly")
+            case .subscribe(_, let resume?):
+                #expect((0...ChatV2Request.maximumOffset).contains(resume.since) && ChatV2Request.isEpoch(resume.epoch), "\(text)")
+            default:
+                #expect(text.contains("{"), "a request is a JSON object: \(text)")
+            }
+        }
+    }
+
     @Test func messageAssemblerSurvivesAnyFrameSequenceAndKeepsItsLimit() async {
         // opcode (0-15), fin, rsv bits, masked, payload
         let frame = Gen.int(in: 0...15)

@@ -70,89 +70,33 @@ struct SendController: Sendable {
             refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
             throw refusal
         }
-        guard let data = fields.last(where: { $0.name == "data" })?.value,
-            !data.unicodeScalars.allSatisfy(\.properties.isWhitespace)
-        else {
-            throw refuse(.badRequest, "Missing message: send the text in the form field 'data'.")
-        }
-        guard data.utf8.count <= maximumMessageSize else {
-            throw refuse(.contentTooLarge, "Message too long: at most \(maximumMessageSize) bytes, got \(data.utf8.count).")
-        }
-        if let problem = MessageText.problem(with: data) {
-            throw refuse(.badRequest, "Invalid message: \(problem).")
-        }
-        let channel: ChannelName
-        do {
-            channel = try ChannelName(validating: fields.last(where: { $0.name == "channel" })?.value ?? ChannelName.fallback.rawValue)
-        } catch {
-            throw refuse(.badRequest, "Invalid channel name: \(error.reason).")
-        }
-        let identity = identities.identity(cookies: request.headers[values: .cookie])
-        if let refusal = RoomPolicy.postingRefusal(for: channel, identity: identity) {
+        func field(_ name: String) -> String? { fields.last(where: { $0.name == name })?.value }
+        let posting = Posting(broker: broker, gatekeeper: gatekeeper, maximumMessageSize: maximumMessageSize, metrics: metrics)
+        let draft: Posting.Draft
+        switch posting.draft(
+            data: field("data"), channel: field("channel"), name: field("name"), key: request.headers[Self.idempotencyKeyHeader],
+            identity: identities.identity(cookies: request.headers[values: .cookie]), client: client
+        ) {
+        case .success(let checked):
+            draft = checked
+        case .failure(let refusal):
             throw refuse(refusal.status, refusal.message)
         }
-        let givenName = fields.last(where: { $0.name == "name" })?.value
-        if let givenName, let problem = SenderName.problem(with: givenName) {
-            throw refuse(.badRequest, "Invalid name: \(problem).")
+        let message: Message
+        switch await posting.publish(draft, logger: context.logger) {
+        case .success(let publication):
+            message = publication.message
+        case .failure(let failure):
+            var refusal = refuse(failure.refusal.status, failure.refusal.message, reason: failure.reason, level: failure.level)
+            refusal.headers[.retryAfter] = failure.refusal.headers[.retryAfter]
+            throw refusal
         }
-        var options = PublishOptions(mayCreateChannel: gatekeeper.mayCreateChannel(from: client))
-        let key = request.headers[Self.idempotencyKeyHeader]
-        if let key {
-            guard IdempotencyKey.isValid(key) else {
-                throw refuse(.badRequest, "Invalid Idempotency-Key: 1–\(IdempotencyKey.maximumLength) characters of A–Z a–z 0–9 _ -.")
-            }
-            // A key is the sender's own: a browser's identity, else its address.
-            options.idempotencyKey = (identity ?? "address:\(client)") + "|" + key
-        }
-        let publication: Publication
-        do {
-            let started = NIODeadline.now()
-            publication = try await broker.publish(ByteBuffer(string: data), name: SenderName.normalized(givenName), to: channel, options: options)
-            metrics.published(inNanoseconds: (NIODeadline.now() - started).nanoseconds)
-        } catch let error as BrokerError {
-            switch error.kind {
-            case .unavailable:
-                var refusal = refuse(.serviceUnavailable, "Message not sent: \(error.message). Nothing was published; try again shortly.", level: .warning)
-                refusal.headers[.retryAfter] = "1"
-                throw refusal
-            case .unconfirmed:
-                let retry = key == nil
-                    ? "Before sending it again, check the channel; send an Idempotency-Key header to make such retries safe."
-                    : "Retry with the same Idempotency-Key: it is published once either way."
-                var refusal = refuse(.gatewayTimeout, "The message may have been published: \(error.message) in time. \(retry)", reason: "unconfirmed", level: .warning)
-                refusal.headers[.retryAfter] = "1"
-                throw refusal
-            case .newChannelRefused:
-                let tooMany = gatekeeper.tooManyNewChannels()
-                var refusal = refuse(.tooManyRequests, tooMany.message, reason: "new_channels")
-                refusal.headers[.retryAfter] = tooMany.retryAfter
-                throw refusal
-            case .failed:
-                throw refuse(.internalServerError, "Message not sent: \(error.message).", level: .error)
-            }
-        }
-        if publication.createdChannel { gatekeeper.tookNewChannel(from: client) }
-        let message = publication.message
-        if let identity, !publication.isRepeat { await notify(about: message, from: identity, context: context) }
         var headers = cors
         headers[.contentType] = "text/plain; charset=utf-8"
         // The body stays the original's `ok`; the page learns which message was its own.
         headers[Self.offsetHeader] = String(message.offset)
         headers[Self.epochHeader] = message.epoch
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "ok")))
-    }
-
-    /// A message in a one-to-one room: tells the other person, in their inbox (its data
-    /// is the room, its name the sender's). The message itself is already published and
-    /// acknowledged either way; a notice that cannot be published is logged, and the
-    /// page still finds the room's news when it next opens it.
-    private func notify(about message: Message, from sender: String, context: ChatRequestContext) async {
-        guard let (a, b) = RoomPolicy.pair(of: message.channel), let inbox = RoomPolicy.inbox(of: sender == a ? b : a) else { return }
-        do {
-            _ = try await broker.publish(ByteBuffer(string: message.channel.rawValue), name: message.name, to: inbox)
-        } catch {
-            context.logger.warning("Could not tell the other person of a one-to-one message", metadata: ["channel": "\(message.channel)", "error": "\(error)"])
-        }
     }
 
     static let offsetHeader = HTTPField.Name("Chat-Offset")!

@@ -133,41 +133,82 @@ final class Gatekeeper: Sendable {
 
     // MARK: Sockets
 
-    /// Checks a socket's token for `channel` (with `--connect-secret`).
-    func checkConnectToken(_ token: String?, channel: ChannelName) -> ConnectToken.Refusal? {
+    /// Checks a socket's token for `channel` (with `--connect-secret`); for a `nil`
+    /// channel, only its signature and expiry.
+    func checkConnectToken(_ token: String?, channel: ChannelName?) -> ConnectToken.Refusal? {
         guard let secret = settings.connectSecret else { return nil }
         let now = Int64(Date().timeIntervalSince1970)
-        if case .failure(let refusal) = ConnectToken.verify(token, channel: channel.rawValue, secret: secret, now: now) {
+        if case .failure(let refusal) = ConnectToken.verify(token, channel: channel?.rawValue, secret: secret, now: now) {
             return refusal
         }
         return nil
     }
 
     /// Why a new socket from `address` on `channel` is refused (`503`), or `nil` when it
-    /// is counted in (until `closed` completes).
+    /// is counted in (until `closed` completes): ``admitSocket(from:until:)`` and
+    /// ``admitChannel(_:until:)`` at once.
     func admitSocket(from address: String, on channel: ChannelName, until closed: EventLoopFuture<Void>) -> Refusal? {
+        // Both under one lock: a refused upgrade may leave its connection open, and must
+        // not hold a count meanwhile.
         let refusal: Refusal? = sockets.withLockedValue { counts in
-            if counts.perAddress[address, default: 0] >= settings.maximumSocketsPerAddress {
-                return Refusal(.serviceUnavailable, "Too many sockets from your address (at most \(settings.maximumSocketsPerAddress)); close some and retry.")
-            }
-            if counts.perChannel[channel] == nil, counts.perChannel.count >= settings.maximumChannels {
-                return Refusal(.serviceUnavailable, "This server serves as many channels as it may (\(settings.maximumChannels)); retry later or use another server.")
-            }
+            if let refusal = addressRefusal(counts, address) ?? channelRefusal(counts, channel) { return refusal }
             counts.perAddress[address, default: 0] += 1
             counts.perChannel[channel, default: 0] += 1
             return nil
         }
-        if refusal == nil {
-            closed.whenComplete { _ in
-                self.sockets.withLockedValue { counts in
-                    counts.perAddress[address, default: 1] -= 1
-                    if counts.perAddress[address] == 0 { counts.perAddress[address] = nil }
-                    counts.perChannel[channel, default: 1] -= 1
-                    if counts.perChannel[channel] == 0 { counts.perChannel[channel] = nil }
-                }
+        guard refusal == nil else { return refusal }
+        closed.whenComplete { _ in
+            self.sockets.withLockedValue { counts in
+                Self.release(&counts.perAddress, address)
+                Self.release(&counts.perChannel, channel)
             }
         }
-        return refusal
+        return nil
+    }
+
+    /// Why a new socket from `address` is refused (`503`: the address holds
+    /// `--max-sockets-per-address`), or `nil` when it is counted in until `closed` completes.
+    func admitSocket(from address: String, until closed: EventLoopFuture<Void>) -> Refusal? {
+        let refusal: Refusal? = sockets.withLockedValue { counts in
+            if let refusal = addressRefusal(counts, address) { return refusal }
+            counts.perAddress[address, default: 0] += 1
+            return nil
+        }
+        guard refusal == nil else { return refusal }
+        closed.whenComplete { _ in
+            self.sockets.withLockedValue { Self.release(&$0.perAddress, address) }
+        }
+        return nil
+    }
+
+    /// Why a socket (or a chat.v2 subscription) on `channel` is refused (`503`: the server
+    /// serves `--max-channels` others), or `nil` when it is counted in until `ended` completes.
+    func admitChannel(_ channel: ChannelName, until ended: EventLoopFuture<Void>) -> Refusal? {
+        let refusal: Refusal? = sockets.withLockedValue { counts in
+            if let refusal = channelRefusal(counts, channel) { return refusal }
+            counts.perChannel[channel, default: 0] += 1
+            return nil
+        }
+        guard refusal == nil else { return refusal }
+        ended.whenComplete { _ in
+            self.sockets.withLockedValue { Self.release(&$0.perChannel, channel) }
+        }
+        return nil
+    }
+
+    private func addressRefusal(_ counts: SocketCounts, _ address: String) -> Refusal? {
+        guard counts.perAddress[address, default: 0] >= settings.maximumSocketsPerAddress else { return nil }
+        return Refusal(.serviceUnavailable, "Too many sockets from your address (at most \(settings.maximumSocketsPerAddress)); close some and retry.")
+    }
+
+    private func channelRefusal(_ counts: SocketCounts, _ channel: ChannelName) -> Refusal? {
+        guard counts.perChannel[channel] == nil, counts.perChannel.count >= settings.maximumChannels else { return nil }
+        return Refusal(.serviceUnavailable, "This server serves as many channels as it may (\(settings.maximumChannels)); retry later or use another server.")
+    }
+
+    private static func release<Key>(_ counts: inout [Key: Int], _ key: Key) {
+        counts[key, default: 1] -= 1
+        if counts[key] == 0 { counts[key] = nil }
     }
 }
 

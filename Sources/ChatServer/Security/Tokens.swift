@@ -43,8 +43,9 @@ public struct ConnectToken: Equatable, Sendable {
         }
     }
 
-    /// Checks `text` for `channel` at `now` (Unix seconds).
-    public static func verify(_ text: String?, channel: String, secret: String, now: Int64) -> Result<ConnectToken, Refusal> {
+    /// Checks `text` for `channel` at `now` (Unix seconds); for a `nil` channel, only that
+    /// it is signed and not expired (a chat.v2 socket, whose channels come later).
+    public static func verify(_ text: String?, channel: String?, secret: String, now: Int64) -> Result<ConnectToken, Refusal> {
         guard let text, !text.isEmpty else { return .failure(.missing) }
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 2, let payload = Base64URL.decode(String(parts[0])), let mac = Base64URL.decode(String(parts[1])) else {
@@ -58,7 +59,7 @@ public struct ConnectToken: Equatable, Sendable {
         guard fields.count == 3, fields[0] == "v1", let expiry = Int64(fields[2]) else { return .failure(.malformed) }
         let token = ConnectToken(channel: fields[1].isEmpty ? nil : String(fields[1]), expiry: expiry)
         guard now < expiry else { return .failure(.expired) }
-        if let scoped = token.channel, scoped != channel { return .failure(.otherChannel(scoped)) }
+        if let scoped = token.channel, let channel, scoped != channel { return .failure(.otherChannel(scoped)) }
         return .success(token)
     }
 }

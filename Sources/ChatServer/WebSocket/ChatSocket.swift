@@ -10,7 +10,7 @@ import NIOWebSocket
 /// does with deliveries is decided by its ``DeliveryFlow``, what it does with the
 /// client's frames by its ``WebSocketStateMachine``; this class carries out their
 /// actions. What the client may send depends on its ``WireFormat`` (see docs/PROTOCOL.md).
-final class ChatSocket: WebSocketEndpoint, HubMember {
+final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
 
@@ -35,16 +35,18 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
     // nothing they do can reach this socket again while a call to them is running. Every
     // access is in this file, on the channel's event loop.
     #if DEBUG
-    private var flow: DeliveryFlow
+    var flow: DeliveryFlow
     private var connection: WebSocketStateMachine
     #else
-    @exclusivity(unchecked) private var flow: DeliveryFlow
+    @exclusivity(unchecked) var flow: DeliveryFlow
     @exclusivity(unchecked) private var connection: WebSocketStateMachine
     #endif
     let channelName: ChannelName
+    var channel: ChannelName { channelName }
     let format: WireFormat
     private let hub: LoopHub
     private let broker: any Broker
+    private let reads: HistoryReads
     private let resume: DeliveryFlow.Resume?
     private let queueLimit: Int
     let closing: WebSocketEndpointSettings
@@ -63,6 +65,7 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
         resume: DeliveryFlow.Resume?,
         hub: LoopHub,
         broker: any Broker,
+        reads: HistoryReads,
         settings: Settings,
         metrics: ChatMetrics = .none,
         refusals: Refusals,
@@ -79,6 +82,7 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
         self.resume = resume
         self.hub = hub
         self.broker = broker
+        self.reads = reads
         self.queueLimit = settings.queueLimit
         self.closing = WebSocketEndpointSettings(
             maximumMessageSize: settings.maximumMessageSize, closeTimeout: settings.closeTimeout, messageRate: settings.messageRate,
@@ -113,15 +117,16 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
                 context.writeAndFlush(wrapOutboundOut(ChatV1.members(channel: channelName, online: snapshot.online, members: members)), promise: nil)
             }
         }
-        if let read = flow.opened(resume: resume) { readHistory(read, context: context) }
+        if let read = flow.opened(resume: resume) {
+            // The first page is shared with the sockets that resume here now.
+            reads.read(read, of: channelName, for: hub) { result in self.historyRead(result) }
+        }
         logger.debug("WebSocket open", metadata: ["channel": "\(channelName)", "protocol": "\(format)", "deflate": "\(frameIndex != format.rawValue)"])
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if connection.isOpen, context.channel.isWritable, let missed = flow.drained() {
-            logger.info("A slow reader caught up; reporting what it missed", metadata: ["from": "\(missed.from ?? 0)", "to": "\(missed.to ?? 0)"])
-            if let reset = missed.reset { context.write(wrapOutboundOut(ChatV1.reset(channel: channelName, epoch: reset)), promise: nil) }
-            if let from = missed.from, let to = missed.to { context.write(wrapOutboundOut(ChatV1.gap(channel: channelName, from: from, to: to)), promise: nil) }
+            writeMissed(missed, of: channelName, context: context)
             context.flush()
         }
         context.fireChannelWritabilityChanged()
@@ -140,6 +145,7 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
     func connectionReceived(_ frame: WebSocketFrame) -> WebSocketStateMachine.Inbound { connection.received(frame) }
     func connectionClose() -> Bool { connection.close() }
     func connectionHungUp() { connection.hungUp() }
+    func connectionHeartbeat() -> WebSocketStateMachine.Heartbeat { connection.heartbeat() }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         readFrame(unwrapInboundIn(data), context: context)
@@ -170,7 +176,8 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
             }
             context.writeAndFlush(wrapOutboundOut(frames), promise: nil)
         case .offerEach:
-            offerLive(batch.deliveries, context: context)
+            let behind = offerLive(batch.deliveries, frameIndex: frameIndex, through: self, context: context)
+            if behind > 0 { fellBehind(dropped: behind, context: context) }
             context.flush()
         case .held:
             break
@@ -188,52 +195,10 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
     func heartbeat(now: NIODeadline) {
         // Called by the hub on this socket's loop every heartbeat interval.
         guard let context else { return }
-        switch connection.heartbeat() {
-        case .none:
-            break
-        case .ping:
-            context.writeAndFlush(wrapOutboundOut(WebSocketWire.frame(opcode: WebSocketWire.ping, payload: ByteBuffer())), promise: nil)
-        case .hangUp:
-            logger.info("Closing a WebSocket that stopped answering pings", metadata: logMetadata)
-            context.close(promise: nil)
-        }
+        beat(context: context)
     }
 
-    // MARK: - Writing in order
-
-    /// Whether the socket can take more. Unflushed writes count too: flush them to the
-    /// socket first. Only a reader the kernel cannot take more from is slow.
-    private func isWritable(_ context: ChannelHandlerContext) -> Bool {
-        if context.channel.isWritable { return true }
-        context.flush()
-        return context.channel.isWritable
-    }
-
-    /// Writes one event's frame, or, past the queue limit, drops it. Resume replays go
-    /// through here, event by event, so they obey the same limit as live batches.
-    private func offer(_ event: ChatEvent, frame: ByteBuffer?, context: ChannelHandlerContext) {
-        let writable = flow.isDropping || isWritable(context)
-        carryOut(flow.offer(event, writable: writable), frame: frame, context: context)
-    }
-
-    /// Live deliveries after a replay, one by one (the replay's messages are skipped).
-    private func offerLive(_ deliveries: [Delivery], context: ChannelHandlerContext) {
-        for delivery in deliveries {
-            let writable = flow.isDropping || isWritable(context)
-            carryOut(flow.offerLive(delivery, writable: writable), frame: delivery.frames[frameIndex], context: context)
-        }
-    }
-
-    private func carryOut(_ offer: DeliveryFlow.Offer, frame: ByteBuffer?, context: ChannelHandlerContext) {
-        switch offer {
-        case .write:
-            if let frame { context.write(wrapOutboundOut(frame), promise: nil) }
-        case .skip:
-            break
-        case .fellBehind:
-            fellBehind(dropped: 1, context: context)
-        }
-    }
+    // MARK: - Falling behind
 
     /// The socket holds more than the queue limit unsent: its messages are dropped.
     ///
@@ -268,31 +233,18 @@ final class ChatSocket: WebSocketEndpoint, HubMember {
 
     private func historyRead(_ result: Result<History, any Error>) {
         guard connection.isOpen, let context else { return }
-        switch flow.historyRead(result) {
-        case .ignore:
-            return
-        case .fail(let error):
+        var behind = 0
+        let outcome = replay(result, frameIndex: frameIndex, through: self, context: context, fellBehind: &behind)
+        if behind > 0 { fellBehind(dropped: behind, context: context) }
+        switch outcome {
+        case .done:
+            break
+        case .readNext(let next):
+            readHistory(next, context: context)
+        case .failed(let error):
             logger.warning("Cannot resume a socket: the history is unavailable", metadata: ["channel": "\(channelName)", "error": "\(error)"])
             close(.tryAgainLater, "history unavailable; reconnect to resume", context: context)
-            return
-        case .reset(let epoch, let waiting):
-            logger.debug("Resume not covered by the history; sending reset", metadata: logMetadata)
-            context.write(wrapOutboundOut(ChatV1.reset(channel: channelName, epoch: epoch)), promise: nil)
-            offerLive(waiting, context: context)
-        case .write(let messages):
-            for message in messages { offer(.message(message), frame: ChatV1.message(message), context: context) }
-            switch flow.pageWritten() {
-            case .read(let next):
-                context.flush()
-                readHistory(next, context: context)
-                return
-            case .release(let waiting):
-                offerLive(waiting, context: context)
-            }
-        case .release(let waiting):
-            offerLive(waiting, context: context)
         }
-        context.flush()
     }
 
     // MARK: - Inbound messages

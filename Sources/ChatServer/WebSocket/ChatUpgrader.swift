@@ -15,7 +15,9 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     typealias UpgradeResult = ChatChildChannel.Outcome
 
     struct Request: Sendable {
-        var channel: ChannelName
+        /// The socket's channel; for chat.v2, the one it subscribes to at once, if any.
+        var channel: ChannelName?
+        var subprotocol: Subprotocol
         var kind: FrameKind
         var resume: DeliveryFlow.Resume?
         /// Who the socket counts as in the room, and the name it shows.
@@ -27,6 +29,10 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         var echo = false
         /// The client's address, for log lines.
         var client = ""
+        /// The identity the `uid` cookie proved (chat.v2 checks each subscription with it).
+        var verified: String?
+        /// The connect token (chat.v2 checks it for each subscription's channel).
+        var token: String?
     }
 
     let supportedProtocol = "websocket"
@@ -118,9 +124,8 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                     channel.pipeline.syncOperations.removeHandler(handler, promise: nil)
                 }
             }
-            try channel.pipeline.syncOperations.addHandler(
-                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: context.settings.maximumMessageSize))
-            )
+            let frameLimit = request.subprotocol == .chatV2 ? context.settings.maximumChatV2FrameSize : context.settings.maximumMessageSize
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: frameLimit)))
             if request.kind.deflate != nil, !request.echo {
                 context.encoder.countDeflateSocket(format: request.kind.format, until: channel.closeFuture)
             }
@@ -135,14 +140,19 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
 
     /// What an upgrade request asks for, read from its head alone.
     struct Handshake: Sendable {
+        /// The `channel` query field, else the `channel` cookie, else `channel_1`.
         var channel: ChannelName
-        var format: WireFormat
+        /// Whether the query named the channel (chat.v2 subscribes only to one it names).
+        var named: Bool
+        var subprotocol: Subprotocol
         var deflate: PerMessageDeflate.Agreement?
         var resume: DeliveryFlow.Resume?
         /// The `name` query field, unchecked.
         var name: String?
         /// `/echo` (with `--test-echo-route`) rather than `/wb/`.
         var echo: Bool
+        /// The connect token, from `Authorization: Bearer` or the `token` query field.
+        var token: String?
         /// The 101's own headers: the subprotocol and the extension agreed.
         var headers: HTTPHeaders
     }
@@ -180,8 +190,14 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         if handshake.echo {
             // Conformance tests (Autobahn|Testsuite) only: the same handshake, decoder,
             // checks and extensions as /wb/, no broker.
-            let request = Request(channel: handshake.channel, kind: FrameKind(format: .raw, deflate: handshake.deflate), resume: nil, echo: true, client: client)
+            let request = Request(
+                channel: handshake.channel, subprotocol: .original, kind: FrameKind(format: .raw, deflate: handshake.deflate), resume: nil, echo: true,
+                client: client
+            )
             return eventLoop.makeSucceededFuture(.success((request, handshake.headers)))
+        }
+        if handshake.subprotocol == .chatV2 {
+            return eventLoop.makeSucceededFuture(openChatV2(handshake, head: head, on: channel, client: client, context: context, logger: logger))
         }
         if let refusal = gatekeeper.admitSocket(from: client, on: handshake.channel, until: channel.closeFuture) {
             return refused(refusal, reason: "unavailable")
@@ -189,28 +205,51 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         var headers = handshake.headers
         let (memberID, verified) = identify(head, context: context, headers: &headers)
         let request = Request(
-            channel: handshake.channel, kind: FrameKind(format: handshake.format, deflate: handshake.deflate), resume: handshake.resume,
+            channel: handshake.channel, subprotocol: handshake.subprotocol,
+            kind: FrameKind(format: handshake.subprotocol.wireFormat, deflate: handshake.deflate), resume: handshake.resume,
             member: Member(id: memberID, name: shownName(handshake.name, channel: handshake.channel, client: client, context: context, logger: logger)),
             client: client
         )
         let room = RoomRefusal(request: request, headers: headers, client: client, refusals: context.refusals, logger: logger)
-        if let refusal = RoomPolicy.refusal(for: handshake.channel, identity: verified) {
-            return eventLoop.makeSucceededFuture(room.refuse(refusal, metric: "private_room"))
+        let admission = RoomAdmission(context: context, logger: logger)
+        let ask = RoomAdmission.Ask(channel: handshake.channel, member: memberID, verified: verified, resumes: handshake.resume != nil, client: client)
+        if let refused = admission.check(ask) {
+            return eventLoop.makeSucceededFuture(room.refuse(refused.refusal, metric: refused.reason))
         }
-        // A resume reads the history: it takes a read from the address's allowance, as
-        // `/history` does.
-        if handshake.resume != nil, let wait = gatekeeper.takeHistoryRead(from: client) {
-            let tooMany = Gatekeeper.tooMany("history reads", rate: gatekeeper.settings.historyRate, wait: wait)
-            return eventLoop.makeSucceededFuture(room.refuse(Refusal(.tooManyRequests, tooMany.message, closeCode: .tooManyRequests), metric: "rate_limited"))
+        let answer = headers
+        return admission.admit(ask, on: eventLoop, until: channel.closeFuture).map { admitted -> Decision in
+            switch admitted {
+            case .success:
+                return .success((request, answer))
+            case .failure(let refused) where refused.reason == "unavailable":
+                // Answered in HTTP, as before chat.v2: a chat.v1 client retries the upgrade.
+                return .failure(Refusal(refused.refusal.status, refused.refusal.message))
+            case .failure(let refused):
+                return room.refuse(refused.refusal, metric: refused.reason)
+            }
         }
-        let cap = context.rooms.cap(of: handshake.channel)
-        // A place in a capped room is a person's: a client without an identity would be a
-        // new person each time, and could fill the room alone.
-        if cap != nil, verified == nil {
-            let message = "This room holds a limited number of people, so it needs to know who you are: open the chat page first (it gives your browser an identity), then connect again."
-            return eventLoop.makeSucceededFuture(room.refuse(Refusal(.forbidden, message, closeCode: .identityRequired), metric: "identity_required"))
+    }
+
+    /// A chat.v2 socket: counted for its address now; its channels are admitted one by
+    /// one as it subscribes (the socket does that, also for a channel named in the URL).
+    private static func openChatV2(
+        _ handshake: Handshake, head: HTTPRequestHead, on channel: any Channel, client: String, context: ChatServerContext, logger: Logger
+    ) -> Decision {
+        if let refusal = context.gatekeeper.admitSocket(from: client, until: channel.closeFuture) {
+            context.refusals.record(
+                "Refused a WebSocket upgrade", route: "/wb/", reason: "unavailable", client: client, logger: logger, metadata: ["reason": "\(refusal.message)"]
+            )
+            return .failure(refusal)
         }
-        return admit(request, headers: headers, cap: cap, on: channel, context: context, room: room)
+        var headers = handshake.headers
+        let (memberID, verified) = identify(head, context: context, headers: &headers)
+        let request = Request(
+            channel: handshake.named ? handshake.channel : nil, subprotocol: .chatV2,
+            kind: FrameKind(format: .chatV1, deflate: handshake.deflate), resume: handshake.resume,
+            member: Member(id: memberID, name: shownName(handshake.name, channel: handshake.channel, client: client, context: context, logger: logger)),
+            client: client, verified: verified, token: handshake.token
+        )
+        return .success((request, headers))
     }
 
     /// Reads the request's head: the path, the channel, the subprotocol, the origin, the
@@ -232,7 +271,8 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             return refusal(.badRequest, error.message, reason: "bad_request")
         }
         func field(_ name: String) -> String? { query.last { $0.name == name }?.value }
-        let name = field("channel") ?? CookieHeader.value("channel", in: head.headers["cookie"])
+        let named = field("channel")
+        let name = named ?? CookieHeader.value("channel", in: head.headers["cookie"])
         let channelName: ChannelName
         do {
             channelName = try name.map { name throws(ChannelNameError) in try ChannelName(validating: name) } ?? .fallback
@@ -240,10 +280,10 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             return refusal(.badRequest, "Invalid channel name: \(error.reason).", reason: "bad_request")
         }
         let offered = head.headers[canonicalForm: "sec-websocket-protocol"].map(String.init)
-        guard let format = WireFormat(offered: offered) else {
+        guard let subprotocol = Subprotocol(offered: offered) else {
             return refusal(
                 .badRequest,
-                "Unsupported WebSocket subprotocol; this server speaks \(WireFormat.chatV1Name), or the original raw text protocol when none is asked for.",
+                "Unsupported WebSocket subprotocol; this server speaks \(Subprotocol.chatV2) and \(Subprotocol.chatV1), or the original raw text protocol when none is asked for.",
                 reason: "bad_request", metadata: ["offered": "\(String(offered.joined(separator: ",").unicodeScalars.prefix(100)))"]
             )
         }
@@ -252,20 +292,27 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             return refusal(.forbidden, "Origin \(origin.map { String($0.unicodeScalars.prefix(100)) } ?? "") may not open sockets on this server.", reason: "forbidden")
         }
         let token = Gatekeeper.bearerToken(head.headers.first(name: "authorization")) ?? field("token")
-        if let problem = gatekeeper.checkConnectToken(token, channel: channelName) {
+        // A chat.v2 socket's token is checked again for each channel it subscribes to.
+        let tokenChannel: ChannelName? = subprotocol == .chatV2 && named == nil ? nil : channelName
+        if let problem = gatekeeper.checkConnectToken(token, channel: tokenChannel) {
             return refusal(.unauthorized, problem.description, reason: "unauthorized", metadata: ["channel": "\(channelName)"])
         }
         let resume: DeliveryFlow.Resume?
         switch Self.resume(since: field("since"), epoch: field("epoch")) {
         case .success(let value):
-            resume = format == .chatV1 ? value : nil
+            resume = subprotocol == .original ? nil : value
         case .failure(let problem):
             return .failure(HandshakeRefusal(refusal: problem, reason: "bad_request"))
         }
-        var headers: HTTPHeaders = format == .chatV1 ? ["Sec-WebSocket-Protocol": WireFormat.chatV1Name] : [:]
+        var headers: HTTPHeaders = subprotocol == .original ? [:] : ["Sec-WebSocket-Protocol": subprotocol.rawValue]
         let deflate = context.encoder.deflateEnabled ? PerMessageDeflate.negotiate(head.headers["sec-websocket-extensions"]) : nil
         if let deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader) }
-        return .success(Handshake(channel: channelName, format: format, deflate: deflate, resume: resume, name: field("name"), echo: echo, headers: headers))
+        return .success(
+            Handshake(
+                channel: channelName, named: named != nil, subprotocol: subprotocol, deflate: deflate, resume: resume, name: field("name"), echo: echo,
+                token: token, headers: headers
+            )
+        )
     }
 
     /// A handshake's refusal with its `chatroom_refusals_total` reason and log metadata.
@@ -310,47 +357,12 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         func refuse(_ refusal: Refusal, metric: String) -> Decision {
             refusals.record(
                 "Refused a WebSocket upgrade", route: "/wb/", reason: metric, client: client, logger: logger,
-                metadata: ["reason": "\(refusal.message)", "channel": "\(request.channel)"]
+                metadata: ["reason": "\(refusal.message)", "channel": "\(request.channel.map(\.rawValue) ?? "")"]
             )
-            guard request.kind.format == .chatV1, refusal.closeCode != nil else { return .failure(refusal) }
+            guard request.subprotocol == .chatV1, refusal.closeCode != nil else { return .failure(refusal) }
             var refused = request
             refused.refusal = refusal
             return .success((refused, headers))
-        }
-    }
-
-    /// Takes a place in a capped room (one Lua script over every instance), then joins
-    /// the channel in the broker.
-    private static func admit(
-        _ request: Request, headers: HTTPHeaders, cap: Int?, on channel: any Channel, context: ChatServerContext, room: RoomRefusal
-    ) -> EventLoopFuture<Decision> {
-        let eventLoop = channel.eventLoop
-        let broker = context.broker
-        let presence = context.presence
-        let channelName = request.channel
-        let admitted: EventLoopFuture<Bool>
-        if let cap {
-            admitted = eventLoop.makeFutureWithTask {
-                try await broker.admit(request.member.id, to: channelName, instance: presence.instance, cap: cap, lifetime: presence.lifetime)
-            }
-        } else {
-            admitted = eventLoop.makeSucceededFuture(true)
-        }
-        return admitted.flatMap { admitted -> EventLoopFuture<Decision> in
-            guard admitted else {
-                let cap = cap ?? 0
-                let message = "This room is full: it holds at most \(cap) \(cap == 1 ? "person" : "people")."
-                return eventLoop.makeSucceededFuture(room.refuse(Refusal(.forbidden, message, closeCode: .roomFull), metric: "room_full"))
-            }
-            channel.closeFuture.whenComplete { _ in broker.leave(channelName) }
-            return broker.join(channelName, on: eventLoop).map { .success((request, headers)) }
-        }
-        .flatMapErrorThrowing { error in
-            context.refusals.record(
-                "Refused a WebSocket upgrade: the broker cannot serve", route: "/wb/", reason: "unavailable", client: room.client, logger: room.logger,
-                level: .warning, metadata: ["channel": "\(channelName)", "error": "\(error)"]
-            )
-            return .failure(Refusal(.serviceUnavailable, "The chat is temporarily unavailable (\(error)); retry shortly."))
         }
     }
 
@@ -372,18 +384,39 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                 )
             )
         }
+        if request.subprotocol == .chatV2 {
+            var rate = settings.messageRate
+            // A page subscribes to all its rooms as it opens.
+            rate?.burst += Double(context.settings.maximumSubscriptions)
+            return ChatV2Socket(
+                first: request.channel.map { ($0, request.resume) },
+                person: ChatV2Socket.Person(member: request.member, verified: request.verified, token: request.token),
+                kind: request.kind,
+                hub: context.hub.loop(for: channel.eventLoop),
+                server: context,
+                settings: ChatV2Socket.Settings(
+                    maximumMessageSize: context.settings.maximumMessageSize, maximumFrameSize: context.settings.maximumChatV2FrameSize,
+                    closeTimeout: settings.closeTimeout, queueLimit: settings.queueLimit, messageRate: rate,
+                    maximumSubscriptions: context.settings.maximumSubscriptions
+                ),
+                client: request.client,
+                logger: logger
+            )
+        }
+        guard let channelName = request.channel else { preconditionFailure("a chat.v1 or original socket without its channel") }
         return ChatSocket(
-            channelName: request.channel,
+            channelName: channelName,
             kind: request.kind,
             resume: request.resume,
             hub: context.hub.loop(for: channel.eventLoop),
             broker: context.broker,
+            reads: context.reads,
             settings: settings,
             metrics: context.metrics,
             refusals: context.refusals,
             client: request.client,
             // An inbox is no room: nobody is "online" in it.
-            presence: RoomPolicy.owner(ofInbox: request.channel) != nil ? nil : (context.presence, request.member),
+            presence: RoomPolicy.owner(ofInbox: channelName) != nil ? nil : (context.presence, request.member),
             logger: logger
         )
     }

@@ -50,9 +50,10 @@ struct DeliveryFlow {
         case drop
     }
 
-    /// A history read the socket should start.
+    /// A history read the socket should start: the messages after `after`, or, when it
+    /// is `nil`, only where the channel stands (its epoch and last offset).
     struct HistoryRead: Equatable {
-        var after: Int64
+        var after: Int64?
         var limit: Int
     }
 
@@ -111,7 +112,8 @@ struct DeliveryFlow {
 
     /// A resume in progress.
     private struct Replay {
-        let resume: Resume
+        /// `nil`: not a resume; the read only finds where the channel stands.
+        let resume: Resume?
         /// The history's epoch, known once the first page is in.
         var epoch: String?
         var pages = 1
@@ -156,6 +158,14 @@ struct DeliveryFlow {
         guard let resume else { return nil }
         replay = Replay(resume: resume)
         return HistoryRead(after: resume.after, limit: Self.firstReplayPage)
+    }
+
+    /// A chat.v2 subscription opened without a resume: the first read finds where the
+    /// channel stands; until it answers, deliveries wait, and afterwards those it already
+    /// counted are skipped, so the client hears of every message after that position once.
+    mutating func openedAtPosition() -> HistoryRead {
+        replay = Replay(resume: nil)
+        return HistoryRead(after: nil, limit: 1)
     }
 
     /// The hub handed over a batch. (While ``isLive``, it is `writeJoined`.)
@@ -224,7 +234,12 @@ struct DeliveryFlow {
             self.replay = nil
             return .fail(error)
         }
-        if replay.epoch == nil, !history.covers(after: replay.resume.after, epoch: replay.resume.epoch) {
+        guard let resume = replay.resume else {
+            self.replay = nil
+            if let epoch = history.epoch { replayedThrough = (epoch, history.lastOffset) }
+            return .release(replay.waiting)
+        }
+        if replay.epoch == nil, !history.covers(after: resume.after, epoch: resume.epoch) {
             self.replay = nil
             return .reset(epoch: history.epoch, then: replay.waiting)
         }
@@ -238,7 +253,7 @@ struct DeliveryFlow {
         replay.page = Page(
             epoch: epoch,
             lastOffset: history.lastOffset,
-            lastWritten: history.messages.last?.offset ?? replayedThrough?.offset ?? replay.resume.after,
+            lastWritten: history.messages.last?.offset ?? replayedThrough?.offset ?? resume.after,
             full: history.messages.count == replay.requested,
             averageBytes: max(1, bytes / max(1, history.messages.count))
         )

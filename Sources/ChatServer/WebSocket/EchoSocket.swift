@@ -34,6 +34,7 @@ final class EchoSocket: WebSocketEndpoint {
     func connectionReceived(_ frame: WebSocketFrame) -> WebSocketStateMachine.Inbound { connection.received(frame) }
     func connectionClose() -> Bool { connection.close() }
     func connectionHungUp() { connection.hungUp() }
+    func connectionHeartbeat() -> WebSocketStateMachine.Heartbeat { connection.heartbeat() }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         readFrame(unwrapInboundIn(data), context: context)

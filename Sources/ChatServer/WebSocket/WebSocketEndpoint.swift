@@ -1,3 +1,4 @@
+import Chat
 import Logging
 import NIOCore
 import NIOWebSocket
@@ -16,6 +17,8 @@ protocol WebSocketEndpoint: ChannelInboundHandler where InboundIn == WebSocketFr
     func connectionClose() -> Bool
     /// ``WebSocketStateMachine/hungUp()``.
     func connectionHungUp()
+    /// ``WebSocketStateMachine/heartbeat()``.
+    func connectionHeartbeat() -> WebSocketStateMachine.Heartbeat
     var closing: WebSocketEndpointSettings { get }
     /// Metadata of this socket's log lines (its channel).
     var logMetadata: Logger.Metadata { get }
@@ -84,6 +87,40 @@ extension WebSocketEndpoint {
         // Wait for the client's close frame, but not forever.
         let channel = context.channel
         context.eventLoop.scheduleTask(in: timeout ?? closing.closeTimeout) { channel.close(promise: nil) }
+    }
+
+    /// A heartbeat tick: pings the client, or hangs up on one that did not answer the last ping.
+    func beat(context: ChannelHandlerContext) {
+        switch connectionHeartbeat() {
+        case .none:
+            break
+        case .ping:
+            context.writeAndFlush(wrapOutboundOut(WebSocketWire.frame(opcode: WebSocketWire.ping, payload: ByteBuffer())), promise: nil)
+        case .hangUp:
+            closing.logger.info("Closing a WebSocket that stopped answering pings", metadata: logMetadata)
+            context.close(promise: nil)
+        }
+    }
+
+    /// Whether the socket can take more. Unflushed writes count too: flush them to the
+    /// socket first. Only a reader the kernel cannot take more from is slow.
+    ///
+    /// The flush may tell the handler it drained (`channelWritabilityChanged`), so call
+    /// this before handing a ``DeliveryFlow`` an event, never while changing one.
+    func isWritable(_ context: ChannelHandlerContext) -> Bool {
+        if context.channel.isWritable { return true }
+        context.flush()
+        return context.channel.isWritable
+    }
+
+    /// Tells a reader that caught up what one channel's flow dropped: a `reset` if the
+    /// epoch changed meanwhile, then the range as a `gap`. Not flushed.
+    func writeMissed(_ missed: DeliveryFlow.Missed, of channel: ChannelName, context: ChannelHandlerContext) {
+        closing.logger.info(
+            "A slow reader caught up; reporting what it missed", metadata: ["channel": "\(channel)", "from": "\(missed.from ?? 0)", "to": "\(missed.to ?? 0)"]
+        )
+        if let reset = missed.reset { context.write(wrapOutboundOut(ChatV1.reset(channel: channel, epoch: reset)), promise: nil) }
+        if let from = missed.from, let to = missed.to { context.write(wrapOutboundOut(ChatV1.gap(channel: channel, from: from, to: to)), promise: nil) }
     }
 
     /// Frames the decoder could not read are refused with a close code that says why.

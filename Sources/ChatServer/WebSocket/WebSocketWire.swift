@@ -88,11 +88,16 @@ struct WebSocketCloseCode: RawRepresentable, Hashable, Sendable {
     static let policyViolation = Self(rawValue: 1008)
     static let messageTooBig = Self(rawValue: 1009)
     static let tryAgainLater = Self(rawValue: 1013)
+    /// chat.v2: a subscription's channel name (or resume) breaks the rules.
+    static let badRequest = Self(rawValue: 4400)
+    /// chat.v2: the broker cannot serve the channel now; subscribe again shortly.
+    static let unavailable = Self(rawValue: 4503)
     /// A one-to-one room of two other people (chat.v1; the original protocol gets 403).
     static let privateRoom = Self(rawValue: 4403)
     /// A capped room asked of a client with no identity (no valid `uid` cookie).
     static let identityRequired = Self(rawValue: 4401)
-    /// Too many history reads (resumes) from the client's address (chat.v1; others get 429).
+    /// Too many history reads (resumes) from the client's address (chat.v1; others get
+    /// 429), or, for a chat.v2 subscription, too many subscriptions on the socket.
     static let tooManyRequests = Self(rawValue: 4429)
     /// The room holds as many people as its cap (chat.v1; the original protocol gets 403).
     static let roomFull = Self(rawValue: 4409)

@@ -1,28 +1,45 @@
 import Chat
+import Foundation
 import NIOCore
 
-/// How a socket receives messages, chosen by the WebSocket subprotocol it asked for.
+/// The WebSocket subprotocol a socket speaks, chosen from those its client offered.
+enum Subprotocol: String, Sendable, CustomStringConvertible {
+    /// No subprotocol: the original app's raw text frames.
+    case original
+    /// `chat.v1`: one channel per socket, JSON frames (docs/PROTOCOL.md).
+    case chatV1 = "chat.v1"
+    /// `chat.v2`: any number of channels per socket, and sends with acknowledgements.
+    case chatV2 = "chat.v2"
+
+    /// Picks chat.v2 over chat.v1 when a client offers both; `nil` if it offered only
+    /// ones the server does not speak.
+    init?(offered: [String]) {
+        let names = offered.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        if names.isEmpty {
+            self = .original
+        } else if names.contains(Self.chatV2.rawValue) {
+            self = .chatV2
+        } else if names.contains(Self.chatV1.rawValue) {
+            self = .chatV1
+        } else {
+            return nil
+        }
+    }
+
+    /// How its messages are framed: chat.v2 shares chat.v1's frames, so one encoding
+    /// serves both.
+    var wireFormat: WireFormat { self == .original ? .raw : .chatV1 }
+
+    var description: String { self == .original ? "original" : rawValue }
+}
+
+/// How a socket receives messages: the frames made once per event for all its sockets.
 enum WireFormat: Int, Sendable, CaseIterable {
     /// No subprotocol: each message is one text frame holding exactly `data`, as the
     /// original app sent it.
     case raw = 0
     /// Subprotocol `chat.v1`: JSON frames with a `type` (docs/PROTOCOL.md).
     case chatV1 = 1
-
-    /// The `Sec-WebSocket-Protocol` value of `chat.v1`.
-    static let chatV1Name = "chat.v1"
-
-    /// Picks the format from the subprotocols a client offered; `nil` if it offered
-    /// only ones the server does not speak.
-    init?(offered: [String]) {
-        if offered.isEmpty {
-            self = .raw
-        } else if offered.contains(Self.chatV1Name) {
-            self = .chatV1
-        } else {
-            return nil
-        }
-    }
 
     /// Every format's frame of `event`, indexed by `rawValue`: made once per event.
     ///

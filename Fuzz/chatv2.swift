@@ -1,0 +1,20 @@
+/// libFuzzer target `chatv2`: the input is the text of one chat.v2 frame.
+/// Invariants: a request comes from a JSON object; a resume's `since` is within
+/// 0…2^53−1 and its epoch is 1–64 ASCII letters and digits; a refusal says why, in at
+/// most 160 characters (it quotes at most 24 characters of an unknown type and 16 of a
+/// field's name).
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
+    let request = ChatV2Request(text)
+    switch request {
+    case .invalid(let reason):
+        guard !reason.isEmpty, reason.count <= 160 else { fatalError("refusal of \(reason.count) characters") }
+    case .subscribe(_, let resume?):
+        guard (0...ChatV2Request.maximumOffset).contains(resume.since), ChatV2Request.isEpoch(resume.epoch) else { fatalError("an unchecked resume") }
+        guard text.contains("{") else { fatalError("a request that is not a JSON object") }
+    default:
+        guard text.contains("{") else { fatalError("a request that is not a JSON object") }
+    }
+    return 0
+}
