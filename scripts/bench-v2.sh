@@ -103,7 +103,8 @@ storm_round() {
   local a_pid=$!
   started_pids+=("$a_pid")
   wait_port "$a_port"
-  run v2-storm --port "$a_port" --server-pid "$a_pid" --publish-port "$b_port" --redis-port "$redis_port" --label "$label" \
+  # shellcheck disable=SC2086
+  run v2-storm --port "$a_port" --server-pid "$a_pid" --publish-port "$b_port" --publish-server-pid "$b_pid" --redis-port "$redis_port" --redis-pid "$redis_pid" --label "$label" ${STORM_ARGS:-} \
     --restart-command "$a_command" --restarted-pid-file "$work/a.pid" --sockets "$storm_sockets" "$@"
   local restarted
   restarted=$(cat "$work/a.pid" 2>/dev/null || true)
@@ -117,8 +118,10 @@ if [ "$what" = all ] || [ "$what" = storm ]; then
     say "storm round $round of $storm_rounds"
     storm_round "storm"
   done
-  say "storm with a Redis MONITOR (calls per script; slower)"
-  storm_round "storm, monitor" --monitor
+  if [ "${MONITOR_ROUND:-1}" = 1 ]; then
+    say "storm with a Redis MONITOR (calls per script; slower)"
+    storm_round "storm, monitor" --monitor
+  fi
 fi
 
 if [ "$what" = all ] || [ "$what" = idle ]; then
@@ -150,9 +153,15 @@ fi
     echo
   fi
   if grep -q '"mode":"v2-storm"' "$work/results.jsonl" 2>/dev/null; then
-    echo "| storm | all subscribed after (s) | caught up after (s) | lost | duplicated | EVALSHA | XRANGE | publishes meanwhile |"
-    echo "|---|---|---|---|---|---|---|---|"
-    printf '%s\n' "${rows[@]}" | grep -F '| v2-storm |' | sed 's/^[^|]*| \([^|]*\)| v2-storm |[^|]*|/| \1|/' || true
+    echo "| storm, N=$storm_sockets | listening (s) | all resubscribed (s) | all caught up (s) | lost | duplicated | EVALSHA | XRANGE | HMGET | publishes meanwhile |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    grep '"mode":"v2-storm"' "$work/results.jsonl" | while IFS= read -r json; do
+      get() { grep -o "\"$1\":[^,}]*" <<<"$json" | head -1 | cut -d: -f2- | tr -d '"'; }
+      calls() { grep -o "\"$1\":{\"calls\":[0-9]*" <<<"$json" | grep -o '[0-9]*$' || echo 0; }
+      echo "| $(get label) | $(get listening_after_s) | $(get all_subscribed_after_s) | $(get caught_up_after_s) | $(get lost) | $(get duplicates) | $(calls evalsha) | $(calls xrange) | $(calls hmget) | $(get acked_during_storm) |"
+    done
+    echo
+    echo "Median caught up after (rounds without MONITOR): $(grep '"label":"storm"' "$work/results.jsonl" | grep -o '"caught_up_after_s":[0-9.]*' | cut -d: -f2 | median) s"
     echo
   fi
   if grep -q '"mode":"v2-idle"' "$work/results.jsonl" 2>/dev/null; then

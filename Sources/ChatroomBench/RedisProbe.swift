@@ -178,7 +178,11 @@ private final class MonitorReader: ChannelInboundHandler {
         let sha = command == "EVAL" ? "EVAL (script text)" : words[1]
         if local.scripts[sha] == nil {
             let keys = Int(words[2]) ?? 0
-            let names = words.dropFirst(3).prefix(keys).map { key in key.split(separator: ":").last.map(String.init) ?? key }
+            // chatroom:{storm_7}:meta → chatroom:{…}:meta: the script's shape, not its channel.
+            let names = words.dropFirst(3).prefix(keys).map { key in
+                let general = key.replacing(/\{[^}]*\}/, with: "{…}")
+                return general.count > 40 ? general.prefix(40) + "…" : general
+            }
             local.scripts[sha] = MonitorTally.Script(calls: 0, shape: "\(keys) keys: \(names.joined(separator: " "))\(keys > 3 ? " …" : "")")
         }
         local.scripts[sha]!.calls += 1

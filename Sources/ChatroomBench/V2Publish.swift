@@ -50,6 +50,7 @@ struct V2Publish: AsyncParsableCommand {
         try await runV2Publishers(group: group, host: target.host, port: target.port, plan: plan, tally: tally, drain: drain) { before.mark() }
         let after = ProcessUsage(pid: target.serverPid)
         let redisAfter = ProcessUsage(pid: target.redisPid)
+        let generatorCPU = (ProcessUsage(pid: getpid())?.cpuSeconds ?? 0) - (before.generator?.cpuSeconds ?? 0)
         for channel in open { channel.close(promise: nil) }
         try await group.shutdownGracefully()
 
@@ -76,15 +77,17 @@ struct V2Publish: AsyncParsableCommand {
             ("server_cpu_seconds", String(format: "%.3f", cpu)),
             ("server_cpu_us_per_ack", counts.acknowledged > 0 ? String(format: "%.2f", cpu * 1e6 / Double(counts.acknowledged)) : "null"),
             ("redis_cpu_seconds", target.redisPid == nil ? "null" : String(format: "%.3f", redisCPU)),
+            ("generator_cpu_seconds", String(format: "%.3f", generatorCPU)),
             ("delivered", "\(listeners.snapshot.delivered)"),
         ]
         print("{" + report.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
         let size = "P=\(publishers) W=\(window) K=\(channels) S=\(open.count)\(rate.map { String(format: " R=%.0f/s", $0) } ?? "")"
         print(String(
-            format: "ROW | %@ | v2-publish | %@ | %llu acked, %llu nacked, %llu unanswered | %.0f acks/s | %.2f / %.2f / %.2f / %.2f | %@ | %llu / %llu / %llu |",
+            format: "ROW | %@ | v2-publish | %@ | %llu acked, %llu nacked, %llu unanswered | %.0f acks/s | %.2f / %.2f / %.2f / %.2f | %@ | %@ | %llu / %llu / %llu |",
             target.label, size, counts.acknowledged, nacked, unanswered, throughput, counts.latency.quantile(0.5), counts.latency.quantile(0.9),
             counts.latency.quantile(0.99), Double(counts.latency.maximum) / 1e6,
             counts.acknowledged > 0 ? String(format: "%.1f µs", cpu * 1e6 / Double(counts.acknowledged)) : "–",
+            String(format: "%.1f s / %.1f s / %.1f s", cpu, redisCPU, generatorCPU),
             counts.repeatedAcks, counts.repeatedOffsets, holes
         ))
         if let problem = counts.firstProblem { FileHandle.standardError.write(Data("chatroom-bench: first problem: \(problem.prefix(300))\n".utf8)) }
@@ -94,11 +97,12 @@ struct V2Publish: AsyncParsableCommand {
 /// CPU counters of the server and Redis, read when the measured part of a run begins.
 final class BeforeRun: Sendable {
     private let pids: (server: Int32?, redis: Int32?)
-    private let usage = NIOLockedValueBox<(ProcessUsage?, ProcessUsage?)>((nil, nil))
+    private let usage = NIOLockedValueBox<(ProcessUsage?, ProcessUsage?, ProcessUsage?)>((nil, nil, nil))
 
     init(serverPid: Int32?, redisPid: Int32?) { pids = (serverPid, redisPid) }
 
-    func mark() { usage.withLockedValue { $0 = (ProcessUsage(pid: pids.server), ProcessUsage(pid: pids.redis)) } }
+    func mark() { usage.withLockedValue { $0 = (ProcessUsage(pid: pids.server), ProcessUsage(pid: pids.redis), ProcessUsage(pid: getpid())) } }
     var server: ProcessUsage? { usage.withLockedValue { $0.0 } }
     var redis: ProcessUsage? { usage.withLockedValue { $0.1 } }
+    var generator: ProcessUsage? { usage.withLockedValue { $0.2 } }
 }

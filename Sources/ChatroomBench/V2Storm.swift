@@ -36,7 +36,7 @@ struct V2Storm: AsyncParsableCommand {
     var rate = 200.0
     @Option(help: "Publisher sockets on B.")
     var publishers = 1
-    @Option(help: "Seconds of publishing before A is killed.")
+    @Option(help: "Seconds of publishing before A is killed, at least; then up to 60 s more until every socket holds every acked message.")
     var warmup = 5.0
     @Option(help: "Seconds A stays down.")
     var down = 2.0
@@ -52,6 +52,10 @@ struct V2Storm: AsyncParsableCommand {
     var sourceAddresses = 4
     @Flag(help: "Send no uid cookie on reconnect: every connection is a new person (a browser keeps its cookie).")
     var forgetCookies = false
+    @Option(help: "Distinct people (uid cookies) among the sockets: socket i is person i mod N (default: one per socket). Rooms of at most 500 people get member lists, joins and leaves.")
+    var people: Int?
+    @Option(help: "Instance B's PID, to read its CPU time over the storm.")
+    var publishServerPid: Int32?
     @Flag(help: "Also run a Redis MONITOR over the storm, to count calls per script (slows Redis).")
     var monitor = false
 
@@ -73,10 +77,7 @@ struct V2Storm: AsyncParsableCommand {
         }
 
         // 1. Every socket open on A with its channels subscribed.
-        var ready = 0
-        for start in stride(from: 0, to: sockets, by: 500) {
-            ready += try await subscribers.connect(start..<min(start + 500, sockets), within: 30)
-        }
+        let ready = try await subscribers.connectAll(people: people, within: 30)
         note("\(ready) of \(sockets) sockets subscribed on A")
         guard ready == sockets else {
             let counts = try await subscribers.counts()
@@ -95,13 +96,25 @@ struct V2Storm: AsyncParsableCommand {
             plan.stop()
             throw BenchError("the publisher on B had no ack in \(warmup) s; its first problem: \(acks.snapshot.firstProblem ?? "none")")
         }
-        let steady = try await progress(subscribers, acks.highest(at: monotonicNanoseconds() - tolerance))
-        note("before the kill: \(steady.caughtUp) of \(sockets * subscriptions) subscriptions caught up, \(acks.snapshot.acknowledged) acked")
+        // Live delivery must be steady before the kill: setting up N sockets costs the
+        // server a while (presence for every new person), and a storm on top of it
+        // would measure both.
+        var steady = try await progress(subscribers, acks.highest(at: monotonicNanoseconds() - tolerance))
+        let steadyUntil = monotonicNanoseconds() + 60_000_000_000
+        while steady.caughtUp < sockets * subscriptions, monotonicNanoseconds() < steadyUntil {
+            try await Task.sleep(for: .milliseconds(200))
+            steady = try await progress(subscribers, acks.highest(at: monotonicNanoseconds() - tolerance))
+        }
+        let warmedUp = Double(monotonicNanoseconds() - plan.start) / 1e9
+        note(String(format: "before the kill (%.1f s of publishing): %d of %d subscriptions caught up, %llu acked", warmedUp, steady.caughtUp, sockets * subscriptions, acks.snapshot.acknowledged))
 
         // 3. Kill A, keep publishing, restart it on its port.
         let statsBefore = try await RedisProbe.commandStats(host: target.host, port: redisPort, group: group)
         let monitoring = monitor ? try await RedisProbe.monitor(host: target.host, port: redisPort, group: group) : nil
+        let countsAtKill = try await subscribers.counts()
         let ackedAtKill = acks.snapshot.acknowledged
+        let (bBefore, redisBefore, generatorBefore) = (ProcessUsage(pid: publishServerPid), ProcessUsage(pid: target.redisPid), ProcessUsage(pid: getpid()))
+        let overflowsBefore = listenOverflows()
         let killed = monotonicNanoseconds()
         guard kill(pid, SIGKILL) == 0 else { throw BenchError("kill \(pid) failed: errno \(errno)") }
         var closedAll: Double?
@@ -156,6 +169,16 @@ struct V2Storm: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(10))
         }
         let statsAtCatchUp = try await RedisProbe.commandStats(host: target.host, port: redisPort, group: group)
+        // CPU from the kill to the catch-up (A: its restarted process, from its start).
+        let cpu = (
+            a: ProcessUsage(pid: restartedPid)?.cpuSeconds ?? 0,
+            b: (ProcessUsage(pid: publishServerPid)?.cpuSeconds ?? 0) - (bBefore?.cpuSeconds ?? 0),
+            redis: (ProcessUsage(pid: target.redisPid)?.cpuSeconds ?? 0) - (redisBefore?.cpuSeconds ?? 0),
+            generator: (ProcessUsage(pid: getpid())?.cpuSeconds ?? 0) - (generatorBefore?.cpuSeconds ?? 0)
+        )
+        let overflows = listenOverflows().map { $0 - (overflowsBefore ?? 0) }
+        let stormCounts = try await subscribers.counts()
+        let notOpen = try await subscribers.each { $0.reduce(0) { $0 + ($1.isOpen ? 0 : 1) } }.reduce(0, +)
         let scripts = await monitoring?.stop()
         let ackedDuringStorm = acks.snapshot.acknowledged - ackedAtKill
         for sample in samples { note(String(format: "  %6.2f s after the restart: %d open, %d all subscribed, %d subscriptions caught up", sample.0, sample.1, sample.2, sample.3)) }
@@ -200,8 +223,15 @@ struct V2Storm: AsyncParsableCommand {
             ("mode", "\"v2-storm\""), ("label", "\"\(target.label)\""), ("sockets", "\(sockets)"), ("channels", "\(channels)"),
             ("subscriptions_per_socket", "\(subscriptions)"), ("rate", String(format: "%.0f", rate)), ("down_seconds", String(format: "%.1f", down)),
             ("spread_ms", String(format: "%.0f", spreadMs)), ("keeps_cookies", "\(!forgetCookies)"),
+            ("steady_before_kill", "\(steady.caughtUp == sockets * subscriptions)"), ("people", "\(people ?? sockets)"),
             ("listening_after_s", seconds(listening)), ("all_open_after_s", seconds(allOpen)), ("all_subscribed_after_s", seconds(allConfirmed)),
             ("caught_up_after_s", seconds(caughtUp)), ("tolerance_ms", String(format: "%.0f", toleranceMs)),
+            ("not_open_at_catch_up", "\(notOpen)"), ("listen_overflows", overflows.map { "\($0)" } ?? "null"),
+            ("cpu_a_s", String(format: "%.2f", cpu.a)), ("cpu_b_s", String(format: "%.2f", cpu.b)), ("cpu_redis_s", String(format: "%.2f", cpu.redis)),
+            ("cpu_generator_s", String(format: "%.2f", cpu.generator)),
+            ("storm_presence_frames", "\(stormCounts.presenceFrames - countsAtKill.presenceFrames)"),
+            ("storm_presence_bytes", "\(stormCounts.presenceBytes - countsAtKill.presenceBytes)"),
+            ("storm_upgrade_timeouts", "\(stormCounts.upgradeTimeouts - countsAtKill.upgradeTimeouts)"),
             ("published_acked", "\(publisher.acknowledged)"), ("acked_during_storm", "\(ackedDuringStorm)"),
             ("publisher_nacks", "\(publisher.nacks.values.reduce(0, +))"), ("publisher_ack_holes", "\(ackHoles)"),
             ("messages_received", "\(counts.messages)"), ("lost", "\(lost)"), ("holes", "\(counts.lost)"), ("gaps", "\(counts.gaps)"),
@@ -209,7 +239,8 @@ struct V2Storm: AsyncParsableCommand {
             ("settled", "\(settled)"), ("duplicates", "\(counts.duplicates)"), ("beyond_acked", "\(excess)"), ("resets", "\(counts.resets)"),
             ("epoch_changes", "\(counts.epochChanges)"), ("refused", "{\(counts.refused.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ","))}"),
             ("errors", "\(counts.errors)"), ("connects", "\(counts.connects)"), ("connect_failures", "\(counts.connectFailures)"),
-            ("upgrade_refusals", "\(counts.upgradeRefusals)"), ("presence_frames", "\(counts.presenceFrames)"), ("presence_bytes", "\(counts.presenceBytes)"),
+            ("upgrade_refusals", "\(counts.upgradeRefusals)"), ("upgrade_timeouts", "\(counts.upgradeTimeouts)"),
+            ("close_codes", "{\(counts.closeCodes.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ","))}"), ("presence_frames", "\(counts.presenceFrames)"), ("presence_bytes", "\(counts.presenceBytes)"),
             ("redis_commands_kill_to_caught_up", "{\(commands)}"), ("scripts_by_sha", monitor ? "{\(scriptsJSON)}" : "null"),
         ]
         print("{" + report.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
@@ -288,6 +319,18 @@ func spawnShell(_ command: String) throws -> pid_t {
     let result = posix_spawn(&pid, "/bin/sh", nil, &attributes, &argv, environ)
     guard result == 0 else { throw BenchError("could not start `\(command)`: error \(result)") }
     return pid
+}
+
+/// The kernel's count of connections dropped because a listening socket's accept queue
+/// was full (`TcpExtListenOverflows`, the whole machine), from /proc/net/netstat.
+func listenOverflows() -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/net/netstat", encoding: .utf8) else { return nil }
+    let lines = text.split(separator: "\n").filter { $0.hasPrefix("TcpExt:") }
+    guard lines.count >= 2 else { return nil }
+    let names = lines[0].split(separator: " ")
+    let values = lines[1].split(separator: " ")
+    guard let index = names.firstIndex(of: "ListenOverflows"), index < values.count else { return nil }
+    return Int(values[index])
 }
 
 /// Raises this process's open-file limit to the hard limit (10,000 sockets need it).

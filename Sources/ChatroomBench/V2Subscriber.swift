@@ -54,6 +54,8 @@ final class V2Subscriber: V2Role {
         var connects: UInt64 = 0
         var connectFailures: UInt64 = 0
         var upgradeRefusals: UInt64 = 0
+        /// Connections with no answer to the upgrade within 10 s (dropped and tried again).
+        var upgradeTimeouts: UInt64 = 0
         var closeCodes: [UInt16: UInt64] = [:]
         var firstProblem: String?
 
@@ -73,6 +75,7 @@ final class V2Subscriber: V2Role {
             connects += other.connects
             connectFailures += other.connectFailures
             upgradeRefusals += other.upgradeRefusals
+            upgradeTimeouts += other.upgradeTimeouts
             for (code, count) in other.closeCodes { closeCodes[code, default: 0] += count }
             if firstProblem == nil { firstProblem = other.firstProblem }
         }
@@ -83,7 +86,8 @@ final class V2Subscriber: V2Role {
     private let settings: V2SubscriberSettings
     private(set) var subscriptions: [Subscription]
     private(set) var counts = Counts()
-    private var cookie: String?
+    /// The `uid` cookie sent on every connection once known.
+    var cookie: String?
     private var generation = 0
     /// The current connection is upgraded.
     private(set) var isOpen = false
@@ -122,7 +126,14 @@ final class V2Subscriber: V2Role {
         ).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
-                if attempt == self.generation { self.channel = channel }
+                guard attempt == self.generation else { return }
+                self.channel = channel
+                // Like a browser's timeout: no answer to the upgrade in 10 s, drop it and retry.
+                self.loop.assumeIsolated().scheduleTask(in: .seconds(10)) {
+                    guard attempt == self.generation, self.isConnecting, !self.isOpen else { return }
+                    self.counts.upgradeTimeouts += 1
+                    channel.close(promise: nil)
+                }
             case .failure(let error):
                 self.connectionEnded(attempt, failure: "connect: \(error)", refused: false, closeCode: nil)
             }
@@ -378,6 +389,30 @@ struct V2SubscriberGroup: Sendable {
             if ready + failed >= range.count || monotonicNanoseconds() > until { return ready }
             try await Task.sleep(for: .milliseconds(20))
         }
+    }
+
+    /// Connects every subscriber, 500 at a time, waiting up to `seconds` for each batch
+    /// to be open and subscribed. With `people` N, subscribers 0..<N connect first and
+    /// get their cookies from the server; subscriber i then uses subscriber (i mod N)'s.
+    /// Returns how many are open and subscribed.
+    func connectAll(people: Int?, within seconds: Double) async throws -> Int {
+        let first = min(people ?? count, count)
+        var ready = 0
+        for start in stride(from: 0, to: first, by: 500) {
+            ready += try await connect(start..<min(start + 500, first), within: seconds)
+        }
+        guard first < count else { return ready }
+        let cookies = try await each { subscribers in
+            subscribers.filter { $0.index < first }.map { ($0.index, $0.cookie) }
+        }.flatMap { $0 }
+        let byPerson = Dictionary(uniqueKeysWithValues: cookies)
+        _ = try await each { subscribers in
+            for subscriber in subscribers where subscriber.index >= first { subscriber.cookie = byPerson[subscriber.index % first] ?? nil }
+        }
+        for start in stride(from: first, to: count, by: 500) {
+            ready += try await connect(start..<min(start + 500, count), within: seconds)
+        }
+        return ready
     }
 
     /// Everything the subscribers counted, added up.
