@@ -128,7 +128,8 @@ if [ "$what" = all ] || [ "$what" = idle ]; then
   for round in $(seq 1 "$idle_rounds"); do
     say "idle round $round of $idle_rounds"
     start_server
-    run v2-idle --port "$port" --server-pid "$server" --label "chat.v2 idle" --sockets "$idle_sockets" --subscriptions 10 --channels 100
+    # shellcheck disable=SC2086
+    run v2-idle --port "$port" --server-pid "$server" --label "chat.v2 idle" --sockets "$idle_sockets" --subscriptions 10 --channels 100 ${IDLE_ARGS:-}
     stop_server "$server"
   done
 fi

@@ -23,6 +23,8 @@ struct V2Idle: AsyncParsableCommand {
     var settle = 3.0
     @Option(help: "Loopback source addresses to spread the sockets over.")
     var sourceAddresses = 4
+    @Option(help: "Distinct people (uid cookies) among the sockets: socket i is person i mod N (default: one per socket).")
+    var people: Int?
 
     func run() async throws {
         try target.validateLoopback()
@@ -42,9 +44,19 @@ struct V2Idle: AsyncParsableCommand {
         }
         try await Task.sleep(for: .seconds(settle))
         guard let baseline = residentBytes(of: pid) else { throw BenchError("cannot read /proc/\(pid)/status") }
-        var ready = 0
-        for start in stride(from: 0, to: sockets, by: 500) {
-            ready += try await subscribers.connect(start..<min(start + 500, sockets), within: 30)
+        let ready = try await subscribers.connectAll(people: people, within: 30)
+        // Presence (members, joins) for every new person goes on after the last socket
+        // opened: measure once it has been quiet for 2 s (at most 60 s), then settle.
+        var last = try await subscribers.counts().presenceFrames
+        var quietSince = monotonicNanoseconds()
+        let quietLimit = monotonicNanoseconds() + 60_000_000_000
+        while monotonicNanoseconds() - quietSince < 2_000_000_000, monotonicNanoseconds() < quietLimit {
+            try await Task.sleep(for: .milliseconds(500))
+            let now = try await subscribers.counts().presenceFrames
+            if now != last {
+                last = now
+                quietSince = monotonicNanoseconds()
+            }
         }
         try await Task.sleep(for: .seconds(settle))
         guard let resident = residentBytes(of: pid) else { throw BenchError("cannot read /proc/\(pid)/status") }
@@ -65,7 +77,7 @@ struct V2Idle: AsyncParsableCommand {
         try await group.shutdownGracefully()
 
         print(
-            "{\"mode\":\"v2-idle\",\"label\":\"\(target.label)\",\"sockets\":\(ready),\"subscriptions_per_socket\":\(subscriptions),\"channels\":\(channels),"
+            "{\"mode\":\"v2-idle\",\"label\":\"\(target.label)\",\"sockets\":\(ready),\"people\":\(people ?? sockets),\"subscriptions_per_socket\":\(subscriptions),\"channels\":\(channels),"
                 + "\"server_rss_bytes\":\(resident),\"baseline_rss_bytes\":\(baseline),\"bytes_per_socket\":\(Int(perSocketBytes)),"
                 + "\"published\":\(plan.snapshot.acknowledged),\"expected\":\(expected),\"delivered\":\(counts.messages),\"duplicates\":\(counts.duplicates),"
                 + "\"presence_frames\":\(counts.presenceFrames),\"refused\":\(counts.refused.values.reduce(0, +)),\"errors\":\(counts.errors)}"
