@@ -2,163 +2,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// What the chat.v2 publishers of one run share: what to send, how fast, until when.
-final class V2PublishPlan: Sendable {
-    let channels: [String]
-    let padding: String
-    /// Makes this run's ids its own: the server remembers ids (`--dedupe-window`) per
-    /// identity and channel, and a repeated id is acknowledged without being published.
-    let nonce: String
-    /// Unacknowledged sends per socket.
-    let window: Int
-    /// Messages per second for all publishers together; `nil`: as fast as acks come back.
-    let rate: Double?
-    let publishers: Int
-    /// Messages each publisher sends at most.
-    let quota: UInt64
-    /// How long to send, counted from ``begin(at:)``.
-    let duration: UInt64
-    private let begun = NIOLockedValueBox<UInt64>(0)
-    private let stopped = NIOLockedValueBox(false)
-
-    init(channels: [String], padding: Int, window: Int, rate: Double?, publishers: Int, messages: UInt64?, seconds: Double) {
-        self.channels = channels
-        self.padding = String(repeating: "p", count: padding)
-        nonce = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-        self.window = window
-        self.rate = rate
-        self.publishers = publishers
-        quota = messages.map { ($0 + UInt64(publishers) - 1) / UInt64(publishers) } ?? .max
-        duration = UInt64(seconds * 1e9)
-    }
-
-    /// When sending began (monotonic ns); the paced schedule counts from it.
-    var start: UInt64 { begun.withLockedValue { $0 } }
-    func begin(at time: UInt64) { begun.withLockedValue { $0 = time } }
-
-    /// Sends no more (acks of what was sent still count).
-    func stop() { stopped.withLockedValue { $0 = true } }
-    var isStopped: Bool { stopped.withLockedValue { $0 } }
-}
-
-/// What every chat.v2 publisher of a run got back.
-final class V2PublishTally: Sendable {
-    struct Counts {
-        var sent: UInt64 = 0
-        var acknowledged: UInt64 = 0
-        /// nacks by status.
-        var nacks: [Int: UInt64] = [:]
-        var errors: UInt64 = 0
-        /// An id acknowledged a second time.
-        var repeatedAcks: UInt64 = 0
-        /// An offset acknowledged for two ids of one channel.
-        var repeatedOffsets: UInt64 = 0
-        /// Acks whose epoch differs from the channel's first ack's.
-        var otherEpochs: UInt64 = 0
-        /// Send (or, paced, when due) to ack.
-        var latency = LatencyHistogram()
-        var lastAck: UInt64 = 0
-        var endedEarly = 0
-        var firstProblem: String?
-    }
-
-    /// One channel's acknowledged offsets.
-    struct Ledger {
-        var epoch: String?
-        var seen: [UInt64] = []
-        var lowest: UInt64 = .max
-        var highest: UInt64 = 0
-        /// (ack time, highest offset acknowledged by then), when a timeline is kept.
-        var timeline: [(UInt64, UInt64)] = []
-    }
-
-    private let counts = NIOLockedValueBox(Counts())
-    private let ledgers: NIOLockedValueBox<[Ledger]>
-    private let keepsTimeline: Bool
-
-    init(channels: Int, keepsTimeline: Bool = false) {
-        ledgers = NIOLockedValueBox(Array(repeating: Ledger(), count: channels))
-        self.keepsTimeline = keepsTimeline
-    }
-
-    var snapshot: Counts { counts.withLockedValue { $0 } }
-
-    /// Adds one publisher's counts since its last merge; `offsets` are (channel, offset)
-    /// of its acks, `epochs` the epoch of each channel it had an ack of.
-    func merge(_ local: Counts, offsets: [(Int, UInt64)], epochs: [Int: String], at time: UInt64) {
-        var repeated: UInt64 = 0
-        var others: UInt64 = 0
-        if !offsets.isEmpty {
-            ledgers.withLockedValue { ledgers in
-                for (channel, epoch) in epochs {
-                    if ledgers[channel].epoch == nil { ledgers[channel].epoch = epoch } else if ledgers[channel].epoch != epoch { others += 1 }
-                }
-                var touched: [Int] = []
-                for (channel, offset) in offsets {
-                    let word = Int(offset / 64)
-                    if word >= ledgers[channel].seen.count {
-                        ledgers[channel].seen.append(contentsOf: repeatElement(0, count: word - ledgers[channel].seen.count + 1))
-                    }
-                    let bit = UInt64(1) << (offset % 64)
-                    if ledgers[channel].seen[word] & bit != 0 { repeated += 1 } else { ledgers[channel].seen[word] |= bit }
-                    ledgers[channel].lowest = min(ledgers[channel].lowest, offset)
-                    if offset > ledgers[channel].highest {
-                        ledgers[channel].highest = offset
-                        touched.append(channel)
-                    }
-                }
-                if keepsTimeline {
-                    for channel in touched where ledgers[channel].timeline.last?.1 != ledgers[channel].highest {
-                        ledgers[channel].timeline.append((time, ledgers[channel].highest))
-                    }
-                }
-            }
-        }
-        counts.withLockedValue { counts in
-            counts.sent += local.sent
-            counts.acknowledged += local.acknowledged
-            for (status, count) in local.nacks { counts.nacks[status, default: 0] += count }
-            counts.errors += local.errors
-            counts.repeatedAcks += local.repeatedAcks
-            counts.repeatedOffsets += repeated
-            counts.otherEpochs += others
-            counts.latency.merge(local.latency)
-            counts.lastAck = max(counts.lastAck, local.lastAck)
-            counts.endedEarly += local.endedEarly
-            if counts.firstProblem == nil { counts.firstProblem = local.firstProblem }
-        }
-    }
-
-    /// Per channel, the highest offset acknowledged by `time` (every offset up to it, if
-    /// the acks have no holes).
-    func highest(at time: UInt64) -> [UInt64] {
-        ledgers.withLockedValue { ledgers in
-            ledgers.map { ledger in
-                // The last entry at or before `time`.
-                var low = 0
-                var high = ledger.timeline.count
-                while low < high {
-                    let middle = (low + high) / 2
-                    if ledger.timeline[middle].0 <= time { low = middle + 1 } else { high = middle }
-                }
-                return low == 0 ? 0 : ledger.timeline[low - 1].1
-            }
-        }
-    }
-
-    /// Per channel: the highest offset acknowledged, its epoch, and how many offsets
-    /// between the lowest and the highest acknowledged were never acknowledged.
-    var channelSummary: [(highest: UInt64, epoch: String?, holes: UInt64)] {
-        ledgers.withLockedValue { ledgers in
-            ledgers.map { ledger in
-                var held: UInt64 = 0
-                for word in ledger.seen { held += UInt64(word.nonzeroBitCount) }
-                return (ledger.highest, ledger.epoch, held == 0 ? 0 : ledger.highest - ledger.lowest + 1 - held)
-            }
-        }
-    }
-}
-
 /// One chat.v2 socket sending `send` frames: keeps `window` unacknowledged (as fast as
 /// acks come back), or sends each message when it is due at the plan's rate.
 final class V2Publisher: V2Role {
@@ -347,7 +190,7 @@ final class V2Publisher: V2Role {
         finished = true
         mergeCounts()
         context?.close(promise: nil)
-        if !isDone { isDone = true; done.succeed() }
+        succeedDone()
     }
 
     func ended(_ socket: V2Socket<V2Publisher>, refusal: String?, closeCode: UInt16?) {
@@ -360,30 +203,17 @@ final class V2Publisher: V2Role {
         mergeCounts()
         self.context = nil
         self.socket = nil
-        if !isReady { isReady = true; ready.fail(BenchError(refusal ?? "connection closed before the upgrade")) }
-        if !isDone { isDone = true; done.succeed() }
-    }
-}
-
-/// Opens a chat.v2 socket for `role` on `loop`, which must be the loop `role` lives on;
-/// the upgrade request goes out once connected, `source` binds it to a loopback address.
-func connectV2<Role: V2Role>(
-    _ role: NIOLoopBound<Role>, loop: any EventLoop, host: String, port: Int, path: String = "/wb/", cookie: String? = nil, source: String? = nil,
-    generation: Int = 0
-) -> EventLoopFuture<any Channel> {
-    var bootstrap = ClientBootstrap(group: loop)
-        .connectTimeout(.seconds(10))
-        .channelInitializer { channel in
-            channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(V2Socket(role: role.value, generation: generation))
-            }
+        if !isReady {
+            isReady = true
+            ready.fail(BenchError(refusal ?? "connection closed before the upgrade"))
         }
-    if let source {
-        do { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0)) } catch { return loop.makeFailedFuture(error) }
+        succeedDone()
     }
-    return bootstrap.connect(host: host, port: port).map { channel in
-        channel.writeAndFlush(V2Socket<Role>.upgradeRequest(host: host, port: port, path: path, cookie: cookie), promise: nil)
-        return channel
+
+    private func succeedDone() {
+        guard !isDone else { return }
+        isDone = true
+        done.succeed()
     }
 }
 

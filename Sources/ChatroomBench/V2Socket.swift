@@ -1,5 +1,6 @@
 import ChatClient
 import NIOCore
+import NIOPosix
 
 /// What a chat.v2 socket of the load generator does with its connection: publish,
 /// subscribe and count. Called on the socket's event loop only.
@@ -170,5 +171,27 @@ extension ByteBuffer {
             rest %= divisor
             divisor /= 10
         }
+    }
+}
+
+/// Opens a chat.v2 socket for `role` on `loop`, which must be the loop `role` lives on;
+/// the upgrade request goes out once connected, `source` binds it to a loopback address.
+func connectV2<Role: V2Role>(
+    _ role: NIOLoopBound<Role>, loop: any EventLoop, host: String, port: Int, path: String = "/wb/", cookie: String? = nil, source: String? = nil,
+    generation: Int = 0
+) -> EventLoopFuture<any Channel> {
+    var bootstrap = ClientBootstrap(group: loop)
+        .connectTimeout(.seconds(10))
+        .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(V2Socket(role: role.value, generation: generation))
+            }
+        }
+    if let source {
+        do { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: source, port: 0)) } catch { return loop.makeFailedFuture(error) }
+    }
+    return bootstrap.connect(host: host, port: port).map { channel in
+        channel.writeAndFlush(V2Socket<Role>.upgradeRequest(host: host, port: port, path: path, cookie: cookie), promise: nil)
+        return channel
     }
 }
