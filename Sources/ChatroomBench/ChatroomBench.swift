@@ -10,7 +10,7 @@ struct ChatroomBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatroom-bench",
         abstract: "Load generator for Chatroom (and any server of the original protocol).",
-        subcommands: [Fanout.self, Publish.self, Connections.self]
+        subcommands: [Fanout.self, Publish.self, Connections.self, V2Publish.self, V2Storm.self, V2Idle.self]
     )
 }
 
