@@ -32,6 +32,7 @@ public final class PresenceTracker: Service, Sendable {
     public let listLimit: Int
     private let broker: any Broker
     private let deliver: @Sendable ([ChatEvent]) -> Void
+    private let encode: @Sendable (ChatEvent) -> [ByteBuffer?]
     private let logger: Logger
     private let state = NIOLockedValueBox([ChannelName: RoomState]())
 
@@ -45,6 +46,11 @@ public final class PresenceTracker: Service, Sendable {
         var lastRefresh: ContinuousClock.Instant?
         /// What the sockets were told last.
         var told: RoomSnapshot?
+        /// Changes whenever `told` does.
+        var revision: UInt64 = 0
+        /// `told` as a `members` event's frames, made at the first socket that asked for
+        /// them and shared by every socket that opens before the next change.
+        var membersFrames: [ByteBuffer?]?
     }
 
     /// Creates a tracker; run it as a service.
@@ -57,8 +63,10 @@ public final class PresenceTracker: Service, Sendable {
         grace: Duration = .seconds(10),
         listLimit: Int = 500,
         logger: Logger,
+        encode: @escaping @Sendable (ChatEvent) -> [ByteBuffer?] = { _ in [] },
         deliver: @escaping @Sendable ([ChatEvent]) -> Void
     ) {
+        self.encode = encode
         self.broker = broker
         self.instance = instance
         self.interval = interval
@@ -108,6 +116,24 @@ public final class PresenceTracker: Service, Sendable {
     /// What the sockets of `channel` were told last: the count, and the people.
     public func snapshot(of channel: ChannelName) -> RoomSnapshot? {
         state.withLockedValue { $0[channel]?.told }
+    }
+
+    /// ``snapshot(of:)`` as the frames of a `members` event (indexed as the hub's
+    /// `encode` indexes them), when it lists the people: encoded once per change of the
+    /// room, not once per socket that opens (a room of 500 is a 12 KB frame, and a
+    /// reconnect storm opens thousands of sockets in it at once).
+    public func membersFrames(of channel: ChannelName) -> [ByteBuffer?]? {
+        let known = state.withLockedValue { state -> (RoomSnapshot, UInt64, [ByteBuffer?]?)? in
+            guard let room = state[channel], let told = room.told, told.members != nil else { return nil }
+            return (told, room.revision, room.membersFrames)
+        }
+        guard let (told, revision, cached) = known else { return nil }
+        if let cached { return cached }
+        let frames = encode(.members(channel: channel, online: told.online, members: told.members ?? []))
+        state.withLockedValue { state in
+            if state[channel]?.revision == revision { state[channel]?.membersFrames = frames }
+        }
+        return frames
     }
 
     public func run() async throws {
@@ -204,7 +230,11 @@ public final class PresenceTracker: Service, Sendable {
             if snapshot.online != before?.online || socketJoined {
                 events.append(.presence(channel: channel, online: snapshot.online))
             }
-            room.told = snapshot
+            if room.told != snapshot {
+                room.told = snapshot
+                room.revision &+= 1
+                room.membersFrames = nil
+            }
             return events
         }
         if !events.isEmpty { deliver(events) }

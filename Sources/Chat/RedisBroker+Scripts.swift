@@ -133,19 +133,29 @@ extension RedisBroker {
         local limit = tonumber(ARGV[4])
         local count = tonumber(ARGV[5])
         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
-        local batch = {}
+        -- Leases, names to set and names to drop, each in commands of up to 500 people
+        -- rather than one command per person.
+        local batch, named, nameless = {}, {}, {}
+        local function flush()
+          if #batch > 0 then redis.call('ZADD', KEYS[1], unpack(batch)) end
+          if #named > 0 then redis.call('HSET', KEYS[2], unpack(named)) end
+          if #nameless > 0 then redis.call('HDEL', KEYS[2], unpack(nameless)) end
+          batch, named, nameless = {}, {}, {}
+        end
         for i = 0, count - 1 do
           local id = ARGV[6 + 2 * i]
           local name = ARGV[7 + 2 * i]
           batch[#batch + 1] = ms + lifetime
           batch[#batch + 1] = instance .. '|' .. id
-          if name ~= '' then redis.call('HSET', KEYS[2], id, name) else redis.call('HDEL', KEYS[2], id) end
-          if #batch >= 1000 then
-            redis.call('ZADD', KEYS[1], unpack(batch))
-            batch = {}
+          if name ~= '' then
+            named[#named + 1] = id
+            named[#named + 1] = name
+          else
+            nameless[#nameless + 1] = id
           end
+          if #batch >= 1000 then flush() end
         end
-        if #batch > 0 then redis.call('ZADD', KEYS[1], unpack(batch)) end
+        flush()
         for i = 6 + 2 * count, #ARGV do
           redis.call('ZADD', KEYS[1], 'XX', ms + grace, instance .. '|' .. ARGV[i])
         end

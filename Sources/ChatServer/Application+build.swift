@@ -58,6 +58,7 @@ public func buildApplication(
             lifetime: configuration.presenceLifetime,
             grace: configuration.presenceGrace,
             logger: logger,
+            encode: encoder.frames(of:),
             deliver: hub.deliver
         )
         let context = ChatServerContext(

@@ -113,8 +113,8 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
             presence.tracker.join(channelName, member: Member(id: presence.id, name: shownName))
             shownName = nil
             // Who is here already, so that the joins and leaves that follow add up.
-            if format == .chatV1, let snapshot = presence.tracker.snapshot(of: channelName), let members = snapshot.members {
-                context.writeAndFlush(wrapOutboundOut(ChatV1.members(channel: channelName, online: snapshot.online, members: members)), promise: nil)
+            if format == .chatV1, let frame = presence.tracker.membersFrames(of: channelName)?[frameIndex] {
+                context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
             }
         }
         if let read = flow.opened(resume: resume) {

@@ -173,8 +173,8 @@ extension ChatV2Socket {
             context.write(
                 wrapOutboundOut(ChatV2.subscribed(channel: subscription.channel, epoch: history.epoch, offset: history.lastOffset)), promise: nil
             )
-            if subscription.hasPresence, let snapshot = server.presence.snapshot(of: subscription.channel), let members = snapshot.members {
-                context.write(wrapOutboundOut(ChatV1.members(channel: subscription.channel, online: snapshot.online, members: members)), promise: nil)
+            if subscription.hasPresence, let frame = server.presence.membersFrames(of: subscription.channel)?[frameIndex] {
+                context.write(wrapOutboundOut(frame), promise: nil)
             }
         }
         var behind = 0
