@@ -2,11 +2,12 @@
 # Before/after on one noisy machine: runs the same load against two server binaries,
 # alternating, and prints the median of each.
 #
-#   scripts/compare.sh [--publish|--connections] BEFORE AFTER [rounds] [subscribers] [messages] [broker]
+#   scripts/compare.sh [--publish|--v2-publish|--connections] BEFORE AFTER [rounds] [subscribers] [messages] [broker]
 #
 # By default a fan-out (S subscribers, M messages); --publish: 32 publishers for 8 s
-# (subscribers as given, 0 by default); --connections: idle sockets up to 19,000, the
-# server's memory per socket at the top step.
+# (subscribers as given, 0 by default); --v2-publish: 8 chat.v2 sockets with 64 sends in
+# flight each for 8 s (both binaries must speak chat.v2); --connections: idle sockets up
+# to 19,000, the server's memory per socket at the top step.
 #
 # Both binaries must accept the load-test flags in scripts/lib.sh (--send-rate and the
 # other per-address limits; --history-rate since 2026-11-27). E.g. keep a copy of the release binary, change the code,
@@ -19,9 +20,10 @@ cd "$(dirname "$0")/.."
 what=fanout
 case "${1:-}" in
   --publish) what=publish; shift ;;
+  --v2-publish) what=v2-publish; shift ;;
   --connections) what=connections; shift ;;
 esac
-[ $# -ge 2 ] || die "usage: scripts/compare.sh [--publish|--connections] BEFORE AFTER [rounds] [subscribers] [messages] [broker]"
+[ $# -ge 2 ] || die "usage: scripts/compare.sh [--publish|--v2-publish|--connections] BEFORE AFTER [rounds] [subscribers] [messages] [broker]"
 default_subscribers=1000; [ "$what" = fanout ] || default_subscribers=0
 before="$1"; after="$2"; rounds="${3:-5}"; subscribers="${4:-$default_subscribers}"; messages="${5:-2000}"; broker="${6:-redis}"
 [ -x "$before" ] && [ -x "$after" ] || die "both binaries must exist and be executable"
@@ -44,6 +46,7 @@ for round in $(seq 1 "$rounds"); do
     case "$what" in
       fanout) line=$("$bench" fanout --port "$port" --server-pid "$server" --label "$side" --subscribers "$subscribers" --messages "$messages" --publishers 8 | grep '^{') ;;
       publish) line=$("$bench" publish --port "$port" --server-pid "$server" --label "$side" --publishers 32 --seconds 8 --subscribers "$subscribers" | grep '^{') ;;
+      v2-publish) line=$("$bench" v2-publish --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "$side" --publishers 8 --window 64 --seconds 8 --subscribers "$subscribers" | grep '^{') ;;
       connections) line=$("$bench" connections --port "$port" --server-pid "$server" --label "$side" --steps 1000,19000 | grep '^{' | tail -1) ;;
     esac
     kill "$server"; wait "$server" 2>/dev/null || true

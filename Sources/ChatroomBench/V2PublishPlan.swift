@@ -12,8 +12,8 @@ final class V2PublishPlan: Sendable {
     /// Messages per second for all publishers together; `nil`: as fast as acks come back.
     let rate: Double?
     let publishers: Int
-    /// Messages each publisher sends at most.
-    let quota: UInt64
+    /// Messages to send in all; `nil`: as many as the time allows.
+    let messages: UInt64?
     /// How long to send, counted from ``begin(at:)``.
     let duration: UInt64
     private let begun = NIOLockedValueBox<UInt64>(0)
@@ -26,8 +26,15 @@ final class V2PublishPlan: Sendable {
         self.window = window
         self.rate = rate
         self.publishers = publishers
-        quota = messages.map { ($0 + UInt64(publishers) - 1) / UInt64(publishers) } ?? .max
+        self.messages = messages
         duration = UInt64(seconds * 1e9)
+    }
+
+    /// Messages publisher `index` sends at most: its share of ``messages``.
+    func quota(of index: Int) -> UInt64 {
+        guard let messages else { return .max }
+        let (share, rest) = messages.quotientAndRemainder(dividingBy: UInt64(publishers))
+        return share + (UInt64(index) < rest ? 1 : 0)
     }
 
     /// When sending began (monotonic ns); the paced schedule counts from it.

@@ -15,9 +15,10 @@ final class V2Publisher: V2Role {
     private var sent: UInt64 = 0
     private var outstanding = 0
     private var begun = false
-    /// The plan's start and deadline, read once at ``begin()``.
+    /// The plan's start, deadline and this socket's quota, read once at ``begin()``.
     private var start: UInt64 = 0
     private var deadline: UInt64 = 0
+    private var quota: UInt64 = 0
     private var timerPending = false
     private var finished = false
     private var isReady = false
@@ -47,6 +48,7 @@ final class V2Publisher: V2Role {
         begun = true
         start = plan.start
         deadline = start + plan.duration
+        quota = plan.quota(of: index)
         fill()
         if let context { socket?.flush(context: context) }
     }
@@ -56,7 +58,7 @@ final class V2Publisher: V2Role {
         guard let socket, !finished else { return }
         let now = monotonicNanoseconds()
         while outstanding < plan.window {
-            guard sent < plan.quota, now < deadline, !plan.isStopped else {
+            guard sent < quota, now < deadline, !plan.isStopped else {
                 if outstanding == 0 { finish() }
                 return
             }
