@@ -28,10 +28,19 @@ extension ChatV2Socket {
         switch posting.draft(data: data, channel: channel, name: name, key: id, identity: person.verified, client: closing.client) {
         case .success(let draft):
             outbox.append((id, draft))
+            // Enough waits: read no more from this client until the broker has taken them
+            // (TCP holds back the rest), so what waits stays bounded.
+            if outbox.count >= Self.outboxLimit, !readsPaused {
+                readsPaused = true
+                context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+            }
         case .failure(let refusal):
             nack(id, channel, refusal, reason: ChatMetrics.reason(status: refusal.status.code), context: context)
         }
     }
+
+    /// Sends that may wait while a batch is published; past them the socket stops reading.
+    static let outboxLimit = 256
 
     /// Publishes what waits, in order, unless a batch is in flight (it follows that one).
     func publishOutbox() {
@@ -39,6 +48,10 @@ extension ChatV2Socket {
         publishing = true
         let batch = outbox
         outbox = []
+        if readsPaused {
+            readsPaused = false
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in }
+        }
         let posting = self.posting
         let logger = self.logger
         context.eventLoop.makeFutureWithTask {

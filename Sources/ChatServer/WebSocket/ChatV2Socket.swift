@@ -49,6 +49,8 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
     /// Sends waiting for the batch in flight to finish.
     var outbox: [(id: String, draft: Posting.Draft)] = []
     var publishing = false
+    /// Reading stopped: the outbox is full (``outboxLimit``).
+    var readsPaused = false
     /// The client shut its side while a batch was being published: close after its answers.
     var hangUpWhenPublished = false
     private let first: (channel: ChannelName, resume: DeliveryFlow.Resume?)?
