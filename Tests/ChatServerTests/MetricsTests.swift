@@ -70,16 +70,23 @@ struct MetricsTests {
     }
 
     @Test func aSeparatePortServesMetricsInstead() async throws {
-        let metricsPort = Int.random(in: 20000...50000)
-        try await withServer(broker: .memory, { $0.metricsPort = metricsPort }) { server in
-            var scrape: HTTPResult?
-            for _ in 0..<50 {
-                scrape = try? await ChatHTTP.request("GET", port: metricsPort, path: "/metrics")
-                if scrape != nil { break }
-                try await Task.sleep(for: .milliseconds(50))
+        // Port 0: the kernel picks a free one, and the server's log line says which. A port
+        // guessed at random can be taken by another test's Redis, and the server then stops.
+        let logs = LogCapture()
+        try await withServer(broker: .memory, logs: logs, { $0.metricsPort = 0 }) { server in
+            var metricsPort: Int?
+            for _ in 0..<100 where metricsPort == nil {
+                metricsPort = logs.lines(containing: "Metrics address=").first
+                    .flatMap { $0.split(separator: " ").first { $0.hasPrefix("address=") } }
+                    .flatMap { $0.split(separator: ":").last }
+                    .flatMap { Int($0) }
+                if metricsPort == nil { try await Task.sleep(for: .milliseconds(20)) }
             }
-            #expect(scrape?.status == 200)
-            #expect(scrape.map { Scrape($0.body)["chatroom_websockets_open"] } == 0)
+            let port = try #require(metricsPort, "the metrics listener logs its address")
+            #expect(port != server.port)
+            let scrape = try await ChatHTTP.request("GET", port: port, path: "/metrics")
+            #expect(scrape.status == 200)
+            #expect(Scrape(scrape.body)["chatroom_websockets_open"] == 0)
             #expect(try await ChatHTTP.request("GET", port: server.port, path: "/metrics").status == 404, "not on the chat's port")
         }
     }
