@@ -171,6 +171,32 @@ struct ChatFeaturesTests {
         }
     }
 
+    @Test func changesMadeOnOneInstanceReachTheOtherLiveAndAfterAReload() async throws {
+        let servers = [try await TestServer.start(broker: .redis), try await TestServer.start(broker: .redis)]
+        defer { Task { for server in servers { await server.stop() } } }
+        let channel = uniqueChannel()
+        let ada = Person()
+        let author = try await V2Client.connect(servers[0], person: ada)
+        let reader = try await V2Client.connect(servers[1], person: Person())
+        _ = try await reader.subscribedFrame(channel)
+        let first = try #require(try await author.ask(["type": "send", "id": "m1", "channel": channel, "data": "one"])?.int("offset"))
+        let second = try #require(try await author.ask(["type": "send", "id": "m2", "channel": channel, "data": "two"])?.int("offset"))
+        #expect(try await author.ask(["type": "edit", "id": "e", "channel": channel, "of": first, "data": "one!"])?.type == "ack")
+        #expect(try await author.ask(["type": "delete", "id": "d", "channel": channel, "of": second])?.type == "ack")
+        #expect(try await author.ask(["type": "react", "id": "r", "channel": channel, "of": first, "emoji": "🎉"])?.type == "ack")
+        var live: [String] = []
+        while live.count < 5, let frame = await reader.nextEvent() {
+            if let type = frame.type, ["message", "edit", "delete", "react"].contains(type) { live.append("\(type):\(frame.int("of") ?? frame.int("offset") ?? 0)") }
+        }
+        #expect(live == ["message:\(first)", "message:\(second)", "edit:\(first)", "delete:\(second)", "react:\(first)"])
+        // What a page reloaded on the other instance reads.
+        let kept = try await history(servers[1].port, channel)
+        #expect(kept.first?.data == "one!" && kept.first?["reactions"] as? [String: [String]] == ["🎉": [ada.id]])
+        #expect(kept.dropFirst().first?["deleted"] as? Bool == true)
+        await author.disconnect()
+        await reader.disconnect()
+    }
+
     @Test(arguments: brokers)
     func anEditAfterTheWindowIsRefused(broker: ChatConfiguration.BrokerKind) async throws {
         try await withServer(broker: broker, { $0.editWindow = .milliseconds(50) }) { server in
