@@ -105,6 +105,26 @@ struct ChatFeaturesTests {
         for client in [typist, adasOtherTab, reader, resumed] { await client.disconnect() }
     }
 
+    @Test func theMemoryBrokerRelaysTypingToTheOthersToo() async throws {
+        try await withServer(broker: .memory) { server in
+            let channel = uniqueChannel()
+            let (ada, bob) = (Person(), Person())
+            let typist = try await V2Client.connect(server, person: ada)
+            let reader = try await V2Client.connect(server, person: bob)
+            let v1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", headers: [bob.header], subprotocols: ["chat.v1"])
+            for client in [typist, reader] { _ = try await client.subscribedFrame(channel) }
+            try await typist.send(["type": "typing", "channel": channel])
+            #expect((await reader.next("typing")?["member"] as? [String: Any])?["id"] as? String == ada.id)
+            var v1Typing = false
+            while !v1Typing, let text = await v1.nextText() { v1Typing = text.contains(#""type":"typing""#) }
+            #expect(v1Typing, "chat.v1 sockets share the frames")
+            #expect(await typist.next("typing", timeout: .milliseconds(300)) == nil)
+            await v1.disconnect()
+            await typist.disconnect()
+            await reader.disconnect()
+        }
+    }
+
     @Test(arguments: brokers)
     func theAuthorEditsAndDeletesAndEveryoneSeesItLiveInHistoryAndOnResume(broker: ChatConfiguration.BrokerKind) async throws {
         try await withServer(broker: broker) { server in
@@ -113,6 +133,7 @@ struct ChatFeaturesTests {
             let author = try await V2Client.connect(server, person: ada)
             let other = try await V2Client.connect(server, person: bob)
             _ = try await other.subscribedFrame(channel)
+            let original = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)")
             let sent = try #require(try await author.ask(["type": "send", "id": "m1", "channel": channel, "data": "helo wrold"]))
             let of = try #require(sent.int("offset"))
             #expect(await other.next("message")?.data == "helo wrold")
@@ -145,6 +166,10 @@ struct ChatFeaturesTests {
             let delete = try #require(await other.next("delete"))
             #expect(delete.int("of") == of && delete.int("offset") == deleted.int("offset") && delete["from"] as? String == ada.id)
             #expect(try await author.ask(["type": "edit", "id": "e2", "channel": channel, "of": of, "data": "back"])?.int("status") == 403)
+            // The original protocol has words only: the message, never the changes.
+            #expect(await original.nextText() == "helo wrold")
+            #expect(await original.nextText(timeout: .milliseconds(300)) == nil)
+            await original.disconnect()
 
             kept = try await history(server.port, channel)
             #expect(kept.map(\.type) == ["message", "edit", "delete"])
