@@ -142,6 +142,16 @@ public final class ChatWebSocket: Sendable {
         try await sendFrame(opcode: 0x1, payload: Array(text.utf8))
     }
 
+    /// Sends text frames in one write, so that the server reads them together.
+    public func send(texts: [String]) async throws {
+        var buffer = ByteBuffer()
+        for text in texts {
+            var frame = Self.maskedFrame(opcode: 0x1, payload: Array(text.utf8))
+            buffer.writeBuffer(&frame)
+        }
+        try await channel.writeAndFlush(buffer)
+    }
+
     /// Sends one frame as given: for tests that break the protocol on purpose.
     public func sendFrame(opcode: UInt8, payload: [UInt8], fin: Bool = true, masked: Bool = true, rsv: UInt8 = 0) async throws {
         try await channel.writeAndFlush(Self.maskedFrame(opcode: opcode, payload: payload, fin: fin, masked: masked, rsv: rsv))

@@ -137,10 +137,10 @@ struct Posting: Sendable {
         // A capped room's place is asked once per channel of the batch; its refusal
         // answers every message to that room, which then is not published.
         var placeRefusals: [ChannelName: Failure?] = [:]
-        for draft in drafts where rooms.cap(of: draft.channel) != nil && placeRefusals[draft.channel] == nil {
+        for draft in drafts where needsPlace(draft) && placeRefusals[draft.channel] == nil {
             placeRefusals[draft.channel] = .some(await placeRefusal(draft))
         }
-        let refusedIndices = Set(drafts.indices.filter { placeRefusals[drafts[$0].channel].flatMap { $0 } != nil })
+        let refusedIndices = Set(drafts.indices.filter { needsPlace(drafts[$0]) && placeRefusals[drafts[$0].channel].flatMap { $0 } != nil })
         let publishable = drafts.indices.filter { !refusedIndices.contains($0) }
         let started = NIODeadline.now()
         let published = await broker.publish(publishable.map { drafts[$0].request })
@@ -194,12 +194,7 @@ struct Posting: Sendable {
     /// one if there is room (as a socket would), and is refused as a socket would be if
     /// not.
     private func placeRefusal(_ draft: Draft) async -> Failure? {
-        guard let cap = rooms.cap(of: draft.channel), !draft.placeHeld else { return nil }
-        // Editing or deleting one's own words needs no place: the right is the author's.
-        switch draft.kind {
-        case .edit, .delete: return nil
-        case .message, .react: break
-        }
+        guard needsPlace(draft), let cap = rooms.cap(of: draft.channel) else { return nil }
         guard let member = draft.identity else {
             let message = "This room holds a limited number of people and takes messages only from them: open the chat page first (it gives your browser an identity), then send again."
             return Failure(refusal: Refusal(.forbidden, message), reason: "identity_required", level: .info)
@@ -213,6 +208,16 @@ struct Posting: Sendable {
         }
         let message = "This room is full: it holds at most \(cap) \(cap == 1 ? "person" : "people"), and takes messages only from them."
         return Failure(refusal: Refusal(.forbidden, message), reason: "room_full", level: .info)
+    }
+
+    /// Whether the draft goes to a capped room whose place its sender does not hold yet.
+    /// Editing or deleting one's own words needs none: that right is the author's.
+    private func needsPlace(_ draft: Draft) -> Bool {
+        guard rooms.cap(of: draft.channel) != nil, !draft.placeHeld else { return false }
+        switch draft.kind {
+        case .edit, .delete: return false
+        case .message, .react: return true
+        }
     }
 
     private func failure(_ error: BrokerError, keyed: Bool) -> Failure {

@@ -33,6 +33,11 @@ extension V2Client {
         return nil
     }
 
+    /// Sends frames in one write: the server reads them, and publishes them, as one batch.
+    func sendTogether(_ frames: [[String: Any]]) async throws {
+        try await socket.send(texts: try frames.map { String(decoding: try JSONSerialization.data(withJSONObject: $0), as: UTF8.self) })
+    }
+
     /// Subscribes and waits for `subscribed`; returns it.
     func subscribedFrame(_ channel: String) async throws -> [String: Any]? {
         try await subscribe(channel)
@@ -337,9 +342,11 @@ struct ChatFeaturesTests {
             let of = try #require(try await author.ask(["type": "send", "id": "K1", "channel": channel, "data": "orig"])?.int("offset"))
             // An offset too large for Lua's numbers to write as digits: 404, and the
             // sends around it in the same read are published and acknowledged as such.
-            try await author.socket.send(text: #"{"type":"send","id":"pA","channel":"\#(channel)","data":"A"}"#)
-            try await author.socket.send(text: #"{"type":"edit","id":"pE","channel":"\#(channel)","of":100000000000000,"data":"z"}"#)
-            try await author.socket.send(text: #"{"type":"send","id":"pB","channel":"\#(channel)","data":"B"}"#)
+            try await author.socket.send(texts: [
+                #"{"type":"send","id":"pA","channel":"\#(channel)","data":"A"}"#,
+                #"{"type":"edit","id":"pE","channel":"\#(channel)","of":100000000000000,"data":"z"}"#,
+                #"{"type":"send","id":"pB","channel":"\#(channel)","data":"B"}"#,
+            ])
             var answers: [String: String] = [:]
             while answers.count < 3, let frame = await author.next() {
                 if let id = frame["id"] as? String, let type = frame.type { answers[id] = type + ":\(frame.int("status") ?? 0)" }
@@ -358,8 +365,9 @@ struct ChatFeaturesTests {
             kept = try await history(server.port, channel)
             #expect(kept.compactMap(\.data).contains("also mine"))
             // A refused change stops nothing after it in the same read.
-            try await author.socket.send(text: #"{"type":"react","id":"rX","channel":"\#(channel)","of":\#(of),"emoji":"👍"}"#)
-            try await author.socket.send(text: #"{"type":"send","id":"S1","channel":"\#(channel)","data":"after"}"#)
+            try await author.socket.send(texts: [
+                #"{"type":"react","id":"rX","channel":"\#(channel)","of":\#(of),"emoji":"👍"}"#, #"{"type":"send","id":"S1","channel":"\#(channel)","data":"after"}"#,
+            ])
             answers = [:]
             while answers.count < 2, let frame = await author.next() {
                 if let id = frame["id"] as? String, let type = frame.type { answers[id] = type + ":\(frame.int("status") ?? 0)" }
@@ -382,6 +390,17 @@ struct ChatFeaturesTests {
             #expect(try await taker.subscribedFrame(desk)?.type == "subscribed", "the place was free again")
             #expect(try await author.ask(["type": "send", "id": "D2", "channel": desk, "data": "me again"])?.int("status") == 403, "full now")
             #expect(try await author.ask(["type": "edit", "id": "D3", "channel": desk, "of": of, "data": "at the desk!"])?.type == "ack")
+            // In one read: an edit needs no place, the send after it still does.
+            let second = try #require(try await author.ask(["type": "edit", "id": "D5", "channel": desk, "of": of, "data": "still mine"]))
+            #expect(second.type == "ack")
+            try await author.sendTogether([
+                ["type": "edit", "id": "D6", "channel": desk, "of": of, "data": "and again"], ["type": "send", "id": "D7", "channel": desk, "data": "sneaking in"],
+            ])
+            var answers: [String: Int64] = [:]
+            while answers.count < 2, let frame = await author.next() {
+                if let id = frame["id"] as? String { answers[id] = frame.int("status") ?? 0 }
+            }
+            #expect(answers == ["D6": 0, "D7": 403])
             #expect(try await author.ask(["type": "delete", "id": "D4", "channel": desk, "of": of])?.type == "ack")
             await author.disconnect()
             await taker.disconnect()
