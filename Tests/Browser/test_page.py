@@ -10,6 +10,7 @@ $CHATROOM_SCREENSHOTS (default .build/browser-screenshots).
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -202,6 +203,56 @@ HOLD_SOCKETS = """
 """
 
 
+# Run before the page's own script: window.Notification records what the page shows
+# (permission "default" until asked, as in a fresh browser), and document.hidden says
+# what window.__hidden says, so that a test can hide the page.
+FAKE_NOTIFICATIONS = """
+(() => {
+  window.__notes = [];
+  window.__asked = 0;
+  window.__hidden = false;
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => window.__hidden });
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => (window.__hidden ? "hidden" : "visible") });
+  class RecordedNotification {
+    constructor(title, options = {}) {
+      window.__notes.push({ title, body: options.body ?? "", tag: options.tag ?? "" });
+    }
+    static requestPermission() {
+      window.__asked++;
+      RecordedNotification.permission = "granted";
+      return Promise.resolve("granted");
+    }
+  }
+  RecordedNotification.permission = "default";
+  window.Notification = RecordedNotification;
+})();
+"""
+
+
+def shifted_clock(days):
+    """A script that moves the page's clock (Date.now(), new Date()) `days` ahead; dates of given times stay."""
+    return """
+(() => {
+  const Real = Date;
+  const shift = %d * 86400000;
+  function Shifted(...args) {
+    if (!new.target) return new Real(Real.now() + shift).toString();
+    return args.length ? new Real(...args) : new Real(Real.now() + shift);
+  }
+  Shifted.prototype = Real.prototype;
+  Shifted.now = () => Real.now() + shift;
+  Shifted.UTC = Real.UTC;
+  Shifted.parse = Real.parse;
+  window.Date = Shifted;
+})();
+""" % days
+
+
+def languages(*tags):
+    """A script that makes navigator.languages say `tags`."""
+    return "Object.defineProperty(Navigator.prototype, 'languages', { configurable: true, get: () => %s });" % json.dumps(list(tags))
+
+
 def set_offline(driver, offline):
     """Takes the browser off the network (DevTools network emulation) or back on it."""
     driver.execute_cdp_cmd("Network.enable", {})
@@ -238,11 +289,14 @@ class PageTestCase(unittest.TestCase):
         for driver in cls.drivers:
             driver.quit()
 
-    def open(self, instance, path="", width=1000, height=760, network_log=False):
+    def open(self, instance, path="", width=1000, height=760, network_log=False, scripts=(), connected="Connected"):
+        """A new browser on `instance`; `scripts` run in every document before the page's own."""
         driver = browser(width, height, network_log)
         self.drivers.append(driver)
+        for script in scripts:
+            driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
         driver.get(instance.url + path)
-        wait_until(lambda: self.status(driver) == "Connected", message="Connected")
+        wait_until(lambda: self.status(driver) == connected, message=connected)
         return driver
 
     def close(self, driver):
@@ -288,6 +342,11 @@ class PageTestCase(unittest.TestCase):
         driver.find_element(By.ID, f"tab-{channel}").click()
         wait_until(lambda: self.cookie(driver, "channel") == channel, message=f"cookie {channel}")
         wait_until(lambda: self.status(driver) == "Connected", message="Connected after switching")
+
+    def select_tab_anyway(self, driver, channel):
+        """Chooses a tab without waiting for "Connected" (the tab left may be refused)."""
+        driver.find_element(By.ID, f"tab-{channel}").click()
+        wait_until(lambda: self.cookie(driver, "channel") == channel, message=f"cookie {channel}")
 
     def type_message(self, driver, text):
         box = driver.find_element(By.ID, "text")
@@ -481,7 +540,19 @@ class ChatPageTests(PageTestCase):
         self.assertEqual(narrow.execute_script("return window.innerWidth"), 360)
         overflow = narrow.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
         self.assertLessEqual(overflow, 0, "nothing wider than 360 px")
+        self.assertFalse(narrow.find_element(By.ID, "name").is_displayed(), "the name folded away")
         self.shot(narrow, "page-360")
+        toggle = narrow.find_element(By.ID, "name-toggle")
+        toggle.click()
+        self.assertTrue(narrow.find_element(By.ID, "name").is_displayed(), "the name behind its button")
+        self.assertEqual(toggle.get_attribute("aria-expanded"), "true")
+        toggle.click()
+        # Many tabs: the one chosen is scrolled into view.
+        for number in range(6):
+            narrow.execute_script("location.hash = arguments[0]", f"#channel=narrow-tab-{number}")
+            wait_until(lambda: self.cookie(narrow, "channel") == f"narrow-tab-{number}", message=f"tab {number}")
+        in_view = "const t = document.querySelector('#tabs [aria-selected=true]').getBoundingClientRect(), n = document.getElementById('tabs').getBoundingClientRect(); return t.left >= n.left - 1 && t.right <= n.right + 1"
+        wait_until(lambda: narrow.execute_script(in_view), message="the chosen tab in view")
         self.close(narrow)
         wide.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
         self.assertEqual(wide.execute_script("return getComputedStyle(document.body).backgroundColor"), "rgb(20, 23, 28)", "the dark theme")
@@ -499,6 +570,10 @@ class RoomTests(PageTestCase):
         channel = f"lobby{int(time.time() * 1000) % 100000}"
         ada = self.open(self.a, f"#channel={channel}")
         bob = self.open(self.b, f"#channel={channel}")
+        # Without names, each is "Anonymous XYZ" from their id: told apart, and the same after a reload.
+        bob_id = self.cookie(bob, "uid").split(".")[0]
+        anonymous_bob = "Anonymous " + re.sub("[^A-Za-z0-9]", "", bob_id)[:3].upper()
+        wait_until(lambda: anonymous_bob in self.people(ada), message=f"{anonymous_bob} in Ada's list")
         for driver, name in ((ada, "Ada"), (bob, "Bob")):
             field = driver.find_element(By.ID, "name")
             field.send_keys(name, Keys.TAB)  # change → the socket says the new name
@@ -528,6 +603,14 @@ class RoomTests(PageTestCase):
         self.type_message(bob, "agreed")
         wait_until(lambda: "agreed" in self.texts(ada), message="Bob's answer in Ada's window")
         self.shot(ada, "one-to-one")
+        # Ada shows another name: Bob's tab follows it, and is never named by the room's id.
+        field = ada.find_element(By.ID, "name")
+        field.clear()
+        field.send_keys("Ada L.", Keys.TAB)
+        bob_tab = lambda: bob.execute_script("const t = document.getElementById(arguments[0]); return [t.querySelector('.tab-name').textContent, t.getAttribute('aria-label')]", f"tab-{room}")
+        wait_until(lambda: bob_tab()[0] == "@Ada L.", message="Bob's tab says @Ada L.")
+        self.assertFalse(bob_tab()[1].startswith("dm:"), f"accessible name {bob_tab()[1]!r}")
+        self.assertIn("@Ada L.", bob_tab()[1])
         # Anyone else who tries the room's address is refused, and told so.
         eve = self.open(self.a)
         eve.get(self.a.url + f"#channel={room}")
@@ -543,7 +626,15 @@ class RoomTests(PageTestCase):
         self.drivers.append(second)
         second.get(self.c.url + "#channel=tiny")
         wait_until(lambda: self.status(second) == "This room is full: it holds at most 1 person.", message="the room is full")
+        # Nothing can be written there: the field says why.
+        text = second.find_element(By.ID, "text")
+        wait_until(lambda: not text.is_enabled(), message="the message field disabled")
+        self.assertIn("This room is full", text.get_attribute("placeholder"))
+        self.assertFalse(second.find_element(By.ID, "send").is_enabled())
         self.shot(second, "room-full")
+        # Another tab of the same page takes messages again.
+        self.select_tab_anyway(second, "channel_1")
+        wait_until(lambda: text.is_enabled(), message="the field enabled in another room")
         self.close(second)
         self.close(first)
 
@@ -738,6 +829,241 @@ class OutboxTests(PageTestCase):
         self.assert_once_in_order(self.texts(reader), ["before", *typed])
         self.close(writer)
         self.close(reader)
+
+
+class ReadingTests(PageTestCase):
+    """What a message looks like (links, code, groups, days), and how the page is found and left."""
+
+    @staticmethod
+    def items(driver):
+        """The list's items: [kind, text] with kind "day", "grouped", "message" or "notice"."""
+        return driver.execute_script(
+            "return [...document.querySelectorAll('#messages > li')].map(li => li.classList.contains('day') ? ['day', li.textContent]"
+            " : li.dataset.offset ? [li.classList.contains('grouped') ? 'grouped' : 'message', li.querySelector('.text').textContent] : ['notice', li.textContent])"
+        )
+
+    def test_17_links_open_safely_code_is_monospace_and_script_is_text(self):
+        channel = f"links{int(time.time() * 1000) % 100000}"
+        driver = self.open(self.a, f"#channel={channel}")
+        self.a.send("see https://example.com/a_(b). and `x = 1` then <script>window.__ran = 1</script>", channel, name="Ada")
+        self.a.send("```\nlet a = '<b>no</b>';\n```\nafter the block", channel, name="Ada")
+        wait_until(lambda: len(self.texts(driver)) == 2, message="both messages")
+        links = driver.execute_script("return [...document.querySelectorAll('#messages .text a')].map(a => [a.getAttribute('href'), a.textContent, a.rel, a.target])")
+        self.assertEqual(links, [["https://example.com/a_(b)", "https://example.com/a_(b)", "noopener noreferrer", "_blank"]], "the link without the sentence's full stop")
+        first, second = self.texts(driver)
+        self.assertEqual(first, "see https://example.com/a_(b). and x = 1 then <script>window.__ran = 1</script>")
+        self.assertIn("<script>", first, "markup shows as text")
+        code = driver.execute_script("return [...document.querySelectorAll('#messages .text code')].map(c => [c.parentElement.tagName, c.textContent, getComputedStyle(c).fontFamily])")
+        self.assertEqual([(parent, text) for parent, text, _ in code], [("DIV", "x = 1"), ("PRE", "let a = '<b>no</b>';")])
+        for _, _, family in code:
+            self.assertIn("monospace", family)
+        self.assertEqual(second, "let a = '<b>no</b>';after the block")
+        self.assertEqual(driver.execute_script("return document.querySelectorAll('#messages script, #messages b').length"), 0, "no element from the text")
+        self.assertIsNone(driver.execute_script("return window.__ran ?? null"), "the script did not run")
+        # A click on the link opens a new window (target=_blank) that cannot reach the page.
+        handles = set(driver.window_handles)
+        driver.find_element(By.CSS_SELECTOR, "#messages .text a").click()
+        wait_until(lambda: len(driver.window_handles) == len(handles) + 1, message="the link opened a window")
+        [opened] = set(driver.window_handles) - handles
+        driver.switch_to.window(opened)
+        self.assertIsNone(driver.execute_script("return window.opener"), "noopener")
+        driver.close()
+        driver.switch_to.window(next(iter(handles)))
+        self.shot(driver, "links-and-code")
+        self.close(driver)
+
+    def test_18_one_senders_run_shares_a_name_and_days_are_separated(self):
+        channel = f"groups{int(time.time() * 1000) % 100000}"
+        for name, text in [("Ada", "one"), ("Ada", "two"), ("Bob", "three"), ("Ada", "four")]:
+            self.a.send(text, channel, name=name)
+        driver = self.open(self.a, f"#channel={channel}")
+        wait_until(lambda: len(self.texts(driver)) == 4, message="the four messages")
+        self.assertEqual(self.items(driver), [["day", "Today"], ["message", "one"], ["grouped", "two"], ["message", "three"], ["message", "four"]])
+        names = driver.execute_script("return [...document.querySelectorAll('#messages li[data-offset] .who')].map(w => w.offsetParent !== null)")
+        self.assertEqual(names, [True, False, True, True], "the name shows once per run")
+        # The same messages seen from tomorrow and from three days on.
+        tomorrow = self.open(self.a, f"#channel={channel}", scripts=[shifted_clock(1)])
+        wait_until(lambda: len(self.texts(tomorrow)) == 4, message="the messages, tomorrow")
+        self.assertEqual(self.items(tomorrow)[0], ["day", "Yesterday"])
+        later = self.open(self.a, f"#channel={channel}", scripts=[shifted_clock(3)])
+        wait_until(lambda: len(self.texts(later)) == 4, message="the messages, three days on")
+        [kind, label] = self.items(later)[0]
+        self.assertEqual(kind, "day")
+        self.assertNotIn(label, ("Today", "Yesterday"))
+        self.assertIn(str(time.localtime().tm_year), label, "a date")
+        for other in (tomorrow, later):
+            self.close(other)
+        self.close(driver)
+
+    def test_19_a_changed_hash_opens_the_channel_which_stays_until_its_tab_is_closed(self):
+        channel = f"hash{int(time.time() * 1000) % 100000}"
+        self.a.send("found by the hash", channel)
+        driver = self.open(self.a)
+        driver.execute_script("location.hash = arguments[0]", f"#channel={channel}")
+        wait_until(lambda: self.cookie(driver, "channel") == channel, message="the hash's channel chosen")
+        wait_until(lambda: "found by the hash" in self.texts(driver), message="its message")
+        self.assertEqual(driver.find_element(By.CSS_SELECTOR, '#tabs [aria-selected="true"]').get_attribute("data-channel"), channel)
+        # Loaded again without the hash: the tab is still there (and chosen: the cookie says so).
+        driver.get(self.a.url)
+        wait_until(lambda: self.status(driver) == "Connected", message="Connected after the reload")
+        self.assertIn(channel, [tab.get_attribute("data-channel") for tab in driver.find_elements(By.CSS_SELECTOR, "#tabs [role=tab]")])
+        # Configured tabs cannot be closed; this one can, and then it does not come back.
+        self.assertEqual(driver.find_elements(By.CSS_SELECTOR, "#tab-channel_1 .close"), [])
+        driver.find_element(By.CSS_SELECTOR, f"#tab-{channel} .close").click()
+        wait_until(lambda: driver.find_elements(By.ID, f"tab-{channel}") == [], message="the tab closed")
+        self.assertEqual(self.cookie(driver, "channel"), "channel_1", "back to the first channel")
+        driver.get(self.a.url)
+        wait_until(lambda: self.status(driver) == "Connected", message="Connected after the second reload")
+        self.assertEqual(driver.find_elements(By.ID, f"tab-{channel}"), [], "a closed tab stays closed")
+        # The keyboard closes one too: Delete on the tab.
+        driver.execute_script("location.hash = arguments[0]", f"#channel={channel}")
+        wait_until(lambda: driver.find_elements(By.ID, f"tab-{channel}") != [], message="opened again by the hash")
+        driver.find_element(By.ID, f"tab-{channel}").send_keys(Keys.DELETE)
+        wait_until(lambda: driver.find_elements(By.ID, f"tab-{channel}") == [], message="closed with Delete")
+        self.close(driver)
+
+    def test_20_a_mention_while_hidden_raises_a_notification_and_counts_in_the_title(self):
+        channel = f"notify{int(time.time() * 1000) % 100000}"
+        driver = self.open(self.a, f"#channel={channel}", scripts=[FAKE_NOTIFICATIONS])
+        title = driver.title
+        # Permission is asked on a click, never on load.
+        enable = driver.find_element(By.ID, "enable-notifications")
+        self.assertTrue(enable.is_displayed())
+        self.assertEqual(driver.execute_script("return window.__asked"), 0, "not asked on load")
+        enable.click()
+        wait_until(lambda: not enable.is_displayed(), message="the control gone once granted")
+        self.assertEqual(driver.execute_script("return window.__asked"), 1)
+        field = driver.find_element(By.ID, "name")
+        field.send_keys("Grace", Keys.TAB)
+        wait_until(lambda: self.status(driver) == "Connected", message="Connected under the new name")
+        driver.execute_script("window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'))")
+        self.a.send("nothing for you", channel, name="Ada")
+        self.a.send("@Grace can you look?", channel, name="Ada")
+        wait_until(lambda: driver.execute_script("return window.__notes.length") == 1, message="one notification")
+        [note] = driver.execute_script("return window.__notes")
+        self.assertEqual(note["body"], "@Grace can you look?")
+        self.assertIn("Ada", note["title"])
+        self.assertIn(channel, note["title"])
+        wait_until(lambda: driver.title == f"(2) {title}", message="the title counts what came while hidden")
+        time.sleep(0.5)
+        self.assertEqual(driver.execute_script("return window.__notes.length"), 1, "only the mention is notified")
+        mention = driver.execute_script("return [...document.querySelectorAll('#messages mark.mention.me')].map(m => m.textContent)")
+        self.assertEqual(mention, ["@Grace"], "the mention is highlighted")
+        driver.execute_script("window.__hidden = false; document.dispatchEvent(new Event('visibilitychange'))")
+        wait_until(lambda: driver.title == title, message="the count cleared when visible")
+        # Visible: no notification.
+        self.a.send("@Grace again", channel, name="Ada")
+        wait_until(lambda: "@Grace again" in self.texts(driver), message="the next mention")
+        time.sleep(0.3)
+        self.assertEqual(driver.execute_script("return window.__notes.length"), 1, "nothing notified while visible")
+        self.close(driver)
+
+    def test_21_an_empty_channel_says_so_a_long_message_folds_and_sending_brings_the_reader_down(self):
+        channel = f"long{int(time.time() * 1000) % 100000}"
+        driver = self.open(self.a, f"#channel={channel}", height=600)
+        empty = driver.find_element(By.ID, "empty")
+        wait_until(lambda: empty.is_displayed(), message="No messages yet")
+        self.assertEqual(empty.text, "No messages yet")
+        long_text = ("A long message that goes on. " * 173)[:5000]
+        self.a.send(long_text, channel, name="Ada")
+        wait_until(lambda: long_text in self.texts(driver), message="the long message")
+        self.assertFalse(empty.is_displayed())
+        height = lambda: driver.execute_script("return document.querySelector('#messages li[data-offset] .text').getBoundingClientRect().height")
+        folded = height()
+        fold = driver.find_element(By.CSS_SELECTOR, "#messages li[data-offset] .fold")
+        self.assertEqual(fold.text, "Show more")
+        self.assertLess(folded, 250, "folded")
+        fold.click()
+        self.assertEqual(fold.get_attribute("aria-expanded"), "true")
+        self.assertEqual(fold.text, "Show less")
+        self.assertGreater(height(), folded * 2, "unfolded")
+        fold.click()
+        self.assertEqual(fold.text, "Show more")
+        self.assertEqual(height(), folded, "folded again")
+        driver.execute_script("document.getElementById('scroller').scrollTop = 1e9")
+        # Scrolled up when someone writes: the next message of one's own brings one down.
+        for number in range(20):
+            self.a.send(f"filler {number}", channel)
+        wait_until(lambda: "filler 19" in self.texts(driver), message="the fillers")
+        driver.execute_script("document.getElementById('scroller').scrollTop = 0")
+        self.a.send("while scrolled up", channel)
+        jump = driver.find_element(By.ID, "new-messages")
+        wait_until(lambda: jump.is_displayed(), message="the new-messages marker")
+        self.type_message(driver, "my answer")
+        wait_until(lambda: "my answer" in self.texts(driver), message="my message")
+        at_bottom = lambda: driver.execute_script("const s = document.getElementById('scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 48")
+        wait_until(at_bottom, message="scrolled down to my message")
+        self.assertFalse(jump.is_displayed())
+        self.assertIn("while scrolled up", self.texts(driver))
+        self.close(driver)
+
+    def test_22_a_backed_off_reconnect_can_be_made_now(self):
+        driver = browser()
+        self.drivers.append(driver)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_SOCKETS})
+        driver.get(self.a.url)
+        button = driver.find_element(By.ID, "reconnect-now")
+        waiting = lambda: (lambda match: int(match.group(1)) if match else 0)(re.match(r"Reconnecting in (\d+) s", self.status(driver)))
+        wait_until(lambda: waiting() >= 3, timeout=20, message="a retry 3 s or more away")
+        self.assertTrue(button.is_displayed(), "Reconnect now offered")
+        self.shot(driver, "reconnect-now")
+        driver.execute_script("window.holdSockets = false")
+        started = time.monotonic()
+        button.click()
+        wait_until(lambda: self.status(driver) == "Connected", timeout=3, message="Connected at once")
+        self.assertLess(time.monotonic() - started, 2.5, "sooner than the retry")
+        self.assertFalse(button.is_displayed())
+        self.close(driver)
+
+    def test_23_the_page_speaks_chinese_when_the_browser_does(self):
+        for tags, lang, connected, send in [(("zh-TW", "en"), "zh-Hant", "已連線", "送出"), (("zh-CN",), "zh-Hans", "已连接", "发送"), (("zh-HK",), "zh-Hant", "已連線", "送出")]:
+            driver = self.open(self.a, scripts=[languages(*tags)], connected=connected)
+            self.assertEqual(driver.execute_script("return document.documentElement.lang"), lang)
+            self.assertEqual(driver.find_element(By.ID, "send").text, send)
+            if tags[0] == "zh-TW":
+                self.shot(driver, "page-zh-hant")
+            self.close(driver)
+
+    def test_24_contrast_roles_and_the_people_list_affordance(self):
+        channel = f"contrast{int(time.time() * 1000) % 100000}"
+        self.a.send("a bubble", channel, name="Ada")
+        driver = self.open(self.a, f"#channel={channel}")
+        wait_until(lambda: "a bubble" in self.texts(driver), message="a bubble")
+        measure = """
+        const rgb = (c) => c.match(/[\d.]+/g).slice(0, 3).map(Number);
+        const lum = (c) => { const [r, g, b] = rgb(c).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+        const page = getComputedStyle(document.body).backgroundColor;
+        const badge = getComputedStyle(document.querySelector('#tabs .badge'));
+        return {
+          badge: ratio(badge.color, badge.backgroundColor),
+          field: ratio(getComputedStyle(document.getElementById('text')).borderTopColor, page),
+          bubble: ratio(getComputedStyle(document.querySelector('#messages li[data-offset]')).borderTopColor, page),
+        };
+        """
+        for scheme in ("light", "dark"):
+            driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+            ratios = driver.execute_script(measure)
+            self.assertGreaterEqual(ratios["badge"], 4.5, f"{scheme}: unread badge text {ratios}")
+            self.assertGreaterEqual(ratios["field"], 3, f"{scheme}: field border {ratios}")
+            self.assertGreaterEqual(ratios["bubble"], 3, f"{scheme}: bubble border {ratios}")
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        self.assertEqual(driver.find_element(By.ID, "messages").get_attribute("role"), "log")
+        self.assertIsNone(driver.find_element(By.ID, "presence").get_attribute("aria-live"), "the online count is not announced at every change")
+        # The people list looks like a control, and closes on Escape and on a click outside.
+        presence = driver.find_element(By.ID, "presence")
+        wait_until(lambda: presence.text.endswith("online"), message="the online count")
+        self.assertNotEqual(driver.execute_script("return getComputedStyle(arguments[0]).borderTopStyle", presence), "none", "a visible affordance")
+        is_open = lambda: driver.execute_script("return document.getElementById('people').open")
+        presence.click()
+        self.assertTrue(is_open())
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        wait_until(lambda: not is_open(), message="closed by Escape")
+        presence.click()
+        self.assertTrue(is_open())
+        driver.find_element(By.ID, "scroller").click()
+        wait_until(lambda: not is_open(), message="closed by a click outside")
+        self.close(driver)
 
 
 def post_burst(port, channel, count, lanes=8):
