@@ -6,11 +6,15 @@ import ServiceLifecycle
 /// Two implementations share one behaviour: ``RedisBroker`` connects any number of
 /// instances through Redis; ``MemoryBroker`` serves a single instance without Redis.
 public protocol Broker: Sendable, CustomStringConvertible {
-    /// Hands `data`, and the sender's name if any, to the broker. Returns only once the
-    /// broker has accepted it (or found an earlier publish with the same idempotency key).
+    /// Hands a message (or a change to one) to the broker. Returns only once the broker
+    /// has accepted it (or found an earlier publish with the same idempotency key).
+    ///
+    /// A change is checked against its message atomically: it must be in the history, a
+    /// message, and for an edit or delete the sender's own (an edit within
+    /// ``HistoryPolicy/editWindow``).
     /// - Throws: ``BrokerError``: nothing was published when it throws `.unavailable`,
-    ///   `.failed` or `.newChannelRefused`; with `.unconfirmed` it may have been.
-    func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName, options: PublishOptions) async throws -> Publication
+    ///   `.failed`, `.newChannelRefused` or `.refused`; with `.unconfirmed` it may have been.
+    func publish(_ request: PublishRequest) async throws -> Publication
 
     /// Publishes several messages: those of one channel in the order given, each
     /// answered on its own, as ``publish(_:name:to:options:)`` would answer it. Messages
@@ -30,6 +34,18 @@ public protocol Broker: Sendable, CustomStringConvertible {
 
     /// Removes a listener added by ``join(_:on:)``.
     func leave(_ channel: ChannelName)
+
+    /// Tells everyone in `channel`, on every instance, that `member` is typing. Nothing
+    /// is stored.
+    /// - Throws: ``BrokerError``.
+    func typing(_ member: Member, in channel: ChannelName) async throws
+
+    /// Moves how far `member` has read `channel` forward to `offset` (held to the
+    /// channel's last offset) and, when it moved, tells the channel's instances
+    /// (``ChatEvent/read(channel:member:offset:)``). An offset of 0 only reads it.
+    /// - Returns: how far they have read now (0: nothing yet).
+    /// - Throws: ``BrokerError``.
+    func markRead(_ member: Member, in channel: ChannelName, upTo offset: Int64) async throws -> Int64
 
     /// Keeps this instance's leases on `channel` and reads who is there.
     ///
@@ -86,7 +102,7 @@ extension Broker {
                 continue
             }
             do {
-                results.append(.success(try await publish(request.data, name: request.name, to: request.channel, options: request.options)))
+                results.append(.success(try await publish(request)))
             } catch {
                 let error = error as? BrokerError ?? BrokerError(.failed, "\(error)")
                 failed.insert(request.channel)
@@ -96,24 +112,39 @@ extension Broker {
         return results
     }
 
+    /// Publishes `data` as a message.
+    public func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName, options: PublishOptions) async throws -> Publication {
+        try await publish(PublishRequest(data, name: name, to: channel, options: options))
+    }
+
     /// Publishes `data`, with no idempotency key, creating the channel if need be.
     public func publish(_ data: ByteBuffer, name: String? = nil, to channel: ChannelName) async throws -> Message {
         try await publish(data, name: name, to: channel, options: PublishOptions()).message
     }
 }
 
-/// One message of a batch publish.
+/// A message, or a change to one, to publish.
 public struct PublishRequest: Sendable {
+    /// The text; for a reaction, its emoji; for a delete, empty.
     public var data: ByteBuffer
     public var name: String?
     public var channel: ChannelName
     public var options: PublishOptions
+    /// The sender's identity, if they proved one: the message's `from`, and who may change it.
+    public var from: String?
+    /// A message, or a change to one (a reaction is asked for as on: it toggles).
+    public var kind: MessageKind
 
-    public init(_ data: ByteBuffer, name: String? = nil, to channel: ChannelName, options: PublishOptions = PublishOptions()) {
+    public init(
+        _ data: ByteBuffer, name: String? = nil, to channel: ChannelName, options: PublishOptions = PublishOptions(), from: String? = nil,
+        kind: MessageKind = .message
+    ) {
         self.data = data
         self.name = name
         self.channel = channel
         self.options = options
+        self.from = from
+        self.kind = kind
     }
 }
 
@@ -166,6 +197,10 @@ public struct BrokerError: Error, Sendable, CustomStringConvertible {
         case unconfirmed
         /// The publish would have created a channel and was not allowed to.
         case newChannelRefused
+        /// A change its message does not allow, with the HTTP status that says why: 403
+        /// (not the sender's, past the edit window, deleted), 404 (no such message in
+        /// the history), 400 (one reaction too many).
+        case refused(status: Int)
     }
 
     /// The kind of failure.

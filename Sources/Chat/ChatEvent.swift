@@ -1,3 +1,5 @@
+import NIOCore
+
 /// What the broker tells the hub about a channel.
 public enum ChatEvent: Sendable, Equatable {
     /// A message, in offset order.
@@ -14,6 +16,14 @@ public enum ChatEvent: Sendable, Equatable {
     case join(channel: ChannelName, member: Member)
     /// Someone left, their grace period over.
     case leave(channel: ChannelName, member: Member)
+    /// Someone is typing (nothing stored; for everyone but them).
+    case typing(channel: ChannelName, member: Member)
+    /// Someone has read the channel up to `offset` (for their own sockets; in a
+    /// one-to-one room, the other person is told they saw it).
+    case read(channel: ChannelName, member: Member, offset: Int64)
+    /// The same, for everyone else in the room (made by the hub from `read`; only a
+    /// one-to-one room's frames say it).
+    case seen(channel: ChannelName, member: Member, offset: Int64)
 
     /// The message, if the event is one.
     public var message: Message? {
@@ -21,13 +31,76 @@ public enum ChatEvent: Sendable, Equatable {
         return nil
     }
 
+    /// Whose sockets it is for.
+    public var audience: Audience {
+        switch self {
+        case .typing(_, let member), .seen(_, let member, _): .allBut(member.id)
+        case .read(_, let member, _): .only(member.id)
+        default: .everyone
+        }
+    }
+
+    /// Whose sockets an event is for.
+    public enum Audience: Sendable, Equatable {
+        case everyone
+        /// Only the sockets of this identity.
+        case only(String)
+        /// Every socket but this identity's.
+        case allBut(String)
+
+        public func includes(_ identity: String?) -> Bool {
+            switch self {
+            case .everyone: true
+            case .only(let id): identity == id
+            case .allBut(let id): identity != id
+            }
+        }
+    }
+
     /// The channel the event is about.
     public var channel: ChannelName {
         switch self {
         case .message(let message): message.channel
         case .reset(let channel, _), .gap(let channel, _, _), .presence(let channel, _), .members(let channel, _, _),
-            .join(let channel, _), .leave(let channel, _):
+            .join(let channel, _), .leave(let channel, _), .typing(let channel, _), .read(let channel, _, _),
+            .seen(let channel, _, _):
             channel
         }
+    }
+}
+
+/// What the broker relays between instances without storing it: someone typing, someone
+/// having read a channel. Published on the channel's pub/sub channel beside messages:
+///
+///     s1 t <id>[ <name>]
+///     s1 r <offset> <id>[ <name>]
+enum Signal {
+    static func typing(_ member: Member) -> String {
+        "s1 t \(member.id)" + (member.name.map { " " + $0 } ?? "")
+    }
+
+    /// The event a signal stands for, or `nil` when the bytes are not a signal.
+    static func event(channel: ChannelName, payload: ByteBuffer) -> ChatEvent? {
+        guard payload.readableBytes >= 5, payload.getString(at: payload.readerIndex, length: 3) == "s1 ",
+            let text = payload.getString(at: payload.readerIndex, length: payload.readableBytes)
+        else { return nil }
+        let fields = text.split(separator: " ", maxSplits: 4, omittingEmptySubsequences: false)
+        guard fields.count >= 3 else { return nil }
+        switch fields[1] {
+        case "t":
+            let name = fields.count > 3 ? text.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false)[3] : nil
+            return .typing(channel: channel, member: Member(id: String(fields[2]), name: name.map(String.init)))
+        case "r":
+            guard fields.count >= 4, let offset = Int64(fields[2]) else { return nil }
+            let name = fields.count > 4 ? String(fields[4]) : nil
+            return .read(channel: channel, member: Member(id: String(fields[3]), name: name), offset: offset)
+        default:
+            return nil
+        }
+    }
+
+    /// Whether the bytes are a signal (a message envelope starts `v`).
+    static func isSignal(_ payload: ByteBuffer) -> Bool {
+        payload.getInteger(at: payload.readerIndex, as: UInt8.self) == UInt8(ascii: "s")
     }
 }

@@ -42,6 +42,8 @@ public struct HistoryPolicy: Sendable, Equatable {
     public var timeToLive: Duration?
     /// How long a publish's idempotency key is remembered: a retry within it publishes nothing.
     public var dedupeWindow: Duration
+    /// How long after a message its author may edit it (`--edit-window`).
+    public var editWindow: Duration
 
     /// 1000 messages per channel.
     public static let defaultSize = 1000
@@ -50,12 +52,18 @@ public struct HistoryPolicy: Sendable, Equatable {
     public static let defaultTimeToLive: Duration = .seconds(30 * 24 * 3600)
     /// Ten minutes, the `--dedupe-window` default.
     public static let defaultDedupeWindow: Duration = .seconds(600)
+    /// An hour, the `--edit-window` default.
+    public static let defaultEditWindow: Duration = .seconds(3600)
 
     /// Creates a policy; by default 1000 messages, dropped after 30 idle days, keys
-    /// remembered for ten minutes.
-    public init(size: Int = defaultSize, timeToLive: Duration? = defaultTimeToLive, dedupeWindow: Duration = defaultDedupeWindow) {
+    /// remembered for ten minutes, messages editable for an hour.
+    public init(
+        size: Int = defaultSize, timeToLive: Duration? = defaultTimeToLive, dedupeWindow: Duration = defaultDedupeWindow,
+        editWindow: Duration = defaultEditWindow
+    ) {
         self.size = size
         self.timeToLive = timeToLive
         self.dedupeWindow = dedupeWindow
+        self.editWindow = editWindow
     }
 }

@@ -38,6 +38,13 @@ public protocol HubMember: HubConnection {
     /// Hands the member one drain's events of its channel, in order. Called once per
     /// member per drain, however many events the batch holds.
     func deliver(_ batch: Batch)
+    /// Who the member's socket is (its identity), for events meant for some people only
+    /// (``ChatEvent/audience``); `nil`: no one's, it gets only events for everyone.
+    var identity: String? { get }
+}
+
+extension HubMember {
+    public var identity: String? { nil }
 }
 
 /// An event made ready for the wire once, shared by every member it goes to.
@@ -148,7 +155,17 @@ public final class Hub: Sendable {
     /// with one write and one flush per member — batching that grows with load instead
     /// of one hop and one write syscall per event.
     public func deliver(_ events: [ChatEvent]) {
-        let deliveries = events.map { Delivery(event: $0, frames: encode($0)) }
+        var deliveries: [Delivery] = []
+        deliveries.reserveCapacity(events.count)
+        for event in events {
+            deliveries.append(Delivery(event: event, frames: encode(event)))
+            // Someone's read state is theirs; the others in the room may see that they saw it.
+            if case .read(let channel, let member, let offset) = event {
+                let seen = ChatEvent.seen(channel: channel, member: member, offset: offset)
+                let frames = encode(seen)
+                if frames.contains(where: { $0 != nil }) { deliveries.append(Delivery(event: seen, frames: frames)) }
+            }
+        }
         for loop in loops {
             loop.post(deliveries)
         }
@@ -336,11 +353,27 @@ public final class LoopHub: @unchecked Sendable {
             // A snapshot: a member may leave (and so change the list) while delivering.
             guard let members = channels[channel]?.list else { continue }
             if let last = Self.lastPosition(in: batch) { channels[channel]!.drained = last }
-            let batch = Batch(channel: channel, deliveries: batch)
-            for member in members {
-                member.deliver(batch)
+            var shared = batch
+            var personal: [Delivery] = []
+            if batch.contains(where: { $0.event.audience != .everyone }) {
+                shared = batch.filter { $0.event.audience == .everyone }
+                personal = batch.filter { $0.event.audience != .everyone }
             }
-            metrics.delivered(members.count * batch.deliveries.count)
+            if !shared.isEmpty {
+                let batch = Batch(channel: channel, deliveries: shared)
+                for member in members {
+                    member.deliver(batch)
+                }
+                metrics.delivered(members.count * batch.deliveries.count)
+            }
+            // Events for some people only (typing, read state): few, each on its own.
+            for delivery in personal {
+                let audience = delivery.event.audience
+                let single = Batch(channel: channel, deliveries: [delivery])
+                for member in members where audience.includes(member.identity) {
+                    member.deliver(single)
+                }
+            }
         }
     }
 

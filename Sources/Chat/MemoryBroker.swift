@@ -26,12 +26,22 @@ public final class MemoryBroker: Broker {
                 ringStart = (ringStart + 1) % capacity
             }
         }
+
+        /// Where in the ring the message at `offset` is, if it is kept (kept offsets
+        /// have no holes: every publish appends).
+        func place(of offset: Int64) -> Int? {
+            let first = lastOffset - Int64(ring.count) + 1
+            guard offset >= first, offset <= lastOffset else { return nil }
+            return (ringStart + Int(offset - first)) % ring.count
+        }
     }
 
     private let deliver: @Sendable ([ChatEvent]) -> Void
     private let policy: HistoryPolicy
     private let channels = NIOLockedValueBox([ChannelName: ChannelState]())
     private let rooms = NIOLockedValueBox([ChannelName: Room]())
+    /// How far each identity has read each channel.
+    private let reads = NIOLockedValueBox([ChannelName: [String: Int64]]())
     private let secrets = NIOLockedValueBox([String: String]())
     /// Idempotency keys of recent publishes (`<channel>|<key>`).
     private let sent = NIOLockedValueBox(RecentKeys<Sent>())
@@ -69,23 +79,32 @@ public final class MemoryBroker: Broker {
         self.deliver = deliver
     }
 
-    public func publish(_ data: ByteBuffer, name: String?, to channel: ChannelName, options: PublishOptions) async throws -> Publication {
+    public func publish(_ request: PublishRequest) async throws -> Publication {
         let now = ContinuousClock.now
+        let (channel, options) = (request.channel, request.options)
         // Deliver under the lock so that messages reach the hub in offset order.
         return try channels.withLockedValue { channels throws(BrokerError) in
             let key = options.idempotencyKey.map { channel.rawValue + "|" + $0 }
             if let key, let first = sent.withLockedValue({ $0.first(key, now: now) }) {
-                return Publication(message: Message(channel: channel, offset: first.offset, epoch: first.epoch, time: first.time, data: data, name: name), isRepeat: true)
+                let message = Message(
+                    channel: channel, offset: first.offset, epoch: first.epoch, time: first.time, data: request.data, name: request.name,
+                    from: request.from, kind: request.kind
+                )
+                return Publication(message: message, isRepeat: true)
             }
             var created = false
-            if channels[channel].map(isCurrent) != true {
+            var kind = request.kind
+            if request.kind != .message {
+                guard channels[channel].map(isCurrent) == true else { throw BrokerError(.refused(status: 404), "The channel has no messages.") }
+                kind = try Self.change(&channels[channel]!, with: request, editWindow: policy.editWindow)
+            } else if channels[channel].map(isCurrent) != true {
                 guard options.mayCreateChannel else { throw BrokerError(.newChannelRefused, "the channel \(channel) does not exist") }
                 sweepIdleChannels(&channels, now: now)
                 channels[channel] = ChannelState()
                 created = true
             }
             // Mutated in place: a copy of the state would copy the whole ring on every publish.
-            let message = Self.append(data, name: name, to: &channels[channel]!, channel: channel, capacity: max(policy.size, 1))
+            let message = Self.append(request, kind: kind, to: &channels[channel]!, capacity: max(policy.size, 1))
             if let key {
                 sent.withLockedValue { $0.remember(key, Sent(offset: message.offset, epoch: message.epoch, time: message.time), until: now + policy.dedupeWindow) }
             }
@@ -129,6 +148,22 @@ public final class MemoryBroker: Broker {
         }
     }
 
+    public func typing(_ member: Member, in channel: ChannelName) async throws {
+        deliver([.typing(channel: channel, member: member)])
+    }
+
+    public func markRead(_ member: Member, in channel: ChannelName, upTo offset: Int64) async throws -> Int64 {
+        let last = channels.withLockedValue { channels in channels[channel].map { isCurrent($0) ? $0.lastOffset : 0 } ?? 0 }
+        return reads.withLockedValue { reads in
+            let stored = reads[channel]?[member.id] ?? 0
+            let wanted = min(offset, last)
+            guard wanted > stored else { return stored }
+            reads[channel, default: [:]][member.id] = wanted
+            deliver([.read(channel: channel, member: member, offset: wanted)])
+            return wanted
+        }
+    }
+
     public func admit(_ member: String, to channel: ChannelName, instance: String, cap: Int, lifetime: Duration) async throws -> Bool {
         let now = ContinuousClock.now
         return rooms.withLockedValue { rooms in
@@ -168,12 +203,68 @@ public final class MemoryBroker: Broker {
         }
     }
 
-    private static func append(_ data: ByteBuffer, name: String?, to state: inout ChannelState, channel: ChannelName, capacity: Int) -> Message {
+    private static func append(_ request: PublishRequest, kind: MessageKind, to state: inout ChannelState, capacity: Int) -> Message {
         state.lastOffset += 1
         state.lastPublished = .now
-        let message = Message(channel: channel, offset: state.lastOffset, epoch: state.epoch, time: Epoch.nowMilliseconds(), data: data, name: name)
+        let message = Message(
+            channel: request.channel, offset: state.lastOffset, epoch: state.epoch, time: Epoch.nowMilliseconds(), data: request.data,
+            name: request.name, from: request.from, kind: kind
+        )
         state.append(message, capacity: capacity)
         return message
+    }
+
+    /// Checks a change against its message and makes it, with the rules of the Redis
+    /// broker's publish script; returns the kind to publish (a reaction's toggle decided).
+    private static func change(_ state: inout ChannelState, with request: PublishRequest, editWindow: Duration) throws(BrokerError) -> MessageKind {
+        guard let of = request.kind.target, let place = state.place(of: of) else {
+            throw BrokerError(.refused(status: 404), "Message \(request.kind.target ?? 0) is not in the history of the channel.")
+        }
+        var target = state.ring[place]
+        guard target.kind == .message else { throw BrokerError(.refused(status: 404), "Offset \(of) is a change to a message, not a message.") }
+        guard target.state?.deleted != true else { throw BrokerError(.refused(status: 403), "Message \(of) was deleted.") }
+        var final = target.state ?? MessageState()
+        var kind = request.kind
+        let now = Epoch.nowMilliseconds()
+        switch request.kind {
+        case .message:
+            return .message
+        case .edit, .delete:
+            let verb = if case .edit = request.kind { "edit" } else { "delete" }
+            guard let from = request.from, target.from == from else { throw BrokerError(.refused(status: 403), "Only its author may \(verb) message \(of).") }
+            if case .edit = request.kind {
+                guard now <= target.time + Int64(editWindow / .milliseconds(1)) else {
+                    throw BrokerError(
+                        .refused(status: 403),
+                        "Message \(of) can no longer be edited: messages can be edited for \(Int64(editWindow / .seconds(1))) s after they are sent."
+                    )
+                }
+                final.edited = now
+                target.data = request.data
+            } else {
+                final.deleted = true
+                final.edited = nil
+                final.reactions = []
+                target.data = ByteBuffer()
+                // Its edits' text goes too.
+                for index in state.ring.indices where state.ring[index].kind == .edit(of: of) {
+                    state.ring[index].data = ByteBuffer()
+                    state.ring[index].state = MessageState(deleted: true)
+                }
+            }
+        case .react:
+            guard let from = request.from else { throw BrokerError(.refused(status: 403), "Only a person with an identity may react.") }
+            guard let on = final.toggle(String(buffer: request.data), from: from) else {
+                throw BrokerError(
+                    .refused(status: 400),
+                    "Message \(of) has \(final.reactions.count) different reactions already, the most one message holds."
+                )
+            }
+            kind = .react(of: of, on: on)
+        }
+        target.state = final
+        state.ring[place] = target
+        return kind
     }
 
     /// Whether a channel's state is still within its time to live.

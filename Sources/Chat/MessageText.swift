@@ -16,6 +16,17 @@ public enum MessageText {
         return nil
     }
 
+    /// Whether `text` is one emoji: a single character (a grapheme, such as 👍🏽 or 👨‍👩‍👧)
+    /// of at most 64 bytes that shows as an emoji: one of its scalars is drawn as an
+    /// emoji by default, or asks to be (U+FE0F, as in ❤️), or it is a keycap (1️⃣) or flag.
+    public static func isOneEmoji(_ text: String) -> Bool {
+        guard text.count == 1, text.utf8.count <= 64 else { return false }
+        let scalars = text.unicodeScalars
+        return scalars.contains { scalar in
+            scalar.properties.isEmojiPresentation || scalar.value == 0xFE0F || scalar.value == 0x20E3 || (0x1F1E6...0x1F1FF).contains(scalar.value)
+        }
+    }
+
     private static func isRefused(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.value {
         case 0x09, 0x0A, 0x0D: false

@@ -2,13 +2,15 @@
 extension RedisBroker {
     /// Publishes messages to one channel, in order, in one atomic step.
     ///
-    /// KEYS: meta hash, history stream, then the messages' idempotency keys (those that
-    /// have one). ARGV: pub/sub channel, time (ms), an epoch for a channel that has none,
-    /// history size, time to live in ms (0: none), the highest offset this instance has
-    /// seen in the channel with its epoch (the fence: epoch, offset), whether the publish
-    /// may create the channel (`1`/`0`), how long to remember an idempotency key (ms);
-    /// then three per message: its data, its sender's name (empty: none), and the index
-    /// in KEYS of its idempotency key (0: none).
+    /// KEYS: meta hash, history stream, changes hash, then the messages' idempotency keys
+    /// (those that have one). ARGV: pub/sub channel, time (ms), an epoch for a channel
+    /// that has none, history size, time to live in ms (0: none), the highest offset this
+    /// instance has seen in the channel with its epoch (the fence: epoch, offset), whether
+    /// the publish may create the channel (`1`/`0`), how long to remember an idempotency
+    /// key (ms), how long after a message its author may edit it (ms); then five per
+    /// message: its data, its sender's name (empty: none), the index in KEYS of its
+    /// idempotency key (0: none), its sender's identity (empty: none) and its kind
+    /// (``MessageKind/token``; a reaction is asked for as `r<of>` and toggles).
     ///
     /// The fence: Redis may lose its last writes (a crash failover, asynchronous
     /// replication; a crash with `appendfsync everysec`). The counter would then hand
@@ -21,30 +23,81 @@ extension RedisBroker {
     /// instances racing on one key publish once (and two messages of one batch with the
     /// same key, once).
     ///
+    /// A change (edit, delete, reaction) is checked against its message here, in the same
+    /// step: the message must be in the history and a message (not a change), an edit or
+    /// delete must come from its author, an edit within the window. It then takes its own
+    /// offset like a message, and the message's state in the changes hash (a JSON object:
+    /// `e` edited time, `d` newest text, `x` deleted time, `r` reactions as
+    /// `[[emoji, [ids]], …]`, `s` the offsets of its edits) records what it did. A delete
+    /// takes the text out of Redis: the message's entry and its edits' entries are
+    /// deleted from the stream and each leaves a ghost (`g`: time, sender, name, kind),
+    /// so history reads still show them, without text, at their offsets.
+    ///
     /// Returns, per message, `{offset, epoch, raised from (0 when the fence was not
     /// needed), repeat (1 when the key was known: nothing published), created (1: the
-    /// channel is new; -1: refused because it would have been), time}`. On a cluster,
-    /// `PUBLISH` becomes `SPUBLISH`: the pub/sub channel carries the same hash tag as the
-    /// keys, so it lives in their slot.
+    /// channel is new; -1: refused because it would have been), time, refusal status (0:
+    /// none), refusal words, kind as published}`. On a cluster, `PUBLISH` becomes
+    /// `SPUBLISH`: the pub/sub channel carries the same hash tag as the keys, so it lives
+    /// in their slot.
     static func publishScript(publish: String) -> String {
         """
-        local count = (#ARGV - 9) / 3
+        local count = (#ARGV - 10) / 5
         local results = {}
         local epoch = nil
         local refused = false
         local created = 0
         local raised = 0
         local published = false
+        local changed = false
+        local now = tonumber(ARGV[2])
+        local window = tonumber(ARGV[10])
+        local function entryOf(offset)
+          local found = redis.call('XRANGE', KEYS[2], offset .. '-0', offset .. '-0')[1]
+          if not found then return nil end
+          local fields = {}
+          for j = 1, #found[2], 2 do fields[found[2][j]] = found[2][j + 1] end
+          return fields
+        end
+        local function stateOf(offset)
+          local stored = redis.call('HGET', KEYS[3], offset)
+          if stored then return cjson.decode(stored) end
+          return {}
+        end
+        -- Checks a change against its message; returns its status and words when refused,
+        -- else nil and the message's state, its entry and the kind to publish.
+        local function check(kind, from)
+          local op = string.sub(kind, 1, 1)
+          local of = tonumber(string.sub(kind, 2))
+          local state = stateOf(of)
+          local entry = entryOf(of)
+          if not entry then
+            if state.g and not state.g.k then return 403, 'Message ' .. of .. ' was deleted.' end
+            return 404, 'Message ' .. of .. ' is not in the history of the channel.'
+          end
+          if entry.k then return 404, 'Offset ' .. of .. ' is a change to a message, not a message.' end
+          if op ~= 'r' and (from == '' or entry.f ~= from) then
+            return 403, 'Only its author may ' .. (op == 'e' and 'edit' or 'delete') .. ' message ' .. of .. '.'
+          end
+          if op == 'e' and tonumber(entry.t) + window < now then
+            return 403, 'Message ' .. of .. ' can no longer be edited: messages can be edited for ' .. math.floor(window / 1000) .. ' s after they are sent.'
+          end
+          return nil, state, entry, of, op
+        end
+        local function forget(offset)
+          redis.call('XDEL', KEYS[2], offset .. '-0')
+        end
         for i = 1, count do
-          local base = 9 + (i - 1) * 3
-          local data, name, keyIndex = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
+          local base = 10 + (i - 1) * 5
+          local data, name, keyIndex, from, kind = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4], ARGV[base + 5]
           local offset0, epoch0, time0
           if keyIndex > 0 then
             local first = redis.call('GET', KEYS[keyIndex])
             if first then offset0, epoch0, time0 = string.match(first, '^(%d+) (%S+) (%d+)$') end
           end
           if offset0 then
-            results[i] = {tonumber(offset0), epoch0, 0, 1, 0, tonumber(time0)}
+            results[i] = {tonumber(offset0), epoch0, 0, 1, 0, tonumber(time0), 0, '', kind}
+          elseif kind ~= 'm' and not redis.call('HGET', KEYS[1], 'epoch') then
+            results[i] = {0, '', 0, 0, 0, 0, 404, 'The channel has no messages.', kind}
           else
             if not epoch and not refused then
               if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[3]) == 1 then
@@ -53,8 +106,8 @@ extension RedisBroker {
                   refused = true
                 else
                   created = 1
-                  -- A new epoch: whatever history is left from an older one is not part of it.
-                  redis.call('DEL', KEYS[2])
+                  -- A new epoch: whatever is left from an older one is not part of it.
+                  redis.call('DEL', KEYS[2], KEYS[3])
                 end
               end
               if not refused then
@@ -68,31 +121,116 @@ extension RedisBroker {
                 end
               end
             end
+            local status, state, entry, of, op = 0, nil, nil, nil, nil
+            if not refused and kind ~= 'm' then
+              status, state, entry, of, op = check(kind, from)
+              if status == nil then
+                status = 0
+                if op == 'r' then
+                  local on = true
+                  local reactions = state.r or {}
+                  local place = nil
+                  for j, reaction in ipairs(reactions) do
+                    if reaction[1] == data then place = j end
+                  end
+                  if place then
+                    local people = reactions[place][2]
+                    local mine = nil
+                    for j, id in ipairs(people) do
+                      if id == from then mine = j end
+                    end
+                    if mine then
+                      table.remove(people, mine)
+                      on = false
+                      if #people == 0 then table.remove(reactions, place) end
+                    else
+                      people[#people + 1] = from
+                    end
+                  elseif #reactions >= \(MessageState.maximumReactions) then
+                    status, state = 400, 'Message ' .. of .. ' has ' .. #reactions .. ' different reactions already, the most one message holds.'
+                  else
+                    reactions[#reactions + 1] = {data, {from}}
+                  end
+                  if status == 0 then
+                    if #reactions > 0 then state.r = reactions else state.r = nil end
+                    if not on then kind = 'u' .. of end
+                  end
+                end
+              end
+            end
             if refused then
-              results[i] = {0, '', 0, 0, -1, 0}
+              results[i] = {0, '', 0, 0, -1, 0, 0, '', kind}
+            elseif status ~= 0 then
+              results[i] = {0, '', 0, 0, 0, 0, status, state, kind}
             else
               local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-              local header = 'v1 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[2]
+              local header = 'v2 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[2] .. ' ' .. (from ~= '' and from or '-') .. ' ' .. kind
+              local fields = {'t', ARGV[2], 'd', data}
               if name ~= '' then
-                redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], offset .. '-0', 't', ARGV[2], 'd', data, 'n', name)
+                fields[#fields + 1] = 'n'
+                fields[#fields + 1] = name
                 header = header .. ' ' .. name
-              else
-                redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], offset .. '-0', 't', ARGV[2], 'd', data)
+              end
+              if from ~= '' then
+                fields[#fields + 1] = 'f'
+                fields[#fields + 1] = from
+              end
+              if kind ~= 'm' then
+                fields[#fields + 1] = 'k'
+                fields[#fields + 1] = kind
+              end
+              redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], offset .. '-0', unpack(fields))
+              if op == 'e' then
+                state.e = now
+                state.d = data
+                state.s = state.s or {}
+                state.s[#state.s + 1] = offset
+              elseif op == 'd' then
+                state.x = now
+                state.d = nil
+                state.r = nil
+                state.g = {t = tonumber(entry.t), f = entry.f, n = entry.n}
+                forget(of)
+                for _, edit in ipairs(state.s or {}) do
+                  local gone = entryOf(edit)
+                  if gone then
+                    forget(edit)
+                    redis.call('HSET', KEYS[3], edit, cjson.encode({g = {t = tonumber(gone.t), f = gone.f, k = gone.k}}))
+                  end
+                end
+                state.s = nil
+              end
+              if op then
+                redis.call('HSET', KEYS[3], of, cjson.encode(state))
+                changed = true
               end
               if keyIndex > 0 then
                 redis.call('SET', KEYS[keyIndex], offset .. ' ' .. epoch .. ' ' .. ARGV[2], 'PX', ARGV[9])
               end
               redis.call('\(publish)', ARGV[1], header .. '\\n' .. data)
-              results[i] = {offset, epoch, raised, 0, created, tonumber(ARGV[2])}
+              results[i] = {offset, epoch, raised, 0, created, now, 0, '', kind}
               raised = 0
               created = 0
               published = true
             end
           end
         end
+        if changed then
+          -- States of messages the stream no longer keeps are dropped now and then.
+          if redis.call('HLEN', KEYS[3]) > 2 * tonumber(ARGV[4]) then
+            local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+            -- Kept a history's length below the oldest entry: ghosts just below it are
+            -- still read (see the history script).
+            local first = (oldest and tonumber(string.match(oldest[1], '^(%d+)')) or 0) - tonumber(ARGV[4])
+            for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
+              if tonumber(field) < first then redis.call('HDEL', KEYS[3], field) end
+            end
+          end
+        end
         if published and ARGV[5] ~= '0' then
           redis.call('PEXPIRE', KEYS[1], ARGV[5])
           redis.call('PEXPIRE', KEYS[2], ARGV[5])
+          if changed or redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
         end
         return results
         """
@@ -105,19 +243,129 @@ extension RedisBroker {
 
     /// Reads history in one consistent step.
     ///
-    /// KEYS: meta hash, history stream. ARGV: first stream ID to read (empty: the newest
-    /// entries), how many. Returns `{epoch, last offset, oldest entry, entries}`.
+    /// KEYS: meta hash, history stream, changes hash. ARGV: first stream ID to read
+    /// (empty: the newest entries), how many. Returns `{epoch, last offset, oldest entry,
+    /// entries}` when no message of the channel was ever changed (the common case, one
+    /// check more than before). Otherwise `{epoch, last offset, oldest entry, items,
+    /// "changes"}`, each item `{id, fields or false, state or false}` in offset order,
+    /// with the states of the offsets read (deleted messages and edits, no longer in the
+    /// stream, as items without fields). A state is `{edited, deleted, text or false,
+    /// {emoji, {ids}, …}, ghost or false}`, a ghost `{time, from, name, kind}` (`false`
+    /// where absent).
     static let historyScript = """
         local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
         local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+        local count = tonumber(ARGV[2])
         local entries
         if ARGV[1] == '' then
-          entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[2])
+          entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', count)
         else
-          entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
+          entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', count)
         end
-        return {meta[1], meta[2], oldest, entries}
+        if redis.call('EXISTS', KEYS[3]) == 0 then
+          return {meta[1], meta[2], oldest, entries}
+        end
+        local function offsetOf(id) return tonumber(string.match(id, '^(%d+)')) end
+        local last = tonumber(meta[2] or '0')
+        local first = oldest[1] and offsetOf(oldest[1][1]) or (last + 1)
+        -- Deleted messages just below the oldest entry are still part of the history
+        -- (their entries are gone, their ghosts are not): the history starts at the
+        -- lowest of an unbroken run of them.
+        local floor = first
+        while floor > 1 and first - floor < 1000 do
+          local below = {}
+          for o = floor - 1, math.max(1, floor - 100), -1 do below[#below + 1] = o end
+          local states = redis.call('HMGET', KEYS[3], unpack(below))
+          local broken = false
+          for j, o in ipairs(below) do
+            if states[j] and string.find(states[j], '"g":', 1, true) then
+              floor = o
+            else
+              broken = true
+              break
+            end
+          end
+          if broken then break end
+        end
+        if floor > last then return {meta[1], meta[2], oldest, entries} end
+        if floor < first then
+          first = floor
+          oldest = {{floor .. '-0', {}}}
+        end
+        local byOffset = {}
+        for _, entry in ipairs(entries) do byOffset[offsetOf(entry[1])] = entry end
+        local lo, hi
+        -- The range the entries read stand for, with the ghosts between them; bounded,
+        -- so that many ghosts make a page shorter, never a read unbounded.
+        local span = 4 * count + 100
+        if ARGV[1] == '' then
+          hi = last
+          lo = (#entries == count) and offsetOf(entries[#entries][1]) or first
+          if hi - lo > span then lo = hi - span end
+        else
+          lo = math.max(offsetOf(ARGV[1]), first)
+          hi = (#entries == count) and offsetOf(entries[#entries][1]) or last
+          if hi - lo > span then hi = lo + span end
+        end
+        local items = {}
+        local offset = lo
+        while offset <= hi do
+          local upto = math.min(hi, offset + 499)
+          local fields = {}
+          for o = offset, upto do fields[#fields + 1] = o end
+          local states = redis.call('HMGET', KEYS[3], unpack(fields))
+          for j, o in ipairs(fields) do
+            local state = false
+            if states[j] then
+              local s = cjson.decode(states[j])
+              local reactions = {}
+              for _, reaction in ipairs(s.r or {}) do
+                reactions[#reactions + 1] = reaction[1]
+                reactions[#reactions + 1] = reaction[2]
+              end
+              local ghost = false
+              if s.g then ghost = {s.g.t or 0, s.g.f or false, s.g.n or false, s.g.k or false} end
+              state = {s.e or 0, s.x or 0, s.d or false, reactions, ghost}
+            end
+            local entry = byOffset[o]
+            if entry then
+              items[#items + 1] = {entry[1], entry[2], state}
+            elseif state and state[5] then
+              items[#items + 1] = {o .. '-0', false, state}
+            end
+          end
+          offset = upto + 1
+        end
+        if ARGV[1] == '' then
+          while #items > count do table.remove(items, 1) end
+        else
+          while #items > count do table.remove(items) end
+        end
+        return {meta[1], meta[2], oldest, items, 'changes'}
         """
+
+    /// How far an identity has read a channel, moved only forward, and the signal that
+    /// tells the channel's instances when it moved.
+    ///
+    /// KEYS: meta hash, reads hash. ARGV: identity, offset (0: only read it), time to
+    /// live (ms; 0: none), pub/sub channel, the identity's name (empty: none). The offset
+    /// is held to the channel's last one. Returns the offset stored now.
+    static func readScript(publish: String) -> String {
+        """
+        local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+        local wanted = tonumber(ARGV[2])
+        if wanted <= stored then return stored end
+        local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+        if wanted > last then wanted = last end
+        if wanted <= stored then return stored end
+        redis.call('HSET', KEYS[2], ARGV[1], wanted)
+        if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+        local signal = 's1 r ' .. wanted .. ' ' .. ARGV[1]
+        if ARGV[5] ~= '' then signal = signal .. ' ' .. ARGV[5] end
+        redis.call('\(publish)', ARGV[4], signal)
+        return wanted
+        """
+    }
 
     /// A room's leases and who is in it. KEYS: leases, names. ARGV: instance, lifetime
     /// (ms), grace (ms), list limit, how many people are refreshed, then (id, name) per

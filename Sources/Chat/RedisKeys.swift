@@ -12,6 +12,13 @@ struct RedisKeys: Sendable {
     /// Stream of the channel's kept messages; entry ID `<offset>-0`, fields `t` (time, ms) and `d` (data).
     static func history(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:history" }
 
+    /// What edits, deletes and reactions made of the channel's messages: offset → state
+    /// (a JSON object the scripts keep; see ``RedisBroker/publishScript``).
+    static func changes(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:changes" }
+
+    /// How far each identity has read the channel: identity → offset.
+    static func reads(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:reads" }
+
     /// Sorted set of the leases on the channel: `<instance>|<identity>`, scored by when
     /// each ends (ms, Redis' clock).
     static func leases(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:leases" }

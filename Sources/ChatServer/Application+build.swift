@@ -47,9 +47,7 @@ public func buildApplication(
         let instance = StatusController.makeInstanceID(port: configuration.port)
         let refusals = Refusals(metrics: metrics)
         let catalog = AssetCatalog.embedded(publicDirectory: configuration.publicDirectory)
-        let router = try Startup.buildRouter(
-            configuration, catalog: catalog, broker: broker, gatekeeper: gatekeeper, identities: identities, metrics: metrics, refusals: refusals
-        )
+        let rooms = RoomPolicy(defaultCap: configuration.maximumMembers, caps: configuration.channelCaps)
         let presence = PresenceTracker(
             broker: broker,
             instance: instance,
@@ -60,6 +58,10 @@ public func buildApplication(
             logger: logger,
             encode: encoder.frames(of:),
             deliver: hub.deliver
+        )
+        let router = try Startup.buildRouter(
+            configuration, catalog: catalog, broker: broker, gatekeeper: gatekeeper, identities: identities, metrics: metrics, refusals: refusals,
+            rooms: rooms, presence: presence
         )
         let context = ChatServerContext(
             hub: hub,
@@ -77,7 +79,7 @@ public func buildApplication(
             metrics: metrics,
             presence: presence,
             identities: identities,
-            rooms: RoomPolicy(defaultCap: configuration.maximumMembers, caps: configuration.channelCaps),
+            rooms: rooms,
             refusals: refusals
         )
         let budget = ConnectionBudget(
@@ -137,7 +139,9 @@ enum Startup {
         _ configuration: ChatConfiguration, eventLoopGroup: any EventLoopGroup, metrics: ChatMetrics, logger: Logger,
         deliver: @escaping @Sendable ([ChatEvent]) -> Void
     ) throws -> any Broker {
-        let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL, dedupeWindow: configuration.dedupeWindow)
+        let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL, dedupeWindow: configuration.dedupeWindow,
+            editWindow: configuration.editWindow
+        )
         switch configuration.broker {
         case .memory:
             return MemoryBroker(history: history, deliver: deliver)
@@ -186,7 +190,7 @@ enum Startup {
     /// route: ``ChatChildChannel`` upgrades it before the router sees it.)
     static func buildRouter(
         _ configuration: ChatConfiguration, catalog: AssetCatalog, broker: any Broker, gatekeeper: Gatekeeper, identities: Identities,
-        metrics: ChatMetrics, refusals: Refusals
+        metrics: ChatMetrics, refusals: Refusals, rooms: RoomPolicy, presence: PresenceTracker
     ) throws -> Router<ChatRequestContext> {
         // HEAD on every GET route: load balancers and uptime checks send it.
         let router = Router(context: ChatRequestContext.self, options: .autoGenerateHeadEndpoints)
@@ -202,7 +206,9 @@ enum Startup {
             gatekeeper: gatekeeper,
             metrics: metrics,
             refusals: refusals,
-            identities: identities
+            identities: identities,
+            rooms: rooms,
+            presence: presence
         ).addRoutes(to: router)
         HistoryController(broker: broker, gatekeeper: gatekeeper, refusals: refusals, identities: identities, maximumBytes: configuration.maximumHistoryBytes)
             .addRoutes(to: router)

@@ -35,6 +35,8 @@ public struct ChatConfiguration: Sendable {
     public var historyTTL: Duration? = HistoryPolicy.defaultTimeToLive
     /// How long a publish's `Idempotency-Key` is remembered.
     public var dedupeWindow = HistoryPolicy.defaultDedupeWindow
+    /// How long after sending a person may edit their message (`--edit-window`).
+    public var editWindow = HistoryPolicy.defaultEditWindow
     /// Most bytes of messages in one `/history` answer (at least one message is sent).
     public var maximumHistoryBytes = HistoryController.defaultMaximumBytes
     /// Bytes that may wait for one slow socket before its messages are dropped.
@@ -101,6 +103,9 @@ public struct ChatConfiguration: Sendable {
     public var metricsHostname = "127.0.0.1"
     /// Rooms with a cap of their own (`--channels support:50`): distinct identities, over every instance.
     public var channelCaps: [ChannelName: Int] = [:]
+    /// What the page's tabs show for configured channels (`--channels name=label`); the
+    /// id everywhere else.
+    public var channelLabels: [ChannelName: String] = [:]
     /// The cap of every other room; `nil`: no limit. One-to-one rooms hold two.
     public var maximumMembers: Int?
     /// Signs the `uid` cookies; every instance must share it. `nil`: one kept in the

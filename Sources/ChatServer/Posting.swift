@@ -13,6 +13,10 @@ struct Posting: Sendable {
     let broker: any Broker
     let gatekeeper: Gatekeeper
     let maximumMessageSize: Int
+    /// Which rooms are capped: a capped room takes posts only from its people.
+    let rooms: RoomPolicy
+    /// This instance and how long a place lasts, for a poster who takes one.
+    let presence: PresenceTracker
     var metrics: ChatMetrics = .none
 
     /// A message that passed the rules, ready to publish.
@@ -27,22 +31,48 @@ struct Posting: Sendable {
         var client: String
         /// The client's idempotency key, without the sender's scope.
         var key: String?
+        /// Who the message is from (its `from`): the identity, or a socket's own id.
+        var from: String?
+        /// A message, or a change to one.
+        var kind: MessageKind = .message
+        /// The sender holds a place in the room already (a subscribed socket), or needs
+        /// none (a trusted integration with the publish token).
+        var placeHeld = false
+
+        var request: PublishRequest {
+            PublishRequest(ByteBuffer(string: data), name: name, to: channel, options: options, from: from, kind: kind)
+        }
     }
 
     /// Checks a message against the rules; the refusal is what the sender is answered.
     /// - Parameters:
     ///   - identity: the identity the sender proved (its `uid` cookie), if any.
     ///   - key: the client's idempotency key, if it gave one.
-    func draft(data: String?, channel: String?, name: String?, key: String?, identity: String?, client: String) -> Result<Draft, Refusal> {
-        guard let data, !data.unicodeScalars.allSatisfy(\.properties.isWhitespace) else {
-            return .failure(Refusal(.badRequest, "Missing message: send the text in the form field 'data'."))
+    ///   - from: who the message is from: the identity, or a socket's own id.
+    ///   - kind: a message, or a change to one (its `data`: the new text, the emoji, empty).
+    func draft(
+        data: String?, channel: String?, name: String?, key: String?, identity: String?, client: String, from: String? = nil,
+        kind: MessageKind = .message
+    ) -> Result<Draft, Refusal> {
+        switch kind {
+        case .message, .edit:
+            guard let data, !data.unicodeScalars.allSatisfy(\.properties.isWhitespace) else {
+                return .failure(Refusal(.badRequest, "Missing message: send the text in the form field 'data'."))
+            }
+            guard data.utf8.count <= maximumMessageSize else {
+                return .failure(Refusal(.contentTooLarge, "Message too long: at most \(maximumMessageSize) bytes, got \(data.utf8.count)."))
+            }
+            if let problem = MessageText.problem(with: data) {
+                return .failure(Refusal(.badRequest, "Invalid message: \(problem)."))
+            }
+        case .react:
+            guard let data, MessageText.isOneEmoji(data) else {
+                return .failure(Refusal(.badRequest, "Invalid reaction: \"emoji\" must be one emoji."))
+            }
+        case .delete:
+            break
         }
-        guard data.utf8.count <= maximumMessageSize else {
-            return .failure(Refusal(.contentTooLarge, "Message too long: at most \(maximumMessageSize) bytes, got \(data.utf8.count)."))
-        }
-        if let problem = MessageText.problem(with: data) {
-            return .failure(Refusal(.badRequest, "Invalid message: \(problem)."))
-        }
+        let data = data ?? ""
         let channelName: ChannelName
         do {
             channelName = try ChannelName(validating: channel ?? ChannelName.fallback.rawValue)
@@ -64,7 +94,10 @@ struct Posting: Sendable {
             options.idempotencyKey = (identity ?? "address:\(client)") + "|" + key
         }
         return .success(
-            Draft(channel: channelName, data: data, name: SenderName.normalized(name), options: options, identity: identity, client: client, key: key)
+            Draft(
+                channel: channelName, data: data, name: SenderName.normalized(name), options: options, identity: identity, client: client, key: key,
+                from: from ?? identity, kind: kind
+            )
         )
     }
 
@@ -78,10 +111,11 @@ struct Posting: Sendable {
 
     /// Publishes a draft; returns only once the broker has it (or had it: a repeat).
     func publish(_ draft: Draft, logger: Logger) async -> Result<Publication, Failure> {
+        if let refused = await placeRefusal(draft) { return .failure(refused) }
         let publication: Publication
         do {
             let started = NIODeadline.now()
-            publication = try await broker.publish(ByteBuffer(string: draft.data), name: draft.name, to: draft.channel, options: draft.options)
+            publication = try await broker.publish(draft.request)
             metrics.published(inNanoseconds: (NIODeadline.now() - started).nanoseconds)
         } catch let error as BrokerError {
             return .failure(failure(error, keyed: draft.key != nil))
@@ -89,25 +123,39 @@ struct Posting: Sendable {
             return .failure(Failure(refusal: Refusal(.internalServerError, "Message not sent: \(error)."), reason: "server_error", level: .error))
         }
         if publication.createdChannel { gatekeeper.tookNewChannel(from: draft.client) }
-        if let identity = draft.identity, !publication.isRepeat { await notify(about: publication.message, from: identity, logger: logger) }
+        if let identity = draft.identity, !publication.isRepeat, draft.kind == .message { await notify(about: publication.message, from: identity, logger: logger) }
         return .success(publication)
     }
 
     /// Publishes drafts as one batch (see ``Broker/publish(_:)``): each channel's in
     /// order; answered each on its own.
     func publish(_ drafts: [Draft], logger: Logger) async -> [Result<Publication, Failure>] {
-        let drafts = Self.withinNewChannelAllowance(drafts, gatekeeper: gatekeeper)
+        var drafts = Self.withinNewChannelAllowance(drafts, gatekeeper: gatekeeper)
+        // A capped room's place is asked once per channel of the batch; its refusal
+        // answers every message to that room, which then is not published.
+        var placeRefusals: [ChannelName: Failure?] = [:]
+        for draft in drafts where rooms.cap(of: draft.channel) != nil && placeRefusals[draft.channel] == nil {
+            placeRefusals[draft.channel] = .some(await placeRefusal(draft))
+        }
+        let refusedIndices = Set(drafts.indices.filter { placeRefusals[drafts[$0].channel].flatMap { $0 } != nil })
+        let publishable = drafts.indices.filter { !refusedIndices.contains($0) }
         let started = NIODeadline.now()
-        let results = await broker.publish(drafts.map { PublishRequest(ByteBuffer(string: $0.data), name: $0.name, to: $0.channel, options: $0.options) })
+        let published = await broker.publish(publishable.map { drafts[$0].request })
         let nanoseconds = (NIODeadline.now() - started).nanoseconds
+        var results = [Result<Publication, BrokerError>?](repeating: nil, count: drafts.count)
+        for (index, result) in zip(publishable, published) { results[index] = result }
         var answers: [Result<Publication, Failure>] = []
         answers.reserveCapacity(drafts.count)
-        for (draft, result) in zip(drafts, results) {
+        for (index, draft) in drafts.enumerated() {
+            guard let result = results[index] else {
+                answers.append(.failure(placeRefusals[draft.channel]!!))
+                continue
+            }
             switch result {
             case .success(let publication):
                 metrics.published(inNanoseconds: nanoseconds)
                 if publication.createdChannel { gatekeeper.tookNewChannel(from: draft.client) }
-                if let identity = draft.identity, !publication.isRepeat { await notify(about: publication.message, from: identity, logger: logger) }
+                if let identity = draft.identity, !publication.isRepeat, draft.kind == .message { await notify(about: publication.message, from: identity, logger: logger) }
                 answers.append(.success(publication))
             case .failure(let error):
                 answers.append(.failure(failure(error, keyed: draft.key != nil)))
@@ -139,8 +187,30 @@ struct Posting: Sendable {
         return drafts
     }
 
+    /// A capped room takes posts only from its people: a poster who holds no place takes
+    /// one if there is room (as a socket would), and is refused as a socket would be if
+    /// not.
+    private func placeRefusal(_ draft: Draft) async -> Failure? {
+        guard let cap = rooms.cap(of: draft.channel), !draft.placeHeld else { return nil }
+        guard let member = draft.identity else {
+            let message = "This room holds a limited number of people and takes messages only from them: open the chat page first (it gives your browser an identity), then send again."
+            return Failure(refusal: Refusal(.forbidden, message), reason: "identity_required", level: .info)
+        }
+        do {
+            if try await broker.admit(member, to: draft.channel, instance: presence.instance, cap: cap, lifetime: presence.lifetime) { return nil }
+        } catch let error as BrokerError {
+            return failure(error, keyed: draft.key != nil)
+        } catch {
+            return Failure(refusal: Refusal(.internalServerError, "Message not sent: \(error)."), reason: "server_error", level: .error)
+        }
+        let message = "This room is full: it holds at most \(cap) \(cap == 1 ? "person" : "people"), and takes messages only from them."
+        return Failure(refusal: Refusal(.forbidden, message), reason: "room_full", level: .info)
+    }
+
     private func failure(_ error: BrokerError, keyed: Bool) -> Failure {
         switch error.kind {
+        case .refused(let status):
+            return Failure(refusal: Refusal(HTTPResponse.Status(code: status), error.message), reason: ChatMetrics.reason(status: status), level: .info)
         case .unavailable:
             var refusal = Refusal(.serviceUnavailable, "Message not sent: \(error.message). Nothing was published; try again shortly.")
             refusal.headers[.retryAfter] = "1"

@@ -30,8 +30,8 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Redis URL: redis://[user:password@]host:port[/db], unix:///path/to/redis.sock, or redis+cluster://host:port,host:port for a Redis Cluster (7.0+). Also read from $REDIS_URL.", valueName: "url"))
     var redisURL: String?
 
-    @Option(help: ArgumentHelp("Channels shown as tabs on the page, comma separated; NAME:N caps a room at N people (e.g. general,support:50).", valueName: "names"))
-    var channels = ChatConfiguration.defaults.channels.map(\.rawValue).joined(separator: ",")
+    @Option(help: ArgumentHelp("Channels shown as tabs on the page, comma separated; NAME:N caps a room at N people, NAME=LABEL shows LABEL on its tab (e.g. 'general,support:50=Support desk'). Also read from $CHATROOM_CHANNELS.", valueName: "names"))
+    var channels: String?
 
     @Option(help: ArgumentHelp("People a room may hold (distinct browsers, over every instance) unless --channels gives its own cap; 0: no limit. One-to-one rooms hold two.", valueName: "count"))
     var maxMembers = 0
@@ -62,6 +62,9 @@ struct Chatroom: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Seconds an Idempotency-Key is remembered: a repeat within it is answered like the first and publishes nothing.", valueName: "seconds"))
     var dedupeWindow = Int(ChatConfiguration.defaults.dedupeWindow / .seconds(1))
+
+    @Option(help: ArgumentHelp("Seconds after sending during which a person may edit their message (chat.v2 'edit').", valueName: "seconds"))
+    var editWindow = Int(ChatConfiguration.defaults.editWindow / .seconds(1))
 
     @Option(help: ArgumentHelp("Most bytes of messages in one /history answer (at least one message is sent); the client asks again for the rest.", valueName: "bytes"))
     var maxHistoryBytes = ChatConfiguration.defaults.maximumHistoryBytes
@@ -152,6 +155,7 @@ struct Chatroom: AsyncParsableCommand {
         guard historyTTL >= 0 else { throw ValidationError("--history-ttl cannot be negative.") }
         guard (1...10_000).contains(maxSubscriptions) else { throw ValidationError("--max-subscriptions must be between 1 and 10000.") }
         guard (1...86_400).contains(dedupeWindow) else { throw ValidationError("--dedupe-window must be between 1 and 86400 seconds.") }
+        guard (0...31_536_000).contains(editWindow) else { throw ValidationError("--edit-window must be between 0 and 31536000 seconds.") }
         guard maxHistoryBytes >= 1024 else { throw ValidationError("--max-history-bytes must be at least 1024.") }
         guard newChannelsPerMinute >= 0 else { throw ValidationError("--new-channels-per-minute cannot be negative.") }
         guard maxConnectionsPerAddress >= 1 else { throw ValidationError("--max-connections-per-address must be positive.") }
@@ -193,6 +197,7 @@ struct Chatroom: AsyncParsableCommand {
         let rooms = try channelNames()
         configuration.channels = rooms.map(\.name)
         configuration.channelCaps = Dictionary(rooms.compactMap { room in room.cap.map { (room.name, $0) } }, uniquingKeysWith: { _, last in last })
+        configuration.channelLabels = Dictionary(rooms.compactMap { room in room.label.map { (room.name, $0) } }, uniquingKeysWith: { _, last in last })
         configuration.maximumMembers = maxMembers > 0 ? maxMembers : nil
         configuration.presenceGrace = .seconds(presenceGrace)
         configuration.publicDirectory = publicDir
@@ -202,6 +207,7 @@ struct Chatroom: AsyncParsableCommand {
         configuration.historySize = historySize
         configuration.historyTTL = historyTTL > 0 ? .seconds(historyTTL) : nil
         configuration.dedupeWindow = .seconds(dedupeWindow)
+        configuration.editWindow = .seconds(editWindow)
         configuration.maximumHistoryBytes = maxHistoryBytes
         configuration.newChannelRate = newChannelsPerMinute > 0 ? RateLimit(rate: Double(newChannelsPerMinute), burst: Double(newChannelsPerMinute)) : nil
         configuration.maximumConnectionsPerAddress = maxConnectionsPerAddress
@@ -257,11 +263,23 @@ struct Chatroom: AsyncParsableCommand {
         allowedOrigins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && $0 != "*" }
     }
 
-    /// `--channels`: names, each with an optional `:N` cap (digits after the last colon).
-    private func channelNames() throws -> [(name: ChannelName, cap: Int?)] {
-        let entries = channels.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    /// `--channels` (or `$CHATROOM_CHANNELS`): names, each with an optional `:N` cap
+    /// (digits after the last colon) and an optional `=LABEL` shown on its tab.
+    private func channelNames() throws -> [(name: ChannelName, cap: Int?, label: String?)] {
+        let list = channels ?? ProcessInfo.processInfo.environment["CHATROOM_CHANNELS"] ?? ChatConfiguration.defaults.channels.map(\.rawValue).joined(separator: ",")
+        let entries = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !entries.isEmpty else { throw ValidationError("--channels needs at least one channel name.") }
-        return try entries.map { entry in
+        return try entries.map { item in
+            var entry = item
+            var label: String?
+            if let equals = item.firstIndex(of: "=") {
+                let shown = item[item.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+                entry = item[..<equals].trimmingCharacters(in: .whitespaces)
+                guard !shown.isEmpty, shown.count <= 64, MessageText.problem(with: shown) == nil, !shown.contains(where: \.isNewline) else {
+                    throw ValidationError("--channels: the label of '\(entry.prefix(80))' must be 1–64 characters without control characters.")
+                }
+                label = shown
+            }
             var name = entry
             var cap: Int?
             if let colon = entry.lastIndex(of: ":"), let number = Int(entry[entry.index(after: colon)...]) {
@@ -270,7 +288,7 @@ struct Chatroom: AsyncParsableCommand {
                 cap = number
             }
             do throws(ChannelNameError) {
-                return (try ChannelName(validating: name), cap)
+                return (try ChannelName(validating: name), cap, label)
             } catch {
                 throw ValidationError("--channels: '\(name.prefix(80))' is not valid: \(error.reason).")
             }

@@ -342,7 +342,11 @@ struct HostileInputTests {
             }
             let person = Person()
             let socket = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=support", headers: [person.header], subprotocols: ["chat.v1"])
-            _ = try await ChatHTTP.send(port: server.port, data: "welcome", channel: "support")
+            // A capped room takes posts only from its people.
+            let stranger = try await ChatHTTP.send(port: server.port, data: "hello?", channel: "support")
+            #expect(stranger.status == 403)
+            #expect(stranger.body.contains("takes messages only from them"))
+            #expect(try await ChatHTTP.send(port: server.port, data: "welcome", channel: "support", headers: [person.header]).status == 200)
             #expect(try #require(await socket.nextText()).contains(#""data":"welcome""#), "a person with an identity is admitted")
             await socket.disconnect()
         }

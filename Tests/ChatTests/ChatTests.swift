@@ -32,16 +32,41 @@ struct ChannelNameTests {
 struct EnvelopeTests {
     @Test func readsWhatThePublishScriptWrites() throws {
         let channel = ChannelName("channel_2")!
-        var bytes = ByteBuffer(string: Message.envelopeHeader(offset: 17, epoch: "00ab", time: 1_700_000_000_123))
+        var bytes = ByteBuffer(
+            string: Message.envelopeHeader(offset: 17, epoch: "00ab", time: 1_700_000_000_123, from: "abcdefghijklmno", kind: .message, name: "Ada Lovelace")
+        )
         bytes.writeString("line one\nline two with v1 9 x 1\n")
         let message = try #require(Message(channel: channel, envelope: bytes))
         #expect(message.offset == 17)
         #expect(message.epoch == "00ab")
         #expect(message.time == 1_700_000_000_123)
+        #expect(message.from == "abcdefghijklmno")
+        #expect(message.name == "Ada Lovelace")
+        #expect(message.kind == .message)
         #expect(message.text == "line one\nline two with v1 9 x 1\n")
     }
 
-    @Test(arguments: ["", "v1 1 e 5", "v2 1 e 5\nx", "v1 x e 5\nx", "v1 1  5\nx", "v1 1 e\nx"])
+    @Test func readsChangesAndSendersWithoutIdentity() throws {
+        let channel = ChannelName("channel_2")!
+        for kind in [MessageKind.edit(of: 3), .delete(of: 4), .react(of: 5, on: true), .react(of: 6, on: false)] {
+            var bytes = ByteBuffer(string: Message.envelopeHeader(offset: 9, epoch: "00ab", time: 1, from: nil, kind: kind))
+            bytes.writeString("👍")
+            let message = try #require(Message(channel: channel, envelope: bytes))
+            #expect(message.kind == kind)
+            #expect(message.from == nil)
+            #expect(message.name == nil)
+        }
+    }
+
+    @Test func stillReadsTheEnvelopesOfInstancesNotYetUpgraded() throws {
+        let message = try #require(Message(channel: ChannelName("c")!, envelope: ByteBuffer(string: "v1 3 00ab 7 Bob\nhi")))
+        #expect(message.offset == 3 && message.name == "Bob" && message.from == nil && message.kind == .message && message.text == "hi")
+    }
+
+    @Test(arguments: [
+        "", "v1 1 e 5", "v2 1 e 5\nx", "v1 x e 5\nx", "v1 1  5\nx", "v1 1 e\nx", "v2 1 e 5 - q\nx", "v2 1 e 5 - e0\nx", "v2 1 e 5  m\nx",
+        "v2 1 e 5 - ex\nx",
+    ])
     func refusesMalformedEnvelopes(text: String) {
         #expect(Message(channel: ChannelName("c")!, envelope: ByteBuffer(string: text)) == nil)
     }
@@ -342,6 +367,9 @@ struct ChannelSequencerTests {
                 case .members(_, let online, _): "members:\(online)"
                 case .join(_, let member): "join:\(member.id)"
                 case .leave(_, let member): "leave:\(member.id)"
+                case .typing(_, let member): "typing:\(member.id)"
+                case .read(_, let member, let offset): "read:\(member.id):\(offset)"
+                case .seen(_, let member, let offset): "seen:\(member.id):\(offset)"
                 }
             }
         }

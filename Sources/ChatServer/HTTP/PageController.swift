@@ -18,7 +18,7 @@ struct PageController: Sendable {
         let template = try MustacheTemplate(string: catalog.pageTemplate)
         let html = template.render([
             "title": configuration.title,
-            "channels": configuration.channels.map { ["name": $0.rawValue] },
+            "channels": configuration.channels.map { ["name": $0.rawValue, "label": configuration.channelLabels[$0] ?? $0.rawValue] },
             "maximumMessageLength": configuration.maximumMessageSize,
         ] as [String: Any])
         self.page = ByteBuffer(string: html)

@@ -19,6 +19,8 @@ struct SendController: Sendable {
     var metrics: ChatMetrics = .none
     let refusals: Refusals
     let identities: Identities
+    let rooms: RoomPolicy
+    let presence: PresenceTracker
 
     func addRoutes(to router: Router<ChatRequestContext>) {
         // Hummingbird's router ignores a trailing slash: this serves /send/ and /send.
@@ -71,14 +73,19 @@ struct SendController: Sendable {
             throw refusal
         }
         func field(_ name: String) -> String? { fields.last(where: { $0.name == name })?.value }
-        let posting = Posting(broker: broker, gatekeeper: gatekeeper, maximumMessageSize: maximumMessageSize, metrics: metrics)
-        let draft: Posting.Draft
+        let posting = Posting(
+            broker: broker, gatekeeper: gatekeeper, maximumMessageSize: maximumMessageSize, rooms: rooms, presence: presence, metrics: metrics
+        )
+        var draft: Posting.Draft
         switch posting.draft(
             data: field("data"), channel: field("channel"), name: field("name"), key: request.headers[Self.idempotencyKeyHeader],
             identity: identities.identity(cookies: request.headers[values: .cookie]), client: client
         ) {
         case .success(let checked):
             draft = checked
+            // With --publish-token, whoever posts here holds it: a trusted integration,
+            // which a capped room takes posts from without a place.
+            draft.placeHeld = gatekeeper.settings.publishToken != nil
         case .failure(let refusal):
             throw refuse(refusal.status, refusal.message)
         }

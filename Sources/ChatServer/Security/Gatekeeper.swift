@@ -36,6 +36,14 @@ final class Gatekeeper: Sendable {
     private let historyLimiter: RateLimiter?
     private let newChannelLimiter: RateLimiter?
     private let sockets = NIOLockedValueBox(SocketCounts())
+    /// One `typing` relayed per person per room every 2 s: the page sends one every 2 s
+    /// while keys are pressed, and the frames it shows last 5 s.
+    private let typingLimiter = RateLimiter(rate: 0.5, burst: 1)
+
+    /// Whether `identity`'s `typing` in `channel` is relayed now (else it is dropped).
+    func mayRelayTyping(_ identity: String, in channel: ChannelName) -> Bool {
+        typingLimiter.take(identity + "|" + channel.rawValue) == nil
+    }
 
     private struct SocketCounts {
         var perAddress: [String: Int] = [:]

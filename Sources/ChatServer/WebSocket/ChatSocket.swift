@@ -161,6 +161,8 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
 
     // MARK: - Hub member
 
+    var identity: String? { presence?.id }
+
     func deliver(_ batch: Batch) {
         guard connection.isOpen, let context else { return }
         // The common case, without handing the flow the batch.

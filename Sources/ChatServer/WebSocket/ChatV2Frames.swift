@@ -6,13 +6,14 @@ import NIOCore
 enum ChatV2 {
     /// A subscription is in place: `offset` is the channel's last offset (0 when empty),
     /// `epoch` `null` when the channel has no history.
-    static func subscribed(channel: ChannelName, epoch: String?, offset: Int64) -> ByteBuffer {
+    /// `read`: how far the socket's person has read the channel (0: nothing yet).
+    static func subscribed(channel: ChannelName, epoch: String?, offset: Int64, read: Int64) -> ByteBuffer {
         WebSocketWire.textFrame(estimatedLength: 128) { json in
             json.writeStaticString(#"{"type":"subscribed","channel":"#)
             JSON.writeString(channel.rawValue, into: &json)
             json.writeStaticString(#","epoch":"#)
             if let epoch { JSON.writeString(epoch, into: &json) } else { json.writeStaticString("null") }
-            json.writeString(#","offset":\#(offset)}"#)
+            json.writeString(#","offset":\#(offset),"read":\#(read)}"#)
         }
     }
 

@@ -12,6 +12,12 @@ enum ChatV2Request: Equatable {
     case unsubscribe(channel: String)
     /// Publish `data` to `channel`; `id` makes sending it again safe.
     case send(id: String, channel: String, data: String, name: String?)
+    /// Change message `of` of `channel`: new text, gone, or a reaction toggled.
+    case change(id: String, channel: String, change: Change, of: Int64)
+    /// The person is typing in `channel`.
+    case typing(channel: String)
+    /// The person has read `channel` up to `offset`.
+    case read(channel: String, offset: Int64)
     case ping
     case who(channel: String)
     /// A subscribe whose resume breaks the rules: refused for that channel.
@@ -19,6 +25,12 @@ enum ChatV2Request: Equatable {
     /// A send that cannot be read as text: refused (400) for that id.
     case badSend(id: String, channel: String, reason: String)
     case invalid(String)
+
+    enum Change: Equatable {
+        case edit(data: String)
+        case delete
+        case react(emoji: String)
+    }
 
     struct Resume: Equatable {
         var since: Int64
@@ -36,6 +48,9 @@ enum ChatV2Request: Equatable {
         var id: String?
         var data: String?
         var name: String?
+        var of: Since?
+        var offset: Since?
+        var emoji: String?
     }
 
     /// A resume's offset as sent: any JSON value; only a whole number in range is one.
@@ -99,6 +114,50 @@ enum ChatV2Request: Equatable {
             default:
                 self = .badSubscribe(channel: channel, reason: "To resume, give both since and epoch (from the last message you received).")
             }
+        case "typing":
+            guard let channel = frame.channel else {
+                self = .invalid(needs(nil, "channel")!)
+                return
+            }
+            self = .typing(channel: channel)
+        case "read":
+            guard let channel = frame.channel, let sent = frame.offset else {
+                self = .invalid(needs(frame.channel, "channel") ?? "a \"read\" frame needs \"offset\"")
+                return
+            }
+            guard let offset = sent.value, (0...Self.maximumOffset).contains(offset) else {
+                self = .invalid("offset must be a whole number from 0 to \(Self.maximumOffset)")
+                return
+            }
+            self = .read(channel: channel, offset: offset)
+        case "edit", "delete", "react":
+            let content: (value: String?, field: String)? = switch frame.type {
+            case "edit": (frame.data, "data")
+            case "react": (frame.emoji, "emoji")
+            default: nil
+            }
+            if let missing = needs(frame.id, "id") ?? needs(frame.channel, "channel") ?? content.flatMap({ needs($0.value, $0.field) }) {
+                self = .invalid(missing)
+                return
+            }
+            let (id, channel) = (frame.id!, frame.channel!)
+            guard let of = frame.of?.value, (1...Self.maximumOffset).contains(of) else {
+                self = .badSend(id: id, channel: channel, reason: "\"of\" must be the offset of a message: a whole number from 1 to \(Self.maximumOffset).")
+                return
+            }
+            if replaced {
+                self = .badSend(
+                    id: id, channel: channel,
+                    reason: "Invalid \(frame.type): it holds a lone UTF-16 surrogate escape (half of a character, such as a cut emoji); send whole characters."
+                )
+                return
+            }
+            let change: Change = switch frame.type {
+            case "edit": .edit(data: frame.data!)
+            case "react": .react(emoji: frame.emoji!)
+            default: .delete
+            }
+            self = .change(id: id, channel: channel, change: change, of: of)
         case "send":
             if let missing = needs(frame.id, "id") ?? needs(frame.channel, "channel") ?? needs(frame.data, "data") {
                 self = .invalid(missing)
@@ -114,7 +173,7 @@ enum ChatV2Request: Equatable {
             self = .send(id: frame.id!, channel: frame.channel!, data: frame.data!, name: frame.name)
         default:
             self = .invalid(
-                "unknown frame type \"\(String(frame.type.unicodeScalars.prefix(24)))\"; chat.v2 clients send subscribe, unsubscribe, send, who or ping"
+                "unknown frame type \"\(String(frame.type.unicodeScalars.prefix(24)))\"; chat.v2 clients send subscribe, unsubscribe, send, edit, delete, react, typing, read, who or ping"
             )
         }
     }
@@ -180,7 +239,7 @@ enum ChatV2Request: Equatable {
 
     private static func wrongType(_ context: DecodingError.Context) -> String {
         let field = context.codingPath.last?.stringValue ?? "field"
-        let expected = field == "since" ? "a whole number" : "a string"
+        let expected = ["since", "of", "offset"].contains(field) ? "a whole number" : "a string"
         return "the field \"\(String(field.unicodeScalars.prefix(16)))\" has the wrong type: it must be \(expected)"
     }
 }

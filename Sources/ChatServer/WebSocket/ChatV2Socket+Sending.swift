@@ -6,7 +6,7 @@ import NIOCore
 /// A chat.v2 socket's sends: drafted with the rules of `POST /send/`, published one batch
 /// per read, in order, each answered with `ack` or `nack`.
 extension ChatV2Socket {
-    func send(id: String, channel: String, data: String, name: String?, context: ChannelHandlerContext) {
+    func send(id: String, channel: String, data: String?, name: String?, kind: MessageKind = .message, context: ChannelHandlerContext) {
         let gatekeeper = server.gatekeeper
         // With --publish-token, messages come only from those who hold it, at POST /send/.
         guard gatekeeper.allowsPublish(authorization: nil, tokenField: nil) else {
@@ -25,8 +25,10 @@ extension ChatV2Socket {
             nack(String(id.unicodeScalars.prefix(256)), channel, refusal, reason: "bad_request", context: context)
             return
         }
-        switch posting.draft(data: data, channel: channel, name: name, key: id, identity: person.verified, client: closing.client) {
-        case .success(let draft):
+        switch posting.draft(data: data, channel: channel, name: name, key: id, identity: person.verified, client: closing.client, from: person.member.id, kind: kind) {
+        case .success(var draft):
+            // A subscription that holds its place in a capped room: the socket's person is one of its people.
+            draft.placeHeld = subscriptions[draft.channel].map { $0.state == .open } ?? false
             outbox.append((id, draft))
             // Enough waits: read no more from this client until the broker has taken them
             // (TCP holds back the rest), so what waits stays bounded.
@@ -37,6 +39,53 @@ extension ChatV2Socket {
         case .failure(let refusal):
             nack(id, channel, refusal, reason: ChatMetrics.reason(status: refusal.status.code), context: context)
         }
+    }
+
+    /// An edit, delete or reaction: published like a send, in the same order, with the
+    /// same idempotency; the broker checks it against its message.
+    func change(id: String, channel: String, change: ChatV2Request.Change, of: Int64, context: ChannelHandlerContext) {
+        switch change {
+        case .edit(let data): send(id: id, channel: channel, data: data, name: nil, kind: .edit(of: of), context: context)
+        case .delete: send(id: id, channel: channel, data: nil, name: nil, kind: .delete(of: of), context: context)
+        case .react(let emoji): send(id: id, channel: channel, data: emoji, name: nil, kind: .react(of: of, on: true), context: context)
+        }
+    }
+
+    /// Relays that the person is typing, to the others subscribed on every instance: at
+    /// most once per person and room every 2 s (more are dropped without a word).
+    func typing(in channel: String, context: ChannelHandlerContext) {
+        guard let subscription = subscribed(channel, for: "typing", context: context) else { return }
+        guard server.gatekeeper.mayRelayTyping(person.member.id, in: subscription.channel) else { return }
+        let (broker, member, name, logger) = (server.broker, person.member, subscription.channel, logger)
+        Task {
+            do {
+                try await broker.typing(member, in: name)
+            } catch {
+                logger.debug("Could not relay typing", metadata: ["channel": "\(name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Moves the person's read state in a channel forward; every socket of theirs is told
+    /// (`read`), and in a one-to-one room the other person (`seen`).
+    func read(_ channel: String, upTo offset: Int64, context: ChannelHandlerContext) {
+        guard let subscription = subscribed(channel, for: "read", context: context) else { return }
+        let (broker, member, name, logger) = (server.broker, person.member, subscription.channel, logger)
+        context.eventLoop.makeFutureWithTask {
+            try await broker.markRead(member, in: name, upTo: offset)
+        }.assumeIsolated().whenFailure { error in
+            logger.warning("Could not keep a read state", metadata: ["channel": "\(name)", "error": "\(error)"])
+            self.refuseFrame("your read state in \(name) was not kept (\(error)); send it again", context: context)
+        }
+    }
+
+    /// The subscription a frame about `channel` needs, or `nil` after saying so.
+    private func subscribed(_ channel: String, for type: String, context: ChannelHandlerContext) -> Subscription? {
+        guard let name = try? ChannelName(validating: channel), let subscription = subscriptions[name], subscription.announced else {
+            refuseFrame("subscribe to \(Self.quoted(channel)) before sending \"\(type)\" frames about it", context: context)
+            return nil
+        }
+        return subscription
     }
 
     /// Sends that may wait while a batch is published; past them the socket stops reading.

@@ -56,7 +56,7 @@ extension ChatV2Socket {
         switch result {
         case .success(let admitted):
             guard let failure = admitted.refused else {
-                open(subscription, context: context)
+                readState(of: subscription, context: context)
                 return
             }
             refused = failure
@@ -69,6 +69,31 @@ extension ChatV2Socket {
         subscriptions[subscription.channel] = nil
         end(subscription)
         refuse(subscription.channel.rawValue, refused.refusal, reason: refused.reason, context: context)
+    }
+
+    /// How far the person has read the channel, for `subscribed`. An identity minted
+    /// with this socket has read nothing yet: only a proven one is looked up.
+    private func readState(of subscription: Subscription, context: ChannelHandlerContext) {
+        guard person.verified != nil else {
+            open(subscription, context: context)
+            return
+        }
+        let (broker, member, channel) = (server.broker, person.member, subscription.channel)
+        context.eventLoop.makeFutureWithTask {
+            try await broker.markRead(member, in: channel, upTo: 0)
+        }.assumeIsolated().whenComplete { result in
+            guard let context = self.context, self.isOpen, self.subscriptions[channel] === subscription else { return }
+            switch result {
+            case .success(let read):
+                subscription.read = read
+                self.open(subscription, context: context)
+            case .failure(let error):
+                self.subscriptions[channel] = nil
+                self.end(subscription)
+                let refusal = Refusal(.serviceUnavailable, "The chat is temporarily unavailable (\(error)); retry shortly.", closeCode: .unavailable)
+                self.refuse(channel.rawValue, refusal, reason: "unavailable", context: context)
+            }
+        }
     }
 
     /// In the hub first, then the history read: whatever is published meanwhile waits in
@@ -171,7 +196,10 @@ extension ChatV2Socket {
         if !subscription.announced, case .success(let history) = result {
             subscription.announced = true
             context.write(
-                wrapOutboundOut(ChatV2.subscribed(channel: subscription.channel, epoch: history.epoch, offset: history.lastOffset)), promise: nil
+                wrapOutboundOut(
+                    ChatV2.subscribed(channel: subscription.channel, epoch: history.epoch, offset: history.lastOffset, read: subscription.read)
+                ),
+                promise: nil
             )
             if subscription.hasPresence, let frame = server.presence.membersFrames(of: subscription.channel)?[frameIndex] {
                 context.write(wrapOutboundOut(frame), promise: nil)

@@ -67,7 +67,10 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
     /// Made when asked rather than kept: an idle socket carries less.
     var admission: RoomAdmission { RoomAdmission(context: server, logger: logger) }
     var posting: Posting {
-        Posting(broker: server.broker, gatekeeper: server.gatekeeper, maximumMessageSize: maximumMessageSize, metrics: server.metrics)
+        Posting(
+            broker: server.broker, gatekeeper: server.gatekeeper, maximumMessageSize: maximumMessageSize, rooms: server.rooms, presence: server.presence,
+            metrics: server.metrics
+        )
     }
     /// Whether the WebSocket is open (neither closing nor closed).
     var isOpen: Bool { connection.isOpen }
@@ -190,6 +193,12 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
             unsubscribe(channel, context: context)
         case .send(let id, let channel, let data, let name):
             send(id: id, channel: channel, data: data, name: name, context: context)
+        case .change(let id, let channel, let change, let of):
+            self.change(id: id, channel: channel, change: change, of: of, context: context)
+        case .typing(let channel):
+            typing(in: channel, context: context)
+        case .read(let channel, let offset):
+            read(channel, upTo: offset, context: context)
         case .ping:
             context.writeAndFlush(wrapOutboundOut(ChatV1.pong()), promise: nil)
         case .who(let channel):

@@ -38,6 +38,8 @@ struct DeliveryFlow {
                 to = nil
             case .presence, .members, .join, .leave:
                 break  // who is here is told again; a reader that catches up can ask ("who")
+            case .typing, .read, .seen:
+                break  // of the moment; read state is told again with the next subscription
             }
         }
     }

@@ -25,6 +25,10 @@ final class Subscription: HubMember, FlowHolder {
     let resume: DeliveryFlow.Resume?
     /// The broker's join was made: the socket leaves the channel when it ends.
     var joined = false
+    /// How far the socket's person had read the channel when it subscribed.
+    var read: Int64 = 0
+    /// When the person's last `typing` here was relayed.
+    var typed: NIODeadline?
     #if DEBUG
     var flow = DeliveryFlow(slowReaders: .drop)
     #else
@@ -54,6 +58,8 @@ final class Subscription: HubMember, FlowHolder {
     func deliver(_ batch: Batch) {
         socket?.deliver(batch, to: self)
     }
+
+    var identity: String? { socket?.person.member.id }
 
     // The socket itself beats and goes away, once for all its subscriptions.
     func goAway() {}

@@ -47,7 +47,8 @@ enum WireFormat: Int, Sendable, CaseIterable {
     static func frames(of event: ChatEvent) -> [ByteBuffer?] {
         switch event {
         case .message(let message):
-            [WebSocketWire.frame(opcode: WebSocketWire.text, payload: message.data), ChatV1.message(message)]
+            // The original protocol has words only: a change to them is not for it.
+            [message.kind == .message ? WebSocketWire.frame(opcode: WebSocketWire.text, payload: message.data) : nil, ChatV1.message(message)]
         case .reset(let channel, let epoch):
             [nil, ChatV1.reset(channel: channel, epoch: epoch)]
         case .gap(let channel, let from, let to):
@@ -60,28 +61,104 @@ enum WireFormat: Int, Sendable, CaseIterable {
             [nil, ChatV1.person("join", channel: channel, member: member)]
         case .leave(let channel, let member):
             [nil, ChatV1.person("leave", channel: channel, member: member)]
+        case .typing(let channel, let member):
+            [nil, ChatV1.person("typing", channel: channel, member: member)]
+        case .read(let channel, _, let offset):
+            [nil, ChatV1.read(channel: channel, offset: offset)]
+        case .seen(let channel, let member, let offset):
+            // Only a one-to-one room says who saw what: in a room of many it would be a
+            // frame per person per message read.
+            [nil, RoomPolicy.pair(of: channel) == nil ? nil : ChatV1.seen(channel: channel, member: member, offset: offset)]
         }
     }
 }
 
 /// The JSON frames of `chat.v1`.
 enum ChatV1 {
+    /// A message, or a change to one (`edit`, `delete`, `react`), with what a history
+    /// read found became of it.
     static func writeMessage(_ message: Message, into json: inout ByteBuffer) {
-        json.writeStaticString(#"{"type":"message","channel":"#)
+        switch message.kind {
+        case .message: json.writeStaticString(#"{"type":"message","channel":"#)
+        case .edit: json.writeStaticString(#"{"type":"edit","channel":"#)
+        case .delete: json.writeStaticString(#"{"type":"delete","channel":"#)
+        case .react: json.writeStaticString(#"{"type":"react","channel":"#)
+        }
         JSON.writeString(message.channel.rawValue, into: &json)
         json.writeStaticString(#","offset":"#)
         json.writeString(String(message.offset))
         json.writeStaticString(#","epoch":"#)
         JSON.writeString(message.epoch, into: &json)
+        if let of = message.kind.target {
+            json.writeStaticString(#","of":"#)
+            json.writeString(String(of))
+        }
         json.writeStaticString(#","time":"#)
         json.writeString(String(message.time))
+        if let from = message.from {
+            json.writeStaticString(#","from":"#)
+            JSON.writeString(from, into: &json)
+        }
         if let name = message.name {
             json.writeStaticString(#","name":"#)
             JSON.writeString(name, into: &json)
         }
-        json.writeStaticString(#","data":"#)
-        JSON.writeString(message.data.readableBytesView, into: &json)
+        let state = message.state
+        if let edited = state?.edited {
+            json.writeStaticString(#","edited":"#)
+            json.writeString(String(edited))
+        }
+        if state?.deleted == true {
+            // The text is gone; only that it was there is left.
+            json.writeStaticString(#","deleted":true}"#)
+            return
+        }
+        switch message.kind {
+        case .message, .edit:
+            json.writeStaticString(#","data":"#)
+            JSON.writeString(message.data.readableBytesView, into: &json)
+        case .delete:
+            break
+        case .react(_, let on):
+            json.writeStaticString(#","emoji":"#)
+            JSON.writeString(message.data.readableBytesView, into: &json)
+            json.writeStaticString(on ? #","on":true"# : #","on":false"#)
+        }
+        if let reactions = state?.reactions, !reactions.isEmpty {
+            json.writeStaticString(#","reactions":{"#)
+            for (index, reaction) in reactions.enumerated() {
+                if index > 0 { json.writeStaticString(",") }
+                JSON.writeString(reaction.emoji, into: &json)
+                json.writeStaticString(":[")
+                for (place, id) in reaction.from.enumerated() {
+                    if place > 0 { json.writeStaticString(",") }
+                    JSON.writeString(id, into: &json)
+                }
+                json.writeStaticString("]")
+            }
+            json.writeStaticString("}")
+        }
         json.writeStaticString("}")
+    }
+
+    /// How far the socket's person has read the channel (on every one of their sockets).
+    static func read(channel: ChannelName, offset: Int64) -> ByteBuffer {
+        WebSocketWire.textFrame(estimatedLength: 96) { json in
+            json.writeStaticString(#"{"type":"read","channel":"#)
+            JSON.writeString(channel.rawValue, into: &json)
+            json.writeString(#","offset":\#(offset)}"#)
+        }
+    }
+
+    /// The other person of a one-to-one room has read it up to `offset`.
+    static func seen(channel: ChannelName, member: Member, offset: Int64) -> ByteBuffer {
+        WebSocketWire.textFrame(estimatedLength: 160) { json in
+            json.writeStaticString(#"{"type":"seen","channel":"#)
+            JSON.writeString(channel.rawValue, into: &json)
+            json.writeStaticString(#","member":"#)
+            writeMember(member, into: &json)
+            json.writeString(#","offset":\#(offset)}"#)
+        }
     }
 
     static func message(_ message: Message) -> ByteBuffer {

@@ -1,0 +1,301 @@
+@testable import Chat
+import ChatClient
+@testable import ChatServer
+import ChatTestSupport
+import Foundation
+import Redis
+import Testing
+
+extension V2Client {
+    /// The `ack` or `nack` of `id`, skipping whatever else arrives.
+    func answer(to id: String) async -> [String: Any]? {
+        while let frame = await next() {
+            if ["ack", "nack"].contains(frame.type), frame["id"] as? String == id { return frame }
+        }
+        return nil
+    }
+
+    /// Sends `frame` (with its `id`) and waits for its answer.
+    func ask(_ frame: [String: Any]) async throws -> [String: Any]? {
+        try await send(frame)
+        return await answer(to: frame["id"] as? String ?? "")
+    }
+
+    /// The next frame of `type`, skipping others; `nil` if none within `timeout`.
+    func next(_ type: String, timeout: Duration = .seconds(5)) async -> [String: Any]? {
+        while let frame = await next(timeout: timeout) {
+            if frame.type == type { return frame }
+        }
+        return nil
+    }
+
+    /// Subscribes and waits for `subscribed`; returns it.
+    func subscribedFrame(_ channel: String) async throws -> [String: Any]? {
+        try await subscribe(channel)
+        return await next("subscribed")
+    }
+}
+
+/// A channel's `/history`, parsed.
+func history(_ port: Int, _ channel: String, headers: [(String, String)] = []) async throws -> [[String: Any]] {
+    let answer = try await ChatHTTP.request("GET", port: port, path: "/history?channel=\(channel)", headers: headers)
+    let json = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any]
+    return json?["messages"] as? [[String: Any]] ?? []
+}
+
+@Suite("What people expect of a chat: who sent it, typing, edits, deletes, reactions, read state")
+struct ChatFeaturesTests {
+    static let brokers: [ChatConfiguration.BrokerKind] = [.memory, .redis]
+
+    @Test(arguments: brokers)
+    func everyMessageSaysWhoItIsFrom(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let channel = uniqueChannel()
+            let ada = Person()
+            let v1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
+            let sender = try await V2Client.connect(server, person: ada)
+            #expect(try await sender.ask(["type": "send", "id": "m1", "channel": channel, "data": "over the socket"])?.type == "ack")
+            #expect(try await ChatHTTP.send(port: server.port, data: "over POST", channel: channel, headers: [ada.header]).status == 200)
+            #expect(try await ChatHTTP.send(port: server.port, data: "from a backend", channel: channel).status == 200)
+            var froms: [String?] = []
+            while froms.count < 3, let text = await v1.nextText() {
+                guard let frame = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], frame.type == "message" else { continue }
+                froms.append(frame["from"] as? String)
+            }
+            #expect(froms == [ada.id, ada.id, nil], "a sender without an identity has no from")
+            #expect(try await history(server.port, channel).map { $0["from"] as? String } == [ada.id, ada.id, nil])
+            await v1.disconnect()
+            await sender.disconnect()
+        }
+    }
+
+    @Test func typingReachesTheOthersOnEveryInstanceAtMostEveryTwoSecondsAndIsNeverKept() async throws {
+        let servers = [try await TestServer.start(broker: .redis), try await TestServer.start(broker: .redis)]
+        defer { Task { for server in servers { await server.stop() } } }
+        let channel = uniqueChannel()
+        let (ada, bob) = (Person(), Person())
+        let typist = try await V2Client.connect(servers[0], person: ada)
+        let adasOtherTab = try await V2Client.connect(servers[1], person: ada)
+        let reader = try await V2Client.connect(servers[1], person: bob)
+        for client in [typist, adasOtherTab, reader] { _ = try await client.subscribedFrame(channel) }
+        #expect(try await typist.ask(["type": "send", "id": "first", "channel": channel, "data": "hi"])?.type == "ack")
+        try await typist.send(["type": "typing", "channel": channel])
+        let typing = try #require(await reader.next("typing"))
+        #expect(typing.channel == channel)
+        #expect((typing["member"] as? [String: Any])?["id"] as? String == ada.id)
+        #expect(typing["offset"] == nil, "typing has no offset")
+        // A second one within 2 s is dropped; so is one to the typist's own tabs.
+        try await typist.send(["type": "typing", "channel": channel])
+        #expect(await reader.next("typing", timeout: .milliseconds(600)) == nil)
+        #expect(await adasOtherTab.next("typing", timeout: .milliseconds(100)) == nil, "not to the typist's other sockets")
+        try await Task.sleep(for: .seconds(2))
+        try await typist.send(["type": "typing", "channel": channel])
+        #expect(await reader.next("typing") != nil, "relayed again after 2 s")
+        // Never stored: the history holds the one message, the offset did not move.
+        let kept = try await history(servers[0].port, channel)
+        #expect(kept.count == 1 && kept.allSatisfy { $0.type == "message" })
+        let resumed = try await V2Client.connect(servers[0])
+        try await resumed.subscribe(channel, since: 0, epoch: kept.first?["epoch"] as? String)
+        #expect(await resumed.next("subscribed")?.int("offset") == 1)
+        #expect(await resumed.next("message")?.data == "hi")
+        #expect(await resumed.next("typing", timeout: .milliseconds(300)) == nil)
+        // Typing where one is not subscribed is answered, not relayed.
+        try await typist.send(["type": "typing", "channel": uniqueChannel()])
+        #expect((await typist.next("error"))?["message"] as? String ?? "" != "")
+        for client in [typist, adasOtherTab, reader, resumed] { await client.disconnect() }
+    }
+
+    @Test(arguments: brokers)
+    func theAuthorEditsAndDeletesAndEveryoneSeesItLiveInHistoryAndOnResume(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let channel = uniqueChannel()
+            let (ada, bob) = (Person(), Person())
+            let author = try await V2Client.connect(server, person: ada)
+            let other = try await V2Client.connect(server, person: bob)
+            _ = try await other.subscribedFrame(channel)
+            let sent = try #require(try await author.ask(["type": "send", "id": "m1", "channel": channel, "data": "helo wrold"]))
+            let of = try #require(sent.int("offset"))
+            #expect(await other.next("message")?.data == "helo wrold")
+
+            let edited = try #require(try await author.ask(["type": "edit", "id": "e1", "channel": channel, "of": of, "data": "hello world"]))
+            #expect(edited.type == "ack")
+            let edit = try #require(await other.next("edit"))
+            #expect(edit.int("of") == of && edit.int("offset") == edited.int("offset") && edit.data == "hello world")
+            #expect(edit["from"] as? String == ada.id && edit.int("time") != nil && edit["epoch"] as? String == sent["epoch"] as? String)
+            // The same id again: the first answer, nothing new.
+            #expect(try await author.ask(["type": "edit", "id": "e1", "channel": channel, "of": of, "data": "hello world"])?.int("offset") == edited.int("offset"))
+
+            // Only the author; only messages; only what is there.
+            let notYours = try #require(try await other.ask(["type": "edit", "id": "x1", "channel": channel, "of": of, "data": "mine now"]))
+            #expect(notYours.type == "nack" && notYours.int("status") == 403)
+            #expect((notYours["message"] as? String)?.contains("Only its author may edit") == true)
+            #expect(try await other.ask(["type": "delete", "id": "x2", "channel": channel, "of": of])?.int("status") == 403)
+            #expect(try await author.ask(["type": "edit", "id": "x3", "channel": channel, "of": 999, "data": "?"])?.int("status") == 404)
+            #expect(try await author.ask(["type": "edit", "id": "x4", "channel": channel, "of": edited.int("offset")!, "data": "?"])?.int("status") == 404)
+            #expect(try await author.ask(["type": "edit", "id": "x5", "channel": channel, "of": of, "data": " "])?.int("status") == 400)
+            #expect(try await author.ask(["type": "edit", "id": "x6", "channel": channel, "of": 0, "data": "a"])?.int("status") == 400)
+            #expect(try await author.ask(["type": "edit", "id": "x7", "channel": uniqueChannel(), "of": 1, "data": "a"])?.int("status") == 404)
+
+            var kept = try await history(server.port, channel)
+            #expect(kept.map(\.type) == ["message", "edit"])
+            #expect(kept[0].data == "hello world" && kept[0].int("edited") != nil)
+
+            let deleted = try #require(try await author.ask(["type": "delete", "id": "d1", "channel": channel, "of": of]))
+            #expect(deleted.type == "ack")
+            let delete = try #require(await other.next("delete"))
+            #expect(delete.int("of") == of && delete.int("offset") == deleted.int("offset") && delete["from"] as? String == ada.id)
+            #expect(try await author.ask(["type": "edit", "id": "e2", "channel": channel, "of": of, "data": "back"])?.int("status") == 403)
+
+            kept = try await history(server.port, channel)
+            #expect(kept.map(\.type) == ["message", "edit", "delete"])
+            #expect(kept[0]["deleted"] as? Bool == true && kept[0]["data"] == nil, "the text is gone")
+            #expect(kept[1]["deleted"] as? Bool == true && kept[1]["data"] == nil, "and so is the edit's")
+            #expect(kept.map { $0.int("offset") } == [of, edited.int("offset"), deleted.int("offset")])
+            #expect(kept[0]["from"] as? String == ada.id)
+            if broker == .redis {
+                let redis = try await connectToRedis()
+                let stream = try await redis.send(RedisCommand("XRANGE", .string(RedisKeys.history(ChannelName(channel)!)), "-", "+"))
+                #expect(!"\(stream)".contains("hello") && !"\(stream)".contains("helo"), "no text of it is left in Redis")
+                redis.close()
+            }
+
+            // A resume from before replays all three, in order, as history has them.
+            let back = try await V2Client.connect(server)
+            try await back.subscribe(channel, since: 0, epoch: sent["epoch"] as? String)
+            var replayed: [String] = []
+            while replayed.count < 3, let frame = await back.nextEvent() {
+                if let type = frame.type, ["message", "edit", "delete"].contains(type) { replayed.append(type + ":\(frame.int("offset") ?? 0)") }
+            }
+            #expect(replayed == ["message:\(of)", "edit:\(of + 1)", "delete:\(of + 2)"])
+            for client in [author, other, back] { await client.disconnect() }
+        }
+    }
+
+    @Test(arguments: brokers)
+    func anEditAfterTheWindowIsRefused(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker, { $0.editWindow = .milliseconds(50) }) { server in
+            let channel = uniqueChannel()
+            let author = try await V2Client.connect(server, person: Person())
+            let sent = try #require(try await author.ask(["type": "send", "id": "m", "channel": channel, "data": "soon fixed"]))
+            try await Task.sleep(for: .milliseconds(200))
+            let late = try #require(try await author.ask(["type": "edit", "id": "e", "channel": channel, "of": sent.int("offset")!, "data": "too late"]))
+            #expect(late.int("status") == 403 && (late["message"] as? String)?.contains("can no longer be edited") == true)
+            #expect(try await author.ask(["type": "delete", "id": "d", "channel": channel, "of": sent.int("offset")!])?.type == "ack", "deleting has no window")
+            await author.disconnect()
+        }
+    }
+
+    @Test(arguments: brokers)
+    func reactionsToggleAndHistoryShowsWhoReactedWithWhat(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let channel = uniqueChannel()
+            let (ada, bob) = (Person(), Person())
+            let a = try await V2Client.connect(server, person: ada)
+            let b = try await V2Client.connect(server, person: bob)
+            let watcher = try await V2Client.connect(server, person: Person())
+            _ = try await watcher.subscribedFrame(channel)
+            let of = try #require(try await a.ask(["type": "send", "id": "m", "channel": channel, "data": "lunch?"])?.int("offset"))
+            func react(_ client: V2Client, _ emoji: String, id: String) async throws -> [String: Any]? {
+                try await client.ask(["type": "react", "id": id, "channel": channel, "of": of, "emoji": emoji])
+            }
+            #expect(try await react(b, "👍", id: "r1")?.type == "ack")
+            var frame = try #require(await watcher.next("react"))
+            #expect(frame["emoji"] as? String == "👍" && frame["on"] as? Bool == true && frame["from"] as? String == bob.id && frame.int("of") == of)
+            #expect(try await react(a, "👍", id: "r2")?.type == "ack")
+            #expect(try await react(a, "❤️", id: "r3")?.type == "ack")
+            #expect(try await react(b, "👍", id: "r4")?.type == "ack")
+            for expected in [true, true, false] {
+                frame = try #require(await watcher.next("react"))
+                #expect(frame["on"] as? Bool == expected)
+            }
+            let kept = try await history(server.port, channel)
+            #expect(kept.map(\.type) == ["message", "react", "react", "react", "react"])
+            let reactions = try #require(kept[0]["reactions"] as? [String: [String]])
+            #expect(reactions == ["👍": [ada.id], "❤️": [ada.id]])
+
+            // One emoji, and at most 20 different ones on a message.
+            #expect(try await react(a, "a", id: "bad1")?.int("status") == 400)
+            #expect(try await react(a, "👍👍", id: "bad2")?.int("status") == 400)
+            let more = ["😀", "😂", "😍", "🎉", "🔥", "🙏", "👀", "💯", "✅", "🤔", "😢", "😮", "🚀", "🍕", "☕", "🌟", "🐛", "🥳"]
+            for (index, emoji) in more.enumerated() { #expect(try await react(a, emoji, id: "many\(index)")?.type == "ack") }
+            let tooMany = try #require(try await react(b, "🦄", id: "over"))
+            #expect(tooMany.int("status") == 400 && (tooMany["message"] as? String)?.contains("20 different reactions") == true)
+            await watcher.disconnect()
+            await a.disconnect()
+            await b.disconnect()
+        }
+    }
+
+    @Test func readStateFollowsThePersonOverSocketsInstancesAndARestart() async throws {
+        var servers = [try await TestServer.start(broker: .redis), try await TestServer.start(broker: .redis)]
+        let channel = uniqueChannel()
+        let (ada, bob) = (Person(), Person())
+        let sender = try await V2Client.connect(servers[0], person: bob)
+        for number in 1...3 { _ = try await sender.ask(["type": "send", "id": "m\(number)", "channel": channel, "data": "\(number)"]) }
+        let phone = try await V2Client.connect(servers[0], person: ada)
+        let laptop = try await V2Client.connect(servers[1], person: ada)
+        #expect(try await phone.subscribedFrame(channel)?.int("read") == 0)
+        #expect(try await laptop.subscribedFrame(channel)?.int("read") == 0)
+        let bobs = try await sender.subscribedFrame(channel)
+        #expect(bobs?.int("read") == 0)
+        try await phone.send(["type": "read", "channel": channel, "offset": 2])
+        let told = try #require(await laptop.next("read"))
+        #expect(told.channel == channel && told.int("offset") == 2)
+        #expect(await phone.next("read")?.int("offset") == 2, "every socket of the person")
+        let othersRead = await sender.next("read", timeout: .milliseconds(300))
+        let othersSeen = await sender.next("seen", timeout: .milliseconds(100))
+        #expect(othersRead == nil && othersSeen == nil, "not the others' in a room of many")
+        // Only forward, and never past the last message.
+        try await laptop.send(["type": "read", "channel": channel, "offset": 1])
+        #expect(await phone.next("read", timeout: .milliseconds(400)) == nil)
+        try await laptop.send(["type": "read", "channel": channel, "offset": 99])
+        #expect(await phone.next("read")?.int("offset") == 3)
+        // Kept in Redis: another socket, after a restart, still knows.
+        await servers[1].stop()
+        servers[1] = try await TestServer.start(broker: .redis)
+        let tablet = try await V2Client.connect(servers[1], person: ada)
+        #expect(try await tablet.subscribedFrame(channel)?.int("read") == 3)
+        // A read of a channel one is not subscribed to is answered.
+        try await tablet.send(["type": "read", "channel": uniqueChannel(), "offset": 1])
+        #expect(await tablet.next("error") != nil)
+        for client in [sender, phone, laptop, tablet] { await client.disconnect() }
+        for server in servers { await server.stop() }
+    }
+
+    @Test(arguments: brokers)
+    func inAOneToOneRoomTheOtherPersonSeesWhatWasSeen(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let (ada, bob) = (Person(), Person())
+            let room = try #require(RoomPolicy.directRoom(ada.id, bob.id)).rawValue
+            let a = try await V2Client.connect(server, person: ada)
+            let b = try await V2Client.connect(server, person: bob)
+            _ = try await a.subscribedFrame(room)
+            _ = try await b.subscribedFrame(room)
+            let of = try #require(try await a.ask(["type": "send", "id": "m", "channel": room, "data": "there?"])?.int("offset"))
+            try await b.send(["type": "read", "channel": room, "offset": of])
+            let seen = try #require(await a.next("seen"))
+            #expect(seen.int("offset") == of && (seen["member"] as? [String: Any])?["id"] as? String == bob.id)
+            #expect(await b.next("read")?.int("offset") == of)
+            #expect(await b.next("seen", timeout: .milliseconds(300)) == nil, "not to the reader")
+            await a.disconnect()
+            await b.disconnect()
+        }
+    }
+
+    @Test func aCappedRoomTakesMessagesOnlyFromItsPeople() async throws {
+        try await withServer(broker: .memory, { $0.channelCaps = [ChannelName("desk")!: 1] }) { server in
+            let (ada, bob) = (Person(), Person())
+            let member = try await V2Client.connect(server, person: ada)
+            _ = try await member.subscribedFrame("desk")
+            #expect(try await member.ask(["type": "send", "id": "in", "channel": "desk", "data": "hello"])?.type == "ack")
+            let outsider = try await V2Client.connect(server, person: bob)
+            let refused = try #require(try await outsider.ask(["type": "send", "id": "out", "channel": "desk", "data": "let me in"]))
+            #expect(refused.int("status") == 403 && (refused["message"] as? String)?.contains("This room is full") == true)
+            let posted = try await ChatHTTP.send(port: server.port, data: "by POST", channel: "desk", headers: [bob.header])
+            #expect(posted.status == 403)
+            #expect(try await history(server.port, "desk").map(\.data) == ["hello"])
+            await member.disconnect()
+            await outsider.disconnect()
+        }
+    }
+}
