@@ -92,7 +92,8 @@ function nameDirect(room, name) {
 /** Adds a tab for `channel` (if new) and subscribes to it. */
 function addTab(channel, { news = false } = {}) {
   tabs.add(channel, labelOf(channel), { closable: !configured.includes(channel) });
-  subscriptions.follow(channel, { fillsHoles: () => channel === current, firstLook: FIRST_LOOK, assumeUnread: news });
+  // Everything in a one-to-one room is for the reader: what they never read there is unread.
+  subscriptions.follow(channel, { fillsHoles: () => channel === current, firstLook: FIRST_LOOK, assumeUnread: news || channel.startsWith("dm:") });
 }
 
 function closeTab(channel) {
@@ -557,7 +558,8 @@ composer = setUpComposer({
     // Sent while reading older messages: the reader is taken to their message.
     if (!messages.atNewest) messages.showNewest();
   },
-  onTyping: () => send({ type: "typing", channel: current }),
+  // Only about a room the socket is in (the server refuses the others with an error).
+  onTyping: () => subscriptions.get(current)?.state === "subscribed" && send({ type: "typing", channel: current }),
   onEditLast: () => messages.editLast(),
 });
 showStatus();
@@ -568,8 +570,14 @@ nameInput.addEventListener("change", () => {
   messages.redraw(); // @mentions of the new name
 });
 
-// At 360 px the name field folds into a button.
+// At 360 px the name field folds into a button that shows the name (or "Name").
 const nameToggle = document.getElementById("name-toggle");
+function showNameToggle() {
+  nameToggle.textContent = nameInput.value.trim() || words.nameShort;
+  nameToggle.setAttribute("aria-label", nameInput.value.trim() ? `${words.yourName}: ${nameInput.value.trim()}` : words.yourName);
+}
+showNameToggle();
+nameInput.addEventListener("input", showNameToggle);
 nameToggle.addEventListener("click", () => {
   const open = document.getElementById("composer").classList.toggle("show-name");
   nameToggle.setAttribute("aria-expanded", String(open));
@@ -611,6 +619,7 @@ function pageWords(languages) {
     jumpToNewest: ["Jump to newest ↓", "跳到最新 ↓", "跳到最新 ↓"],
     loadEarlier: ["Load earlier messages", "加载更早的消息", "載入更早的訊息"],
     message: ["Message", "消息", "訊息"],
+    nameShort: ["Name", "名字", "名字"],
     messageNotSent: (why) => [`A message was not sent: ${why}`, `一条消息未发送：${why}`, `一則訊息未送出：${why}`],
     messagePlaceholder: ["Message — Enter sends, Shift+Enter adds a line", "消息 — Enter 发送，Shift+Enter 换行", "訊息 — Enter 送出，Shift+Enter 換行"],
     messages: ["Messages", "消息", "訊息"],

@@ -245,8 +245,14 @@ export function setUpComposer({ form, nameInput, textInput, sendButton, counter,
     counter.textContent = used > maxBytes * 0.8 || over ? `${used.toLocaleString()} / ${maxBytes.toLocaleString()} bytes` : "";
     counter.classList.toggle("over", over);
     sendButton.disabled = over || textInput.value.trim() === "" || Boolean(blocked);
-    // Grow with the text, up to about six lines.
+    // Grow with the text, up to about six lines; empty, one line (a placeholder that
+    // wraps on a narrow screen would otherwise make it tall).
     textInput.style.height = "auto";
+    if (textInput.value === "") {
+      textInput.style.height = "";
+      textInput.style.overflowY = "hidden";
+      return;
+    }
     textInput.style.height = `${Math.min(textInput.scrollHeight, 160)}px`;
     textInput.style.overflowY = textInput.scrollHeight > 160 ? "auto" : "hidden";
   }

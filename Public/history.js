@@ -239,9 +239,11 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, assum
         refusal = null;
         attempt = 0;
         subscribedAt = { epoch: frame.epoch ?? null, offset: frame.offset ?? 0 };
-        // The server keeps what the person has read; a server without it says nothing,
-        // and then what the channel holds when it is first seen is not news.
-        if (Number.isSafeInteger(frame.read)) read = frame.read;
+        // The server keeps what the person has read (0: never). A channel never read (or
+        // a server that keeps nothing) counts from where it stands when first seen: a
+        // newcomer is not shown the whole history as unread. Unless everything in it is
+        // news to the person (assumeUnread: a one-to-one room).
+        if (Number.isSafeInteger(frame.read) && (frame.read > 0 || assumeUnread)) read = Math.max(read ?? 0, frame.read);
         else read ??= assumeUnread ? 0 : frame.offset ?? 0;
         emit("subscribed", frame);
         // Without a resume, what the channel holds already is history, not news.
@@ -396,8 +398,8 @@ export function createSubscriptions({ send, onEvent }) {
     /**
      * Follows `channel` (at once if the socket is open, else when it opens).
      * Options: positionKey (default chatroom.position.CHANNEL), fillsHoles(), firstLook,
-     * assumeUnread (a server that keeps no read state: all the channel holds is news, as
-     * for a one-to-one room with news).
+     * assumeUnread (what the person never read is news, as in a one-to-one room: by
+     * default a channel never read counts from where the page first sees it).
      */
     follow(channel, { positionKey = `chatroom.position.${channel}`, fillsHoles = () => false, firstLook = 50, assumeUnread = false } = {}) {
       let subscription = all.get(channel);

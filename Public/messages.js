@@ -33,15 +33,18 @@ export function anonymousLabel(id) {
  * /history entry). Idempotent: the same event twice leaves the same message.
  */
 export function applyEvent(entry, event) {
+  // /history keeps the changes of a deleted message as ghosts (deleted, without text or
+  // emoji): the message itself says it is deleted.
+  if (event.deleted) return;
   if (event.type === "edit") {
-    if (entry.deleted) return;
+    if (entry.deleted || typeof event.data !== "string") return;
     entry.data = event.data;
     entry.edited = event.time ?? true;
   } else if (event.type === "delete") {
     entry.deleted = true;
     delete entry.data;
     entry.reactions = {};
-  } else if (event.type === "react") {
+  } else if (event.type === "react" && typeof event.emoji === "string") {
     const reactions = { ...(entry.reactions ?? {}) };
     const who = new Set(reactions[event.emoji] ?? []);
     if (event.on === false) who.delete(event.from);
