@@ -26,6 +26,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
@@ -1064,6 +1065,196 @@ class ReadingTests(PageTestCase):
         driver.find_element(By.ID, "scroller").click()
         wait_until(lambda: not is_open(), message="closed by a click outside")
         self.close(driver)
+
+
+class ConversationTests(PageTestCase):
+    """What chat.v2 says beyond messages: who sent it, typing, edits, deletes, reactions, what was read."""
+
+    @staticmethod
+    def bubble(driver, text):
+        """The message item whose text is `text` (or starts so), by XPath-free search."""
+        return driver.execute_script("return [...document.querySelectorAll('#messages li[data-offset]')].find(li => li.querySelector('.text').textContent.startsWith(arguments[0])) ?? null", text)
+
+    @staticmethod
+    def act_on(driver, item, action):
+        """Clicks a message's action (shown on hover) as the mouse would."""
+        ActionChains(driver).move_to_element(item).perform()
+        item.find_element(By.CSS_SELECTOR, f".actions .{action}").click()
+
+    @staticmethod
+    def chips(driver, text):
+        return driver.execute_script(
+            "const li = [...document.querySelectorAll('#messages li[data-offset]')].find(li => li.querySelector('.text').textContent.startsWith(arguments[0]));"
+            "return li ? [...li.querySelectorAll('.reactions .chip')].map(c => [c.textContent, c.getAttribute('aria-pressed')]) : null",
+            text,
+        )
+
+    def two_windows(self, prefix):
+        """A fresh channel, and a window on it on each of instances a and b (two people)."""
+        channel = f"{prefix}{int(time.time() * 1000) % 100000}"
+        return channel, self.open(self.a, f"#channel={channel}"), self.open(self.b, f"#channel={channel}")
+
+    def same_person(self, instance, driver, path=""):
+        """A second browser with `driver`'s uid cookie: the same person, in another window."""
+        other = browser()
+        self.drivers.append(other)
+        other.get(instance.url + "favicon.svg")
+        other.add_cookie({"name": "uid", "value": driver.get_cookie("uid")["value"], "path": "/"})
+        other.get(instance.url + path)
+        wait_until(lambda: self.status(other) == "Connected", message="the second window connected")
+        return other
+
+    def test_25_typing_shows_in_the_other_window_and_ends(self):
+        _, ada, bob = self.two_windows("typing")
+        field = bob.find_element(By.ID, "name")
+        field.send_keys("Bob", Keys.TAB)
+        wait_until(lambda: self.status(bob) == "Connected", message="Bob connected under his name")
+        line = lambda driver: driver.find_element(By.ID, "typing").text
+        bob.find_element(By.ID, "text").send_keys("I am wri")
+        wait_until(lambda: line(ada) == "Bob is typing…", timeout=5, message="Bob typing, in Ada's window")
+        self.assertEqual(line(bob), "", "one's own typing is not shown")
+        self.shot(ada, "typing")
+        started = time.monotonic()
+        wait_until(lambda: line(ada) == "", timeout=8, message="the line gone after Bob stopped")
+        self.assertGreater(time.monotonic() - started, 3, "it lasts about 5 s")
+        # Typing again, then sending: the line goes with the message.
+        bob.find_element(By.ID, "text").send_keys("ting")
+        wait_until(lambda: line(ada) == "Bob is typing…", timeout=5, message="Bob typing again")
+        bob.find_element(By.ID, "text").send_keys(Keys.ENTER)
+        wait_until(lambda: "I am writing" in self.texts(ada), message="Bob's message")
+        self.assertEqual(line(ada), "", "the message ends the typing")
+        self.close(bob)
+        self.close(ada)
+
+    def test_26_an_edit_and_a_delete_show_in_another_window_and_after_a_reload(self):
+        _, writer, reader = self.two_windows("edit")
+        for text in ("first draft", "to be removed", "the last one"):
+            self.type_message(writer, text)
+            wait_until(lambda: text in self.texts(reader), message=f"{text!r} in the reader's window")
+        wait_until(lambda: len(writer.find_elements(By.CSS_SELECTOR, "#messages li.own[data-offset]")) == 3, message="three own messages")
+        self.assertEqual(reader.find_elements(By.CSS_SELECTOR, "#messages li.own"), [], "not the reader's")
+        self.assertEqual(reader.find_elements(By.CSS_SELECTOR, "#messages .actions .edit"), [], "no Edit on others' messages")
+        # Edit with the mouse.
+        self.act_on(writer, self.bubble(writer, "first draft"), "edit")
+        box = writer.find_element(By.CSS_SELECTOR, "#messages .edit-field")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("first draft, better", Keys.ENTER)
+        # Delete with the mouse.
+        self.act_on(writer, self.bubble(writer, "to be removed"), "delete")
+        # Edit with the keyboard: Up arrow in the empty field edits the last own message.
+        writer.find_element(By.ID, "text").send_keys(Keys.ARROW_UP)
+        box = wait_until(lambda: writer.find_elements(By.CSS_SELECTOR, "#messages .edit-field"), message="the last message in edit")[0]
+        self.assertEqual(box.get_attribute("value"), "the last one")
+        box.send_keys(" (really)", Keys.ENTER)
+
+        def shows_the_changes(driver):
+            texts = self.texts(driver)
+            edited = driver.execute_script("return [...document.querySelectorAll('#messages li[data-offset] .edited')].length")
+            return texts == ["first draft, better", "Message deleted", "the last one (really)"] and edited == 2
+
+        for driver in (writer, reader):
+            wait_until(lambda: shows_the_changes(driver), message="the edits and the delete")
+        self.shot(reader, "edited-and-deleted")
+        reader.refresh()
+        wait_until(lambda: self.status(reader) == "Connected", message="the reader reloaded")
+        wait_until(lambda: shows_the_changes(reader), message="the changes after a reload")
+        # The writer's messages are still theirs after a reload (the server says who sent them).
+        writer.refresh()
+        wait_until(lambda: shows_the_changes(writer), message="the changes in the writer's reloaded window")
+        self.assertEqual(len(writer.find_elements(By.CSS_SELECTOR, "#messages li.own[data-offset]")), 3, "still own after a reload")
+        self.close(writer)
+        self.close(reader)
+
+    def test_27_a_reaction_counts_and_toggles(self):
+        _, writer, reader = self.two_windows("react")
+        self.type_message(writer, "react to me")
+        wait_until(lambda: "react to me" in self.texts(reader), message="the message")
+        item = self.bubble(reader, "react to me")
+        self.act_on(reader, item, "react")
+        item.find_element(By.CSS_SELECTOR, '.picker [data-emoji="👍"]').click()
+        wait_until(lambda: self.chips(reader, "react to me") == [["👍 1", "true"]], message="the reader's 👍, highlighted")
+        wait_until(lambda: self.chips(writer, "react to me") == [["👍 1", "false"]], message="the 👍 in the writer's window")
+        # The writer adds theirs with the chip.
+        writer.execute_script("arguments[0].querySelector('.reactions .chip').click()", self.bubble(writer, "react to me"))
+        wait_until(lambda: self.chips(writer, "react to me") == [["👍 2", "true"]] and self.chips(reader, "react to me") == [["👍 2", "true"]], message="2 for both")
+        self.shot(writer, "reactions")
+        # The reader takes theirs back.
+        reader.execute_script("arguments[0].querySelector('.reactions .chip').click()", self.bubble(reader, "react to me"))
+        wait_until(lambda: self.chips(reader, "react to me") == [["👍 1", "false"]], message="back to 1 for the reader")
+        reader.refresh()
+        wait_until(lambda: self.chips(reader, "react to me") == [["👍 1", "false"]], message="1 after a reload")
+        self.close(writer)
+        self.close(reader)
+
+    def test_28_the_unread_badge_follows_the_person_across_windows(self):
+        first = self.open(self.a)
+        second = self.same_person(self.b, first)
+        self.assertEqual(self.cookie(second, "uid"), self.cookie(first, "uid"))
+        channel = "channel_2"
+        self.assertEqual(self.a.send("for both windows", channel), "ok")
+        for driver in (first, second):
+            wait_until(lambda: self.badge(driver, channel) == "1", message="a badge of 1 in each window")
+        # Read in one window: the badge goes in the other.
+        self.select_tab(first, channel)
+        wait_until(lambda: "for both windows" in self.texts(first), message="read in the first window")
+        wait_until(lambda: self.badge(second, channel) == "", timeout=5, message="the badge gone in the second window")
+        # And stays gone after a reload: the server keeps what was read.
+        second.refresh()
+        wait_until(lambda: self.status(second) == "Connected", message="the second window reloaded")
+        time.sleep(1)
+        self.assertEqual(self.badge(second, channel), "")
+        # A message typed in one window is own in the other too.
+        self.type_message(first, "mine in both")
+        self.select_tab(second, channel)
+        wait_until(lambda: "mine in both" in self.texts(second), message="the message in the second window")
+        wait_until(lambda: second.execute_script("return [...document.querySelectorAll('#messages li.own .text')].map(t => t.textContent)") == ["mine in both"], message="own in the second window")
+        self.close(second)
+        self.close(first)
+
+    def test_29_a_one_to_one_room_says_seen(self):
+        ada = self.open(self.a)
+        bob = self.open(self.b)
+        bob_id = self.cookie(bob, "uid").split(".")[0]
+        ada_id = self.cookie(ada, "uid").split(".")[0]
+        room = "dm:" + ":".join(sorted([ada_id, bob_id]))
+        ada.execute_script("location.hash = arguments[0]", f"#channel={room}")
+        wait_until(lambda: self.cookie(ada, "channel") == room, message="Ada in the room")
+        wait_until(lambda: self.status(ada) == "Connected", message="Ada connected to the room")
+        self.type_message(ada, "did you see this?")
+        wait_until(lambda: ada.find_elements(By.CSS_SELECTOR, "#messages li.own[data-offset]"), message="Ada's message")
+        time.sleep(0.5)
+        self.assertEqual(ada.find_elements(By.CSS_SELECTOR, "#messages .seen"), [], "not seen yet")
+        tab = wait_until(lambda: bob.find_elements(By.ID, f"tab-{room}"), message="the room's tab in Bob's window")[0]
+        tab.click()
+        wait_until(lambda: "did you see this?" in self.texts(bob), message="Bob reads it")
+        seen = wait_until(lambda: ada.execute_script("return [...document.querySelectorAll('#messages .seen')].map(s => s.closest('li').querySelector('.text').textContent)"), message="Seen in Ada's window")
+        self.assertEqual(seen, ["did you see this?"])
+        self.shot(ada, "seen")
+        self.close(bob)
+        self.close(ada)
+
+    def test_30_configured_labels_name_the_tabs_and_notifications_and_ids_stay_ids(self):
+        labelled = Instance("--send-rate", "0", "--channels", "channel_1=客服1號,channel_2=客服2號")
+        try:
+            driver = self.open(labelled, scripts=[FAKE_NOTIFICATIONS])
+            tabs = driver.execute_script("return [...document.querySelectorAll('#tabs [role=tab]')].map(t => [t.dataset.channel, t.querySelector('.tab-name').textContent, t.getAttribute('aria-label')])")
+            self.assertEqual(tabs, [["channel_1", "客服1號", "客服1號"], ["channel_2", "客服2號", "客服2號"]])
+            self.assertEqual(labelled.send("to the second desk", "channel_2"), "ok")
+            wait_until(lambda: self.badge(driver, "channel_2") == "1", message="a badge on 客服2號")
+            self.assertEqual(driver.find_element(By.ID, "tab-channel_2").get_attribute("aria-label"), "客服2號, 1 unread")
+            self.select_tab(driver, "channel_2")
+            self.assertEqual(self.cookie(driver, "channel"), "channel_2", "the cookie keeps the id")
+            driver.find_element(By.ID, "enable-notifications").click()
+            driver.find_element(By.ID, "name").send_keys("Lin", Keys.TAB)
+            wait_until(lambda: self.status(driver) == "Connected", message="Connected as Lin")
+            driver.execute_script("window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'))")
+            self.assertEqual(labelled.send("@Lin a customer", "channel_2", name="Desk"), "ok")
+            wait_until(lambda: driver.execute_script("return window.__notes.length") == 1, message="the notification")
+            self.assertEqual(driver.execute_script("return window.__notes[0].title"), "Desk · 客服2號")
+            self.shot(driver, "labels")
+            self.close(driver)
+        finally:
+            labelled.stop()
 
 
 def post_burst(port, channel, count, lanes=8):
