@@ -198,11 +198,16 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
   const shownMessages = () => list.querySelectorAll("li[data-offset]");
   const isOwn = (entry) => (me && entry.from === me) || own.has(keyOf(entry.epoch, entry.offset));
 
+  let mentionsFor = { key: null, value: null }; // the last pattern, while the names stay the same
+
   function mentions() {
-    const pattern = mentionPattern(names());
-    if (!pattern) return null;
+    const all = names();
     const mine = myName().trim().toLocaleLowerCase();
-    return { pattern, mine: (name) => Boolean(mine) && name.toLocaleLowerCase() === mine };
+    const key = `${mine}\n${all.join("\n")}`;
+    if (mentionsFor.key === key) return mentionsFor.value;
+    const pattern = mentionPattern(all);
+    mentionsFor = { key, value: pattern ? { pattern, mine: (name) => Boolean(mine) && name.toLocaleLowerCase() === mine } : null };
+    return mentionsFor.value;
   }
 
   function nameOf(entry) {
@@ -429,7 +434,7 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
   }
 
   function updateEmpty() {
-    if (emptyLine) emptyLine.hidden = !(loaded && shownMessages().length === 0 && outgoing.size === 0 && pending.length === 0 && recent.length === 0);
+    if (emptyLine) emptyLine.hidden = !(loaded && outgoing.size === 0 && pending.length === 0 && recent.length === 0 && !list.querySelector("li[data-offset]"));
   }
 
   /** The outbox item of `id` is done with once its message is in the list. */
@@ -625,6 +630,7 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
     },
     /** The first look is done (or failed): from now on an empty list says "No messages yet". */
     setLoaded(value = true) {
+      if (loaded === value) return;
       loaded = value;
       updateEmpty();
     },
