@@ -183,7 +183,7 @@ function showRoomWithNews(room, name, frame) {
   if (!localStorage.getItem(dmKey(room)) && name) localStorage.setItem(dmKey(room), name);
   if (tabs.channels().includes(room)) return; // its own subscription counts (and tells) the message
   addTab(room, { news: true }); // a room new to this browser: what it holds is news
-  notify(room, { name, data: words.wroteToYou }, { force: true });
+  notify(room, { name, from: otherIn(room), data: words.wroteToYou }, { force: true });
 }
 
 /** The names of a room's people: one-to-one tabs with them follow the names they show now. */

@@ -1211,9 +1211,11 @@ class ConversationTests(PageTestCase):
         self.close(second)
         self.close(first)
 
-    def test_29_a_one_to_one_room_says_seen(self):
+    def test_29_a_one_to_one_message_notifies_while_hidden_and_the_room_says_seen(self):
         ada = self.open(self.a)
-        bob = self.open(self.b)
+        bob = self.open(self.b, scripts=[FAKE_NOTIFICATIONS])
+        bob.find_element(By.ID, "enable-notifications").click()
+        bob.execute_script("window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'))")
         bob_id = self.cookie(bob, "uid").split(".")[0]
         ada_id = self.cookie(ada, "uid").split(".")[0]
         room = "dm:" + ":".join(sorted([ada_id, bob_id]))
@@ -1225,6 +1227,12 @@ class ConversationTests(PageTestCase):
         time.sleep(0.5)
         self.assertEqual(ada.find_elements(By.CSS_SELECTOR, "#messages .seen"), [], "not seen yet")
         tab = wait_until(lambda: bob.find_elements(By.ID, f"tab-{room}"), message="the room's tab in Bob's window")[0]
+        # Bob's page is hidden: a one-to-one message is notified, under Ada's label.
+        notes = wait_until(lambda: bob.execute_script("return window.__notes"), message="Bob notified")
+        ada_label = "Anonymous " + re.sub("[^A-Za-z0-9]", "", ada_id)[:3].upper()
+        self.assertEqual([note["title"] for note in notes], [f"{ada_label} · @{ada_label}"])
+        self.assertTrue(bob.title.startswith("(1) "), bob.title)
+        bob.execute_script("window.__hidden = false; document.dispatchEvent(new Event('visibilitychange'))")
         tab.click()
         wait_until(lambda: "did you see this?" in self.texts(bob), message="Bob reads it")
         seen = wait_until(lambda: ada.execute_script("return [...document.querySelectorAll('#messages .seen')].map(s => s.closest('li').querySelector('.text').textContent)"), message="Seen in Ada's window")
@@ -1232,6 +1240,25 @@ class ConversationTests(PageTestCase):
         self.shot(ada, "seen")
         self.close(bob)
         self.close(ada)
+
+    def test_31_an_edit_after_the_edit_window_is_refused_with_the_servers_words(self):
+        strict = Instance("--send-rate", "0", "--edit-window", "1")
+        try:
+            channel = f"late{int(time.time() * 1000) % 100000}"
+            driver = self.open(strict, f"#channel={channel}")
+            self.type_message(driver, "too late to change")
+            wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#messages li.own[data-offset]"), message="the own message")
+            time.sleep(2)
+            driver.find_element(By.ID, "text").send_keys(Keys.ARROW_UP)
+            box = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#messages .edit-field"), message="in edit")[0]
+            box.send_keys(" (changed)", Keys.ENTER)
+            error = driver.find_element(By.ID, "send-error")
+            wait_until(lambda: "can no longer be edited" in error.text, message="the server's refusal")
+            self.assertEqual(self.texts(driver), ["too late to change"], "unchanged")
+            self.assertEqual(driver.find_elements(By.CSS_SELECTOR, "#messages .edited"), [])
+            self.close(driver)
+        finally:
+            strict.stop()
 
     def test_30_configured_labels_name_the_tabs_and_notifications_and_ids_stay_ids(self):
         labelled = Instance("--send-rate", "0", "--channels", "channel_1=客服1號,channel_2=客服2號")
