@@ -335,8 +335,9 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
       const stamp = document.createElement("time");
       const when = new Date(time);
       stamp.dateTime = when.toISOString();
-      stamp.title = when.toLocaleString();
-      stamp.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      const lang = document.documentElement.lang || undefined;
+      stamp.title = when.toLocaleString(lang);
+      stamp.textContent = when.toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
       meta.append(stamp);
     }
     if (entry.deleted) {
