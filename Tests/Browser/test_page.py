@@ -204,6 +204,31 @@ HOLD_SOCKETS = """
 """
 
 
+# Run before the page's own script: while window.blackHole is true, the page's sockets
+# stay open but nothing gets through either way (what a dead network without the
+# browser noticing looks like: no close, no offline event).
+BLACK_HOLE = """
+(() => {
+  const Real = window.WebSocket;
+  window.blackHole = false;
+  function HoleWebSocket(url, protocols) {
+    const socket = new Real(url, protocols);
+    const send = socket.send.bind(socket);
+    socket.send = (data) => {
+      if (!window.blackHole) send(data);
+    };
+    socket.addEventListener("message", (event) => {
+      if (window.blackHole) event.stopImmediatePropagation();
+    });
+    return socket;
+  }
+  HoleWebSocket.prototype = Real.prototype;
+  for (const name of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) HoleWebSocket[name] = Real[name];
+  window.WebSocket = HoleWebSocket;
+})();
+"""
+
+
 # Run before the page's own script: window.Notification records what the page shows
 # (permission "default" until asked, as in a fresh browser), and document.hidden says
 # what window.__hidden says, so that a test can hide the page.
@@ -770,6 +795,44 @@ class OutboxTests(PageTestCase):
         self.assert_once_in_order(self.texts(writer), typed)
         self.close(writer)
         self.close(reader)
+
+    def test_32_a_dead_socket_is_noticed_soon_after_a_send_and_the_message_goes_on_the_next(self):
+        channel = f"void{int(time.time() * 1000) % 100000}"
+        writer = self.open(self.d, f"#channel={channel}", scripts=[BLACK_HOLE])
+        reader = self.open(self.e, f"#channel={channel}")
+        writer.execute_script("window.blackHole = true")
+        self.type_message(writer, "into the void")
+        started = time.monotonic()
+        wait_until(lambda: self.status(writer) != "Connected", timeout=10, message="the dead socket noticed")
+        noticed = time.monotonic() - started
+        self.assertLess(noticed, 6.5, "sooner than the heartbeat's 10 s of silence")
+        self.assertEqual([state for state, _, _ in self.outgoing(writer)], ["sending"], "still to be sent, not lost")
+        writer.execute_script("window.blackHole = false")
+        wait_until(lambda: self.status(writer) == "Connected", timeout=30, message="Connected again")
+        wait_until(lambda: "into the void" in self.texts(reader), timeout=15, message="the message on the next socket")
+        wait_until(lambda: self.outbox(writer) == [], message="the outbox empty")
+        time.sleep(0.5)
+        self.assertEqual(self.texts(reader).count("into the void"), 1)
+        self.close(writer)
+        self.close(reader)
+
+    def test_33_a_channel_opened_while_offline_shows_its_messages_once_back(self):
+        channel = f"opened{int(time.time() * 1000) % 100000}"
+        for number in range(3):
+            self.assertEqual(self.e.send(f"waiting {number}", channel), "ok")
+        driver = self.open(self.d)
+        set_offline(driver, True)
+        wait_until(lambda: self.status(driver).startswith("Offline"), message="Offline")
+        driver.execute_script("location.hash = arguments[0]", f"#channel={channel}")
+        wait_until(lambda: self.cookie(driver, "channel") == channel, message="the channel chosen offline")
+        set_offline(driver, False)
+        wait_until(lambda: self.status(driver) == "Connected", timeout=20, message="Connected again")
+        wait_until(lambda: self.texts(driver) == ["waiting 0", "waiting 1", "waiting 2"], message="the channel's messages")
+        self.assertFalse(driver.find_element(By.ID, "empty").is_displayed())
+        # And it is live.
+        self.assertEqual(self.e.send("and now", channel), "ok")
+        wait_until(lambda: "and now" in self.texts(driver), message="a live message")
+        self.close(driver)
 
     def test_16_a_tab_opened_while_redis_is_down_is_refused_then_subscribed_again(self):
         driver = self.open(self.d)
