@@ -1,6 +1,7 @@
 /// libFuzzer target `chatv2`: the input is the text of one chat.v2 frame.
 /// Invariants: a request comes from a JSON object; a resume's `since` is within
-/// 0…2^53−1 and its epoch is 1–64 ASCII letters and digits; a refusal says why, in at
+/// 0…2^53−1 and its epoch is 1–64 ASCII letters and digits; a change's `of` is within
+/// 1…2^53−1 and a read's offset within 0…2^53−1; a refusal says why, in at
 /// most 160 characters (it quotes at most 24 characters of an unknown type and 16 of a
 /// field's name).
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -13,6 +14,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     case .subscribe(_, let resume?):
         guard (0...ChatV2Request.maximumOffset).contains(resume.since), ChatV2Request.isEpoch(resume.epoch) else { fatalError("an unchecked resume") }
         guard text.contains("{") else { fatalError("a request that is not a JSON object") }
+    case .change(_, _, _, let of):
+        guard (1...ChatV2Request.maximumOffset).contains(of) else { fatalError("a change of an unchecked offset \(of)") }
+    case .read(_, let offset):
+        guard (0...ChatV2Request.maximumOffset).contains(offset) else { fatalError("a read of an unchecked offset \(offset)") }
     default:
         guard text.contains("{") else { fatalError("a request that is not a JSON object") }
     }

@@ -105,6 +105,26 @@ struct ChatFeaturesTests {
         for client in [typist, adasOtherTab, reader, resumed] { await client.disconnect() }
     }
 
+    @Test func theMemoryBrokerRelaysTypingToTheOthersToo() async throws {
+        try await withServer(broker: .memory) { server in
+            let channel = uniqueChannel()
+            let (ada, bob) = (Person(), Person())
+            let typist = try await V2Client.connect(server, person: ada)
+            let reader = try await V2Client.connect(server, person: bob)
+            let v1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", headers: [bob.header], subprotocols: ["chat.v1"])
+            for client in [typist, reader] { _ = try await client.subscribedFrame(channel) }
+            try await typist.send(["type": "typing", "channel": channel])
+            #expect((await reader.next("typing")?["member"] as? [String: Any])?["id"] as? String == ada.id)
+            var v1Typing = false
+            while !v1Typing, let text = await v1.nextText() { v1Typing = text.contains(#""type":"typing""#) }
+            #expect(v1Typing, "chat.v1 sockets share the frames")
+            #expect(await typist.next("typing", timeout: .milliseconds(300)) == nil)
+            await v1.disconnect()
+            await typist.disconnect()
+            await reader.disconnect()
+        }
+    }
+
     @Test(arguments: brokers)
     func theAuthorEditsAndDeletesAndEveryoneSeesItLiveInHistoryAndOnResume(broker: ChatConfiguration.BrokerKind) async throws {
         try await withServer(broker: broker) { server in
@@ -113,6 +133,7 @@ struct ChatFeaturesTests {
             let author = try await V2Client.connect(server, person: ada)
             let other = try await V2Client.connect(server, person: bob)
             _ = try await other.subscribedFrame(channel)
+            let original = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)")
             let sent = try #require(try await author.ask(["type": "send", "id": "m1", "channel": channel, "data": "helo wrold"]))
             let of = try #require(sent.int("offset"))
             #expect(await other.next("message")?.data == "helo wrold")
@@ -145,6 +166,10 @@ struct ChatFeaturesTests {
             let delete = try #require(await other.next("delete"))
             #expect(delete.int("of") == of && delete.int("offset") == deleted.int("offset") && delete["from"] as? String == ada.id)
             #expect(try await author.ask(["type": "edit", "id": "e2", "channel": channel, "of": of, "data": "back"])?.int("status") == 403)
+            // The original protocol has words only: the message, never the changes.
+            #expect(await original.nextText() == "helo wrold")
+            #expect(await original.nextText(timeout: .milliseconds(300)) == nil)
+            await original.disconnect()
 
             kept = try await history(server.port, channel)
             #expect(kept.map(\.type) == ["message", "edit", "delete"])
@@ -169,6 +194,32 @@ struct ChatFeaturesTests {
             #expect(replayed == ["message:\(of)", "edit:\(of + 1)", "delete:\(of + 2)"])
             for client in [author, other, back] { await client.disconnect() }
         }
+    }
+
+    @Test func changesMadeOnOneInstanceReachTheOtherLiveAndAfterAReload() async throws {
+        let servers = [try await TestServer.start(broker: .redis), try await TestServer.start(broker: .redis)]
+        defer { Task { for server in servers { await server.stop() } } }
+        let channel = uniqueChannel()
+        let ada = Person()
+        let author = try await V2Client.connect(servers[0], person: ada)
+        let reader = try await V2Client.connect(servers[1], person: Person())
+        _ = try await reader.subscribedFrame(channel)
+        let first = try #require(try await author.ask(["type": "send", "id": "m1", "channel": channel, "data": "one"])?.int("offset"))
+        let second = try #require(try await author.ask(["type": "send", "id": "m2", "channel": channel, "data": "two"])?.int("offset"))
+        #expect(try await author.ask(["type": "edit", "id": "e", "channel": channel, "of": first, "data": "one!"])?.type == "ack")
+        #expect(try await author.ask(["type": "delete", "id": "d", "channel": channel, "of": second])?.type == "ack")
+        #expect(try await author.ask(["type": "react", "id": "r", "channel": channel, "of": first, "emoji": "🎉"])?.type == "ack")
+        var live: [String] = []
+        while live.count < 5, let frame = await reader.nextEvent() {
+            if let type = frame.type, ["message", "edit", "delete", "react"].contains(type) { live.append("\(type):\(frame.int("of") ?? frame.int("offset") ?? 0)") }
+        }
+        #expect(live == ["message:\(first)", "message:\(second)", "edit:\(first)", "delete:\(second)", "react:\(first)"])
+        // What a page reloaded on the other instance reads.
+        let kept = try await history(servers[1].port, channel)
+        #expect(kept.first?.data == "one!" && kept.first?["reactions"] as? [String: [String]] == ["🎉": [ada.id]])
+        #expect(kept.dropFirst().first?["deleted"] as? Bool == true)
+        await author.disconnect()
+        await reader.disconnect()
     }
 
     @Test(arguments: brokers)

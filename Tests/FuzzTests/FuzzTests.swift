@@ -178,6 +178,11 @@ struct FuzzTests {
         let seeds = Self.seeds("chatv2")
         #expect(ChatV2Request(#"{"type":"subscribe","channel":"c","since":3,"epoch":"e1"}"#) == .subscribe(channel: "c", resume: .init(since: 3, epoch: "e1")))
         #expect(ChatV2Request(#"{"type":"send","id":"a","channel":"c","data":"d"}"#) == .send(id: "a", channel: "c", data: "d", name: nil))
+        #expect(ChatV2Request(#"{"type":"edit","id":"e","channel":"c","of":3,"data":"d"}"#) == .change(id: "e", channel: "c", change: .edit(data: "d"), of: 3))
+        #expect(ChatV2Request(#"{"type":"react","id":"r","channel":"c","of":3,"emoji":"👍"}"#) == .change(id: "r", channel: "c", change: .react(emoji: "👍"), of: 3))
+        #expect(ChatV2Request(#"{"type":"delete","id":"d","channel":"c","of":0}"#) == .badSend(id: "d", channel: "c", reason: #""of" must be the offset of a message: a whole number from 1 to 9007199254740991."#))
+        #expect(ChatV2Request(#"{"type":"read","channel":"c","offset":7}"#) == .read(channel: "c", offset: 7))
+        #expect(ChatV2Request(#"{"type":"typing","channel":"c"}"#) == .typing(channel: "c"))
         await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits) { index, edits in
             let text = String(decoding: Self.mutate(seeds[index], edits), as: UTF8.self)
             switch ChatV2Request(text) {
@@ -185,6 +190,10 @@ struct FuzzTests {
                 #expect(!reason.isEmpty && reason.utf8.count < 240, "the error says why, briefly")
             case .subscribe(_, let resume?):
                 #expect((0...ChatV2Request.maximumOffset).contains(resume.since) && ChatV2Request.isEpoch(resume.epoch), "\(text)")
+            case .change(_, _, _, let of):
+                #expect((1...ChatV2Request.maximumOffset).contains(of), "\(text)")
+            case .read(_, let offset):
+                #expect((0...ChatV2Request.maximumOffset).contains(offset), "\(text)")
             default:
                 #expect(text.contains("{"), "a request is a JSON object: \(text)")
             }

@@ -75,7 +75,7 @@ extension ChatV2Socket {
     /// with this socket has read nothing yet: only a proven one is looked up.
     private func readState(of subscription: Subscription, context: ChannelHandlerContext) {
         guard person.verified != nil else {
-            open(subscription, context: context)
+            open(subscription, read: 0, context: context)
             return
         }
         let (broker, member, channel) = (server.broker, person.member, subscription.channel)
@@ -85,8 +85,7 @@ extension ChatV2Socket {
             guard let context = self.context, self.isOpen, self.subscriptions[channel] === subscription else { return }
             switch result {
             case .success(let read):
-                subscription.read = read
-                self.open(subscription, context: context)
+                self.open(subscription, read: read, context: context)
             case .failure(let error):
                 self.subscriptions[channel] = nil
                 self.end(subscription)
@@ -98,16 +97,17 @@ extension ChatV2Socket {
 
     /// In the hub first, then the history read: whatever is published meanwhile waits in
     /// the flow and is either in the read or after it.
-    private func open(_ subscription: Subscription, context: ChannelHandlerContext) {
+    /// - Parameter read: how far the person has read the channel, for `subscribed`.
+    private func open(_ subscription: Subscription, read: Int64, context: ChannelHandlerContext) {
         subscription.opened()
         hub.add(subscription, to: subscription.channel)
         if subscription.hasPresence {
             server.presence.join(subscription.channel, member: person.member)
         }
-        let read = subscription.flow.opened(resume: subscription.resume) ?? subscription.flow.openedAtPosition()
+        let first = subscription.flow.opened(resume: subscription.resume) ?? subscription.flow.openedAtPosition()
         // The first read is shared with the others that start on this loop now.
-        server.reads.read(read, of: subscription.channel, for: hub) { result in
-            self.historyRead(result, for: subscription)
+        server.reads.read(first, of: subscription.channel, for: hub) { result in
+            self.historyRead(result, for: subscription, read: read)
         }
     }
 
@@ -191,13 +191,13 @@ extension ChatV2Socket {
         }
     }
 
-    private func historyRead(_ result: Result<History, any Error>, for subscription: Subscription) {
+    private func historyRead(_ result: Result<History, any Error>, for subscription: Subscription, read: Int64 = 0) {
         guard isOpen, let context, subscription.state == .open, subscriptions[subscription.channel] === subscription else { return }
         if !subscription.announced, case .success(let history) = result {
             subscription.announced = true
             context.write(
                 wrapOutboundOut(
-                    ChatV2.subscribed(channel: subscription.channel, epoch: history.epoch, offset: history.lastOffset, read: subscription.read)
+                    ChatV2.subscribed(channel: subscription.channel, epoch: history.epoch, offset: history.lastOffset, read: read)
                 ),
                 promise: nil
             )

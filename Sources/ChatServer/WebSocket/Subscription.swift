@@ -25,10 +25,6 @@ final class Subscription: HubMember, FlowHolder {
     let resume: DeliveryFlow.Resume?
     /// The broker's join was made: the socket leaves the channel when it ends.
     var joined = false
-    /// How far the socket's person had read the channel when it subscribed.
-    var read: Int64 = 0
-    /// When the person's last `typing` here was relayed.
-    var typed: NIODeadline?
     #if DEBUG
     var flow = DeliveryFlow(slowReaders: .drop)
     #else
