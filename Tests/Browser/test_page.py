@@ -540,13 +540,34 @@ class ChatPageTests(PageTestCase):
         self.assertFalse(jump.is_displayed())
         self.close(driver)
 
-    # the README's screenshots: a conversation, wide and at 360 px
+    # the README's screenshots: a conversation, wide and at 360 px, light and dark
     def test_8_screenshots(self):
-        channel = "channel_1"
-        for name, text in [("Ada", "Has anyone tried the new build?"), ("Grace", "Yes, the resume after a restart is seamless.")]:
-            self.a.send(text, channel, name=name)
-        wide = self.open(self.a, width=1000, height=700)
-        wait_until(lambda: "Yes, the resume after a restart is seamless." in self.texts(wide), message="the conversation")
+        # An instance of its own, with labelled channels of this run's own (a clean history).
+        suffix = int(time.time() * 1000) % 100000
+        lobby, desk = f"lobby{suffix}", f"help{suffix}"
+        shots = Instance("--send-rate", "0", "--channels", f"{lobby}=Lobby,{desk}=Help desk")
+        try:
+            self.take_screenshots(shots, lobby, desk)
+        finally:
+            shots.stop()
+
+    def take_screenshots(self, shots, lobby, desk):
+        for name, text in [
+            ("Ada", "Has anyone tried the new build?"),
+            ("Grace", "Yes, the resume after a restart is seamless. Notes: https://example.com/builds/1234"),
+            ("Grace", "Start it with `--presence-grace 2` to see people leave sooner."),
+        ]:
+            self.assertEqual(shots.send(text, lobby, name=name), "ok")
+        wide = self.open(shots, width=1000, height=700)
+        wait_until(lambda: len(self.texts(wide)) == 3, message="the conversation")
+        self.assertEqual(shots.send("Is the help desk open today?", desk, name="Lin"), "ok")
+        self.assertEqual(wide.find_element(By.CSS_SELECTOR, '#tabs [aria-selected="true"] .tab-name').text, "Lobby")
+        # A reaction to Ada's question, from the picker.
+        question = wide.execute_script("return document.querySelector('#messages li[data-offset]')")
+        ActionChains(wide).move_to_element(question).perform()
+        question.find_element(By.CSS_SELECTOR, ".actions .react").click()
+        question.find_element(By.CSS_SELECTOR, '.picker [data-emoji="👍"]').click()
+        wait_until(lambda: wide.execute_script("return [...document.querySelectorAll('#messages .chip')].map(c => c.textContent)") == ["👍 1"], message="the reaction")
         wide.find_element(By.ID, "name").send_keys("You")
         box = wide.find_element(By.ID, "text")
         box.click()
@@ -555,14 +576,17 @@ class ChatPageTests(PageTestCase):
         box.send_keys("Shift+Enter makes a second line", Keys.ENTER)
         wait_until(lambda: "Looks good here too.\nShift+Enter makes a second line" in self.texts(wide), message="two lines, one message")
         wait_until(lambda: wide.execute_script("return document.querySelector('#messages li.own') !== null"), message="own message")
+        wait_until(lambda: self.badge(wide, desk) == "1", message="the help desk's question unread")
+        self.assertEqual(wide.execute_script("return [...document.querySelectorAll('#messages .text a')].map(a => a.textContent)"), ["https://example.com/builds/1234"])
+        wide.execute_script("document.activeElement.blur()")
         self.shot(wide, "page-wide")
         # Headless Chromium's window is at least 500 px wide: emulate a 360 px phone.
         narrow = browser()
         self.drivers.append(narrow)
         narrow.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": True})
-        narrow.get(self.a.url)
+        narrow.get(shots.url)
         wait_until(lambda: self.status(narrow) == "Connected", message="Connected at 360 px")
-        wait_until(lambda: "Yes, the resume after a restart is seamless." in self.texts(narrow), message="the conversation at 360 px")
+        wait_until(lambda: "Looks good here too.\nShift+Enter makes a second line" in self.texts(narrow), message="the conversation at 360 px")
         self.assertEqual(narrow.execute_script("return window.innerWidth"), 360)
         overflow = narrow.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
         self.assertLessEqual(overflow, 0, "nothing wider than 360 px")
