@@ -503,6 +503,9 @@ function frameArrived(frame) {
   } else subscriptions.receive(frame);
 }
 
+// Read state is the server's now: the marks earlier versions of the page kept go.
+for (const key of Object.keys(localStorage)) if (key.startsWith("chatroom.seen.")) localStorage.removeItem(key);
+
 // A channel opened by name comes back from the hash or from the tabs kept; the cookie
 // picks among the tabs.
 const fromHash = channelFromHash();
