@@ -1270,6 +1270,18 @@ class ConversationTests(PageTestCase):
         wait_until(lambda: self.chips(reader, "react to me") == [["👍 1", "false"]], message="back to 1 for the reader")
         reader.refresh()
         wait_until(lambda: self.chips(reader, "react to me") == [["👍 1", "false"]], message="1 after a reload")
+        # By keyboard: Tab from the list reaches the message's controls, which show when focused.
+        reader.find_element(By.ID, "messages").send_keys(Keys.TAB)
+        focused = lambda: reader.execute_script("const e = document.activeElement; return [e.className, e.closest('li')?.querySelector('.text')?.textContent ?? null]")
+        self.assertEqual(focused(), ["chip", "react to me"], "the reaction chip first")
+        reader.switch_to.active_element.send_keys(Keys.TAB)
+        self.assertEqual(focused(), ["react", "react to me"])
+        self.assertEqual(reader.execute_script("return getComputedStyle(document.activeElement.closest('.actions')).opacity"), "1", "visible when focused")
+        reader.switch_to.active_element.send_keys(Keys.ENTER)
+        wait_until(lambda: focused()[0] == "pick", message="the picker open, its first emoji focused")
+        reader.switch_to.active_element.send_keys(Keys.ESCAPE)
+        wait_until(lambda: focused()[0] == "react", message="Escape closes the picker")
+        self.assertTrue(reader.execute_script("return document.querySelector('#messages .picker').hidden"))
         self.close(writer)
         self.close(reader)
 
