@@ -675,11 +675,12 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
       applyEvent(entry, event); // idempotent: the subscription may have applied it to the same entry
       const item = itemOf(entry);
       if (!item || item.querySelector(".editing")) return;
-      const focused = item.contains(document.activeElement) ? document.activeElement.className : null;
+      // A reader whose focus was on one of its controls (a reaction chip, say) keeps it there.
+      const focused = item.contains(document.activeElement) ? document.activeElement : null;
       const fresh = itemFor(entry);
       item.replaceWith(fresh);
       regroup();
-      if (focused) fresh.querySelector(`.${focused.split(" ")[0]}`)?.focus();
+      if (focused?.classList.length) fresh.querySelector(`.${CSS.escape(focused.classList[0])}${focused.dataset.emoji ? `[data-emoji="${CSS.escape(focused.dataset.emoji)}"]` : ""}`)?.focus();
     },
     /** The other person of a one-to-one room has read up to `offset`: "Seen" under the last own message up to it. */
     seen(offset) {

@@ -1282,6 +1282,12 @@ class ConversationTests(PageTestCase):
         reader.switch_to.active_element.send_keys(Keys.ESCAPE)
         wait_until(lambda: focused()[0] == "react", message="Escape closes the picker")
         self.assertTrue(reader.execute_script("return document.querySelector('#messages .picker').hidden"))
+        # Enter on the chip toggles the reaction; the message is drawn again and focus stays on the chip.
+        reader.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB)
+        self.assertEqual(focused(), ["chip", "react to me"])
+        reader.switch_to.active_element.send_keys(Keys.ENTER)
+        wait_until(lambda: self.chips(reader, "react to me") == [["👍 2", "true"]], message="the reader's 👍 again, by keyboard")
+        self.assertEqual(focused(), ["chip", "react to me"], "focus kept")
         self.close(writer)
         self.close(reader)
 
