@@ -1210,6 +1210,11 @@ class ConversationTests(PageTestCase):
         bob.find_element(By.ID, "text").send_keys(Keys.ENTER)
         wait_until(lambda: "I am writing" in self.texts(ada), message="Bob's message")
         self.assertEqual(line(ada), "", "the message ends the typing")
+        # @Bob is someone in the room: marked in both windows, as Bob's own in his.
+        self.type_message(ada, "@Bob thanks, and @nobody")
+        marks = lambda driver: driver.execute_script("return [...document.querySelectorAll('#messages mark.mention')].map(m => [m.textContent, m.classList.contains('me')])")
+        wait_until(lambda: marks(bob) == [["@Bob", True]], message="the mention, Bob's own, in his window")
+        wait_until(lambda: marks(ada) == [["@Bob", False]], message="the mention in Ada's window")
         self.close(bob)
         self.close(ada)
 
