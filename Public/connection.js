@@ -6,9 +6,10 @@
 // Heartbeat: a {"type":"ping"} every 5 s (browsers cannot see the server's protocol
 // pings); if nothing at all arrives for 10 s the connection is taken for dead, closed and
 // opened again. Sooner when something was sent: the server answers every frame the page
-// sends but `typing` and `read` (an ack, a pong, `subscribed`), so if 4 s pass after a
-// send with nothing heard, the socket is dead (a network that went away without the
-// browser noticing) and the page says so instead of "Connected".
+// sends but `typing` and `read` (an ack, a pong, `subscribed`). An answer may wait on
+// Redis, so after 2 s of silence the page pings, which a live server answers at once; if
+// 4 s pass after a send with nothing heard, the socket is dead (a network that went away
+// without the browser noticing) and the page says so instead of "Connected".
 // Reconnect: the first retry within 1 s, then doubling up to 15 s, each with jitter.
 // Offline: when the browser says the network is gone the socket is closed at once rather
 // than left to the heartbeat, and opened again as soon as the browser is back online.
@@ -16,6 +17,7 @@
 const PING_EVERY_MS = 5000;
 const DEAD_AFTER_MS = 10000;
 const ANSWER_WITHIN_MS = 4000; // after a send, something must arrive within this
+const PROBE_AFTER_MS = 2000; // … and a ping goes after this much silence
 const CHECK_EVERY_MS = 1000;
 const FIRST_RETRY_MS = 1000;
 const LONGEST_RETRY_MS = 15000;
@@ -81,7 +83,8 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
           dropped(current);
           return;
         }
-        if (now - lastPing >= PING_EVERY_MS && current.readyState === WebSocket.OPEN) {
+        const probe = awaitingSince !== null && now - awaitingSince >= PROBE_AFTER_MS && lastPing < awaitingSince;
+        if ((probe || now - lastPing >= PING_EVERY_MS) && current.readyState === WebSocket.OPEN) {
           lastPing = now;
           current.send(JSON.stringify({ type: "ping" }));
         }

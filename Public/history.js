@@ -175,7 +175,7 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, assum
       // position with nothing before it: it is read again, later (live messages wait
       // behind it, in order). A hole in the middle is given up on: what follows shows.
       if (!failure || !firstLook || tries + 1 >= FIRST_LOOK_TRIES || state === "gone") break;
-      emit("loading", failure);
+      if (tries === 0) emit("loading", failure); // said once, not at every try
       await new Promise((resolve) => setTimeout(resolve, retryDelay(tries, 1000, 15000)));
     }
     if (position.epoch === epoch && position.offset < to) {
