@@ -1,7 +1,8 @@
 /// libFuzzer target `chatv2`: the input is the text of one chat.v2 frame.
 /// Invariants: a request comes from a JSON object; a resume's `since` is within
 /// 0…2^53−1 and its epoch is 1–64 ASCII letters and digits; a change's `of` is within
-/// 1…2^53−1 and a read's offset within 0…2^53−1; a refusal says why, in at
+/// 1…2^53−1 and a read's offset within 0…2^53−1; a reaction taken is one character of at
+/// most 64 bytes; a refusal says why, in at
 /// most 160 characters (it quotes at most 24 characters of an unknown type and 16 of a
 /// field's name).
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -14,8 +15,12 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     case .subscribe(_, let resume?):
         guard (0...ChatV2Request.maximumOffset).contains(resume.since), ChatV2Request.isEpoch(resume.epoch) else { fatalError("an unchecked resume") }
         guard text.contains("{") else { fatalError("a request that is not a JSON object") }
-    case .change(_, _, _, let of):
+    case .change(_, _, let change, let of):
         guard (1...ChatV2Request.maximumOffset).contains(of) else { fatalError("a change of an unchecked offset \(of)") }
+        // A reaction the server takes is one character of at most 64 bytes.
+        if case .react(let emoji) = change, MessageText.isOneEmoji(emoji), emoji.count != 1 || emoji.utf8.count > 64 {
+            fatalError("an emoji of \(emoji.count) characters, \(emoji.utf8.count) bytes")
+        }
     case .read(_, let offset):
         guard (0...ChatV2Request.maximumOffset).contains(offset) else { fatalError("a read of an unchecked offset \(offset)") }
     default:

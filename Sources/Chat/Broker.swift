@@ -17,9 +17,10 @@ public protocol Broker: Sendable, CustomStringConvertible {
     func publish(_ request: PublishRequest) async throws -> Publication
 
     /// Publishes several messages: those of one channel in the order given, each
-    /// answered on its own, as ``publish(_:name:to:options:)`` would answer it. Messages
-    /// of one channel after one that failed are not attempted (they fail with
-    /// `.unavailable`), so that a retry cannot put them before it.
+    /// answered on its own, as ``publish(_:)`` would answer it. Messages of one channel
+    /// after one that failed are not attempted (they fail with `.unavailable`), so that a
+    /// retry cannot put them before it; a change its message refused (`.refused`, which
+    /// no one retries) stops nothing.
     func publish(_ batch: [PublishRequest]) async -> [Result<Publication, BrokerError>]
 
     /// Reads the channel's history: the messages after `offset` (oldest first), or the
@@ -46,6 +47,10 @@ public protocol Broker: Sendable, CustomStringConvertible {
     /// - Returns: how far they have read now (0: nothing yet).
     /// - Throws: ``BrokerError``.
     func markRead(_ member: Member, in channel: ChannelName, upTo offset: Int64) async throws -> Int64
+
+    /// How far each of `ids` has read `channel` (absent: nothing yet), in one read.
+    /// - Throws: ``BrokerError``.
+    func readStates(of ids: [String], in channel: ChannelName) async throws -> [String: Int64]
 
     /// Keeps this instance's leases on `channel` and reads who is there.
     ///
@@ -105,7 +110,7 @@ extension Broker {
                 results.append(.success(try await publish(request)))
             } catch {
                 let error = error as? BrokerError ?? BrokerError(.failed, "\(error)")
-                failed.insert(request.channel)
+                if case .refused = error.kind {} else { failed.insert(request.channel) }
                 results.append(.failure(error))
             }
         }

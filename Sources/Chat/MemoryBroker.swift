@@ -101,6 +101,8 @@ public final class MemoryBroker: Broker {
                 guard options.mayCreateChannel else { throw BrokerError(.newChannelRefused, "the channel \(channel) does not exist") }
                 sweepIdleChannels(&channels, now: now)
                 channels[channel] = ChannelState()
+                // A new epoch: read states of the old one mean nothing in it.
+                reads.withLockedValue { _ = $0.removeValue(forKey: channel) }
                 created = true
             }
             // Mutated in place: a copy of the state would copy the whole ring on every publish.
@@ -119,6 +121,8 @@ public final class MemoryBroker: Broker {
         guard policy.timeToLive != nil, now - lastSweep.withLockedValue({ $0 }) >= .seconds(60) else { return }
         lastSweep.withLockedValue { $0 = now }
         channels = channels.filter { isCurrent($0.value) }
+        let kept = channels
+        reads.withLockedValue { reads in reads = reads.filter { kept[$0.key] != nil } }
     }
 
     public func updatePresence(
@@ -161,6 +165,15 @@ public final class MemoryBroker: Broker {
             reads[channel, default: [:]][member.id] = wanted
             deliver([.read(channel: channel, member: member, offset: wanted)])
             return wanted
+        }
+    }
+
+    public func readStates(of ids: [String], in channel: ChannelName) async throws -> [String: Int64] {
+        reads.withLockedValue { reads in
+            guard let channel = reads[channel] else { return [:] }
+            var states: [String: Int64] = [:]
+            for id in ids { states[id] = channel[id] }
+            return states
         }
     }
 

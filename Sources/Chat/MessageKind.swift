@@ -83,7 +83,9 @@ public struct MessageState: Sendable, Hashable {
     /// Toggles `from`'s reaction `emoji`; whether it is on now, or `nil` when it would
     /// be one emoji too many (``maximumReactions``).
     public mutating func toggle(_ emoji: String, from: String) -> Bool? {
-        if let index = reactions.firstIndex(where: { $0.emoji == emoji }) {
+        // Bytes, as the Redis script compares them (Swift's == would take canonically
+        // equivalent sequences for one).
+        if let index = reactions.firstIndex(where: { $0.emoji.utf8.elementsEqual(emoji.utf8) }) {
             if let mine = reactions[index].from.firstIndex(of: from) {
                 reactions[index].from.remove(at: mine)
                 if reactions[index].from.isEmpty { reactions.remove(at: index) }

@@ -16,15 +16,57 @@ public enum MessageText {
         return nil
     }
 
-    /// Whether `text` is one emoji: a single character (a grapheme, such as 👍🏽 or 👨‍👩‍👧)
-    /// of at most 64 bytes that shows as an emoji: one of its scalars is drawn as an
-    /// emoji by default, or asks to be (U+FE0F, as in ❤️), or it is a keycap (1️⃣) or flag.
+    /// Whether `text` is one emoji, as a reaction must be: one character (grapheme) of
+    /// at most 64 bytes that is an emoji sequence of Unicode's kinds —
+    ///
+    /// - a flag: two regional indicators (🇯🇵);
+    /// - a keycap: `0`–`9`, `#` or `*`, an optional U+FE0F, then U+20E3 (1️⃣);
+    /// - a subdivision flag: 🏴, tag characters, the cancel tag (🏴󠁧󠁢󠁳󠁣󠁴󠁿);
+    /// - emoji joined by U+200D (👩‍💻), each one an emoji that shows as one by default or
+    ///   asks to (a single U+FE0F, as in ❤️), with at most one skin tone (👍🏽).
+    ///
+    /// Nothing else: no letters, spaces, marks or stray selectors, so a reaction cannot be
+    /// blank or look like another one.
     public static func isOneEmoji(_ text: String) -> Bool {
         guard text.count == 1, text.utf8.count <= 64 else { return false }
-        let scalars = text.unicodeScalars
-        return scalars.contains { scalar in
-            scalar.properties.isEmojiPresentation || scalar.value == 0xFE0F || scalar.value == 0x20E3 || (0x1F1E6...0x1F1FF).contains(scalar.value)
+        let scalars = Array(text.unicodeScalars)
+        func isRegional(_ scalar: Unicode.Scalar) -> Bool { (0x1F1E6...0x1F1FF).contains(scalar.value) }
+        func isSkinTone(_ scalar: Unicode.Scalar) -> Bool { (0x1F3FB...0x1F3FF).contains(scalar.value) }
+        // A flag.
+        if scalars.count == 2, isRegional(scalars[0]), isRegional(scalars[1]) { return true }
+        // A keycap.
+        if let last = scalars.last, last.value == 0x20E3 {
+            let base = scalars[0]
+            guard "0123456789#*".unicodeScalars.contains(base) else { return false }
+            return scalars.count == 2 || (scalars.count == 3 && scalars[1].value == 0xFE0F)
         }
+        // A subdivision flag.
+        if scalars[0].value == 0x1F3F4, scalars.count > 2 {
+            let tags = scalars.dropFirst().dropLast()
+            if tags.allSatisfy({ (0xE0020...0xE007E).contains($0.value) }), scalars.last?.value == 0xE007F { return true }
+        }
+        // Emoji joined by ZWJ.
+        var index = 0
+        while index < scalars.count {
+            let base = scalars[index]
+            guard base.properties.isEmoji, base.value > 0x7F, !isRegional(base) else { return false }
+            index += 1
+            var shown = base.properties.isEmojiPresentation
+            if index < scalars.count, scalars[index].value == 0xFE0F {
+                shown = true
+                index += 1
+            }
+            if index < scalars.count, isSkinTone(scalars[index]), !isSkinTone(base) {
+                shown = shown || base.properties.isEmojiModifierBase
+                index += 1
+            }
+            guard shown else { return false }
+            if index == scalars.count { return true }
+            // Only a joiner may follow, and something must follow it.
+            guard scalars[index].value == 0x200D, index + 1 < scalars.count else { return false }
+            index += 1
+        }
+        return false
     }
 
     private static func isRefused(_ scalar: Unicode.Scalar) -> Bool {

@@ -2,8 +2,8 @@
 extension RedisBroker {
     /// Publishes messages to one channel, in order, in one atomic step.
     ///
-    /// KEYS: meta hash, history stream, changes hash, then the messages' idempotency keys
-    /// (those that have one). ARGV: pub/sub channel, time (ms), an epoch for a channel
+    /// KEYS: meta hash, history stream, changes hash, read states, then the messages'
+    /// idempotency keys (those that have one). ARGV: pub/sub channel, time (ms), an epoch for a channel
     /// that has none, history size, time to live in ms (0: none), the highest offset this
     /// instance has seen in the channel with its epoch (the fence: epoch, offset), whether
     /// the publish may create the channel (`1`/`0`), how long to remember an idempotency
@@ -67,11 +67,15 @@ extension RedisBroker {
         -- else nil and the message's state, its entry and the kind to publish.
         local function check(kind, from)
           local op = string.sub(kind, 1, 1)
-          local of = tonumber(string.sub(kind, 2))
+          -- The offset as sent, digits only: Lua would write a large number as 1e+14.
+          local of = string.sub(kind, 2)
+          local last = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+          if tonumber(of) > last then return 404, 'Message ' .. of .. ' is not in the history of the channel.' end
           local state = stateOf(of)
           local entry = entryOf(of)
           if not entry then
             if state.g and not state.g.k then return 403, 'Message ' .. of .. ' was deleted.' end
+            if state.g then return 404, 'Offset ' .. of .. ' is a change to a message, not a message.' end
             return 404, 'Message ' .. of .. ' is not in the history of the channel.'
           end
           if entry.k then return 404, 'Offset ' .. of .. ' is a change to a message, not a message.' end
@@ -107,7 +111,7 @@ extension RedisBroker {
                 else
                   created = 1
                   -- A new epoch: whatever is left from an older one is not part of it.
-                  redis.call('DEL', KEYS[2], KEYS[3])
+                  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
                 end
               end
               if not refused then
@@ -187,6 +191,7 @@ extension RedisBroker {
                 state.s[#state.s + 1] = offset
               elseif op == 'd' then
                 state.x = now
+                state.e = nil
                 state.d = nil
                 state.r = nil
                 state.g = {t = tonumber(entry.t), f = entry.f, n = entry.n}
@@ -216,15 +221,18 @@ extension RedisBroker {
           end
         end
         if changed then
-          -- States of messages the stream no longer keeps are dropped now and then.
-          if redis.call('HLEN', KEYS[3]) > 2 * tonumber(ARGV[4]) then
-            local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
-            -- Kept a history's length below the oldest entry: ghosts just below it are
-            -- still read (see the history script).
-            local first = (oldest and tonumber(string.match(oldest[1], '^(%d+)')) or 0) - tonumber(ARGV[4])
+          -- A channel's history spans at most four history lengths of offsets: deletes
+          -- take entries out of the stream (so MAXLEN alone would let ghosts pile up),
+          -- and a state is kept only while its offset is in that span. Past five
+          -- lengths of states, both are cut back to four: at most one scan of the hash
+          -- per history length of changes.
+          local size = tonumber(ARGV[4])
+          if redis.call('HLEN', KEYS[3]) > 5 * size then
+            local floor = tonumber(redis.call('HGET', KEYS[1], 'offset')) - 4 * size
             for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
-              if tonumber(field) < first then redis.call('HDEL', KEYS[3], field) end
+              if tonumber(field) < floor then redis.call('HDEL', KEYS[3], field) end
             end
+            if floor > 0 then redis.call('XTRIM', KEYS[2], 'MINID', floor .. '-0') end
           end
         end
         if published and ARGV[5] ~= '0' then

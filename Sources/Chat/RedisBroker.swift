@@ -352,7 +352,7 @@ public final class RedisBroker: Broker {
         let time = Epoch.nowMilliseconds()
         let ttl = policy.timeToLive.map(Self.milliseconds) ?? 0
         let fence = seen.fence(of: channel)
-        var keys = [RedisKeys.meta(channel), RedisKeys.history(channel), RedisKeys.changes(channel)]
+        var keys = [RedisKeys.meta(channel), RedisKeys.history(channel), RedisKeys.changes(channel), RedisKeys.reads(channel)]
         var arguments: [RedisArgument] = [
             .string(RedisKeys.messages(channel)), .integer(time), .string(Epoch.make()), .integer(policy.size), .integer(ttl),
             .string(fence?.epoch ?? ""), .integer(fence?.offset ?? 0), .string(run[0].options.mayCreateChannel ? "1" : "0"),
@@ -412,6 +412,23 @@ public final class RedisBroker: Broker {
         )
         guard let stored = reply.integer else { throw BrokerError(.failed, "Redis answered the read script with \(reply)") }
         return stored
+    }
+
+    public func readStates(of ids: [String], in channel: ChannelName) async throws -> [String: Int64] {
+        guard !ids.isEmpty else { return [:] }
+        let key = RedisKeys.reads(channel)
+        let reply: RESPValue
+        do {
+            reply = try await commands.send(RedisCommand("HMGET", [.string(key)] + ids.map { .string($0) }), key: key)
+        } catch let error as RedisError {
+            throw BrokerError(.unavailable, "Redis is unavailable (\(error.message))")
+        }
+        guard let values = reply.array, values.count == ids.count else { throw BrokerError(.failed, "Redis answered HMGET with \(reply)") }
+        var states: [String: Int64] = [:]
+        for (id, value) in zip(ids, values) {
+            if let offset = value.integer { states[id] = offset }
+        }
+        return states
     }
 
     public func sharedSecret(named name: String, proposed: String) async throws -> String {

@@ -53,7 +53,10 @@ enum StoredEntry {
             }
             final.deleted = true
         }
-        if final.deleted { data = ByteBuffer() }
+        if final.deleted {
+            data = ByteBuffer()
+            final.edited = nil
+        }
         return Message(channel: channel, offset: offset, epoch: epoch, time: time, data: data ?? ByteBuffer(), name: name, from: from, kind: kind, state: final)
     }
 }

@@ -67,6 +67,7 @@ public func buildApplication(
             hub: hub,
             broker: broker,
             reads: HistoryReads(broker: broker, eventLoopGroup: eventLoopGroup, metrics: metrics),
+            readStates: ReadStates(broker: broker, eventLoopGroup: eventLoopGroup),
             settings: .init(
                 maximumMessageSize: configuration.maximumMessageSize,
                 socketQueueLimit: configuration.socketQueueLimit,

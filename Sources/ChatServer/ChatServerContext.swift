@@ -23,6 +23,8 @@ struct ChatServerContext: Sendable {
     var broker: any Broker
     /// The first history reads of sockets and subscriptions, shared where exact.
     var reads: HistoryReads
+    /// How far people have read channels, read together as subscriptions start.
+    var readStates: ReadStates
     var settings: Settings
     /// Makes each event's frames once; knows whether permessage-deflate is on.
     var encoder: FrameEncoder

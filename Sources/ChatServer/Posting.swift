@@ -90,8 +90,11 @@ struct Posting: Sendable {
             guard IdempotencyKey.isValid(key) else {
                 return .failure(Refusal(.badRequest, "Invalid Idempotency-Key: 1–\(IdempotencyKey.maximumLength) characters of A–Z a–z 0–9 _ -."))
             }
-            // A key is the sender's own: a browser's identity, else its address.
-            options.idempotencyKey = (identity ?? "address:\(client)") + "|" + key
+            // A key is the sender's own: a browser's identity (or a socket's own id), else
+            // its address. A change's key also names what it does, so that an id used
+            // once for a message and again for its delete is two requests, not a repeat.
+            let scope = from ?? identity ?? "address:\(client)"
+            options.idempotencyKey = scope + "|" + key + (kind == .message ? "" : "|" + kind.token)
         }
         return .success(
             Draft(
@@ -192,6 +195,11 @@ struct Posting: Sendable {
     /// not.
     private func placeRefusal(_ draft: Draft) async -> Failure? {
         guard let cap = rooms.cap(of: draft.channel), !draft.placeHeld else { return nil }
+        // Editing or deleting one's own words needs no place: the right is the author's.
+        switch draft.kind {
+        case .edit, .delete: return nil
+        case .message, .react: break
+        }
         guard let member = draft.identity else {
             let message = "This room holds a limited number of people and takes messages only from them: open the chat page first (it gives your browser an identity), then send again."
             return Failure(refusal: Refusal(.forbidden, message), reason: "identity_required", level: .info)

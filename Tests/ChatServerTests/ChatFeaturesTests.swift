@@ -3,6 +3,10 @@ import ChatClient
 @testable import ChatServer
 import ChatTestSupport
 import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
 import Redis
 import Testing
 
@@ -313,6 +317,134 @@ struct ChatFeaturesTests {
         for server in servers { await server.stop() }
     }
 
+    @Test func aReactionIsOneEmojiAndNothingThatMerelyLooksLikeOne() {
+        let emoji = ["👍", "❤️", "👍🏽", "☝🏽", "👨‍👩‍👧", "👩‍💻", "🧑🏽‍🚀", "🏳️‍🌈", "🇯🇵", "1️⃣", "#\u{20E3}", "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}", "☕", "🦄"]
+        for text in emoji { #expect(MessageText.isOneEmoji(text), "\(text.unicodeScalars.map { String($0.value, radix: 16) })") }
+        let others = [
+            "", "a", "1", "❤", "👍👍", "a\u{FE0F}", " \u{FE0F}", "\u{00A0}\u{FE0F}", "\u{3164}\u{FE0F}", "<\u{FE0F}", "\u{FE0F}", "\u{20E3}",
+            "a\u{20E3}", "🇺", "🇺\u{FE0F}", "👍\u{200D}", "\u{200D}", "👍\u{FE0F}\u{FE0F}", "👍\u{0301}", "👍" + String(repeating: "\u{E0020}", count: 3),
+            "👍🏽🏽", String(repeating: "👍\u{200D}", count: 20) + "👍",
+        ]
+        for text in others { #expect(!MessageText.isOneEmoji(text), "\(text.unicodeScalars.map { String($0.value, radix: 16) })") }
+    }
+
+    @Test(arguments: brokers)
+    func whatOnceWentWrongWithChangesHolds(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let channel = uniqueChannel()
+            let ada = Person()
+            let author = try await V2Client.connect(server, person: ada)
+            let of = try #require(try await author.ask(["type": "send", "id": "K1", "channel": channel, "data": "orig"])?.int("offset"))
+            // An offset too large for Lua's numbers to write as digits: 404, and the
+            // sends around it in the same read are published and acknowledged as such.
+            try await author.socket.send(text: #"{"type":"send","id":"pA","channel":"\#(channel)","data":"A"}"#)
+            try await author.socket.send(text: #"{"type":"edit","id":"pE","channel":"\#(channel)","of":100000000000000,"data":"z"}"#)
+            try await author.socket.send(text: #"{"type":"send","id":"pB","channel":"\#(channel)","data":"B"}"#)
+            var answers: [String: String] = [:]
+            while answers.count < 3, let frame = await author.next() {
+                if let id = frame["id"] as? String, let type = frame.type { answers[id] = type + ":\(frame.int("status") ?? 0)" }
+            }
+            #expect(answers == ["pA": "ack:0", "pE": "nack:404", "pB": "ack:0"])
+            // An id used for a message and again for its delete is two requests.
+            #expect(try await author.ask(["type": "delete", "id": "K1", "channel": channel, "of": of])?.type == "ack")
+            var kept = try await history(server.port, channel)
+            #expect(kept.first?["deleted"] as? Bool == true && kept.first?["edited"] == nil)
+            // Two sockets without an identity are two people, even from one address.
+            let first = try await V2Client.connect(server)
+            let second = try await V2Client.connect(server)
+            let one = try #require(try await first.ask(["type": "send", "id": "SHARED", "channel": channel, "data": "mine"]))
+            let two = try #require(try await second.ask(["type": "send", "id": "SHARED", "channel": channel, "data": "also mine"]))
+            #expect(one.type == "ack" && two.type == "ack" && one.int("offset") != two.int("offset"))
+            kept = try await history(server.port, channel)
+            #expect(kept.compactMap(\.data).contains("also mine"))
+            // A refused change stops nothing after it in the same read.
+            try await author.socket.send(text: #"{"type":"react","id":"rX","channel":"\#(channel)","of":\#(of),"emoji":"👍"}"#)
+            try await author.socket.send(text: #"{"type":"send","id":"S1","channel":"\#(channel)","data":"after"}"#)
+            answers = [:]
+            while answers.count < 2, let frame = await author.next() {
+                if let id = frame["id"] as? String, let type = frame.type { answers[id] = type + ":\(frame.int("status") ?? 0)" }
+            }
+            #expect(answers == ["rX": "nack:403", "S1": "ack:0"])
+            for client in [author, first, second] { await client.disconnect() }
+        }
+    }
+
+    @Test(arguments: brokers)
+    func theAuthorEditsInACappedRoomWithoutAPlaceThere(broker: ChatConfiguration.BrokerKind) async throws {
+        let desk = uniqueChannel("desk")
+        try await withServer(broker: broker, { $0.channelCaps = [ChannelName(desk)!: 1]; $0.presenceLifetime = .seconds(1) }) { server in
+            let (ada, bob) = (Person(), Person())
+            let author = try await V2Client.connect(server, person: ada)
+            // Posting takes the one place; it lasts a lease, then is free again.
+            let of = try #require(try await author.ask(["type": "send", "id": "D1", "channel": desk, "data": "at the desk"])?.int("offset"))
+            try await Task.sleep(for: .milliseconds(1300))
+            let taker = try await V2Client.connect(server, person: bob)
+            #expect(try await taker.subscribedFrame(desk)?.type == "subscribed", "the place was free again")
+            #expect(try await author.ask(["type": "send", "id": "D2", "channel": desk, "data": "me again"])?.int("status") == 403, "full now")
+            #expect(try await author.ask(["type": "edit", "id": "D3", "channel": desk, "of": of, "data": "at the desk!"])?.type == "ack")
+            #expect(try await author.ask(["type": "delete", "id": "D4", "channel": desk, "of": of])?.type == "ack")
+            await author.disconnect()
+            await taker.disconnect()
+        }
+    }
+
+    @Test(arguments: brokers)
+    func aNewEpochStartsWithNobodyHavingReadIt(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker, { $0.historyTTL = .seconds(1) }) { server in
+            let channel = uniqueChannel()
+            let reader = try await V2Client.connect(server, person: Person())
+            for number in 1...3 { _ = try await reader.ask(["type": "send", "id": "m\(number)", "channel": channel, "data": "\(number)"]) }
+            _ = try await reader.subscribedFrame(channel)
+            try await reader.send(["type": "read", "channel": channel, "offset": 3])
+            #expect(await reader.next("read")?.int("offset") == 3)
+            try await Task.sleep(for: .milliseconds(1500))
+            _ = try await reader.ask(["type": "send", "id": "again", "channel": channel, "data": "new epoch"])
+            try await reader.send(["type": "unsubscribe", "channel": channel])
+            _ = await reader.next("unsubscribed")
+            let subscribed = try #require(try await reader.subscribedFrame(channel))
+            #expect(subscribed.int("offset") == 1 && subscribed.int("read") == 0)
+            await reader.disconnect()
+        }
+    }
+
+    @Test func ghostsAndStatesStayWithinTheHistorysSpan() async throws {
+        try await withServer(broker: .redis, { $0.historySize = 10 }) { server in
+            let channel = uniqueChannel()
+            let author = try await V2Client.connect(server, person: Person())
+            for cycle in 0..<40 {
+                let of = try #require(try await author.ask(["type": "send", "id": "m\(cycle)", "channel": channel, "data": "x"])?.int("offset"))
+                for edit in 0..<3 { _ = try await author.ask(["type": "edit", "id": "e\(cycle)-\(edit)", "channel": channel, "of": of, "data": "y\(edit)"]) }
+                _ = try await author.ask(["type": "delete", "id": "d\(cycle)", "channel": channel, "of": of])
+            }
+            let redis = try await connectToRedis()
+            let states = try await redis.send(RedisCommand("HLEN", .string(RedisKeys.changes(ChannelName(channel)!)))).integer ?? 0
+            redis.close()
+            #expect(states > 0 && states <= 51, "\(states) states for a history of 10")
+            let kept = try await history(server.port, channel)
+            #expect(!kept.isEmpty && kept.count <= 100)
+            await author.disconnect()
+        }
+    }
+
+    @Test func readStatesAskedTogetherAreReadTogether() async throws {
+        let memory = MemoryBroker { _ in }
+        let channel = ChannelName(uniqueChannel())!
+        for number in 1...5 { _ = try await memory.publish(ByteBuffer(string: "\(number)"), to: channel) }
+        _ = try await memory.markRead(Member(id: "p3", name: nil), in: channel, upTo: 3)
+        let broker = SlowReadStates(memory)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let states = ReadStates(broker: broker, eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+        let answers = try await loop.submit {
+            let promises = (0..<100).map { _ in loop.makePromise(of: Int64.self) }
+            for (index, promise) in promises.enumerated() {
+                states.read("p\(index)", of: channel, on: loop) { promise.completeWith($0) }
+            }
+            return EventLoopFuture.whenAllSucceed(promises.map(\.futureResult), on: loop)
+        }.flatMap { $0 }.get()
+        #expect(answers[3] == 3 && answers.enumerated().allSatisfy { $0.offset == 3 || $0.element == 0 })
+        #expect(broker.calls.withLockedValue { $0 } == 2, "the first alone, the 99 that came meanwhile together")
+    }
+
     @Test(arguments: brokers)
     func inAOneToOneRoomTheOtherPersonSeesWhatWasSeen(broker: ChatConfiguration.BrokerKind) async throws {
         try await withServer(broker: broker) { server in
@@ -349,4 +481,44 @@ struct ChatFeaturesTests {
             await outsider.disconnect()
         }
     }
+}
+
+/// A broker whose read-state reads take a while and are counted; the rest is the memory broker's.
+final class SlowReadStates: Broker {
+    let base: MemoryBroker
+    let calls = NIOLockedValueBox(0)
+    init(_ base: MemoryBroker) { self.base = base }
+
+    func readStates(of ids: [String], in channel: ChannelName) async throws -> [String: Int64] {
+        calls.withLockedValue { $0 += 1 }
+        try await Task.sleep(for: .milliseconds(100))
+        return try await base.readStates(of: ids, in: channel)
+    }
+
+    func publish(_ request: PublishRequest) async throws -> Publication { try await base.publish(request) }
+    func history(of channel: ChannelName, after offset: Int64?, limit: Int) async throws -> History {
+        try await base.history(of: channel, after: offset, limit: limit)
+    }
+    func join(_ channel: ChannelName, on eventLoop: any EventLoop) -> EventLoopFuture<Void> { base.join(channel, on: eventLoop) }
+    func leave(_ channel: ChannelName) { base.leave(channel) }
+    func typing(_ member: Member, in channel: ChannelName) async throws { try await base.typing(member, in: channel) }
+    func markRead(_ member: Member, in channel: ChannelName, upTo offset: Int64) async throws -> Int64 {
+        try await base.markRead(member, in: channel, upTo: offset)
+    }
+    func updatePresence(
+        of channel: ChannelName, instance: String, refreshing: [Member], leaving: [String], lifetime: Duration, grace: Duration, listLimit: Int
+    ) async throws -> RoomSnapshot {
+        try await base.updatePresence(
+            of: channel, instance: instance, refreshing: refreshing, leaving: leaving, lifetime: lifetime, grace: grace, listLimit: listLimit
+        )
+    }
+    func admit(_ member: String, to channel: ChannelName, instance: String, cap: Int, lifetime: Duration) async throws -> Bool {
+        try await base.admit(member, to: channel, instance: instance, cap: cap, lifetime: lifetime)
+    }
+    func sharedSecret(named name: String, proposed: String) async throws -> String { try await base.sharedSecret(named: name, proposed: proposed) }
+    func start() async throws {}
+    func close() {}
+    var services: [any Service] { [] }
+    func notReadyReason() async -> String? { nil }
+    var description: String { "slow read states" }
 }

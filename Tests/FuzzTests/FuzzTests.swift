@@ -1,3 +1,4 @@
+import Chat
 import ChatClient
 import Foundation
 import NIOCore
@@ -190,8 +191,11 @@ struct FuzzTests {
                 #expect(!reason.isEmpty && reason.utf8.count < 240, "the error says why, briefly")
             case .subscribe(_, let resume?):
                 #expect((0...ChatV2Request.maximumOffset).contains(resume.since) && ChatV2Request.isEpoch(resume.epoch), "\(text)")
-            case .change(_, _, _, let of):
+            case .change(_, _, let change, let of):
                 #expect((1...ChatV2Request.maximumOffset).contains(of), "\(text)")
+                if case .react(let emoji) = change, MessageText.isOneEmoji(emoji) {
+                    #expect(emoji.count == 1 && emoji.utf8.count <= 64, "\(text)")
+                }
             case .read(_, let offset):
                 #expect((0...ChatV2Request.maximumOffset).contains(offset), "\(text)")
             default:

@@ -39,10 +39,15 @@ final class Gatekeeper: Sendable {
     /// One `typing` relayed per person per room every 2 s: the page sends one every 2 s
     /// while keys are pressed, and the frames it shows last 5 s.
     private let typingLimiter = RateLimiter(rate: 0.5, burst: 1)
+    /// And at most 5 a second from one address (10 at once), however many sockets, each
+    /// a person of its own, it holds.
+    private let addressTypingLimiter = RateLimiter(rate: 5, burst: 10)
 
-    /// Whether `identity`'s `typing` in `channel` is relayed now (else it is dropped).
-    func mayRelayTyping(_ identity: String, in channel: ChannelName) -> Bool {
-        typingLimiter.take(identity + "|" + channel.rawValue) == nil
+    /// Whether `identity`'s `typing` in `channel`, from `client`, is relayed now (else it
+    /// is dropped).
+    func mayRelayTyping(_ identity: String, in channel: ChannelName, from client: String) -> Bool {
+        guard typingLimiter.hasToken(identity + "|" + channel.rawValue), addressTypingLimiter.take(client) == nil else { return false }
+        return typingLimiter.take(identity + "|" + channel.rawValue) == nil
     }
 
     private struct SocketCounts {

@@ -55,7 +55,7 @@ extension ChatV2Socket {
     /// most once per person and room every 2 s (more are dropped without a word).
     func typing(in channel: String, context: ChannelHandlerContext) {
         guard let subscription = subscribed(channel, for: "typing", context: context) else { return }
-        guard server.gatekeeper.mayRelayTyping(person.member.id, in: subscription.channel) else { return }
+        guard server.gatekeeper.mayRelayTyping(person.member.id, in: subscription.channel, from: closing.client) else { return }
         let (broker, member, name, logger) = (server.broker, person.member, subscription.channel, logger)
         Task {
             do {
@@ -67,9 +67,15 @@ extension ChatV2Socket {
     }
 
     /// Moves the person's read state in a channel forward; every socket of theirs is told
-    /// (`read`), and in a one-to-one room the other person (`seen`).
+    /// (`read`), and in a one-to-one room the other person (`seen`). A socket without a
+    /// proven identity (no `uid` cookie) is a person only while it is open: its read
+    /// state is not kept, only told back to it.
     func read(_ channel: String, upTo offset: Int64, context: ChannelHandlerContext) {
         guard let subscription = subscribed(channel, for: "read", context: context) else { return }
+        guard person.verified != nil else {
+            context.writeAndFlush(wrapOutboundOut(ChatV1.read(channel: subscription.channel, offset: offset)), promise: nil)
+            return
+        }
         let (broker, member, name, logger) = (server.broker, person.member, subscription.channel, logger)
         context.eventLoop.makeFutureWithTask {
             try await broker.markRead(member, in: name, upTo: offset)

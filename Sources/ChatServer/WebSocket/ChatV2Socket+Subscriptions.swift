@@ -78,10 +78,8 @@ extension ChatV2Socket {
             open(subscription, read: 0, context: context)
             return
         }
-        let (broker, member, channel) = (server.broker, person.member, subscription.channel)
-        context.eventLoop.makeFutureWithTask {
-            try await broker.markRead(member, in: channel, upTo: 0)
-        }.assumeIsolated().whenComplete { result in
+        let channel = subscription.channel
+        server.readStates.read(person.member.id, of: channel, on: context.eventLoop) { result in
             guard let context = self.context, self.isOpen, self.subscriptions[channel] === subscription else { return }
             switch result {
             case .success(let read):
