@@ -983,6 +983,38 @@ class ReadingTests(PageTestCase):
             self.close(other)
         self.close(driver)
 
+    def test_34_a_run_of_one_sender_breaks_after_five_minutes(self):
+        # The page's own message list module, fed entries whose times the test chooses
+        # (a server's times cannot be chosen).
+        driver = self.open(self.a)
+        minute = 60_000
+        items = driver.execute_async_script(
+            """
+            const done = arguments[arguments.length - 1];
+            const { createMessageList } = await import("/messages.js");
+            const scroller = document.createElement("div"), list = document.createElement("ol");
+            scroller.append(list);
+            document.body.append(scroller);
+            const words = { today: "Today", yesterday: "Yesterday", anonymous: "Anonymous", edited: "(edited)", deleted: "deleted", seen: "Seen",
+              showMore: "more", showLess: "less", addReaction: "react", edit: "Edit", delete: "Delete", sending: "sending", sent: "sent",
+              jumpToNewest: "newest", newMessages: (n) => `${n} new`, reactionLabel: (e, n) => `${e} ${n}` };
+            const messages = createMessageList({ list, scroller, jumpButton: document.createElement("button"), earlierButton: document.createElement("button"),
+              loadEarlier: async () => ({ messages: [] }), onEdit() {}, onDiscard() {}, onRetry() {}, words });
+            const t0 = new Date(new Date().getFullYear(), new Date().getMonth(), new Date().getDate(), 9, 0).getTime();
+            const at = [["ada", 0, "one"], ["ada", 1, "two"], ["ada", 5, "three"], ["ada", 11, "four"], ["bob", 12, "five"], ["ada", 13, "six"]];
+            at.forEach(([from, minutes, data], index) => messages.message({ type: "message", channel: "c", epoch: "e", offset: index + 1, time: t0 + minutes * arguments[0], from, data }));
+            setTimeout(() => {
+              done([...list.children].map((li) => li.classList.contains("day") ? "day" : `${li.querySelector(".text").textContent}${li.classList.contains("grouped") ? " (grouped)" : ""}`));
+              scroller.remove();
+            }, 200);
+            """,
+            minute,
+        )
+        # two: 1 min after one; three: 4 min after two (the run counts from the message before);
+        # four: 6 min after three; five: another sender; six: after another sender.
+        self.assertEqual(items, ["day", "one", "two (grouped)", "three (grouped)", "four", "five", "six"])
+        self.close(driver)
+
     def test_19_a_changed_hash_opens_the_channel_which_stays_until_its_tab_is_closed(self):
         channel = f"hash{int(time.time() * 1000) % 100000}"
         self.a.send("found by the hash", channel)
