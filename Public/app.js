@@ -1,35 +1,51 @@
 // The chat page. One chat.v2 socket carries everything: a subscription per tab (the tab
 // on screen shows its messages and who is in the room, the others count what is unread),
 // one to the person's inbox (a one-to-one message shows as a tab the moment it is
-// written), and the messages typed, from the outbox. /history is read only for what the
-// socket cannot say: "Load earlier", holes, and the newest messages of a tab just opened.
+// written), the messages typed, from the outbox, and edits, deletes, reactions, typing
+// and what the person has read. /history is read only for what the socket cannot say:
+// "Load earlier", holes, and the newest messages of a tab just opened.
 
 import { createOutbox, setUpComposer } from "./composer.js";
 import { connect } from "./connection.js";
 import { createSubscriptions } from "./history.js";
 import { followInbox, inboxOf, newsOf } from "./inbox.js";
-import { createMessageList } from "./messages.js";
+import { anonymousLabel, createMessageList, mentionPattern } from "./messages.js";
 import { createPeopleList } from "./people.js";
-import { channelFromHash, createReadMarks, directRoom, isValidChannel, ownIdentity, readChannelCookie, setUpTabs, writeChannelCookie } from "./tabs.js";
+import { channelFromHash, directRoom, isValidChannel, openedChannels, ownIdentity, readChannelCookie, setUpTabs, writeChannelCookie } from "./tabs.js";
 
 const FIRST_LOOK = 50; // messages shown when a tab opens
 const EARLIER = 100; // messages "Load earlier" brings
+const TYPING_SHOWN_MS = 5000; // "Ada is typing…" lasts this long after her last typing frame
+const READ_AFTER_MS = 300; // `read` goes at most this often per burst of messages
+
+const words = pageWords(navigator.languages ?? [navigator.language]);
+document.documentElement.lang = words.lang;
+for (const element of document.querySelectorAll("[data-word]")) element.textContent = words[element.dataset.word];
+for (const element of document.querySelectorAll("[data-word-placeholder]")) element.placeholder = words[element.dataset.wordPlaceholder];
+for (const element of document.querySelectorAll("[data-word-aria-label]")) element.setAttribute("aria-label", words[element.dataset.wordAriaLabel]);
 
 const statusLine = document.getElementById("status");
+const reconnectButton = document.getElementById("reconnect-now");
 const presenceLine = document.getElementById("presence");
+const peoplePanel = document.getElementById("people");
+const typingLine = document.getElementById("typing");
 const nameInput = document.getElementById("name");
 const openForm = document.getElementById("open-channel");
 const openInput = document.getElementById("channel-name");
+const notifyButton = document.getElementById("enable-notifications");
+const pageTitle = document.title;
 
 const me = ownIdentity();
 const inbox = inboxOf(me);
-const readMarks = createReadMarks();
+const unsupported = new Set(); // frame types the server answered "unknown frame type" to
 
 let connection = null;
 let connectionState = ["connecting", 0];
 let current = null; // the channel on screen
+let composer = null; // the form, set up once the socket is asked for
 
-const subscriptions = createSubscriptions({ send: (frame) => connection?.send(frame) ?? false, onEvent: subscriptionSays });
+const send = (frame) => (unsupported.has(frame.type) ? false : (connection?.send(frame) ?? false));
+const subscriptions = createSubscriptions({ send, onEvent: subscriptionSays });
 const outbox = createOutbox({ send: (frame) => connection?.send(frame) ?? false, onChange: outboxSays });
 
 const messages = createMessageList({
@@ -37,6 +53,7 @@ const messages = createMessageList({
   scroller: document.getElementById("scroller"),
   jumpButton: document.getElementById("new-messages"),
   earlierButton: document.getElementById("load-earlier"),
+  emptyLine: document.getElementById("empty"),
   loadEarlier: (before, epoch) => subscriptions.get(current).earlier({ count: EARLIER, before, epoch }),
   onEdit(id) {
     const entry = outbox.discard(id);
@@ -44,83 +61,145 @@ const messages = createMessageList({
   },
   onDiscard: (id) => outbox.discard(id),
   onRetry: (id) => outbox.retry(id),
+  me,
+  names: () => [...(subscriptions.get(current)?.room.members?.values() ?? []), nameInput.value.trim()],
+  myName: () => nameInput.value,
+  act: changeMessage,
+  words,
 });
 
 // MARK: Tabs
 
-const tabs = setUpTabs(document.getElementById("tabs"), (channel) => switchTo(channel));
+const tabs = setUpTabs(document.getElementById("tabs"), { onSelect: (channel) => switchTo(channel), onClose: closeTab, words });
 const configured = tabs.channels();
 
-// One-to-one rooms show as "@name"; the names are remembered per room.
+// One-to-one rooms show as "@name"; the names are remembered per room, and follow the
+// name the other person shows now.
 const dmKey = (channel) => `chatroom.dm.${channel}`;
+const otherIn = (room) => room.slice(3).split(":").find((id) => id !== me) ?? null;
 function labelOf(channel) {
-  return channel.startsWith("dm:") ? `@${localStorage.getItem(dmKey(channel)) ?? "someone"}` : channel;
+  if (!channel.startsWith("dm:")) return tabs.label(channel);
+  const other = otherIn(channel);
+  return `@${localStorage.getItem(dmKey(channel)) || anonymousLabel(other)}`;
+}
+
+function nameDirect(room, name) {
+  if (!name || localStorage.getItem(dmKey(room)) === name) return;
+  localStorage.setItem(dmKey(room), name);
+  tabs.setLabel(room, labelOf(room));
 }
 
 /** Adds a tab for `channel` (if new) and subscribes to it. */
-function addTab(channel) {
-  tabs.add(channel, labelOf(channel));
-  subscriptions.follow(channel, { fillsHoles: () => channel === current, firstLook: FIRST_LOOK });
+function addTab(channel, { news = false } = {}) {
+  tabs.add(channel, labelOf(channel), { closable: !configured.includes(channel) });
+  // Everything in a one-to-one room is for the reader: what they never read there is unread.
+  subscriptions.follow(channel, { fillsHoles: () => channel === current, firstLook: FIRST_LOOK, assumeUnread: news || channel.startsWith("dm:") });
+}
+
+function closeTab(channel) {
+  if (configured.includes(channel)) return;
+  subscriptions.unfollow(channel);
+  tabs.remove(channel);
+  if (channel.startsWith("dm:")) localStorage.removeItem(dmKey(channel));
+  if (channel === current) {
+    const next = configured[0] ?? tabs.channels()[0];
+    current = null;
+    if (next) {
+      switchTo(next);
+      document.getElementById(`tab-${next}`)?.focus();
+    }
+  }
 }
 
 function showUnread(channel) {
   const subscription = subscriptions.get(channel);
   if (!subscription) return;
-  tabs.setUnread(channel, channel === current ? 0 : readMarks.unread(channel, subscription.position));
+  tabs.setUnread(channel, channel === current ? 0 : subscription.unread(me));
 }
 
 // MARK: The status line: the connection, or why the tab on screen is refused
 
 const STATES = {
-  connecting: () => "Connecting…",
-  connected: () => "Connected",
-  reconnecting: (seconds) => (seconds > 0 ? `Reconnecting in ${seconds} s…` : "Reconnecting…"),
-  offline: () => "Offline — waiting for the network",
+  connecting: () => words.connecting,
+  connected: () => words.connected,
+  reconnecting: (seconds) => words.reconnecting(seconds),
+  offline: () => words.offline,
 };
+
+/** A refusal that asking again will not change: the room takes no messages from here. */
+const isFinal = (refusal) => Boolean(refusal) && refusal.code !== 4503 && refusal.code !== 4429;
 
 function showStatus() {
   const [state, detail] = connectionState;
   const refusal = state === "connected" ? subscriptions.get(current)?.refusal : null;
   if (refusal) {
     statusLine.dataset.state = "refused";
-    statusLine.textContent = refusal.message || `Refused by the server (${refusal.code})`;
+    statusLine.textContent = refusal.message || words.refusedBy(refusal.code);
   } else {
     statusLine.dataset.state = state;
     statusLine.textContent = STATES[state](detail);
   }
+  // Waiting seconds for a backed-off retry: the reader may try now.
+  reconnectButton.hidden = !((state === "reconnecting" && detail > 0) || state === "offline");
+  const blocked = subscriptions.get(current)?.refusal;
+  composer?.block(isFinal(blocked) ? blocked.message || words.refusedBy(blocked.code) : null, isFinal(blocked) ? words.cannotWriteHere(blocked.message || words.refusedBy(blocked.code)) : words.messagePlaceholder);
 }
+
+reconnectButton.addEventListener("click", () => connection.reopen());
 
 function showRoom() {
   const room = subscriptions.get(current)?.room;
-  presenceLine.textContent = room?.online == null ? "" : `${room.online} online`;
+  presenceLine.textContent = room?.online == null ? "" : words.online(room.online);
   people.show(room?.members ?? null);
 }
 
 // MARK: Who is online, and one-to-one rooms with them.
 
-const people = createPeopleList({ list: document.getElementById("people-list"), me, onChoose: openDirect });
+const people = createPeopleList({ list: document.getElementById("people-list"), me, onChoose: openDirect, words });
 
 function openDirect(id, name) {
   if (!me || id === me) return;
   const room = directRoom(me, id);
   localStorage.setItem(dmKey(room), name);
   addTab(room);
-  document.getElementById("people").open = false;
+  peoplePanel.open = false;
   switchTo(room);
   document.getElementById(`tab-${room}`)?.focus();
 }
 
+// The list closes on Escape and on a click elsewhere.
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && peoplePanel.open) {
+    peoplePanel.open = false;
+    presenceLine.focus();
+  }
+});
+document.addEventListener("click", (event) => {
+  if (peoplePanel.open && !peoplePanel.contains(event.target)) peoplePanel.open = false;
+});
+
 /** A one-to-one room with news in the inbox; `name` is who wrote. The reader stays where they are. */
-function showRoomWithNews(room, name) {
-  if (!localStorage.getItem(dmKey(room))) localStorage.setItem(dmKey(room), name || "someone");
-  if (tabs.channels().includes(room)) return; // its own subscription counts the message
-  if (!readMarks.get(room)) readMarks.set(room, null); // a room new to this browser: all of it is news
-  addTab(room);
+function showRoomWithNews(room, name, frame) {
+  if (!localStorage.getItem(dmKey(room)) && name) localStorage.setItem(dmKey(room), name);
+  if (tabs.channels().includes(room)) return; // its own subscription counts (and tells) the message
+  addTab(room, { news: true }); // a room new to this browser: what it holds is news
+  notify(room, { name, from: otherIn(room), data: words.wroteToYou }, { force: true });
+}
+
+/** The names of a room's people: one-to-one tabs with them follow the names they show now. */
+function namesFrom(room) {
+  for (const [id, name] of room.members ?? []) {
+    if (!name || id === me) continue;
+    const direct = me ? directRoom(me, id) : null;
+    if (direct && tabs.channels().includes(direct)) nameDirect(direct, name);
+  }
 }
 
 // MARK: The channel on screen
 
 let opening = 0; // which show() is the latest, so that a slow read cannot land in another tab
+const firstLoadFailed = new Set(); // channels whose newest messages could not be read: read again when the socket is back
+const seenBy = new Map(); // one-to-one room → the offset the other person has read
 
 /** Shows `channel`: what its subscription keeps, the newest from /history if that is little, and the outbox. */
 async function show(channel) {
@@ -131,46 +210,177 @@ async function show(channel) {
   for (const entry of outbox.entries(channel)) showOutgoing(entry);
   showRoom();
   showStatus();
-  if (subscription.refusal) messages.notice(`You cannot follow this channel: ${subscription.refusal.message}`);
-  if (subscription.position) readMarks.set(channel, subscription.position);
-  if (subscription.kept.length >= FIRST_LOOK) return;
-  try {
-    const older = await subscription.earlier({ count: FIRST_LOOK - subscription.kept.length, before: messages.firstOffset ?? undefined });
-    if (mine !== opening) return;
-    messages.prepend(older.messages);
-    if (older.firstOffset !== undefined) messages.setEarliest(older.firstOffset);
-  } catch (error) {
-    if (mine === opening) messages.notice(`Could not load recent messages: ${error.message}`);
+  showTyping();
+  if (subscription.refusal) messages.notice(words.cannotFollow(subscription.refusal.message));
+  if (subscription.kept.length < FIRST_LOOK) {
+    try {
+      const older = await subscription.earlier({ count: FIRST_LOOK - subscription.kept.length, before: messages.firstOffset ?? undefined });
+      if (mine !== opening) return;
+      messages.prepend(older.messages);
+      if (older.firstOffset !== undefined) messages.setEarliest(older.firstOffset);
+      firstLoadFailed.delete(channel);
+    } catch (error) {
+      if (mine !== opening) return;
+      firstLoadFailed.add(channel);
+      messages.notice(words.couldNotLoadRecent(error.message));
+    }
   }
+  if (subscription.position) messages.setLoaded();
+  if (seenBy.has(channel)) messages.seen(seenBy.get(channel));
+  markRead();
 }
 
 function switchTo(channel) {
   if (channel === current) return;
-  const previous = subscriptions.get(current);
-  if (previous?.position) readMarks.set(current, previous.position); // read up to here
   current = channel;
   writeChannelCookie(channel);
-  history.replaceState(null, "", configured.includes(channel) ? location.pathname + location.search : `#channel=${encodeURIComponent(channel)}`);
+  if (channelFromHash() !== channel || configured.includes(channel)) history.replaceState(null, "", configured.includes(channel) ? location.pathname + location.search : `#channel=${encodeURIComponent(channel)}`);
   tabs.select(channel);
   tabs.setUnread(channel, 0);
+  for (const other of tabs.channels()) if (other !== channel) showUnread(other);
   show(channel);
+}
+
+/** Opens `name` (a channel typed, or from the hash) in a tab of its own; false if it is not a channel name. */
+function openByName(name) {
+  if (!isValidChannel(name)) return false;
+  addTab(name);
+  switchTo(name);
+  return true;
 }
 
 openForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const name = openInput.value.trim();
   if (!isValidChannel(name)) {
-    openInput.setCustomValidity("1–64 letters, digits, _ . : or -");
+    openInput.setCustomValidity(words.channelRule);
     openInput.reportValidity();
     return;
   }
   openInput.setCustomValidity("");
   openInput.value = "";
-  addTab(name);
-  switchTo(name);
+  openByName(name);
   document.getElementById(`tab-${name}`)?.focus();
 });
 openInput.addEventListener("input", () => openInput.setCustomValidity(""));
+
+// #channel=NAME changed in the address bar (or a link): open it.
+window.addEventListener("hashchange", () => {
+  const name = channelFromHash();
+  if (name && name !== current) openByName(name);
+});
+
+// MARK: Read state: the server keeps it per person, for every tab and device
+
+let readTimer = null;
+
+/** Tells the server the person has seen the newest message on screen (visible, not scrolled up). */
+function markRead() {
+  if (document.hidden || !current || !messages.atNewest) return;
+  clearTimeout(readTimer);
+  readTimer = setTimeout(() => subscriptions.get(current)?.markRead(), READ_AFTER_MS);
+}
+
+document.getElementById("scroller").addEventListener("scroll", () => {
+  if (messages.atNewest) markRead();
+});
+
+// MARK: Someone is typing
+
+const typers = new Map(); // id → {name, timer}, in the channel on screen
+
+function showTyping() {
+  const names = [...typers.values()].map((typer) => typer.name);
+  typingLine.textContent = names.length === 0 ? "" : words.typing(names);
+}
+
+function typingSays(channel, frame) {
+  if (channel !== current || !frame.member?.id || frame.member.id === me) return;
+  const id = frame.member.id;
+  clearTimeout(typers.get(id)?.timer);
+  const timer = setTimeout(() => {
+    typers.delete(id);
+    showTyping();
+  }, TYPING_SHOWN_MS);
+  typers.set(id, { name: frame.member.name || anonymousLabel(id), timer });
+  showTyping();
+}
+
+function stoppedTyping(id) {
+  if (!id || !typers.has(id)) return;
+  clearTimeout(typers.get(id).timer);
+  typers.delete(id);
+  showTyping();
+}
+
+function clearTypers() {
+  for (const typer of typers.values()) clearTimeout(typer.timer);
+  typers.clear();
+  showTyping();
+}
+
+// MARK: Notifications: a mention of the reader, or a one-to-one message, while the page is hidden
+
+let unseenWhileHidden = 0;
+
+function showTitle() {
+  document.title = unseenWhileHidden > 0 ? `(${unseenWhileHidden}) ${pageTitle}` : pageTitle;
+}
+
+function mentionsMe(data) {
+  const name = nameInput.value.trim();
+  const pattern = name ? mentionPattern([name]) : null;
+  return Boolean(pattern && typeof data === "string" && pattern.test(data));
+}
+
+/** A message from someone else arrived in `channel`: counted in the title and, if it is for the reader, notified. */
+function notify(channel, frame, { force = false } = {}) {
+  if (!document.hidden) return;
+  const forReader = force || channel.startsWith("dm:") || mentionsMe(frame.data);
+  if (channel !== current && !forReader) return;
+  unseenWhileHidden++;
+  showTitle();
+  if (!forReader || !("Notification" in window) || Notification.permission !== "granted") return;
+  const who = frame.name || (frame.from ? anonymousLabel(frame.from) : words.anonymous);
+  try {
+    const shown = new Notification(`${who} · ${labelOf(channel)}`, { body: (frame.data ?? "").slice(0, 200), tag: channel });
+    shown.onclick = () => {
+      window.focus();
+      switchTo(channel);
+    };
+  } catch {
+    // Some browsers allow notifications only from a service worker: the title still counts.
+  }
+}
+
+function showNotifyButton() {
+  notifyButton.hidden = !("Notification" in window) || Notification.permission !== "default";
+}
+// Asked on a click, never on load.
+notifyButton.addEventListener("click", async () => {
+  try {
+    await Notification.requestPermission();
+  } finally {
+    showNotifyButton();
+  }
+});
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) return;
+  unseenWhileHidden = 0;
+  showTitle();
+  markRead();
+});
+
+// MARK: Edits, deletes and reactions
+
+async function changeMessage(action, entry, detail = {}) {
+  const frame = { type: action, channel: entry.channel ?? current, of: entry.offset };
+  if (action === "edit") frame.data = detail.data;
+  if (action === "react") frame.emoji = detail.emoji;
+  const answer = await outbox.request(frame);
+  if (!answer.ok) composer.showError(words.couldNotChange(action, answer.message || String(answer.status)));
+}
 
 // MARK: What the subscriptions say
 
@@ -180,29 +390,57 @@ function subscriptionSays(channel, type, detail) {
   if (channel === inbox) {
     if (type === "message") {
       const news = newsOf(detail, me);
-      if (news) showRoomWithNews(news.room, news.name);
+      if (news) showRoomWithNews(news.room, news.name, detail);
     }
     return;
   }
   const onScreen = channel === current;
   switch (type) {
-    case "message":
+    case "message": {
+      const fromOther = !(me && detail.from === me);
+      if (fromOther) notify(channel, detail);
+      if (channel.startsWith("dm:") && detail.from && detail.from !== me && detail.name) nameDirect(channel, detail.name);
       if (onScreen) {
+        stoppedTyping(detail.from);
         messages.message(detail);
-        readMarks.setSoon(channel, detail);
+        messages.setLoaded();
+        markRead();
       } else showUnread(channel);
       break;
-    case "position":
-      if (onScreen) readMarks.setSoon(channel, detail);
+    }
+    case "event":
+      if (onScreen) messages.update(detail);
       else showUnread(channel);
+      break;
+    case "position":
+    case "looked":
+      if (onScreen) {
+        messages.setLoaded();
+        markRead();
+      } else showUnread(channel);
+      break;
+    case "read":
+      showUnread(channel);
+      break;
+    case "typing":
+      typingSays(channel, detail);
+      break;
+    case "seen":
+      if (detail.member?.id === me) break;
+      seenBy.set(channel, detail.offset);
+      if (onScreen) messages.seen(detail.offset);
       break;
     case "subscribed":
       subscriptionsRefused.delete(channel);
       tabs.setRefused(channel, null);
       if (onScreen) showStatus();
+      else showUnread(channel);
+      break;
+    case "loading":
+      if (onScreen) messages.notice(words.couldNotLoadRecent(detail.message));
       break;
     case "reset":
-      if (onScreen) messages.notice("The chat history was reset on the server; earlier messages may be missing.");
+      if (onScreen) messages.notice(words.historyReset);
       break;
     case "refused": {
       // Said once in the list, not at every retry; the status line keeps saying it.
@@ -212,13 +450,15 @@ function subscriptionSays(channel, type, detail) {
       tabs.setRefused(channel, detail.message, { final: !again });
       if (onScreen) {
         showStatus();
-        if (!told) messages.notice(`You cannot follow this channel: ${detail.message}${again ? " Trying again shortly." : ""}`);
+        if (!told) messages.notice(words.cannotFollow(detail.message) + (again ? ` ${words.tryingAgain}` : ""));
       }
       break;
     }
-    case "room":
+    case "room": {
+      namesFrom(detail);
       if (onScreen) showRoom();
       break;
+    }
     case "notice":
       if (onScreen) messages.notice(detail);
       break;
@@ -228,8 +468,8 @@ function subscriptionSays(channel, type, detail) {
 // MARK: What the outbox says
 
 function showOutgoing(entry, what = entry.failed ? "failed" : "queued", detail = {}) {
-  if (what === "failed") messages.outgoing(entry, "failed", `Not sent: ${entry.failed.message || entry.failed.status}`);
-  else if (what === "retrying") messages.outgoing(entry, "retrying", `Sending again in ${detail.retryIn} s — ${detail.message}`);
+  if (what === "failed") messages.outgoing(entry, "failed", words.notSent(entry.failed.message || entry.failed.status));
+  else if (what === "retrying") messages.outgoing(entry, "retrying", words.sendingAgain(detail.retryIn, detail.message));
   else messages.outgoing(entry, "sending");
 }
 
@@ -243,25 +483,39 @@ function outboxSays(entry, what, detail) {
     messages.forget(entry.id);
     return;
   }
-  if (what === "failed") composer.showError(`A message was not sent: ${entry.failed.message || entry.failed.status}`);
+  if (what === "failed") composer.showError(words.messageNotSent(entry.failed.message || entry.failed.status));
   if (entry.channel === current) showOutgoing(entry, what, detail);
 }
 
 // MARK: The socket
 
+const UNKNOWN_TYPE = /unknown frame type "([a-z]+)"/;
+
 function frameArrived(frame) {
   if (frame.type === "ack" || frame.type === "nack") outbox.receive(frame);
-  else if (frame.type === "error") messages.notice(`Server: ${frame.message}`);
-  else subscriptions.receive(frame);
+  else if (frame.type === "error") {
+    // A server older than the page: what it does not know, the page stops asking.
+    const unknown = UNKNOWN_TYPE.exec(frame.message ?? "")?.[1];
+    if (unknown) {
+      unsupported.add(unknown);
+      outbox.refuseRequests(unknown, words.serverCannot(unknown));
+    } else messages.notice(words.server(frame.message));
+  } else subscriptions.receive(frame);
 }
 
-// A channel opened by name comes back from the hash; the cookie picks among the tabs.
-current = channelFromHash() ?? readChannelCookie();
-if (current && current === channelFromHash()) tabs.add(current, labelOf(current));
+// Read state is the server's now: the marks earlier versions of the page kept go.
+for (const key of Object.keys(localStorage)) if (key.startsWith("chatroom.seen.")) localStorage.removeItem(key);
+
+// A channel opened by name comes back from the hash or from the tabs kept; the cookie
+// picks among the tabs.
+const fromHash = channelFromHash();
+current = fromHash ?? readChannelCookie();
+for (const channel of openedChannels()) if (!channel.startsWith("dm:")) tabs.add(channel, channel, { closable: true });
+if (fromHash) tabs.add(fromHash, labelOf(fromHash), { closable: !configured.includes(fromHash) });
 // The one-to-one rooms this browser has talked in come back as tabs.
 for (const key of Object.keys(localStorage).sort()) {
   const room = key.slice(dmKey("").length);
-  if (key.startsWith(dmKey("dm:")) && me && room.split(":").includes(me) && isValidChannel(room)) tabs.add(room, labelOf(room));
+  if (key.startsWith(dmKey("dm:")) && me && room.split(":").includes(me) && isValidChannel(room)) tabs.add(room, labelOf(room), { closable: true });
 }
 if (!tabs.channels().includes(current)) current = configured[0] ?? "channel_1";
 writeChannelCookie(current);
@@ -270,16 +524,21 @@ tabs.select(current);
 for (const channel of tabs.channels()) addTab(channel);
 followInbox(subscriptions, me);
 show(current);
+showNotifyButton();
 
 connection = connect({
   name: () => nameInput.value,
   onOpen() {
     subscriptions.opened();
     outbox.opened();
+    composer?.showError("");
+    // A tab whose newest messages could not be read (offline, /history 503): again now.
+    if (firstLoadFailed.has(current)) show(current);
   },
   onClose() {
     subscriptions.closed();
     outbox.closed();
+    clearTypers();
     showRoom();
   },
   onFrame: frameArrived,
@@ -289,7 +548,7 @@ connection = connect({
   },
 });
 
-const composer = setUpComposer({
+composer = setUpComposer({
   form: document.getElementById("composer"),
   nameInput,
   textInput: document.getElementById("text"),
@@ -297,8 +556,114 @@ const composer = setUpComposer({
   counter: document.getElementById("counter"),
   errorLine: document.getElementById("send-error"),
   channel: () => current,
-  send: (message) => outbox.add(message),
+  send(message) {
+    outbox.add(message);
+    // Sent while reading older messages: the reader is taken to their message.
+    if (!messages.atNewest) messages.showNewest();
+  },
+  // Only about a room the socket is in (the server refuses the others with an error).
+  onTyping: () => subscriptions.get(current)?.state === "subscribed" && send({ type: "typing", channel: current }),
+  onEditLast: () => messages.editLast(),
 });
+showStatus();
 
 // A new name shows in the rooms once a socket says it: it is on the upgrade URL.
-nameInput.addEventListener("change", () => connection.reopen());
+nameInput.addEventListener("change", () => {
+  connection.reopen();
+  messages.redraw(); // @mentions of the new name
+});
+
+// At 360 px the name field folds into a button that shows the name (or "Name").
+const nameToggle = document.getElementById("name-toggle");
+function showNameToggle() {
+  nameToggle.textContent = nameInput.value.trim() || words.nameShort;
+  nameToggle.setAttribute("aria-label", nameInput.value.trim() ? `${words.yourName}: ${nameInput.value.trim()}` : words.yourName);
+}
+showNameToggle();
+nameInput.addEventListener("input", showNameToggle);
+nameToggle.addEventListener("click", () => {
+  const open = document.getElementById("composer").classList.toggle("show-name");
+  nameToggle.setAttribute("aria-expanded", String(open));
+  if (open) nameInput.focus();
+});
+
+// MARK: The page's words: English, Simplified and Traditional Chinese
+//
+// Every word the page shows is here, and nowhere else (the server's refusals are shown as
+// the server sent them). One self-contained function at the end of this file rather than
+// a module of its own: each file of Public/ is compiled into the binary through a line of
+// Sources/ChatAssets/assets.c, which the page's side does not touch.
+
+/** The words for the first of `languages` the page speaks: zh-TW, zh-HK, zh-Hant → Traditional, other zh → Simplified, else English. */
+function pageWords(languages) {
+  // Each word: [English, Simplified Chinese, Traditional Chinese], or a function answering that.
+  const table = {
+    addReaction: ["Add a reaction", "添加回应", "新增回應"],
+    anonymous: ["Anonymous", "匿名", "匿名"],
+    cancel: ["Cancel", "取消", "取消"],
+    cannotFollow: (why) => [`You cannot follow this channel: ${why}`, `无法关注此频道：${why}`, `無法關注此頻道：${why}`],
+    cannotWriteHere: (why) => [`You cannot write here: ${why}`, `无法在此发言：${why}`, `無法在此發言：${why}`],
+    channelRule: ["1–64 letters, digits, _ . : or -", "1–64 个字母、数字、_ . : 或 -", "1–64 個字母、數字、_ . : 或 -"],
+    channels: ["Channels", "频道", "頻道"],
+    closeTab: (label) => [`Close ${label} (Delete)`, `关闭 ${label}（Delete）`, `關閉 ${label}（Delete）`],
+    connected: ["Connected", "已连接", "已連線"],
+    connecting: ["Connecting…", "正在连接…", "正在連線…"],
+    couldNotChange: (action, why) => [`Could not ${action === "react" ? "react to" : action} the message: ${why}`, `无法${{ edit: "编辑", delete: "删除", react: "回应" }[action] ?? action}这条消息：${why}`, `無法${{ edit: "編輯", delete: "刪除", react: "回應" }[action] ?? action}這則訊息：${why}`],
+    couldNotLoadEarlier: (why) => [`Could not load earlier messages: ${why}`, `无法加载更早的消息：${why}`, `無法載入更早的訊息：${why}`],
+    couldNotLoadRecent: (why) => [`Could not load recent messages: ${why}. Trying again.`, `无法加载最近的消息：${why}。正在重试。`, `無法載入最近的訊息：${why}。正在重試。`],
+    delete: ["Delete", "删除", "刪除"],
+    deleted: ["Message deleted", "消息已删除", "訊息已刪除"],
+    discard: ["Discard", "放弃", "放弃"],
+    edit: ["Edit", "编辑", "編輯"],
+    editLabel: ["Edit your message: Enter saves, Escape cancels", "编辑消息：Enter 保存，Esc 取消", "編輯訊息：Enter 儲存，Esc 取消"],
+    edited: ["(edited)", "（已编辑）", "（已編輯）"],
+    enableNotifications: ["Enable notifications", "开启通知", "開啟通知"],
+    historyReset: ["The chat history was reset on the server; earlier messages may be missing.", "服务器上的聊天记录已重置，更早的消息可能缺失。", "伺服器上的聊天記錄已重設，更早的訊息可能遺失。"],
+    jumpToNewest: ["Jump to newest ↓", "跳到最新 ↓", "跳到最新 ↓"],
+    loadEarlier: ["Load earlier messages", "加载更早的消息", "載入更早的訊息"],
+    message: ["Message", "消息", "訊息"],
+    nameShort: ["Name", "名字", "名字"],
+    messageNotSent: (why) => [`A message was not sent: ${why}`, `一条消息未发送：${why}`, `一則訊息未送出：${why}`],
+    messagePlaceholder: ["Message — Enter sends, Shift+Enter adds a line", "消息 — Enter 发送，Shift+Enter 换行", "訊息 — Enter 送出，Shift+Enter 換行"],
+    messages: ["Messages", "消息", "訊息"],
+    newMessages: (count) => [`${count} new message${count === 1 ? "" : "s"} ↓`, `${count} 条新消息 ↓`, `${count} 則新訊息 ↓`],
+    noMessages: ["No messages yet", "还没有消息", "還沒有訊息"],
+    notSent: (why) => [`Not sent: ${why}`, `未发送：${why}`, `未送出：${why}`],
+    offline: ["Offline — waiting for the network", "离线 — 等待网络", "離線 — 等待網路"],
+    online: (count) => [`${count} online`, `${count} 人在线`, `${count} 人在線上`],
+    open: ["Open", "打开", "開啟"],
+    openByName: ["Open a channel by name", "按名称打开频道", "依名稱開啟頻道"],
+    openPlaceholder: ["Open channel…", "打开频道…", "開啟頻道…"],
+    peopleHint: ["Choose someone to talk one to one.", "选择一个人进行一对一聊天。", "選擇一個人進行一對一聊天。"],
+    peopleOnline: ["People online", "在线的人", "線上的人"],
+    reactionLabel: (emoji, count) => [`${emoji}: ${count} reaction${count === 1 ? "" : "s"}`, `${emoji}：${count} 个回应`, `${emoji}：${count} 個回應`],
+    reconnectNow: ["Reconnect now", "立即重连", "立即重新連線"],
+    reconnecting: (seconds) => [(seconds > 0 ? `Reconnecting in ${seconds} s…` : "Reconnecting…"), (seconds > 0 ? `${seconds} 秒后重连…` : "正在重连…"), (seconds > 0 ? `${seconds} 秒後重新連線…` : "正在重新連線…")],
+    refusedBy: (code) => [`Refused by the server (${code})`, `被服务器拒绝（${code}）`, `被伺服器拒絕（${code}）`],
+    save: ["Save", "保存", "儲存"],
+    seen: ["Seen", "已读", "已读"],
+    send: ["Send", "发送", "送出"],
+    sendAgain: ["Send again", "重新发送", "重新送出"],
+    sending: ["sending…", "发送中…", "送出中…"],
+    sendingAgain: (seconds, why) => [`Sending again in ${seconds} s — ${why}`, `${seconds} 秒后重新发送 — ${why}`, `${seconds} 秒後重新送出 — ${why}`],
+    sent: ["sent", "已发送", "已送出"],
+    server: (message) => [`Server: ${message}`, `服务器：${message}`, `伺服器：${message}`],
+    serverCannot: (type) => [`This server does not support “${type}” yet.`, `此服务器还不支持“${type}”。`, `此伺服器還不支援「${type}」。`],
+    showLess: ["Show less", "收起", "收起"],
+    showMore: ["Show more", "展开", "展开"],
+    talkWith: (name) => [`Talk with ${name} one to one`, `与 ${name} 一对一聊天`, `與 ${name} 一對一聊天`],
+    today: ["Today", "今天", "今天"],
+    tryingAgain: ["Trying again shortly.", "稍后重试。", "稍後重試。"],
+    typing: (names) => [(names.length === 1 ? `${names[0]} is typing…` : names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : "Several people are typing…"), (names.length === 1 ? `${names[0]} 正在输入…` : names.length === 2 ? `${names[0]} 和 ${names[1]} 正在输入…` : "好几个人正在输入…"), (names.length === 1 ? `${names[0]} 正在輸入…` : names.length === 2 ? `${names[0]} 和 ${names[1]} 正在輸入…` : "好幾個人正在輸入…")],
+    unread: (label, count) => [`${label}, ${count} unread`, `${label}，${count} 条未读`, `${label}，${count} 則未讀`],
+    wroteToYou: ["wrote to you", "给你发了消息", "傳了訊息給你"],
+    yesterday: ["Yesterday", "昨天", "昨天"],
+    you: (name) => [`${name} (you)`, `${name}（你）`, `${name}（你）`],
+    yourName: ["Your name", "你的名字", "你的名字"],
+  };
+  const first = String(languages.find(Boolean) ?? "en").toLowerCase();
+  const index = !first.startsWith("zh") ? 0 : /^zh-(tw|hk|mo|hant)/.test(first) ? 2 : 1;
+  const words = { lang: ["en", "zh-Hans", "zh-Hant"][index] };
+  for (const [key, value] of Object.entries(table)) words[key] = typeof value === "function" ? (...args) => value(...args)[index] : value[index];
+  return words;
+}

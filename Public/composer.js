@@ -15,6 +15,7 @@ const NAME_KEY = "chatroom.name";
 const OUTBOX_KEY = "chatroom.outbox."; // + ID: one key a message, so two tabs never overwrite each other
 const RETRIED = new Set([429, 503, 504]); // the server says when: the same message, after retryAfter
 const SENDS_PER_SECOND = 8; // under the server's --socket-message-rate (default 10, every frame counts)
+const TYPING_EVERY_MS = 2000; // `typing` at most this often while keys are pressed
 const encoder = new TextEncoder();
 
 // MARK: The outbox
@@ -37,6 +38,7 @@ function newId() {
  */
 export function createOutbox({ send, onChange }) {
   let entries = load();
+  const requests = new Map(); // ID → {frame, settle}: edits, deletes and reactions, kept in memory until answered
   const onTheWay = new Set(); // IDs sent on the current socket, not yet answered
   const waiting = new Map(); // ID → timer, for a retry the server asked to wait for
   let sentAt = []; // when the last sends went, for the pace
@@ -125,9 +127,33 @@ export function createOutbox({ send, onChange }) {
     entries(channel) {
       return entries.filter((entry) => entry.channel === channel);
     },
+    /**
+     * Sends an edit, delete or react `frame` (without id): answers {ok: true} on its
+     * `ack`, {ok: false, status, message} on its `nack`. Sent again with the same ID on
+     * each new socket until answered, like a message.
+     */
+    request(frame) {
+      const id = newId();
+      return new Promise((settle) => {
+        const request = { frame: { ...frame, id }, settle };
+        requests.set(id, request);
+        send(request.frame);
+      });
+    },
+    /** Answers every request of `type` unsent: the server does not know it. */
+    refuseRequests(type, message) {
+      for (const [id, request] of requests) {
+        if (request.frame.type !== type) continue;
+        requests.delete(id);
+        request.settle({ ok: false, status: 0, message });
+      }
+    },
     /** A socket opened: send what waits. */
     opened() {
       onTheWay.clear();
+      for (const request of requests.values()) send(request.frame);
+      // Refused by a broker error (500) before the socket went: worth one more try.
+      for (const entry of entries) if (entry.failed?.status >= 500) this.retry(entry.id);
       pump();
     },
     /** The socket closed: what was on the way goes again, same ID, on the next one. */
@@ -136,6 +162,12 @@ export function createOutbox({ send, onChange }) {
     },
     /** Takes an `ack` or `nack` frame; false if it names no message of this outbox. */
     receive(frame) {
+      const request = requests.get(frame.id);
+      if (request) {
+        requests.delete(frame.id);
+        request.settle(frame.type === "ack" ? { ok: true } : { ok: false, status: frame.status, message: frame.message });
+        return true;
+      }
       const entry = entries.find((other) => other.id === frame.id);
       if (!entry) return false;
       onTheWay.delete(entry.id);
@@ -192,8 +224,12 @@ export function createOutbox({ send, onChange }) {
 
 // MARK: The form
 
-/** channel() names where to send; send({channel, data, name}) takes the message. */
-export function setUpComposer({ form, nameInput, textInput, sendButton, counter, errorLine, channel, send }) {
+/**
+ * channel() names where to send; send({channel, data, name}) takes the message.
+ * onTyping() is called at most every 2 s while keys are pressed; onEditLast() on Up
+ * arrow in the empty field (answers whether there was a message to edit).
+ */
+export function setUpComposer({ form, nameInput, textInput, sendButton, counter, errorLine, channel, send, onTyping = () => {}, onEditLast = () => false }) {
   const maxBytes = Number(form.dataset.maxBytes) || 65536;
 
   nameInput.value = localStorage.getItem(NAME_KEY) ?? "";
@@ -208,9 +244,15 @@ export function setUpComposer({ form, nameInput, textInput, sendButton, counter,
     const over = used > maxBytes;
     counter.textContent = used > maxBytes * 0.8 || over ? `${used.toLocaleString()} / ${maxBytes.toLocaleString()} bytes` : "";
     counter.classList.toggle("over", over);
-    sendButton.disabled = over || textInput.value.trim() === "";
-    // Grow with the text, up to about six lines.
+    sendButton.disabled = over || textInput.value.trim() === "" || Boolean(blocked);
+    // Grow with the text, up to about six lines; empty, one line (a placeholder that
+    // wraps on a narrow screen would otherwise make it tall).
     textInput.style.height = "auto";
+    if (textInput.value === "") {
+      textInput.style.height = "";
+      textInput.style.overflowY = "hidden";
+      return;
+    }
     textInput.style.height = `${Math.min(textInput.scrollHeight, 160)}px`;
     textInput.style.overflowY = textInput.scrollHeight > 160 ? "auto" : "hidden";
   }
@@ -220,21 +262,34 @@ export function setUpComposer({ form, nameInput, textInput, sendButton, counter,
     errorLine.hidden = !text;
   }
 
-  textInput.addEventListener("input", update);
+  let typedAt = 0;
+  let blocked = null; // why this room takes no messages, or null
+
+  textInput.addEventListener("input", () => {
+    update();
+    const now = Date.now();
+    if (textInput.value.trim() && now - typedAt >= TYPING_EVERY_MS) {
+      typedAt = now;
+      onTyping();
+    }
+  });
   textInput.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       form.requestSubmit();
+    } else if (event.key === "ArrowUp" && textInput.value === "" && !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey) {
+      if (onEditLast()) event.preventDefault();
     }
   });
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const data = textInput.value;
-    if (!data.trim() || bytes() > maxBytes) return;
+    if (!data.trim() || bytes() > maxBytes || blocked) return;
     showError("");
     send({ channel: channel(), data, name: nameInput.value.trim() });
     textInput.value = "";
+    typedAt = 0; // the next message's typing is news again
     update();
     textInput.focus();
   });
@@ -250,5 +305,13 @@ export function setUpComposer({ form, nameInput, textInput, sendButton, counter,
     },
     /** Says why a message was not sent (role="alert": read out), or nothing. */
     showError,
+    /** The room on screen takes no messages (`reason`: a full room, a private one), or does again (null). */
+    block(reason, placeholder) {
+      blocked = reason || null;
+      textInput.disabled = Boolean(blocked);
+      textInput.placeholder = placeholder;
+      form.dataset.blocked = blocked ? "true" : "false";
+      update();
+    },
   };
 }

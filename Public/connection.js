@@ -5,13 +5,20 @@
 //
 // Heartbeat: a {"type":"ping"} every 5 s (browsers cannot see the server's protocol
 // pings); if nothing at all arrives for 10 s the connection is taken for dead, closed and
-// opened again.
+// opened again. Sooner when something was sent: the server answers every frame the page
+// sends but `typing` and `read` (an ack, a pong, `subscribed`). An answer may wait on
+// Redis, so after 2 s of silence the page pings, which a live server answers at once; if
+// 4 s pass after a send with nothing heard, the socket is dead (a network that went away
+// without the browser noticing) and the page says so instead of "Connected".
 // Reconnect: the first retry within 1 s, then doubling up to 15 s, each with jitter.
 // Offline: when the browser says the network is gone the socket is closed at once rather
 // than left to the heartbeat, and opened again as soon as the browser is back online.
 
 const PING_EVERY_MS = 5000;
 const DEAD_AFTER_MS = 10000;
+const ANSWER_WITHIN_MS = 4000; // after a send, something must arrive within this
+const PROBE_AFTER_MS = 2000; // … and a ping goes after this much silence
+const CHECK_EVERY_MS = 1000;
 const FIRST_RETRY_MS = 1000;
 const LONGEST_RETRY_MS = 15000;
 
@@ -34,6 +41,8 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
   let socket = null; // the socket being opened or open; null while waiting to retry
   let attempt = 0;
   let lastHeard = 0;
+  let lastPing = 0;
+  let awaitingSince = null; // when a frame went that the server answers, with nothing heard since
   let heartbeat = null;
   let retryTimer = null;
   let countdown = null;
@@ -64,20 +73,28 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
       if (current !== socket) return;
       attempt = 0;
       lastHeard = Date.now();
+      lastPing = lastHeard;
+      awaitingSince = null;
       onState("connected");
       heartbeat = setInterval(() => {
-        if (Date.now() - lastHeard > DEAD_AFTER_MS) {
+        const now = Date.now();
+        if (now - lastHeard > DEAD_AFTER_MS || (awaitingSince !== null && now - awaitingSince > ANSWER_WITHIN_MS)) {
           current.close(4000, "no heartbeat");
           dropped(current);
           return;
         }
-        if (current.readyState === WebSocket.OPEN) current.send(JSON.stringify({ type: "ping" }));
-      }, PING_EVERY_MS);
+        const probe = awaitingSince !== null && now - awaitingSince >= PROBE_AFTER_MS && lastPing < awaitingSince;
+        if ((probe || now - lastPing >= PING_EVERY_MS) && current.readyState === WebSocket.OPEN) {
+          lastPing = now;
+          current.send(JSON.stringify({ type: "ping" }));
+        }
+      }, CHECK_EVERY_MS);
       onOpen();
     };
     current.onmessage = (event) => {
       if (current !== socket) return;
       lastHeard = Date.now();
+      awaitingSince = null;
       let frame;
       try {
         frame = JSON.parse(event.data);
@@ -131,13 +148,14 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
     send(frame) {
       if (!socket || socket.readyState !== WebSocket.OPEN) return false;
       socket.send(JSON.stringify(frame));
+      if (frame.type !== "typing" && frame.type !== "read") awaitingSince ??= Date.now();
       return true;
     },
     /** Whether a socket is open now. */
     get isOpen() {
       return socket !== null && socket.readyState === WebSocket.OPEN;
     },
-    /** Closes the socket and opens a new one (the name changed: it is on the URL). */
+    /** Closes the socket and opens a new one (the name changed: it is on the URL; or "Reconnect now"). */
     reopen() {
       const old = socket;
       if (old) {

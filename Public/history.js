@@ -11,10 +11,18 @@
 // /history is read for nothing else: no polling.
 
 import { retryDelay } from "./connection.js";
+import { applyEvent } from "./messages.js";
 
 const PAGE = 1000; // messages per /history read when filling a hole
 const KEEP = 300; // messages kept per channel, as many as the list shows
 const SAVE_AFTER_MS = 500; // positions are written at most twice a second per channel
+const FIRST_LOOK_TRIES = 6; // a first look that cannot read /history is tried again, this many times
+const EVENTS = new Set(["edit", "delete", "react"]); // frames with an offset that change a message
+
+/** Whether a frame or /history entry is a message to show (not an event about one). */
+export function isMessage(entry) {
+  return entry.type === undefined || entry.type === "message";
+}
 
 export async function fetchHistory(channel, { since = null, limit = 100 } = {}) {
   const query = new URLSearchParams({ channel, limit: String(limit) });
@@ -79,9 +87,12 @@ function writePosition(key, position) {
  * it is closed). emit(type, detail) tells the page: "message" (a frame, once, in order),
  * "subscribed", "position" (the position moved without a message, e.g. over a hole),
  * "reset", "refused" ({code, message, retryIn}), "room" (presence or members changed),
- * "notice" (text for the reader).
+ * "notice" (text for the reader), "event" (an edit, delete or react frame, once, in
+ * order, already applied to the message kept), "looked" (the first look is done),
+ * "loading" (a first look could not read /history: tried again), "typing" ({member}), "read" (the
+ * person's read offset moved, from another of their sockets), "seen" ({member, offset}).
  */
-function createSubscription({ channel, positionKey, fillsHoles, firstLook, send, emit }) {
+function createSubscription({ channel, positionKey, fillsHoles, firstLook, assumeUnread, send, emit }) {
   let state = "idle"; // idle, subscribing, subscribed, waiting (to retry), refused, unsubscribing
   let position = readPosition(positionKey);
   let kept = []; // the newest messages, contiguous, ending at position.offset
@@ -91,6 +102,8 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, send,
   let attempt = 0;
   let retryTimer = null;
   let chain = Promise.resolve();
+  let read = null; // the offset the person has read up to (the server's, from `subscribed` and `read`)
+  let readSent = 0; // the highest `read` this page sent
   const room = { online: null, members: null };
 
   function moveTo(epoch, offset) {
@@ -120,14 +133,21 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, send,
   }
 
   function accept(frame) {
+    moveTo(frame.epoch, frame.offset);
+    if (EVENTS.has(frame.type)) {
+      const target = kept.find((message) => message.offset === frame.of);
+      if (target) applyEvent(target, frame);
+      emit("event", frame);
+      return;
+    }
+    if (!isMessage(frame)) return;
     kept.push(frame);
     if (kept.length > KEEP) kept.shift();
-    moveTo(frame.epoch, frame.offset);
     emit("message", frame);
   }
 
-  /** Offsets from…to of the current epoch are missing: read them, or count them. */
-  async function hole(from, to) {
+  /** Offsets from…to of the current epoch are missing: read them, or count them. firstLook: retried when /history fails. */
+  async function hole(from, to, { firstLook = false } = {}) {
     if (to < from) return;
     if (!fillsHoles()) {
       kept = []; // no longer contiguous: the tab reads its newest messages when opened
@@ -138,16 +158,25 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, send,
     const epoch = position.epoch;
     let since = from - 1;
     let failure = null;
-    try {
-      while (since < to) {
-        const page = await fetchHistory(channel, { since, limit: Math.min(PAGE, to - since) });
-        if (page.epoch !== epoch || page.messages.length === 0) break;
-        for (const message of page.messages) if (message.offset > position.offset && message.offset <= to) accept(message);
-        since = page.messages[page.messages.length - 1].offset;
+    for (let tries = 0; ; tries++) {
+      try {
+        failure = null;
+        while (since < to) {
+          const page = await fetchHistory(channel, { since, limit: Math.min(PAGE, to - since) });
+          if (page.epoch !== epoch || page.messages.length === 0) break;
+          for (const message of page.messages) if (message.offset > position.offset && message.offset <= to) accept(message);
+          since = page.messages[page.messages.length - 1].offset;
+        }
+      } catch (error) {
+        // Offline, or over the history allowance, or Redis away (503).
+        failure = error;
       }
-    } catch (error) {
-      // Offline, or over the history allowance: what comes after the hole still shows.
-      failure = error;
+      // A first look that failed would leave the channel empty for good, live from a
+      // position with nothing before it: it is read again, later (live messages wait
+      // behind it, in order). A hole in the middle is given up on: what follows shows.
+      if (!failure || !firstLook || tries + 1 >= FIRST_LOOK_TRIES || state === "gone") break;
+      if (tries === 0) emit("loading", failure); // said once, not at every try
+      await new Promise((resolve) => setTimeout(resolve, retryDelay(tries, 1000, 15000)));
     }
     if (position.epoch === epoch && position.offset < to) {
       emit("notice", `${to - position.offset} message(s) could not be ${failure ? `loaded (${failure.message})` : "recovered"}.`);
@@ -162,8 +191,9 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, send,
     kept = [];
     const count = fillsHoles() ? firstLook : 0;
     moveTo(epoch, Math.max(0, last - count));
-    if (last > position.offset) await hole(position.offset + 1, last);
+    if (last > position.offset) await hole(position.offset + 1, last, { firstLook: count > 0 });
     else emit("position", position);
+    emit("looked", position);
   }
 
   async function message(frame) {
@@ -209,6 +239,12 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, send,
         refusal = null;
         attempt = 0;
         subscribedAt = { epoch: frame.epoch ?? null, offset: frame.offset ?? 0 };
+        // The server keeps what the person has read (0: never). A channel never read (or
+        // a server that keeps nothing) counts from where it stands when first seen: a
+        // newcomer is not shown the whole history as unread. Unless everything in it is
+        // news to the person (assumeUnread: a one-to-one room).
+        if (Number.isSafeInteger(frame.read) && (frame.read > 0 || assumeUnread)) read = Math.max(read ?? 0, frame.read);
+        else read ??= assumeUnread ? 0 : frame.offset ?? 0;
         emit("subscribed", frame);
         // Without a resume, what the channel holds already is history, not news.
         if (!resumed) await look(frame.epoch ?? null, frame.offset ?? 0);
@@ -220,6 +256,9 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, send,
         await look(frame.epoch, justSubscribed?.offset ?? 0);
         break;
       case "message":
+      case "edit":
+      case "delete":
+      case "react":
         await message(frame);
         break;
       case "gap":
@@ -269,6 +308,18 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, send,
         roomFrame(frame);
         return chain;
       }
+      if (frame.type === "typing" || frame.type === "seen") {
+        emit(frame.type, frame);
+        return chain;
+      }
+      if (frame.type === "read") {
+        if (Number.isSafeInteger(frame.offset) && frame.offset > (read ?? -1)) {
+          read = frame.offset;
+          readSent = Math.max(readSent, read);
+          emit("read", read);
+        }
+        return chain;
+      }
       chain = chain.then(() => handle(frame)).catch((error) => emit("notice", `Could not load missing messages: ${error.message}`));
       return chain;
     },
@@ -284,7 +335,33 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, send,
       const since = Math.max(0, before - 1 - count);
       const page = await fetchHistory(channel, { since, limit: before - 1 - since });
       if (page.epoch !== epoch) return { messages: [], firstOffset: undefined };
-      return { messages: page.messages.filter((message) => message.offset < before), firstOffset: page.firstOffset };
+      return { messages: page.messages.filter((message) => message.offset < before && isMessage(message)), firstOffset: page.firstOffset };
+    },
+    /**
+     * The person has seen everything up to the page's position: tells the server (only
+     * forward; it tells the person's other sockets). False if there was nothing to say.
+     */
+    markRead() {
+      if (!position || state !== "subscribed" || position.offset <= Math.max(read ?? 0, readSent)) return false;
+      if (!send({ type: "read", channel, offset: position.offset })) return false;
+      readSent = position.offset;
+      read = position.offset;
+      return true;
+    },
+    /**
+     * How many messages of others after what the person has read: the tab's badge. What
+     * the page keeps is counted exactly; offsets it never read (a background tab counts
+     * its holes) count as one message each.
+     */
+    unread(me) {
+      if (read === null || !position) return 0;
+      const firstKept = kept[0]?.offset ?? position.offset + 1;
+      const unknown = Math.max(0, Math.min(firstKept - 1, position.offset) - read);
+      return unknown + kept.filter((message) => message.offset > read && !message.deleted && !(me && message.from === me)).length;
+    },
+    /** The offset read up to, or null before `subscribed`. */
+    get read() {
+      return read;
     },
     /** The newest messages the page has, oldest first. */
     get kept() {
@@ -320,9 +397,11 @@ export function createSubscriptions({ send, onEvent }) {
   return {
     /**
      * Follows `channel` (at once if the socket is open, else when it opens).
-     * Options: positionKey (default chatroom.position.CHANNEL), fillsHoles(), firstLook.
+     * Options: positionKey (default chatroom.position.CHANNEL), fillsHoles(), firstLook,
+     * assumeUnread (what the person never read is news, as in a one-to-one room: by
+     * default a channel never read counts from where the page first sees it).
      */
-    follow(channel, { positionKey = `chatroom.position.${channel}`, fillsHoles = () => false, firstLook = 50 } = {}) {
+    follow(channel, { positionKey = `chatroom.position.${channel}`, fillsHoles = () => false, firstLook = 50, assumeUnread = false } = {}) {
       let subscription = all.get(channel);
       if (subscription) return subscription;
       subscription = createSubscription({
@@ -330,6 +409,7 @@ export function createSubscriptions({ send, onEvent }) {
         positionKey,
         fillsHoles,
         firstLook,
+        assumeUnread,
         send,
         emit: (type, detail) => onEvent(channel, type, detail),
       });

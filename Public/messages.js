@@ -1,5 +1,7 @@
-// The message list. Text is always set with textContent: a message such as
-// <img src=x onerror=alert(1)> shows as those characters and runs nothing.
+// The message list. Nothing in a message is ever HTML: its text is cut into pieces (links,
+// `code`, ``` blocks ```, @mentions) and each piece becomes a DOM node whose text is set
+// with textContent, so <img src=x onerror=alert(1)> shows as those characters and runs
+// nothing.
 //
 // Fast with a long history: at most KEEP messages are in the page. Messages that arrive
 // together are added in one go per animation frame. A reader scrolled up to older
@@ -9,18 +11,177 @@
 // Messages of the outbox (typed, not yet acknowledged) stay at the end of the list,
 // marked "sending…", in the order typed. Once acknowledged, a message is shown where its
 // offset puts it, once: the outbox item goes when the message itself is in the list.
+//
+// Consecutive messages of one sender within GROUP_MS share one name; a separator says
+// the day ("Today", "Yesterday", a date) wherever it changes. Both are worked out again
+// after each change of the list (a few hundred items: cheap).
 
 const KEEP = 300;
 const NEAR_BOTTOM_PX = 48;
+const GROUP_MS = 5 * 60 * 1000;
+const LONG_CHARS = 1500; // longer messages (or more than LONG_LINES lines) fold, with "Show more"
+const LONG_LINES = 24;
+export const REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "🙏"];
+
+/** The label of someone who gave no name: stable, and distinguishable, from their id. */
+export function anonymousLabel(id) {
+  return id ? `Anonymous ${id.replace(/[^A-Za-z0-9]/g, "").slice(0, 3).toUpperCase()}` : "Anonymous";
+}
+
+/**
+ * Applies an edit, delete or react event to the message `entry` (a message frame or
+ * /history entry). Idempotent: the same event twice leaves the same message.
+ */
+export function applyEvent(entry, event) {
+  // /history keeps the changes of a deleted message as ghosts (deleted, without text or
+  // emoji): the message itself says it is deleted.
+  if (event.deleted) return;
+  if (event.type === "edit") {
+    if (entry.deleted || typeof event.data !== "string") return;
+    entry.data = event.data;
+    entry.edited = event.time ?? true;
+  } else if (event.type === "delete") {
+    entry.deleted = true;
+    delete entry.data;
+    entry.reactions = {};
+  } else if (event.type === "react" && typeof event.emoji === "string") {
+    const reactions = { ...(entry.reactions ?? {}) };
+    const who = new Set(reactions[event.emoji] ?? []);
+    if (event.on === false) who.delete(event.from);
+    else who.add(event.from);
+    if (who.size) reactions[event.emoji] = [...who];
+    else delete reactions[event.emoji];
+    entry.reactions = reactions;
+  }
+}
+
+// MARK: Text into nodes
+
+const FENCE = /```[^\S\n]*([^\n`]*)\n?([\s\S]*?)```/g;
+const INLINE_CODE = /`([^`\n]+)`/g;
+const URL_LIKE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+
+/** The URL at the start of `text` without the punctuation that ends a sentence around it. */
+function trimUrl(text) {
+  let url = text.replace(/[.,;:!?*_~]+$/, "");
+  // A ")" closes the link only if the link opened one: (see https://example.com/a_(b))
+  while (url.endsWith(")") && (url.match(/\(/g) ?? []).length < (url.match(/\)/g) ?? []).length) url = url.slice(0, -1).replace(/[.,;:!?]+$/, "");
+  return url;
+}
+
+function link(url) {
+  const anchor = document.createElement("a");
+  anchor.href = url;
+  anchor.textContent = url;
+  anchor.rel = "noopener noreferrer";
+  anchor.target = "_blank";
+  return anchor;
+}
+
+/** Text with links and mentions, into `parent`. mentions: {pattern, mine(name)} or null. */
+function linkedText(text, parent, mentions) {
+  let at = 0;
+  for (const match of text.matchAll(URL_LIKE)) {
+    const url = trimUrl(match[0]);
+    let valid = false;
+    try {
+      valid = ["http:", "https:"].includes(new URL(url).protocol);
+    } catch {
+      valid = false;
+    }
+    if (!valid) continue;
+    mentioned(text.slice(at, match.index), parent, mentions);
+    parent.append(link(url));
+    at = match.index + url.length;
+  }
+  mentioned(text.slice(at), parent, mentions);
+}
+
+function mentioned(text, parent, mentions) {
+  if (!text) return;
+  if (!mentions) {
+    parent.append(text);
+    return;
+  }
+  let at = 0;
+  for (const match of text.matchAll(mentions.pattern)) {
+    parent.append(text.slice(at, match.index));
+    const mark = document.createElement("mark");
+    mark.className = mentions.mine(match[1]) ? "mention me" : "mention";
+    mark.textContent = match[0];
+    parent.append(mark);
+    at = match.index + match[0].length;
+  }
+  parent.append(text.slice(at));
+}
+
+function inlineText(text, parent, mentions) {
+  let at = 0;
+  for (const match of text.matchAll(INLINE_CODE)) {
+    linkedText(text.slice(at, match.index), parent, mentions);
+    const code = document.createElement("code");
+    code.textContent = match[1];
+    parent.append(code);
+    at = match.index + match[0].length;
+  }
+  linkedText(text.slice(at), parent, mentions);
+}
+
+/** The nodes for message text `data`: ``` blocks as <pre><code>, the rest inline. */
+export function richText(data, parent, mentions = null) {
+  let at = 0;
+  for (const match of data.matchAll(FENCE)) {
+    inlineText(data.slice(at, match.index), parent, mentions);
+    const pre = document.createElement("pre");
+    const code = document.createElement("code");
+    code.textContent = match[2].replace(/\n$/, "");
+    pre.append(code);
+    parent.append(pre);
+    at = match.index + match[0].length;
+    if (data[at] === "\n") at++; // the line break after a block is the block's
+  }
+  inlineText(data.slice(at), parent, mentions);
+}
+
+/** A pattern that finds @name for each of `names` (longest first), or null for none. */
+export function mentionPattern(names) {
+  const list = [...new Set(names.filter((name) => name && name.trim()))].sort((a, b) => b.length - a.length);
+  if (list.length === 0) return null;
+  const escaped = list.map((name) => name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  return new RegExp(`@(${escaped.join("|")})(?![\\p{L}\\p{N}_])`, "giu");
+}
+
+// MARK: Days
+
+function startOfDay(date) {
+  return new Date(date.getFullYear(), date.getMonth(), date.getDate()).getTime();
+}
+
+/** "Today", "Yesterday" or the date of `time` (ms). */
+export function dayLabel(time, words) {
+  const day = startOfDay(new Date(time));
+  const today = startOfDay(new Date());
+  const days = Math.round((today - day) / 86400000);
+  if (days === 0) return words.today;
+  if (days === 1) return words.yesterday;
+  const when = new Date(time);
+  return when.toLocaleDateString(document.documentElement.lang || undefined, { weekday: "long", year: "numeric", month: "long", day: "numeric" });
+}
+
+// MARK: The list
 
 /**
  * loadEarlier(firstOffset, epoch) answers {messages, firstOffset} before the first shown.
  * onEdit(id), onDiscard(id), onRetry(id): the writer's answer to a refused message.
+ * me: this browser's identity. names(): the names of the people in the room on screen,
+ * for @mentions; myName(): the name this browser shows. act(action, entry, detail): the
+ * reader edits ({data}), deletes or reacts ({emoji}) to a message. words: the page's words.
  */
-export function createMessageList({ list, scroller, jumpButton, earlierButton, loadEarlier, onEdit, onDiscard, onRetry }) {
+export function createMessageList({ list, scroller, jumpButton, earlierButton, emptyLine, loadEarlier, onEdit, onDiscard, onRetry, me = null, names = () => [], myName = () => "", act = () => {}, words }) {
   const own = new Set(); // "epoch:offset" of messages this tab sent
   const outgoing = new Map(); // outbox ID → its <li>, at the end of the list
   const awaiting = new Map(); // "epoch:offset" acknowledged → outbox ID, until the message is shown
+  const entriesByKey = new Map(); // "epoch:offset" → the entry shown (for edits, deletes, reactions)
   let pending = []; // waiting for the next frame
   let recent = []; // the newest KEEP items, to show again after reading older ones
   let waitingBelow = 0; // arrived while the reader was scrolled up
@@ -28,27 +189,130 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
   let scheduled = false;
   let loadingEarlier = false;
   let firstKept = null; // the oldest offset the history holds, when known
+  let loaded = false; // the first look is done: an empty list means an empty channel
+  let seenAt = null; // offset of the last own message the other person has seen (one-to-one)
 
   const nearBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_BOTTOM_PX;
   const keyOf = (epoch, offset) => `${epoch}:${offset}`;
   const firstOutgoing = () => list.querySelector("li.outgoing");
   const shownMessages = () => list.querySelectorAll("li[data-offset]");
+  const isOwn = (entry) => (me && entry.from === me) || own.has(keyOf(entry.epoch, entry.offset));
+
+  let mentionsFor = { key: null, value: null }; // the last pattern, while the names stay the same
+
+  function mentions() {
+    const all = names();
+    const mine = myName().trim().toLocaleLowerCase();
+    const key = `${mine}\n${all.join("\n")}`;
+    if (mentionsFor.key === key) return mentionsFor.value;
+    const pattern = mentionPattern(all);
+    mentionsFor = { key, value: pattern ? { pattern, mine: (name) => Boolean(mine) && name.toLocaleLowerCase() === mine } : null };
+    return mentionsFor.value;
+  }
+
+  function nameOf(entry) {
+    return entry.name || (entry.from ? anonymousLabel(entry.from) : words.anonymous);
+  }
 
   function head(name) {
     const meta = document.createElement("div");
     meta.className = "meta";
     const who = document.createElement("span");
     who.className = "who";
-    who.textContent = name || "Anonymous";
+    who.textContent = name;
     meta.append(who);
     return meta;
   }
 
-  function textOf(data) {
-    const text = document.createElement("p");
+  function textOf(data, found = null) {
+    const text = document.createElement("div");
     text.className = "text";
-    text.textContent = data;
+    richText(data, text, found);
+    if (data.length > LONG_CHARS || data.split("\n").length > LONG_LINES) text.classList.add("long", "folded");
     return text;
+  }
+
+  function foldButton(text) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "fold";
+    button.textContent = words.showMore;
+    button.setAttribute("aria-expanded", "false");
+    button.addEventListener("click", () => {
+      const folded = text.classList.toggle("folded");
+      button.textContent = folded ? words.showMore : words.showLess;
+      button.setAttribute("aria-expanded", String(!folded));
+    });
+    return button;
+  }
+
+  function button(label, className, handler) {
+    const element = document.createElement("button");
+    element.type = "button";
+    element.className = className;
+    element.textContent = label;
+    element.addEventListener("click", handler);
+    return element;
+  }
+
+  function reactionsOf(entry) {
+    const row = document.createElement("div");
+    row.className = "reactions";
+    for (const [emoji, who] of Object.entries(entry.reactions ?? {})) {
+      if (!who?.length) continue;
+      const mine = Boolean(me) && who.includes(me);
+      const chip = button(`${emoji} ${who.length}`, "chip", () => act("react", entry, { emoji }));
+      chip.dataset.emoji = emoji;
+      chip.setAttribute("aria-pressed", String(mine));
+      chip.setAttribute("aria-label", words.reactionLabel(emoji, who.length));
+      row.append(chip);
+    }
+    return row;
+  }
+
+  function picker(entry) {
+    const box = document.createElement("div");
+    box.className = "picker";
+    box.hidden = true;
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", words.addReaction);
+    for (const emoji of REACTIONS) {
+      const choice = button(emoji, "pick", () => {
+        box.hidden = true;
+        act("react", entry, { emoji });
+      });
+      choice.dataset.emoji = emoji;
+      box.append(choice);
+    }
+    box.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        box.hidden = true;
+        box.parentElement.querySelector(".react")?.focus();
+      }
+    });
+    return box;
+  }
+
+  function actionsOf(entry) {
+    const bar = document.createElement("div");
+    bar.className = "actions";
+    let box = null; // made on first use: a few hundred messages need no pickers until asked
+    const react = button("☺+", "react", () => {
+      if (!box) {
+        box = picker(entry);
+        bar.append(box);
+      }
+      box.hidden = !box.hidden;
+      if (!box.hidden) box.querySelector("button").focus();
+    });
+    react.title = words.addReaction;
+    react.setAttribute("aria-label", words.addReaction);
+    bar.append(react);
+    if (isOwn(entry)) {
+      bar.append(button(words.edit, "edit", () => startEditing(entry)));
+      bar.append(button(words.delete, "delete", () => act("delete", entry)));
+    }
+    return bar;
   }
 
   function itemFor(entry) {
@@ -58,21 +322,120 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
       item.textContent = entry.notice;
       return item;
     }
-    const { offset, epoch, time, name, data } = entry;
+    const { offset, epoch, time } = entry;
+    entriesByKey.set(keyOf(epoch, offset), entry);
     item.dataset.offset = String(offset);
     item.dataset.epoch = epoch;
-    if (own.has(keyOf(epoch, offset))) item.classList.add("own");
-    const meta = head(name);
+    if (time) item.dataset.time = String(time);
+    const sender = entry.from ? `id:${entry.from}` : entry.name ? `name:${entry.name}` : "";
+    if (sender) item.dataset.sender = sender;
+    if (isOwn(entry)) item.classList.add("own");
+    const meta = head(nameOf(entry));
     if (time) {
       const stamp = document.createElement("time");
       const when = new Date(time);
       stamp.dateTime = when.toISOString();
-      stamp.title = when.toLocaleString();
-      stamp.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      const lang = document.documentElement.lang || undefined;
+      stamp.title = when.toLocaleString(lang);
+      stamp.textContent = when.toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
       meta.append(stamp);
     }
-    item.append(meta, textOf(data));
+    if (entry.deleted) {
+      item.classList.add("deleted");
+      const gone = document.createElement("div");
+      gone.className = "text";
+      gone.textContent = words.deleted;
+      item.append(meta, gone);
+      return item;
+    }
+    const text = textOf(entry.data ?? "", mentions());
+    item.append(meta, text);
+    if (text.classList.contains("long")) item.append(foldButton(text));
+    if (entry.edited) {
+      const edited = document.createElement("span");
+      edited.className = "edited";
+      edited.textContent = words.edited;
+      meta.append(edited);
+    }
+    item.append(reactionsOf(entry), actionsOf(entry));
+    if (seenAt !== null && isOwn(entry) && Number(offset) === seenAt) {
+      const seen = document.createElement("p");
+      seen.className = "seen";
+      seen.textContent = words.seen;
+      item.append(seen);
+    }
     return item;
+  }
+
+  /** Puts a field in place of the text of own message `entry`: Enter saves, Escape cancels. */
+  function startEditing(entry) {
+    const item = itemOf(entry);
+    if (!item || entry.deleted) return;
+    const field = document.createElement("textarea");
+    field.className = "edit-field";
+    field.value = entry.data ?? "";
+    field.setAttribute("aria-label", words.editLabel);
+    const save = button(words.save, "save", () => finish(true));
+    const cancel = button(words.cancel, "cancel", () => finish(false));
+    const form = document.createElement("div");
+    form.className = "editing";
+    form.append(field, save, cancel);
+    item.querySelector(".text").replaceWith(form);
+    item.querySelector(".fold")?.remove();
+    function finish(keep) {
+      const data = field.value;
+      if (keep && data.trim() && data !== entry.data) act("edit", entry, { data });
+      item.replaceWith(itemFor(entry));
+      regroup();
+      document.getElementById("text")?.focus();
+    }
+    field.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        finish(true);
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        finish(false);
+      }
+    });
+    field.focus();
+    field.setSelectionRange(field.value.length, field.value.length);
+  }
+
+  function itemOf(entry) {
+    return list.querySelector(`li[data-offset="${Number(entry.offset)}"][data-epoch="${CSS.escape(entry.epoch)}"]`);
+  }
+
+  /** Names once per run of one sender; a day separator where the day changes. */
+  function regroup() {
+    for (const separator of list.querySelectorAll("li.day")) separator.remove();
+    let previous = null;
+    let previousDay = null;
+    for (const item of [...list.children]) {
+      if (!item.dataset.offset) {
+        previous = null;
+        continue;
+      }
+      const time = Number(item.dataset.time) || 0;
+      const day = time ? startOfDay(new Date(time)) : previousDay;
+      if (time && day !== previousDay) {
+        const separator = document.createElement("li");
+        separator.className = "day";
+        separator.setAttribute("role", "separator");
+        separator.textContent = dayLabel(time, words);
+        item.before(separator);
+        previousDay = day;
+        previous = null;
+      }
+      const grouped = Boolean(previous && item.dataset.sender && previous.dataset.sender === item.dataset.sender && time - (Number(previous.dataset.time) || 0) < GROUP_MS);
+      item.classList.toggle("grouped", grouped);
+      previous = item;
+    }
+    updateEmpty();
+  }
+
+  function updateEmpty() {
+    if (emptyLine) emptyLine.hidden = !(loaded && outgoing.size === 0 && pending.length === 0 && recent.length === 0 && !list.querySelector("li[data-offset]"));
   }
 
   /** The outbox item of `id` is done with once its message is in the list. */
@@ -94,7 +457,7 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
 
   function updateJump() {
     jumpButton.hidden = !detached && waitingBelow === 0;
-    jumpButton.textContent = waitingBelow > 0 ? `${waitingBelow} new message${waitingBelow === 1 ? "" : "s"} ↓` : "Jump to newest ↓";
+    jumpButton.textContent = waitingBelow > 0 ? words.newMessages(waitingBelow) : words.jumpToNewest;
   }
 
   function updateEarlier() {
@@ -127,6 +490,7 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
     for (const entry of entries.slice(-KEEP)) fragment.append(itemFor(entry));
     list.insertBefore(fragment, firstOutgoing());
     trim();
+    regroup();
     scroller.scrollTop = scroller.scrollHeight;
     updateEarlier();
   }
@@ -140,9 +504,11 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
   }
 
   function showNewest() {
+    if (scheduled) flush();
     list.replaceChildren(...recent.map(itemFor), ...outgoing.values());
     detached = false;
     waitingBelow = 0;
+    regroup();
     updateJump();
     scroller.scrollTop = scroller.scrollHeight;
     updateEarlier();
@@ -157,12 +523,14 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
     const fragment = document.createDocumentFragment();
     for (const message of older) fragment.append(itemFor(message));
     list.prepend(fragment);
+    regroup();
     if (wasAtBottom && !detached) scroller.scrollTop = scroller.scrollHeight;
     else scroller.scrollTop += scroller.scrollHeight - before;
     if (shownMessages().length > KEEP) {
       let count = shownMessages().length;
       while (count-- > KEEP) [...shownMessages()].at(-1).remove();
       detached = true;
+      regroup();
       updateJump();
     }
     updateEarlier();
@@ -195,12 +563,17 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
       if (older.firstOffset !== undefined) firstKept = older.firstOffset;
       prepend(older.messages);
     } catch (error) {
-      add({ notice: `Could not load earlier messages: ${error.message}` });
+      add({ notice: words.couldNotLoadEarlier(error.message) });
     } finally {
       loadingEarlier = false;
       earlierButton.disabled = false;
       updateEarlier();
     }
+  });
+
+  // A picker closes on Escape (above) and on a click anywhere else.
+  document.addEventListener("click", (event) => {
+    for (const box of list.querySelectorAll(".picker:not([hidden])")) if (!box.parentElement.contains(event.target)) box.hidden = true;
   });
 
   function add(entry) {
@@ -222,20 +595,18 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
     actions.className = "send-actions";
     actions.hidden = true;
     for (const [label, action, handler] of [
-      ["Edit", "edit", onEdit],
-      ["Discard", "discard", onDiscard],
-      ["Send again", "retry", onRetry],
+      [words.edit, "edit", onEdit],
+      [words.discard, "discard", onDiscard],
+      [words.sendAgain, "retry", onRetry],
     ]) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.textContent = label;
-      button.dataset.action = action;
-      button.addEventListener("click", () => handler(entry.id));
-      actions.append(button);
+      const element = button(label, "", () => handler(entry.id));
+      element.dataset.action = action;
+      actions.append(element);
     }
-    item.append(head(entry.name), textOf(entry.data), state, actions);
+    item.append(head(entry.name || (me ? anonymousLabel(me) : words.anonymous)), textOf(entry.data), state, actions);
     outgoing.set(entry.id, item);
     list.append(item);
+    updateEmpty();
     if (!detached) scroller.scrollTop = scroller.scrollHeight;
     return item;
   }
@@ -248,11 +619,21 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
       waitingBelow = 0;
       detached = false;
       firstKept = null;
+      loaded = false;
+      seenAt = null;
       outgoing.clear();
       awaiting.clear();
+      entriesByKey.clear();
       list.replaceChildren();
       updateJump();
+      updateEmpty();
       earlierButton.hidden = true;
+    },
+    /** The first look is done (or failed): from now on an empty list says "No messages yet". */
+    setLoaded(value = true) {
+      if (loaded === value) return;
+      loaded = value;
+      updateEmpty();
     },
     /** The oldest offset the history holds, so "Load earlier" shows only while there is more. */
     setEarliest(offset) {
@@ -278,7 +659,67 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
     /** Marks the message at `offset` of `epoch` as this tab's own, now or when it arrives. */
     markOwn(epoch, offset) {
       own.add(keyOf(epoch, offset));
-      list.querySelector(`li[data-offset="${Number(offset)}"][data-epoch="${CSS.escape(epoch)}"]`)?.classList.add("own");
+      const entry = entriesByKey.get(keyOf(epoch, offset));
+      const item = entry ? itemOf(entry) : null;
+      if (item && !item.classList.contains("own")) {
+        item.replaceWith(itemFor(entry));
+        regroup();
+      }
+    },
+    /** An edit, delete or react event of the channel on screen: the message it names changes. */
+    update(event) {
+      if (scheduled) flush();
+      const key = keyOf(event.epoch, event.of);
+      const entry = entriesByKey.get(key) ?? recent.find((other) => !other.notice && keyOf(other.epoch, other.offset) === key);
+      if (!entry) return;
+      applyEvent(entry, event); // idempotent: the subscription may have applied it to the same entry
+      const item = itemOf(entry);
+      if (!item || item.querySelector(".editing")) return;
+      // A reader whose focus was on one of its controls (a reaction chip, say) keeps it there.
+      const focused = item.contains(document.activeElement) ? document.activeElement : null;
+      const fresh = itemFor(entry);
+      item.replaceWith(fresh);
+      regroup();
+      if (focused?.classList.length) fresh.querySelector(`.${CSS.escape(focused.classList[0])}${focused.dataset.emoji ? `[data-emoji="${CSS.escape(focused.dataset.emoji)}"]` : ""}`)?.focus();
+    },
+    /** The other person of a one-to-one room has read up to `offset`: "Seen" under the last own message up to it. */
+    seen(offset) {
+      const ownOffsets = [...shownMessages()].filter((item) => item.classList.contains("own") && Number(item.dataset.offset) <= offset).map((item) => Number(item.dataset.offset));
+      const last = ownOffsets.length ? Math.max(...ownOffsets) : null;
+      if (last === null || last === seenAt) return;
+      seenAt = last;
+      for (const old of list.querySelectorAll("p.seen")) old.remove();
+      const item = list.querySelector(`li.own[data-offset="${last}"]`);
+      if (item) {
+        const seen = document.createElement("p");
+        seen.className = "seen";
+        seen.textContent = words.seen;
+        item.append(seen);
+      }
+    },
+    /** Edits the newest own message shown (Up arrow in an empty composer); false if there is none. */
+    editLast() {
+      if (scheduled) flush();
+      const item = [...list.querySelectorAll("li.own[data-offset]:not(.deleted)")].at(-1);
+      const entry = item ? entriesByKey.get(keyOf(item.dataset.epoch, item.dataset.offset)) : null;
+      if (!entry) return false;
+      startEditing(entry);
+      return true;
+    },
+    /** Shows the newest messages and the outbox, wherever the reader had scrolled to. */
+    showNewest,
+    /** Whether the reader sees the newest message (not scrolled up to older ones). */
+    get atNewest() {
+      return !detached && waitingBelow === 0;
+    },
+    /** Draws the messages shown again (the reader's name changed: their @mentions). */
+    redraw() {
+      if (scheduled) flush();
+      for (const item of shownMessages()) {
+        const entry = entriesByKey.get(keyOf(item.dataset.epoch, item.dataset.offset));
+        if (entry && !item.querySelector(".editing")) item.replaceWith(itemFor(entry));
+      }
+      regroup();
     },
     /**
      * Shows outbox entry `entry` at the end of the list: state "sending", "retrying"
@@ -289,7 +730,7 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
       const item = outgoingItem(entry);
       item.dataset.state = state;
       item.classList.toggle("failed", state === "failed");
-      item.querySelector(".send-state").textContent = state === "sending" ? "sending…" : note;
+      item.querySelector(".send-state").textContent = state === "sending" ? words.sending : note;
       const actions = item.querySelector(".send-actions");
       actions.hidden = state !== "failed";
       actions.querySelector('[data-action="retry"]').hidden = !(entry.failed?.status >= 500);
@@ -306,16 +747,18 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, l
       if (here) {
         item.remove();
         outgoing.delete(id);
+        updateEmpty();
         return;
       }
       item.dataset.state = "sent";
-      item.querySelector(".send-state").textContent = "sent";
+      item.querySelector(".send-state").textContent = words.sent;
       awaiting.set(key, id);
     },
     /** Takes outbox entry `id` off the list (discarded, edited, or sent by another tab). */
     forget(id) {
       outgoing.get(id)?.remove();
       outgoing.delete(id);
+      updateEmpty();
     },
     /** How many messages are in the page now. */
     get count() {

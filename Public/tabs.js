@@ -1,8 +1,11 @@
-// Channel tabs: a WAI-ARIA tablist (arrow keys, Home, End), each with its unread count.
-// The chosen channel lives in the `channel` cookie (24 hours, as in the original page;
-// the original protocol's /wb/ reads it, chat.v2 does not: the page subscribes to every
-// tab), so that a reload opens the same tab; a channel opened by name is remembered in
-// the URL hash (#channel=NAME).
+// Channel tabs: a WAI-ARIA tablist (arrow keys, Home, End; Delete closes a tab that may
+// be closed), each with its unread count. A tab shows the channel's label (the server's
+// for a configured channel, "@name" for a one-to-one room); cookies, URLs and frames use
+// its id (data-channel). The chosen channel lives in the `channel` cookie (24 hours, as
+// in the original page; the original protocol's /wb/ reads it, chat.v2 does not: the page
+// subscribes to every tab), so that a reload opens the same tab; a channel opened by name
+// is in the URL hash (#channel=NAME) and kept in localStorage (chatroom.tabs) until its
+// tab is closed.
 
 const COOKIE = "channel";
 const VALID = /^[A-Za-z0-9_.:-]{1,64}$/;
@@ -46,15 +49,53 @@ export function channelFromHash() {
   return isValidChannel(name) ? name : null;
 }
 
-/** Wires up the tablist; calls onSelect(channel) when the user picks a tab. */
-export function setUpTabs(tablist, onSelect) {
+const OPENED = "chatroom.tabs";
+
+/** The channels opened by name (not configured ones), as kept for the next visit. */
+export function openedChannels() {
+  try {
+    const list = JSON.parse(localStorage.getItem(OPENED) ?? "[]");
+    return Array.isArray(list) ? list.filter(isValidChannel) : [];
+  } catch {
+    return [];
+  }
+}
+
+function keepOpened(list) {
+  try {
+    localStorage.setItem(OPENED, JSON.stringify([...new Set(list)]));
+  } catch {
+    // Storage full: the tab is still open, it only would not come back.
+  }
+}
+
+/**
+ * Wires up the tablist; calls onSelect(channel) when the user picks a tab and
+ * onClose(channel) when they close one. words: closeTab(label), unread(label, count).
+ */
+export function setUpTabs(tablist, { onSelect, onClose, words }) {
   const tabs = () => [...tablist.querySelectorAll('[role="tab"]')];
   const find = (channel) => tabs().find((tab) => tab.dataset.channel === channel);
 
-  function add(channel, label = channel) {
-    const existing = find(channel);
-    if (existing) {
-      existing.querySelector(".tab-name").textContent = label;
+  function accessibleName(tab) {
+    const count = Number(tab.dataset.unread ?? 0);
+    tab.setAttribute("aria-label", count > 0 ? words.unread(tab.dataset.label, count) : tab.dataset.label);
+  }
+
+  function setLabel(channel, label) {
+    const tab = find(channel);
+    if (!tab || tab.dataset.label === label) return;
+    tab.dataset.label = label;
+    tab.querySelector(".tab-name").textContent = label;
+    const close = tab.querySelector(".close");
+    if (close) close.title = words.closeTab(label);
+    accessibleName(tab);
+  }
+
+  /** Adds a tab (labelled `label`); `closable` gives it a close control. */
+  function add(channel, label = channel, { closable = false } = {}) {
+    if (find(channel)) {
+      setLabel(channel, label);
       return;
     }
     const tab = document.createElement("button");
@@ -72,7 +113,25 @@ export function setUpTabs(tablist, onSelect) {
     badge.className = "badge";
     badge.hidden = true;
     tab.append(name, badge);
+    if (closable) {
+      // Not a button inside the tab (a button in a button is invalid): the mouse has
+      // this ×, the keyboard Delete on the tab.
+      const close = document.createElement("span");
+      close.className = "close";
+      close.setAttribute("aria-hidden", "true");
+      close.textContent = "×";
+      tab.append(close);
+      tab.dataset.closable = "true";
+      keepOpened([...openedChannels(), channel]);
+    }
     tablist.append(tab);
+    tab.dataset.label = "";
+    setLabel(channel, label);
+  }
+
+  function remove(channel) {
+    find(channel)?.remove();
+    keepOpened(openedChannels().filter((other) => other !== channel));
   }
 
   function select(channel, { focus = false } = {}) {
@@ -81,6 +140,8 @@ export function setUpTabs(tablist, onSelect) {
       tab.setAttribute("aria-selected", String(chosen));
       tab.tabIndex = chosen ? 0 : -1;
       if (chosen && focus) tab.focus();
+      // At 360 px the tabs scroll sideways: the chosen one stays in sight.
+      if (chosen) tab.scrollIntoView({ block: "nearest", inline: "nearest" });
     }
   }
 
@@ -90,7 +151,8 @@ export function setUpTabs(tablist, onSelect) {
     const badge = tab.querySelector(".badge");
     badge.hidden = !(count > 0);
     badge.textContent = count > 99 ? "99+" : String(count);
-    tab.setAttribute("aria-label", count > 0 ? `${channel}, ${count} unread` : channel);
+    tab.dataset.unread = String(count > 0 ? count : 0);
+    accessibleName(tab);
   }
 
   /**
@@ -113,6 +175,10 @@ export function setUpTabs(tablist, onSelect) {
   tablist.addEventListener("click", (event) => {
     const tab = event.target.closest('[role="tab"]');
     if (!tab) return;
+    if (event.target.closest(".close")) {
+      onClose(tab.dataset.channel);
+      return;
+    }
     select(tab.dataset.channel);
     onSelect(tab.dataset.channel);
   });
@@ -126,6 +192,11 @@ export function setUpTabs(tablist, onSelect) {
     else if (event.key === "ArrowLeft") next = (current - 1 + all.length) % all.length;
     else if (event.key === "Home") next = 0;
     else if (event.key === "End") next = all.length - 1;
+    else if (event.key === "Delete" && all[current].dataset.closable) {
+      event.preventDefault();
+      onClose(all[current].dataset.channel);
+      return;
+    }
     if (next === null) return;
     event.preventDefault();
     const channel = all[next].dataset.channel;
@@ -133,64 +204,11 @@ export function setUpTabs(tablist, onSelect) {
     onSelect(channel);
   });
 
-  return { add, select, setUnread, setRefused, channels: () => tabs().map((tab) => tab.dataset.channel) };
-}
-
-// MARK: What has been read
-
-const READ_AFTER_MS = 500;
-
-/**
- * The position read up to in each channel ({epoch, offset}, in localStorage as
- * chatroom.seen.CHANNEL): a tab's unread count is how far its subscription is past it.
- */
-export function createReadMarks() {
-  const key = (channel) => `chatroom.seen.${channel}`;
-  const later = new Map(); // channel → position, written by the next timer
-  let timer = null;
-
-  function get(channel) {
-    if (later.has(channel)) return later.get(channel);
-    try {
-      return JSON.parse(localStorage.getItem(key(channel)) ?? "null");
-    } catch {
-      return null;
-    }
+  // The configured tabs come with the page: their labels are the server's.
+  for (const tab of tabs()) {
+    tab.dataset.label ||= tab.querySelector(".tab-name").textContent;
+    accessibleName(tab);
   }
 
-  function write(channel, position) {
-    later.delete(channel);
-    localStorage.setItem(key(channel), JSON.stringify({ epoch: position?.epoch ?? null, offset: position?.offset ?? 0 }));
-  }
-
-  function flush() {
-    clearTimeout(timer);
-    timer = null;
-    for (const [channel, position] of later) write(channel, position);
-  }
-  window.addEventListener("pagehide", flush);
-
-  return {
-    get,
-    /** Read up to `position` now (a null position: nothing read, all of it is news). */
-    set: write,
-    /** Read up to `position`, written within half a second (one write per burst of messages). */
-    setSoon(channel, position) {
-      later.set(channel, { epoch: position.epoch, offset: position.offset });
-      timer ??= setTimeout(flush, READ_AFTER_MS);
-    },
-    /**
-     * How many messages of `channel` are unread, the subscription being at `position`.
-     * The first time a channel is seen, what it holds already is not news.
-     */
-    unread(channel, position) {
-      if (!position) return 0;
-      const read = get(channel);
-      if (!read) {
-        write(channel, position);
-        return 0;
-      }
-      return read.epoch === position.epoch ? Math.max(0, position.offset - read.offset) : position.offset;
-    },
-  };
+  return { add, remove, setLabel, select, setUnread, setRefused, channels: () => tabs().map((tab) => tab.dataset.channel), label: (channel) => find(channel)?.dataset.label ?? channel };
 }

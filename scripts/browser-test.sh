@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_swift
-ensure_build_packages redis-server redis-tools chromium chromium-driver python3-venv
+# Fonts: the screenshots show Chinese words and emoji reactions as they look in a desktop browser.
+ensure_build_packages redis-server redis-tools chromium chromium-driver python3-venv fonts-wqy-microhei fonts-noto-color-emoji
 
 venv=.build/browser-venv
 if ! "$venv/bin/python" -c "import selenium" 2>/dev/null; then

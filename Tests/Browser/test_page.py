@@ -10,6 +10,7 @@ $CHATROOM_SCREENSHOTS (default .build/browser-screenshots).
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
@@ -202,6 +204,81 @@ HOLD_SOCKETS = """
 """
 
 
+# Run before the page's own script: while window.blackHole is true, the page's sockets
+# stay open but nothing gets through either way (what a dead network without the
+# browser noticing looks like: no close, no offline event).
+BLACK_HOLE = """
+(() => {
+  const Real = window.WebSocket;
+  window.blackHole = false;
+  function HoleWebSocket(url, protocols) {
+    const socket = new Real(url, protocols);
+    const send = socket.send.bind(socket);
+    socket.send = (data) => {
+      if (!window.blackHole) send(data);
+    };
+    socket.addEventListener("message", (event) => {
+      if (window.blackHole) event.stopImmediatePropagation();
+    });
+    return socket;
+  }
+  HoleWebSocket.prototype = Real.prototype;
+  for (const name of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) HoleWebSocket[name] = Real[name];
+  window.WebSocket = HoleWebSocket;
+})();
+"""
+
+
+# Run before the page's own script: window.Notification records what the page shows
+# (permission "default" until asked, as in a fresh browser), and document.hidden says
+# what window.__hidden says, so that a test can hide the page.
+FAKE_NOTIFICATIONS = """
+(() => {
+  window.__notes = [];
+  window.__asked = 0;
+  window.__hidden = false;
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => window.__hidden });
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => (window.__hidden ? "hidden" : "visible") });
+  class RecordedNotification {
+    constructor(title, options = {}) {
+      window.__notes.push({ title, body: options.body ?? "", tag: options.tag ?? "" });
+    }
+    static requestPermission() {
+      window.__asked++;
+      RecordedNotification.permission = "granted";
+      return Promise.resolve("granted");
+    }
+  }
+  RecordedNotification.permission = "default";
+  window.Notification = RecordedNotification;
+})();
+"""
+
+
+def shifted_clock(days):
+    """A script that moves the page's clock (Date.now(), new Date()) `days` ahead; dates of given times stay."""
+    return """
+(() => {
+  const Real = Date;
+  const shift = %d * 86400000;
+  function Shifted(...args) {
+    if (!new.target) return new Real(Real.now() + shift).toString();
+    return args.length ? new Real(...args) : new Real(Real.now() + shift);
+  }
+  Shifted.prototype = Real.prototype;
+  Shifted.now = () => Real.now() + shift;
+  Shifted.UTC = Real.UTC;
+  Shifted.parse = Real.parse;
+  window.Date = Shifted;
+})();
+""" % days
+
+
+def languages(*tags):
+    """A script that makes navigator.languages say `tags`."""
+    return "Object.defineProperty(Navigator.prototype, 'languages', { configurable: true, get: () => %s });" % json.dumps(list(tags))
+
+
 def set_offline(driver, offline):
     """Takes the browser off the network (DevTools network emulation) or back on it."""
     driver.execute_cdp_cmd("Network.enable", {})
@@ -238,11 +315,14 @@ class PageTestCase(unittest.TestCase):
         for driver in cls.drivers:
             driver.quit()
 
-    def open(self, instance, path="", width=1000, height=760, network_log=False):
+    def open(self, instance, path="", width=1000, height=760, network_log=False, scripts=(), connected="Connected"):
+        """A new browser on `instance`; `scripts` run in every document before the page's own."""
         driver = browser(width, height, network_log)
         self.drivers.append(driver)
+        for script in scripts:
+            driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
         driver.get(instance.url + path)
-        wait_until(lambda: self.status(driver) == "Connected", message="Connected")
+        wait_until(lambda: self.status(driver) == connected, message=connected)
         return driver
 
     def close(self, driver):
@@ -288,6 +368,11 @@ class PageTestCase(unittest.TestCase):
         driver.find_element(By.ID, f"tab-{channel}").click()
         wait_until(lambda: self.cookie(driver, "channel") == channel, message=f"cookie {channel}")
         wait_until(lambda: self.status(driver) == "Connected", message="Connected after switching")
+
+    def select_tab_anyway(self, driver, channel):
+        """Chooses a tab without waiting for "Connected" (the tab left may be refused)."""
+        driver.find_element(By.ID, f"tab-{channel}").click()
+        wait_until(lambda: self.cookie(driver, "channel") == channel, message=f"cookie {channel}")
 
     def type_message(self, driver, text):
         box = driver.find_element(By.ID, "text")
@@ -455,13 +540,34 @@ class ChatPageTests(PageTestCase):
         self.assertFalse(jump.is_displayed())
         self.close(driver)
 
-    # the README's screenshots: a conversation, wide and at 360 px
+    # the README's screenshots: a conversation, wide and at 360 px, light and dark
     def test_8_screenshots(self):
-        channel = "channel_1"
-        for name, text in [("Ada", "Has anyone tried the new build?"), ("Grace", "Yes, the resume after a restart is seamless.")]:
-            self.a.send(text, channel, name=name)
-        wide = self.open(self.a, width=1000, height=700)
-        wait_until(lambda: "Yes, the resume after a restart is seamless." in self.texts(wide), message="the conversation")
+        # An instance of its own, with labelled channels of this run's own (a clean history).
+        suffix = int(time.time() * 1000) % 100000
+        lobby, desk = f"lobby{suffix}", f"help{suffix}"
+        shots = Instance("--send-rate", "0", "--channels", f"{lobby}=Lobby,{desk}=Help desk")
+        try:
+            self.take_screenshots(shots, lobby, desk)
+        finally:
+            shots.stop()
+
+    def take_screenshots(self, shots, lobby, desk):
+        for name, text in [
+            ("Ada", "Has anyone tried the new build?"),
+            ("Grace", "Yes, the resume after a restart is seamless. Notes: https://example.com/builds/1234"),
+            ("Grace", "Start it with `--presence-grace 2` to see people leave sooner."),
+        ]:
+            self.assertEqual(shots.send(text, lobby, name=name), "ok")
+        wide = self.open(shots, width=1000, height=700)
+        wait_until(lambda: len(self.texts(wide)) == 3, message="the conversation")
+        self.assertEqual(shots.send("Is the help desk open today?", desk, name="Lin"), "ok")
+        self.assertEqual(wide.find_element(By.CSS_SELECTOR, '#tabs [aria-selected="true"] .tab-name').text, "Lobby")
+        # A reaction to Ada's question, from the picker.
+        question = wide.execute_script("return document.querySelector('#messages li[data-offset]')")
+        ActionChains(wide).move_to_element(question).perform()
+        question.find_element(By.CSS_SELECTOR, ".actions .react").click()
+        question.find_element(By.CSS_SELECTOR, '.picker [data-emoji="👍"]').click()
+        wait_until(lambda: wide.execute_script("return [...document.querySelectorAll('#messages .chip')].map(c => c.textContent)") == ["👍 1"], message="the reaction")
         wide.find_element(By.ID, "name").send_keys("You")
         box = wide.find_element(By.ID, "text")
         box.click()
@@ -470,18 +576,33 @@ class ChatPageTests(PageTestCase):
         box.send_keys("Shift+Enter makes a second line", Keys.ENTER)
         wait_until(lambda: "Looks good here too.\nShift+Enter makes a second line" in self.texts(wide), message="two lines, one message")
         wait_until(lambda: wide.execute_script("return document.querySelector('#messages li.own') !== null"), message="own message")
+        wait_until(lambda: self.badge(wide, desk) == "1", message="the help desk's question unread")
+        self.assertEqual(wide.execute_script("return [...document.querySelectorAll('#messages .text a')].map(a => a.textContent)"), ["https://example.com/builds/1234"])
+        wide.execute_script("document.activeElement.blur()")
         self.shot(wide, "page-wide")
         # Headless Chromium's window is at least 500 px wide: emulate a 360 px phone.
         narrow = browser()
         self.drivers.append(narrow)
         narrow.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": True})
-        narrow.get(self.a.url)
+        narrow.get(shots.url)
         wait_until(lambda: self.status(narrow) == "Connected", message="Connected at 360 px")
-        wait_until(lambda: "Yes, the resume after a restart is seamless." in self.texts(narrow), message="the conversation at 360 px")
+        wait_until(lambda: "Looks good here too.\nShift+Enter makes a second line" in self.texts(narrow), message="the conversation at 360 px")
         self.assertEqual(narrow.execute_script("return window.innerWidth"), 360)
         overflow = narrow.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
         self.assertLessEqual(overflow, 0, "nothing wider than 360 px")
+        self.assertFalse(narrow.find_element(By.ID, "name").is_displayed(), "the name folded away")
         self.shot(narrow, "page-360")
+        toggle = narrow.find_element(By.ID, "name-toggle")
+        toggle.click()
+        self.assertTrue(narrow.find_element(By.ID, "name").is_displayed(), "the name behind its button")
+        self.assertEqual(toggle.get_attribute("aria-expanded"), "true")
+        toggle.click()
+        # Many tabs: the one chosen is scrolled into view.
+        for number in range(6):
+            narrow.execute_script("location.hash = arguments[0]", f"#channel=narrow-tab-{number}")
+            wait_until(lambda: self.cookie(narrow, "channel") == f"narrow-tab-{number}", message=f"tab {number}")
+        in_view = "const t = document.querySelector('#tabs [aria-selected=true]').getBoundingClientRect(), n = document.getElementById('tabs').getBoundingClientRect(); return t.left >= n.left - 1 && t.right <= n.right + 1"
+        wait_until(lambda: narrow.execute_script(in_view), message="the chosen tab in view")
         self.close(narrow)
         wide.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
         self.assertEqual(wide.execute_script("return getComputedStyle(document.body).backgroundColor"), "rgb(20, 23, 28)", "the dark theme")
@@ -499,6 +620,10 @@ class RoomTests(PageTestCase):
         channel = f"lobby{int(time.time() * 1000) % 100000}"
         ada = self.open(self.a, f"#channel={channel}")
         bob = self.open(self.b, f"#channel={channel}")
+        # Without names, each is "Anonymous XYZ" from their id: told apart, and the same after a reload.
+        bob_id = self.cookie(bob, "uid").split(".")[0]
+        anonymous_bob = "Anonymous " + re.sub("[^A-Za-z0-9]", "", bob_id)[:3].upper()
+        wait_until(lambda: anonymous_bob in self.people(ada), message=f"{anonymous_bob} in Ada's list")
         for driver, name in ((ada, "Ada"), (bob, "Bob")):
             field = driver.find_element(By.ID, "name")
             field.send_keys(name, Keys.TAB)  # change → the socket says the new name
@@ -528,6 +653,14 @@ class RoomTests(PageTestCase):
         self.type_message(bob, "agreed")
         wait_until(lambda: "agreed" in self.texts(ada), message="Bob's answer in Ada's window")
         self.shot(ada, "one-to-one")
+        # Ada shows another name: Bob's tab follows it, and is never named by the room's id.
+        field = ada.find_element(By.ID, "name")
+        field.clear()
+        field.send_keys("Ada L.", Keys.TAB)
+        bob_tab = lambda: bob.execute_script("const t = document.getElementById(arguments[0]); return [t.querySelector('.tab-name').textContent, t.getAttribute('aria-label')]", f"tab-{room}")
+        wait_until(lambda: bob_tab()[0] == "@Ada L.", message="Bob's tab says @Ada L.")
+        self.assertFalse(bob_tab()[1].startswith("dm:"), f"accessible name {bob_tab()[1]!r}")
+        self.assertIn("@Ada L.", bob_tab()[1])
         # Anyone else who tries the room's address is refused, and told so.
         eve = self.open(self.a)
         eve.get(self.a.url + f"#channel={room}")
@@ -543,7 +676,15 @@ class RoomTests(PageTestCase):
         self.drivers.append(second)
         second.get(self.c.url + "#channel=tiny")
         wait_until(lambda: self.status(second) == "This room is full: it holds at most 1 person.", message="the room is full")
+        # Nothing can be written there: the field says why.
+        text = second.find_element(By.ID, "text")
+        wait_until(lambda: not text.is_enabled(), message="the message field disabled")
+        self.assertIn("This room is full", text.get_attribute("placeholder"))
+        self.assertFalse(second.find_element(By.ID, "send").is_enabled())
         self.shot(second, "room-full")
+        # Another tab of the same page takes messages again.
+        self.select_tab_anyway(second, "channel_1")
+        wait_until(lambda: text.is_enabled(), message="the field enabled in another room")
         self.close(second)
         self.close(first)
 
@@ -679,6 +820,44 @@ class OutboxTests(PageTestCase):
         self.close(writer)
         self.close(reader)
 
+    def test_32_a_dead_socket_is_noticed_soon_after_a_send_and_the_message_goes_on_the_next(self):
+        channel = f"void{int(time.time() * 1000) % 100000}"
+        writer = self.open(self.d, f"#channel={channel}", scripts=[BLACK_HOLE])
+        reader = self.open(self.e, f"#channel={channel}")
+        writer.execute_script("window.blackHole = true")
+        self.type_message(writer, "into the void")
+        started = time.monotonic()
+        wait_until(lambda: self.status(writer) != "Connected", timeout=10, message="the dead socket noticed")
+        noticed = time.monotonic() - started
+        self.assertLess(noticed, 6.5, "sooner than the heartbeat's 10 s of silence")
+        self.assertEqual([state for state, _, _ in self.outgoing(writer)], ["sending"], "still to be sent, not lost")
+        writer.execute_script("window.blackHole = false")
+        wait_until(lambda: self.status(writer) == "Connected", timeout=30, message="Connected again")
+        wait_until(lambda: "into the void" in self.texts(reader), timeout=15, message="the message on the next socket")
+        wait_until(lambda: self.outbox(writer) == [], message="the outbox empty")
+        time.sleep(0.5)
+        self.assertEqual(self.texts(reader).count("into the void"), 1)
+        self.close(writer)
+        self.close(reader)
+
+    def test_33_a_channel_opened_while_offline_shows_its_messages_once_back(self):
+        channel = f"opened{int(time.time() * 1000) % 100000}"
+        for number in range(3):
+            self.assertEqual(self.e.send(f"waiting {number}", channel), "ok")
+        driver = self.open(self.d)
+        set_offline(driver, True)
+        wait_until(lambda: self.status(driver).startswith("Offline"), message="Offline")
+        driver.execute_script("location.hash = arguments[0]", f"#channel={channel}")
+        wait_until(lambda: self.cookie(driver, "channel") == channel, message="the channel chosen offline")
+        set_offline(driver, False)
+        wait_until(lambda: self.status(driver) == "Connected", timeout=20, message="Connected again")
+        wait_until(lambda: self.texts(driver) == ["waiting 0", "waiting 1", "waiting 2"], message="the channel's messages")
+        self.assertFalse(driver.find_element(By.ID, "empty").is_displayed())
+        # And it is live.
+        self.assertEqual(self.e.send("and now", channel), "ok")
+        wait_until(lambda: "and now" in self.texts(driver), message="a live message")
+        self.close(driver)
+
     def test_16_a_tab_opened_while_redis_is_down_is_refused_then_subscribed_again(self):
         driver = self.open(self.d)
         self.redis.stop()
@@ -738,6 +917,513 @@ class OutboxTests(PageTestCase):
         self.assert_once_in_order(self.texts(reader), ["before", *typed])
         self.close(writer)
         self.close(reader)
+
+
+class ReadingTests(PageTestCase):
+    """What a message looks like (links, code, groups, days), and how the page is found and left."""
+
+    @staticmethod
+    def items(driver):
+        """The list's items: [kind, text] with kind "day", "grouped", "message" or "notice"."""
+        return driver.execute_script(
+            "return [...document.querySelectorAll('#messages > li')].map(li => li.classList.contains('day') ? ['day', li.textContent]"
+            " : li.dataset.offset ? [li.classList.contains('grouped') ? 'grouped' : 'message', li.querySelector('.text').textContent] : ['notice', li.textContent])"
+        )
+
+    def test_17_links_open_safely_code_is_monospace_and_script_is_text(self):
+        channel = f"links{int(time.time() * 1000) % 100000}"
+        driver = self.open(self.a, f"#channel={channel}")
+        self.a.send("see https://example.com/a_(b). and `x = 1` then <script>window.__ran = 1</script>", channel, name="Ada")
+        self.a.send("```\nlet a = '<b>no</b>';\n```\nafter the block", channel, name="Ada")
+        wait_until(lambda: len(self.texts(driver)) == 2, message="both messages")
+        links = driver.execute_script("return [...document.querySelectorAll('#messages .text a')].map(a => [a.getAttribute('href'), a.textContent, a.rel, a.target])")
+        self.assertEqual(links, [["https://example.com/a_(b)", "https://example.com/a_(b)", "noopener noreferrer", "_blank"]], "the link without the sentence's full stop")
+        first, second = self.texts(driver)
+        self.assertEqual(first, "see https://example.com/a_(b). and x = 1 then <script>window.__ran = 1</script>")
+        self.assertIn("<script>", first, "markup shows as text")
+        code = driver.execute_script("return [...document.querySelectorAll('#messages .text code')].map(c => [c.parentElement.tagName, c.textContent, getComputedStyle(c).fontFamily])")
+        self.assertEqual([(parent, text) for parent, text, _ in code], [("DIV", "x = 1"), ("PRE", "let a = '<b>no</b>';")])
+        for _, _, family in code:
+            self.assertIn("monospace", family)
+        self.assertEqual(second, "let a = '<b>no</b>';after the block")
+        self.assertEqual(driver.execute_script("return document.querySelectorAll('#messages script, #messages b').length"), 0, "no element from the text")
+        self.assertIsNone(driver.execute_script("return window.__ran ?? null"), "the script did not run")
+        # A click on the link opens a new window (target=_blank) that cannot reach the page.
+        handles = set(driver.window_handles)
+        driver.find_element(By.CSS_SELECTOR, "#messages .text a").click()
+        wait_until(lambda: len(driver.window_handles) == len(handles) + 1, message="the link opened a window")
+        [opened] = set(driver.window_handles) - handles
+        driver.switch_to.window(opened)
+        self.assertIsNone(driver.execute_script("return window.opener"), "noopener")
+        driver.close()
+        driver.switch_to.window(next(iter(handles)))
+        self.shot(driver, "links-and-code")
+        self.close(driver)
+
+    def test_18_one_senders_run_shares_a_name_and_days_are_separated(self):
+        channel = f"groups{int(time.time() * 1000) % 100000}"
+        for name, text in [("Ada", "one"), ("Ada", "two"), ("Bob", "three"), ("Ada", "four")]:
+            self.a.send(text, channel, name=name)
+        driver = self.open(self.a, f"#channel={channel}")
+        wait_until(lambda: len(self.texts(driver)) == 4, message="the four messages")
+        self.assertEqual(self.items(driver), [["day", "Today"], ["message", "one"], ["grouped", "two"], ["message", "three"], ["message", "four"]])
+        names = driver.execute_script("return [...document.querySelectorAll('#messages li[data-offset] .who')].map(w => w.offsetParent !== null)")
+        self.assertEqual(names, [True, False, True, True], "the name shows once per run")
+        # The same messages seen from tomorrow and from three days on.
+        tomorrow = self.open(self.a, f"#channel={channel}", scripts=[shifted_clock(1)])
+        wait_until(lambda: len(self.texts(tomorrow)) == 4, message="the messages, tomorrow")
+        self.assertEqual(self.items(tomorrow)[0], ["day", "Yesterday"])
+        later = self.open(self.a, f"#channel={channel}", scripts=[shifted_clock(3)])
+        wait_until(lambda: len(self.texts(later)) == 4, message="the messages, three days on")
+        [kind, label] = self.items(later)[0]
+        self.assertEqual(kind, "day")
+        self.assertNotIn(label, ("Today", "Yesterday"))
+        self.assertIn(str(time.localtime().tm_year), label, "a date")
+        for other in (tomorrow, later):
+            self.close(other)
+        self.close(driver)
+
+    def test_34_a_run_of_one_sender_breaks_after_five_minutes(self):
+        # The page's own message list module, fed entries whose times the test chooses
+        # (a server's times cannot be chosen).
+        driver = self.open(self.a)
+        minute = 60_000
+        items = driver.execute_async_script(
+            """
+            const done = arguments[arguments.length - 1];
+            const { createMessageList } = await import("/messages.js");
+            const scroller = document.createElement("div"), list = document.createElement("ol");
+            scroller.append(list);
+            document.body.append(scroller);
+            const words = { today: "Today", yesterday: "Yesterday", anonymous: "Anonymous", edited: "(edited)", deleted: "deleted", seen: "Seen",
+              showMore: "more", showLess: "less", addReaction: "react", edit: "Edit", delete: "Delete", sending: "sending", sent: "sent",
+              jumpToNewest: "newest", newMessages: (n) => `${n} new`, reactionLabel: (e, n) => `${e} ${n}` };
+            const messages = createMessageList({ list, scroller, jumpButton: document.createElement("button"), earlierButton: document.createElement("button"),
+              loadEarlier: async () => ({ messages: [] }), onEdit() {}, onDiscard() {}, onRetry() {}, words });
+            const t0 = new Date(new Date().getFullYear(), new Date().getMonth(), new Date().getDate(), 9, 0).getTime();
+            const at = [["ada", 0, "one"], ["ada", 1, "two"], ["ada", 5, "three"], ["ada", 11, "four"], ["bob", 12, "five"], ["ada", 13, "six"]];
+            at.forEach(([from, minutes, data], index) => messages.message({ type: "message", channel: "c", epoch: "e", offset: index + 1, time: t0 + minutes * arguments[0], from, data }));
+            setTimeout(() => {
+              done([...list.children].map((li) => li.classList.contains("day") ? "day" : `${li.querySelector(".text").textContent}${li.classList.contains("grouped") ? " (grouped)" : ""}`));
+              scroller.remove();
+            }, 200);
+            """,
+            minute,
+        )
+        # two: 1 min after one; three: 4 min after two (the run counts from the message before);
+        # four: 6 min after three; five: another sender; six: after another sender.
+        self.assertEqual(items, ["day", "one", "two (grouped)", "three (grouped)", "four", "five", "six"])
+        self.close(driver)
+
+    def test_19_a_changed_hash_opens_the_channel_which_stays_until_its_tab_is_closed(self):
+        channel = f"hash{int(time.time() * 1000) % 100000}"
+        self.a.send("found by the hash", channel)
+        driver = self.open(self.a)
+        driver.execute_script("location.hash = arguments[0]", f"#channel={channel}")
+        wait_until(lambda: self.cookie(driver, "channel") == channel, message="the hash's channel chosen")
+        wait_until(lambda: "found by the hash" in self.texts(driver), message="its message")
+        self.assertEqual(driver.find_element(By.CSS_SELECTOR, '#tabs [aria-selected="true"]').get_attribute("data-channel"), channel)
+        # Loaded again without the hash: the tab is still there (and chosen: the cookie says so).
+        driver.get(self.a.url)
+        wait_until(lambda: self.status(driver) == "Connected", message="Connected after the reload")
+        self.assertIn(channel, [tab.get_attribute("data-channel") for tab in driver.find_elements(By.CSS_SELECTOR, "#tabs [role=tab]")])
+        # Configured tabs cannot be closed; this one can, and then it does not come back.
+        self.assertEqual(driver.find_elements(By.CSS_SELECTOR, "#tab-channel_1 .close"), [])
+        driver.find_element(By.CSS_SELECTOR, f"#tab-{channel} .close").click()
+        wait_until(lambda: driver.find_elements(By.ID, f"tab-{channel}") == [], message="the tab closed")
+        self.assertEqual(self.cookie(driver, "channel"), "channel_1", "back to the first channel")
+        driver.get(self.a.url)
+        wait_until(lambda: self.status(driver) == "Connected", message="Connected after the second reload")
+        self.assertEqual(driver.find_elements(By.ID, f"tab-{channel}"), [], "a closed tab stays closed")
+        # The keyboard closes one too: Delete on the tab.
+        driver.execute_script("location.hash = arguments[0]", f"#channel={channel}")
+        wait_until(lambda: driver.find_elements(By.ID, f"tab-{channel}") != [], message="opened again by the hash")
+        driver.find_element(By.ID, f"tab-{channel}").send_keys(Keys.DELETE)
+        wait_until(lambda: driver.find_elements(By.ID, f"tab-{channel}") == [], message="closed with Delete")
+        self.close(driver)
+
+    def test_20_a_mention_while_hidden_raises_a_notification_and_counts_in_the_title(self):
+        channel = f"notify{int(time.time() * 1000) % 100000}"
+        driver = self.open(self.a, f"#channel={channel}", scripts=[FAKE_NOTIFICATIONS])
+        title = driver.title
+        # Permission is asked on a click, never on load.
+        enable = driver.find_element(By.ID, "enable-notifications")
+        self.assertTrue(enable.is_displayed())
+        self.assertEqual(driver.execute_script("return window.__asked"), 0, "not asked on load")
+        enable.click()
+        wait_until(lambda: not enable.is_displayed(), message="the control gone once granted")
+        self.assertEqual(driver.execute_script("return window.__asked"), 1)
+        field = driver.find_element(By.ID, "name")
+        field.send_keys("Grace", Keys.TAB)
+        wait_until(lambda: self.status(driver) == "Connected", message="Connected under the new name")
+        driver.execute_script("window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'))")
+        self.a.send("nothing for you", channel, name="Ada")
+        self.a.send("@Grace can you look?", channel, name="Ada")
+        wait_until(lambda: driver.execute_script("return window.__notes.length") == 1, message="one notification")
+        [note] = driver.execute_script("return window.__notes")
+        self.assertEqual(note["body"], "@Grace can you look?")
+        self.assertIn("Ada", note["title"])
+        self.assertIn(channel, note["title"])
+        wait_until(lambda: driver.title == f"(2) {title}", message="the title counts what came while hidden")
+        time.sleep(0.5)
+        self.assertEqual(driver.execute_script("return window.__notes.length"), 1, "only the mention is notified")
+        mention = driver.execute_script("return [...document.querySelectorAll('#messages mark.mention.me')].map(m => m.textContent)")
+        self.assertEqual(mention, ["@Grace"], "the mention is highlighted")
+        driver.execute_script("window.__hidden = false; document.dispatchEvent(new Event('visibilitychange'))")
+        wait_until(lambda: driver.title == title, message="the count cleared when visible")
+        # Visible: no notification.
+        self.a.send("@Grace again", channel, name="Ada")
+        wait_until(lambda: "@Grace again" in self.texts(driver), message="the next mention")
+        time.sleep(0.3)
+        self.assertEqual(driver.execute_script("return window.__notes.length"), 1, "nothing notified while visible")
+        self.close(driver)
+
+    def test_21_an_empty_channel_says_so_a_long_message_folds_and_sending_brings_the_reader_down(self):
+        channel = f"long{int(time.time() * 1000) % 100000}"
+        driver = self.open(self.a, f"#channel={channel}", height=600)
+        empty = driver.find_element(By.ID, "empty")
+        wait_until(lambda: empty.is_displayed(), message="No messages yet")
+        self.assertEqual(empty.text, "No messages yet")
+        long_text = ("A long message that goes on. " * 173)[:5000]
+        self.a.send(long_text, channel, name="Ada")
+        wait_until(lambda: long_text in self.texts(driver), message="the long message")
+        self.assertFalse(empty.is_displayed())
+        height = lambda: driver.execute_script("return document.querySelector('#messages li[data-offset] .text').getBoundingClientRect().height")
+        folded = height()
+        fold = driver.find_element(By.CSS_SELECTOR, "#messages li[data-offset] .fold")
+        self.assertEqual(fold.text, "Show more")
+        self.assertLess(folded, 250, "folded")
+        fold.click()
+        self.assertEqual(fold.get_attribute("aria-expanded"), "true")
+        self.assertEqual(fold.text, "Show less")
+        self.assertGreater(height(), folded * 2, "unfolded")
+        fold.click()
+        self.assertEqual(fold.text, "Show more")
+        self.assertEqual(height(), folded, "folded again")
+        driver.execute_script("document.getElementById('scroller').scrollTop = 1e9")
+        # Scrolled up when someone writes: the next message of one's own brings one down.
+        for number in range(20):
+            self.a.send(f"filler {number}", channel)
+        wait_until(lambda: "filler 19" in self.texts(driver), message="the fillers")
+        driver.execute_script("document.getElementById('scroller').scrollTop = 0")
+        self.a.send("while scrolled up", channel)
+        jump = driver.find_element(By.ID, "new-messages")
+        wait_until(lambda: jump.is_displayed(), message="the new-messages marker")
+        self.type_message(driver, "my answer")
+        wait_until(lambda: "my answer" in self.texts(driver), message="my message")
+        at_bottom = lambda: driver.execute_script("const s = document.getElementById('scroller'); return s.scrollHeight - s.scrollTop - s.clientHeight < 48")
+        wait_until(at_bottom, message="scrolled down to my message")
+        self.assertFalse(jump.is_displayed())
+        self.assertIn("while scrolled up", self.texts(driver))
+        self.close(driver)
+
+    def test_22_a_backed_off_reconnect_can_be_made_now(self):
+        driver = browser()
+        self.drivers.append(driver)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOLD_SOCKETS})
+        driver.get(self.a.url)
+        button = driver.find_element(By.ID, "reconnect-now")
+        waiting = lambda: (lambda match: int(match.group(1)) if match else 0)(re.match(r"Reconnecting in (\d+) s", self.status(driver)))
+        wait_until(lambda: waiting() >= 3, timeout=20, message="a retry 3 s or more away")
+        self.assertTrue(button.is_displayed(), "Reconnect now offered")
+        self.shot(driver, "reconnect-now")
+        driver.execute_script("window.holdSockets = false")
+        started = time.monotonic()
+        button.click()
+        wait_until(lambda: self.status(driver) == "Connected", timeout=3, message="Connected at once")
+        self.assertLess(time.monotonic() - started, 2.5, "sooner than the retry")
+        self.assertFalse(button.is_displayed())
+        self.close(driver)
+
+    def test_23_the_page_speaks_chinese_when_the_browser_does(self):
+        for tags, lang, connected, send in [(("zh-TW", "en"), "zh-Hant", "已連線", "送出"), (("zh-CN",), "zh-Hans", "已连接", "发送"), (("zh-HK",), "zh-Hant", "已連線", "送出")]:
+            driver = self.open(self.a, scripts=[languages(*tags)], connected=connected)
+            self.assertEqual(driver.execute_script("return document.documentElement.lang"), lang)
+            self.assertEqual(driver.find_element(By.ID, "send").text, send)
+            if tags[0] == "zh-TW":
+                self.shot(driver, "page-zh-hant")
+            self.close(driver)
+
+    def test_24_contrast_roles_and_the_people_list_affordance(self):
+        channel = f"contrast{int(time.time() * 1000) % 100000}"
+        self.a.send("a bubble", channel, name="Ada")
+        driver = self.open(self.a, f"#channel={channel}")
+        wait_until(lambda: "a bubble" in self.texts(driver), message="a bubble")
+        measure = """
+        const rgb = (c) => c.match(/[\d.]+/g).slice(0, 3).map(Number);
+        const lum = (c) => { const [r, g, b] = rgb(c).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+        const page = getComputedStyle(document.body).backgroundColor;
+        const badge = getComputedStyle(document.querySelector('#tabs .badge'));
+        return {
+          badge: ratio(badge.color, badge.backgroundColor),
+          field: ratio(getComputedStyle(document.getElementById('text')).borderTopColor, page),
+          bubble: ratio(getComputedStyle(document.querySelector('#messages li[data-offset]')).borderTopColor, page),
+        };
+        """
+        for scheme in ("light", "dark"):
+            driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+            ratios = driver.execute_script(measure)
+            self.assertGreaterEqual(ratios["badge"], 4.5, f"{scheme}: unread badge text {ratios}")
+            self.assertGreaterEqual(ratios["field"], 3, f"{scheme}: field border {ratios}")
+            self.assertGreaterEqual(ratios["bubble"], 3, f"{scheme}: bubble border {ratios}")
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+        self.assertEqual(driver.find_element(By.ID, "messages").get_attribute("role"), "log")
+        self.assertIsNone(driver.find_element(By.ID, "presence").get_attribute("aria-live"), "the online count is not announced at every change")
+        # The people list looks like a control, and closes on Escape and on a click outside.
+        presence = driver.find_element(By.ID, "presence")
+        wait_until(lambda: presence.text.endswith("online"), message="the online count")
+        self.assertNotEqual(driver.execute_script("return getComputedStyle(arguments[0]).borderTopStyle", presence), "none", "a visible affordance")
+        is_open = lambda: driver.execute_script("return document.getElementById('people').open")
+        presence.click()
+        self.assertTrue(is_open())
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        wait_until(lambda: not is_open(), message="closed by Escape")
+        presence.click()
+        self.assertTrue(is_open())
+        driver.find_element(By.ID, "scroller").click()
+        wait_until(lambda: not is_open(), message="closed by a click outside")
+        self.close(driver)
+
+
+class ConversationTests(PageTestCase):
+    """What chat.v2 says beyond messages: who sent it, typing, edits, deletes, reactions, what was read."""
+
+    @staticmethod
+    def bubble(driver, text):
+        """The message item whose text is `text` (or starts so), by XPath-free search."""
+        return driver.execute_script("return [...document.querySelectorAll('#messages li[data-offset]')].find(li => li.querySelector('.text').textContent.startsWith(arguments[0])) ?? null", text)
+
+    @staticmethod
+    def act_on(driver, item, action):
+        """Clicks a message's action (shown on hover) as the mouse would."""
+        ActionChains(driver).move_to_element(item).perform()
+        item.find_element(By.CSS_SELECTOR, f".actions .{action}").click()
+
+    @staticmethod
+    def chips(driver, text):
+        return driver.execute_script(
+            "const li = [...document.querySelectorAll('#messages li[data-offset]')].find(li => li.querySelector('.text').textContent.startsWith(arguments[0]));"
+            "return li ? [...li.querySelectorAll('.reactions .chip')].map(c => [c.textContent, c.getAttribute('aria-pressed')]) : null",
+            text,
+        )
+
+    def two_windows(self, prefix):
+        """A fresh channel, and a window on it on each of instances a and b (two people)."""
+        channel = f"{prefix}{int(time.time() * 1000) % 100000}"
+        return channel, self.open(self.a, f"#channel={channel}"), self.open(self.b, f"#channel={channel}")
+
+    def same_person(self, instance, driver, path=""):
+        """A second browser with `driver`'s uid cookie: the same person, in another window."""
+        other = browser()
+        self.drivers.append(other)
+        other.get(instance.url + "favicon.svg")
+        other.add_cookie({"name": "uid", "value": driver.get_cookie("uid")["value"], "path": "/"})
+        other.get(instance.url + path)
+        wait_until(lambda: self.status(other) == "Connected", message="the second window connected")
+        return other
+
+    def test_25_typing_shows_in_the_other_window_and_ends(self):
+        _, ada, bob = self.two_windows("typing")
+        field = bob.find_element(By.ID, "name")
+        field.send_keys("Bob", Keys.TAB)
+        wait_until(lambda: self.status(bob) == "Connected", message="Bob connected under his name")
+        line = lambda driver: driver.find_element(By.ID, "typing").text
+        bob.find_element(By.ID, "text").send_keys("I am wri")
+        wait_until(lambda: line(ada) == "Bob is typing…", timeout=5, message="Bob typing, in Ada's window")
+        self.assertEqual(line(bob), "", "one's own typing is not shown")
+        self.shot(ada, "typing")
+        started = time.monotonic()
+        wait_until(lambda: line(ada) == "", timeout=8, message="the line gone after Bob stopped")
+        self.assertGreater(time.monotonic() - started, 3, "it lasts about 5 s")
+        # Typing again, then sending: the line goes with the message.
+        bob.find_element(By.ID, "text").send_keys("ting")
+        wait_until(lambda: line(ada) == "Bob is typing…", timeout=5, message="Bob typing again")
+        bob.find_element(By.ID, "text").send_keys(Keys.ENTER)
+        wait_until(lambda: "I am writing" in self.texts(ada), message="Bob's message")
+        self.assertEqual(line(ada), "", "the message ends the typing")
+        # @Bob is someone in the room: marked in both windows, as Bob's own in his.
+        self.type_message(ada, "@Bob thanks, and @nobody")
+        marks = lambda driver: driver.execute_script("return [...document.querySelectorAll('#messages mark.mention')].map(m => [m.textContent, m.classList.contains('me')])")
+        wait_until(lambda: marks(bob) == [["@Bob", True]], message="the mention, Bob's own, in his window")
+        wait_until(lambda: marks(ada) == [["@Bob", False]], message="the mention in Ada's window")
+        self.close(bob)
+        self.close(ada)
+
+    def test_26_an_edit_and_a_delete_show_in_another_window_and_after_a_reload(self):
+        _, writer, reader = self.two_windows("edit")
+        for text in ("first draft", "to be removed", "the last one"):
+            self.type_message(writer, text)
+            wait_until(lambda: text in self.texts(reader), message=f"{text!r} in the reader's window")
+        wait_until(lambda: len(writer.find_elements(By.CSS_SELECTOR, "#messages li.own[data-offset]")) == 3, message="three own messages")
+        self.assertEqual(reader.find_elements(By.CSS_SELECTOR, "#messages li.own"), [], "not the reader's")
+        self.assertEqual(reader.find_elements(By.CSS_SELECTOR, "#messages .actions .edit"), [], "no Edit on others' messages")
+        # Edit with the mouse.
+        self.act_on(writer, self.bubble(writer, "first draft"), "edit")
+        box = writer.find_element(By.CSS_SELECTOR, "#messages .edit-field")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("first draft, better", Keys.ENTER)
+        # Delete with the mouse.
+        self.act_on(writer, self.bubble(writer, "to be removed"), "delete")
+        # Edit with the keyboard: Up arrow in the empty field edits the last own message.
+        writer.find_element(By.ID, "text").send_keys(Keys.ARROW_UP)
+        box = wait_until(lambda: writer.find_elements(By.CSS_SELECTOR, "#messages .edit-field"), message="the last message in edit")[0]
+        self.assertEqual(box.get_attribute("value"), "the last one")
+        box.send_keys(" (really)", Keys.ENTER)
+
+        def shows_the_changes(driver):
+            texts = self.texts(driver)
+            edited = driver.execute_script("return [...document.querySelectorAll('#messages li[data-offset] .edited')].filter(e => e.offsetParent !== null).length")
+            return texts == ["first draft, better", "Message deleted", "the last one (really)"] and edited == 2  # both "(edited)" visible
+
+        for driver in (writer, reader):
+            wait_until(lambda: shows_the_changes(driver), message="the edits and the delete")
+        self.shot(reader, "edited-and-deleted")
+        reader.refresh()
+        wait_until(lambda: self.status(reader) == "Connected", message="the reader reloaded")
+        wait_until(lambda: shows_the_changes(reader), message="the changes after a reload")
+        # The writer's messages are still theirs after a reload (the server says who sent them).
+        writer.refresh()
+        wait_until(lambda: shows_the_changes(writer), message="the changes in the writer's reloaded window")
+        self.assertEqual(len(writer.find_elements(By.CSS_SELECTOR, "#messages li.own[data-offset]")), 3, "still own after a reload")
+        self.close(writer)
+        self.close(reader)
+
+    def test_27_a_reaction_counts_and_toggles(self):
+        _, writer, reader = self.two_windows("react")
+        self.type_message(writer, "react to me")
+        wait_until(lambda: "react to me" in self.texts(reader), message="the message")
+        item = self.bubble(reader, "react to me")
+        self.act_on(reader, item, "react")
+        item.find_element(By.CSS_SELECTOR, '.picker [data-emoji="👍"]').click()
+        wait_until(lambda: self.chips(reader, "react to me") == [["👍 1", "true"]], message="the reader's 👍, highlighted")
+        wait_until(lambda: self.chips(writer, "react to me") == [["👍 1", "false"]], message="the 👍 in the writer's window")
+        # The writer adds theirs with the chip.
+        writer.execute_script("arguments[0].querySelector('.reactions .chip').click()", self.bubble(writer, "react to me"))
+        wait_until(lambda: self.chips(writer, "react to me") == [["👍 2", "true"]] and self.chips(reader, "react to me") == [["👍 2", "true"]], message="2 for both")
+        self.shot(writer, "reactions")
+        # The reader takes theirs back.
+        reader.execute_script("arguments[0].querySelector('.reactions .chip').click()", self.bubble(reader, "react to me"))
+        wait_until(lambda: self.chips(reader, "react to me") == [["👍 1", "false"]], message="back to 1 for the reader")
+        reader.refresh()
+        wait_until(lambda: self.chips(reader, "react to me") == [["👍 1", "false"]], message="1 after a reload")
+        # By keyboard: Tab from the list reaches the message's controls, which show when focused.
+        reader.find_element(By.ID, "messages").send_keys(Keys.TAB)
+        focused = lambda: reader.execute_script("const e = document.activeElement; return [e.className, e.closest('li')?.querySelector('.text')?.textContent ?? null]")
+        self.assertEqual(focused(), ["chip", "react to me"], "the reaction chip first")
+        reader.switch_to.active_element.send_keys(Keys.TAB)
+        self.assertEqual(focused(), ["react", "react to me"])
+        self.assertEqual(reader.execute_script("return getComputedStyle(document.activeElement.closest('.actions')).opacity"), "1", "visible when focused")
+        reader.switch_to.active_element.send_keys(Keys.ENTER)
+        wait_until(lambda: focused()[0] == "pick", message="the picker open, its first emoji focused")
+        reader.switch_to.active_element.send_keys(Keys.ESCAPE)
+        wait_until(lambda: focused()[0] == "react", message="Escape closes the picker")
+        self.assertTrue(reader.execute_script("return document.querySelector('#messages .picker').hidden"))
+        # Enter on the chip toggles the reaction; the message is drawn again and focus stays on the chip.
+        reader.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB)
+        self.assertEqual(focused(), ["chip", "react to me"])
+        reader.switch_to.active_element.send_keys(Keys.ENTER)
+        wait_until(lambda: self.chips(reader, "react to me") == [["👍 2", "true"]], message="the reader's 👍 again, by keyboard")
+        self.assertEqual(focused(), ["chip", "react to me"], "focus kept")
+        self.close(writer)
+        self.close(reader)
+
+    def test_28_the_unread_badge_follows_the_person_across_windows(self):
+        first = self.open(self.a)
+        second = self.same_person(self.b, first)
+        self.assertEqual(self.cookie(second, "uid"), self.cookie(first, "uid"))
+        channel = "channel_2"
+        self.assertEqual(self.a.send("for both windows", channel), "ok")
+        for driver in (first, second):
+            wait_until(lambda: self.badge(driver, channel) == "1", message="a badge of 1 in each window")
+        # Read in one window: the badge goes in the other.
+        self.select_tab(first, channel)
+        wait_until(lambda: "for both windows" in self.texts(first), message="read in the first window")
+        wait_until(lambda: self.badge(second, channel) == "", timeout=5, message="the badge gone in the second window")
+        # And stays gone after a reload: the server keeps what was read.
+        second.refresh()
+        wait_until(lambda: self.status(second) == "Connected", message="the second window reloaded")
+        time.sleep(1)
+        self.assertEqual(self.badge(second, channel), "")
+        # A message typed in one window is own in the other too.
+        self.type_message(first, "mine in both")
+        self.select_tab(second, channel)
+        wait_until(lambda: "mine in both" in self.texts(second), message="the message in the second window")
+        wait_until(lambda: second.execute_script("return [...document.querySelectorAll('#messages li.own .text')].map(t => t.textContent)") == ["mine in both"], message="own in the second window")
+        self.close(second)
+        self.close(first)
+
+    def test_29_a_one_to_one_message_notifies_while_hidden_and_the_room_says_seen(self):
+        ada = self.open(self.a)
+        bob = self.open(self.b, scripts=[FAKE_NOTIFICATIONS])
+        bob.find_element(By.ID, "enable-notifications").click()
+        bob.execute_script("window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'))")
+        bob_id = self.cookie(bob, "uid").split(".")[0]
+        ada_id = self.cookie(ada, "uid").split(".")[0]
+        room = "dm:" + ":".join(sorted([ada_id, bob_id]))
+        ada.execute_script("location.hash = arguments[0]", f"#channel={room}")
+        wait_until(lambda: self.cookie(ada, "channel") == room, message="Ada in the room")
+        wait_until(lambda: self.status(ada) == "Connected", message="Ada connected to the room")
+        self.type_message(ada, "did you see this?")
+        wait_until(lambda: ada.find_elements(By.CSS_SELECTOR, "#messages li.own[data-offset]"), message="Ada's message")
+        time.sleep(0.5)
+        self.assertEqual(ada.find_elements(By.CSS_SELECTOR, "#messages .seen"), [], "not seen yet")
+        tab = wait_until(lambda: bob.find_elements(By.ID, f"tab-{room}"), message="the room's tab in Bob's window")[0]
+        # Bob's page is hidden: a one-to-one message is notified, under Ada's label.
+        notes = wait_until(lambda: bob.execute_script("return window.__notes"), message="Bob notified")
+        ada_label = "Anonymous " + re.sub("[^A-Za-z0-9]", "", ada_id)[:3].upper()
+        self.assertEqual([note["title"] for note in notes], [f"{ada_label} · @{ada_label}"])
+        self.assertTrue(bob.title.startswith("(1) "), bob.title)
+        bob.execute_script("window.__hidden = false; document.dispatchEvent(new Event('visibilitychange'))")
+        tab.click()
+        wait_until(lambda: "did you see this?" in self.texts(bob), message="Bob reads it")
+        seen = wait_until(lambda: ada.execute_script("return [...document.querySelectorAll('#messages .seen')].map(s => s.closest('li').querySelector('.text').textContent)"), message="Seen in Ada's window")
+        self.assertEqual(seen, ["did you see this?"])
+        self.shot(ada, "seen")
+        self.close(bob)
+        self.close(ada)
+
+    def test_31_an_edit_after_the_edit_window_is_refused_with_the_servers_words(self):
+        strict = Instance("--send-rate", "0", "--edit-window", "1")
+        try:
+            channel = f"late{int(time.time() * 1000) % 100000}"
+            driver = self.open(strict, f"#channel={channel}")
+            self.type_message(driver, "too late to change")
+            wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#messages li.own[data-offset]"), message="the own message")
+            time.sleep(2)
+            driver.find_element(By.ID, "text").send_keys(Keys.ARROW_UP)
+            box = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#messages .edit-field"), message="in edit")[0]
+            box.send_keys(" (changed)", Keys.ENTER)
+            error = driver.find_element(By.ID, "send-error")
+            wait_until(lambda: "can no longer be edited" in error.text, message="the server's refusal")
+            self.assertEqual(self.texts(driver), ["too late to change"], "unchanged")
+            self.assertEqual(driver.find_elements(By.CSS_SELECTOR, "#messages .edited"), [])
+            self.close(driver)
+        finally:
+            strict.stop()
+
+    def test_30_configured_labels_name_the_tabs_and_notifications_and_ids_stay_ids(self):
+        labelled = Instance("--send-rate", "0", "--channels", "channel_1=客服1號,channel_2=客服2號")
+        try:
+            driver = self.open(labelled, scripts=[FAKE_NOTIFICATIONS])
+            tabs = driver.execute_script("return [...document.querySelectorAll('#tabs [role=tab]')].map(t => [t.dataset.channel, t.querySelector('.tab-name').textContent, t.getAttribute('aria-label')])")
+            self.assertEqual(tabs, [["channel_1", "客服1號", "客服1號"], ["channel_2", "客服2號", "客服2號"]])
+            self.assertEqual(labelled.send("to the second desk", "channel_2"), "ok")
+            wait_until(lambda: self.badge(driver, "channel_2") == "1", message="a badge on 客服2號")
+            self.assertEqual(driver.find_element(By.ID, "tab-channel_2").get_attribute("aria-label"), "客服2號, 1 unread")
+            self.select_tab(driver, "channel_2")
+            self.assertEqual(self.cookie(driver, "channel"), "channel_2", "the cookie keeps the id")
+            driver.find_element(By.ID, "enable-notifications").click()
+            driver.find_element(By.ID, "name").send_keys("Lin", Keys.TAB)
+            wait_until(lambda: self.status(driver) == "Connected", message="Connected as Lin")
+            driver.execute_script("window.__hidden = true; document.dispatchEvent(new Event('visibilitychange'))")
+            self.assertEqual(labelled.send("@Lin a customer", "channel_2", name="Desk"), "ok")
+            wait_until(lambda: driver.execute_script("return window.__notes.length") == 1, message="the notification")
+            self.assertEqual(driver.execute_script("return window.__notes[0].title"), "Desk · 客服2號")
+            self.shot(driver, "labels")
+            self.close(driver)
+        finally:
+            labelled.stop()
 
 
 def post_burst(port, channel, count, lanes=8):
