@@ -302,10 +302,11 @@ extension RedisBroker {
         end
         local byOffset = {}
         for _, entry in ipairs(entries) do byOffset[offsetOf(entry[1])] = entry end
-        local lo, hi
-        -- The range the entries read stand for, with the ghosts between them; bounded,
-        -- so that many ghosts make a page shorter, never a read unbounded.
+        -- The range the entries read stand for, where ghosts may lie between them. It is
+        -- bounded (a page with many ghosts is shorter, a read never unbounded), and a
+        -- page never reaches past it: what lies beyond comes with the next page.
         local span = 4 * count + 100
+        local lo, hi
         if ARGV[1] == '' then
           hi = last
           lo = (#entries == count) and offsetOf(entries[#entries][1]) or first
@@ -315,12 +316,28 @@ extension RedisBroker {
           hi = (#entries == count) and offsetOf(entries[#entries][1]) or last
           if hi - lo > span then hi = lo + span end
         end
+        -- Offsets to look at: the range, and the entries outside it only when the range
+        -- holds none of them (a hole of offsets never handed out, after Redis lost
+        -- writes and the counter was raised past them; no ghost lies in such a hole).
+        local offsets = {}
+        for o = lo, hi do offsets[#offsets + 1] = o end
+        local inRange = false
+        for o, _ in pairs(byOffset) do
+          if o >= lo and o <= hi then inRange = true end
+        end
+        if not inRange then
+          for o, _ in pairs(byOffset) do offsets[#offsets + 1] = o end
+        elseif ARGV[1] == '' then
+          -- The newest page keeps every entry read; only ghosts are looked for in the range.
+          for o, _ in pairs(byOffset) do
+            if o < lo then offsets[#offsets + 1] = o end
+          end
+        end
+        table.sort(offsets)
         local items = {}
-        local offset = lo
-        while offset <= hi do
-          local upto = math.min(hi, offset + 499)
+        for first = 1, #offsets, 500 do
           local fields = {}
-          for o = offset, upto do fields[#fields + 1] = o end
+          for j = first, math.min(#offsets, first + 499) do fields[#fields + 1] = offsets[j] end
           local states = redis.call('HMGET', KEYS[3], unpack(fields))
           for j, o in ipairs(fields) do
             local state = false
@@ -342,7 +359,6 @@ extension RedisBroker {
               items[#items + 1] = {o .. '-0', false, state}
             end
           end
-          offset = upto + 1
         end
         if ARGV[1] == '' then
           while #items > count do table.remove(items, 1) end

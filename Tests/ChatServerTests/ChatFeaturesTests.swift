@@ -445,6 +445,28 @@ struct ChatFeaturesTests {
         }
     }
 
+    @Test func aHoleOfLostOffsetsInAChangedChannelIsReadAcross() async throws {
+        try await withServer(broker: .redis) { server in
+            let channel = uniqueChannel()
+            let author = try await V2Client.connect(server, person: Person())
+            for number in 1...3 { _ = try await author.ask(["type": "send", "id": "m\(number)", "channel": channel, "data": "\(number)"]) }
+            #expect(try await author.ask(["type": "edit", "id": "e", "channel": channel, "of": 1, "data": "one"])?.type == "ack")
+            // Redis lost writes and the counter was raised past them (the fence): offsets
+            // 5 … 5000 were never handed out.
+            let redis = try await connectToRedis()
+            _ = try await redis.send(RedisCommand("HSET", .string(RedisKeys.meta(ChannelName(channel)!)), "offset", "5000"))
+            redis.close()
+            let after = try #require(try await author.ask(["type": "send", "id": "m4", "channel": channel, "data": "after the hole"]))
+            #expect(after.int("offset") == 5001)
+            let answer = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(channel)&since=4")
+            let json = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any]
+            let messages = json?["messages"] as? [[String: Any]] ?? []
+            #expect(messages.map { $0.int("offset") } == [5001])
+            #expect(try await history(server.port, channel).first?.data == "one")
+            await author.disconnect()
+        }
+    }
+
     @Test func readStatesAskedTogetherAreReadTogether() async throws {
         let memory = MemoryBroker { _ in }
         let channel = ChannelName(uniqueChannel())!
