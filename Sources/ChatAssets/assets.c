@@ -37,6 +37,9 @@ static const unsigned char public_messages_js[] = {
 static const unsigned char public_people_js[] = {
 #embed "../../Public/people.js"
 };
+static const unsigned char public_words_js[] = {
+#embed "../../Public/words.js"
+};
 static const unsigned char public_tabs_js[] = {
 #embed "../../Public/tabs.js"
 };
@@ -62,6 +65,7 @@ static const chatroom_asset assets[] = {
     ENTRY("Public/messages.js", public_messages_js),
     ENTRY("Public/people.js", public_people_js),
     ENTRY("Public/tabs.js", public_tabs_js),
+    ENTRY("Public/words.js", public_words_js),
     ENTRY("Public/favicon.svg", public_favicon_svg),
     ENTRY("Templates/index.mustache", templates_index_mustache),
     ENTRY("Templates/status.mustache", templates_status_mustache),

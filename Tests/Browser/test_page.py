@@ -1380,6 +1380,10 @@ class ConversationTests(PageTestCase):
         seen = wait_until(lambda: ada.execute_script("return [...document.querySelectorAll('#messages .seen')].map(s => s.closest('li').querySelector('.text').textContent)"), message="Seen in Ada's window")
         self.assertEqual(seen, ["did you see this?"])
         self.shot(ada, "seen")
+        # The room says what the other person has seen when it is opened again, too.
+        ada.refresh()
+        seen = wait_until(lambda: ada.execute_script("return [...document.querySelectorAll('#messages .seen')].map(s => s.closest('li').querySelector('.text').textContent)"), message="Seen after a reload")
+        self.assertEqual(seen, ["did you see this?"])
         self.close(bob)
         self.close(ada)
 

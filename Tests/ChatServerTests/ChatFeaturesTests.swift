@@ -478,7 +478,7 @@ struct ChatFeaturesTests {
         let answers = try await loop.submit {
             let promises = (0..<100).map { _ in loop.makePromise(of: Int64.self) }
             for (index, promise) in promises.enumerated() {
-                states.read("p\(index)", of: channel, on: loop) { promise.completeWith($0) }
+                states.read(["p\(index)"], of: channel, on: loop) { promise.completeWith($0.map { $0["p\(index)"] ?? -1 }) }
             }
             return EventLoopFuture.whenAllSucceed(promises.map(\.futureResult), on: loop)
         }.flatMap { $0 }.get()
@@ -501,6 +501,14 @@ struct ChatFeaturesTests {
             #expect(seen.int("offset") == of && (seen["member"] as? [String: Any])?["id"] as? String == bob.id)
             #expect(await b.next("read")?.int("offset") == of)
             #expect(await b.next("seen", timeout: .milliseconds(300)) == nil, "not to the reader")
+            // A page opened later learns it from `subscribed`: what the other person has seen.
+            let again = try await V2Client.connect(server, person: ada)
+            let subscribed = try #require(try await again.subscribedFrame(room))
+            #expect(subscribed.int("seen") == of && subscribed.int("read") == 0)
+            let elsewhere = try await V2Client.connect(server, person: ada)
+            #expect(try await elsewhere.subscribedFrame(uniqueChannel())?["seen"] == nil, "only a one-to-one room says it")
+            await again.disconnect()
+            await elsewhere.disconnect()
             await a.disconnect()
             await b.disconnect()
         }

@@ -6,14 +6,17 @@ import NIOCore
 enum ChatV2 {
     /// A subscription is in place: `offset` is the channel's last offset (0 when empty),
     /// `epoch` `null` when the channel has no history.
-    /// `read`: how far the socket's person has read the channel (0: nothing yet).
-    static func subscribed(channel: ChannelName, epoch: String?, offset: Int64, read: Int64) -> ByteBuffer {
+    /// `read`: how far the socket's person has read the channel (0: nothing yet); `seen`,
+    /// in a one-to-one room, how far the other person has.
+    static func subscribed(channel: ChannelName, epoch: String?, offset: Int64, read: Int64, seen: Int64? = nil) -> ByteBuffer {
         WebSocketWire.textFrame(estimatedLength: 128) { json in
             json.writeStaticString(#"{"type":"subscribed","channel":"#)
             JSON.writeString(channel.rawValue, into: &json)
             json.writeStaticString(#","epoch":"#)
             if let epoch { JSON.writeString(epoch, into: &json) } else { json.writeStaticString("null") }
-            json.writeString(#","offset":\#(offset),"read":\#(read)}"#)
+            json.writeString(#","offset":\#(offset),"read":\#(read)"#)
+            if let seen { json.writeString(#","seen":\#(seen)"#) }
+            json.writeStaticString("}")
         }
     }
 

@@ -73,17 +73,21 @@ extension ChatV2Socket {
 
     /// How far the person has read the channel, for `subscribed`. An identity minted
     /// with this socket has read nothing yet: only a proven one is looked up.
+    /// In a one-to-one room, also how far the other person has read it (`seen`).
     private func readState(of subscription: Subscription, context: ChannelHandlerContext) {
-        guard person.verified != nil else {
-            open(subscription, read: 0, context: context)
+        let channel = subscription.channel
+        let other = RoomPolicy.pair(of: channel).map { $0.0 == person.member.id ? $0.1 : $0.0 }
+        guard let me = person.verified else {
+            // An identity minted with this socket has read nothing yet (and is no one's
+            // other person: a one-to-one room needs a proven identity).
+            open(subscription, read: 0, seen: nil, context: context)
             return
         }
-        let channel = subscription.channel
-        server.readStates.read(person.member.id, of: channel, on: context.eventLoop) { result in
+        server.readStates.read([me] + (other.map { [$0] } ?? []), of: channel, on: context.eventLoop) { result in
             guard let context = self.context, self.isOpen, self.subscriptions[channel] === subscription else { return }
             switch result {
-            case .success(let read):
-                self.open(subscription, read: read, context: context)
+            case .success(let states):
+                self.open(subscription, read: states[me] ?? 0, seen: other.map { states[$0] ?? 0 }, context: context)
             case .failure(let error):
                 self.subscriptions[channel] = nil
                 self.end(subscription)
@@ -95,8 +99,10 @@ extension ChatV2Socket {
 
     /// In the hub first, then the history read: whatever is published meanwhile waits in
     /// the flow and is either in the read or after it.
-    /// - Parameter read: how far the person has read the channel, for `subscribed`.
-    private func open(_ subscription: Subscription, read: Int64, context: ChannelHandlerContext) {
+    /// - Parameters:
+    ///   - read: how far the person has read the channel, for `subscribed`;
+    ///   - seen: in a one-to-one room, how far the other person has.
+    private func open(_ subscription: Subscription, read: Int64, seen: Int64?, context: ChannelHandlerContext) {
         subscription.opened()
         hub.add(subscription, to: subscription.channel)
         if subscription.hasPresence {
@@ -105,7 +111,7 @@ extension ChatV2Socket {
         let first = subscription.flow.opened(resume: subscription.resume) ?? subscription.flow.openedAtPosition()
         // The first read is shared with the others that start on this loop now.
         server.reads.read(first, of: subscription.channel, for: hub) { result in
-            self.historyRead(result, for: subscription, read: read)
+            self.historyRead(result, for: subscription, read: read, seen: seen)
         }
     }
 
@@ -189,13 +195,13 @@ extension ChatV2Socket {
         }
     }
 
-    private func historyRead(_ result: Result<History, any Error>, for subscription: Subscription, read: Int64 = 0) {
+    private func historyRead(_ result: Result<History, any Error>, for subscription: Subscription, read: Int64 = 0, seen: Int64? = nil) {
         guard isOpen, let context, subscription.state == .open, subscriptions[subscription.channel] === subscription else { return }
         if !subscription.announced, case .success(let history) = result {
             subscription.announced = true
             context.write(
                 wrapOutboundOut(
-                    ChatV2.subscribed(channel: subscription.channel, epoch: history.epoch, offset: history.lastOffset, read: read)
+                    ChatV2.subscribed(channel: subscription.channel, epoch: history.epoch, offset: history.lastOffset, read: read, seen: seen)
                 ),
                 promise: nil
             )

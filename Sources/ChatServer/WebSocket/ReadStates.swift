@@ -21,8 +21,8 @@ final class ReadStates: Sendable {
     }
 
     private struct Waiter {
-        var id: String
-        var answer: (Result<Int64, any Error>) -> Void
+        var ids: [String]
+        var answer: (Result<[String: Int64], any Error>) -> Void
     }
 
     private struct Channel {
@@ -34,15 +34,16 @@ final class ReadStates: Sendable {
         var channels: [ChannelName: Channel] = [:]
     }
 
-    /// Reads how far `id` has read `channel`; `answer` is called on `eventLoop`, never
-    /// before this returns.
-    func read(_ id: String, of channel: ChannelName, on eventLoop: any EventLoop, answer: @escaping (Result<Int64, any Error>) -> Void) {
+    /// Reads how far each of `ids` has read `channel` (0: nothing yet); `answer` is called
+    /// on `eventLoop`, never before this returns.
+    func read(_ ids: [String], of channel: ChannelName, on eventLoop: any EventLoop, answer: @escaping (Result<[String: Int64], any Error>) -> Void) {
         guard let box = loops[ObjectIdentifier(eventLoop)] else {
             let broker = self.broker
-            eventLoop.makeFutureWithTask { try await broker.readStates(of: [id], in: channel)[id] ?? 0 }.assumeIsolated().whenComplete(answer)
+            eventLoop.makeFutureWithTask { try await Self.states(of: ids, in: broker.readStates(of: ids, in: channel)) }
+                .assumeIsolated().whenComplete(answer)
             return
         }
-        box.value.channels[channel, default: Channel()].waiting.append(Waiter(id: id, answer: answer))
+        box.value.channels[channel, default: Channel()].waiting.append(Waiter(ids: ids, answer: answer))
         if box.value.channels[channel]?.reading == false { start(channel, box: box, eventLoop: eventLoop) }
     }
 
@@ -53,15 +54,22 @@ final class ReadStates: Sendable {
         }
         box.value.channels[channel] = Channel(reading: true, waiting: [])
         let broker = self.broker
-        let ids = Array(Set(waiting.map(\.id)))
+        let ids = Array(Set(waiting.flatMap(\.ids)))
         eventLoop.makeFutureWithTask {
             try await broker.readStates(of: ids, in: channel)
         }.assumeIsolated().whenComplete { result in
             for waiter in waiting {
-                waiter.answer(result.map { $0[waiter.id] ?? 0 })
+                waiter.answer(result.map { Self.states(of: waiter.ids, in: $0) })
             }
             box.value.channels[channel]?.reading = false
             self.start(channel, box: box, eventLoop: eventLoop)
         }
+    }
+
+    /// `ids`' states, 0 for those not in `stored`.
+    private static func states(of ids: [String], in stored: [String: Int64]) -> [String: Int64] {
+        var states: [String: Int64] = [:]
+        for id in ids { states[id] = stored[id] ?? 0 }
+        return states
     }
 }
