@@ -353,28 +353,37 @@ public final class LoopHub: @unchecked Sendable {
             // A snapshot: a member may leave (and so change the list) while delivering.
             guard let members = channels[channel]?.list else { continue }
             if let last = Self.lastPosition(in: batch) { channels[channel]!.drained = last }
-            var shared = batch
-            var personal: [Delivery] = []
-            if batch.contains(where: { $0.event.audience != .everyone }) {
-                shared = batch.filter { $0.event.audience == .everyone }
-                personal = batch.filter { $0.event.audience != .everyone }
+            guard batch.contains(where: { $0.event.audience != .everyone }) else {
+                deliver(batch, of: channel, to: members)
+                continue
             }
-            if !shared.isEmpty {
-                let batch = Batch(channel: channel, deliveries: shared)
-                for member in members {
-                    member.deliver(batch)
-                }
-                metrics.delivered(members.count * batch.deliveries.count)
-            }
-            // Events for some people only (typing, read state): few, each on its own.
-            for delivery in personal {
+            // Events for some people only (typing, read state) go on their own, each to
+            // its audience, in their place: a message after someone's typing arrives after it.
+            var run: [Delivery] = []
+            for delivery in batch {
                 let audience = delivery.event.audience
+                guard audience != .everyone else {
+                    run.append(delivery)
+                    continue
+                }
+                if !run.isEmpty { deliver(run, of: channel, to: members) }
+                run = []
                 let single = Batch(channel: channel, deliveries: [delivery])
                 for member in members where audience.includes(member.identity) {
                     member.deliver(single)
                 }
             }
+            if !run.isEmpty { deliver(run, of: channel, to: members) }
         }
+    }
+
+    /// One batch of `deliveries` to every member.
+    private func deliver(_ deliveries: [Delivery], of channel: ChannelName, to members: ContiguousArray<any HubMember>) {
+        let batch = Batch(channel: channel, deliveries: deliveries)
+        for member in members {
+            member.deliver(batch)
+        }
+        metrics.delivered(members.count * batch.deliveries.count)
     }
 
     /// The position the last message or reset of `deliveries` leaves the channel at.

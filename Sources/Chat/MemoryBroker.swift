@@ -157,14 +157,18 @@ public final class MemoryBroker: Broker {
     }
 
     public func markRead(_ member: Member, in channel: ChannelName, upTo offset: Int64) async throws -> Int64 {
-        let last = channels.withLockedValue { channels in channels[channel].map { isCurrent($0) ? $0.lastOffset : 0 } ?? 0 }
-        return reads.withLockedValue { reads in
-            let stored = reads[channel]?[member.id] ?? 0
-            let wanted = min(offset, last)
-            guard wanted > stored else { return stored }
-            reads[channel, default: [:]][member.id] = wanted
-            deliver([.read(channel: channel, member: member, offset: wanted)])
-            return wanted
+        // Under the channels' lock, as a publish takes it, so that a new epoch cannot come
+        // between the last offset and the state kept.
+        channels.withLockedValue { channels in
+            let last = channels[channel].map { isCurrent($0) ? $0.lastOffset : 0 } ?? 0
+            return reads.withLockedValue { reads in
+                let stored = reads[channel]?[member.id] ?? 0
+                let wanted = min(offset, last)
+                guard wanted > stored else { return stored }
+                reads[channel, default: [:]][member.id] = wanted
+                deliver([.read(channel: channel, member: member, offset: wanted)])
+                return wanted
+            }
         }
     }
 
@@ -268,9 +272,12 @@ public final class MemoryBroker: Broker {
         case .react:
             guard let from = request.from else { throw BrokerError(.refused(status: 403), "Only a person with an identity may react.") }
             guard let on = final.toggle(String(buffer: request.data), from: from) else {
+                let full = final.reactors >= MessageState.maximumReactors
                 throw BrokerError(
                     .refused(status: 400),
-                    "Message \(of) has \(final.reactions.count) different reactions already, the most one message holds."
+                    full
+                        ? "Message \(of) has \(final.reactors) reactions already, the most one message holds."
+                        : "Message \(of) has \(final.reactions.count) different reactions already, the most one message holds."
                 )
             }
             kind = .react(of: of, on: on)

@@ -79,9 +79,12 @@ public struct MessageState: Sendable, Hashable {
 
     /// Most distinct emoji on one message.
     public static let maximumReactions = 20
+    /// Most reactions on one message, all emoji together.
+    public static let maximumReactors = 1000
 
     /// Toggles `from`'s reaction `emoji`; whether it is on now, or `nil` when it would
-    /// be one emoji too many (``maximumReactions``).
+    /// be one emoji too many (``maximumReactions``) or one reaction too many
+    /// (``maximumReactors``).
     public mutating func toggle(_ emoji: String, from: String) -> Bool? {
         // Bytes, as the Redis script compares them (Swift's == would take canonically
         // equivalent sequences for one).
@@ -91,11 +94,17 @@ public struct MessageState: Sendable, Hashable {
                 if reactions[index].from.isEmpty { reactions.remove(at: index) }
                 return false
             }
+            guard reactors < Self.maximumReactors else { return nil }
             reactions[index].from.append(from)
             return true
         }
-        guard reactions.count < Self.maximumReactions else { return nil }
+        guard reactions.count < Self.maximumReactions, reactors < Self.maximumReactors else { return nil }
         reactions.append(Reaction(emoji: emoji, from: [from]))
         return true
+    }
+
+    /// How many reactions the message has, all emoji together.
+    public var reactors: Int {
+        reactions.reduce(0) { $0 + $1.from.count }
     }
 }

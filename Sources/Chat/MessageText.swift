@@ -21,7 +21,7 @@ public enum MessageText {
     ///
     /// - a flag: two regional indicators (🇯🇵);
     /// - a keycap: `0`–`9`, `#` or `*`, an optional U+FE0F, then U+20E3 (1️⃣);
-    /// - a subdivision flag: 🏴, tag characters, the cancel tag (🏴󠁧󠁢󠁳󠁣󠁴󠁿);
+    /// - a subdivision flag: 🏴, the tags of England, Scotland or Wales, the cancel tag (🏴󠁧󠁢󠁳󠁣󠁴󠁿);
     /// - emoji joined by U+200D (👩‍💻), each one an emoji that shows as one by default or
     ///   asks to (a single U+FE0F, as in ❤️), with at most one skin tone (👍🏽).
     ///
@@ -40,10 +40,12 @@ public enum MessageText {
             guard "0123456789#*".unicodeScalars.contains(base) else { return false }
             return scalars.count == 2 || (scalars.count == 3 && scalars[1].value == 0xFE0F)
         }
-        // A subdivision flag.
-        if scalars[0].value == 0x1F3F4, scalars.count > 2 {
+        // A subdivision flag: the three Unicode recommends (England, Scotland, Wales).
+        if scalars[0].value == 0x1F3F4, scalars.count > 2, (0xE0020...0xE007F).contains(scalars[1].value) {
             let tags = scalars.dropFirst().dropLast()
-            if tags.allSatisfy({ (0xE0020...0xE007E).contains($0.value) }), scalars.last?.value == 0xE007F { return true }
+            guard scalars.last?.value == 0xE007F, tags.allSatisfy({ (0xE0020...0xE007E).contains($0.value) }) else { return false }
+            let region = String(String.UnicodeScalarView(tags.compactMap { Unicode.Scalar($0.value - 0xE0000) }))
+            return ["gbeng", "gbsct", "gbwls"].contains(region)
         }
         // Emoji joined by ZWJ.
         var index = 0

@@ -133,6 +133,8 @@ extension RedisBroker {
                 if op == 'r' then
                   local on = true
                   local reactions = state.r or {}
+                  local reactors = 0
+                  for _, reaction in ipairs(reactions) do reactors = reactors + #reaction[2] end
                   local place = nil
                   for j, reaction in ipairs(reactions) do
                     if reaction[1] == data then place = j end
@@ -147,11 +149,15 @@ extension RedisBroker {
                       table.remove(people, mine)
                       on = false
                       if #people == 0 then table.remove(reactions, place) end
+                    elseif reactors >= \(MessageState.maximumReactors) then
+                      status, state = 400, 'Message ' .. of .. ' has ' .. reactors .. ' reactions already, the most one message holds.'
                     else
                       people[#people + 1] = from
                     end
                   elseif #reactions >= \(MessageState.maximumReactions) then
                     status, state = 400, 'Message ' .. of .. ' has ' .. #reactions .. ' different reactions already, the most one message holds.'
+                  elseif reactors >= \(MessageState.maximumReactors) then
+                    status, state = 400, 'Message ' .. of .. ' has ' .. reactors .. ' reactions already, the most one message holds.'
                   else
                     reactions[#reactions + 1] = {data, {from}}
                   end
@@ -238,7 +244,10 @@ extension RedisBroker {
         if published and ARGV[5] ~= '0' then
           redis.call('PEXPIRE', KEYS[1], ARGV[5])
           redis.call('PEXPIRE', KEYS[2], ARGV[5])
-          if changed or redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
+          -- The changes and read states live as long as the channel (PEXPIRE on a key that
+          -- does not exist does nothing).
+          redis.call('PEXPIRE', KEYS[3], ARGV[5])
+          redis.call('PEXPIRE', KEYS[4], ARGV[5])
         end
         return results
         """
@@ -306,29 +315,42 @@ extension RedisBroker {
         -- bounded (a page with many ghosts is shorter, a read never unbounded), and a
         -- page never reaches past it: what lies beyond comes with the next page.
         local span = 4 * count + 100
+        local lowest, highest
+        for o, _ in pairs(byOffset) do
+          if not lowest or o < lowest then lowest = o end
+          if not highest or o > highest then highest = o end
+        end
         local lo, hi
         if ARGV[1] == '' then
           hi = last
-          lo = (#entries == count) and offsetOf(entries[#entries][1]) or first
-          if hi - lo > span then lo = hi - span end
+          lo = (#entries == count) and lowest or first
+          if hi - lo > span then
+            lo = hi - span
+            -- A hole of offsets never handed out (Redis lost writes and the counter was
+            -- raised past them) between the entries and the last offset: no ghost lies
+            -- in it, so the span starts again at the newest entry.
+            if highest and highest < lo then
+              hi = highest
+              lo = math.max(hi - span, (#entries == count) and lowest or first)
+            end
+          end
         else
           lo = math.max(offsetOf(ARGV[1]), first)
-          hi = (#entries == count) and offsetOf(entries[#entries][1]) or last
-          if hi - lo > span then hi = lo + span end
+          hi = (#entries == count) and highest or last
+          if hi - lo > span then
+            hi = lo + span
+            -- The same hole before the entries: the span starts again at the oldest.
+            if lowest and lowest > hi then
+              lo = lowest
+              hi = math.min(lo + span, (#entries == count) and highest or last)
+            end
+          end
         end
-        -- Offsets to look at: the range, and the entries outside it only when the range
-        -- holds none of them (a hole of offsets never handed out, after Redis lost
-        -- writes and the counter was raised past them; no ghost lies in such a hole).
+        -- Offsets to look at: the range; a newest page keeps every entry read, and looks
+        -- for ghosts only in the range.
         local offsets = {}
         for o = lo, hi do offsets[#offsets + 1] = o end
-        local inRange = false
-        for o, _ in pairs(byOffset) do
-          if o >= lo and o <= hi then inRange = true end
-        end
-        if not inRange then
-          for o, _ in pairs(byOffset) do offsets[#offsets + 1] = o end
-        elseif ARGV[1] == '' then
-          -- The newest page keeps every entry read; only ghosts are looked for in the range.
+        if ARGV[1] == '' then
           for o, _ in pairs(byOffset) do
             if o < lo then offsets[#offsets + 1] = o end
           end

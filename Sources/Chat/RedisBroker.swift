@@ -330,7 +330,14 @@ public final class RedisBroker: Broker {
                         do {
                             let published = try await self.publish(run: run.map { batch[$0] }, to: channel)
                             answered += zip(run, published).map { ($0, $1) }
-                            if published.contains(where: { if case .failure = $0 { true } else { false } }) { break }
+                            // A change its message refused stops nothing; any other failure
+                            // stops the channel's rest, so a retry cannot put them first.
+                            let stops = published.contains { result in
+                                guard case .failure(let error) = result else { return false }
+                                if case .refused = error.kind { return false }
+                                return true
+                            }
+                            if stops { break }
                         } catch {
                             let failure = error as? BrokerError ?? BrokerError(.failed, "\(error)")
                             answered += run.map { ($0, .failure(failure)) }

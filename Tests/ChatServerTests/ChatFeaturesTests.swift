@@ -323,12 +323,12 @@ struct ChatFeaturesTests {
     }
 
     @Test func aReactionIsOneEmojiAndNothingThatMerelyLooksLikeOne() {
-        let emoji = ["👍", "❤️", "👍🏽", "☝🏽", "👨‍👩‍👧", "👩‍💻", "🧑🏽‍🚀", "🏳️‍🌈", "🇯🇵", "1️⃣", "#\u{20E3}", "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}", "☕", "🦄"]
+        let emoji = ["👍", "❤️", "👍🏽", "☝🏽", "👨‍👩‍👧", "👩‍💻", "🧑🏽‍🚀", "🏳️‍🌈", "🇯🇵", "1️⃣", "#\u{20E3}", "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}", "☕", "🦄", "🏴‍☠️", "🏴"]
         for text in emoji { #expect(MessageText.isOneEmoji(text), "\(text.unicodeScalars.map { String($0.value, radix: 16) })") }
         let others = [
             "", "a", "1", "❤", "👍👍", "a\u{FE0F}", " \u{FE0F}", "\u{00A0}\u{FE0F}", "\u{3164}\u{FE0F}", "<\u{FE0F}", "\u{FE0F}", "\u{20E3}",
             "a\u{20E3}", "🇺", "🇺\u{FE0F}", "👍\u{200D}", "\u{200D}", "👍\u{FE0F}\u{FE0F}", "👍\u{0301}", "👍" + String(repeating: "\u{E0020}", count: 3),
-            "👍🏽🏽", String(repeating: "👍\u{200D}", count: 20) + "👍",
+            "👍🏽🏽", String(repeating: "👍\u{200D}", count: 20) + "👍", "🏴\u{E0078}\u{E0079}\u{E007A}\u{E007F}", "🏴\u{E0067}\u{E007F}\u{E007F}",
         ]
         for text in others { #expect(!MessageText.isOneEmoji(text), "\(text.unicodeScalars.map { String($0.value, radix: 16) })") }
     }
@@ -465,6 +465,71 @@ struct ChatFeaturesTests {
             #expect(try await history(server.port, channel).first?.data == "one")
             await author.disconnect()
         }
+    }
+
+    @Test func ghostsAfterAHoleOfLostOffsetsAreReadToo() async throws {
+        try await withServer(broker: .redis) { server in
+            let channel = uniqueChannel()
+            let author = try await V2Client.connect(server, person: Person())
+            for number in 1...3 { _ = try await author.ask(["type": "send", "id": "m\(number)", "channel": channel, "data": "\(number)"]) }
+            let redis = try await connectToRedis()
+            _ = try await redis.send(RedisCommand("HSET", .string(RedisKeys.meta(ChannelName(channel)!)), "offset", "1000"))
+            redis.close()
+            for number in 1001...1006 { _ = try await author.ask(["type": "send", "id": "m\(number)", "channel": channel, "data": "\(number)"]) }
+            #expect(try await author.ask(["type": "delete", "id": "d", "channel": channel, "of": 1002])?.type == "ack")
+            let answer = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(channel)&since=3&limit=4")
+            let json = try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any]
+            let messages = json?["messages"] as? [[String: Any]] ?? []
+            #expect(messages.map { $0.int("offset") } == [1001, 1002, 1003, 1004])
+            #expect(messages.dropFirst().first?["deleted"] as? Bool == true)
+            await author.disconnect()
+        }
+    }
+
+    @Test(arguments: brokers)
+    func aRefusedChangeStopsNothingInABatchLongerThanOneScript(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let channel = uniqueChannel()
+            let author = try await V2Client.connect(server, person: Person())
+            _ = try await author.ask(["type": "send", "id": "first", "channel": channel, "data": "first"])
+            var frames: [[String: Any]] = [["type": "react", "id": "bad", "channel": channel, "of": 99, "emoji": "👍"]]
+            for number in 1...70 { frames.append(["type": "send", "id": "s\(number)", "channel": channel, "data": "\(number)"]) }
+            try await author.sendTogether(frames)
+            var answers: [String: String] = [:]
+            while answers.count < 71, let frame = await author.next() {
+                if let id = frame["id"] as? String, let type = frame.type { answers[id] = type }
+            }
+            #expect(answers["bad"] == "nack")
+            #expect(answers.filter { $0.key != "bad" && $0.value == "ack" }.count == 70)
+            await author.disconnect()
+        }
+    }
+
+    @Test func aReactionNeedsAProvenIdentityAndAMessageHoldsAThousand() async throws {
+        var state = MessageState()
+        for index in 0..<MessageState.maximumReactors { #expect(state.toggle(["👍", "🎉"][index % 2], from: "p\(index)") == true) }
+        #expect(state.toggle("👍", from: "one more") == nil)
+        #expect(state.toggle("🚀", from: "one more") == nil)
+        #expect(state.toggle("👍", from: "p0") == false, "taking one back is always allowed")
+        try await withServer(broker: .memory) { server in
+            let channel = uniqueChannel()
+            let author = try await V2Client.connect(server, person: Person())
+            let of = try #require(try await author.ask(["type": "send", "id": "m", "channel": channel, "data": "hi"])?.int("offset"))
+            let stranger = try await V2Client.connect(server)
+            let refused = try #require(try await stranger.ask(["type": "react", "id": "r", "channel": channel, "of": of, "emoji": "👍"]))
+            #expect(refused.int("status") == 403 && (refused["message"] as? String)?.contains("needs an identity") == true)
+            await author.disconnect()
+            await stranger.disconnect()
+        }
+    }
+
+    @Test func theOriginalProtocolIsNotSentWhatIsLeftOfADeletedMessage() {
+        let ghost = Message(
+            channel: ChannelName("c")!, offset: 5, epoch: "e", time: 0, data: ByteBuffer(), from: "a", kind: .message, state: MessageState(deleted: true)
+        )
+        let frames = WireFormat.frames(of: .message(ghost))
+        #expect(frames[WireFormat.raw.rawValue] == nil)
+        #expect(frames[WireFormat.chatV1.rawValue].map { String(buffer: $0) }?.contains(#""deleted":true"#) == true)
     }
 
     @Test func readStatesAskedTogetherAreReadTogether() async throws {

@@ -151,6 +151,47 @@ struct HubTests {
         }
     }
 
+    @Test func eventsForSomePeopleGoOnlyToThemAndInTheirPlace() async throws {
+        final class Person: HubMember, @unchecked Sendable {
+            let identity: String?
+            var batches: [String] = []
+            init(_ identity: String) { self.identity = identity }
+            func deliver(_ batch: Batch) { batches.append(batch.frames(format: 0).map { String(buffer: $0) } ?? "nothing") }
+            func goAway() {}
+            func heartbeat(now: NIODeadline) {}
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { Task { try? await group.shutdownGracefully() } }
+        let hub = Hub(eventLoopGroup: group) { event in
+            switch event {
+            case .message(let message): [ByteBuffer(string: "[\(message.text)]")]
+            case .typing(_, let member): [ByteBuffer(string: "[\(member.id) typing]")]
+            case .read(_, let member, let offset): [ByteBuffer(string: "[\(member.id) read \(offset)]")]
+            case .seen(_, let member, let offset): [ByteBuffer(string: "[\(member.id) seen \(offset)]")]
+            default: [nil]
+            }
+        }
+        let loop = group.next()
+        let red = ChannelName("red")!
+        let (ada, bob) = (Person("ada"), Person("bob"))
+        try await loop.submit {
+            hub.loop(for: loop).add(ada, to: red)
+            hub.loop(for: loop).add(bob, to: red)
+        }.get()
+        func message(_ offset: Int64) -> ChatEvent {
+            .message(Message(channel: red, offset: offset, epoch: "e", time: 0, data: ByteBuffer(string: "m\(offset)"), from: "bob"))
+        }
+        let released = NIOLockedValueBox(false)
+        loop.execute { while !released.withLockedValue({ $0 }) { usleep(1000) } }
+        hub.deliver([message(1), .typing(channel: red, member: Member(id: "bob", name: nil)), message(2), message(3)])
+        hub.deliver([.read(channel: red, member: Member(id: "bob", name: nil), offset: 3)])
+        released.withLockedValue { $0 = true }
+        try await loop.submit {}.get()
+        // Bob's typing reaches Ada between his messages, not after them; never Bob.
+        #expect(try await loop.submit { ada.batches }.get() == ["[m1]", "[bob typing]", "[m2][m3]", "[bob seen 3]"])
+        #expect(try await loop.submit { bob.batches }.get() == ["[m1]", "[m2][m3]", "[bob read 3]"])
+    }
+
     @Test func aMessageAfterAQuietSpellGoesAtOnceAndWhatFollowsWithinTheWindowGoesTogether() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer { Task { try? await group.shutdownGracefully() } }

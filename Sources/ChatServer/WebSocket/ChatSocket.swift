@@ -71,8 +71,10 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
         refusals: Refusals,
         client: String,
         presence: (tracker: PresenceTracker, member: Member)? = nil,
+        identity: String? = nil,
         logger: Logger
     ) {
+        self.identity = identity ?? presence?.member.id
         self.metrics = metrics
         self.presence = presence.map { ($0.tracker, $0.member.id) }
         self.shownName = presence?.member.name
@@ -161,7 +163,7 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
 
     // MARK: - Hub member
 
-    var identity: String? { presence?.id }
+    let identity: String?
 
     func deliver(_ batch: Batch) {
         guard connection.isOpen, let context else { return }

@@ -417,6 +417,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             client: request.client,
             // An inbox is no room: nobody is "online" in it.
             presence: RoomPolicy.owner(ofInbox: channelName) != nil ? nil : (context.presence, request.member),
+            identity: request.member.id,
             logger: logger
         )
     }

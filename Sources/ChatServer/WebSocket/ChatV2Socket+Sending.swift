@@ -47,7 +47,15 @@ extension ChatV2Socket {
         switch change {
         case .edit(let data): send(id: id, channel: channel, data: data, name: nil, kind: .edit(of: of), context: context)
         case .delete: send(id: id, channel: channel, data: nil, name: nil, kind: .delete(of: of), context: context)
-        case .react(let emoji): send(id: id, channel: channel, data: emoji, name: nil, kind: .react(of: of, on: true), context: context)
+        case .react(let emoji):
+            // A reaction is a person's: a socket without a proven identity would be a new
+            // one on every connection, and could pile reactions onto a message alone.
+            guard person.verified != nil else {
+                let refusal = Refusal(.forbidden, "Reacting needs an identity: open the chat page first (it gives your browser one), then connect again.")
+                nack(String(id.unicodeScalars.prefix(256)), channel, refusal, reason: "identity_required", context: context)
+                return
+            }
+            send(id: id, channel: channel, data: emoji, name: nil, kind: .react(of: of, on: true), context: context)
         }
     }
 
@@ -69,13 +77,10 @@ extension ChatV2Socket {
     /// Moves the person's read state in a channel forward; every socket of theirs is told
     /// (`read`), and in a one-to-one room the other person (`seen`). A socket without a
     /// proven identity (no `uid` cookie) is a person only while it is open: its read
-    /// state is not kept, only told back to it.
+    /// state is not kept.
     func read(_ channel: String, upTo offset: Int64, context: ChannelHandlerContext) {
         guard let subscription = subscribed(channel, for: "read", context: context) else { return }
-        guard person.verified != nil else {
-            context.writeAndFlush(wrapOutboundOut(ChatV1.read(channel: subscription.channel, offset: offset)), promise: nil)
-            return
-        }
+        guard person.verified != nil else { return }
         let (broker, member, name, logger) = (server.broker, person.member, subscription.channel, logger)
         context.eventLoop.makeFutureWithTask {
             try await broker.markRead(member, in: name, upTo: offset)

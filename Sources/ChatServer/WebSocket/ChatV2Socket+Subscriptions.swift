@@ -56,7 +56,7 @@ extension ChatV2Socket {
         switch result {
         case .success(let admitted):
             guard let failure = admitted.refused else {
-                readState(of: subscription, context: context)
+                open(subscription, context: context)
                 return
             }
             refused = failure
@@ -71,47 +71,46 @@ extension ChatV2Socket {
         refuse(subscription.channel.rawValue, refused.refusal, reason: refused.reason, context: context)
     }
 
-    /// How far the person has read the channel, for `subscribed`. An identity minted
-    /// with this socket has read nothing yet: only a proven one is looked up.
-    /// In a one-to-one room, also how far the other person has read it (`seen`).
-    private func readState(of subscription: Subscription, context: ChannelHandlerContext) {
-        let channel = subscription.channel
-        let other = RoomPolicy.pair(of: channel).map { $0.0 == person.member.id ? $0.1 : $0.0 }
-        guard let me = person.verified else {
-            // An identity minted with this socket has read nothing yet (and is no one's
-            // other person: a one-to-one room needs a proven identity).
-            open(subscription, read: 0, seen: nil, context: context)
-            return
-        }
-        server.readStates.read([me] + (other.map { [$0] } ?? []), of: channel, on: context.eventLoop) { result in
-            guard let context = self.context, self.isOpen, self.subscriptions[channel] === subscription else { return }
-            switch result {
-            case .success(let states):
-                self.open(subscription, read: states[me] ?? 0, seen: other.map { states[$0] ?? 0 }, context: context)
-            case .failure(let error):
-                self.subscriptions[channel] = nil
-                self.end(subscription)
-                let refusal = Refusal(.serviceUnavailable, "The chat is temporarily unavailable (\(error)); retry shortly.", closeCode: .unavailable)
-                self.refuse(channel.rawValue, refusal, reason: "unavailable", context: context)
-            }
-        }
-    }
-
-    /// In the hub first, then the history read: whatever is published meanwhile waits in
-    /// the flow and is either in the read or after it.
-    /// - Parameters:
-    ///   - read: how far the person has read the channel, for `subscribed`;
-    ///   - seen: in a one-to-one room, how far the other person has.
-    private func open(_ subscription: Subscription, read: Int64, seen: Int64?, context: ChannelHandlerContext) {
+    /// In the hub first, then where the person's read state and the history stand:
+    /// whatever is published meanwhile (a message, a `read` from another tab) waits in the
+    /// flow and is either in what is read or after it.
+    private func open(_ subscription: Subscription, context: ChannelHandlerContext) {
         subscription.opened()
         hub.add(subscription, to: subscription.channel)
         if subscription.hasPresence {
             server.presence.join(subscription.channel, member: person.member)
         }
         let first = subscription.flow.opened(resume: subscription.resume) ?? subscription.flow.openedAtPosition()
-        // The first read is shared with the others that start on this loop now.
-        server.reads.read(first, of: subscription.channel, for: hub) { result in
-            self.historyRead(result, for: subscription, read: read, seen: seen)
+        readState(of: subscription, context: context) { read, seen in
+            // The first history read is shared with the others that start on this loop now.
+            self.server.reads.read(first, of: subscription.channel, for: self.hub) { result in
+                self.historyRead(result, for: subscription, read: read, seen: seen)
+            }
+        }
+    }
+
+    /// How far the person has read the channel, for `subscribed`, and in a one-to-one
+    /// room how far the other person has (`seen`). An identity minted with this socket has
+    /// read nothing yet (and is no one's other person: a one-to-one room needs a proven
+    /// identity), so only a proven one is looked up.
+    private func readState(of subscription: Subscription, context: ChannelHandlerContext, then: @escaping (Int64, Int64?) -> Void) {
+        let channel = subscription.channel
+        guard let me = person.verified else {
+            then(0, nil)
+            return
+        }
+        let other = RoomPolicy.pair(of: channel).map { $0.0 == me ? $0.1 : $0.0 }
+        server.readStates.read([me] + (other.map { [$0] } ?? []), of: channel, on: context.eventLoop) { result in
+            guard let context = self.context, self.isOpen, subscription.state == .open, self.subscriptions[channel] === subscription else { return }
+            switch result {
+            case .success(let states):
+                then(states[me] ?? 0, other.map { states[$0] ?? 0 })
+            case .failure(let error):
+                self.subscriptions[channel] = nil
+                self.end(subscription)
+                let refusal = Refusal(.serviceUnavailable, "The chat is temporarily unavailable (\(error)); retry shortly.", closeCode: .unavailable)
+                self.refuse(channel.rawValue, refusal, reason: "unavailable", context: context)
+            }
         }
     }
 

@@ -47,8 +47,12 @@ enum WireFormat: Int, Sendable, CaseIterable {
     static func frames(of event: ChatEvent) -> [ByteBuffer?] {
         switch event {
         case .message(let message):
-            // The original protocol has words only: a change to them is not for it.
-            [message.kind == .message ? WebSocketWire.frame(opcode: WebSocketWire.text, payload: message.data) : nil, ChatV1.message(message)]
+            // The original protocol has words only: a change to them, or what is left of
+            // a deleted message (read back from the history), is not for it.
+            [
+                message.kind == .message && message.state?.deleted != true ? WebSocketWire.frame(opcode: WebSocketWire.text, payload: message.data) : nil,
+                ChatV1.message(message),
+            ]
         case .reset(let channel, let epoch):
             [nil, ChatV1.reset(channel: channel, epoch: epoch)]
         case .gap(let channel, let from, let to):
