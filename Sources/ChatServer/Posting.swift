@@ -133,7 +133,7 @@ struct Posting: Sendable {
     /// Publishes drafts as one batch (see ``Broker/publish(_:)``): each channel's in
     /// order; answered each on its own.
     func publish(_ drafts: [Draft], logger: Logger) async -> [Result<Publication, Failure>] {
-        var drafts = Self.withinNewChannelAllowance(drafts, gatekeeper: gatekeeper)
+        let drafts = Self.withinNewChannelAllowance(drafts, gatekeeper: gatekeeper)
         // A capped room's place is asked once per channel of the batch; its refusal
         // answers every message to that room, which then is not published.
         var placeRefusals: [ChannelName: Failure?] = [:]
