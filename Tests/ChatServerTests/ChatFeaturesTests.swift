@@ -380,12 +380,14 @@ struct ChatFeaturesTests {
     @Test(arguments: brokers)
     func theAuthorEditsInACappedRoomWithoutAPlaceThere(broker: ChatConfiguration.BrokerKind) async throws {
         let desk = uniqueChannel("desk")
-        try await withServer(broker: broker, { $0.channelCaps = [ChannelName(desk)!: 1]; $0.presenceLifetime = .seconds(1) }) { server in
+        // A lease of 4 s, renewed every 1.3 s: long enough that a busy machine renews the
+        // taker's place in time, short enough to wait out the author's.
+        try await withServer(broker: broker, { $0.channelCaps = [ChannelName(desk)!: 1]; $0.presenceLifetime = .seconds(4) }) { server in
             let (ada, bob) = (Person(), Person())
             let author = try await V2Client.connect(server, person: ada)
             // Posting takes the one place; it lasts a lease, then is free again.
             let of = try #require(try await author.ask(["type": "send", "id": "D1", "channel": desk, "data": "at the desk"])?.int("offset"))
-            try await Task.sleep(for: .milliseconds(1300))
+            try await Task.sleep(for: .milliseconds(4300))
             let taker = try await V2Client.connect(server, person: bob)
             #expect(try await taker.subscribedFrame(desk)?.type == "subscribed", "the place was free again")
             #expect(try await author.ask(["type": "send", "id": "D2", "channel": desk, "data": "me again"])?.int("status") == 403, "full now")
@@ -409,14 +411,15 @@ struct ChatFeaturesTests {
 
     @Test(arguments: brokers)
     func aNewEpochStartsWithNobodyHavingReadIt(broker: ChatConfiguration.BrokerKind) async throws {
-        try await withServer(broker: broker, { $0.historyTTL = .seconds(1) }) { server in
+        // Long enough that a busy machine reads before the channel expires.
+        try await withServer(broker: broker, { $0.historyTTL = .seconds(3) }) { server in
             let channel = uniqueChannel()
             let reader = try await V2Client.connect(server, person: Person())
             for number in 1...3 { _ = try await reader.ask(["type": "send", "id": "m\(number)", "channel": channel, "data": "\(number)"]) }
             _ = try await reader.subscribedFrame(channel)
             try await reader.send(["type": "read", "channel": channel, "offset": 3])
             #expect(await reader.next("read")?.int("offset") == 3)
-            try await Task.sleep(for: .milliseconds(1500))
+            try await Task.sleep(for: .milliseconds(3500))
             _ = try await reader.ask(["type": "send", "id": "again", "channel": channel, "data": "new epoch"])
             try await reader.send(["type": "unsubscribe", "channel": channel])
             _ = await reader.next("unsubscribed")
