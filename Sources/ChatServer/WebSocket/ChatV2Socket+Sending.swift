@@ -81,11 +81,12 @@ extension ChatV2Socket {
     func read(_ channel: String, upTo offset: Int64, context: ChannelHandlerContext) {
         guard let subscription = subscribed(channel, for: "read", context: context) else { return }
         guard person.verified != nil else { return }
-        let (broker, member, name, logger) = (server.broker, person.member, subscription.channel, logger)
+        let (broker, member, name) = (server.broker, person.member, subscription.channel)
         context.eventLoop.makeFutureWithTask {
             try await broker.markRead(member, in: name, upTo: offset)
         }.assumeIsolated().whenFailure { error in
-            logger.warning("Could not keep a read state", metadata: ["channel": "\(name)", "error": "\(error)"])
+            // Said to the client, and logged (throttled) as a refused frame.
+            guard self.isOpen, let context = self.context else { return }
             self.refuseFrame("your read state in \(name) was not kept (\(error)); send it again", context: context)
         }
     }
