@@ -71,9 +71,11 @@ extension ChatV2Socket {
         refuse(subscription.channel.rawValue, refused.refusal, reason: refused.reason, context: context)
     }
 
-    /// In the hub first, then where the person's read state and the history stand:
-    /// whatever is published meanwhile (a message, a `read` from another tab) waits in the
-    /// flow and is either in what is read or after it.
+    /// In the hub first, then where the history and the person's read state stand, read
+    /// side by side (the first history read at once, so that it is shared with the others
+    /// that start now): whatever is published meanwhile (a message, a `read` from another
+    /// tab) waits in the flow and is either in what is read or after it. `subscribed` goes
+    /// once both are known.
     private func open(_ subscription: Subscription, context: ChannelHandlerContext) {
         subscription.opened()
         hub.add(subscription, to: subscription.channel)
@@ -81,11 +83,27 @@ extension ChatV2Socket {
             server.presence.join(subscription.channel, member: person.member)
         }
         let first = subscription.flow.opened(resume: subscription.resume) ?? subscription.flow.openedAtPosition()
+        let start = FirstReads()
+        server.reads.read(first, of: subscription.channel, for: hub) { result in
+            start.history = result
+            start.both.map { self.historyRead($0.history, for: subscription, read: $0.read, seen: $0.seen) }
+        }
         readState(of: subscription, context: context) { read, seen in
-            // The first history read is shared with the others that start on this loop now.
-            self.server.reads.read(first, of: subscription.channel, for: self.hub) { result in
-                self.historyRead(result, for: subscription, read: read, seen: seen)
-            }
+            start.readState = (read, seen)
+            start.both.map { self.historyRead($0.history, for: subscription, read: $0.read, seen: $0.seen) }
+        }
+    }
+
+    /// What a subscription's start waits for: its first history read and its read state.
+    /// Used on the socket's event loop only.
+    private final class FirstReads {
+        var history: Result<History, any Error>?
+        var readState: (read: Int64, seen: Int64?)?
+
+        /// Both, once both came.
+        var both: (history: Result<History, any Error>, read: Int64, seen: Int64?)? {
+            guard let history, let readState else { return nil }
+            return (history, readState.read, readState.seen)
         }
     }
 
