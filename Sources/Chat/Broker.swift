@@ -110,7 +110,7 @@ extension Broker {
                 results.append(.success(try await publish(request)))
             } catch {
                 let error = error as? BrokerError ?? BrokerError(.failed, "\(error)")
-                if case .refused = error.kind {} else { failed.insert(request.channel) }
+                if error.stopsTheChannel { failed.insert(request.channel) }
                 results.append(.failure(error))
             }
         }
@@ -220,6 +220,14 @@ public struct BrokerError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String { message }
+
+    /// Whether the messages of a batch after this failure, to the same channel, are left
+    /// unsent (so that a retry cannot put them before it). A change its message refused
+    /// is not retried, and stops nothing.
+    public var stopsTheChannel: Bool {
+        if case .refused = kind { return false }
+        return true
+    }
 
     /// A message of a batch that followed one of its channel that failed: not sent.
     static let notAttempted = BrokerError(.unavailable, "an earlier message to the channel failed, so this one was not sent")

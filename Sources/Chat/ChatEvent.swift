@@ -84,16 +84,16 @@ enum Signal {
         guard payload.readableBytes >= 5, payload.getString(at: payload.readerIndex, length: 3) == "s1 ",
             let text = payload.getString(at: payload.readerIndex, length: payload.readableBytes)
         else { return nil }
-        let fields = text.split(separator: " ", maxSplits: 4, omittingEmptySubsequences: false)
-        guard fields.count >= 3 else { return nil }
-        switch fields[1] {
+        // The name, when there is one, is the rest of the line: split no further than it.
+        let kind = text.dropFirst(3).prefix(1)
+        let fields = text.split(separator: " ", maxSplits: kind == "t" ? 3 : 4, omittingEmptySubsequences: false)
+        guard fields.count >= 3, fields[1] == kind else { return nil }
+        switch kind {
         case "t":
-            let name = fields.count > 3 ? text.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false)[3] : nil
-            return .typing(channel: channel, member: Member(id: String(fields[2]), name: name.map(String.init)))
+            return .typing(channel: channel, member: Member(id: String(fields[2]), name: fields.count > 3 ? String(fields[3]) : nil))
         case "r":
             guard fields.count >= 4, let offset = Int64(fields[2]) else { return nil }
-            let name = fields.count > 4 ? String(fields[4]) : nil
-            return .read(channel: channel, member: Member(id: String(fields[3]), name: name), offset: offset)
+            return .read(channel: channel, member: Member(id: String(fields[3]), name: fields.count > 4 ? String(fields[4]) : nil), offset: offset)
         default:
             return nil
         }

@@ -330,12 +330,8 @@ public final class RedisBroker: Broker {
                         do {
                             let published = try await self.publish(run: run.map { batch[$0] }, to: channel)
                             answered += zip(run, published).map { ($0, $1) }
-                            // A change its message refused stops nothing; any other failure
-                            // stops the channel's rest, so a retry cannot put them first.
                             let stops = published.contains { result in
-                                guard case .failure(let error) = result else { return false }
-                                if case .refused = error.kind { return false }
-                                return true
+                                if case .failure(let error) = result { error.stopsTheChannel } else { false }
                             }
                             if stops { break }
                         } catch {

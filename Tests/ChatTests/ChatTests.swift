@@ -58,6 +58,22 @@ struct EnvelopeTests {
         }
     }
 
+    @Test func readsSignalsWithNamesOfSeveralWordsAndRefusesOthers() {
+        let channel = ChannelName("c")!
+        #expect(
+            Signal.event(channel: channel, payload: ByteBuffer(string: Signal.typing(Member(id: "abc", name: "Ada King Lovelace"))))
+                == .typing(channel: channel, member: Member(id: "abc", name: "Ada King Lovelace"))
+        )
+        #expect(Signal.event(channel: channel, payload: ByteBuffer(string: "s1 t abc")) == .typing(channel: channel, member: Member(id: "abc", name: nil)))
+        #expect(
+            Signal.event(channel: channel, payload: ByteBuffer(string: "s1 r 7 abc Ada King"))
+                == .read(channel: channel, member: Member(id: "abc", name: "Ada King"), offset: 7)
+        )
+        for text in ["s1 tx abc", "s1 r x abc", "s1 r 7", "s1 q abc", "s1 t", "v2 1 e 5 - m\nx"] {
+            #expect(Signal.event(channel: channel, payload: ByteBuffer(string: text)) == nil, "\(text)")
+        }
+    }
+
     @Test func stillReadsTheEnvelopesOfInstancesNotYetUpgraded() throws {
         let message = try #require(Message(channel: ChannelName("c")!, envelope: ByteBuffer(string: "v1 3 00ab 7 Bob\nhi")))
         #expect(message.offset == 3 && message.name == "Bob" && message.from == nil && message.kind == .message && message.text == "hi")
