@@ -43,7 +43,7 @@ public func buildApplication(
     }
     do {
         let identities = Identities(secret: try await Startup.identitySecret(configuration, broker: broker))
-        let gatekeeper = try Startup.makeGatekeeper(configuration)
+        let gatekeeper = try Startup.makeGatekeeper(configuration, logins: try await Startup.makeLogins(configuration))
         let instance = StatusController.makeInstanceID(port: configuration.port)
         let refusals = Refusals(metrics: metrics)
         let catalog = AssetCatalog.embedded(publicDirectory: configuration.publicDirectory)
@@ -168,9 +168,25 @@ enum Startup {
         }
     }
 
-    static func makeGatekeeper(_ configuration: ChatConfiguration) throws -> Gatekeeper {
+    /// The JWT keys and whether anonymous people are let in.
+    static func makeLogins(_ configuration: ChatConfiguration) async throws -> Logins {
+        let verifier: JWTVerifier?
         do {
-            return Gatekeeper(settings: .init(
+            verifier = try await JWTVerifier.make(
+                secret: configuration.jwtSecret, publicKeyFiles: configuration.jwtPublicKeyFiles, jwksURL: configuration.jwksURL
+            )
+        } catch let error as ConfigurationError {
+            throw StartupError(message: error.description)
+        }
+        if configuration.requireLogin, verifier == nil {
+            throw StartupError(message: "--require-login needs a key to check sign-ins with: --jwt-secret, --jwt-public-key or --jwks-url.")
+        }
+        return Logins(verifier: verifier, requireLogin: configuration.requireLogin)
+    }
+
+    static func makeGatekeeper(_ configuration: ChatConfiguration, logins: Logins = .none) throws -> Gatekeeper {
+        do {
+            return Gatekeeper(logins: logins, settings: .init(
                 trustedProxies: try TrustedProxies(parsing: configuration.trustedProxies),
                 allowedOrigins: configuration.allowedOrigins.map(Set.init),
                 publishToken: configuration.publishToken,

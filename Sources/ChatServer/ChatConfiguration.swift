@@ -63,8 +63,17 @@ public struct ChatConfiguration: Sendable {
     public var allowedOrigins: [String]?
     /// When set, `/send/` needs `Authorization: Bearer <token>` (or the form field `token`).
     public var publishToken: String?
-    /// When set, `/wb/` needs a token signed with this secret (`chatroom token`).
+    /// When set, `/wb/` needs a token signed with this secret (`chatroom token
+    /// --channel`). Kept for one release: JWTs (``jwtSecret``) replace it.
     public var connectSecret: String?
+    /// Verifies HS256 JWTs from the site's login (at least 32 bytes); `chatroom token --sub` mints them.
+    public var jwtSecret: String?
+    /// PEM files of RS256 or ES256 public keys (or certificates) that verify JWTs.
+    public var jwtPublicKeyFiles: [String] = []
+    /// A JSON Web Key Set of the login's public keys, fetched and kept.
+    public var jwksURL: String?
+    /// Refuse anonymous people: every socket, `/send/` and `/history` needs a JWT.
+    public var requireLogin = false
     /// Messages a second one client address may publish, and the burst above that rate;
     /// `nil`: no limit.
     public var sendRate: RateLimit? = RateLimit(rate: 20, burst: 40)

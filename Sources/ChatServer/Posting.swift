@@ -50,9 +50,10 @@ struct Posting: Sendable {
     ///   - key: the client's idempotency key, if it gave one.
     ///   - from: who the message is from: the identity, or a socket's own id.
     ///   - kind: a message, or a change to one (its `data`: the new text, the emoji, empty).
+    ///   - signIn: the person the site signed in, whose token may limit their rooms.
     func draft(
         data: String?, channel: String?, name: String?, key: String?, identity: String?, client: String, from: String? = nil,
-        kind: MessageKind = .message
+        kind: MessageKind = .message, signIn: SignIn? = nil
     ) -> Result<Draft, Refusal> {
         switch kind {
         case .message, .edit:
@@ -79,7 +80,7 @@ struct Posting: Sendable {
         } catch {
             return .failure(Refusal(.badRequest, "Invalid channel name: \(error.reason)."))
         }
-        if let refusal = RoomPolicy.postingRefusal(for: channelName, identity: identity) {
+        if let refusal = signIn?.refusal(for: channelName) ?? RoomPolicy.postingRefusal(for: channelName, identity: identity) {
             return .failure(refusal)
         }
         if let name, let problem = SenderName.problem(with: name) {

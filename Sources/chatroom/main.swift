@@ -129,8 +129,20 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Require 'Authorization: Bearer <token>' (or the form field 'token') on /send/. Also read from $CHATROOM_PUBLISH_TOKEN.", valueName: "token"))
     var publishToken: String?
 
-    @Option(help: ArgumentHelp("Require a token signed with this secret on /wb/ (mint one with 'chatroom token'). Also read from $CHATROOM_CONNECT_SECRET.", valueName: "secret"))
+    @Option(help: ArgumentHelp("Require a token signed with this secret on /wb/ (mint one with 'chatroom token --channel'). Kept for one release: JWTs replace it. Also read from $CHATROOM_CONNECT_SECRET.", valueName: "secret"))
     var connectSecret: String?
+
+    @Option(help: ArgumentHelp("Sign people in with HS256 JWTs signed with this secret (at least 32 bytes; mint one with 'chatroom token --sub'). Also read from $CHATROOM_JWT_SECRET.", valueName: "secret"))
+    var jwtSecret: String?
+
+    @Option(help: ArgumentHelp("Sign people in with JWTs verified by this RS256 or ES256 public key (or certificate) in PEM; may be repeated.", valueName: "file"))
+    var jwtPublicKey: [String] = []
+
+    @Option(help: ArgumentHelp("Sign people in with JWTs verified by the keys of this JSON Web Key Set, fetched and kept, fetched again for a key it does not hold. Also read from $CHATROOM_JWKS_URL.", valueName: "url"))
+    var jwksURL: String?
+
+    @Flag(help: "Refuse anonymous people: sockets, /send/ and /history need a JWT (401 without one). A --publish-token holder still posts.")
+    var requireLogin = false
 
     @Flag(help: ArgumentHelp("Serve /echo, a WebSocket that echoes messages, for conformance tests only.", visibility: .private))
     var testEchoRoute = false
@@ -231,6 +243,10 @@ struct Chatroom: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         configuration.publishToken = publishToken ?? environment["CHATROOM_PUBLISH_TOKEN"]
         configuration.connectSecret = connectSecret ?? environment["CHATROOM_CONNECT_SECRET"]
+        configuration.jwtSecret = jwtSecret ?? environment["CHATROOM_JWT_SECRET"]
+        configuration.jwtPublicKeyFiles = jwtPublicKey
+        configuration.jwksURL = jwksURL ?? environment["CHATROOM_JWKS_URL"]
+        configuration.requireLogin = requireLogin
         configuration.identitySecret = identitySecret ?? environment["CHATROOM_IDENTITY_SECRET"]
 
         let application: any ApplicationProtocol
@@ -300,33 +316,63 @@ extension ChatConfiguration.BrokerKind: ExpressibleByArgument {}
 extension LogLineHandler.Format: ExpressibleByArgument {}
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-/// `chatroom token`: mints a token for `/wb/` on a server started with `--connect-secret`.
+/// `chatroom token`: mints a sign-in JWT (`--sub`, with `--jwt-secret`), or a connect
+/// token for a server started with `--connect-secret`.
 struct Token: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print a signed, expiring token that lets a client open a socket (for servers run with --connect-secret).",
-        discussion: "The client passes it as /wb/?token=… (or 'Authorization: Bearer …'). The page passes the token from its own address: /?token=…"
+        abstract: "Print a signed, expiring token: a sign-in JWT for a person (--sub), or a connect token (for servers run with --connect-secret).",
+        discussion: """
+            A client passes it as /wb/?token=… (or 'Authorization: Bearer …'); the page passes the token from its own address: /?token=…
+            With --sub, the token is an HS256 JWT signed with the server's --jwt-secret (--secret or $CHATROOM_JWT_SECRET); \
+            without, a connect token signed with --connect-secret (--secret or $CHATROOM_CONNECT_SECRET).
+            """
     )
 
-    @Option(help: ArgumentHelp("The channel the token opens; without it, every channel.", valueName: "name"))
+    @Option(help: ArgumentHelp("Sign-in: who the person is (the JWT's sub).", valueName: "id"))
+    var sub: String?
+
+    @Option(help: ArgumentHelp("Sign-in: the name they show (nobody else can take it).", valueName: "name"))
+    var name: String?
+
+    @Option(help: ArgumentHelp("Sign-in: 'moderator' lets them delete anyone's messages, mute, ban and slow rooms down.", valueName: "role"))
+    var role: String?
+
+    @Option(help: ArgumentHelp("Sign-in: the rooms they may use, comma separated; a name ending in * is a prefix. Without it, every room.", valueName: "names"))
+    var channels: String?
+
+    @Option(help: ArgumentHelp("Connect token: the channel it opens; without it, every channel.", valueName: "name"))
     var channel: String?
 
     @Option(help: ArgumentHelp("How long the token is valid: seconds, or a number with s, m, h or d (e.g. 90s, 15m, 1h, 7d).", valueName: "duration"))
     var ttl = "1h"
 
-    @Option(help: ArgumentHelp("The server's --connect-secret. Also read from $CHATROOM_CONNECT_SECRET.", valueName: "secret"))
+    @Option(help: ArgumentHelp("The server's --jwt-secret (with --sub) or --connect-secret. Also read from $CHATROOM_JWT_SECRET or $CHATROOM_CONNECT_SECRET.", valueName: "secret"))
     var secret: String?
 
     func run() throws {
-        guard let secret = secret ?? ProcessInfo.processInfo.environment["CHATROOM_CONNECT_SECRET"], !secret.isEmpty else {
-            throw ValidationError("Give the server's secret with --secret or $CHATROOM_CONNECT_SECRET.")
-        }
-        if let channel, ChannelName(channel) == nil {
-            throw ValidationError("--channel: '\(channel)' is not a valid channel name (1-64 of A-Z a-z 0-9 _ . : -).")
-        }
+        let environment = ProcessInfo.processInfo.environment
         guard let seconds = Self.seconds(in: ttl), seconds > 0 else {
             throw ValidationError("--ttl: '\(ttl)' is not a duration like 90s, 15m, 1h or 7d.")
         }
         let expiry = Int64(Date().timeIntervalSince1970) + seconds
+        if let sub {
+            guard let secret = secret ?? environment["CHATROOM_JWT_SECRET"], secret.utf8.count >= 32 else {
+                throw ValidationError("Give the server's --jwt-secret (at least 32 bytes) with --secret or $CHATROOM_JWT_SECRET.")
+            }
+            if let role, role != "moderator" { throw ValidationError("--role: the one role is 'moderator'.") }
+            let rooms = channels.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+            let token = SignInToken(subject: sub, name: name, moderator: role == "moderator", channels: rooms, expiry: expiry)
+            if let problem = token.problem { throw ValidationError(problem) }
+            print(token.signed(with: secret))
+            return
+        }
+        guard name == nil, role == nil, channels == nil else { throw ValidationError("--name, --role and --channels make a sign-in token: give --sub too.") }
+        guard let secret = secret ?? environment["CHATROOM_CONNECT_SECRET"], !secret.isEmpty else {
+            throw ValidationError("Give the server's secret with --secret or $CHATROOM_CONNECT_SECRET (or --sub for a sign-in token).")
+        }
+        if let channel, ChannelName(channel) == nil {
+            throw ValidationError("--channel: '\(channel)' is not a valid channel name (1-64 of A-Z a-z 0-9 _ . : -).")
+        }
         print(ConnectToken(channel: channel, expiry: expiry).signed(with: secret))
     }
 

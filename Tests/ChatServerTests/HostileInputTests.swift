@@ -13,6 +13,11 @@ import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
+// timespec and timeval: once a package that imports Foundation's CoreFoundation is linked
+// in, their members are seen as CoreFoundation's.
+#if canImport(CoreFoundation)
+import CoreFoundation
+#endif
 
 /// What an attacker sent, each exactly as found (docs/SECURITY.md), and what it gets now:
 /// a clear refusal, never a crash, while everyone else is served.

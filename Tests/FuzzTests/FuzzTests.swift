@@ -164,10 +164,11 @@ struct FuzzTests {
         let seeds = Self.seeds("chatv1")
         #expect(ChatV1Request(#"{"type":"ping"}"#) == .ping)
         #expect(ChatV1Request(#"{"type":"who"}"#) == .who)
+        #expect(ChatV1Request(#"{"type":"refresh","token":"a.b.c"}"#) == .refresh(token: "a.b.c"))
         await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits) { index, edits in
             let text = String(decoding: Self.mutate(seeds[index], edits), as: UTF8.self)
             switch ChatV1Request(text) {
-            case .ping, .who:
+            case .ping, .who, .refresh:
                 #expect(text.contains("{"), "a request is a JSON object: \(text)")
             case .invalid(let reason):
                 #expect(!reason.isEmpty && reason.utf8.count < 200, "the error says why, briefly")
@@ -184,6 +185,7 @@ struct FuzzTests {
         #expect(ChatV2Request(#"{"type":"delete","id":"d","channel":"c","of":0}"#) == .badSend(id: "d", channel: "c", reason: #""of" must be the offset of a message: a whole number from 1 to 9007199254740991."#))
         #expect(ChatV2Request(#"{"type":"read","channel":"c","offset":7}"#) == .read(channel: "c", offset: 7))
         #expect(ChatV2Request(#"{"type":"typing","channel":"c"}"#) == .typing(channel: "c"))
+        #expect(ChatV2Request(#"{"type":"refresh","token":"a.b.c"}"#) == .refresh(token: "a.b.c"))
         await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits) { index, edits in
             let text = String(decoding: Self.mutate(seeds[index], edits), as: UTF8.self)
             switch ChatV2Request(text) {
@@ -200,6 +202,31 @@ struct FuzzTests {
                 #expect((0...ChatV2Request.maximumOffset).contains(offset), "\(text)")
             default:
                 #expect(text.contains("{"), "a request is a JSON object: \(text)")
+            }
+        }
+    }
+
+    // MARK: Sign-in tokens
+
+    /// The JWT reader takes any text an attacker puts in `?token=`: it refuses with a
+    /// reason or reads a token whose claims keep their bounds; it never trusts more.
+    @Test func jwtReaderSurvivesAnyTokenAndBoundsWhatItReads() async {
+        let seeds = Self.seeds("jwt")
+        let now = Int64(Date().timeIntervalSince1970)
+        await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits) { index, edits in
+            let text = String(decoding: Self.mutate(seeds[index], edits), as: UTF8.self)
+            switch ReadToken.parse(text) {
+            case .failure(let refusal):
+                #expect(refusal.description.utf8.count < 300, "the reason is brief")
+            case .success(let token):
+                #expect(JWTVerifier.algorithms.contains(token.algorithm) && !token.signature.isEmpty)
+                #expect((token.keyID?.unicodeScalars.count ?? 0) <= 128)
+                if case .success(let signIn) = token.claims.signIn(now: now) {
+                    #expect(Identities.isID(signIn.identity) && !signIn.subject.isEmpty && signIn.subject.utf8.count <= 255)
+                    #expect(signIn.name.map { SenderName.problem(with: $0) == nil } ?? true)
+                    #expect((signIn.rooms.map { $0.names.count + $0.prefixes.count } ?? 0) <= RoomScope.maximumEntries)
+                    if let expiry = signIn.expiry { #expect(now <= expiry + JWTVerifier.leeway) }
+                }
             }
         }
     }

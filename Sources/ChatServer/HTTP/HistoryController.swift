@@ -70,13 +70,23 @@ struct HistoryController: Sendable {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).")
         }
         let token = Gatekeeper.bearerToken(request.headers[.authorization]) ?? field("token")
-        if let refusal = gatekeeper.checkConnectToken(token, channel: channel) {
-            var error = refuse(.unauthorized, refusal.description)
+        func unauthorized(_ message: String) -> Refusal {
+            var error = refuse(.unauthorized, message)
             error.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
-            throw error
+            return error
         }
-        let identity = identities.identity(cookies: request.headers[values: .cookie])
-        if let refusal = RoomPolicy.refusal(for: channel, identity: identity) {
+        var signIn: SignIn?
+        if gatekeeper.logins.reads(token) || gatekeeper.logins.requireLogin {
+            switch await gatekeeper.logins.check(token) {
+            case .signedIn(let person): signIn = person
+            case .refused(let problem): throw unauthorized(problem.description)
+            case .anonymous: break
+            }
+        } else if let refusal = gatekeeper.checkConnectToken(token, channel: channel) {
+            throw unauthorized(refusal.description)
+        }
+        let identity = signIn?.identity ?? identities.identity(cookies: request.headers[values: .cookie])
+        if let refusal = signIn?.refusal(for: channel) ?? RoomPolicy.refusal(for: channel, identity: identity) {
             throw refuse(refusal.status, refusal.message)
         }
         var since: Int64?

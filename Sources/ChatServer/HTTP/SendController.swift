@@ -67,10 +67,28 @@ struct SendController: Sendable {
         } catch {
             throw refuse(.contentTooLarge, "The request body is larger than \(maximumBodySize) bytes.")
         }
-        guard gatekeeper.allowsPublish(authorization: request.headers[.authorization], tokenField: fields.last(where: { $0.name == "token" })?.value) else {
+        let tokenField = fields.last(where: { $0.name == "token" })?.value
+        guard gatekeeper.allowsPublish(authorization: request.headers[.authorization], tokenField: tokenField) else {
             var refusal = refuse(.unauthorized, "Publishing needs the publish token: send 'Authorization: Bearer <token>' or the form field 'token'.")
             refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
             throw refusal
+        }
+        // The site's sign-in, from whichever of the two holds a JWT; a publish token's
+        // holder is a trusted integration, let in without one.
+        let bearer = Gatekeeper.bearerToken(request.headers[.authorization])
+        let jwt = [bearer, tokenField].compactMap { $0 }.first { gatekeeper.logins.reads($0) }
+        var signIn: SignIn?
+        if jwt != nil || (gatekeeper.logins.requireLogin && gatekeeper.settings.publishToken == nil) {
+            switch await gatekeeper.logins.check(jwt) {
+            case .signedIn(let person):
+                signIn = person
+            case .refused(let problem):
+                var refusal = refuse(.unauthorized, problem.description, reason: problem.metric)
+                refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
+                throw refusal
+            case .anonymous:
+                break
+            }
         }
         func field(_ name: String) -> String? { fields.last(where: { $0.name == name })?.value }
         let posting = Posting(
@@ -78,8 +96,8 @@ struct SendController: Sendable {
         )
         var draft: Posting.Draft
         switch posting.draft(
-            data: field("data"), channel: field("channel"), name: field("name"), key: request.headers[Self.idempotencyKeyHeader],
-            identity: identities.identity(cookies: request.headers[values: .cookie]), client: client
+            data: field("data"), channel: field("channel"), name: signIn.map(\.name) ?? field("name"), key: request.headers[Self.idempotencyKeyHeader],
+            identity: signIn?.identity ?? identities.identity(cookies: request.headers[values: .cookie]), client: client, signIn: signIn
         ) {
         case .success(let checked):
             draft = checked

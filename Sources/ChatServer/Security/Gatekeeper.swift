@@ -55,8 +55,12 @@ final class Gatekeeper: Sendable {
         var perChannel: [ChannelName: Int] = [:]
     }
 
-    init(settings: Settings) {
+    /// Who the site signed in (JWTs), and whether anonymous people may come.
+    let logins: Logins
+
+    init(logins: Logins = .none, settings: Settings) {
         self.settings = settings
+        self.logins = logins
         self.sendLimiter = settings.sendRate.map { RateLimiter(rate: $0.rate, burst: $0.burst) }
         self.historyLimiter = settings.historyRate.map { RateLimiter(rate: $0.rate, burst: $0.burst) }
         self.newChannelLimiter = settings.newChannelRate.map { RateLimiter(rate: $0.rate / 60, burst: $0.burst) }
@@ -96,10 +100,12 @@ final class Gatekeeper: Sendable {
 
     /// Whether `/send/` may go on: the publish token if one is configured, given as
     /// `Authorization: Bearer …` or the form field `token`.
+    /// Either place may hold it (the other may hold the sender's JWT).
     func allowsPublish(authorization: String?, tokenField: String?) -> Bool {
         guard let expected = settings.publishToken else { return true }
-        guard let presented = Self.bearerToken(authorization) ?? tokenField else { return false }
-        return HMACSHA256.constantTimeEqual(Array(presented.utf8), Array(expected.utf8))
+        return [Self.bearerToken(authorization), tokenField].contains { presented in
+            presented.map { HMACSHA256.constantTimeEqual(Array($0.utf8), Array(expected.utf8)) } ?? false
+        }
     }
 
     /// The token of an `Authorization: Bearer <token>` header, if that is what it holds.

@@ -55,6 +55,8 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
     private let presence: (tracker: PresenceTracker, id: String)?
     /// The name this socket shows; handed to the tracker on open, then dropped.
     private var shownName: String?
+    /// A signed-in socket's token, which closes it when it expires.
+    private let lease: SignInLease?
 
     var logMetadata: Logger.Metadata { ["channel": "\(channelName)"] }
     private var logger: Logger { closing.logger }
@@ -72,8 +74,10 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
         client: String,
         presence: (tracker: PresenceTracker, member: Member)? = nil,
         identity: String? = nil,
+        lease: SignInLease? = nil,
         logger: Logger
     ) {
+        self.lease = lease
         self.identity = identity ?? presence?.member.id
         self.metrics = metrics
         self.presence = presence.map { ($0.tracker, $0.member.id) }
@@ -111,6 +115,7 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
         // Join the hub first, then read the history: whatever is published meanwhile
         // waits in the flow and is either in the history read or after it.
         hub.add(self, to: channelName)
+        lease?.start(on: context.eventLoop) { [weak self] in self?.tokenExpired() }
         if let presence {
             presence.tracker.join(channelName, member: Member(id: presence.id, name: shownName))
             shownName = nil
@@ -266,6 +271,8 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
             case .who:
                 let snapshot = presence?.tracker.snapshot(of: channelName) ?? RoomSnapshot(online: 0, members: [])
                 context.writeAndFlush(wrapOutboundOut(ChatV1.members(channel: channelName, online: snapshot.online, members: snapshot.members ?? [])), promise: nil)
+            case .refresh(let token):
+                refresh(token, context: context)
             case .invalid(let reason):
                 closing.refusals.record(
                     "Refused a chat.v1 frame", route: "socket", reason: "bad_frame", client: closing.client, logger: logger, level: .debug, metadata: ["reason": "\(reason)"]
@@ -279,8 +286,25 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
         close(.unsupportedData, "binary messages are not accepted; send text", context: context, refusal: "binary", log: "Closing a WebSocket that sent a binary message")
     }
 
+    private func tokenExpired() {
+        guard let context else { return }
+        close(.identityRequired, "Token expired", context: context, refusal: "token_expired", log: "Closing a WebSocket whose token expired")
+    }
+
+    private func refresh(_ token: String, context: ChannelHandlerContext) {
+        guard let lease else {
+            context.writeAndFlush(wrapOutboundOut(ChatV1.error("This socket did not sign in: there is no token to refresh.")), promise: nil)
+            return
+        }
+        lease.refresh(token, on: context.eventLoop).whenSuccess { result in
+            guard self.connection.isOpen, let context = self.context else { return }
+            self.answer(refresh: result, context: context)
+        }
+    }
+
     private func leave() {
         guard context != nil else { return }
+        lease?.end()
         context = nil
         connection.hungUp()
         hub.remove(self, from: channelName)

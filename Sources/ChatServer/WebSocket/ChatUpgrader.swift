@@ -33,6 +33,8 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         var verified: String?
         /// The connect token (chat.v2 checks it for each subscription's channel).
         var token: String?
+        /// The person the site signed in, when the socket came with a valid JWT.
+        var signIn: SignIn?
     }
 
     let supportedProtocol = "websocket"
@@ -196,21 +198,67 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             )
             return eventLoop.makeSucceededFuture(.success((request, handshake.headers)))
         }
+        let logins = gatekeeper.logins
+        guard logins.reads(handshake.token) || logins.requireLogin else {
+            return decide(handshake, signIn: nil, head: head, channel: channel, client: client, context: context, logger: logger)
+        }
+        return eventLoop.makeFutureWithTask { await logins.check(handshake.token) }.flatMap { outcome in
+            switch outcome {
+            case .refused(let refusal):
+                return eventLoop.makeSucceededFuture(refuseToken(refusal, handshake: handshake, client: client, context: context, logger: logger))
+            case .anonymous, .signedIn:
+                return decide(handshake, signIn: outcome.signIn, head: head, channel: channel, client: client, context: context, logger: logger)
+            }
+        }
+    }
+
+    /// A token that is refused: a chat.v1 or chat.v2 client hears it in the close frame
+    /// (4401; browsers cannot read an upgrade's HTTP status), others get the 401.
+    private static func refuseToken(_ problem: TokenRefusal, handshake: Handshake, client: String, context: ChatServerContext, logger: Logger) -> Decision {
+        let refusal = Refusal(.unauthorized, problem.description, headers: [.wwwAuthenticate: #"Bearer realm="chatroom""#], closeCode: .identityRequired)
+        context.refusals.record(
+            "Refused a WebSocket upgrade", route: "/wb/", reason: problem.metric, client: client, logger: logger,
+            metadata: ["reason": "\(refusal.message)", "channel": "\(handshake.channel)"]
+        )
+        guard handshake.subprotocol != .original else { return .failure(refusal) }
+        var request = Request(
+            channel: handshake.channel, subprotocol: handshake.subprotocol, kind: FrameKind(format: handshake.subprotocol.wireFormat, deflate: handshake.deflate),
+            resume: nil, client: client
+        )
+        request.refusal = refusal
+        return .success((request, handshake.headers))
+    }
+
+    /// The rest of ``decide(channel:head:context:logger:)``, once the person's sign-in (if any) is known.
+    private static func decide(
+        _ handshake: Handshake, signIn: SignIn?, head: HTTPRequestHead, channel: any Channel, client: String, context: ChatServerContext, logger: Logger
+    ) -> EventLoopFuture<Decision> {
+        let eventLoop = channel.eventLoop
+        let gatekeeper = context.gatekeeper
+        func refused(_ refusal: Refusal, reason: String) -> EventLoopFuture<Decision> {
+            context.refusals.record(
+                "Refused a WebSocket upgrade", route: "/wb/", reason: reason, client: client, logger: logger, metadata: ["reason": "\(refusal.message)"]
+            )
+            return eventLoop.makeSucceededFuture(.failure(refusal))
+        }
         if handshake.subprotocol == .chatV2 {
-            return eventLoop.makeSucceededFuture(openChatV2(handshake, head: head, on: channel, client: client, context: context, logger: logger))
+            return eventLoop.makeSucceededFuture(openChatV2(handshake, signIn: signIn, head: head, on: channel, client: client, context: context, logger: logger))
         }
         if let refusal = gatekeeper.admitSocket(from: client, on: handshake.channel, until: channel.closeFuture) {
             return refused(refusal, reason: "unavailable")
         }
         var headers = handshake.headers
-        let (memberID, verified) = identify(head, context: context, headers: &headers)
+        let (memberID, verified) = identify(head, signIn: signIn, context: context, headers: &headers)
         let request = Request(
             channel: handshake.channel, subprotocol: handshake.subprotocol,
             kind: FrameKind(format: handshake.subprotocol.wireFormat, deflate: handshake.deflate), resume: handshake.resume,
-            member: Member(id: memberID, name: shownName(handshake.name, channel: handshake.channel, client: client, context: context, logger: logger)),
-            client: client
+            member: Member(id: memberID, name: shownName(handshake.name, signIn: signIn, channel: handshake.channel, client: client, context: context, logger: logger)),
+            client: client, verified: verified, signIn: signIn
         )
         let room = RoomRefusal(request: request, headers: headers, client: client, refusals: context.refusals, logger: logger)
+        if let outside = signIn?.refusal(for: handshake.channel) {
+            return eventLoop.makeSucceededFuture(room.refuse(outside, metric: "forbidden"))
+        }
         let admission = RoomAdmission(context: context, logger: logger)
         let ask = RoomAdmission.Ask(channel: handshake.channel, member: memberID, verified: verified, resumes: handshake.resume != nil, client: client)
         if let refused = admission.check(ask) {
@@ -233,7 +281,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     /// A chat.v2 socket: counted for its address now; its channels are admitted one by
     /// one as it subscribes (the socket does that, also for a channel named in the URL).
     private static func openChatV2(
-        _ handshake: Handshake, head: HTTPRequestHead, on channel: any Channel, client: String, context: ChatServerContext, logger: Logger
+        _ handshake: Handshake, signIn: SignIn?, head: HTTPRequestHead, on channel: any Channel, client: String, context: ChatServerContext, logger: Logger
     ) -> Decision {
         if let refusal = context.gatekeeper.admitSocket(from: client, until: channel.closeFuture) {
             context.refusals.record(
@@ -242,12 +290,12 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             return .failure(refusal)
         }
         var headers = handshake.headers
-        let (memberID, verified) = identify(head, context: context, headers: &headers)
+        let (memberID, verified) = identify(head, signIn: signIn, context: context, headers: &headers)
         let request = Request(
             channel: handshake.named ? handshake.channel : nil, subprotocol: .chatV2,
             kind: FrameKind(format: .chatV1, deflate: handshake.deflate), resume: handshake.resume,
-            member: Member(id: memberID, name: shownName(handshake.name, channel: handshake.channel, client: client, context: context, logger: logger)),
-            client: client, verified: verified, token: handshake.token
+            member: Member(id: memberID, name: shownName(handshake.name, signIn: signIn, channel: handshake.channel, client: client, context: context, logger: logger)),
+            client: client, verified: verified, token: signIn == nil ? handshake.token : nil, signIn: signIn
         )
         return .success((request, headers))
     }
@@ -293,8 +341,9 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         }
         let token = Gatekeeper.bearerToken(head.headers.first(name: "authorization")) ?? field("token")
         // A chat.v2 socket's token is checked again for each channel it subscribes to.
+        // A JWT is checked later (its keys may need fetching); it stands for a connect token.
         let tokenChannel: ChannelName? = subprotocol == .chatV2 && named == nil ? nil : channelName
-        if let problem = gatekeeper.checkConnectToken(token, channel: tokenChannel) {
+        if !gatekeeper.logins.reads(token), let problem = gatekeeper.checkConnectToken(token, channel: tokenChannel) {
             return refusal(.unauthorized, problem.description, reason: "unauthorized", metadata: ["channel": "\(channelName)"])
         }
         let resume: DeliveryFlow.Resume?
@@ -322,9 +371,13 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         var metadata: Logger.Metadata = [:]
     }
 
-    /// Who: the uid cookie when its signature is right, else a new identity, whose
-    /// cookie goes into the 101's headers. Also whether the cookie was verified.
-    private static func identify(_ head: HTTPRequestHead, context: ChatServerContext, headers: inout HTTPHeaders) -> (id: String, verified: String?) {
+    /// Who: the person the site signed in; else the uid cookie when its signature is
+    /// right, else a new identity, whose cookie goes into the 101's headers. Also whether
+    /// the identity was proven.
+    private static func identify(
+        _ head: HTTPRequestHead, signIn: SignIn?, context: ChatServerContext, headers: inout HTTPHeaders
+    ) -> (id: String, verified: String?) {
+        if let signIn { return (signIn.identity, signIn.identity) }
         if let verified = context.identities.identity(cookies: head.headers["cookie"]) { return (verified, verified) }
         let minted = context.identities.mint()
         headers.add(name: "Set-Cookie", value: Identities.setCookie(minted.cookie))
@@ -332,8 +385,12 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
         return (minted.id, nil)
     }
 
-    /// A name is only shown: an invalid one is dropped (and logged), not worth a refused socket.
-    private static func shownName(_ given: String?, channel: ChannelName, client: String, context: ChatServerContext, logger: Logger) -> String? {
+    /// A name is only shown: an invalid one is dropped (and logged), not worth a refused
+    /// socket. A signed-in person shows the name their token gives, whatever they ask.
+    private static func shownName(
+        _ given: String?, signIn: SignIn?, channel: ChannelName, client: String, context: ChatServerContext, logger: Logger
+    ) -> String? {
+        if let signIn { return signIn.name }
         guard let given else { return nil }
         if let problem = SenderName.problem(with: given) {
             context.refusals.record(
@@ -391,6 +448,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             return ChatV2Socket(
                 first: request.channel.map { ($0, request.resume) },
                 person: ChatV2Socket.Person(member: request.member, verified: request.verified, token: request.token),
+                lease: request.signIn.map { SignInLease($0, logins: context.gatekeeper.logins) },
                 kind: request.kind,
                 hub: context.hub.loop(for: channel.eventLoop),
                 server: context,
@@ -418,6 +476,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             // An inbox is no room: nobody is "online" in it.
             presence: RoomPolicy.owner(ofInbox: channelName) != nil ? nil : (context.presence, request.member),
             identity: request.member.id,
+            lease: request.signIn.map { SignInLease($0, logins: context.gatekeeper.logins) },
             logger: logger
         )
     }

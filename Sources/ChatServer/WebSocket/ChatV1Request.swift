@@ -5,10 +5,13 @@ import Foundation
 enum ChatV1Request: Equatable {
     case ping
     case who
+    /// A newer token of the same person, before the socket's expires.
+    case refresh(token: String)
     case invalid(String)
 
     private struct Frame: Decodable {
         var type: String
+        var token: String?
     }
 
     init(_ text: String) {
@@ -19,7 +22,16 @@ enum ChatV1Request: Equatable {
         switch frame.type {
         case "ping": self = .ping
         case "who": self = .who
-        default: self = .invalid("unknown frame type \"\(String(frame.type.unicodeScalars.prefix(24)))\"; chat.v1 clients may send {\"type\":\"ping\"} or {\"type\":\"who\"}")
+        case "refresh":
+            guard let token = frame.token else {
+                self = .invalid("a \"refresh\" frame needs \"token\"")
+                return
+            }
+            self = .refresh(token: token)
+        default:
+            self = .invalid(
+                "unknown frame type \"\(String(frame.type.unicodeScalars.prefix(24)))\"; chat.v1 clients may send {\"type\":\"ping\"}, {\"type\":\"who\"} or {\"type\":\"refresh\",\"token\":…}"
+            )
         }
     }
 }

@@ -19,6 +19,8 @@ enum ChatV2Request: Equatable {
     /// The person has read `channel` up to `offset`.
     case read(channel: String, offset: Int64)
     case ping
+    /// A newer token of the same person, before the socket's expires.
+    case refresh(token: String)
     case who(channel: String)
     /// A subscribe whose resume breaks the rules: refused for that channel.
     case badSubscribe(channel: String, reason: String)
@@ -51,6 +53,7 @@ enum ChatV2Request: Equatable {
         var of: Since?
         var offset: Since?
         var emoji: String?
+        var token: String?
     }
 
     /// A resume's offset as sent: any JSON value; only a whole number in range is one.
@@ -87,6 +90,12 @@ enum ChatV2Request: Equatable {
         switch frame.type {
         case "ping":
             self = .ping
+        case "refresh":
+            guard let token = frame.token else {
+                self = .invalid(needs(nil, "token")!)
+                return
+            }
+            self = .refresh(token: token)
         case "who", "unsubscribe":
             guard let channel = frame.channel else {
                 self = .invalid(needs(nil, "channel")!)

@@ -25,7 +25,12 @@ extension ChatV2Socket {
             nack(String(id.unicodeScalars.prefix(256)), channel, refusal, reason: "bad_request", context: context)
             return
         }
-        switch posting.draft(data: data, channel: channel, name: name, key: id, identity: person.verified, client: closing.client, from: person.member.id, kind: kind) {
+        // A signed-in person shows their token's name, whatever the frame says.
+        let shownName = lease.map { $0.signIn.name } ?? name
+        switch posting.draft(
+            data: data, channel: channel, name: shownName, key: id, identity: person.verified, client: closing.client, from: person.member.id, kind: kind,
+            signIn: signIn
+        ) {
         case .success(var draft):
             // A subscription that holds its place in a capped room: the socket's person is one of its people.
             draft.placeHeld = subscriptions[draft.channel].map { $0.state == .open } ?? false

@@ -23,7 +23,12 @@ extension ChatV2Socket {
             refuse(requested, Refusal(.tooManyRequests, message, closeCode: .tooManyRequests), reason: "too_many_subscriptions", context: context)
             return
         }
-        if let problem = server.gatekeeper.checkConnectToken(person.token, channel: channel) {
+        if let signIn {
+            if let outside = signIn.refusal(for: channel) {
+                refuse(requested, outside, reason: "forbidden", context: context)
+                return
+            }
+        } else if let problem = server.gatekeeper.checkConnectToken(person.token, channel: channel) {
             refuse(requested, Refusal(.unauthorized, problem.description, closeCode: .identityRequired), reason: "unauthorized", context: context)
             return
         }

@@ -55,6 +55,10 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
     var hangUpWhenPublished = false
     private let first: (channel: ChannelName, resume: DeliveryFlow.Resume?)?
     let person: Person
+    /// A signed-in socket's token: who the site says the person is, until it expires.
+    let lease: SignInLease?
+    /// The person the site signed in, as their latest token says.
+    var signIn: SignIn? { lease?.signIn }
     let hub: LoopHub
     let server: ChatServerContext
     private let queueLimit: Int
@@ -78,6 +82,7 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
     init(
         first: (channel: ChannelName, resume: DeliveryFlow.Resume?)?,
         person: Person,
+        lease: SignInLease? = nil,
         kind: FrameKind,
         hub: LoopHub,
         server: ChatServerContext,
@@ -87,6 +92,7 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
     ) {
         self.first = first
         self.person = person
+        self.lease = lease
         self.frameIndex = kind.index
         self.hub = hub
         self.server = server
@@ -112,6 +118,10 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
         self.context = context
         context.channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: queueLimit / 2, high: queueLimit)).whenFailure { _ in }
         hub.addConnection(self)
+        if let lease {
+            context.writeAndFlush(wrapOutboundOut(ChatV1.welcome(lease.signIn)), promise: nil)
+            lease.start(on: context.eventLoop) { [weak self] in self?.tokenExpired() }
+        }
         if let first { subscribe(first.channel.rawValue, resume: first.resume, context: context) }
         logger.debug("WebSocket open", metadata: ["protocol": "chat.v2", "deflate": "\(frameIndex != WireFormat.chatV1.rawValue)"])
     }
@@ -201,6 +211,8 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
             read(channel, upTo: offset, context: context)
         case .ping:
             context.writeAndFlush(wrapOutboundOut(ChatV1.pong()), promise: nil)
+        case .refresh(let token):
+            refresh(token, context: context)
         case .who(let channel):
             guard let name = try? ChannelName(validating: channel), let subscription = subscriptions[name], subscription.announced else {
                 refuseFrame("subscribe to \(Self.quoted(channel)) before asking who is there", context: context)
@@ -232,8 +244,27 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
         context.writeAndFlush(wrapOutboundOut(ChatV1.error(reason)), promise: nil)
     }
 
+    private func tokenExpired() {
+        guard let context else { return }
+        close(.identityRequired, "Token expired", context: context, refusal: "token_expired", log: "Closing a WebSocket whose token expired")
+    }
+
+    /// A newer token: the socket lives on until it expires. One for someone else, or
+    /// one that does not verify, changes nothing (the client is told why).
+    private func refresh(_ token: String, context: ChannelHandlerContext) {
+        guard let lease else {
+            refuseFrame("this socket did not sign in: there is no token to refresh", context: context)
+            return
+        }
+        lease.refresh(token, on: context.eventLoop).whenSuccess { result in
+            guard self.isOpen, let context = self.context else { return }
+            self.answer(refresh: result, context: context)
+        }
+    }
+
     private func leave() {
         guard context != nil else { return }
+        lease?.end()
         context = nil
         connection.hungUp()
         hub.removeConnection(self)
