@@ -31,6 +31,12 @@ const presenceLine = document.getElementById("presence");
 const peoplePanel = document.getElementById("people");
 const typingLine = document.getElementById("typing");
 const nameInput = document.getElementById("name");
+// A signed-in person's name is the site's: shown, not typed.
+if (document.body.dataset.me) {
+  nameInput.value = document.body.dataset.name ?? "";
+  nameInput.readOnly = true;
+  nameInput.title = words.nameFromSignIn;
+}
 const openForm = document.getElementById("open-channel");
 const openInput = document.getElementById("channel-name");
 const notifyButton = document.getElementById("enable-notifications");
@@ -125,6 +131,7 @@ const STATES = {
   connected: () => words.connected,
   reconnecting: (seconds) => words.reconnecting(seconds),
   offline: () => words.offline,
+  signedOut: (reason) => words.signedOut(reason),
 };
 
 /** A refusal that asking again will not change: the room takes no messages from here. */

@@ -103,7 +103,17 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
       }
       if (frame && frame.type !== "pong") onFrame(frame);
     };
-    current.onclose = () => dropped(current);
+    current.onclose = (event) => {
+      // A sign-in the server refuses, or one that expired: retrying cannot help; the
+      // person signs in again (the site opens the page with a new token).
+      if (event.code === 4401 && current === socket) {
+        stopped = true;
+        dropped(current);
+        onState("signedOut", event.reason);
+        return;
+      }
+      dropped(current);
+    };
   }
 
   /** The socket `which` is gone: everything sent on it is void; retry unless stopped. */

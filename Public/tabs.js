@@ -31,8 +31,13 @@ export function writeChannelCookie(channel) {
   document.cookie = `${COOKIE}=${encodeURIComponent(channel)}; max-age=86400; path=/; SameSite=Lax`;
 }
 
-/** This browser's identity: the id part of the `uid` cookie the server issued. */
+/**
+ * Who this page is: the person the site signed in (the server says so on the page it
+ * serves for a `?token=`), else this browser's anonymous identity, the id part of the
+ * `uid` cookie the server issued.
+ */
 export function ownIdentity() {
+  if (document.body.dataset.me) return document.body.dataset.me;
   const cookie = readCookie("uid");
   return cookie ? cookie.split(".")[0] : null;
 }

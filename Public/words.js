@@ -38,6 +38,8 @@ export function pageWords(languages) {
     noMessages: ["No messages yet", "还没有消息", "還沒有訊息"],
     notSent: (why) => [`Not sent: ${why}`, `未发送：${why}`, `未送出：${why}`],
     offline: ["Offline — waiting for the network", "离线 — 等待网络", "離線 — 等待網路"],
+    signedOut: (reason) => [`Signed out — ${reason || "sign in again"}`, `已退出登录 — ${reason || "请重新登录"}`, `已登出 — ${reason || "請重新登入"}`],
+    nameFromSignIn: ["Your name, from your sign-in", "你的名字，来自登录", "你的名字，來自登入"],
     online: (count) => [`${count} online`, `${count} 人在线`, `${count} 人在線上`],
     open: ["Open", "打开", "開啟"],
     openByName: ["Open a channel by name", "按名称打开频道", "依名稱開啟頻道"],

@@ -212,7 +212,7 @@ enum Startup {
         // HEAD on every GET route: load balancers and uptime checks send it.
         let router = Router(context: ChatRequestContext.self, options: .autoGenerateHeadEndpoints)
         do {
-            try PageController(catalog: catalog, configuration: configuration, identities: identities).addRoutes(to: router)
+            try PageController(catalog: catalog, configuration: configuration, identities: identities, logins: gatekeeper.logins).addRoutes(to: router)
         } catch {
             throw StartupError(message: "The page template does not compile: \(error)")
         }

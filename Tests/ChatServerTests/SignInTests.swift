@@ -345,6 +345,19 @@ struct SignInTests {
         }
     }
 
+    @Test func thePageOpenedWithATokenKnowsItsPersonAndIsKeptByNoCache() async throws {
+        try await withServer(broker: .memory, Self.signedIn()) { server in
+            let token = Minter.hs256(Minter.claims("ada", name: "Ada <Lovelace>", ["role": "moderator"]))
+            let page = try await ChatHTTP.request("GET", port: server.port, path: "/?token=\(token)")
+            #expect(page.status == 200 && page.header("Cache-Control") == "private, no-store")
+            #expect(page.body.contains(#"<body data-me="\#(SignIn.identity(ofSubject: "ada"))" data-name="Ada &lt;Lovelace&gt;" data-moderator>"#))
+            #expect(page.header("Set-Cookie") == nil, "a signed-in page needs no anonymous identity")
+            // A token that does not verify: the anonymous page (its socket says why).
+            let forged = try await ChatHTTP.request("GET", port: server.port, path: "/?token=\(Minter.hs256(Minter.claims("ada"), secret: String(repeating: "x", count: 40)))")
+            #expect(forged.status == 200 && forged.body.contains("<body>"))
+        }
+    }
+
     @Test func aJWTStandsInForAConnectToken() async throws {
         try await withServer(broker: .memory, Self.signedIn { $0.connectSecret = "connect-secret" }) { server in
             let channel = uniqueChannel()

@@ -10,23 +10,45 @@ struct PageController: Sendable {
     let page: ByteBuffer
     let pageETag: String
     let identities: Identities
+    /// Checks a `?token=` the page is opened with: a signed-in person's page says who they are.
+    let logins: Logins
+    private let template: MustacheTemplate
+    private let values: [String: any Sendable]
 
-    /// Renders the page shell once: it depends only on the configuration.
-    init(catalog: AssetCatalog, configuration: ChatConfiguration, identities: Identities) throws {
+    /// Renders the page shell once: it depends only on the configuration (and, for a
+    /// signed-in person, on who they are: that page is rendered for them).
+    init(catalog: AssetCatalog, configuration: ChatConfiguration, identities: Identities, logins: Logins = .none) throws {
         self.catalog = catalog
         self.identities = identities
+        self.logins = logins
         let template = try MustacheTemplate(string: catalog.pageTemplate)
-        let html = template.render([
+        let values: [String: any Sendable] = [
             "title": configuration.title,
             "channels": configuration.channels.map { ["name": $0.rawValue, "label": configuration.channelLabels[$0] ?? $0.rawValue] },
             "maximumMessageLength": configuration.maximumMessageSize,
-        ] as [String: Any])
+        ]
+        self.template = template
+        self.values = values
+        let html = template.render(values)
         self.page = ByteBuffer(string: html)
         self.pageETag = html.utf8.withContiguousStorageIfAvailable { AssetCatalog.etag(of: UnsafeRawBufferPointer($0)) } ?? "\"page\""
     }
 
     func addRoutes(to router: Router<ChatRequestContext>) {
         router.get("/") { request, _ in
+            // Opened from the site's login (/?token=…): the page knows its person before
+            // its socket says so, and shows their name, which they cannot change.
+            let token = request.uri.queryParameters["token"].map(String.init)
+            if logins.reads(token), let signIn = await logins.check(token).signIn {
+                var values = self.values
+                values["me"] = ["id": signIn.identity, "name": signIn.name ?? "", "moderator": signIn.isModerator] as [String: any Sendable]
+                let html = ByteBuffer(string: template.render(values))
+                return Response(
+                    status: .ok,
+                    headers: [.contentType: "text/html; charset=utf-8", .contentLength: String(html.readableBytes), .cacheControl: "private, no-store"],
+                    body: .init(byteBuffer: html)
+                )
+            }
             var response = Self.respond(with: page, contentType: "text/html; charset=utf-8", etag: pageETag, to: request)
             // Never kept by a shared cache: it could hand one browser's identity to everyone.
             response.headers[.cacheControl] = "private, no-cache"
