@@ -219,13 +219,13 @@ struct FuzzTests {
             case .failure(let refusal):
                 #expect(refusal.description.utf8.count < 300, "the reason is brief")
             case .success(let token):
-                #expect(JWTVerifier.algorithms.contains(token.algorithm) && !token.signature.isEmpty)
+                #expect(JWTRules.algorithms.contains(token.algorithm) && !token.signature.isEmpty)
                 #expect((token.keyID?.unicodeScalars.count ?? 0) <= 128)
-                if case .success(let signIn) = token.claims.signIn(now: now) {
+                if case .success(let signIn) = token.claims.check(now: now).map(SignIn.init) {
                     #expect(Identities.isID(signIn.identity) && !signIn.subject.isEmpty && signIn.subject.utf8.count <= 255)
                     #expect(signIn.name.map { SenderName.problem(with: $0) == nil } ?? true)
                     #expect((signIn.rooms.map { $0.names.count + $0.prefixes.count } ?? 0) <= RoomScope.maximumEntries)
-                    if let expiry = signIn.expiry { #expect(now <= expiry + JWTVerifier.leeway) }
+                    if let expiry = signIn.expiry { #expect(now <= expiry + JWTRules.leeway) }
                 }
             }
         }

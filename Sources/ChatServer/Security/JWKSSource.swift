@@ -80,7 +80,7 @@ final class JWKSSource: Sendable {
             case .ecdsa: algorithm = jwk.algorithm?.rawValue ?? "ES256"
             default: continue
             }
-            guard JWTVerifier.algorithms.contains(algorithm),
+            guard JWTRules.algorithms.contains(algorithm),
                 let key = try? await JWTKeyCollection().add(jwk: jwk).getKey(for: kid, alg: algorithm), key.name == algorithm
             else { continue }
             keys.append(JWTVerifier.Key(algorithm: key, id: kid.string))

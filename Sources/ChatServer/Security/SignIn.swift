@@ -22,6 +22,22 @@ struct SignIn: Sendable, Equatable {
     /// The `exp` claim, in Unix seconds, if any.
     var expiry: Int64?
 
+    init(_ claims: CheckedClaims) {
+        self.init(
+            identity: Self.identity(ofSubject: claims.subject), subject: claims.subject, name: claims.name, rooms: claims.rooms,
+            isModerator: claims.isModerator, expiry: claims.expiry
+        )
+    }
+
+    init(identity: String, subject: String, name: String?, rooms: RoomScope?, isModerator: Bool, expiry: Int64?) {
+        self.identity = identity
+        self.subject = subject
+        self.name = name
+        self.rooms = rooms
+        self.isModerator = isModerator
+        self.expiry = expiry
+    }
+
     /// The identity of a `sub`: the first 15 characters of base64url(SHA-256("chatroom sub\n" + sub)).
     /// Unkeyed, so a site's backend can work out a person's id (to name a one-to-one room,
     /// say) without any secret of the server's.
@@ -34,34 +50,5 @@ struct SignIn: Sendable, Equatable {
     func refusal(for channel: ChannelName) -> Refusal? {
         guard let rooms, !rooms.allows(channel) else { return nil }
         return Refusal(.forbidden, "Your sign-in does not open the room '\(channel)': ask the site for access.", closeCode: .privateRoom)
-    }
-}
-
-/// The rooms of a token's `channels` claim: whole names, and prefixes written with a
-/// trailing `*` (`support-*`; a lone `*` is every room).
-struct RoomScope: Sendable, Equatable {
-    var names: Set<String> = []
-    var prefixes: [String] = []
-
-    /// Most entries a claim may hold.
-    static let maximumEntries = 100
-
-    /// Reads a claim; `nil` for an entry that is no room name nor prefix.
-    init?(_ entries: [String]) {
-        guard entries.count <= Self.maximumEntries else { return nil }
-        for entry in entries {
-            if entry.hasSuffix("*") {
-                let prefix = String(entry.dropLast())
-                guard prefix.isEmpty || (try? ChannelName(validating: prefix)) != nil else { return nil }
-                prefixes.append(prefix)
-            } else {
-                guard (try? ChannelName(validating: entry)) != nil else { return nil }
-                names.insert(entry)
-            }
-        }
-    }
-
-    func allows(_ channel: ChannelName) -> Bool {
-        names.contains(channel.rawValue) || prefixes.contains { channel.rawValue.hasPrefix($0) }
     }
 }

@@ -29,9 +29,7 @@ enum ChatV1Request: Equatable {
             }
             self = .refresh(token: token)
         default:
-            self = .invalid(
-                "unknown frame type \"\(String(frame.type.unicodeScalars.prefix(24)))\"; chat.v1 clients may send {\"type\":\"ping\"}, {\"type\":\"who\"} or {\"type\":\"refresh\",\"token\":…}"
-            )
+            self = .invalid("unknown frame type \"\(String(frame.type.unicodeScalars.prefix(24)))\"; chat.v1 clients send ping, who and refresh frames")
         }
     }
 }

@@ -27,7 +27,7 @@ final class SignInLease {
         expiry?.cancel()
         expiry = nil
         guard let exp = signIn.expiry, let expired else { return }
-        let seconds = max(0, exp + JWTVerifier.leeway - logins.now())
+        let seconds = max(0, exp + JWTRules.leeway - logins.now())
         expiry = eventLoop.assumeIsolated().scheduleTask(in: .seconds(seconds)) { expired() }
     }
 
