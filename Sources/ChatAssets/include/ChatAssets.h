@@ -14,4 +14,7 @@ typedef struct {
 /// Every embedded file; sets *count to how many.
 const chatroom_asset *chatroom_assets(size_t *count);
 
+/// The git commit the binary was built from (scripts/release.sh sets it), or "unknown".
+const char *chatroom_build_commit(void);
+
 #endif

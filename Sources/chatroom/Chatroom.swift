@@ -14,7 +14,12 @@ struct Chatroom: AsyncParsableCommand {
         discussion: """
             Messages posted to /send/ (form fields data and channel) reach every socket on /wb/ \
             whose channel matches, on every instance connected to the same Redis.
+
+            Every flag can also be set in the environment: CHATROOM_ and its name in upper snake \
+            case (--max-message-size: CHATROOM_MAX_MESSAGE_SIZE; a flag: true or false). A flag on \
+            the command line beats the environment, which beats the default.
             """,
+        version: BuildInfo.description,
         subcommands: [Token.self]
     )
 
