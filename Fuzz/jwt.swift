@@ -1,7 +1,7 @@
 /// libFuzzer target `jwt`: the input is the text of a token, as `?token=` carries it.
 /// Invariants: a token read has an accepted algorithm and a signature, and a `kid` of at
 /// most 128 characters; claims that hold have a sub of 1–255 bytes, a name the name rules
-/// take, at most 100 rooms, and an expiry not past (with the leeway); a refusal says why,
+/// take, at most 100 rooms, and an expiry (every token has one) not past, with the leeway; a refusal says why,
 /// in at most 300 bytes.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -18,7 +18,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             guard !claims.subject.isEmpty, claims.subject.utf8.count <= 255 else { fatalError("a sub of \(claims.subject.utf8.count) bytes") }
             if let name = claims.name, SenderName.problem(with: name) != nil { fatalError("a name the rules refuse") }
             guard (claims.rooms.map { $0.names.count + $0.prefixes.count } ?? 0) <= RoomScope.maximumEntries else { fatalError("too many rooms") }
-            if let expiry = claims.expiry, now > expiry + JWTRules.leeway { fatalError("an expired token held") }
+            guard now <= claims.expiry + JWTRules.leeway else { fatalError("an expired token held") }
         case .failure(let refusal):
             guard refusal.description.utf8.count <= 300 else { fatalError("a refusal of \(refusal.description.utf8.count) bytes") }
         }

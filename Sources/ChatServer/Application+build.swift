@@ -43,7 +43,7 @@ public func buildApplication(
     }
     do {
         let identities = Identities(secret: try await Startup.identitySecret(configuration, broker: broker))
-        let gatekeeper = try Startup.makeGatekeeper(configuration, logins: try await Startup.makeLogins(configuration))
+        let gatekeeper = try Startup.makeGatekeeper(configuration, logins: try await Startup.makeLogins(configuration, identities: identities, logger: logger))
         let instance = StatusController.makeInstanceID(port: configuration.port)
         let refusals = Refusals(metrics: metrics)
         let catalog = AssetCatalog.embedded(publicDirectory: configuration.publicDirectory)
@@ -85,11 +85,12 @@ public func buildApplication(
         )
         let budget = ConnectionBudget(
             limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(),
+            httpReserve: configuration.httpReserve,
             limitPerAddress: configuration.maximumConnectionsPerAddress,
             trustedProxies: gatekeeper.settings.trustedProxies,
             logger: logger
         )
-        logger.info("Connections", metadata: ["at_most": "\(budget.limit)"])
+        logger.info("Connections", metadata: ["at_most": "\(budget.limit)", "sockets_at_most": "\(budget.socketLimit)"])
         let metricsController = MetricsController(registry: registry, metrics: metrics, hub: hub, budget: budget)
         let statusController: StatusController
         do {
@@ -169,14 +170,19 @@ enum Startup {
     }
 
     /// The JWT keys and whether anonymous people are let in.
-    static func makeLogins(_ configuration: ChatConfiguration) async throws -> Logins {
+    static func makeLogins(_ configuration: ChatConfiguration, identities: Identities, logger: Logger) async throws -> Logins {
         let verifier: JWTVerifier?
         do {
             verifier = try await JWTVerifier.make(
-                secret: configuration.jwtSecret, publicKeyFiles: configuration.jwtPublicKeyFiles, jwksURL: configuration.jwksURL
+                secret: configuration.jwtSecret, publicKeyFiles: configuration.jwtPublicKeyFiles, jwksURL: configuration.jwksURL,
+                expectations: .init(issuer: configuration.jwtIssuer, audience: configuration.jwtAudience), identities: identities
             )
         } catch let error as ConfigurationError {
             throw StartupError(message: error.description)
+        }
+        if configuration.jwksURL != nil, configuration.jwtAudience == nil {
+            // A login's key set signs the tokens of every application it serves.
+            logger.warning("--jwks-url without --jwt-audience: tokens the login issued for other applications sign in here too")
         }
         if configuration.requireLogin, verifier == nil {
             throw StartupError(message: "--require-login needs a key to check sign-ins with: --jwt-secret, --jwt-public-key or --jwks-url.")
@@ -190,6 +196,7 @@ enum Startup {
                 trustedProxies: try TrustedProxies(parsing: configuration.trustedProxies),
                 allowedOrigins: configuration.allowedOrigins.map(Set.init),
                 publishToken: configuration.publishToken,
+                apiToken: configuration.apiToken,
                 connectSecret: configuration.connectSecret,
                 sendRate: configuration.sendRate,
                 historyRate: configuration.historyRate,

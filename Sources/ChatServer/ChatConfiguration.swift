@@ -52,6 +52,9 @@ public struct ChatConfiguration: Sendable {
     /// the open-file limit less 100, so that the server refuses clearly instead of
     /// running out of descriptors.
     public var maximumConnections: Int?
+    /// Connections sockets may not take, kept for plain HTTP (`POST /send/`, health,
+    /// metrics) when the server is full of sockets; `nil`: 2% of the limit, at least 50.
+    public var httpReserve: Int?
     /// Largest `/send/` request body; `nil`: room for the largest message percent-encoded
     /// (three times `maximumMessageSize`) plus 16 KiB for the other fields.
     public var maximumBodySize: Int?
@@ -63,6 +66,9 @@ public struct ChatConfiguration: Sendable {
     public var allowedOrigins: [String]?
     /// When set, `/send/` needs `Authorization: Bearer <token>` (or the form field `token`).
     public var publishToken: String?
+    /// A request with `Authorization: Bearer <api token>` is a trusted integration: exempt
+    /// from the per-address publish and history rates, and from `--publish-token`.
+    public var apiToken: String?
     /// When set, `/wb/` needs a token signed with this secret (`chatroom token
     /// --channel`). Kept for one release: JWTs (``jwtSecret``) replace it.
     public var connectSecret: String?
@@ -72,6 +78,10 @@ public struct ChatConfiguration: Sendable {
     public var jwtPublicKeyFiles: [String] = []
     /// A JSON Web Key Set of the login's public keys, fetched and kept.
     public var jwksURL: String?
+    /// The `iss` every JWT must have (the login's), if given.
+    public var jwtIssuer: String?
+    /// A name every JWT's `aud` must hold (this server's, at the login), if given.
+    public var jwtAudience: String?
     /// Refuse anonymous people: every socket, `/send/` and `/history` needs a JWT.
     public var requireLogin = false
     /// Messages a second one client address may publish, and the burst above that rate;

@@ -3,6 +3,7 @@ import Glibc
 #else
 import Darwin
 #endif
+import HTTPTypes
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -24,10 +25,19 @@ import NIOHTTPTypes
 ///   are counted apart, by `--max-sockets-per-address`), a new one is answered `429`.
 ///   Trusted proxies are exempt: every client behind them shares their address.
 ///
+/// - Sockets take at most `limit` less `httpReserve` places: the rest is kept for plain
+///   HTTP, so that with the server full of sockets `POST /send/` (the one message meant
+///   for all of them), `/history`, `/healthz`, `/readyz` and `/metrics` still answer. One
+///   more socket is refused `503` before its upgrade.
+///
 /// Refusals are logged at most once a second, with how many were refused meanwhile.
 final class ConnectionBudget: Sendable {
     /// Connections allowed at once.
     let limit: Int
+    /// Places sockets may not take (`--http-reserve`).
+    let httpReserve: Int
+    /// Sockets allowed at once.
+    var socketLimit: Int { max(0, limit - httpReserve) }
     /// Plain HTTP connections one peer address may hold.
     let limitPerAddress: Int
     private let trustedProxies: TrustedProxies
@@ -46,6 +56,8 @@ final class ConnectionBudget: Sendable {
         var perAddress: [String: Int] = [:]
         /// Keep-alive connections between two requests, and since when.
         var idle: [ObjectIdentifier: (channel: any Channel, since: NIODeadline)] = [:]
+        /// Connections that are sockets, or are being upgraded to one.
+        var sockets: Set<ObjectIdentifier> = []
         var refusedSinceLog = 0
         var lastLog: NIODeadline?
     }
@@ -59,8 +71,9 @@ final class ConnectionBudget: Sendable {
         case tooManyFromAddress
     }
 
-    init(limit: Int, limitPerAddress: Int = defaultLimitPerAddress, trustedProxies: TrustedProxies = .none, logger: Logger) {
+    init(limit: Int, httpReserve: Int? = nil, limitPerAddress: Int = defaultLimitPerAddress, trustedProxies: TrustedProxies = .none, logger: Logger) {
         self.limit = limit
+        self.httpReserve = min(limit, httpReserve ?? Self.defaultHTTPReserve(limit: limit))
         self.limitPerAddress = limitPerAddress
         self.trustedProxies = trustedProxies
         self.logger = logger
@@ -68,6 +81,44 @@ final class ConnectionBudget: Sendable {
 
     /// Connections open now.
     var open: Int { state.withLockedValue { $0.open } }
+
+    /// The `--http-reserve` default: 2% of the limit, at least 50 (never all of it).
+    static func defaultHTTPReserve(limit: Int) -> Int {
+        min(max(50, limit / 50), max(0, limit - 1))
+    }
+
+    /// Takes a socket's place for `channel` (until it closes, or ``releaseSocket(_:)``),
+    /// or says why not: sockets hold all the places plain HTTP does not keep.
+    func reserveSocket(_ channel: any Channel) -> ChatServer.Refusal? {
+        let id = ObjectIdentifier(channel)
+        let (reserved, report) = state.withLockedValue { state -> (Bool, Int?) in
+            if state.sockets.contains(id) { return (true, nil) }
+            guard state.sockets.count < socketLimit else { return (false, Self.report(&state, now: .now())) }
+            state.sockets.insert(id)
+            return (true, nil)
+        }
+        guard !reserved else {
+            channel.closeFuture.whenComplete { _ in self.releaseSocket(channel) }
+            return nil
+        }
+        if let report {
+            logger.warning(
+                "Refusing sockets: the server holds as many as it may (--max-connections less --http-reserve)",
+                metadata: ["sockets": "\(socketLimit)", "refused": "\(report)"]
+            )
+        }
+        var refusal = ChatServer.Refusal(
+            .serviceUnavailable,
+            "This server holds as many sockets as it may (\(socketLimit)); the rest of its connections are kept for requests. Retry later or use another server."
+        )
+        refusal.headers[.retryAfter] = "5"
+        return refusal
+    }
+
+    /// The connection will not be a socket after all.
+    func releaseSocket(_ channel: any Channel) {
+        _ = state.withLockedValue { $0.sockets.remove(ObjectIdentifier(channel)) }
+    }
 
     /// Counts `channel` in until it closes, or says why not (and logs it, throttled).
     func admit(_ channel: any Channel, now: NIODeadline = .now()) -> Admission {

@@ -86,6 +86,9 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Connections held at once; past it a new one is answered 503 and closed. Default: the open-file limit less 100.", valueName: "count"))
     var maxConnections: Int?
 
+    @Option(help: ArgumentHelp("Connections sockets may not take, kept for plain requests (POST /send/, /history, health, metrics) when the server is full of sockets; one more socket: 503. Default: 2% of --max-connections, at least 50.", valueName: "count"))
+    var httpReserve: Int?
+
     @Option(help: ArgumentHelp("Largest /send/ request body in bytes. Default: three times --max-message-size plus 16 KiB.", valueName: "bytes"))
     var maxBodySize: Int?
 
@@ -134,6 +137,9 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Require 'Authorization: Bearer <token>' (or the form field 'token') on /send/. Also read from $CHATROOM_PUBLISH_TOKEN.", valueName: "token"))
     var publishToken: String?
 
+    @Option(help: ArgumentHelp("A backend that sends 'Authorization: Bearer <token>' with this token is a trusted integration: exempt from the per-address publish and history rates (and from --publish-token), and its posts need no place in a capped room.", valueName: "token"))
+    var apiToken: String?
+
     @Option(help: ArgumentHelp("Require a token signed with this secret on /wb/ (mint one with 'chatroom token --channel'). Kept for one release: JWTs replace it. Also read from $CHATROOM_CONNECT_SECRET.", valueName: "secret"))
     var connectSecret: String?
 
@@ -145,6 +151,12 @@ struct Chatroom: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Sign people in with JWTs verified by the keys of this JSON Web Key Set, fetched and kept, fetched again for a key it does not hold. Also read from $CHATROOM_JWKS_URL.", valueName: "url"))
     var jwksURL: String?
+
+    @Option(help: ArgumentHelp("Sign-in: the iss every JWT must have (the login's, e.g. https://login.example.com/).", valueName: "issuer"))
+    var jwtIssuer: String?
+
+    @Option(help: ArgumentHelp("Sign-in: a name every JWT's aud must hold: this server's at the login. Give it with --jwks-url: the login's keys sign the tokens of every application it serves.", valueName: "audience"))
+    var jwtAudience: String?
 
     @Flag(help: "Refuse anonymous people: sockets, /send/ and /history need a JWT (401 without one). A --publish-token holder still posts.")
     var requireLogin = false
@@ -186,6 +198,7 @@ struct Chatroom: AsyncParsableCommand {
         guard allowedOrigins == "*" || !originList.isEmpty else { throw ValidationError("--allowed-origins: give origins like https://chat.example.com, or *.") }
         guard deflateMinSize >= 0 else { throw ValidationError("--deflate-min-size cannot be negative.") }
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be positive.") }
+        if let httpReserve, httpReserve < 0 { throw ValidationError("--http-reserve cannot be negative.") }
         if let metricsPort {
             guard (0...65535).contains(metricsPort) else { throw ValidationError("--metrics-port must be between 0 and 65535.") }
             guard metricsPort != port || metricsPort == 0 else { throw ValidationError("--metrics-port must differ from --port.") }
@@ -231,6 +244,7 @@ struct Chatroom: AsyncParsableCommand {
         configuration.socketQueueLimit = socketQueueLimit
         configuration.batchWindow = .milliseconds(batchWindow)
         configuration.maximumConnections = maxConnections
+        configuration.httpReserve = httpReserve
         configuration.deflateMinimumSize = deflateMinSize > 0 ? deflateMinSize : nil
         configuration.maximumBodySize = maxBodySize
         configuration.testEchoRoute = testEchoRoute
@@ -247,11 +261,14 @@ struct Chatroom: AsyncParsableCommand {
         configuration.allowedOrigins = allowedOrigins == "*" ? nil : originList
         let environment = ProcessInfo.processInfo.environment
         configuration.publishToken = publishToken ?? environment["CHATROOM_PUBLISH_TOKEN"]
+        configuration.apiToken = apiToken ?? environment["CHATROOM_API_TOKEN"]
         configuration.connectSecret = connectSecret ?? environment["CHATROOM_CONNECT_SECRET"]
         configuration.jwtSecret = jwtSecret ?? environment["CHATROOM_JWT_SECRET"]
         configuration.jwtPublicKeyFiles = jwtPublicKey
         configuration.jwksURL = jwksURL ?? environment["CHATROOM_JWKS_URL"]
         configuration.requireLogin = requireLogin
+        configuration.jwtIssuer = jwtIssuer
+        configuration.jwtAudience = jwtAudience
         configuration.identitySecret = identitySecret ?? environment["CHATROOM_IDENTITY_SECRET"]
 
         let application: any ApplicationProtocol

@@ -58,11 +58,20 @@ struct Minter {
         return path
     }
 
-    /// A JWKS of P-256 keys.
-    static func jwks(_ keys: [(kid: String, key: P256.Signing.PrivateKey)]) -> String {
-        let entries = keys.map { kid, key -> [String: Any] in
+    /// A JWKS of P-256 keys, and keys this server does not use.
+    static func jwks(_ keys: [(kid: String, key: P256.Signing.PrivateKey)], junk: Bool = false) -> String {
+        var entries = keys.map { kid, key -> [String: Any] in
             let raw = Array(key.publicKey.rawRepresentation)
             return ["kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "x": Base64URL.encode(Array(raw[0..<32])), "y": Base64URL.encode(Array(raw[32...]))]
+        }
+        if junk {
+            entries += [
+                ["kty": "oct", "kid": "sym", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0", "alg": "HS256"],
+                ["kty": "RSA", "kid": "enc", "use": "enc", "alg": "RSA1_5", "n": "AQAB", "e": "AQAB"],
+                ["kty": "OKP", "kid": "x", "crv": "X25519", "x": "AQAB"],
+                ["kty": "EC", "kid": "k1-secp256k1", "crv": "secp256k1", "x": "AQAB", "y": "AQAB"],
+                ["kid": "nothing"],
+            ]
         }
         return String(decoding: try! JSONSerialization.data(withJSONObject: ["keys": entries]), as: UTF8.self)
     }
@@ -72,6 +81,8 @@ struct Minter {
 final class KeySetServer: @unchecked Sendable {
     let body = NIOLockedValueBox("")
     let fetches = NIOLockedValueBox(0)
+    /// Answers the head and then nothing more: a login that hangs mid-answer.
+    let stalls = NIOLockedValueBox(false)
     private var channel: (any Channel)?
     var url: String { "http://127.0.0.1:\(channel!.localAddress!.port!)/.well-known/jwks.json" }
 
@@ -85,6 +96,10 @@ final class KeySetServer: @unchecked Sendable {
             guard request.contains("\r\n\r\n") else { return }
             server.fetches.withLockedValue { $0 += 1 }
             let body = server.body.withLockedValue { $0 }
+            if server.stalls.withLockedValue({ $0 }) {
+                context.writeAndFlush(NIOAny(ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{\"keys\":[")), promise: nil)
+                return
+            }
             let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
             let channel = context.channel
             context.writeAndFlush(NIOAny(ByteBuffer(string: answer))).whenComplete { _ in channel.close(promise: nil) }
@@ -107,7 +122,12 @@ struct SignInTests {
     static let now = Int64(Date().timeIntervalSince1970)
 
     static func verifier(secret: String? = Minter.secret, files: [String] = [], jwks: String? = nil) async throws -> JWTVerifier {
-        try #require(try await JWTVerifier.make(secret: secret, publicKeyFiles: files, jwksURL: jwks))
+        try #require(try await JWTVerifier.make(secret: secret, publicKeyFiles: files, jwksURL: jwks, identities: Identities(secret: Person.secret)))
+    }
+
+    /// The identity the test servers give a `sub` (they share `Person.secret`).
+    static func identity(ofSubject subject: String) -> String {
+        Identities(secret: Person.secret).id(ofSubject: subject)
     }
 
     static func refusal(_ result: Result<SignIn, TokenRefusal>) -> TokenRefusal? {
@@ -123,7 +143,7 @@ struct SignInTests {
         // Valid, with each kind of key.
         for token in [Minter.hs256(claims), Minter.rs256(claims), Minter.es256(claims)] {
             let signIn = try (await all.verify(token, now: Self.now)).get()
-            #expect(signIn.identity == SignIn.identity(ofSubject: "ada@example.com") && signIn.name == "Ada" && !signIn.isModerator)
+            #expect(signIn.identity == Self.identity(ofSubject: "ada@example.com") && signIn.name == "Ada" && !signIn.isModerator)
             #expect(Identities.isID(signIn.identity), "a signed-in identity has the shape of any other")
         }
         // What the server mints is what it reads.
@@ -173,7 +193,7 @@ struct SignInTests {
         let keySet = KeySetServer()
         try await keySet.start()
         let (old, new) = (P256.Signing.PrivateKey(), P256.Signing.PrivateKey())
-        keySet.body.withLockedValue { $0 = Minter.jwks([("k1", old)]) }
+        keySet.body.withLockedValue { $0 = Minter.jwks([("k1", old)], junk: true) }
         let fromSet = try await Self.verifier(secret: nil, jwks: keySet.url)
         #expect(try (await fromSet.verify(Minter.es256(claims, key: old, kid: "k1"), now: Self.now)).get().name == "Ada")
         keySet.body.withLockedValue { $0 = Minter.jwks([("k2", new)]) }
@@ -185,10 +205,40 @@ struct SignInTests {
         #expect(Self.refusal(await fromSet.verify(Minter.es256(claims, key: P256.Signing.PrivateKey(), kid: "k2"), now: Self.now)) == .badSignature)
         for _ in 0..<20 { _ = await fromSet.verify(Minter.es256(claims, key: new, kid: "made-up-\(UUID())"), now: Self.now) }
         #expect(keySet.fetches.withLockedValue { $0 } == 2, "made-up kids do not make the server fetch again and again")
+        // A login that hangs mid-answer: the fetch gives up within its deadline, and a
+        // token of a kept key is not held up meanwhile.
+        keySet.stalls.withLockedValue { $0 = true }
+        try await Task.sleep(for: .seconds(JWKSSource.refreshInterval.nanoseconds / 1_000_000_000) + .milliseconds(200))
+        let started = ContinuousClock.now
+        let unknown = Minter.es256(claims, key: new, kid: "k3")
+        async let waiting = fromSet.verify(unknown, now: Self.now)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try (await fromSet.verify(Minter.es256(claims, key: new, kid: "k2"), now: Self.now)).get().name == "Ada")
+        #expect(ContinuousClock.now - started < .seconds(2), "a kept key answers at once")
+        #expect(Self.refusal(await waiting) == .unknownKey("k3"))
+        #expect(ContinuousClock.now - started < JWKSSource.fetchTimeout + .seconds(2))
+        #expect(JWKSSource.maxAge(["public, max-age=300"]) == .seconds(300) && JWKSSource.maxAge(["max-age=5"]) == .seconds(60))
+        #expect(JWKSSource.maxAge(["no-store"]) == nil && JWKSSource.maxAge(["max-age=999999"]) == .seconds(3600))
         await keySet.stop()
+        // A login's key set signs for other applications too: iss and aud, when asked.
+        let strict = try #require(
+            try await JWTVerifier.make(
+                secret: Minter.secret, publicKeyFiles: [], jwksURL: nil, expectations: .init(issuer: "https://login.example/", audience: "chat"),
+                identities: Identities(secret: Person.secret)
+            )
+        )
+        let ours = Minter.claims("a", ["iss": "https://login.example/", "aud": ["chat", "mail"]])
+        #expect(try (await strict.verify(Minter.hs256(ours), now: Self.now)).get().subject == "a")
+        #expect(Self.refusal(await strict.verify(Minter.hs256(ours.merging(["aud": "mail"]) { $1 }), now: Self.now)) == .otherAudience)
+        #expect(Self.refusal(await strict.verify(Minter.hs256(ours.merging(["iss": "https://evil.example/"]) { $1 }), now: Self.now)) == .otherIssuer("https://evil.example/"))
+        #expect(Self.refusal(await strict.verify(Minter.hs256(Minter.claims("a", ["aud": "chat"])), now: Self.now)) == .otherIssuer(nil))
+        // Every sign-in ends.
+        var forever = Minter.claims("a")
+        forever["exp"] = nil
+        #expect(Self.refusal(await all.verify(Minter.hs256(forever), now: Self.now)) == .malformed("it has no exp: a sign-in token must expire"))
         // Keys the server will not start with.
-        await #expect(throws: ConfigurationError.self) { try await JWTVerifier.make(secret: "short", publicKeyFiles: [], jwksURL: nil) }
-        await #expect(throws: ConfigurationError.self) { try await JWTVerifier.make(secret: nil, publicKeyFiles: [Minter.pemFile("not a key")], jwksURL: nil) }
+        await #expect(throws: ConfigurationError.self) { try await JWTVerifier.make(secret: "short", publicKeyFiles: [], jwksURL: nil, identities: Identities(secret: "s")) }
+        await #expect(throws: ConfigurationError.self) { try await JWTVerifier.make(secret: nil, publicKeyFiles: [Minter.pemFile("not a key")], jwksURL: nil, identities: Identities(secret: "s")) }
     }
 
     static func signedIn(_ configure: @escaping (inout ChatConfiguration) -> Void = { _ in }) -> (inout ChatConfiguration) -> Void {
@@ -203,7 +253,7 @@ struct SignInTests {
         try await withServer(broker: broker, Self.signedIn()) { server in
             let channel = uniqueChannel()
             let token = Minter.hs256(Minter.claims("ada-42", name: "Ada Lovelace"))
-            let id = SignIn.identity(ofSubject: "ada-42")
+            let id = Self.identity(ofSubject: "ada-42")
             let phone = try await V2Client.connect(server, query: "token=\(token)")
             let welcome = try #require(await phone.next("welcome"))
             #expect(welcome["user"] as? String == id && welcome["name"] as? String == "Ada Lovelace" && welcome["moderator"] as? Bool == false)
@@ -317,8 +367,8 @@ struct SignInTests {
     @Test func aSocketIsClosedWhenItsTokenExpiresUnlessRefreshedFirst() async throws {
         try await withServer(broker: .memory, Self.signedIn()) { server in
             let channel = uniqueChannel()
-            // exp 26 s ago: within the 30 s leeway for another 4 s.
-            let soon = Int(Date().timeIntervalSince1970) - 26
+            // exp 22 s ago: within the 30 s leeway for another 8 s.
+            let soon = Int(Date().timeIntervalSince1970) - 22
             let ending = Minter.hs256(Minter.claims("ada", ["exp": soon]))
             let v2 = try await V2Client.connect(server, query: "channel=\(channel)&token=\(ending)")
             let v1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)&token=\(ending)", subprotocols: ["chat.v1"])
@@ -333,12 +383,12 @@ struct SignInTests {
             #expect(await kept.next("refreshed")?.int("expires") ?? 0 > soon + 3000)
             let started = ContinuousClock.now
             var closed: (UInt16?, String)?
-            while closed == nil, ContinuousClock.now - started < .seconds(15), let event = await v2.socket.next(timeout: .seconds(15)) {
+            while closed == nil, ContinuousClock.now - started < .seconds(20), let event = await v2.socket.next(timeout: .seconds(20)) {
                 if case .close(let code, let reason) = event { closed = (code, reason) }
             }
             #expect(closed?.0 == 4401 && closed?.1 == "Token expired")
-            #expect(ContinuousClock.now - started < .seconds(10))
-            #expect(await closeCode(of: v1, within: .seconds(10)) == 4401)
+            #expect(ContinuousClock.now - started < .seconds(14))
+            #expect(await closeCode(of: v1, within: .seconds(14)) == 4401)
             try await kept.send(["type": "ping"])
             #expect(await kept.next("pong") != nil, "the refreshed socket lives on")
             await kept.disconnect()
@@ -350,11 +400,42 @@ struct SignInTests {
             let token = Minter.hs256(Minter.claims("ada", name: "Ada <Lovelace>", ["role": "moderator"]))
             let page = try await ChatHTTP.request("GET", port: server.port, path: "/?token=\(token)")
             #expect(page.status == 200 && page.header("Cache-Control") == "private, no-store")
-            #expect(page.body.contains(#"<body data-me="\#(SignIn.identity(ofSubject: "ada"))" data-name="Ada &lt;Lovelace&gt;" data-moderator>"#))
+            #expect(page.body.contains(#"<body data-me="\#(Self.identity(ofSubject: "ada"))" data-name="Ada &lt;Lovelace&gt;" data-moderator>"#))
             #expect(page.header("Set-Cookie") == nil, "a signed-in page needs no anonymous identity")
             // A token that does not verify: the anonymous page (its socket says why).
             let forged = try await ChatHTTP.request("GET", port: server.port, path: "/?token=\(Minter.hs256(Minter.claims("ada"), secret: String(repeating: "x", count: 40)))")
             #expect(forged.status == 200 && forged.body.contains("<body>"))
+        }
+    }
+
+    @Test func aNewerTokenThatOpensFewerRoomsEndsTheOthers() async throws {
+        try await withServer(broker: .memory, Self.signedIn()) { server in
+            let (vip, lobby) = (uniqueChannel("vip"), uniqueChannel("lobby"))
+            let client = try await V2Client.connect(server, query: "token=\(Minter.hs256(Minter.claims("ada", ["channels": [vip, lobby]])))")
+            _ = await client.next("welcome")
+            _ = try await client.subscribedFrame(vip)
+            _ = try await client.subscribedFrame(lobby)
+            try await client.send(["type": "refresh", "token": Minter.hs256(Minter.claims("ada", ["channels": [lobby]]))])
+            #expect(await client.next("refreshed") != nil)
+            let refused = try #require(await client.next("refused"))
+            #expect(refused.channel == vip && refused.int("code") == 4403)
+            #expect(try await ChatHTTP.send(port: server.port, data: "for the vip room", channel: vip).status == 200)
+            #expect(try await ChatHTTP.send(port: server.port, data: "for the lobby", channel: lobby).status == 200)
+            #expect(await client.next("message")?.channel == lobby, "the vip room's message no longer comes")
+            let v1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(vip)&token=\(Minter.hs256(Minter.claims("bob", ["channels": [vip]])))", subprotocols: ["chat.v1"])
+            try await v1.send(text: #"{"type":"refresh","token":"\#(Minter.hs256(Minter.claims("bob", ["channels": [lobby]])))"}"#)
+            #expect(await closeCode(of: v1) == 4403)
+            await client.disconnect()
+        }
+    }
+
+    @Test func aTokenThatIsNoJWTIsRefusedWhereJWTsAreRead() async throws {
+        try await withServer(broker: .memory, Self.signedIn()) { server in
+            let sent = try await ChatHTTP.send(port: server.port, data: "x", channel: "c", headers: [("Authorization", "Bearer garbage")])
+            #expect(sent.status == 401 && sent.body.hasPrefix("Invalid token: malformed: it is not a JWT"))
+            #expect(try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=c&token=a.b.c.d").status == 401)
+            let socket = try await ChatWebSocket.connect(port: server.port, path: "/wb/?token=garbage", subprotocols: ["chat.v2"])
+            #expect(await closeCode(of: socket) == 4401)
         }
     }
 

@@ -50,7 +50,8 @@ struct HistoryController: Sendable {
             )
             return Refusal(status, message, headers: cors)
         }
-        if let wait = gatekeeper.takeHistoryRead(from: client) {
+        let trusted = gatekeeper.isTrustedIntegration(authorization: request.headers[.authorization])
+        if !trusted, let wait = gatekeeper.takeHistoryRead(from: client) {
             let tooMany = Gatekeeper.tooMany("history reads", rate: gatekeeper.settings.historyRate, wait: wait)
             var refusal = refuse(.tooManyRequests, tooMany.message)
             refusal.headers[.retryAfter] = tooMany.retryAfter
@@ -69,15 +70,16 @@ struct HistoryController: Sendable {
         } catch {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).")
         }
-        let token = Gatekeeper.bearerToken(request.headers[.authorization]) ?? field("token")
+        let token = trusted ? field("token") : Gatekeeper.bearerToken(request.headers[.authorization]) ?? field("token")
         func unauthorized(_ message: String) -> Refusal {
             var error = refuse(.unauthorized, message)
             error.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
             return error
         }
         var signIn: SignIn?
-        if gatekeeper.logins.reads(token) || gatekeeper.logins.requireLogin {
-            switch await gatekeeper.logins.check(token) {
+        let connectTokens = gatekeeper.settings.connectSecret != nil
+        if gatekeeper.logins.mustCheck(token, othersAccepted: connectTokens) {
+            switch await gatekeeper.logins.check(token, othersAccepted: connectTokens) {
             case .signedIn(let person): signIn = person
             case .refused(let problem): throw unauthorized(problem.description)
             case .anonymous: break

@@ -36,6 +36,7 @@ struct MetricsController: Sendable {
         metrics.set("chatroom_channels_served", to: counts.count)
         metrics.set("chatroom_connections_open", to: budget.open)
         metrics.set("chatroom_connections_limit", to: budget.limit)
+        metrics.set("chatroom_websockets_limit", to: budget.socketLimit)
         var bytes: [UInt8] = []
         registry.emit(into: &bytes)
         return Response(

@@ -45,7 +45,9 @@ struct SendController: Sendable {
         guard gatekeeper.allows(origin: request.headers[.origin]) else {
             throw refuse(.forbidden, "Origin \(request.headers[.origin].map { String($0.unicodeScalars.prefix(100)) } ?? "") may not publish here.")
         }
-        if let wait = gatekeeper.takeSend(from: client) {
+        // A trusted integration posts for many people from one address: no per-address rate.
+        let trusted = gatekeeper.isTrustedIntegration(authorization: request.headers[.authorization])
+        if !trusted, let wait = gatekeeper.takeSend(from: client) {
             let tooMany = Gatekeeper.tooMany("messages", rate: gatekeeper.settings.sendRate, wait: wait)
             var refusal = refuse(.tooManyRequests, tooMany.message)
             refusal.headers[.retryAfter] = tooMany.retryAfter
@@ -68,7 +70,7 @@ struct SendController: Sendable {
             throw refuse(.contentTooLarge, "The request body is larger than \(maximumBodySize) bytes.")
         }
         let tokenField = fields.last(where: { $0.name == "token" })?.value
-        guard gatekeeper.allowsPublish(authorization: request.headers[.authorization], tokenField: tokenField) else {
+        guard trusted || gatekeeper.allowsPublish(authorization: request.headers[.authorization], tokenField: tokenField) else {
             var refusal = refuse(.unauthorized, "Publishing needs the publish token: send 'Authorization: Bearer <token>' or the form field 'token'.")
             refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
             throw refusal
@@ -76,9 +78,10 @@ struct SendController: Sendable {
         // The site's sign-in, from whichever of the two holds a JWT; a publish token's
         // holder is a trusted integration, let in without one.
         let bearer = Gatekeeper.bearerToken(request.headers[.authorization])
-        let jwt = [bearer, tokenField].compactMap { $0 }.first { gatekeeper.logins.reads($0) }
+        let presented = [bearer, tokenField].compactMap { $0 }.filter { !gatekeeper.isPublishToken($0) }
+        let jwt = trusted ? nil : presented.first(where: JWTVerifier.looksLikeJWT) ?? presented.first
         var signIn: SignIn?
-        if jwt != nil || (gatekeeper.logins.requireLogin && gatekeeper.settings.publishToken == nil) {
+        if jwt != nil || (gatekeeper.logins.requireLogin && gatekeeper.settings.publishToken == nil && !trusted) {
             switch await gatekeeper.logins.check(jwt) {
             case .signedIn(let person):
                 signIn = person
@@ -103,7 +106,7 @@ struct SendController: Sendable {
             draft = checked
             // With --publish-token, whoever posts here holds it: a trusted integration,
             // which a capped room takes posts from without a place.
-            draft.placeHeld = gatekeeper.settings.publishToken != nil
+            draft.placeHeld = gatekeeper.settings.publishToken != nil || trusted
         case .failure(let refusal):
             throw refuse(refusal.status, refusal.message)
         }

@@ -18,6 +18,8 @@ final class Gatekeeper: Sendable {
         /// `nil`: any origin, as the original app allowed.
         var allowedOrigins: Set<String>?
         var publishToken: String?
+        /// Trusted integrations (`--api-token`): exempt from the per-address rates.
+        var apiToken: String?
         var connectSecret: String?
         /// Messages a second per client address on `/send/` (and its burst); `nil`: no limit.
         var sendRate: RateLimit?
@@ -82,9 +84,10 @@ final class Gatekeeper: Sendable {
 
     /// The CORS headers for an answer to a request with this `Origin`.
     func corsHeaders(origin: String?) -> HTTPFields {
-        // The original's headers; Authorization only when a publish token is asked for.
+        // The original's headers; Authorization only when a token may be sent in it.
         var fields: HTTPFields = [
-            .accessControlAllowHeaders: settings.publishToken == nil ? "x-requested-with" : "x-requested-with, authorization",
+            .accessControlAllowHeaders: settings.publishToken == nil && settings.apiToken == nil && logins.verifier == nil
+                ? "x-requested-with" : "x-requested-with, authorization",
             .accessControlAllowMethods: "POST,GET,PUT,DELETE",
         ]
         if settings.allowedOrigins == nil {
@@ -106,6 +109,18 @@ final class Gatekeeper: Sendable {
         return [Self.bearerToken(authorization), tokenField].contains { presented in
             presented.map { HMACSHA256.constantTimeEqual(Array($0.utf8), Array(expected.utf8)) } ?? false
         }
+    }
+
+    /// Whether `token` is the publish token.
+    func isPublishToken(_ token: String) -> Bool {
+        settings.publishToken.map { HMACSHA256.constantTimeEqual(Array(token.utf8), Array($0.utf8)) } ?? false
+    }
+
+    /// Whether the request is a trusted integration's (`Authorization: Bearer` with
+    /// `--api-token`): a backend that posts for many people from one address.
+    func isTrustedIntegration(authorization: String?) -> Bool {
+        guard let expected = settings.apiToken, let presented = Self.bearerToken(authorization) else { return false }
+        return HMACSHA256.constantTimeEqual(Array(presented.utf8), Array(expected.utf8))
     }
 
     /// The token of an `Authorization: Bearer <token>` header, if that is what it holds.

@@ -39,6 +39,14 @@ struct Identities: Sendable {
         verify(CookieHeader.value(Self.cookieName, in: cookies))
     }
 
+    /// The identity of a person the site signed in, from their token's `sub`: the first
+    /// 15 characters of base64url(HMAC-SHA256(secret, "sub\n" + sub)). Keyed with the
+    /// identity secret, so that an id seen in a room does not give away the site's user id
+    /// (a number or an e-mail address would be found again by hashing guesses).
+    func id(ofSubject subject: String) -> String {
+        String(Base64URL.encode(HMACSHA256.mac(key: key, message: Array("sub\n\(subject)".utf8))).prefix(15))
+    }
+
     /// The `Set-Cookie` value that gives a browser `cookie` for a year.
     static func setCookie(_ cookie: String) -> String {
         "\(cookieName)=\(cookie); Max-Age=31536000; Path=/; SameSite=Lax"

@@ -22,7 +22,7 @@ struct CheckedClaims: Equatable {
     var name: String?
     var rooms: RoomScope?
     var isModerator: Bool
-    var expiry: Int64?
+    var expiry: Int64
 }
 
 /// A JWT's parts, read but not yet verified.
@@ -73,8 +73,11 @@ struct TokenClaims: Decodable {
     var nbf: Double?
     var channels: [String]?
     var role: String?
+    var iss: String?
+    /// `aud`: one audience or several.
+    var aud: [String]?
 
-    enum CodingKeys: String, CodingKey { case sub, name, exp, nbf, channels, role }
+    enum CodingKeys: String, CodingKey { case sub, name, exp, nbf, channels, role, iss, aud }
 
     init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -83,26 +86,34 @@ struct TokenClaims: Decodable {
         exp = try container.decodeIfPresent(Double.self, forKey: .exp)
         nbf = try container.decodeIfPresent(Double.self, forKey: .nbf)
         role = try container.decodeIfPresent(String.self, forKey: .role)
-        // One room may come as a string.
+        iss = try container.decodeIfPresent(String.self, forKey: .iss)
+        // One room, or one audience, may come as a string.
         if let one = try? container.decodeIfPresent(String.self, forKey: .channels) {
             channels = [one]
         } else {
             channels = try container.decodeIfPresent([String].self, forKey: .channels)
         }
+        if let one = try? container.decodeIfPresent(String.self, forKey: .aud) {
+            aud = [one]
+        } else {
+            aud = try container.decodeIfPresent([String].self, forKey: .aud)
+        }
     }
 
-    /// What the claims say, if they hold at `now`.
-    func check(now: Int64) -> Result<CheckedClaims, TokenRefusal> {
+    /// What the claims say, if they hold at `now`, for a login that issues as `issuer`
+    /// tokens for `audience` (each checked only when given).
+    func check(now: Int64, issuer: String? = nil, audience: String? = nil) -> Result<CheckedClaims, TokenRefusal> {
+        if let issuer, iss != issuer { return .failure(.otherIssuer(iss.map { String($0.unicodeScalars.prefix(64)) })) }
+        if let audience, !(aud ?? []).contains(audience) { return .failure(.otherAudience) }
         guard let sub, !sub.isEmpty else { return .failure(.malformed("it has no sub (the person it is for)")) }
         guard sub.utf8.count <= 255, !sub.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             return .failure(.malformed("its sub is longer than 255 bytes or holds control characters"))
         }
-        var expiry: Int64?
-        if let exp {
-            guard exp.isFinite, abs(exp) < 1e15 else { return .failure(.malformed("its exp is not a time")) }
-            expiry = Int64(exp.rounded(.down))
-            if now > expiry! + JWTRules.leeway { return .failure(.expired) }
-        }
+        // A sign-in that never ends could not be taken back: every token expires.
+        guard let exp else { return .failure(.malformed("it has no exp: a sign-in token must expire")) }
+        guard exp.isFinite, abs(exp) < 1e15 else { return .failure(.malformed("its exp is not a time")) }
+        let expiry = Int64(exp.rounded(.down))
+        if now > expiry + JWTRules.leeway { return .failure(.expired) }
         if let nbf {
             guard nbf.isFinite, abs(nbf) < 1e15 else { return .failure(.malformed("its nbf is not a time")) }
             if Int64(nbf.rounded(.up)) > now + JWTRules.leeway { return .failure(.notYetValid) }
@@ -129,6 +140,10 @@ enum TokenRefusal: Error, Equatable, CustomStringConvertible {
     case badSignature
     case expired
     case notYetValid
+    /// `iss` is not `--jwt-issuer` (the claim, if any).
+    case otherIssuer(String?)
+    /// `aud` does not name `--jwt-audience`.
+    case otherAudience
     /// `--require-login` and no token.
     case required
 
@@ -138,10 +153,12 @@ enum TokenRefusal: Error, Equatable, CustomStringConvertible {
         case .unsigned: "alg none is not accepted; tokens must be signed"
         case .unsupportedAlgorithm(let alg): "alg \(alg) is not accepted (HS256, RS256 and ES256 are)"
         case .noKeyFor(let alg): "it is signed with \(alg), and no key of this server is for \(alg)"
-        case .unknownKey(let kid): "it names key '\(kid.unicodeScalars.prefix(64))', which the server's key set does not hold"
+        case .unknownKey(let kid): "it names key '\(String(kid.unicodeScalars.prefix(64)))', which the server's key set does not hold"
         case .badSignature: "its signature does not match: it was altered or signed with another key"
         case .expired: "it has expired; sign in again"
         case .notYetValid: "it is not valid yet (nbf)"
+        case .otherIssuer(let iss): "it was issued by \(iss.map { "'\($0)'" } ?? "no one named (no iss)"), not by this server's login (--jwt-issuer)"
+        case .otherAudience: "it is not for this server: its aud does not name --jwt-audience"
         case .required: "sign-in required"
         }
     }

@@ -18,17 +18,32 @@ final class JWTVerifier: Sendable {
         var name: String { algorithm.name }
     }
 
+    /// What a token must say besides its signature.
+    struct Expectations: Sendable {
+        /// `--jwt-issuer`: the `iss` of the site's login.
+        var issuer: String?
+        /// `--jwt-audience`: a name `aud` must hold (this server's, at the login).
+        var audience: String?
+    }
+
     private let keys: [Key]
     private let jwks: JWKSSource?
+    private let expectations: Expectations
+    /// Gives each `sub` its identity.
+    private let identities: Identities
 
-    init(keys: [Key], jwks: JWKSSource?) {
+    init(keys: [Key], jwks: JWKSSource?, expectations: Expectations = .init(), identities: Identities) {
         self.keys = keys
         self.jwks = jwks
+        self.expectations = expectations
+        self.identities = identities
     }
 
     /// The verifier of the configured keys, or `nil` when none is configured.
     /// - Throws: ``ConfigurationError`` for a secret too short or a key file that is no key.
-    static func make(secret: String?, publicKeyFiles: [String], jwksURL: String?) async throws -> JWTVerifier? {
+    static func make(
+        secret: String?, publicKeyFiles: [String], jwksURL: String?, expectations: Expectations = .init(), identities: Identities
+    ) async throws -> JWTVerifier? {
         var keys: [Key] = []
         if let secret {
             guard secret.utf8.count >= 32 else {
@@ -47,7 +62,7 @@ final class JWTVerifier: Sendable {
         }
         let jwks = jwksURL.map { JWKSSource(url: $0) }
         guard !keys.isEmpty || jwks != nil else { return nil }
-        return JWTVerifier(keys: keys, jwks: jwks)
+        return JWTVerifier(keys: keys, jwks: jwks, expectations: expectations, identities: identities)
     }
 
     /// An RS256 or ES256 public key (or a certificate holding one) in PEM.
@@ -82,9 +97,9 @@ final class JWTVerifier: Sendable {
         }
         var candidates = keys.filter { $0.name == read.algorithm && (read.keyID == nil || $0.id == nil || $0.id == read.keyID) }
         if let jwks {
-            var known = await jwks.keys(refreshing: false)
+            var known = await jwks.keys(lookingFor: false)
             // A key named that the set does not hold: the login may have rotated its keys.
-            if let kid = read.keyID, !known.contains(where: { $0.id == kid }) { known = await jwks.keys(refreshing: true) }
+            if let kid = read.keyID, !known.contains(where: { $0.id == kid }) { known = await jwks.keys(lookingFor: true) }
             candidates += known.filter { $0.name == read.algorithm && (read.keyID == nil || $0.id == read.keyID) }
         }
         guard !candidates.isEmpty else {
@@ -95,6 +110,7 @@ final class JWTVerifier: Sendable {
         guard candidates.contains(where: { (try? $0.algorithm.verify(read.signature, signs: read.signedPart)) == true }) else {
             return .failure(.badSignature)
         }
-        return read.claims.check(now: now).map(SignIn.init)
+        let identities = self.identities
+        return read.claims.check(now: now, issuer: expectations.issuer, audience: expectations.audience).map { SignIn($0, identities: identities) }
     }
 }

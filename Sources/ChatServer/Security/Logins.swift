@@ -24,15 +24,24 @@ struct Logins: Sendable {
         }
     }
 
-    /// Checks `token` (a JWT when it has a JWT's shape and a key is configured).
-    func check(_ token: String?) async -> Outcome {
-        guard let verifier, let token, JWTVerifier.looksLikeJWT(token) else {
-            return requireLogin ? .refused(.required) : .anonymous
+    /// Checks `token`: with a JWT key configured, a token is a JWT, or refused as
+    /// malformed unless `othersAccepted` (a connect token is read there too).
+    func check(_ token: String?, othersAccepted: Bool = false) async -> Outcome {
+        guard let verifier, let token else { return requireLogin ? .refused(.required) : .anonymous }
+        guard JWTVerifier.looksLikeJWT(token) else {
+            if othersAccepted { return requireLogin ? .refused(.required) : .anonymous }
+            return .refused(.malformed("it is not a JWT (three base64url parts separated by dots)"))
         }
         switch await verifier.verify(token, now: now()) {
         case .success(let signIn): return .signedIn(signIn)
         case .failure(let refusal): return .refused(refusal)
         }
+    }
+
+    /// Whether a request with `token` must go through ``check(_:othersAccepted:)``: it
+    /// is refused, or signs someone in, or is anonymous only where anonymous is allowed.
+    func mustCheck(_ token: String?, othersAccepted: Bool) -> Bool {
+        requireLogin || (verifier != nil && token.map { JWTVerifier.looksLikeJWT($0) || !othersAccepted } == true)
     }
 
     /// Whether a token of this shape would be read as a JWT (else it is some other kind).

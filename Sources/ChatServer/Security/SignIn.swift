@@ -1,13 +1,13 @@
 import Chat
-import Crypto
 import HTTPTypes
 
 /// A person the site's login vouches for: what a valid JWT says (README, "Signing people
 /// in"; docs/SECURITY.md).
 ///
-/// Their identity comes from the token's `sub`, so it is the same on every device and
-/// instance, and it has the shape of an anonymous one (15 base64url characters): one-to-one
-/// rooms, inboxes, presence and read states work alike for both.
+/// Their identity comes from the token's `sub` (``Identities/id(ofSubject:)``), so it is
+/// the same on every device and instance, and it has the shape of an anonymous one (15
+/// base64url characters): one-to-one rooms, inboxes, presence and read states work alike
+/// for both.
 struct SignIn: Sendable, Equatable {
     /// Who they are in rooms, `from` fields and presence.
     var identity: String
@@ -19,31 +19,17 @@ struct SignIn: Sendable, Equatable {
     var rooms: RoomScope?
     /// `role: "moderator"`.
     var isModerator: Bool
-    /// The `exp` claim, in Unix seconds, if any.
-    var expiry: Int64?
+    /// The `exp` claim, in Unix seconds.
+    var expiry: Int64
 
-    init(_ claims: CheckedClaims) {
-        self.init(
-            identity: Self.identity(ofSubject: claims.subject), subject: claims.subject, name: claims.name, rooms: claims.rooms,
-            isModerator: claims.isModerator, expiry: claims.expiry
-        )
-    }
-
-    init(identity: String, subject: String, name: String?, rooms: RoomScope?, isModerator: Bool, expiry: Int64?) {
-        self.identity = identity
-        self.subject = subject
-        self.name = name
-        self.rooms = rooms
-        self.isModerator = isModerator
-        self.expiry = expiry
-    }
-
-    /// The identity of a `sub`: the first 15 characters of base64url(SHA-256("chatroom sub\n" + sub)).
-    /// Unkeyed, so a site's backend can work out a person's id (to name a one-to-one room,
-    /// say) without any secret of the server's.
-    static func identity(ofSubject subject: String) -> String {
-        let digest = SHA256.hash(data: Array("chatroom sub\n\(subject)".utf8))
-        return String(Base64URL.encode(Array(digest)).prefix(15))
+    /// The person the claims name, with the identity `identities` gives their `sub`.
+    init(_ claims: CheckedClaims, identities: Identities) {
+        self.identity = identities.id(ofSubject: claims.subject)
+        self.subject = claims.subject
+        self.name = claims.name
+        self.rooms = claims.rooms
+        self.isModerator = claims.isModerator
+        self.expiry = claims.expiry
     }
 
     /// Why they may not use `channel` (`403`, close 4403), or `nil` when they may.

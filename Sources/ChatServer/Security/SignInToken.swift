@@ -42,9 +42,4 @@ public struct SignInToken: Sendable {
         let signature = HMACSHA256.mac(key: Array(secret.utf8), message: Array("\(header).\(payload)".utf8))
         return "\(header).\(payload).\(Base64URL.encode(signature))"
     }
-
-    /// The identity a `sub` has in rooms, `from` fields and presence.
-    public static func identity(ofSubject subject: String) -> String {
-        SignIn.identity(ofSubject: subject)
-    }
 }

@@ -299,6 +299,10 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
         lease.refresh(token, on: context.eventLoop).whenSuccess { result in
             guard self.connection.isOpen, let context = self.context else { return }
             self.answer(refresh: result, context: context)
+            // A newer token that no longer opens this room ends the socket, as if refused.
+            if case .success(let signIn) = result, let outside = signIn.refusal(for: self.channelName) {
+                self.close(.privateRoom, outside.message, context: context, refusal: "forbidden", log: "Closing a WebSocket whose newer token does not open its room")
+            }
         }
     }
 

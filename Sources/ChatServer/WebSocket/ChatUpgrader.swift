@@ -61,12 +61,22 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             maxFrameSize: context.settings.maximumMessageSize,
             enableAutomaticErrorHandling: false,
             shouldUpgrade: { channel, head in
-                Self.decide(channel: channel, head: head, context: context, logger: logger).map { decision in
+                // A socket's place first: the last places are kept for plain requests.
+                if let full = budget.reserveSocket(channel) {
+                    context.refusals.record(
+                        "Refused a WebSocket upgrade", route: "/wb/", reason: "unavailable", client: channel.remoteAddress?.ipAddress ?? "unknown",
+                        logger: logger, metadata: ["reason": "\(full.message)"]
+                    )
+                    refusal.value = full
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                return Self.decide(channel: channel, head: head, context: context, logger: logger).map { decision in
                     switch decision {
                     case .success(let (request, headers)):
                         accepted.value = request
                         return headers
                     case .failure(let error):
+                        budget.releaseSocket(channel)
                         refusal.value = error
                         return nil
                     }
@@ -199,10 +209,11 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             return eventLoop.makeSucceededFuture(.success((request, handshake.headers)))
         }
         let logins = gatekeeper.logins
-        guard logins.reads(handshake.token) || logins.requireLogin else {
+        let connectTokens = gatekeeper.settings.connectSecret != nil
+        guard logins.mustCheck(handshake.token, othersAccepted: connectTokens) else {
             return decide(handshake, signIn: nil, head: head, channel: channel, client: client, context: context, logger: logger)
         }
-        return eventLoop.makeFutureWithTask { await logins.check(handshake.token) }.flatMap { outcome in
+        return eventLoop.makeFutureWithTask { await logins.check(handshake.token, othersAccepted: connectTokens) }.flatMap { outcome in
             switch outcome {
             case .refused(let refusal):
                 return eventLoop.makeSucceededFuture(refuseToken(refusal, handshake: handshake, client: client, context: context, logger: logger))

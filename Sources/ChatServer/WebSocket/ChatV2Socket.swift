@@ -259,6 +259,14 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
         lease.refresh(token, on: context.eventLoop).whenSuccess { result in
             guard self.isOpen, let context = self.context else { return }
             self.answer(refresh: result, context: context)
+            // A newer token may open fewer rooms: the others end now, as if refused.
+            guard case .success(let signIn) = result else { return }
+            for subscription in self.subscriptions.values {
+                guard let outside = signIn.refusal(for: subscription.channel) else { continue }
+                self.subscriptions[subscription.channel] = nil
+                self.end(subscription)
+                self.refuse(subscription.channel.rawValue, outside, reason: "forbidden", context: context)
+            }
         }
     }
 

@@ -26,8 +26,8 @@ final class SignInLease {
     private func schedule(on eventLoop: any EventLoop) {
         expiry?.cancel()
         expiry = nil
-        guard let exp = signIn.expiry, let expired else { return }
-        let seconds = max(0, exp + JWTRules.leeway - logins.now())
+        guard let expired else { return }
+        let seconds = max(0, signIn.expiry + JWTRules.leeway - logins.now())
         expiry = eventLoop.assumeIsolated().scheduleTask(in: .seconds(seconds)) { expired() }
     }
 

@@ -239,22 +239,22 @@ enum ChatV1 {
         WebSocketWire.textFrame(estimatedLength: 16) { $0.writeStaticString(#"{"type":"pong"}"#) }
     }
 
-    /// A `refresh` was taken: the socket now closes at `expires` (Unix seconds), or never (`null`).
-    static func refreshed(expires: Int64?) -> ByteBuffer {
+    /// A `refresh` was taken: the socket now closes at `expires` (Unix seconds).
+    static func refreshed(expires: Int64) -> ByteBuffer {
         WebSocketWire.textFrame(estimatedLength: 48) { json in
-            json.writeString(#"{"type":"refreshed","expires":\#(expires.map(String.init) ?? "null")}"#)
+            json.writeString(#"{"type":"refreshed","expires":\#(expires)}"#)
         }
     }
 
     /// Who a signed-in socket is, first on it: its identity, the name it shows, whether
-    /// it moderates, and when its token expires (Unix seconds, or `null`).
+    /// it moderates, and when its token expires (Unix seconds).
     static func welcome(_ signIn: SignIn) -> ByteBuffer {
         WebSocketWire.textFrame(estimatedLength: 160) { json in
             json.writeStaticString(#"{"type":"welcome","user":"#)
             JSON.writeString(signIn.identity, into: &json)
             json.writeStaticString(#","name":"#)
             if let name = signIn.name { JSON.writeString(name, into: &json) } else { json.writeStaticString("null") }
-            json.writeString(#","moderator":\#(signIn.isModerator),"expires":\#(signIn.expiry.map(String.init) ?? "null")}"#)
+            json.writeString(#","moderator":\#(signIn.isModerator),"expires":\#(signIn.expiry)}"#)
         }
     }
 
