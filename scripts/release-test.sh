@@ -32,13 +32,16 @@ for library in libhiredis.so.0.14 libswiftCore.so libFoundation.so; do
 done
 
 install -m 0755 dist/chatroom "$root/usr/local/bin/chatroom"
+# /proc, as every running system has it (Swift reads a program's arguments there).
+mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
+unmount() { if mountpoint -q "$root/proc"; then umount "$root/proc"; fi; }
 port=$(free_port)
 log=$(mktemp "${TMPDIR:-/tmp}/chatroom-release.XXXXXX")
 say "dist/chatroom in the bare root, on 127.0.0.1:$port"
-chroot "$root" /usr/local/bin/chatroom --version
+chroot "$root" /usr/local/bin/chatroom --version || { unmount; die "the release does not run in the bare root"; }
 chroot "$root" /usr/local/bin/chatroom --broker memory --hostname 127.0.0.1 --port "$port" >"$log" 2>&1 &
 pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; unmount' EXIT
 for _ in $(seq 1 100); do port_is_free "$port" || break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 port_is_free "$port" && { cat "$log" >&2; die "the release did not start in the bare root"; }
 
@@ -51,6 +54,7 @@ history=$(curl -fsS "http://127.0.0.1:$port/history?channel=release")
 grep -q 'hello from a bare machine' <<<"$history" || die "the message is not in /history: $history"
 kill "$pid"
 wait "$pid" 2>/dev/null || true
+unmount
 trap - EXIT
 rm -f "$log"
 say "release test passed: dist/chatroom ($(ldd dist/chatroom | awk '{print $1}' | tr '\n' ' ')) runs on bare Debian"

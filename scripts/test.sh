@@ -3,7 +3,9 @@
 # loopback port and a Redis Cluster (3 primaries, 3 replicas) on more, builds (failing
 # on a compiler warning in our own code), runs `swift test` against them, and stops them; then the parsers under libFuzzer (scripts/fuzz.sh 15,
 # about 2 minutes; CHATROOM_SKIP_FUZZ=1 skips it); then the page's tests in headless Chromium
-# (scripts/browser-test.sh, about a minute; CHATROOM_SKIP_BROWSER=1 skips them); then the fault harness in
+# (scripts/browser-test.sh, about a minute; CHATROOM_SKIP_BROWSER=1 skips them); then the release
+# built and run in a minimal Debian root (scripts/release-test.sh, about 8 minutes from a clean
+# clone; CHATROOM_SKIP_RELEASE=1 skips it); then the fault harness in
 # its short mode (scripts/faults.sh short, about 2 minutes; CHATROOM_SKIP_FAULTS=1 skips
 # it) and the WebSocket conformance suite (scripts/autobahn.sh, about 13 minutes;
 # CHATROOM_SKIP_AUTOBAHN=1 skips it). Arguments go to `swift test`.
@@ -35,6 +37,11 @@ fi
 if [ "${CHATROOM_SKIP_BROWSER:-0}" != 1 ]; then
   say "the page in headless Chromium"
   bash scripts/browser-test.sh
+fi
+
+if [ "${CHATROOM_SKIP_RELEASE:-0}" != 1 ]; then
+  say "the release on a bare Debian root (chroot)"
+  bash scripts/release-test.sh
 fi
 
 if [ "${CHATROOM_SKIP_FAULTS:-0}" != 1 ]; then
