@@ -40,4 +40,6 @@ struct ChatServerContext: Sendable {
     var rooms: RoomPolicy
     /// Counts refusals and logs them, throttled per address and reason.
     var refusals: Refusals
+    /// Each room's mutes, bans and slow mode, as this instance knows them.
+    var moderations = RoomModerations()
 }

@@ -132,6 +132,12 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Require a token signed with this secret on /wb/ (mint one with 'chatroom token'). Also read from $CHATROOM_CONNECT_SECRET.", valueName: "secret"))
     var connectSecret: String?
 
+    @Option(help: ArgumentHelp("Turn on the moderation API (/api/delete, /api/mute, /api/ban, /api/slowmode) for 'Authorization: Bearer <token>'. Also read from $CHATROOM_ADMIN_TOKEN. Without it the API answers 404.", valueName: "token"))
+    var adminToken: String?
+
+    @Option(help: ArgumentHelp("Slow mode at start: NAME:SECONDS (one message per person every SECONDS in that room), repeatable or comma separated, for rooms that have no slow mode set by a moderator yet. Also read from $CHATROOM_SLOW_MODE.", valueName: "name:seconds"))
+    var slowMode: [String] = []
+
     @Flag(help: ArgumentHelp("Serve /echo, a WebSocket that echoes messages, for conformance tests only.", visibility: .private))
     var testEchoRoute = false
 
@@ -177,6 +183,8 @@ struct Chatroom: AsyncParsableCommand {
         guard (0...300).contains(presenceGrace) else { throw ValidationError("--presence-grace must be between 0 and 300 seconds.") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout cannot be negative.") }
         _ = try channelNames()
+        _ = try slowModes()
+        if let adminToken, adminToken.count < 16 { throw ValidationError("--admin-token must be at least 16 characters: it lets its holder ban people.") }
     }
 
     func run() async throws {
@@ -232,6 +240,8 @@ struct Chatroom: AsyncParsableCommand {
         configuration.publishToken = publishToken ?? environment["CHATROOM_PUBLISH_TOKEN"]
         configuration.connectSecret = connectSecret ?? environment["CHATROOM_CONNECT_SECRET"]
         configuration.identitySecret = identitySecret ?? environment["CHATROOM_IDENTITY_SECRET"]
+        configuration.adminToken = adminToken ?? environment["CHATROOM_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        configuration.slowModes = try slowModes()
 
         let application: any ApplicationProtocol
         do {
@@ -261,6 +271,23 @@ struct Chatroom: AsyncParsableCommand {
 
     private var originList: [String] {
         allowedOrigins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && $0 != "*" }
+    }
+
+    /// `--slow-mode` (or `$CHATROOM_SLOW_MODE`): `NAME:SECONDS` entries, the seconds after
+    /// the last colon (names may hold colons).
+    private func slowModes() throws -> [ChannelName: Int] {
+        let given = slowMode.isEmpty ? [ProcessInfo.processInfo.environment["CHATROOM_SLOW_MODE"] ?? ""] : slowMode
+        let entries = given.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        var modes: [ChannelName: Int] = [:]
+        for entry in entries {
+            guard let colon = entry.lastIndex(of: ":"), let seconds = Int(entry[entry.index(after: colon)...]), (1...86_400).contains(seconds),
+                let name = ChannelName(String(entry[..<colon]))
+            else {
+                throw ValidationError("--slow-mode: '\(entry.prefix(80))' must be NAME:SECONDS, a valid channel name and 1 to 86400 seconds (e.g. support:10).")
+            }
+            modes[name] = seconds
+        }
+        return modes
     }
 
     /// `--channels` (or `$CHATROOM_CHANNELS`): names, each with an optional `:N` cap

@@ -633,6 +633,8 @@ final class SlowReadStates: Broker {
         try await base.admit(member, to: channel, instance: instance, cap: cap, lifetime: lifetime)
     }
     func sharedSecret(named name: String, proposed: String) async throws -> String { try await base.sharedSecret(named: name, proposed: proposed) }
+    func moderate(_ action: ModerationAction, in channel: ChannelName) async throws -> ModerationOutcome { try await base.moderate(action, in: channel) }
+    func moderation(of channel: ChannelName) async throws -> RoomModeration { try await base.moderation(of: channel) }
     func start() async throws {}
     func close() {}
     var services: [any Service] { [] }
