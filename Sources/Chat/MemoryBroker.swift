@@ -272,7 +272,7 @@ public final class MemoryBroker: Broker {
             let verb = if case .edit = request.kind { "edit" } else { "delete" }
             // A moderator may delete anyone's message.
             let moderatorDeletes = request.moderator && verb == "delete"
-            guard let from = request.from, target.from == from || moderatorDeletes else {
+            guard moderatorDeletes || (request.from != nil && target.from == request.from) else {
                 throw BrokerError(.refused(status: 403), "Only its author may \(verb) message \(of).")
             }
             if case .edit = request.kind {
@@ -335,13 +335,13 @@ public final class MemoryBroker: Broker {
             case .ban(let user, let seconds): change = .banned(user, until: seconds > 0 ? now + Int64(seconds) * 1000 : 0)
             case .unban(let user): change = .unbanned(user)
             case .slowMode(let seconds): change = .slowMode(seconds: seconds)
-            case .defaultSlowMode(let seconds): change = moderated.room.slowMode == 0 && seconds > 0 ? .slowMode(seconds: seconds) : nil
+            case .defaultSlowMode(let seconds): change = moderated.room.slowMode == nil && seconds > 0 ? .slowMode(seconds: seconds) : nil
             }
             if let change { moderated.room.apply(change) }
             // What ended goes, as Redis drops the fields.
             moderated.room.mutes = moderated.room.mutes.filter { $0.value > now }
             moderated.room.bans = moderated.room.bans.filter { $0.value == 0 || $0.value > now }
-            if moderated.room.slowMode == 0 { moderated.lastPosts = [:] }
+            if (moderated.room.slowMode ?? 0) == 0 { moderated.lastPosts = [:] }
             moderations[channel] = moderated.room.isEmpty(now: now) ? nil : moderated
             return ModerationOutcome(change: change, room: moderated.room)
         }

@@ -11,7 +11,7 @@ public enum ModerationAction: Sendable, Equatable {
     /// One message per person every `seconds`; 0 turns slow mode off.
     case slowMode(seconds: Int)
     /// Slow mode set at start (`--slow-mode`): only when the room has no setting of its
-    /// own yet, so that a moderator's later change outlives restarts.
+    /// own yet (a moderator's, 0 included), so that a moderator's change outlives restarts.
     case defaultSlowMode(seconds: Int)
 
     /// The longest mute, ban or slow mode: a year.
@@ -84,13 +84,14 @@ public struct RoomModeration: Sendable, Equatable {
     public var mutes: [String: Int64] = [:]
     /// Identity → end of the ban (Unix ms); 0: until lifted.
     public var bans: [String: Int64] = [:]
-    /// Seconds between two messages of one person; 0: off.
-    public var slowMode = 0
+    /// Seconds between two messages of one person; 0: turned off by a moderator (which
+    /// `--slow-mode` at start leaves alone); `nil`: never set.
+    public var slowMode: Int?
 
     /// A room nobody moderated.
     public static let none = RoomModeration()
 
-    public init(mutes: [String: Int64] = [:], bans: [String: Int64] = [:], slowMode: Int = 0) {
+    public init(mutes: [String: Int64] = [:], bans: [String: Int64] = [:], slowMode: Int? = nil) {
         self.mutes = mutes
         self.bans = bans
         self.slowMode = slowMode
@@ -113,7 +114,7 @@ public struct RoomModeration: Sendable, Equatable {
 
     /// Nothing in force at `now`: no instance needs to check anything.
     public func isEmpty(now: Int64) -> Bool {
-        slowMode == 0 && !bans.values.contains { $0 == 0 || $0 > now } && !mutes.values.contains { $0 > now }
+        slowMode == nil && !bans.values.contains { $0 == 0 || $0 > now } && !mutes.values.contains { $0 > now }
     }
 
     /// The room after `change`.
@@ -138,7 +139,7 @@ public struct RoomModeration: Sendable, Equatable {
         if let until = mutedUntil(from, now: now) {
             return BrokerError(.refused(status: 403), Self.mutedWords(secondsLeft: Self.secondsLeft(until, now: now)), reason: "muted")
         }
-        guard case .message = kind, slowMode > 0, !exempt, let lastPost else { return nil }
+        guard case .message = kind, let slowMode, slowMode > 0, !exempt, let lastPost else { return nil }
         let next = lastPost + Int64(slowMode) * 1000
         guard next > now else { return nil }
         let wait = Self.secondsLeft(next, now: now)

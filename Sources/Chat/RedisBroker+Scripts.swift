@@ -523,7 +523,7 @@ extension RedisBroker {
     /// `u` unban, `s` slow mode, `S` slow mode unless the room has its own), identity
     /// (empty for slow mode), seconds, pub/sub channel. Fields whose time ended are dropped
     /// here; the hash then expires with its latest deadline, or persists while a ban
-    /// without end or slow mode holds. Returns `{changed (1/0), until (ms; 0: none or no
+    /// without end or a slow-mode setting (0, off, included) holds. Returns `{changed (1/0), until (ms; 0: none or no
     /// end), field, value, …}`: the room after it.
     static func moderateScript(publish: String) -> String {
         """
@@ -548,12 +548,9 @@ extension RedisBroker {
         elseif what == 'S' and (seconds <= 0 or redis.call('HSETNX', KEYS[1], 'slow', seconds) == 0) then
           changed = 0
         else
-          if seconds > 0 then
-            redis.call('HSET', KEYS[1], 'slow', seconds)
-          else
-            redis.call('HDEL', KEYS[1], 'slow')
-            redis.call('DEL', KEYS[2])
-          end
+          -- Off is kept as 0: --slow-mode at start leaves a room a moderator set alone.
+          redis.call('HSET', KEYS[1], 'slow', math.max(0, seconds))
+          if seconds <= 0 then redis.call('DEL', KEYS[2]) end
           signal = 's1 s ' .. seconds
         end
         local latest, forever = 0, false

@@ -27,7 +27,7 @@ struct RedisKeys: Sendable {
     static func names(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:names" }
 
     /// Hash of the room's moderation: `m:<identity>` → end of a mute (Unix ms),
-    /// `b:<identity>` → end of a ban (0: until lifted), `slow` → seconds. It expires with
+    /// `b:<identity>` → end of a ban (0: until lifted), `slow` → seconds (0: turned off). It expires with
     /// its last deadline (none while a ban without end or slow mode holds), and is not
     /// part of the history: a new epoch leaves it.
     static func moderation(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:moderation" }

@@ -76,7 +76,8 @@ public func buildApplication(
                 socketQueueLimit: configuration.socketQueueLimit,
                 requestTimeout: configuration.requestTimeout,
                 echoRoute: configuration.testEchoRoute,
-                maximumSubscriptions: configuration.maximumSubscriptions
+                maximumSubscriptions: configuration.maximumSubscriptions,
+                moderators: configuration.moderators
             ),
             encoder: encoder,
             gatekeeper: gatekeeper,
@@ -178,7 +179,7 @@ enum Startup {
         for (channel, seconds) in configuration.slowModes.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             do {
                 let outcome = try await broker.moderate(.defaultSlowMode(seconds: seconds), in: channel)
-                logger.info("Slow mode", metadata: ["channel": "\(channel)", "seconds": "\(outcome.room.slowMode)", "set_now": "\(outcome.change != nil)"])
+                logger.info("Slow mode", metadata: ["channel": "\(channel)", "seconds": "\(outcome.room.slowMode ?? 0)", "set_now": "\(outcome.change != nil)"])
             } catch {
                 throw StartupError(message: "Cannot set the slow mode of \(channel): \(error).")
             }

@@ -124,6 +124,8 @@ public struct ChatConfiguration: Sendable {
     /// Slow mode (seconds) of rooms that have no setting of their own yet, set at start
     /// (`--slow-mode support:10`).
     public var slowModes: [ChannelName: Int] = [:]
+    /// Identities (the ids of `uid` cookies) that moderate over chat.v2 (`--moderators`).
+    public var moderators: Set<String> = []
     /// The page title.
     public var title = "Chatroom"
 

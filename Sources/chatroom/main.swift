@@ -138,6 +138,9 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Slow mode at start: NAME:SECONDS (one message per person every SECONDS in that room), repeatable or comma separated, for rooms that have no slow mode set by a moderator yet. Also read from $CHATROOM_SLOW_MODE.", valueName: "name:seconds"))
     var slowMode: [String] = []
 
+    @Option(help: ArgumentHelp("Identities (uid cookie ids, as shown in 'from' and in the members list) that moderate over chat.v2: delete anyone's message, mute, ban, slow a room down. Comma separated. Also read from $CHATROOM_MODERATORS.", valueName: "ids"))
+    var moderators: String?
+
     @Flag(help: ArgumentHelp("Serve /echo, a WebSocket that echoes messages, for conformance tests only.", visibility: .private))
     var testEchoRoute = false
 
@@ -242,6 +245,7 @@ struct Chatroom: AsyncParsableCommand {
         configuration.identitySecret = identitySecret ?? environment["CHATROOM_IDENTITY_SECRET"]
         configuration.adminToken = adminToken ?? environment["CHATROOM_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         configuration.slowModes = try slowModes()
+        configuration.moderators = Set((moderators ?? environment["CHATROOM_MODERATORS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
 
         let application: any ApplicationProtocol
         do {
