@@ -212,7 +212,7 @@ enum ChatV2Request: Equatable {
             self = .send(id: frame.id!, channel: frame.channel!, data: frame.data!, name: frame.name)
         default:
             self = .invalid(
-                "unknown frame type \"\(String(frame.type.unicodeScalars.prefix(24)))\"; chat.v2 clients send subscribe, unsubscribe, send, edit, delete, react, typing, read, who, ping, or (moderators) mute, ban, unban and slowmode"
+                "unknown frame type \"\(String(frame.type.unicodeScalars.prefix(16)))\"; chat.v2 frames are subscribe, unsubscribe, send, edit, delete, react, typing, read, who, ping, mute, ban, unban, slowmode"
             )
         }
     }
