@@ -89,8 +89,15 @@ struct Moderating: Sendable {
         }
     }
 
+    /// The broker could not do it: 503, or 504 when it may have been done (doing it again
+    /// is safe: every action sets a state).
     private static func unavailable(_ error: any Error) -> Refusal {
-        var refusal = Refusal(.serviceUnavailable, "Not done: \(error). Nothing changed; try again shortly.")
+        var refusal: Refusal
+        if let error = error as? BrokerError, case .unconfirmed = error.kind {
+            refusal = Refusal(.gatewayTimeout, "It may have been done: \(error.message) in time. Doing it again is safe.")
+        } else {
+            refusal = Refusal(.serviceUnavailable, "Not done: \(error). Nothing changed; try again shortly.")
+        }
         refusal.headers[.retryAfter] = "1"
         return refusal
     }

@@ -245,6 +245,9 @@ struct Chatroom: AsyncParsableCommand {
         configuration.identitySecret = identitySecret ?? environment["CHATROOM_IDENTITY_SECRET"]
         configuration.adminToken = adminToken ?? environment["CHATROOM_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         configuration.slowModes = try slowModes()
+        if let token = configuration.adminToken, token.count < 16 {
+            throw ValidationError("--admin-token (or $CHATROOM_ADMIN_TOKEN) must be at least 16 characters: it lets its holder ban people.")
+        }
         configuration.moderators = Set((moderators ?? environment["CHATROOM_MODERATORS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
 
         let application: any ApplicationProtocol

@@ -105,7 +105,9 @@ struct ModerationController: Sendable {
             case .success(let publication):
                 answer += [("of", .number(offset)), ("offset", .number(publication.message.offset)), ("epoch", .text(publication.message.epoch))]
             case .failure(let refusal):
-                throw refuse(refusal.status, refusal.message)
+                var refused = refuse(refusal.status, refusal.message)
+                refused.headers[.retryAfter] = refusal.headers[.retryAfter]
+                throw refused
             }
             return Self.json(answer)
         }
