@@ -3,6 +3,7 @@ import ChatClient
 @testable import ChatServer
 import ChatTestSupport
 import Foundation
+import NIOConcurrencyHelpers
 import Redis
 import Testing
 
@@ -273,6 +274,26 @@ struct ModerationTests {
             #expect(badUser.type == "nack" && badUser.int("status") == 400)
             for client in [adas, bobs, mods] { await client.disconnect() }
         }
+    }
+
+    @Test func aStormOfJoinsReadsARoomsModerationOnceAndSignalsChangeTheCopy() async throws {
+        let memory = MemoryBroker { _ in }
+        let broker = SlowReadStates(memory)
+        let moderations = RoomModerations()
+        let channel = ChannelName(uniqueChannel())!
+        _ = try await memory.moderate(.ban("eve", seconds: 0), in: channel)
+        let banned = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<1000 {
+                group.addTask { try await moderations.room(of: channel, from: broker).isBanned("eve", now: RoomModeration.now) }
+            }
+            return try await group.reduce(true) { $0 && $1 }
+        }
+        #expect(banned)
+        #expect(broker.moderationReads.withLockedValue { $0 } == 1, "a thousand joins, one read")
+        moderations.observe([.moderation(channel: channel, change: .unbanned("eve"))])
+        #expect(moderations.kept(channel)?.isBanned("eve", now: RoomModeration.now) == false, "the signal changed the copy")
+        #expect(broker.moderationReads.withLockedValue { $0 } == 1)
+        #expect(moderations.kept(channel, now: .now + .seconds(2)) == nil, "after a second it is read again")
     }
 
     @Test func theAPIRefusesWithoutTheRightTokenAndSaysHowToTurnItOn() async throws {
