@@ -249,6 +249,11 @@ struct Chatroom: AsyncParsableCommand {
             throw ValidationError("--admin-token (or $CHATROOM_ADMIN_TOKEN) must be at least 16 characters: it lets its holder ban people.")
         }
         configuration.moderators = Set((moderators ?? environment["CHATROOM_MODERATORS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        // An identity id: 15 base64url characters (as `from` and the members list show it).
+        let idCharacters = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        if let wrong = configuration.moderators.first(where: { $0.count != 15 || !$0.allSatisfy(idCharacters.contains) }) {
+            throw ValidationError("--moderators: '\(wrong.prefix(40))' is not an identity id (15 characters of A-Z a-z 0-9 - _, as shown in 'from').")
+        }
 
         let application: any ApplicationProtocol
         do {
