@@ -14,7 +14,8 @@ extension RedisBroker {
     /// a moderator or trusted integration sent it (`1`/`0`).
     ///
     /// Moderation (``RoomModeration/refusal(from:kind:exempt:lastPost:now:)``, the same
-    /// rules): a room nobody moderated costs one `EXISTS` per script. Otherwise each
+    /// rules): a room nobody moderated costs one `EXISTS` per script (none when no message
+    /// of the run has a sender, who alone can be held to it). Otherwise each
     /// message with a sender is checked against their ban and mute and the room's slow
     /// mode, and a message sent in slow mode records its time in the last posts.
     ///
@@ -58,7 +59,8 @@ extension RedisBroker {
         local changed = false
         local now = tonumber(ARGV[2])
         local window = tonumber(ARGV[10])
-        local moderated = redis.call('EXISTS', KEYS[5]) == 1
+        -- Whether the room is moderated at all: asked once, at the first message with a sender.
+        local moderated = nil
         -- A moderation refusal of the sender's message as {status, words, retry after,
         -- reason}, or nil and, when slow mode is to record the post, its seconds.
         local function moderation(from, kind, exempt)
@@ -129,7 +131,10 @@ extension RedisBroker {
             if first then offset0, epoch0, time0 = string.match(first, '^(%d+) (%S+) (%d+)$') end
           end
           local barred, slow = nil, nil
-          if not offset0 and moderated and from ~= '' then barred, slow = moderation(from, kind, exempt) end
+          if not offset0 and from ~= '' then
+            if moderated == nil then moderated = redis.call('EXISTS', KEYS[5]) == 1 end
+            if moderated then barred, slow = moderation(from, kind, exempt) end
+          end
           if offset0 then
             results[i] = {tonumber(offset0), epoch0, 0, 1, 0, tonumber(time0), 0, '', kind}
           elseif barred then
