@@ -111,6 +111,9 @@ struct ModerationTests {
             #expect(logs.lines(containing: "Moderation").allSatisfy { $0.hasPrefix("notice") })
             let metrics = try await ChatHTTP.request("GET", port: a.port, path: "/metrics")
             #expect(metrics.body.contains(#"chatroom_moderation_actions_total{action="mute"} 1"#))
+            let refusals = try await ChatHTTP.request("GET", port: b.port, path: "/metrics").body.split(separator: "\n")
+            #expect(refusals.contains { $0.hasPrefix("chatroom_refusals_total") && $0.contains(#"reason="muted""#) && $0.contains(#"route="/send/""#) })
+            #expect(refusals.contains { $0.hasPrefix("chatroom_refusals_total") && $0.contains(#"reason="muted""#) && $0.contains(#"route="socket""#) })
 
             // A new instance (a restart) knows the mute: it is in Redis. A reconnecting socket is told again.
             for client in [adas, bobs] { await client.disconnect() }
@@ -156,6 +159,7 @@ struct ModerationTests {
             #expect(try await v2.ask(["type": "send", "id": "banned", "channel": channel, "data": "x"])?.int("status") == 403)
             let read = try await ChatHTTP.request("GET", port: b.port, path: "/history?channel=\(channel)", headers: [ada.header])
             #expect(read.status == 403 && read.body.contains("You are banned from this room."))
+            #expect(try await ChatHTTP.request("GET", port: b.port, path: "/metrics").body.contains(#"reason="banned""#))
             #expect(try await ChatHTTP.request("GET", port: b.port, path: "/history?channel=\(channel)").status == 200, "others still read it")
 
             if broker == .redis {
@@ -203,6 +207,8 @@ struct ModerationTests {
             #expect((second["message"] as? String)?.contains("slow mode") == true)
             let posted = try await ChatHTTP.send(port: a.port, data: "by POST", channel: channel, headers: [ada.header])
             #expect(posted.status == 429 && Int(posted.header("Retry-After") ?? "") != nil)
+            let refusals = try await ChatHTTP.request("GET", port: a.port, path: "/metrics").body
+            #expect(refusals.contains(#"reason="slow_mode""#))
 
             for id in ["m1", "m2", "m3"] {
                 #expect(try await mods.ask(["type": "send", "id": id, "channel": channel, "data": id])?.type == "ack", "moderators are exempt")
