@@ -79,6 +79,16 @@ public protocol Broker: Sendable, CustomStringConvertible {
     /// - Throws: ``BrokerError``.
     func sharedSecret(named name: String, proposed: String) async throws -> String
 
+    /// Carries out a moderation action in `channel`, atomically, and tells every instance
+    /// (``ChatEvent/moderation(channel:change:)``). Mutes, bans and slow mode outlive a
+    /// new epoch of the channel's history.
+    /// - Throws: ``BrokerError``.
+    func moderate(_ action: ModerationAction, in channel: ChannelName) async throws -> ModerationOutcome
+
+    /// The channel's mutes, bans and slow mode now (those that ended left out).
+    /// - Throws: ``BrokerError``.
+    func moderation(of channel: ChannelName) async throws -> RoomModeration
+
     /// Checks that the broker can serve, once at start.
     /// - Throws: ``BrokerError`` naming what cannot be reached.
     func start() async throws
@@ -139,10 +149,13 @@ public struct PublishRequest: Sendable {
     public var from: String?
     /// A message, or a change to one (a reaction is asked for as on: it toggles).
     public var kind: MessageKind
+    /// Sent by a moderator or a trusted integration (the publish token): exempt from slow
+    /// mode, and a moderator's delete may remove anyone's message.
+    public var moderator: Bool
 
     public init(
         _ data: ByteBuffer, name: String? = nil, to channel: ChannelName, options: PublishOptions = PublishOptions(), from: String? = nil,
-        kind: MessageKind = .message
+        kind: MessageKind = .message, moderator: Bool = false
     ) {
         self.data = data
         self.name = name
@@ -150,6 +163,7 @@ public struct PublishRequest: Sendable {
         self.options = options
         self.from = from
         self.kind = kind
+        self.moderator = moderator
     }
 }
 
@@ -202,9 +216,10 @@ public struct BrokerError: Error, Sendable, CustomStringConvertible {
         case unconfirmed
         /// The publish would have created a channel and was not allowed to.
         case newChannelRefused
-        /// A change its message does not allow, with the HTTP status that says why: 403
-        /// (not the sender's, past the edit window, deleted), 404 (no such message in
-        /// the history), 400 (one reaction too many).
+        /// A change its message does not allow, or a sender the room's moderation refuses,
+        /// with the HTTP status that says why: 403 (not the sender's, past the edit
+        /// window, deleted; muted or banned), 404 (no such message in the history), 400
+        /// (one reaction too many), 429 (slow mode: ``BrokerError/retryAfter`` says when).
         case refused(status: Int)
     }
 
@@ -212,11 +227,17 @@ public struct BrokerError: Error, Sendable, CustomStringConvertible {
     public var kind: Kind
     /// A message a person can act on.
     public var message: String
+    /// Why, in one word for `chatroom_refusals_total` (`muted`, `banned`, `slow_mode`);
+    /// `nil`: the status says it.
+    public var reason: String?
+    /// Seconds to wait before the same publish can succeed (slow mode), if known.
+    public var retryAfter: Int?
 
     /// Creates an error.
-    public init(_ kind: Kind, _ message: String) {
+    public init(_ kind: Kind, _ message: String, reason: String? = nil) {
         self.kind = kind
         self.message = message
+        self.reason = reason
     }
 
     public var description: String { message }

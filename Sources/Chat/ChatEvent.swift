@@ -24,6 +24,8 @@ public enum ChatEvent: Sendable, Equatable {
     /// The same, for everyone else in the room (made by the hub from `read`; only a
     /// one-to-one room's frames say it).
     case seen(channel: ChannelName, member: Member, offset: Int64)
+    /// A moderator muted or banned someone, lifted a ban, or changed slow mode.
+    case moderation(channel: ChannelName, change: ModerationChange)
 
     /// The message, if the event is one.
     public var message: Message? {
@@ -36,7 +38,17 @@ public enum ChatEvent: Sendable, Equatable {
         switch self {
         case .typing(_, let member), .seen(_, let member, _): .allBut(member.id)
         case .read(_, let member, _): .only(member.id)
+        case .moderation(_, let change): change.user.map { .only($0) } ?? .everyone
         default: .everyone
+        }
+    }
+
+    /// Whether the hub hands it on its own rather than in a batch: it is for some people
+    /// only, or a moderation event (which members carry out, see ``HubMember/moderated(_:)``).
+    public var goesAlone: Bool {
+        switch self {
+        case .typing, .read, .seen, .moderation: true
+        default: false
         }
     }
 
@@ -63,7 +75,7 @@ public enum ChatEvent: Sendable, Equatable {
         case .message(let message): message.channel
         case .reset(let channel, _), .gap(let channel, _, _), .presence(let channel, _), .members(let channel, _, _),
             .join(let channel, _), .leave(let channel, _), .typing(let channel, _), .read(let channel, _, _),
-            .seen(let channel, _, _):
+            .seen(let channel, _, _), .moderation(let channel, _):
             channel
         }
     }
@@ -74,6 +86,10 @@ public enum ChatEvent: Sendable, Equatable {
 ///
 ///     s1 t <id>[ <name>]
 ///     s1 r <offset> <id>[ <name>]
+///     s1 m <id> <until>        muted until (Unix ms; 0: lifted)
+///     s1 b <id> <until>        banned until (Unix ms; 0: until lifted)
+///     s1 u <id>                ban lifted
+///     s1 s <seconds>           slow mode (0: off)
 enum Signal {
     static func typing(_ member: Member) -> String {
         "s1 t \(member.id)" + (member.name.map { " " + $0 } ?? "")
@@ -94,6 +110,16 @@ enum Signal {
         case "r":
             guard fields.count >= 4, let offset = Int64(fields[2]) else { return nil }
             return .read(channel: channel, member: Member(id: String(fields[3]), name: fields.count > 4 ? String(fields[4]) : nil), offset: offset)
+        case "m", "b":
+            guard fields.count == 4, let until = Int64(fields[3]) else { return nil }
+            let user = String(fields[2])
+            return .moderation(channel: channel, change: kind == "m" ? .muted(user, until: until) : .banned(user, until: until))
+        case "u":
+            guard fields.count == 3 else { return nil }
+            return .moderation(channel: channel, change: .unbanned(String(fields[2])))
+        case "s":
+            guard fields.count == 3, let seconds = Int(fields[2]) else { return nil }
+            return .moderation(channel: channel, change: .slowMode(seconds: seconds))
         default:
             return nil
         }

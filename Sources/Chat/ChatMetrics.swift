@@ -81,6 +81,12 @@ public final class ChatMetrics: Sendable {
         Counter(label: "chatroom_refusals_total", dimensions: [("route", route), ("reason", reason)], factory: factory).increment()
     }
 
+    /// Counts a moderation action carried out (`chatroom_moderation_actions_total`):
+    /// `delete`, `mute`, `ban`, `unban` or `slowmode`.
+    public func moderated(action: String) {
+        Counter(label: "chatroom_moderation_actions_total", dimensions: [("action", action)], factory: factory).increment()
+    }
+
     /// The refusal reason an HTTP status stands for.
     public static func reason(status: Int) -> String {
         switch status {

@@ -41,10 +41,14 @@ public protocol HubMember: HubConnection {
     /// Who the member's socket is (its identity), for events meant for some people only
     /// (``ChatEvent/audience``); `nil`: no one's, it gets only events for everyone.
     var identity: String? { get }
+    /// A moderation event of the member's channel for its person (or for everyone): a
+    /// ban to carry out, a mute to tell of. Never part of a ``Batch``.
+    func moderated(_ delivery: Delivery)
 }
 
 extension HubMember {
     public var identity: String? { nil }
+    public func moderated(_ delivery: Delivery) {}
 }
 
 /// An event made ready for the wire once, shared by every member it goes to.
@@ -353,21 +357,28 @@ public final class LoopHub: @unchecked Sendable {
             // A snapshot: a member may leave (and so change the list) while delivering.
             guard let members = channels[channel]?.list else { continue }
             if let last = Self.lastPosition(in: batch) { channels[channel]!.drained = last }
-            guard batch.contains(where: { $0.event.audience != .everyone }) else {
+            guard batch.contains(where: { $0.event.goesAlone }) else {
                 deliver(batch, of: channel, to: members)
                 continue
             }
-            // Events for some people only (typing, read state) go on their own, each to
-            // its audience, in their place: a message after someone's typing arrives after it.
+            // Events for some people only (typing, read state, moderation) go on their own,
+            // each to its audience, in their place: a message after someone's typing arrives
+            // after it.
             var run: [Delivery] = []
             for delivery in batch {
-                let audience = delivery.event.audience
-                guard audience != .everyone else {
+                guard delivery.event.goesAlone else {
                     run.append(delivery)
                     continue
                 }
+                let audience = delivery.event.audience
                 if !run.isEmpty { deliver(run, of: channel, to: members) }
                 run = []
+                if case .moderation = delivery.event {
+                    for member in members where audience.includes(member.identity) {
+                        member.moderated(delivery)
+                    }
+                    continue
+                }
                 let single = Batch(channel: channel, deliveries: [delivery])
                 for member in members where audience.includes(member.identity) {
                     member.deliver(single)

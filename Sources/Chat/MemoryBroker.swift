@@ -43,6 +43,15 @@ public final class MemoryBroker: Broker {
     /// How far each identity has read each channel.
     private let reads = NIOLockedValueBox([ChannelName: [String: Int64]]())
     private let secrets = NIOLockedValueBox([String: String]())
+    /// Each room's moderation, and while slow mode is on when each person last posted
+    /// (Unix ms). Apart from the channels: it outlives a new epoch (and is lost, like
+    /// everything here, when the process ends).
+    private let moderations = NIOLockedValueBox([ChannelName: Moderated]())
+
+    private struct Moderated {
+        var room = RoomModeration()
+        var lastPosts: [String: Int64] = [:]
+    }
     /// Idempotency keys of recent publishes (`<channel>|<key>`).
     private let sent = NIOLockedValueBox(RecentKeys<Sent>())
     private let lastSweep = NIOLockedValueBox(ContinuousClock.now)
@@ -94,6 +103,14 @@ public final class MemoryBroker: Broker {
             }
             var created = false
             var kind = request.kind
+            let time = Epoch.nowMilliseconds()
+            let refusal = moderations.withLockedValue { moderations -> BrokerError? in
+                guard let moderated = moderations[channel] else { return nil }
+                return moderated.room.refusal(
+                    from: request.from, kind: request.kind, exempt: request.moderator, lastPost: moderated.lastPosts[request.from ?? ""], now: time
+                )
+            }
+            if let refusal { throw refusal }
             if request.kind != .message {
                 guard channels[channel].map(isCurrent) == true else { throw BrokerError(.refused(status: 404), "The channel has no messages.") }
                 kind = try Self.change(&channels[channel]!, with: request, editWindow: policy.editWindow)
@@ -107,6 +124,11 @@ public final class MemoryBroker: Broker {
             }
             // Mutated in place: a copy of the state would copy the whole ring on every publish.
             let message = Self.append(request, kind: kind, to: &channels[channel]!, capacity: max(policy.size, 1))
+            if kind == .message, !request.moderator, let from = request.from {
+                moderations.withLockedValue { moderations in
+                    if moderations[channel]?.room.slowMode ?? 0 > 0 { moderations[channel]!.lastPosts[from] = time }
+                }
+            }
             if let key {
                 sent.withLockedValue { $0.remember(key, Sent(offset: message.offset, epoch: message.epoch, time: message.time), until: now + policy.dedupeWindow) }
             }
@@ -248,7 +270,11 @@ public final class MemoryBroker: Broker {
             return .message
         case .edit, .delete:
             let verb = if case .edit = request.kind { "edit" } else { "delete" }
-            guard let from = request.from, target.from == from else { throw BrokerError(.refused(status: 403), "Only its author may \(verb) message \(of).") }
+            // A moderator may delete anyone's message.
+            let moderatorDeletes = request.moderator && verb == "delete"
+            guard moderatorDeletes || (request.from != nil && target.from == request.from) else {
+                throw BrokerError(.refused(status: 403), "Only its author may \(verb) message \(of).")
+            }
             if case .edit = request.kind {
                 guard now <= target.time + Int64(editWindow / .milliseconds(1)) else {
                     throw BrokerError(
@@ -297,6 +323,38 @@ public final class MemoryBroker: Broker {
     private func current(_ state: ChannelState?) -> ChannelState {
         guard let state, isCurrent(state) else { return ChannelState() }
         return state
+    }
+
+    public func moderate(_ action: ModerationAction, in channel: ChannelName) async throws -> ModerationOutcome {
+        let now = Epoch.nowMilliseconds()
+        let outcome = moderations.withLockedValue { moderations in
+            var moderated = moderations[channel] ?? Moderated()
+            let change: ModerationChange?
+            switch action {
+            case .mute(let user, let seconds): change = .muted(user, until: seconds > 0 ? now + Int64(seconds) * 1000 : 0)
+            case .ban(let user, let seconds): change = .banned(user, until: seconds > 0 ? now + Int64(seconds) * 1000 : 0)
+            case .unban(let user): change = .unbanned(user)
+            case .slowMode(let seconds): change = .slowMode(seconds: seconds)
+            case .defaultSlowMode(let seconds): change = moderated.room.slowMode == nil && seconds > 0 ? .slowMode(seconds: seconds) : nil
+            }
+            if let change { moderated.room.apply(change) }
+            // What ended goes, as Redis drops the fields.
+            moderated.room.mutes = moderated.room.mutes.filter { $0.value > now }
+            moderated.room.bans = moderated.room.bans.filter { $0.value == 0 || $0.value > now }
+            if (moderated.room.slowMode ?? 0) == 0 { moderated.lastPosts = [:] }
+            moderations[channel] = moderated.room.isEmpty(now: now) ? nil : moderated
+            return ModerationOutcome(change: change, room: moderated.room)
+        }
+        if let change = outcome.change { deliver([.moderation(channel: channel, change: change)]) }
+        return outcome
+    }
+
+    public func moderation(of channel: ChannelName) async throws -> RoomModeration {
+        let now = Epoch.nowMilliseconds()
+        var room = moderations.withLockedValue { $0[channel]?.room } ?? RoomModeration()
+        room.mutes = room.mutes.filter { $0.value > now }
+        room.bans = room.bans.filter { $0.value == 0 || $0.value > now }
+        return room
     }
 
     /// Always ready: nothing outside the process.

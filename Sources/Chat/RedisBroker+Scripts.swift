@@ -2,15 +2,22 @@
 extension RedisBroker {
     /// Publishes messages to one channel, in order, in one atomic step.
     ///
-    /// KEYS: meta hash, history stream, changes hash, read states, then the messages'
-    /// idempotency keys (those that have one). ARGV: pub/sub channel, time (ms), an epoch for a channel
+    /// KEYS: meta hash, history stream, changes hash, read states, moderation hash, last
+    /// posts (slow mode), then the messages' idempotency keys (those that have one). ARGV: pub/sub channel, time (ms), an epoch for a channel
     /// that has none, history size, time to live in ms (0: none), the highest offset this
     /// instance has seen in the channel with its epoch (the fence: epoch, offset), whether
     /// the publish may create the channel (`1`/`0`), how long to remember an idempotency
     /// key (ms), how long after a message its author may edit it (ms); then five per
     /// message: its data, its sender's name (empty: none), the index in KEYS of its
-    /// idempotency key (0: none), its sender's identity (empty: none) and its kind
-    /// (``MessageKind/token``; a reaction is asked for as `r<of>` and toggles).
+    /// idempotency key (0: none), its sender's identity (empty: none), its kind
+    /// (``MessageKind/token``; a reaction is asked for as `r<of>` and toggles) and whether
+    /// a moderator or trusted integration sent it (`1`/`0`).
+    ///
+    /// Moderation (``RoomModeration/refusal(from:kind:exempt:lastPost:now:)``, the same
+    /// rules): a room nobody moderated costs one `EXISTS` per script (none when no message
+    /// of the run has a sender, who alone can be held to it). Otherwise each
+    /// message with a sender is checked against their ban and mute and the room's slow
+    /// mode, and a message sent in slow mode records its time in the last posts.
     ///
     /// The fence: Redis may lose its last writes (a crash failover, asynchronous
     /// replication; a crash with `appendfsync everysec`). The counter would then hand
@@ -36,12 +43,13 @@ extension RedisBroker {
     /// Returns, per message, `{offset, epoch, raised from (0 when the fence was not
     /// needed), repeat (1 when the key was known: nothing published), created (1: the
     /// channel is new; -1: refused because it would have been), time, refusal status (0:
-    /// none), refusal words, kind as published}`. On a cluster, `PUBLISH` becomes
+    /// none), refusal words, kind as published}`; a moderation refusal adds `retry after
+    /// (s; 0: none), reason`. On a cluster, `PUBLISH` becomes
     /// `SPUBLISH`: the pub/sub channel carries the same hash tag as the keys, so it lives
     /// in their slot.
     static func publishScript(publish: String) -> String {
         """
-        local count = (#ARGV - 10) / 5
+        local count = (#ARGV - 10) / 6
         local results = {}
         local epoch = nil
         local refused = false
@@ -51,6 +59,28 @@ extension RedisBroker {
         local changed = false
         local now = tonumber(ARGV[2])
         local window = tonumber(ARGV[10])
+        -- Whether the room is moderated at all: asked once, at the first message with a sender.
+        local moderated = nil
+        -- A moderation refusal of the sender's message as {status, words, retry after,
+        -- reason}, or nil and, when slow mode is to record the post, its seconds.
+        local function moderation(from, kind, exempt)
+          local found = redis.call('HMGET', KEYS[5], 'b:' .. from, 'm:' .. from, 'slow')
+          local ban, mute, slow = tonumber(found[1]), tonumber(found[2]), tonumber(found[3] or '0')
+          if ban and (ban == 0 or ban > now) then return {403, '\(RoomModeration.bannedWords)', 0, 'banned'} end
+          local op = string.sub(kind, 1, 1)
+          if op == 'd' then return nil end
+          if mute and mute > now then
+            local left = math.max(1, math.floor((mute - now + 999) / 1000))
+            return {403, 'You are muted in this room for ' .. left .. ' more ' .. (left == 1 and 'second' or 'seconds') .. '.', 0, 'muted'}
+          end
+          if op ~= 'm' or slow <= 0 or exempt then return nil end
+          local last = tonumber(redis.call('HGET', KEYS[6], from) or '')
+          if last and last + slow * 1000 > now then
+            local wait = math.max(1, math.floor((last + slow * 1000 - now + 999) / 1000))
+            return {429, 'This room is in slow mode: one message every ' .. slow .. ' s per person. Wait ' .. wait .. ' more ' .. (wait == 1 and 'second' or 'seconds') .. '.', wait, 'slow_mode'}
+          end
+          return nil, slow
+        end
         local function entryOf(offset)
           local found = redis.call('XRANGE', KEYS[2], offset .. '-0', offset .. '-0')[1]
           if not found then return nil end
@@ -65,7 +95,7 @@ extension RedisBroker {
         end
         -- Checks a change against its message; returns its status and words when refused,
         -- else nil and the message's state, its entry and the kind to publish.
-        local function check(kind, from)
+        local function check(kind, from, exempt)
           local op = string.sub(kind, 1, 1)
           -- The offset as sent, digits only: Lua would write a large number as 1e+14.
           local of = string.sub(kind, 2)
@@ -79,7 +109,8 @@ extension RedisBroker {
             return 404, 'Message ' .. of .. ' is not in the history of the channel.'
           end
           if entry.k then return 404, 'Offset ' .. of .. ' is a change to a message, not a message.' end
-          if op ~= 'r' and (from == '' or entry.f ~= from) then
+          -- A moderator may delete anyone's message.
+          if op ~= 'r' and not (op == 'd' and exempt) and (from == '' or entry.f ~= from) then
             return 403, 'Only its author may ' .. (op == 'e' and 'edit' or 'delete') .. ' message ' .. of .. '.'
           end
           if op == 'e' and tonumber(entry.t) + window < now then
@@ -91,15 +122,23 @@ extension RedisBroker {
           redis.call('XDEL', KEYS[2], offset .. '-0')
         end
         for i = 1, count do
-          local base = 10 + (i - 1) * 5
+          local base = 10 + (i - 1) * 6
           local data, name, keyIndex, from, kind = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4], ARGV[base + 5]
+          local exempt = ARGV[base + 6] == '1'
           local offset0, epoch0, time0
           if keyIndex > 0 then
             local first = redis.call('GET', KEYS[keyIndex])
             if first then offset0, epoch0, time0 = string.match(first, '^(%d+) (%S+) (%d+)$') end
           end
+          local barred, slow = nil, nil
+          if not offset0 and from ~= '' then
+            if moderated == nil then moderated = redis.call('EXISTS', KEYS[5]) == 1 end
+            if moderated then barred, slow = moderation(from, kind, exempt) end
+          end
           if offset0 then
             results[i] = {tonumber(offset0), epoch0, 0, 1, 0, tonumber(time0), 0, '', kind}
+          elseif barred then
+            results[i] = {0, '', 0, 0, 0, 0, barred[1], barred[2], kind, barred[3], barred[4]}
           elseif kind ~= 'm' and not redis.call('HGET', KEYS[1], 'epoch') then
             results[i] = {0, '', 0, 0, 0, 0, 404, 'The channel has no messages.', kind}
           else
@@ -127,7 +166,7 @@ extension RedisBroker {
             end
             local status, state, entry, of, op = 0, nil, nil, nil, nil
             if not refused and kind ~= 'm' then
-              status, state, entry, of, op = check(kind, from)
+              status, state, entry, of, op = check(kind, from, exempt)
               if status == nil then
                 status = 0
                 if op == 'r' then
@@ -217,6 +256,10 @@ extension RedisBroker {
               end
               if keyIndex > 0 then
                 redis.call('SET', KEYS[keyIndex], offset .. ' ' .. epoch .. ' ' .. ARGV[2], 'PX', ARGV[9])
+              end
+              if slow then
+                redis.call('HSET', KEYS[6], from, ARGV[2])
+                redis.call('PEXPIRE', KEYS[6], slow * 1000)
               end
               redis.call('\(publish)', ARGV[1], header .. '\\n' .. data)
               results[i] = {offset, epoch, raised, 0, created, now, 0, '', kind}
@@ -478,6 +521,75 @@ extension RedisBroker {
         end
         return out
         """
+
+    /// A moderation action, atomically, and the signal that tells every instance.
+    ///
+    /// KEYS: moderation hash, last posts. ARGV: time (Unix ms), what (`m` mute, `b` ban,
+    /// `u` unban, `s` slow mode, `S` slow mode unless the room has its own), identity
+    /// (empty for slow mode), seconds, pub/sub channel. Fields whose time ended are dropped
+    /// here; the hash then expires with its latest deadline, or persists while a ban
+    /// without end or a slow-mode setting (0, off, included) holds. Returns `{changed (1/0), until (ms; 0: none or no
+    /// end), field, value, …}`: the room after it.
+    static func moderateScript(publish: String) -> String {
+        """
+        local now = tonumber(ARGV[1])
+        local what, user, seconds = ARGV[2], ARGV[3], tonumber(ARGV[4])
+        local changed, till, signal = 1, 0, nil
+        if what == 'm' then
+          if seconds > 0 then
+            till = now + seconds * 1000
+            redis.call('HSET', KEYS[1], 'm:' .. user, till)
+          else
+            redis.call('HDEL', KEYS[1], 'm:' .. user)
+          end
+          signal = 's1 m ' .. user .. ' ' .. till
+        elseif what == 'b' then
+          if seconds > 0 then till = now + seconds * 1000 end
+          redis.call('HSET', KEYS[1], 'b:' .. user, till)
+          signal = 's1 b ' .. user .. ' ' .. till
+        elseif what == 'u' then
+          redis.call('HDEL', KEYS[1], 'b:' .. user)
+          signal = 's1 u ' .. user
+        elseif what == 'S' and (seconds <= 0 or redis.call('HSETNX', KEYS[1], 'slow', seconds) == 0) then
+          changed = 0
+        else
+          -- Off is kept as 0: --slow-mode at start leaves a room a moderator set alone.
+          redis.call('HSET', KEYS[1], 'slow', math.max(0, seconds))
+          if seconds <= 0 then redis.call('DEL', KEYS[2]) end
+          signal = 's1 s ' .. seconds
+        end
+        local latest, forever = 0, false
+        local room = {}
+        local fields = redis.call('HGETALL', KEYS[1])
+        for i = 1, #fields, 2 do
+          local field, value = fields[i], tonumber(fields[i + 1])
+          if field == 'slow' then
+            forever = true
+            room[#room + 1] = field
+            room[#room + 1] = value
+          elseif value == 0 and string.sub(field, 1, 2) == 'b:' then
+            forever = true
+            room[#room + 1] = field
+            room[#room + 1] = value
+          elseif value <= now then
+            redis.call('HDEL', KEYS[1], field)
+          else
+            if value > latest then latest = value end
+            room[#room + 1] = field
+            room[#room + 1] = value
+          end
+        end
+        if forever then
+          redis.call('PERSIST', KEYS[1])
+        elseif latest > 0 then
+          redis.call('PEXPIRE', KEYS[1], latest - now)
+        end
+        if signal then redis.call('\(publish)', ARGV[5], signal) end
+        local answer = {changed, till}
+        for _, item in ipairs(room) do answer[#answer + 1] = item end
+        return answer
+        """
+    }
 
     /// Raises a channel's counter to an offset already delivered, after Redis lost writes.
     /// KEYS: meta hash. ARGV: epoch, offset. Returns the counter before (or -1 if the

@@ -26,6 +26,16 @@ struct RedisKeys: Sendable {
     /// Hash of the display names of the channel's people: identity → name.
     static func names(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:names" }
 
+    /// Hash of the room's moderation: `m:<identity>` → end of a mute (Unix ms),
+    /// `b:<identity>` → end of a ban (0: until lifted), `slow` → seconds (0: turned off). It expires with
+    /// its last deadline (none while a ban without end or slow mode holds), and is not
+    /// part of the history: a new epoch leaves it.
+    static func moderation(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:moderation" }
+
+    /// While slow mode is on, when each identity last posted: identity → Unix ms. Expires
+    /// one slow-mode interval after the last post.
+    static func lastPosts(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:posts" }
+
     /// A publish's idempotency key (`<sender>|<client's id>`), holding `<offset> <epoch>
     /// <time>` of the first publish with it, for the dedupe window.
     static func sent(_ channel: ChannelName, key: String) -> String { "\(prefix):{\(channel.rawValue)}:sent:\(key)" }

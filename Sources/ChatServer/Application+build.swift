@@ -32,8 +32,10 @@ public func buildApplication(
     let (registry, metrics) = MetricsController.make()
     let hub = Hub(eventLoopGroup: eventLoopGroup, batchWindow: TimeAmount(configuration.batchWindow), metrics: metrics, encode: encoder.frames(of:))
     let rate = MessageRate()
+    let moderations = RoomModerations()
     let broker = try Startup.makeBroker(configuration, eventLoopGroup: eventLoopGroup, metrics: metrics, logger: logger) { events in
         rate.record(events)
+        moderations.observe(events)
         hub.deliver(events)
     }
     do {
@@ -59,9 +61,10 @@ public func buildApplication(
             encode: encoder.frames(of:),
             deliver: hub.deliver
         )
+        try await Startup.applySlowModes(configuration, broker: broker, metrics: metrics, logger: logger)
         let router = try Startup.buildRouter(
             configuration, catalog: catalog, broker: broker, gatekeeper: gatekeeper, identities: identities, metrics: metrics, refusals: refusals,
-            rooms: rooms, presence: presence
+            rooms: rooms, presence: presence, moderations: moderations
         )
         let context = ChatServerContext(
             hub: hub,
@@ -73,7 +76,8 @@ public func buildApplication(
                 socketQueueLimit: configuration.socketQueueLimit,
                 requestTimeout: configuration.requestTimeout,
                 echoRoute: configuration.testEchoRoute,
-                maximumSubscriptions: configuration.maximumSubscriptions
+                maximumSubscriptions: configuration.maximumSubscriptions,
+                moderators: configuration.moderators
             ),
             encoder: encoder,
             gatekeeper: gatekeeper,
@@ -81,7 +85,8 @@ public func buildApplication(
             presence: presence,
             identities: identities,
             rooms: rooms,
-            refusals: refusals
+            refusals: refusals,
+            moderations: moderations
         )
         let budget = ConnectionBudget(
             limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(),
@@ -169,6 +174,19 @@ enum Startup {
         }
     }
 
+    /// `--slow-mode`: each room's slow mode, unless a moderator set one already (it
+    /// outlives restarts in Redis).
+    static func applySlowModes(_ configuration: ChatConfiguration, broker: any Broker, metrics: ChatMetrics, logger: Logger) async throws {
+        for (channel, seconds) in configuration.slowModes.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            do {
+                let outcome = try await broker.moderate(.defaultSlowMode(seconds: seconds), in: channel)
+                logger.info("Slow mode", metadata: ["channel": "\(channel)", "seconds": "\(outcome.room.slowMode ?? 0)", "set_now": "\(outcome.change != nil)"])
+            } catch {
+                throw StartupError(message: "Cannot set the slow mode of \(channel): \(error).")
+            }
+        }
+    }
+
     /// The JWT keys and whether anonymous people are let in.
     static func makeLogins(_ configuration: ChatConfiguration, identities: Identities, logger: Logger) async throws -> Logins {
         let verifier: JWTVerifier?
@@ -214,7 +232,7 @@ enum Startup {
     /// route: ``ChatChildChannel`` upgrades it before the router sees it.)
     static func buildRouter(
         _ configuration: ChatConfiguration, catalog: AssetCatalog, broker: any Broker, gatekeeper: Gatekeeper, identities: Identities,
-        metrics: ChatMetrics, refusals: Refusals, rooms: RoomPolicy, presence: PresenceTracker
+        metrics: ChatMetrics, refusals: Refusals, rooms: RoomPolicy, presence: PresenceTracker, moderations: RoomModerations
     ) throws -> Router<ChatRequestContext> {
         // HEAD on every GET route: load balancers and uptime checks send it.
         let router = Router(context: ChatRequestContext.self, options: .autoGenerateHeadEndpoints)
@@ -234,8 +252,15 @@ enum Startup {
             rooms: rooms,
             presence: presence
         ).addRoutes(to: router)
-        HistoryController(broker: broker, gatekeeper: gatekeeper, refusals: refusals, identities: identities, maximumBytes: configuration.maximumHistoryBytes)
-            .addRoutes(to: router)
+        HistoryController(
+            broker: broker, gatekeeper: gatekeeper, refusals: refusals, identities: identities, maximumBytes: configuration.maximumHistoryBytes,
+            moderations: moderations
+        ).addRoutes(to: router)
+        ModerationController(
+            moderating: Moderating(broker: broker, metrics: metrics),
+            authorizer: ModeratorAuthorizer(ways: configuration.adminToken.map { [ModeratorAuthorizer.adminToken($0)] } ?? []),
+            gatekeeper: gatekeeper, refusals: refusals
+        ).addRoutes(to: router)
         HealthController(broker: broker).addRoutes(to: router)
         return router
     }

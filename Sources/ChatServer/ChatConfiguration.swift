@@ -137,6 +137,14 @@ public struct ChatConfiguration: Sendable {
     /// How long a person counts without a refresh from their instance (a crashed
     /// instance's people stop counting after it); refreshed every third of it.
     public var presenceLifetime: Duration = .seconds(30)
+    /// When set, the moderation API (`/api/delete`, `/api/mute`, `/api/ban`,
+    /// `/api/slowmode`) takes `Authorization: Bearer <token>`; `nil`: it answers 404.
+    public var adminToken: String?
+    /// Slow mode (seconds) of rooms that have no setting of their own yet, set at start
+    /// (`--slow-mode support:10`).
+    public var slowModes: [ChannelName: Int] = [:]
+    /// Identities (the ids of `uid` cookies) that moderate over chat.v2 (`--moderators`).
+    public var moderators: Set<String> = []
     /// The page title.
     public var title = "Chatroom"
 

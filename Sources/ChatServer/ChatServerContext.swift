@@ -13,6 +13,8 @@ struct ChatServerContext: Sendable {
         var echoRoute = false
         /// Channels one chat.v2 socket may subscribe to.
         var maximumSubscriptions = ChatConfiguration.defaults.maximumSubscriptions
+        /// Identities that moderate over chat.v2.
+        var moderators: Set<String> = []
 
         /// Largest chat.v2 frame: a `send` carries its text JSON-escaped, and an escape
         /// (`\u0041`) is at most six bytes for one byte of text; plus the other fields.
@@ -40,4 +42,6 @@ struct ChatServerContext: Sendable {
     var rooms: RoomPolicy
     /// Counts refusals and logs them, throttled per address and reason.
     var refusals: Refusals
+    /// Each room's mutes, bans and slow mode, as this instance knows them.
+    var moderations = RoomModerations()
 }

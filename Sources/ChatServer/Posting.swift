@@ -38,9 +38,12 @@ struct Posting: Sendable {
         /// The sender holds a place in the room already (a subscribed socket), or needs
         /// none (a trusted integration with the publish token).
         var placeHeld = false
+        /// Sent by a moderator (or a trusted integration with the publish token): exempt
+        /// from slow mode; a moderator's delete removes anyone's message.
+        var moderator = false
 
         var request: PublishRequest {
-            PublishRequest(ByteBuffer(string: data), name: name, to: channel, options: options, from: from, kind: kind)
+            PublishRequest(ByteBuffer(string: data), name: name, to: channel, options: options, from: from, kind: kind, moderator: moderator)
         }
     }
 
@@ -224,7 +227,9 @@ struct Posting: Sendable {
     private func failure(_ error: BrokerError, keyed: Bool) -> Failure {
         switch error.kind {
         case .refused(let status):
-            return Failure(refusal: Refusal(HTTPResponse.Status(code: status), error.message), reason: ChatMetrics.reason(status: status), level: .info)
+            var refusal = Refusal(HTTPResponse.Status(code: status), error.message)
+            if let wait = error.retryAfter { refusal.headers[.retryAfter] = String(wait) }
+            return Failure(refusal: refusal, reason: error.reason ?? ChatMetrics.reason(status: status), level: .info)
         case .unavailable:
             var refusal = Refusal(.serviceUnavailable, "Message not sent: \(error.message). Nothing was published; try again shortly.")
             refusal.headers[.retryAfter] = "1"

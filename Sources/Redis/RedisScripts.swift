@@ -6,21 +6,41 @@ import NIOConcurrencyHelpers
 /// (`NOSCRIPT` after a restart or `SCRIPT FLUSH`), which caches them again.
 public final class RedisScripts: Sendable {
     private let scripts: [String]
-    private let shas = NIOLockedValueBox<[String: String]>([:])
+    /// Where each script's bytes are (see ``place(of:)``).
+    private let storage: [Int]
+    /// The SHA of each script in ``scripts``, once loaded.
+    private let shas: NIOLockedValueBox<[String?]>
     private let logger: Logger
 
     /// - Parameter scripts: every script that ``run(_:keys:arguments:send:)`` will be asked to run.
     public init(_ scripts: [String], logger: Logger) {
         self.scripts = scripts
+        self.storage = scripts.map(Self.storage(of:))
+        self.shas = NIOLockedValueBox([String?](repeating: nil, count: scripts.count))
         self.logger = logger
+    }
+
+    /// Which script `script` is. A caller passes a copy of the string it registered,
+    /// which shares its bytes: found by their address (kept alive by ``scripts``), without
+    /// hashing kilobytes of Lua on every publish; any other string by its text.
+    private func place(of script: String) -> Int? {
+        let address = Self.storage(of: script)
+        if address != 0, let index = storage.firstIndex(of: address), scripts[index].utf8.count == script.utf8.count { return index }
+        return scripts.firstIndex(of: script)
+    }
+
+    /// The address of a large native string's bytes; 0 for a small or bridged one.
+    private static func storage(of script: String) -> Int {
+        guard script.utf8.count > 15 else { return 0 }
+        return script.utf8.withContiguousStorageIfAvailable { Int(bitPattern: $0.baseAddress) } ?? 0
     }
 
     /// Loads every script on a new connection; a script that fails to load is sent in full.
     public func load(on connection: RedisConnection) async {
-        for script in scripts {
+        for (index, script) in scripts.enumerated() {
             do {
                 let sha = try await connection.send(RedisCommand("SCRIPT", "LOAD", .string(script)))
-                shas.withLockedValue { $0[script] = sha.string }
+                shas.withLockedValue { $0[index] = sha.string }
             } catch {
                 logger.warning("Could not load a script; it will be sent in full", metadata: ["error": "\(error)"])
             }
@@ -36,7 +56,7 @@ public final class RedisScripts: Sendable {
         send: (RedisCommand) async throws -> RESPValue
     ) async throws -> RESPValue {
         let tail: [RedisArgument] = [.integer(keys.count)] + keys.map { .string($0) } + arguments
-        if let sha = shas.withLockedValue({ $0[script] }) {
+        if let index = place(of: script), let sha = shas.withLockedValue({ $0[index] }) {
             do {
                 return try await send(RedisCommand("EVALSHA", [.string(sha)] + tail))
             } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {

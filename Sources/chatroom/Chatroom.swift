@@ -161,6 +161,15 @@ struct Chatroom: AsyncParsableCommand {
     @Flag(help: "Refuse anonymous people: sockets, /send/ and /history need a JWT (401 without one). A --publish-token holder still posts.")
     var requireLogin = false
 
+    @Option(help: ArgumentHelp("Turn on the moderation API (/api/delete, /api/mute, /api/ban, /api/slowmode) for 'Authorization: Bearer <token>'. Also read from $CHATROOM_ADMIN_TOKEN. Without it the API answers 404.", valueName: "token"))
+    var adminToken: String?
+
+    @Option(help: ArgumentHelp("Slow mode at start: NAME:SECONDS (one message per person every SECONDS in that room), repeatable or comma separated, for rooms that have no slow mode set by a moderator yet. Also read from $CHATROOM_SLOW_MODE.", valueName: "name:seconds"))
+    var slowMode: [String] = []
+
+    @Option(help: ArgumentHelp("Identities (uid cookie ids, as shown in 'from' and in the members list) that moderate over chat.v2: delete anyone's message, mute, ban, slow a room down. Comma separated. Also read from $CHATROOM_MODERATORS.", valueName: "ids"))
+    var moderators: String?
+
     @Flag(help: ArgumentHelp("Serve /echo, a WebSocket that echoes messages, for conformance tests only.", visibility: .private))
     var testEchoRoute = false
 
@@ -207,6 +216,8 @@ struct Chatroom: AsyncParsableCommand {
         guard (0...300).contains(presenceGrace) else { throw ValidationError("--presence-grace must be between 0 and 300 seconds.") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout cannot be negative.") }
         _ = try channelNames()
+        _ = try slowModes()
+        if let adminToken, adminToken.count < 16 { throw ValidationError("--admin-token must be at least 16 characters: it lets its holder ban people.") }
     }
 
     func run() async throws {
@@ -270,6 +281,17 @@ struct Chatroom: AsyncParsableCommand {
         configuration.jwtIssuer = jwtIssuer
         configuration.jwtAudience = jwtAudience
         configuration.identitySecret = identitySecret ?? environment["CHATROOM_IDENTITY_SECRET"]
+        configuration.adminToken = adminToken ?? environment["CHATROOM_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        configuration.slowModes = try slowModes()
+        if let token = configuration.adminToken, token.count < 16 {
+            throw ValidationError("--admin-token (or $CHATROOM_ADMIN_TOKEN) must be at least 16 characters: it lets its holder ban people.")
+        }
+        configuration.moderators = Set((moderators ?? environment["CHATROOM_MODERATORS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        // An identity id: 15 base64url characters (as `from` and the members list show it).
+        let idCharacters = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        if let wrong = configuration.moderators.first(where: { $0.count != 15 || !$0.allSatisfy(idCharacters.contains) }) {
+            throw ValidationError("--moderators: '\(wrong.prefix(40))' is not an identity id (15 characters of A-Z a-z 0-9 - _, as shown in 'from').")
+        }
 
         let application: any ApplicationProtocol
         do {
@@ -299,6 +321,23 @@ struct Chatroom: AsyncParsableCommand {
 
     private var originList: [String] {
         allowedOrigins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && $0 != "*" }
+    }
+
+    /// `--slow-mode` (or `$CHATROOM_SLOW_MODE`): `NAME:SECONDS` entries, the seconds after
+    /// the last colon (names may hold colons).
+    private func slowModes() throws -> [ChannelName: Int] {
+        let given = slowMode.isEmpty ? [ProcessInfo.processInfo.environment["CHATROOM_SLOW_MODE"] ?? ""] : slowMode
+        let entries = given.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        var modes: [ChannelName: Int] = [:]
+        for entry in entries {
+            guard let colon = entry.lastIndex(of: ":"), let seconds = Int(entry[entry.index(after: colon)...]), (1...86_400).contains(seconds),
+                let name = ChannelName(String(entry[..<colon]))
+            else {
+                throw ValidationError("--slow-mode: '\(entry.prefix(80))' must be NAME:SECONDS, a valid channel name and 1 to 86400 seconds (e.g. support:10).")
+            }
+            modes[name] = seconds
+        }
+        return modes
     }
 
     /// `--channels` (or `$CHATROOM_CHANNELS`): names, each with an optional `:N` cap

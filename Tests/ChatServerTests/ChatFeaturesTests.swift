@@ -600,10 +600,12 @@ struct ChatFeaturesTests {
     }
 }
 
-/// A broker whose read-state reads take a while and are counted; the rest is the memory broker's.
+/// A broker whose read-state reads take a while and are counted (and its moderation
+/// reads counted); the rest is the memory broker's.
 final class SlowReadStates: Broker {
     let base: MemoryBroker
     let calls = NIOLockedValueBox(0)
+    let moderationReads = NIOLockedValueBox(0)
     init(_ base: MemoryBroker) { self.base = base }
 
     func readStates(of ids: [String], in channel: ChannelName) async throws -> [String: Int64] {
@@ -633,6 +635,11 @@ final class SlowReadStates: Broker {
         try await base.admit(member, to: channel, instance: instance, cap: cap, lifetime: lifetime)
     }
     func sharedSecret(named name: String, proposed: String) async throws -> String { try await base.sharedSecret(named: name, proposed: proposed) }
+    func moderate(_ action: ModerationAction, in channel: ChannelName) async throws -> ModerationOutcome { try await base.moderate(action, in: channel) }
+    func moderation(of channel: ChannelName) async throws -> RoomModeration {
+        moderationReads.withLockedValue { $0 += 1 }
+        return try await base.moderation(of: channel)
+    }
     func start() async throws {}
     func close() {}
     var services: [any Service] { [] }

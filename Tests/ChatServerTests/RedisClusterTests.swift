@@ -57,6 +57,37 @@ struct RedisClusterTests {
         for server in servers { await server.stop() }
     }
 
+    @Test func moderationOnEveryShardHoldsOnBothInstances() async throws {
+        let admin = try ClusterAdmin()
+        let channels = try await admin.channelPerPrimary()
+        let token = "cluster-admin-token-0123456789"
+        let servers = try await (0..<2).asyncMap { _ in
+            try await TestServer.start(broker: .redis) { configuration in
+                configuration.redisURL = admin.url
+                configuration.adminToken = token
+            }
+        }
+        do {
+            let ada = Person()
+            for channel in channels {
+                let socket = try await ChatWebSocket.connect(port: servers[1].port, path: "/wb/?channel=\(channel)", headers: [ada.header], subprotocols: ["chat.v1"])
+                #expect(try await ChatHTTP.send(port: servers[1].port, data: "before", channel: channel, headers: [ada.header]).status == 200)
+                let banned = try await ChatHTTP.request(
+                    "POST", port: servers[0].port, path: "/api/ban",
+                    headers: [("Authorization", "Bearer \(token)"), ("Content-Type", "application/x-www-form-urlencoded")],
+                    body: "channel=\(channel)&user=\(ada.id)&seconds=0"
+                )
+                #expect(banned.status == 200, "\(banned.body)")
+                #expect(await closeCode(of: socket, within: .seconds(10)) == 4403, "the signal crossed the shard's pub/sub")
+                #expect(try await ChatHTTP.send(port: servers[1].port, data: "after", channel: channel, headers: [ada.header]).status == 403)
+            }
+        } catch {
+            for server in servers { await server.stop() }
+            throw error
+        }
+        for server in servers { await server.stop() }
+    }
+
     @Test func aFailoverLosesNothingAcknowledgedAndMessagesKeepFlowing() async throws {
         let admin = try ClusterAdmin()
         let channel = try await admin.channelPerPrimary()[0]

@@ -427,6 +427,7 @@ struct ChannelSequencerTests {
                 case .typing(_, let member): "typing:\(member.id)"
                 case .read(_, let member, let offset): "read:\(member.id):\(offset)"
                 case .seen(_, let member, let offset): "seen:\(member.id):\(offset)"
+                case .moderation(_, let change): "moderation:\(change)"
                 }
             }
         }

@@ -186,6 +186,12 @@ struct FuzzTests {
         #expect(ChatV2Request(#"{"type":"read","channel":"c","offset":7}"#) == .read(channel: "c", offset: 7))
         #expect(ChatV2Request(#"{"type":"typing","channel":"c"}"#) == .typing(channel: "c"))
         #expect(ChatV2Request(#"{"type":"refresh","token":"a.b.c"}"#) == .refresh(token: "a.b.c"))
+        #expect(ChatV2Request(#"{"type":"mute","id":"m","channel":"c","user":"u","seconds":60}"#) == .moderate(id: "m", channel: "c", action: .mute(user: "u", seconds: 60)))
+        #expect(ChatV2Request(#"{"type":"ban","channel":"c","user":"u","seconds":0}"#) == .moderate(id: nil, channel: "c", action: .ban(user: "u", seconds: 0)))
+        #expect(ChatV2Request(#"{"type":"unban","channel":"c","user":"u"}"#) == .moderate(id: nil, channel: "c", action: .unban(user: "u")))
+        #expect(ChatV2Request(#"{"type":"slowmode","id":"s","channel":"c","seconds":10}"#) == .moderate(id: "s", channel: "c", action: .slowMode(seconds: 10)))
+        #expect(ChatV2Request(#"{"type":"slowmode","id":"s","channel":"c","seconds":-1}"#) == .badSend(id: "s", channel: "c", reason: #"a "slowmode" frame needs "seconds": a whole number from 0 to 31536000"#))
+        #expect(ChatV2Request(#"{"type":"mute","channel":"c","seconds":5}"#) == .invalid(#"a "mute" frame needs "user""#))
         await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits) { index, edits in
             let text = String(decoding: Self.mutate(seeds[index], edits), as: UTF8.self)
             switch ChatV2Request(text) {
@@ -200,6 +206,8 @@ struct FuzzTests {
                 }
             case .read(_, let offset):
                 #expect((0...ChatV2Request.maximumOffset).contains(offset), "\(text)")
+            case .moderate(_, _, .mute(_, let seconds)), .moderate(_, _, .ban(_, let seconds)), .moderate(_, _, .slowMode(let seconds)):
+                #expect((0...ChatV2Request.longestModeration).contains(seconds), "\(text)")
             default:
                 #expect(text.contains("{"), "a request is a JSON object: \(text)")
             }

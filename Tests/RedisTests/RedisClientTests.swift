@@ -179,3 +179,33 @@ func waitUntil(timeout: Duration = .seconds(5), _ condition: () async throws -> 
 }
 
 import NIOConcurrencyHelpers
+
+@Suite("Lua scripts run by their SHA")
+struct RedisScriptsTests {
+    @Test func aRegisteredScriptRunsByItsSHAWhetherPassedAsItselfOrAsEqualText() async throws {
+        let connection = try await RedisConnection.connect(
+            configuration: RedisConfiguration(url: try TestRedis.url()), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "test")
+        )
+        defer { connection.close() }
+        let script = "return 'scripts test " + String(UInt64.random(in: 0...UInt64.max)) + "'"
+        let other = "return 'the other one'"
+        let scripts = RedisScripts([other, script], logger: Logger(label: "test"))
+        await scripts.load(on: connection)
+        let rebuilt = String(decoding: Array(script.utf8), as: UTF8.self)
+        for text in [script, rebuilt] {
+            var sent: [String] = []
+            let reply = try await scripts.run(text, keys: [], arguments: []) { command in
+                sent.append(String(buffer: command.arguments[0]))
+                return try await connection.send(command)
+            }
+            #expect(reply.string?.hasPrefix("scripts test") == true)
+            #expect(sent == ["EVALSHA"], "\(text == script ? "the same string" : "equal text")")
+        }
+        var sent: [String] = []
+        _ = try await scripts.run("return 1", keys: [], arguments: []) { command in
+            sent.append(String(buffer: command.arguments[0]))
+            return try await connection.send(command)
+        }
+        #expect(sent == ["EVAL"], "a script it was not given is sent in full")
+    }
+}

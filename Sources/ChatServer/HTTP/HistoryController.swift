@@ -24,6 +24,8 @@ struct HistoryController: Sendable {
     let identities: Identities
     /// Most bytes of messages in one answer.
     let maximumBytes: Int
+    /// Bans: a banned person may not read the room.
+    var moderations = RoomModerations()
     static let defaultLimit = 100
     static let maximumLimit = 1000
     /// Most messages read from the broker at once.
@@ -43,9 +45,9 @@ struct HistoryController: Sendable {
     func history(_ request: Request, context: ChatRequestContext) async throws -> Response {
         let cors = gatekeeper.corsHeaders(origin: request.headers[.origin])
         let client = gatekeeper.clientAddress(peer: context.remoteAddress, forwardedFor: request.headers[values: .xForwardedFor])
-        func refuse(_ status: HTTPResponse.Status, _ message: String, level: Logger.Level = .info) -> Refusal {
+        func refuse(_ status: HTTPResponse.Status, _ message: String, reason: String? = nil, level: Logger.Level = .info) -> Refusal {
             refusals.record(
-                "Refused a history request", route: "/history", reason: ChatMetrics.reason(status: status.code), client: client,
+                "Refused a history request", route: "/history", reason: reason ?? ChatMetrics.reason(status: status.code), client: client,
                 logger: context.logger, level: level, metadata: ["status": "\(status.code)", "reason": "\(message)"]
             )
             return Refusal(status, message, headers: cors)
@@ -90,6 +92,17 @@ struct HistoryController: Sendable {
         let identity = signIn?.identity ?? identities.identity(cookies: request.headers[values: .cookie])
         if let refusal = signIn?.refusal(for: channel) ?? RoomPolicy.refusal(for: channel, identity: identity) {
             throw refuse(refusal.status, refusal.message)
+        }
+        if let identity {
+            do {
+                if try await moderations.room(of: channel, from: broker).isBanned(identity, now: RoomModeration.now) {
+                    throw refuse(.forbidden, RoomModeration.bannedWords, reason: "banned")
+                }
+            } catch let error as BrokerError {
+                var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", level: .warning)
+                refusal.headers[.retryAfter] = "1"
+                throw refusal
+            }
         }
         var since: Int64?
         if let text = field("since") {

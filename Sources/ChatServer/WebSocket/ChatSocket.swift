@@ -195,6 +195,19 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
         }
     }
 
+    /// A ban closes the socket (4403); a mute is told (`muted`).
+    func moderated(_ delivery: Delivery) {
+        guard connection.isOpen, let context else { return }
+        switch delivery.event {
+        case .moderation(_, .banned):
+            close(.banned, RoomModeration.bannedWords, context: context, refusal: "banned", log: "Closing a socket whose person was banned from the room")
+        case .moderation(_, .muted):
+            if let frame = delivery.frames[frameIndex] { context.writeAndFlush(wrapOutboundOut(frame), promise: nil) }
+        default:
+            break
+        }
+    }
+
     func goAway() {
         guard let context else { return }
         close(.goingAway, "server shutting down; reconnect", context: context)

@@ -458,7 +458,10 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             rate?.burst += Double(context.settings.maximumSubscriptions)
             return ChatV2Socket(
                 first: request.channel.map { ($0, request.resume) },
-                person: ChatV2Socket.Person(member: request.member, verified: request.verified, token: request.token),
+                person: ChatV2Socket.Person(
+                    member: request.member, verified: request.verified, token: request.token,
+                    moderator: request.signIn?.isModerator == true || request.verified.map(context.settings.moderators.contains) == true
+                ),
                 lease: request.signIn.map { SignInLease($0, logins: context.gatekeeper.logins) },
                 kind: request.kind,
                 hub: context.hub.loop(for: channel.eventLoop),

@@ -22,6 +22,9 @@ enum ChatV2Request: Equatable {
     /// A newer token of the same person, before the socket's expires.
     case refresh(token: String)
     case who(channel: String)
+    /// A moderator's action in `channel` (the socket checks that its person is one);
+    /// `id`, if given, names the answer.
+    case moderate(id: String?, channel: String, action: Moderation)
     /// A subscribe whose resume breaks the rules: refused for that channel.
     case badSubscribe(channel: String, reason: String)
     /// A send that cannot be read as text: refused (400) for that id.
@@ -33,6 +36,17 @@ enum ChatV2Request: Equatable {
         case delete
         case react(emoji: String)
     }
+
+    /// What a moderator may do over the socket (the user's shape is checked by the socket).
+    enum Moderation: Equatable {
+        case mute(user: String, seconds: Int64)
+        case ban(user: String, seconds: Int64)
+        case unban(user: String)
+        case slowMode(seconds: Int64)
+    }
+
+    /// Longest mute, ban or slow mode a frame may ask for: a year, in seconds.
+    static let longestModeration: Int64 = 31_536_000
 
     struct Resume: Equatable {
         var since: Int64
@@ -54,6 +68,8 @@ enum ChatV2Request: Equatable {
         var offset: Since?
         var emoji: String?
         var token: String?
+        var user: String?
+        var seconds: Since?
     }
 
     /// A resume's offset as sent: any JSON value; only a whole number in range is one.
@@ -167,6 +183,29 @@ enum ChatV2Request: Equatable {
             default: .delete
             }
             self = .change(id: id, channel: channel, change: change, of: of)
+        case "mute", "ban", "unban", "slowmode":
+            let id = frame.id
+            if let missing = needs(frame.channel, "channel") ?? (frame.type == "slowmode" ? nil : needs(frame.user, "user")) {
+                if let id { self = .badSend(id: id, channel: frame.channel ?? "", reason: missing) } else { self = .invalid(missing) }
+                return
+            }
+            let (channel, user) = (frame.channel!, frame.user ?? "")
+            var seconds: Int64 = 0
+            if frame.type != "unban" {
+                guard let sent = frame.seconds?.value, (0...Self.longestModeration).contains(sent) else {
+                    let reason = "a \"\(frame.type)\" frame needs \"seconds\": a whole number from 0 to \(Self.longestModeration)"
+                    if let id { self = .badSend(id: id, channel: channel, reason: reason) } else { self = .invalid(reason) }
+                    return
+                }
+                seconds = sent
+            }
+            let action: Moderation = switch frame.type {
+            case "mute": .mute(user: user, seconds: seconds)
+            case "ban": .ban(user: user, seconds: seconds)
+            case "unban": .unban(user: user)
+            default: .slowMode(seconds: seconds)
+            }
+            self = .moderate(id: id, channel: channel, action: action)
         case "send":
             if let missing = needs(frame.id, "id") ?? needs(frame.channel, "channel") ?? needs(frame.data, "data") {
                 self = .invalid(missing)
@@ -182,7 +221,7 @@ enum ChatV2Request: Equatable {
             self = .send(id: frame.id!, channel: frame.channel!, data: frame.data!, name: frame.name)
         default:
             self = .invalid(
-                "unknown frame type \"\(String(frame.type.unicodeScalars.prefix(24)))\"; chat.v2 clients send subscribe, unsubscribe, send, edit, delete, react, typing, read, who or ping"
+                "unknown frame type \"\(String(frame.type.unicodeScalars.prefix(16)))\"; chat.v2 frames are subscribe, unsubscribe, send, edit, delete, react, typing, read, who, ping, mute, ban, unban, slowmode"
             )
         }
     }
@@ -248,7 +287,7 @@ enum ChatV2Request: Equatable {
 
     private static func wrongType(_ context: DecodingError.Context) -> String {
         let field = context.codingPath.last?.stringValue ?? "field"
-        let expected = ["since", "of", "offset"].contains(field) ? "a whole number" : "a string"
+        let expected = ["since", "of", "offset", "seconds"].contains(field) ? "a whole number" : "a string"
         return "the field \"\(String(field.unicodeScalars.prefix(16)))\" has the wrong type: it must be \(expected)"
     }
 }

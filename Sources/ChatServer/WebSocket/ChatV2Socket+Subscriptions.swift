@@ -170,6 +170,25 @@ extension ChatV2Socket {
     }
 
 
+    // MARK: - Moderation
+
+    /// A ban ends the subscription (`refused` 4403; the socket stays open for its other
+    /// rooms); a mute is told (`muted`).
+    func moderated(_ delivery: Delivery, of subscription: Subscription) {
+        guard isOpen, let context, subscription.state == .open, subscriptions[subscription.channel] === subscription else { return }
+        switch delivery.event {
+        case .moderation(_, .banned):
+            subscriptions[subscription.channel] = nil
+            end(subscription)
+            let refusal = Refusal(.forbidden, RoomModeration.bannedWords, closeCode: .banned)
+            refuse(subscription.channel.rawValue, refusal, reason: "banned", context: context)
+        case .moderation(_, .muted):
+            if let frame = delivery.frames[frameIndex] { context.writeAndFlush(wrapOutboundOut(frame), promise: nil) }
+        default:
+            break
+        }
+    }
+
     // MARK: - Deliveries
 
     /// A batch of one subscription's channel.
@@ -229,6 +248,10 @@ extension ChatV2Socket {
             )
             if subscription.hasPresence, let frame = server.presence.membersFrames(of: subscription.channel)?[frameIndex] {
                 context.write(wrapOutboundOut(frame), promise: nil)
+            }
+            // A muted person learns it again (a reload): the admission has just read the room.
+            if let until = server.moderations.kept(subscription.channel)?.mutedUntil(person.member.id, now: RoomModeration.now) {
+                context.write(wrapOutboundOut(ChatV1.muted(channel: subscription.channel, until: until)), promise: nil)
             }
         }
         var behind = 0

@@ -36,6 +36,9 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
         var verified: String?
         /// The connect token it came with.
         var token: String?
+        /// A moderator: may mute, ban and slow rooms down over the socket, delete anyone's
+        /// message, and is exempt from slow mode.
+        var moderator = false
     }
 
     var context: ChannelHandlerContext?
@@ -222,6 +225,8 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
             context.writeAndFlush(
                 wrapOutboundOut(ChatV1.members(channel: name, online: snapshot?.online ?? 0, members: snapshot?.members ?? [])), promise: nil
             )
+        case .moderate(let id, let channel, let action):
+            moderate(id: id, channel: channel, action: action, context: context)
         case .badSend(let id, let channel, let reason):
             nack(String(id.unicodeScalars.prefix(256)), channel, Refusal(.badRequest, reason), reason: "bad_request", context: context)
         case .badSubscribe(let channel, let reason):

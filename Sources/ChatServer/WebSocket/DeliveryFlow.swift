@@ -38,7 +38,7 @@ struct DeliveryFlow {
                 to = nil
             case .presence, .members, .join, .leave:
                 break  // who is here is told again; a reader that catches up can ask ("who")
-            case .typing, .read, .seen:
+            case .typing, .read, .seen, .moderation:
                 break  // of the moment; read state is told again with the next subscription
             }
         }

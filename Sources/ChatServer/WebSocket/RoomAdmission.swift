@@ -58,22 +58,38 @@ struct RoomAdmission: Sendable {
         var joined: Bool
     }
 
-    /// Takes a place in a capped room (one Lua script over every instance), then joins
-    /// the channel in the broker. Call after ``check(_:)`` passed.
+    /// Refuses a person the room banned, then takes a place in a capped room (one Lua
+    /// script over every instance), then joins the channel in the broker. Call after
+    /// ``check(_:)`` passed.
+    ///
+    /// The ban is looked up in ``RoomModerations``: a Redis read at most once a second
+    /// per room, however many sockets ask.
     func admit(_ ask: Ask, on eventLoop: any EventLoop) -> EventLoopFuture<Admitted> {
         let broker = context.broker
         let presence = context.presence
+        let moderations = context.moderations
         let channel = ask.channel
         let cap = context.rooms.cap(of: channel)
-        let admitted: EventLoopFuture<Bool>
-        if let cap {
-            admitted = eventLoop.makeFutureWithTask {
+        let banned: EventLoopFuture<Bool>
+        if let room = moderations.kept(channel) {
+            banned = eventLoop.makeSucceededFuture(room.isBanned(ask.member, now: RoomModeration.now))
+        } else {
+            banned = eventLoop.makeFutureWithTask {
+                try await moderations.room(of: channel, from: broker).isBanned(ask.member, now: RoomModeration.now)
+            }
+        }
+        let admitted = banned.flatMap { banned -> EventLoopFuture<Bool?> in
+            if banned { return eventLoop.makeSucceededFuture(nil) }
+            guard let cap else { return eventLoop.makeSucceededFuture(true) }
+            return eventLoop.makeFutureWithTask {
                 try await broker.admit(ask.member, to: channel, instance: presence.instance, cap: cap, lifetime: presence.lifetime)
             }
-        } else {
-            admitted = eventLoop.makeSucceededFuture(true)
         }
         return admitted.flatMap { admitted -> EventLoopFuture<Admitted> in
+            guard let admitted else {
+                let refusal = Refusal(.forbidden, RoomModeration.bannedWords, closeCode: .banned)
+                return eventLoop.makeSucceededFuture(Admitted(refused: Refused(refusal: refusal, reason: "banned"), joined: false))
+            }
             guard admitted else {
                 let cap = cap ?? 0
                 let message = "This room is full: it holds at most \(cap) \(cap == 1 ? "person" : "people")."

@@ -57,6 +57,10 @@ final class Subscription: HubMember, FlowHolder {
 
     var identity: String? { socket?.person.member.id }
 
+    func moderated(_ delivery: Delivery) {
+        socket?.moderated(delivery, of: self)
+    }
+
     // The socket itself beats and goes away, once for all its subscriptions.
     func goAway() {}
     func heartbeat(now: NIODeadline) {}

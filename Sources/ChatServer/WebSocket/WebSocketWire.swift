@@ -94,6 +94,9 @@ struct WebSocketCloseCode: RawRepresentable, Hashable, Sendable {
     static let unavailable = Self(rawValue: 4503)
     /// A one-to-one room of two other people (chat.v1; the original protocol gets 403).
     static let privateRoom = Self(rawValue: 4403)
+    /// The socket's person is banned from the room (the same code as a private room's:
+    /// both say "not for you").
+    static let banned = Self(rawValue: 4403)
     /// A capped room asked of a client with no identity (no valid `uid` cookie).
     static let identityRequired = Self(rawValue: 4401)
     /// Too many history reads (resumes) from the client's address (chat.v1; others get

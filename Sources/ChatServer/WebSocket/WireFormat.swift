@@ -73,6 +73,11 @@ enum WireFormat: Int, Sendable, CaseIterable {
             // Only a one-to-one room says who saw what: in a room of many it would be a
             // frame per person per message read.
             [nil, RoomPolicy.pair(of: channel) == nil ? nil : ChatV1.seen(channel: channel, member: member, offset: offset)]
+        case .moderation(let channel, .muted(_, let until)):
+            [nil, ChatV1.muted(channel: channel, until: until)]
+        case .moderation:
+            // A ban closes or ends what it is about, each socket in its own words.
+            [nil, nil]
         }
     }
 }
@@ -232,6 +237,15 @@ enum ChatV1 {
             json.writeStaticString(#","member":"#)
             writeMember(member, into: &json)
             json.writeStaticString("}")
+        }
+    }
+
+    /// The socket's person is muted in the channel until `until` (Unix ms); 0: no longer.
+    static func muted(channel: ChannelName, until: Int64) -> ByteBuffer {
+        WebSocketWire.textFrame(estimatedLength: 96) { json in
+            json.writeStaticString(#"{"type":"muted","channel":"#)
+            JSON.writeString(channel.rawValue, into: &json)
+            json.writeString(#","until":\#(until)}"#)
         }
     }
 

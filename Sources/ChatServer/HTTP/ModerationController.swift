@@ -1,0 +1,180 @@
+import Chat
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+
+/// Who may use the moderation API: each way a request can prove it comes from a
+/// moderator, tried in order.
+struct ModeratorAuthorizer: Sendable {
+    /// One way: the moderator a request proves, or `nil`.
+    typealias Way = @Sendable (Request) async -> Moderator?
+
+    var ways: [Way]
+
+    /// Whether any way is configured; without one the API is off.
+    var isEnabled: Bool { !ways.isEmpty }
+
+    /// The moderator the request proves, if any.
+    func authorize(_ request: Request) async -> Moderator? {
+        for way in ways {
+            if let moderator = await way(request) { return moderator }
+        }
+        return nil
+    }
+
+    /// `Authorization: Bearer <token>` with `--admin-token`, compared in constant time.
+    static func adminToken(_ token: String) -> Way {
+        let expected = Array(token.utf8)
+        return { request in
+            guard let presented = Gatekeeper.bearerToken(request.headers[.authorization]) else { return nil }
+            return HMACSHA256.constantTimeEqual(Array(presented.utf8), expected) ? .admin : nil
+        }
+    }
+}
+
+/// The moderation API (docs/OPERATIONS.md): `POST /api/delete`, `/api/mute`, `/api/ban`,
+/// `/api/slowmode` and `DELETE /api/ban`.
+///
+/// Fields come from the query and a urlencoded, multipart or JSON body (the body winning).
+/// Every answer that is not 200 is a plain-text refusal, counted and logged (throttled)
+/// like those of `/send/`. Without any way to authorise (no `--admin-token`) every route
+/// answers 404 saying how to turn the API on.
+struct ModerationController: Sendable {
+    let moderating: Moderating
+    let authorizer: ModeratorAuthorizer
+    let gatekeeper: Gatekeeper
+    let refusals: Refusals
+    /// Largest request body.
+    static let maximumBodySize = 16 * 1024
+
+    func addRoutes(to router: Router<ChatRequestContext>) {
+        for action in ["delete", "mute", "ban", "slowmode"] {
+            router.post("/api/\(action)") { request, context in try await self.handle(action, request, context: context) }
+        }
+        router.delete("/api/ban") { request, context in try await self.handle("unban", request, context: context) }
+    }
+
+    func handle(_ action: String, _ request: Request, context: ChatRequestContext) async throws -> Response {
+        var request = request
+        let route = action == "unban" ? "/api/ban" : "/api/\(action)"
+        let client = gatekeeper.clientAddress(peer: context.remoteAddress, forwardedFor: request.headers[values: .xForwardedFor])
+        func refuse(_ status: HTTPResponse.Status, _ message: String, reason: String? = nil) -> Refusal {
+            refusals.record(
+                "Refused a moderation request", route: route, reason: reason ?? ChatMetrics.reason(status: status.code), client: client,
+                logger: context.logger, metadata: ["status": "\(status.code)", "reason": "\(message)"]
+            )
+            return Refusal(status, message)
+        }
+        guard authorizer.isEnabled else {
+            throw refuse(
+                .notFound, "Moderation over HTTP is off on this server: start it with --admin-token SECRET (or $CHATROOM_ADMIN_TOKEN), then send 'Authorization: Bearer SECRET'.",
+                reason: "disabled"
+            )
+        }
+        guard let moderator = await authorizer.authorize(request) else {
+            var refusal = refuse(.unauthorized, "Moderation needs 'Authorization: Bearer <admin token>' (the server's --admin-token).")
+            refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
+            throw refusal
+        }
+        let fields: [(name: String, value: String)]
+        do {
+            fields = try await Self.fields(of: &request, limit: Self.maximumBodySize)
+        } catch let error as FormError {
+            throw refuse(.badRequest, error.message)
+        } catch let error as Refusal {
+            throw refuse(error.status, error.message)
+        } catch {
+            throw refuse(.contentTooLarge, "The request body is larger than \(Self.maximumBodySize) bytes.")
+        }
+        func field(_ name: String) -> String? { fields.last { $0.name == name }?.value }
+        guard let named = field("channel") else { throw refuse(.badRequest, "Missing channel: the room to moderate.") }
+        let channel: ChannelName
+        do {
+            channel = try ChannelName(validating: named)
+        } catch {
+            throw refuse(.badRequest, "Invalid channel name: \(error.reason).")
+        }
+        var answer: [(String, Answer)] = [("ok", .bool(true)), ("action", .text(action)), ("channel", .text(channel.rawValue))]
+        if action == "delete" {
+            guard let text = field("offset"), let offset = Offset.parse(text), offset > 0 else {
+                throw refuse(.badRequest, "offset must be the offset of a message: a whole number from 1 to \(Offset.maximum).")
+            }
+            switch await moderating.delete(offset, in: channel, by: moderator, logger: context.logger) {
+            case .success(let publication):
+                answer += [("of", .number(offset)), ("offset", .number(publication.message.offset)), ("epoch", .text(publication.message.epoch))]
+            case .failure(let refusal):
+                var refused = refuse(refusal.status, refusal.message)
+                refused.headers[.retryAfter] = refusal.headers[.retryAfter]
+                throw refused
+            }
+            return Self.json(answer)
+        }
+        let moderation: ModerationAction
+        switch Moderating.action(action, user: field("user"), seconds: field("seconds")) {
+        case .success(let made): moderation = made
+        case .failure(let refusal): throw refuse(refusal.status, refusal.message)
+        }
+        switch await moderating.moderate(moderation, in: channel, by: moderator, logger: context.logger) {
+        case .success(let outcome):
+            if let user = moderation.user { answer.append(("user", .text(user))) }
+            if let seconds = moderation.seconds { answer.append(("seconds", .number(Int64(seconds)))) }
+            switch outcome.change {
+            case .muted(_, let until), .banned(_, let until): answer.append(("until", .number(until)))
+            default: break
+            }
+        case .failure(let refusal):
+            var refused = refuse(refusal.status, refusal.message)
+            refused.headers[.retryAfter] = refusal.headers[.retryAfter]
+            throw refused
+        }
+        return Self.json(answer)
+    }
+
+    /// A value of the JSON answer.
+    enum Answer {
+        case bool(Bool)
+        case text(String)
+        case number(Int64)
+    }
+
+    static func json(_ fields: [(String, Answer)]) -> Response {
+        var json = ByteBuffer()
+        json.writeStaticString("{")
+        for (index, (name, value)) in fields.enumerated() {
+            if index > 0 { json.writeStaticString(",") }
+            JSON.writeString(name, into: &json)
+            json.writeStaticString(":")
+            switch value {
+            case .bool(let flag): json.writeString(flag ? "true" : "false")
+            case .text(let text): JSON.writeString(text, into: &json)
+            case .number(let number): json.writeString(String(number))
+            }
+        }
+        json.writeStaticString("}\n")
+        return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: json))
+    }
+
+    /// The query's fields, then the body's: a JSON object (strings, numbers and booleans),
+    /// or a urlencoded or multipart form.
+    static func fields(of request: inout Request, limit: Int) async throws -> [(name: String, value: String)] {
+        guard request.headers[.contentType]?.lowercased().contains("json") == true else {
+            return try await SendController.fields(of: &request, limit: limit)
+        }
+        var fields = try request.uri.query.map { query throws(FormError) in try FormData.pairs(query[...]) } ?? []
+        let body = try await request.collectBody(upTo: limit)
+        guard body.readableBytes > 0 else { return fields }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any] else {
+            throw Refusal(.badRequest, "The body must be a JSON object, e.g. {\"channel\":\"general\",\"user\":\"…\",\"seconds\":600}.")
+        }
+        for (name, value) in object.sorted(by: { $0.key < $1.key }) {
+            switch value {
+            case let text as String: fields.append((name, text))
+            case let number as NSNumber: fields.append((name, number.stringValue))
+            default: throw Refusal(.badRequest, "The field \"\(String(name.unicodeScalars.prefix(24)))\" must be a string or a whole number.")
+            }
+        }
+        return fields
+    }
+}
