@@ -258,7 +258,10 @@ enum Startup {
         ).addRoutes(to: router)
         ModerationController(
             moderating: Moderating(broker: broker, metrics: metrics),
-            authorizer: ModeratorAuthorizer(ways: configuration.adminToken.map { [ModeratorAuthorizer.adminToken($0)] } ?? []),
+            authorizer: ModeratorAuthorizer(
+                ways: (configuration.adminToken.map { [ModeratorAuthorizer.adminToken($0)] } ?? [])
+                    + (gatekeeper.logins.verifier != nil ? [ModeratorAuthorizer.signedIn(gatekeeper.logins)] : [])
+            ),
             gatekeeper: gatekeeper, refusals: refusals
         ).addRoutes(to: router)
         HealthController(broker: broker).addRoutes(to: router)

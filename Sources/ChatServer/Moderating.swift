@@ -3,13 +3,15 @@ import HTTPTypes
 import Logging
 import NIOCore
 
-/// Someone allowed to moderate: an operator with the admin token, or (later) a person
-/// whose sign-in says so.
+/// Someone allowed to moderate: an operator with the admin token, or a person whose
+/// sign-in says so (`role: "moderator"`).
 struct Moderator: Sendable, Equatable {
     /// Who it is, for the log: `admin` for the admin token, else their identity.
     var by: String
     /// The identity their deletes are published as (`from`); `nil`: none (an operator).
     var identity: String?
+    /// The rooms their sign-in opens; `nil`: every room.
+    var rooms: RoomScope? = nil
 
     /// The operator holding `--admin-token`.
     static let admin = Moderator(by: "admin", identity: nil)

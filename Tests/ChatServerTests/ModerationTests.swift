@@ -325,4 +325,32 @@ struct ModerationTests {
             #expect(metrics.body.contains(#"chatroom_refusals_total{reason="unauthorized",route="/api/mute"}"#) || metrics.body.contains(#"route="/api/mute""#))
         }
     }
+    @Test func aModeratorsSignInModeratesOverTheSocketAndTheAPIWithinItsRooms() async throws {
+        try await withInstances(.redis, { $0.jwtSecret = Minter.secret }) { a, b in
+            let (desk, other) = (uniqueChannel("desk"), uniqueChannel("other"))
+            let moderatorToken = Minter.hs256(Minter.claims("mod-1", name: "Mo", ["role": "moderator", "channels": [desk]]))
+            let spammer = Person()
+            let moderator = try await V2Client.connect(a, query: "token=\(moderatorToken)")
+            #expect(await moderator.next("welcome")?["moderator"] as? Bool == true)
+            let muted = try await moderator.moderate(["type": "mute", "id": "m1", "channel": desk, "user": spammer.id, "seconds": 60])
+            #expect(muted?.type == "moderated", "\(muted ?? [:])")
+            let outside = try await moderator.moderate(["type": "mute", "id": "m2", "channel": other, "user": spammer.id, "seconds": 60])
+            #expect(outside?.type == "nack" && outside?.int("status") == 403, "a moderator of some rooms moderates those")
+            // On the other instance, the spammer's send is refused.
+            let sent = try await ChatHTTP.send(port: b.port, data: "buy now", channel: desk, headers: [spammer.header])
+            #expect(sent.status == 403 && sent.body.hasPrefix("You are muted in this room"))
+            // The API takes a moderator's sign-in token as Bearer; a person who is none gets 401.
+            let banned = try await api(b.port, "ban", ["channel": desk, "user": spammer.id, "seconds": "0"], token: moderatorToken)
+            #expect(banned.status == 200, "\(banned.body)")
+            #expect(try await api(b.port, "ban", ["channel": other, "user": spammer.id, "seconds": "0"], token: moderatorToken).status == 403)
+            let plain = Minter.hs256(Minter.claims("someone"))
+            #expect(try await api(b.port, "mute", ["channel": desk, "user": spammer.id, "seconds": "5"], token: plain).status == 401)
+            // Someone who is not a moderator over the socket is refused.
+            let person = try await V2Client.connect(a, query: "token=\(plain)")
+            #expect(try await person.moderate(["type": "mute", "id": "m3", "channel": desk, "user": spammer.id, "seconds": 60])?.int("status") == 403)
+            await moderator.disconnect()
+            await person.disconnect()
+        }
+    }
 }
+

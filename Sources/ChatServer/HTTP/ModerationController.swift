@@ -24,6 +24,16 @@ struct ModeratorAuthorizer: Sendable {
         return nil
     }
 
+    /// `Authorization: Bearer <JWT>` of a person the site signed in as a moderator.
+    static func signedIn(_ logins: Logins) -> Way {
+        { request in
+            guard let token = Gatekeeper.bearerToken(request.headers[.authorization]), logins.reads(token),
+                let signIn = await logins.check(token).signIn, signIn.isModerator
+            else { return nil }
+            return Moderator(by: signIn.identity, identity: signIn.identity, rooms: signIn.rooms)
+        }
+    }
+
     /// `Authorization: Bearer <token>` with `--admin-token`, compared in constant time.
     static func adminToken(_ token: String) -> Way {
         let expected = Array(token.utf8)
@@ -69,12 +79,13 @@ struct ModerationController: Sendable {
         }
         guard authorizer.isEnabled else {
             throw refuse(
-                .notFound, "Moderation over HTTP is off on this server: start it with --admin-token SECRET (or $CHATROOM_ADMIN_TOKEN), then send 'Authorization: Bearer SECRET'.",
+                .notFound,
+                "Moderation over HTTP is off on this server: start it with --admin-token SECRET (or $CHATROOM_ADMIN_TOKEN), then send 'Authorization: Bearer SECRET'; or sign moderators in with JWTs (role: moderator).",
                 reason: "disabled"
             )
         }
         guard let moderator = await authorizer.authorize(request) else {
-            var refusal = refuse(.unauthorized, "Moderation needs 'Authorization: Bearer <admin token>' (the server's --admin-token).")
+            var refusal = refuse(.unauthorized, "Moderation needs 'Authorization: Bearer <admin token>' (the server's --admin-token) or a moderator's sign-in token.")
             refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
             throw refusal
         }
@@ -95,6 +106,9 @@ struct ModerationController: Sendable {
             channel = try ChannelName(validating: named)
         } catch {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).")
+        }
+        if let rooms = moderator.rooms, !rooms.allows(channel) {
+            throw refuse(.forbidden, "Your sign-in does not open the room '\(channel)': you moderate only the rooms it opens.")
         }
         var answer: [(String, Answer)] = [("ok", .bool(true)), ("action", .text(action)), ("channel", .text(channel.rawValue))]
         if action == "delete" {

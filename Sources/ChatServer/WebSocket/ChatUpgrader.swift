@@ -460,7 +460,7 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
                 first: request.channel.map { ($0, request.resume) },
                 person: ChatV2Socket.Person(
                     member: request.member, verified: request.verified, token: request.token,
-                    moderator: request.signIn?.isModerator == true || request.verified.map(context.settings.moderators.contains) == true
+                    moderator: request.verified.map(context.settings.moderators.contains) == true
                 ),
                 lease: request.signIn.map { SignInLease($0, logins: context.gatekeeper.logins) },
                 kind: request.kind,

@@ -8,7 +8,7 @@ import NIOCore
 extension ChatV2Socket {
     func moderate(id: String?, channel: String, action: ChatV2Request.Moderation, context: ChannelHandlerContext) {
         let answerID = String((id ?? "").unicodeScalars.prefix(256))
-        guard person.moderator else {
+        guard isModerator else {
             let refusal = Refusal(.forbidden, "Only moderators may mute, ban or slow a room down.")
             nack(answerID, channel, refusal, reason: "forbidden", context: context)
             return
@@ -18,6 +18,11 @@ extension ChatV2Socket {
             name = try ChannelName(validating: channel)
         } catch {
             nack(answerID, channel, Refusal(.badRequest, "Invalid channel name: \(error.reason)."), reason: "bad_request", context: context)
+            return
+        }
+        // A moderator whose sign-in opens some rooms moderates those.
+        if let outside = signIn?.refusal(for: name) {
+            nack(answerID, channel, outside, reason: "forbidden", context: context)
             return
         }
         let made: Result<ModerationAction, Refusal> = switch action {

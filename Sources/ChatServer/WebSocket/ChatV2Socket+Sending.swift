@@ -34,7 +34,7 @@ extension ChatV2Socket {
         case .success(var draft):
             // A subscription that holds its place in a capped room: the socket's person is one of its people.
             draft.placeHeld = subscriptions[draft.channel].map { $0.state == .open } ?? false
-            draft.moderator = person.moderator
+            draft.moderator = isModerator
             outbox.append((id, draft))
             // Enough waits: read no more from this client until the broker has taken them
             // (TCP holds back the rest), so what waits stays bounded.

@@ -62,6 +62,9 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
     let lease: SignInLease?
     /// The person the site signed in, as their latest token says.
     var signIn: SignIn? { lease?.signIn }
+    /// Whether the person moderates: named by `--moderators`, or their latest token says
+    /// `role: "moderator"`.
+    var isModerator: Bool { person.moderator || signIn?.isModerator == true }
     let hub: LoopHub
     let server: ChatServerContext
     private let queueLimit: Int
