@@ -106,6 +106,12 @@ public struct RoomModeration: Sendable, Equatable {
         return until == 0 || until > now
     }
 
+    /// When `identity`'s ban ends (Unix ms; 0: when lifted), if they are banned at `now`.
+    public func bannedUntil(_ identity: String?, now: Int64) -> Int64? {
+        guard let identity, let until = bans[identity], until == 0 || until > now else { return nil }
+        return until
+    }
+
     /// When `identity`'s mute ends, if they are muted at `now` (Unix ms).
     public func mutedUntil(_ identity: String?, now: Int64) -> Int64? {
         guard let identity, let until = mutes[identity], until > now else { return nil }

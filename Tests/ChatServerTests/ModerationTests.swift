@@ -183,6 +183,20 @@ struct ModerationTests {
             #expect(try await ChatHTTP.send(port: b.port, data: "thanks", channel: channel, headers: [ada.header]).status == 200)
             #expect(try await eventually { try await ChatHTTP.request("GET", port: b.port, path: "/history?channel=\(channel)", headers: [ada.header]).status == 200 })
             #expect(try await v2.subscribedFrame(channel)?.channel == channel)
+            // A ban for some time says until when, live and to a new subscription.
+            let timed = try await api(a.port, "ban", ["channel": channel, "user": ada.id, "seconds": "600"])
+            let until = object(timed).int("until") ?? 0
+            #expect(timed.status == 200 && until > 0)
+            #expect(await v2.next("refused")?.int("until") == until)
+            try await v2.subscribe(channel)
+            #expect(try await eventually {
+                guard let again = await v2.next("refused", timeout: .milliseconds(300)) else {
+                    try await v2.subscribe(channel)
+                    return false
+                }
+                return again.int("until") == until
+            })
+            _ = try await api(a.port, "ban", ["channel": channel, "user": ada.id], method: "DELETE")
             await v2.disconnect()
         }
     }

@@ -11,6 +11,9 @@ struct Refusal: Error, HTTPResponseError, Sendable {
     var headers: HTTPFields = [:]
     /// How a chat.v1 socket is told, after its upgrade; `nil`: answered in HTTP only.
     var closeCode: WebSocketCloseCode?
+    /// When a timed refusal (a ban for some time) ends, Unix ms; a chat.v2 `refused`
+    /// frame carries it, so that a page can say until when.
+    var until: Int64?
 
     init(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:], closeCode: WebSocketCloseCode? = nil) {
         self.status = status

@@ -29,12 +29,14 @@ enum ChatV2 {
     }
 
     /// A subscription that is not made (or no longer holds); the socket stays open.
-    static func refused(channel: String, code: UInt16, message: String) -> ByteBuffer {
+    /// `until`: when a timed refusal (a ban for some time) ends, Unix ms.
+    static func refused(channel: String, code: UInt16, message: String, until: Int64? = nil) -> ByteBuffer {
         WebSocketWire.textFrame(estimatedLength: message.utf8.count + 128) { json in
             json.writeStaticString(#"{"type":"refused","channel":"#)
             JSON.writeString(channel, into: &json)
             json.writeString(#","code":\#(code),"message":"#)
             JSON.writeString(message, into: &json)
+            if let until { json.writeString(#","until":\#(until)"#) }
             json.writeStaticString("}")
         }
     }

@@ -166,7 +166,7 @@ extension ChatV2Socket {
             metadata: ["channel": "\(shown)", "reason": "\(refusal.message)"]
         )
         let code = refusal.closeCode ?? .unavailable
-        context.writeAndFlush(wrapOutboundOut(ChatV2.refused(channel: shown, code: code.rawValue, message: refusal.message)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(ChatV2.refused(channel: shown, code: code.rawValue, message: refusal.message, until: refusal.until)), promise: nil)
     }
 
 
@@ -177,10 +177,11 @@ extension ChatV2Socket {
     func moderated(_ delivery: Delivery, of subscription: Subscription) {
         guard isOpen, let context, subscription.state == .open, subscriptions[subscription.channel] === subscription else { return }
         switch delivery.event {
-        case .moderation(_, .banned):
+        case .moderation(_, .banned(_, let until)):
             subscriptions[subscription.channel] = nil
             end(subscription)
-            let refusal = Refusal(.forbidden, RoomModeration.bannedWords, closeCode: .banned)
+            var refusal = Refusal(.forbidden, RoomModeration.bannedWords, closeCode: .banned)
+            if until > 0 { refusal.until = until }
             refuse(subscription.channel.rawValue, refusal, reason: "banned", context: context)
         case .moderation(_, .muted):
             if let frame = delivery.frames[frameIndex] { context.writeAndFlush(wrapOutboundOut(frame), promise: nil) }

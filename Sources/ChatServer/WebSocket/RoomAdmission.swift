@@ -70,24 +70,27 @@ struct RoomAdmission: Sendable {
         let moderations = context.moderations
         let channel = ask.channel
         let cap = context.rooms.cap(of: channel)
-        let banned: EventLoopFuture<Bool>
+        // When the person's ban ends (0: when lifted), if they are banned.
+        let banned: EventLoopFuture<Int64?>
         if let room = moderations.kept(channel) {
-            banned = eventLoop.makeSucceededFuture(room.isBanned(ask.member, now: RoomModeration.now))
+            banned = eventLoop.makeSucceededFuture(room.bannedUntil(ask.member, now: RoomModeration.now))
         } else {
             banned = eventLoop.makeFutureWithTask {
-                try await moderations.room(of: channel, from: broker).isBanned(ask.member, now: RoomModeration.now)
+                try await moderations.room(of: channel, from: broker).bannedUntil(ask.member, now: RoomModeration.now)
             }
         }
-        let admitted = banned.flatMap { banned -> EventLoopFuture<Bool?> in
-            if banned { return eventLoop.makeSucceededFuture(nil) }
-            guard let cap else { return eventLoop.makeSucceededFuture(true) }
+        // A place in a capped room: `nil` for a banned person, who is asked for none.
+        let admitted = banned.flatMap { until -> EventLoopFuture<(banUntil: Int64?, admitted: Bool?)> in
+            if let until { return eventLoop.makeSucceededFuture((until, nil)) }
+            guard let cap else { return eventLoop.makeSucceededFuture((nil, true)) }
             return eventLoop.makeFutureWithTask {
-                try await broker.admit(ask.member, to: channel, instance: presence.instance, cap: cap, lifetime: presence.lifetime)
+                (nil, try await broker.admit(ask.member, to: channel, instance: presence.instance, cap: cap, lifetime: presence.lifetime))
             }
         }
-        return admitted.flatMap { admitted -> EventLoopFuture<Admitted> in
+        return admitted.flatMap { banUntil, admitted -> EventLoopFuture<Admitted> in
             guard let admitted else {
-                let refusal = Refusal(.forbidden, RoomModeration.bannedWords, closeCode: .banned)
+                var refusal = Refusal(.forbidden, RoomModeration.bannedWords, closeCode: .banned)
+                if let banUntil, banUntil > 0 { refusal.until = banUntil }
                 return eventLoop.makeSucceededFuture(Admitted(refused: Refused(refusal: refusal, reason: "banned"), joined: false))
             }
             guard admitted else {
