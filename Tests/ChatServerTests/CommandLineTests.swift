@@ -25,15 +25,18 @@ struct CommandLineTests {
             let pipe = Pipe()
             process.standardOutput = pipe
             process.standardError = pipe
-            pipe.fileHandleForReading.readabilityHandler = { [output, ended] handle in
-                let data = handle.availableData
-                if data.isEmpty {
-                    handle.readabilityHandler = nil
-                    ended.withLockedValue { $0 = true }
-                    return
+            // Read on a thread of its own, to the end: what the process wrote is all in `text`
+            // once `ended` is set (a readability handler can miss a last chunk on Linux).
+            let reading = pipe.fileHandleForReading
+            let thread = Thread { [output, ended] in
+                while true {
+                    let data = reading.availableData
+                    if data.isEmpty { break }
+                    output.withLockedValue { $0 += String(decoding: data, as: UTF8.self) }
                 }
-                output.withLockedValue { $0 += String(decoding: data, as: UTF8.self) }
+                ended.withLockedValue { $0 = true }
             }
+            thread.start()
             try process.run()
         }
 
