@@ -262,7 +262,7 @@ enum Startup {
                 ways: (configuration.adminToken.map { [ModeratorAuthorizer.adminToken($0)] } ?? [])
                     + (gatekeeper.logins.verifier != nil ? [ModeratorAuthorizer.signedIn(gatekeeper.logins)] : [])
             ),
-            gatekeeper: gatekeeper, refusals: refusals
+            gatekeeper: gatekeeper, refusals: refusals, identities: identities
         ).addRoutes(to: router)
         HealthController(broker: broker).addRoutes(to: router)
         return router

@@ -357,6 +357,9 @@ struct ModerationTests {
             let banned = try await api(b.port, "ban", ["channel": desk, "user": spammer.id, "seconds": "0"], token: moderatorToken)
             #expect(banned.status == 200, "\(banned.body)")
             #expect(try await api(b.port, "ban", ["channel": other, "user": spammer.id, "seconds": "0"], token: moderatorToken).status == 403)
+            // A signed-in person may be named by the site's own id for them.
+            let bySub = try await api(b.port, "mute", ["channel": desk, "sub": "signed-in-spammer", "seconds": "60"], token: moderatorToken)
+            #expect(object(bySub)["user"] as? String == SignInTests.identity(ofSubject: "signed-in-spammer"), "\(bySub.body)")
             let plain = Minter.hs256(Minter.claims("someone"))
             #expect(try await api(b.port, "mute", ["channel": desk, "user": spammer.id, "seconds": "5"], token: plain).status == 401)
             // Someone who is not a moderator over the socket is refused.

@@ -56,6 +56,8 @@ struct ModerationController: Sendable {
     let authorizer: ModeratorAuthorizer
     let gatekeeper: Gatekeeper
     let refusals: Refusals
+    /// Gives a `sub` its identity, for a `user` named by its sign-in.
+    let identities: Identities
     /// Largest request body.
     static let maximumBodySize = 16 * 1024
 
@@ -126,7 +128,9 @@ struct ModerationController: Sendable {
             return Self.json(answer)
         }
         let moderation: ModerationAction
-        switch Moderating.action(action, user: field("user"), seconds: field("seconds")) {
+        // A signed-in person may be named by their `sub` (the site's own id for them).
+        let user = field("user") ?? field("sub").map(identities.id(ofSubject:))
+        switch Moderating.action(action, user: user, seconds: field("seconds")) {
         case .success(let made): moderation = made
         case .failure(let refusal): throw refuse(refusal.status, refusal.message)
         }
