@@ -327,8 +327,18 @@ public final class MemoryBroker: Broker {
 
     public func moderate(_ action: ModerationAction, in channel: ChannelName) async throws -> ModerationOutcome {
         let now = Epoch.nowMilliseconds()
-        let outcome = moderations.withLockedValue { moderations in
+        let outcome: ModerationOutcome? = moderations.withLockedValue { moderations in
             var moderated = moderations[channel] ?? Moderated()
+            // A new mute or ban in a room that holds as many as it may is refused.
+            let entries = moderated.room.mutes.count + moderated.room.bans.count
+            switch action {
+            case .mute(let user, let seconds) where seconds > 0 && moderated.room.mutes[user] == nil && entries >= RoomModeration.maximumEntries:
+                return nil
+            case .ban(let user, _) where moderated.room.bans[user] == nil && entries >= RoomModeration.maximumEntries:
+                return nil
+            default:
+                break
+            }
             let change: ModerationChange?
             switch action {
             case .mute(let user, let seconds): change = .muted(user, until: seconds > 0 ? now + Int64(seconds) * 1000 : 0)
@@ -345,6 +355,7 @@ public final class MemoryBroker: Broker {
             moderations[channel] = moderated.room.isEmpty(now: now) ? nil : moderated
             return ModerationOutcome(change: change, room: moderated.room)
         }
+        guard let outcome else { throw BrokerError(.refused(status: 409), RoomModeration.fullWords, reason: "moderation_full") }
         if let change = outcome.change { deliver([.moderation(channel: channel, change: change)]) }
         return outcome
     }

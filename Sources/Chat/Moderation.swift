@@ -159,6 +159,15 @@ public struct RoomModeration: Sendable, Equatable {
         Int(max(1, (until - now + 999) / 1000))
     }
 
+    /// Most mutes and bans a room holds at once: an action's cost in Redis grows with them,
+    /// and Redis serves every room meanwhile.
+    public static let maximumEntries = 1000
+
+    /// The refusal of a mute or ban past ``maximumEntries``.
+    public static var fullWords: String {
+        "This room holds as many mutes and bans as it may (\(maximumEntries)); lift some, or wait for some to end."
+    }
+
     /// What a banned person is told, everywhere.
     public static let bannedWords = "You are banned from this room."
 

@@ -535,6 +535,13 @@ extension RedisBroker {
         local now = tonumber(ARGV[1])
         local what, user, seconds = ARGV[2], ARGV[3], tonumber(ARGV[4])
         local changed, till, signal = 1, 0, nil
+        -- A new mute or ban in a room that holds as many as it may: refused (-1).
+        if (what == 'm' and seconds > 0) or what == 'b' then
+          local field = what .. ':' .. user
+          if redis.call('HEXISTS', KEYS[1], field) == 0 and redis.call('HLEN', KEYS[1]) >= \(RoomModeration.maximumEntries) then
+            return {-1, 0}
+          end
+        end
         if what == 'm' then
           if seconds > 0 then
             till = now + seconds * 1000
@@ -552,10 +559,18 @@ extension RedisBroker {
           signal = 's1 u ' .. user
         elseif what == 'S' and (seconds <= 0 or redis.call('HSETNX', KEYS[1], 'slow', seconds) == 0) then
           changed = 0
+        elseif what == 's' and seconds <= 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+          -- Off in a room nobody moderated: nothing to keep (no key made for it).
+          signal = 's1 s 0'
         else
           -- Off is kept as 0: --slow-mode at start leaves a room a moderator set alone.
           redis.call('HSET', KEYS[1], 'slow', math.max(0, seconds))
-          if seconds <= 0 then redis.call('DEL', KEYS[2]) end
+          if seconds <= 0 then
+            redis.call('DEL', KEYS[2])
+          elseif redis.call('EXISTS', KEYS[2]) == 1 then
+            -- Who posted when is kept as long as the interval: a longer one keeps it longer.
+            redis.call('PEXPIRE', KEYS[2], seconds * 1000)
+          end
           signal = 's1 s ' .. seconds
         end
         local latest, forever = 0, false

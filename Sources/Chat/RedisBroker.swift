@@ -468,6 +468,7 @@ public final class RedisBroker: Broker {
         guard let parts = reply.array, parts.count >= 2, let changed = parts[0].integer, let until = parts[1].integer else {
             throw BrokerError(.failed, "Redis answered the moderation script with \(reply)")
         }
+        if changed == -1 { throw BrokerError(.refused(status: 409), RoomModeration.fullWords, reason: "moderation_full") }
         let room = Self.room(Array(parts.dropFirst(2)), now: Epoch.nowMilliseconds())
         guard changed == 1 else { return ModerationOutcome(change: nil, room: room) }
         let change: ModerationChange = switch action {

@@ -65,6 +65,9 @@ struct Moderating: Sendable {
             logger.notice("Moderation", metadata: metadata)
             metrics.moderated(action: action.name)
             return .success(outcome)
+        } catch let error as BrokerError {
+            if case .refused(let status) = error.kind { return .failure(Refusal(HTTPResponse.Status(code: status), error.message)) }
+            return .failure(Self.unavailable(error))
         } catch {
             return .failure(Self.unavailable(error))
         }

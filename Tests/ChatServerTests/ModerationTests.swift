@@ -236,6 +236,51 @@ struct ModerationTests {
         }
     }
 
+    @Test(arguments: brokers)
+    func aLongerSlowModeHoldsPostsMadeUnderTheShorterOneAndOffMakesNoKey(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withInstances(broker) { a, _ in
+            let channel = uniqueChannel("raise")
+            let ada = Person()
+            #expect(try await api(a.port, "slowmode", ["channel": channel, "seconds": "1"]).status == 200)
+            #expect(try await ChatHTTP.send(port: a.port, data: "first", channel: channel, headers: [ada.header]).status == 200)
+            #expect(try await api(a.port, "slowmode", ["channel": channel, "seconds": "3600"]).status == 200)
+            try await Task.sleep(for: .milliseconds(1500))
+            let again = try await ChatHTTP.send(port: a.port, data: "again", channel: channel, headers: [ada.header])
+            #expect(again.status == 429, "the post made under 1 s counts under 3600 s: \(again.body)")
+            if broker == .redis {
+                // Turning it off where nobody moderated keeps nothing.
+                let untouched = uniqueChannel("never")
+                #expect(try await api(a.port, "slowmode", ["channel": untouched, "seconds": "0"]).status == 200)
+                let redis = try await connectToRedis()
+                let exists = try await redis.send(RedisCommand("EXISTS", .string(RedisKeys.moderation(ChannelName(untouched)!))))
+                redis.close()
+                #expect(exists.integer == 0)
+            }
+        }
+    }
+
+    @Test(arguments: brokers)
+    func aRoomHoldsAtMostAThousandMutesAndBans(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withInstances(broker) { a, _ in
+            let channel = uniqueChannel("full")
+            let people = (0..<RoomModeration.maximumEntries).map { _ in Person().id }
+            for batch in stride(from: 0, to: people.count, by: 50) {
+                try await withThrowingTaskGroup(of: Int.self) { group in
+                    for user in people[batch..<min(batch + 50, people.count)] {
+                        group.addTask { try await api(a.port, "ban", ["channel": channel, "user": user, "seconds": "600"]).status }
+                    }
+                    for try await status in group { #expect(status == 200) }
+                }
+            }
+            let one = try await api(a.port, "mute", ["channel": channel, "user": Person().id, "seconds": "60"])
+            #expect(one.status == 409 && one.body.contains("as many mutes and bans as it may"), "\(one.body)")
+            // One already there may be changed, and lifting one makes room.
+            #expect(try await api(a.port, "ban", ["channel": channel, "user": people[0], "seconds": "0"]).status == 200)
+            #expect(try await api(a.port, "ban", ["channel": channel, "user": people[1]], method: "DELETE").status == 200)
+            #expect(try await api(a.port, "mute", ["channel": channel, "user": Person().id, "seconds": "60"]).status == 200)
+        }
+    }
+
     @Test func slowModeAtStartIsSetOnlyWhereNoModeratorSetOne() async throws {
         let (slowed, changed) = (uniqueChannel("start"), uniqueChannel("changed"))
         let ada = Person()
