@@ -12,6 +12,10 @@ struct Moderator: Sendable, Equatable {
     var identity: String?
     /// The rooms their sign-in opens; `nil`: every room.
     var rooms: RoomScope? = nil
+    /// Their sign-in's `sub` (the site's id for them), for the log.
+    var subject: String? = nil
+    /// The client address they acted from, for the log.
+    var address: String? = nil
 
     /// The operator holding `--admin-token`.
     static let admin = Moderator(by: "admin", identity: nil)
@@ -60,6 +64,8 @@ struct Moderating: Sendable {
         do {
             let outcome = try await broker.moderate(action, in: channel)
             var metadata: Logger.Metadata = ["by": "\(moderator.by)", "action": "\(action.name)", "channel": "\(channel)"]
+            if let subject = moderator.subject { metadata["sub"] = "\(subject)" }
+            if let address = moderator.address { metadata["client"] = "\(address)" }
             if let user = action.user { metadata["user"] = "\(user)" }
             if let seconds = action.seconds { metadata["seconds"] = "\(seconds)" }
             logger.notice("Moderation", metadata: metadata)

@@ -8,38 +8,60 @@ import NIOCore
 /// Who may use the moderation API: each way a request can prove it comes from a
 /// moderator, tried in order.
 struct ModeratorAuthorizer: Sendable {
-    /// One way: the moderator a request proves, or `nil`.
-    typealias Way = @Sendable (Request) async -> Moderator?
+    /// What one way makes of a request.
+    enum Verdict: Sendable {
+        case moderator(Moderator)
+        /// The request is this way's kind, and refused: why (401 or 403).
+        case refused(Refusal)
+        /// Not this way's kind of request.
+        case notMine
+    }
+
+    /// One way to prove a moderator.
+    typealias Way = @Sendable (Request) async -> Verdict
 
     var ways: [Way]
 
     /// Whether any way is configured; without one the API is off.
     var isEnabled: Bool { !ways.isEmpty }
 
-    /// The moderator the request proves, if any.
-    func authorize(_ request: Request) async -> Moderator? {
+    /// The moderator the request proves; else the first way's refusal that applies
+    /// (`.notMine` when no way knew the request).
+    func authorize(_ request: Request) async -> Verdict {
+        var refusal: Refusal?
         for way in ways {
-            if let moderator = await way(request) { return moderator }
+            switch await way(request) {
+            case .moderator(let moderator): return .moderator(moderator)
+            case .refused(let why): refusal = refusal ?? why
+            case .notMine: continue
+            }
         }
-        return nil
+        return refusal.map { .refused($0) } ?? .notMine
     }
 
-    /// `Authorization: Bearer <JWT>` of a person the site signed in as a moderator.
+    /// `Authorization: Bearer <JWT>` of a person the site signed in as a moderator. A
+    /// token that does not verify is told why (401); a sign-in that is no moderator's, 403.
     static func signedIn(_ logins: Logins) -> Way {
         { request in
-            guard let token = Gatekeeper.bearerToken(request.headers[.authorization]), logins.reads(token),
-                let signIn = await logins.check(token).signIn, signIn.isModerator
-            else { return nil }
-            return Moderator(by: signIn.identity, identity: signIn.identity, rooms: signIn.rooms)
+            guard let token = Gatekeeper.bearerToken(request.headers[.authorization]), logins.reads(token) else { return .notMine }
+            switch await logins.check(token) {
+            case .signedIn(let signIn) where signIn.isModerator:
+                return .moderator(Moderator(by: signIn.identity, identity: signIn.identity, rooms: signIn.rooms, subject: signIn.subject))
+            case .signedIn:
+                return .refused(Refusal(.forbidden, "Your sign-in is not a moderator's: only people the site signs in with role: moderator may moderate."))
+            case .refused(let problem):
+                return .refused(Refusal(.unauthorized, problem.description))
+            case .anonymous:
+                return .notMine
+            }
         }
     }
 
     /// `Authorization: Bearer <token>` with `--admin-token`, compared in constant time.
     static func adminToken(_ token: String) -> Way {
-        let expected = Array(token.utf8)
         return { request in
-            guard let presented = Gatekeeper.bearerToken(request.headers[.authorization]) else { return nil }
-            return HMACSHA256.constantTimeEqual(Array(presented.utf8), expected) ? .admin : nil
+            guard let presented = Gatekeeper.bearerToken(request.headers[.authorization]), HMACSHA256.sameSecret(presented, token) else { return .notMine }
+            return .moderator(.admin)
         }
     }
 }
@@ -86,11 +108,19 @@ struct ModerationController: Sendable {
                 reason: "disabled"
             )
         }
-        guard let moderator = await authorizer.authorize(request) else {
-            var refusal = refuse(.unauthorized, "Moderation needs 'Authorization: Bearer <admin token>' (the server's --admin-token) or a moderator's sign-in token.")
-            refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
+        var moderator: Moderator
+        let verdict = await authorizer.authorize(request)
+        switch verdict {
+        case .moderator(let found):
+            moderator = found
+        case .refused, .notMine:
+            var why = Refusal(.unauthorized, "Moderation needs 'Authorization: Bearer <admin token>' (the server's --admin-token) or a moderator's sign-in token.")
+            if case .refused(let told) = verdict { why = told }
+            var refusal = refuse(why.status, why.message)
+            if why.status == .unauthorized { refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""# }
             throw refusal
         }
+        moderator.address = client
         let fields: [(name: String, value: String)]
         do {
             fields = try await Self.fields(of: &request, limit: Self.maximumBodySize)
@@ -129,6 +159,9 @@ struct ModerationController: Sendable {
         }
         let moderation: ModerationAction
         // A signed-in person may be named by their `sub` (the site's own id for them).
+        if let sub = field("sub"), sub.isEmpty || sub.utf8.count > 255 {
+            throw refuse(.badRequest, "sub must be 1–255 bytes: the site's id of a signed-in person.")
+        }
         let user = field("user") ?? field("sub").map(identities.id(ofSubject:))
         switch Moderating.action(action, user: user, seconds: field("seconds")) {
         case .success(let made): moderation = made

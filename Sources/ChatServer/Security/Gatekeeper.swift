@@ -107,20 +107,20 @@ final class Gatekeeper: Sendable {
     func allowsPublish(authorization: String?, tokenField: String?) -> Bool {
         guard let expected = settings.publishToken else { return true }
         return [Self.bearerToken(authorization), tokenField].contains { presented in
-            presented.map { HMACSHA256.constantTimeEqual(Array($0.utf8), Array(expected.utf8)) } ?? false
+            presented.map { HMACSHA256.sameSecret($0, expected) } ?? false
         }
     }
 
     /// Whether `token` is the publish token.
     func isPublishToken(_ token: String) -> Bool {
-        settings.publishToken.map { HMACSHA256.constantTimeEqual(Array(token.utf8), Array($0.utf8)) } ?? false
+        settings.publishToken.map { HMACSHA256.sameSecret(token, $0) } ?? false
     }
 
     /// Whether the request is a trusted integration's (`Authorization: Bearer` with
     /// `--api-token`): a backend that posts for many people from one address.
     func isTrustedIntegration(authorization: String?) -> Bool {
         guard let expected = settings.apiToken, let presented = Self.bearerToken(authorization) else { return false }
-        return HMACSHA256.constantTimeEqual(Array(presented.utf8), Array(expected.utf8))
+        return HMACSHA256.sameSecret(presented, expected)
     }
 
     /// The token of an `Authorization: Bearer <token>` header, if that is what it holds.

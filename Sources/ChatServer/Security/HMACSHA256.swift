@@ -16,6 +16,12 @@ enum HMACSHA256 {
         return difference == 0
     }
 
+    /// Whether a presented token is the expected secret, in a time that tells nothing of
+    /// either, their lengths included: their SHA-256 digests are compared.
+    static func sameSecret(_ presented: String, _ expected: String) -> Bool {
+        constantTimeEqual(Array(SHA256.hash(data: Array(presented.utf8))), Array(SHA256.hash(data: Array(expected.utf8))))
+    }
+
     /// `count` random bytes from the system's secure generator (`getrandom` on Linux).
     static func randomBytes(_ count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()

@@ -39,7 +39,10 @@ extension ChatV2Socket {
             return
         }
         let moderating = Moderating(broker: server.broker, metrics: server.metrics)
-        let (moderator, logger) = (Moderator(by: person.member.id, identity: person.member.id), self.logger)
+        let moderator = Moderator(
+            by: person.member.id, identity: person.member.id, rooms: signIn?.rooms, subject: signIn?.subject, address: closing.client
+        )
+        let logger = self.logger
         context.eventLoop.makeFutureWithTask {
             await moderating.moderate(moderation, in: name, by: moderator, logger: logger)
         }.assumeIsolated().whenSuccess { result in

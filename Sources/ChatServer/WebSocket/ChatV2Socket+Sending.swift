@@ -69,6 +69,8 @@ extension ChatV2Socket {
     /// most once per person and room every 2 s (more are dropped without a word).
     func typing(in channel: String, context: ChannelHandlerContext) {
         guard let subscription = subscribed(channel, for: "typing", context: context) else { return }
+        // A muted person's typing would announce words that cannot come.
+        if subscription.mutedUntil > RoomModeration.now { return }
         guard server.gatekeeper.mayRelayTyping(person.member.id, in: subscription.channel, from: closing.client) else { return }
         let (broker, member, name, logger) = (server.broker, person.member, subscription.channel, logger)
         Task {

@@ -183,7 +183,8 @@ extension ChatV2Socket {
             var refusal = Refusal(.forbidden, RoomModeration.bannedWords, closeCode: .banned)
             if until > 0 { refusal.until = until }
             refuse(subscription.channel.rawValue, refusal, reason: "banned", context: context)
-        case .moderation(_, .muted):
+        case .moderation(_, .muted(_, let until)):
+            subscription.mutedUntil = until
             if let frame = delivery.frames[frameIndex] { context.writeAndFlush(wrapOutboundOut(frame), promise: nil) }
         default:
             break
@@ -252,6 +253,7 @@ extension ChatV2Socket {
             }
             // A muted person learns it again (a reload): the admission has just read the room.
             if let until = server.moderations.kept(subscription.channel)?.mutedUntil(person.member.id, now: RoomModeration.now) {
+                subscription.mutedUntil = until
                 context.write(wrapOutboundOut(ChatV1.muted(channel: subscription.channel, until: until)), promise: nil)
             }
         }

@@ -25,6 +25,8 @@ final class Subscription: HubMember, FlowHolder {
     let resume: DeliveryFlow.Resume?
     /// The broker's join was made: the socket leaves the channel when it ends.
     var joined = false
+    /// Until when (Unix ms) the socket's person is muted here, as last told; 0: not.
+    var mutedUntil: Int64 = 0
     #if DEBUG
     var flow = DeliveryFlow(slowReaders: .drop)
     #else
