@@ -11,7 +11,7 @@ import { createSubscriptions } from "./history.js";
 import { followInbox, inboxOf, newsOf } from "./inbox.js";
 import { anonymousLabel, createMessageList, mentionPattern } from "./messages.js";
 import { createPeopleList } from "./people.js";
-import { pageWords } from "./words.js";
+import { formatUntil, pageWords } from "./words.js";
 import { channelFromHash, directRoom, isValidChannel, openedChannels, ownIdentity, readChannelCookie, setUpTabs, writeChannelCookie } from "./tabs.js";
 
 const FIRST_LOOK = 50; // messages shown when a tab opens
@@ -43,6 +43,9 @@ const notifyButton = document.getElementById("enable-notifications");
 const pageTitle = document.title;
 
 const me = ownIdentity();
+// A moderator's page (the server says so on the page of a moderator's sign-in, and again
+// in the socket's `welcome`): Delete on every message, mute and ban in the people list.
+let moderator = document.body.dataset.moderator !== undefined;
 const inbox = inboxOf(me);
 const unsupported = new Set(); // frame types the server answered "unknown frame type" to
 
@@ -72,6 +75,7 @@ const messages = createMessageList({
   names: () => [...(subscriptions.get(current)?.room.members?.values() ?? []), nameInput.value.trim()],
   myName: () => nameInput.value,
   act: changeMessage,
+  moderator: () => moderator,
   words,
 });
 
@@ -137,12 +141,22 @@ const STATES = {
 /** A refusal that asking again will not change: the room takes no messages from here. */
 const isFinal = (refusal) => Boolean(refusal) && refusal.code !== 4503 && refusal.code !== 4429;
 
+/** A ban from the room (the server's words say so; `until` when it ends). */
+const isBan = (refusal) => refusal?.code === 4403 && /^You are banned/.test(refusal.message ?? "");
+
+/** What a refusal says to the reader: a ban says until when, in the page's words; the rest in the server's. */
+function refusalText(refusal) {
+  if (isBan(refusal)) return words.bannedUntil(refusal.until ? formatUntil(refusal.until) : null);
+  return refusal.message || words.refusedBy(refusal.code);
+}
+
 function showStatus() {
   const [state, detail] = connectionState;
   const refusal = state === "connected" ? subscriptions.get(current)?.refusal : null;
-  if (refusal) {
+  const muted = state === "connected" && !refusal ? mutedHere(current) : null;
+  if (refusal || muted) {
     statusLine.dataset.state = "refused";
-    statusLine.textContent = refusal.message || words.refusedBy(refusal.code);
+    statusLine.textContent = refusal ? refusalText(refusal) : words.mutedUntil(formatUntil(muted));
   } else {
     statusLine.dataset.state = state;
     statusLine.textContent = STATES[state](detail);
@@ -150,7 +164,35 @@ function showStatus() {
   // Waiting seconds for a backed-off retry: the reader may try now.
   reconnectButton.hidden = !((state === "reconnecting" && detail > 0) || state === "offline");
   const blocked = subscriptions.get(current)?.refusal;
-  composer?.block(isFinal(blocked) ? blocked.message || words.refusedBy(blocked.code) : null, isFinal(blocked) ? words.cannotWriteHere(blocked.message || words.refusedBy(blocked.code)) : words.messagePlaceholder);
+  if (isFinal(blocked)) composer?.block(refusalText(blocked), isBan(blocked) ? refusalText(blocked) : words.cannotWriteHere(refusalText(blocked)));
+  else if (mutedHere(current)) composer?.block(words.mutedUntil(formatUntil(mutedHere(current))), words.mutedUntil(formatUntil(mutedHere(current))));
+  else composer?.block(null, words.messagePlaceholder);
+}
+
+// MARK: Muted: the server says so (`muted`, live and on subscribing), and until when
+
+const mutes = new Map(); // channel → {until (Unix ms), timer}
+
+/** Until when the reader is muted in `channel` (Unix ms), or null. */
+function mutedHere(channel) {
+  const until = mutes.get(channel)?.until;
+  return until && until > Date.now() ? until : null;
+}
+
+function mutedSays(frame) {
+  const channel = frame.channel;
+  const was = mutes.get(channel);
+  clearTimeout(was?.timer);
+  mutes.delete(channel);
+  const until = Number(frame.until) || 0;
+  if (until > Date.now()) {
+    // Lifted by itself when the time comes (a timer cannot wait past ~24 days: the server's `muted` 0, or a reload, does then).
+    const wait = until - Date.now() + 250;
+    const timer = wait < 2 ** 31 - 1 ? setTimeout(() => mutedSays({ channel, until: 0 }), wait) : null;
+    mutes.set(channel, { until, timer });
+    if (channel === current && was?.until !== until) messages.notice(words.mutedUntil(formatUntil(until)));
+  }
+  if (channel === current) showStatus();
 }
 
 reconnectButton.addEventListener("click", () => connection.reopen());
@@ -158,12 +200,51 @@ reconnectButton.addEventListener("click", () => connection.reopen());
 function showRoom() {
   const room = subscriptions.get(current)?.room;
   presenceLine.textContent = room?.online == null ? "" : words.online(room.online);
-  people.show(room?.members ?? null);
+  // What this page did that has not ended yet: the list marks those people.
+  const known = moderation.get(current);
+  const now = Date.now();
+  const muted = new Map([...(known?.muted ?? [])].filter(([, until]) => until > now));
+  const banned = new Map([...(known?.banned ?? [])].filter(([, ban]) => !ban.until || ban.until > now));
+  people.show(room?.members ?? null, { moderator, muted, banned });
+  peopleHint.textContent = moderator ? words.peopleHintModerator : words.peopleHint;
 }
 
 // MARK: Who is online, and one-to-one rooms with them.
 
-const people = createPeopleList({ list: document.getElementById("people-list"), me, onChoose: openDirect, words });
+const peopleHint = document.querySelector("#people .people-hint");
+const people = createPeopleList({ list: document.getElementById("people-list"), me, onChoose: openDirect, onModerate: moderate, untilText: formatUntil, words });
+
+// MARK: Moderation (a moderator's page): mute, ban and unban from the people list
+
+const moderation = new Map(); // channel → {muted: Map id → until, banned: Map id → {name, until}}: what this page did
+
+function knownIn(channel) {
+  if (!moderation.has(channel)) moderation.set(channel, { muted: new Map(), banned: new Map() });
+  return moderation.get(channel);
+}
+
+/** action "mute" (seconds, 0 lifts), "ban" (seconds, 0 until lifted) or "unban" `id` (shown as `name`) in the room on screen. */
+async function moderate(action, id, name, seconds) {
+  const channel = current;
+  const frame = { type: action, channel, user: id };
+  if (seconds !== undefined) frame.seconds = seconds;
+  const answer = await outbox.request(frame);
+  if (!answer.ok) {
+    people.say(words.couldNotModerate(name, answer.message || String(answer.status)), { failed: true });
+    return;
+  }
+  const until = Number(answer.frame?.until) || 0;
+  const known = knownIn(channel);
+  if (action === "mute") {
+    if (until > Date.now()) known.muted.set(id, until);
+    else known.muted.delete(id);
+  } else if (action === "ban") {
+    known.banned.set(id, { name, until });
+    known.muted.delete(id);
+  } else known.banned.delete(id);
+  people.say(words.moderated(action, name, until > 0 ? formatUntil(until) : null));
+  if (channel === current) showRoom();
+}
 
 function openDirect(id, name) {
   if (!me || id === me) return;
@@ -219,7 +300,8 @@ async function show(channel) {
   showRoom();
   showStatus();
   showTyping();
-  if (subscription.refusal) messages.notice(words.cannotFollow(subscription.refusal.message));
+  if (subscription.refusal) messages.notice(isBan(subscription.refusal) ? refusalText(subscription.refusal) : words.cannotFollow(subscription.refusal.message));
+  if (mutedHere(channel)) messages.notice(words.mutedUntil(formatUntil(mutedHere(channel))));
   if (subscription.kept.length < FIRST_LOOK) {
     try {
       const older = await subscription.earlier({ count: FIRST_LOOK - subscription.kept.length, before: messages.firstOffset ?? undefined });
@@ -229,6 +311,8 @@ async function show(channel) {
       firstLoadFailed.delete(channel);
     } catch (error) {
       if (mine !== opening) return;
+      // Banned: the room's notice says so already; its history is not the reader's to read.
+      if (isBan(subscription.refusal) || isBan({ code: 4403, message: error.message })) return;
       firstLoadFailed.add(channel);
       messages.notice(words.couldNotLoadRecent(error.message));
     }
@@ -460,10 +544,11 @@ function subscriptionSays(channel, type, detail) {
       const again = detail.retryIn !== null;
       const told = subscriptionsRefused.get(channel) === detail.message;
       subscriptionsRefused.set(channel, detail.message);
-      tabs.setRefused(channel, detail.message, { final: !again });
+      tabs.setRefused(channel, isBan(detail) ? refusalText(detail) : detail.message, { final: !again });
       if (onScreen) {
         showStatus();
-        if (!told) messages.notice(words.cannotFollow(detail.message) + (again ? ` ${words.tryingAgain}` : ""));
+        showRoom();
+        if (!told) messages.notice(isBan(detail) ? refusalText(detail) : words.cannotFollow(detail.message) + (again ? ` ${words.tryingAgain}` : ""));
       }
       break;
     }
@@ -480,13 +565,34 @@ function subscriptionSays(channel, type, detail) {
 
 // MARK: What the outbox says
 
+const countdowns = new Map(); // outbox ID → the timer that counts its retry's seconds down
+
+/** Slow mode (429 in the room's words): the server names it, and says when. */
+const isSlowMode = (detail) => detail.status === 429 && /slow mode/i.test(detail.message ?? "");
+
 function showOutgoing(entry, what = entry.failed ? "failed" : "queued", detail = {}) {
+  clearInterval(countdowns.get(entry.id));
+  countdowns.delete(entry.id);
   if (what === "failed") messages.outgoing(entry, "failed", words.notSent(entry.failed.message || entry.failed.status));
-  else if (what === "retrying") messages.outgoing(entry, "retrying", words.sendingAgain(detail.retryIn, detail.message));
-  else messages.outgoing(entry, "sending");
+  else if (what === "retrying") {
+    let left = detail.retryIn;
+    const draw = () => messages.outgoing(entry, "retrying", isSlowMode(detail) ? words.slowMode(left) : words.sendingAgain(left, detail.message));
+    draw();
+    const timer = setInterval(() => {
+      if (--left < 1 || entry.channel !== current) {
+        clearInterval(timer);
+        countdowns.delete(entry.id);
+      } else draw();
+    }, 1000);
+    countdowns.set(entry.id, timer);
+  } else messages.outgoing(entry, "sending");
 }
 
 function outboxSays(entry, what, detail) {
+  if (what !== "retrying") {
+    clearInterval(countdowns.get(entry.id));
+    countdowns.delete(entry.id);
+  }
   if (what === "acked") {
     messages.markOwn(detail.epoch, detail.offset);
     if (entry.channel === current) messages.settle(entry.id, detail.epoch, detail.offset);
@@ -505,7 +611,15 @@ function outboxSays(entry, what, detail) {
 const UNKNOWN_TYPE = /unknown frame type "([a-z]+)"/;
 
 function frameArrived(frame) {
-  if (frame.type === "ack" || frame.type === "nack") outbox.receive(frame);
+  if (frame.type === "ack" || frame.type === "nack" || frame.type === "moderated") outbox.receive(frame);
+  else if (frame.type === "welcome") {
+    // A signed-in socket says who it is: whether the person moderates is the socket's word.
+    if (Boolean(frame.moderator) !== moderator) {
+      moderator = Boolean(frame.moderator);
+      messages.redraw();
+      showRoom();
+    }
+  } else if (frame.type === "muted") mutedSays(frame);
   else if (frame.type === "error") {
     // A server older than the page: what it does not know, the page stops asking.
     const unknown = UNKNOWN_TYPE.exec(frame.message ?? "")?.[1];

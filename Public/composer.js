@@ -128,9 +128,10 @@ export function createOutbox({ send, onChange }) {
       return entries.filter((entry) => entry.channel === channel);
     },
     /**
-     * Sends an edit, delete or react `frame` (without id): answers {ok: true} on its
-     * `ack`, {ok: false, status, message} on its `nack`. Sent again with the same ID on
-     * each new socket until answered, like a message.
+     * Sends an edit, delete, react or moderation `frame` (without id): answers {ok: true,
+     * frame} on its `ack` (a moderation's `moderated`), {ok: false, status, message} on
+     * its `nack`. Sent again with the same ID on each new socket until answered, like a
+     * message.
      */
     request(frame) {
       const id = newId();
@@ -160,14 +161,15 @@ export function createOutbox({ send, onChange }) {
     closed() {
       onTheWay.clear();
     },
-    /** Takes an `ack` or `nack` frame; false if it names no message of this outbox. */
+    /** Takes an `ack`, `nack` or `moderated` frame; false if it names no message or request of this outbox. */
     receive(frame) {
       const request = requests.get(frame.id);
       if (request) {
         requests.delete(frame.id);
-        request.settle(frame.type === "ack" ? { ok: true } : { ok: false, status: frame.status, message: frame.message });
+        request.settle(frame.type === "nack" ? { ok: false, status: frame.status, message: frame.message } : { ok: true, frame });
         return true;
       }
+      if (frame.type === "moderated") return false;
       const entry = entries.find((other) => other.id === frame.id);
       if (!entry) return false;
       onTheWay.delete(entry.id);
@@ -232,7 +234,8 @@ export function createOutbox({ send, onChange }) {
 export function setUpComposer({ form, nameInput, textInput, sendButton, counter, errorLine, channel, send, onTyping = () => {}, onEditLast = () => false }) {
   const maxBytes = Number(form.dataset.maxBytes) || 65536;
 
-  nameInput.value = localStorage.getItem(NAME_KEY) ?? "";
+  // A signed-in person's name is the sign-in's (read-only, filled in already): not the one kept.
+  if (!nameInput.readOnly) nameInput.value = localStorage.getItem(NAME_KEY) ?? "";
   nameInput.addEventListener("input", () => localStorage.setItem(NAME_KEY, nameInput.value));
 
   function bytes() {

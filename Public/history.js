@@ -209,7 +209,12 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, assum
   }
 
   function refused(frame) {
-    refusal = { code: frame.code, message: frame.message };
+    // `until` (Unix ms): a ban for some time says when it ends.
+    const until = Number.isSafeInteger(frame.until) && frame.until > 0 ? frame.until : null;
+    refusal = { code: frame.code, message: frame.message, until };
+    // Out of the room (a ban ends a subscription): who is in it is no longer known here.
+    room.online = null;
+    room.members = null;
     let retryIn = null;
     if (frame.code === 4503 || frame.code === 4429) {
       // The broker is down, or the address read too much history or holds too many
@@ -225,7 +230,17 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, assum
     } else {
       // 4403 a private room of others, 4409 a full room, 4401 a token not for this
       // channel, 4400 a name the server refuses: asking again would get the same answer.
+      // A ban that ends: asked again once it has (timers cannot wait past ~24 days).
       state = "refused";
+      const wait = until === null ? null : until - Date.now() + 1000;
+      if (wait !== null && wait < 2 ** 31 - 1) {
+        clearTimeout(retryTimer);
+        retryTimer = setTimeout(() => {
+          if (state !== "refused") return;
+          state = "idle";
+          subscribe();
+        }, Math.max(0, wait));
+      }
     }
     emit("refused", { ...refusal, retryIn });
   }
@@ -374,7 +389,7 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, assum
     get state() {
       return state;
     },
-    /** {code, message} of the last refusal, or null once subscribed. */
+    /** {code, message, until} of the last refusal, or null once subscribed. */
     get refusal() {
       return refusal;
     },

@@ -175,9 +175,11 @@ export function dayLabel(time, words) {
  * onEdit(id), onDiscard(id), onRetry(id): the writer's answer to a refused message.
  * me: this browser's identity. names(): the names of the people in the room on screen,
  * for @mentions; myName(): the name this browser shows. act(action, entry, detail): the
- * reader edits ({data}), deletes or reacts ({emoji}) to a message. words: the page's words.
+ * reader edits ({data}), deletes or reacts ({emoji}) to a message. moderator(): whether
+ * the reader moderates (then every message has Delete, asked to be confirmed on others').
+ * words: the page's words.
  */
-export function createMessageList({ list, scroller, jumpButton, earlierButton, emptyLine, loadEarlier, onEdit, onDiscard, onRetry, me = null, names = () => [], myName = () => "", act = () => {}, words }) {
+export function createMessageList({ list, scroller, jumpButton, earlierButton, emptyLine, loadEarlier, onEdit, onDiscard, onRetry, me = null, names = () => [], myName = () => "", act = () => {}, moderator = () => false, words }) {
   const own = new Set(); // "epoch:offset" of messages this tab sent
   const outgoing = new Map(); // outbox ID → its <li>, at the end of the list
   const awaiting = new Map(); // "epoch:offset" acknowledged → outbox ID, until the message is shown
@@ -311,8 +313,41 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
     if (isOwn(entry)) {
       bar.append(button(words.edit, "edit", () => startEditing(entry)));
       bar.append(button(words.delete, "delete", () => act("delete", entry)));
-    }
+    } else if (moderator()) bar.append(moderatorDelete(entry));
     return bar;
+  }
+
+  /** A moderator's Delete of someone else's message: it asks first, in place (Escape or Cancel: not). */
+  function moderatorDelete(entry) {
+    const remove = button(words.delete, "delete", () => {
+      const ask = document.createElement("span");
+      ask.className = "confirm";
+      ask.setAttribute("role", "group");
+      ask.setAttribute("aria-label", words.confirmDelete);
+      const question = document.createElement("span");
+      question.textContent = words.confirmDelete;
+      const back = () => {
+        ask.replaceWith(remove);
+        remove.focus();
+      };
+      const yes = button(words.delete, "confirm-delete", () => {
+        ask.replaceWith(remove);
+        act("delete", entry);
+      });
+      const no = button(words.cancel, "cancel-delete", back);
+      ask.addEventListener("keydown", (event) => {
+        if (event.key === "Escape") {
+          event.preventDefault();
+          back();
+        }
+      });
+      ask.append(question, yes, no);
+      remove.replaceWith(ask);
+      no.focus(); // the safe choice first: Enter on it does nothing harmful
+    });
+    remove.title = words.deleteAsModerator;
+    remove.setAttribute("aria-label", words.deleteAsModerator);
+    return remove;
   }
 
   function itemFor(entry) {

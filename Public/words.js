@@ -8,18 +8,25 @@ export function pageWords(languages) {
   const table = {
     addReaction: ["Add a reaction", "添加回应", "新增回應"],
     anonymous: ["Anonymous", "匿名", "匿名"],
+    ban: ["Ban", "封禁", "封鎖"],
+    banFor1d: ["Ban 1 day", "封禁 1 天", "封鎖 1 天"],
+    bannedTag: (until) => [until ? `banned until ${until}` : "banned", until ? `封禁至 ${until}` : "已封禁", until ? `封鎖至 ${until}` : "已封鎖"],
+    bannedUntil: (until) => [until ? `You are banned from this room until ${until}` : "You are banned from this room until a moderator lifts it", until ? `你已被禁止进入此聊天室，直到 ${until}` : "你已被禁止进入此聊天室，直到管理员解除", until ? `你已被禁止進入此聊天室，直到 ${until}` : "你已被禁止進入此聊天室，直到管理員解除"],
     cancel: ["Cancel", "取消", "取消"],
     cannotFollow: (why) => [`You cannot follow this channel: ${why}`, `无法关注此频道：${why}`, `無法關注此頻道：${why}`],
     cannotWriteHere: (why) => [`You cannot write here: ${why}`, `无法在此发言：${why}`, `無法在此發言：${why}`],
     channelRule: ["1–64 letters, digits, _ . : or -", "1–64 个字母、数字、_ . : 或 -", "1–64 個字母、數字、_ . : 或 -"],
     channels: ["Channels", "频道", "頻道"],
     closeTab: (label) => [`Close ${label} (Delete)`, `关闭 ${label}（Delete）`, `關閉 ${label}（Delete）`],
+    confirmDelete: ["Delete this message for everyone?", "为所有人删除这条消息？", "為所有人刪除這則訊息？"],
     connected: ["Connected", "已连接", "已連線"],
     connecting: ["Connecting…", "正在连接…", "正在連線…"],
     couldNotChange: (action, why) => [`Could not ${action === "react" ? "react to" : action} the message: ${why}`, `无法${{ edit: "编辑", delete: "删除", react: "回应" }[action] ?? action}这条消息：${why}`, `無法${{ edit: "編輯", delete: "刪除", react: "回應" }[action] ?? action}這則訊息：${why}`],
     couldNotLoadEarlier: (why) => [`Could not load earlier messages: ${why}`, `无法加载更早的消息：${why}`, `無法載入更早的訊息：${why}`],
     couldNotLoadRecent: (why) => [`Could not load recent messages: ${why}. Trying again.`, `无法加载最近的消息：${why}。正在重试。`, `無法載入最近的訊息：${why}。正在重試。`],
+    couldNotModerate: (name, why) => [`Could not do that to ${name}: ${why}`, `无法对 ${name} 执行此操作：${why}`, `無法對 ${name} 執行此操作：${why}`],
     delete: ["Delete", "删除", "刪除"],
+    deleteAsModerator: ["Delete (as moderator)", "删除（管理员）", "刪除（管理員）"],
     deleted: ["Message deleted", "消息已删除", "訊息已刪除"],
     discard: ["Discard", "放弃", "放弃"],
     edit: ["Edit", "编辑", "編輯"],
@@ -34,6 +41,16 @@ export function pageWords(languages) {
     messageNotSent: (why) => [`A message was not sent: ${why}`, `一条消息未发送：${why}`, `一則訊息未送出：${why}`],
     messagePlaceholder: ["Message — Enter sends, Shift+Enter adds a line", "消息 — Enter 发送，Shift+Enter 换行", "訊息 — Enter 送出，Shift+Enter 換行"],
     messages: ["Messages", "消息", "訊息"],
+    moderate: (name) => [`Moderate ${name}`, `管理 ${name}`, `管理 ${name}`],
+    moderated: (action, name, until) => [
+      { mute: until ? `${name} is muted until ${until}` : `${name} may write again`, ban: until ? `${name} is banned until ${until}` : `${name} is banned until you lift it`, unban: `${name} may come back` }[action] ?? `${action}: ${name}`,
+      { mute: until ? `${name} 已被禁言至 ${until}` : `${name} 可以再次发言`, ban: until ? `${name} 已被封禁至 ${until}` : `${name} 已被封禁，直到你解除`, unban: `${name} 可以回来了` }[action] ?? `${action}：${name}`,
+      { mute: until ? `${name} 已被禁言至 ${until}` : `${name} 可以再次發言`, ban: until ? `${name} 已被封鎖至 ${until}` : `${name} 已被封鎖，直到你解除`, unban: `${name} 可以回來了` }[action] ?? `${action}：${name}`,
+    ],
+    mutedTag: (until) => [`muted until ${until}`, `禁言至 ${until}`, `禁言至 ${until}`],
+    mutedUntil: (until) => [`You are muted in this room until ${until}`, `你在此聊天室被禁言至 ${until}`, `你在此聊天室被禁言至 ${until}`],
+    muteFor1h: ["Mute 1 h", "禁言 1 小时", "禁言 1 小時"],
+    muteFor5m: ["Mute 5 min", "禁言 5 分钟", "禁言 5 分鐘"],
     newMessages: (count) => [`${count} new message${count === 1 ? "" : "s"} ↓`, `${count} 条新消息 ↓`, `${count} 則新訊息 ↓`],
     noMessages: ["No messages yet", "还没有消息", "還沒有訊息"],
     notSent: (why) => [`Not sent: ${why}`, `未发送：${why}`, `未送出：${why}`],
@@ -45,6 +62,7 @@ export function pageWords(languages) {
     openByName: ["Open a channel by name", "按名称打开频道", "依名稱開啟頻道"],
     openPlaceholder: ["Open channel…", "打开频道…", "開啟頻道…"],
     peopleHint: ["Choose someone to talk one to one.", "选择一个人进行一对一聊天。", "選擇一個人進行一對一聊天。"],
+    peopleHintModerator: ["Choose someone to talk one to one; ⋯ mutes or bans them.", "选择一个人进行一对一聊天；⋯ 可禁言或封禁。", "選擇一個人進行一對一聊天；⋯ 可禁言或封鎖。"],
     peopleOnline: ["People online", "在线的人", "線上的人"],
     reactionLabel: (emoji, count) => [`${emoji}: ${count} reaction${count === 1 ? "" : "s"}`, `${emoji}：${count} 个回应`, `${emoji}：${count} 個回應`],
     reconnectNow: ["Reconnect now", "立即重连", "立即重新連線"],
@@ -61,10 +79,13 @@ export function pageWords(languages) {
     serverCannot: (type) => [`This server does not support “${type}” yet.`, `此服务器还不支持“${type}”。`, `此伺服器還不支援「${type}」。`],
     showLess: ["Show less", "收起", "收起"],
     showMore: ["Show more", "展开", "展開"],
+    slowMode: (seconds) => [`Slow mode: sending in ${seconds} s`, `慢速模式：${seconds} 秒后发送`, `慢速模式：${seconds} 秒後送出`],
     talkWith: (name) => [`Talk with ${name} one to one`, `与 ${name} 一对一聊天`, `與 ${name} 一對一聊天`],
     today: ["Today", "今天", "今天"],
     tryingAgain: ["Trying again shortly.", "稍后重试。", "稍後重試。"],
     typing: (names) => [(names.length === 1 ? `${names[0]} is typing…` : names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : "Several people are typing…"), (names.length === 1 ? `${names[0]} 正在输入…` : names.length === 2 ? `${names[0]} 和 ${names[1]} 正在输入…` : "好几个人正在输入…"), (names.length === 1 ? `${names[0]} 正在輸入…` : names.length === 2 ? `${names[0]} 和 ${names[1]} 正在輸入…` : "好幾個人正在輸入…")],
+    unban: ["Unban", "解除封禁", "解除封鎖"],
+    unmute: ["Unmute", "解除禁言", "解除禁言"],
     unread: (label, count) => [`${label}, ${count} unread`, `${label}，${count} 条未读`, `${label}，${count} 則未讀`],
     wroteToYou: ["wrote to you", "给你发了消息", "傳了訊息給你"],
     yesterday: ["Yesterday", "昨天", "昨天"],
@@ -76,4 +97,16 @@ export function pageWords(languages) {
   const words = { lang: ["en", "zh-Hans", "zh-Hant"][index] };
   for (const [key, value] of Object.entries(table)) words[key] = typeof value === "function" ? (...args) => value(...args)[index] : value[index];
   return words;
+}
+
+/**
+ * When a mute or ban ends (`ms`, Unix milliseconds), in local time and the page's
+ * language: "14:05" today (with seconds when under a minute away), else the date too.
+ */
+export function formatUntil(ms, lang = document.documentElement.lang || undefined) {
+  const when = new Date(ms);
+  if (when.toDateString() !== new Date().toDateString()) return when.toLocaleString(lang, { dateStyle: "medium", timeStyle: "short" });
+  const options = { hour: "2-digit", minute: "2-digit" };
+  if (ms - Date.now() < 60000) options.second = "2-digit";
+  return when.toLocaleTimeString(lang, options);
 }

@@ -7,6 +7,9 @@ they can stop and start it) with two instances on it. Screenshots go to
 $CHATROOM_SCREENSHOTS (default .build/browser-screenshots).
 """
 
+import base64
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -339,6 +342,11 @@ class PageTestCase(unittest.TestCase):
     @staticmethod
     def texts(driver):
         return driver.execute_script("return [...document.querySelectorAll('#messages li[data-offset] .text')].map(e => e.textContent)")
+
+    @staticmethod
+    def bubble(driver, text):
+        """The message item whose text is `text` (or starts so), by XPath-free search."""
+        return driver.execute_script("return [...document.querySelectorAll('#messages li[data-offset]')].find(li => li.querySelector('.text').textContent.startsWith(arguments[0])) ?? null", text)
 
     @staticmethod
     def outgoing(driver):
@@ -1190,11 +1198,6 @@ class ConversationTests(PageTestCase):
     """What chat.v2 says beyond messages: who sent it, typing, edits, deletes, reactions, what was read."""
 
     @staticmethod
-    def bubble(driver, text):
-        """The message item whose text is `text` (or starts so), by XPath-free search."""
-        return driver.execute_script("return [...document.querySelectorAll('#messages li[data-offset]')].find(li => li.querySelector('.text').textContent.startsWith(arguments[0])) ?? null", text)
-
-    @staticmethod
     def act_on(driver, item, action):
         """Clicks a message's action (shown on hover) as the mouse would."""
         ActionChains(driver).move_to_element(item).perform()
@@ -1428,6 +1431,263 @@ class ConversationTests(PageTestCase):
             self.close(driver)
         finally:
             labelled.stop()
+
+
+JWT_SECRET = "browser-tests-jwt-secret-of-32-bytes-at-least"
+ADMIN_TOKEN = "browser-tests-admin-token"
+
+
+def sign_in_token(sub, name, role=None, expires_in=3600, secret=JWT_SECRET):
+    """An HS256 JWT for `sub`, minted here as a site's backend would (RFC 7519, no library)."""
+    encode = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    claims = {"sub": sub, "name": name, "exp": int(time.time()) + expires_in}
+    if role:
+        claims["role"] = role
+    signed = encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + encode(json.dumps(claims).encode())
+    return signed + "." + encode(hmac.new(secret.encode(), signed.encode(), hashlib.sha256).digest())
+
+
+class ModerationTests(PageTestCase):
+    """Signed-in people (JWTs) and moderators on the page: names nobody can take, Delete on
+    every message, mute and ban from the people list, and what the muted or banned see.
+    Two instances of this class's own (--jwt-secret, --admin-token) on the suite's Redis."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.m1 = Instance("--send-rate", "0", "--jwt-secret", JWT_SECRET, "--admin-token", ADMIN_TOKEN)
+        cls.m2 = Instance("--send-rate", "0", "--jwt-secret", JWT_SECRET, "--admin-token", ADMIN_TOKEN)
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.m1.stop()
+        cls.m2.stop()
+
+    def sign_in(self, instance, sub, name, channel, role=None):
+        """A window opened by the site for its signed-in person (/?token=…) on `channel`."""
+        return self.open(instance, f"?token={sign_in_token(sub, name, role)}#channel={channel}")
+
+    @staticmethod
+    def fresh(prefix):
+        return f"{prefix}{int(time.time() * 1000) % 100000}"
+
+    @staticmethod
+    def identity(driver):
+        return driver.execute_script("return document.body.dataset.me")
+
+    def bob_and_a_moderator(self, prefix, number):
+        """A fresh room with Bob in it on m2 and Mia, a moderator, on m1: (channel, bob, mia, Bob's identity)."""
+        channel = self.fresh(prefix)
+        bob = self.sign_in(self.m2, f"bob-{number}", "Bob", channel)
+        mia = self.sign_in(self.m1, f"mia-{number}", "Mia", channel, role="moderator")
+        return channel, bob, mia, self.identity(bob)
+
+    def api(self, route, **fields):
+        """The moderation API with the admin token (POST)."""
+        request = urllib.request.Request(self.m1.url + "api/" + route, data=urllib.parse.urlencode(fields).encode(), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            self.assertEqual(response.status, 200)
+
+    @staticmethod
+    def notices(driver):
+        return driver.execute_script("return [...document.querySelectorAll('#messages li.notice')].map(li => li.textContent)")
+
+    @staticmethod
+    def composer_state(driver):
+        return driver.execute_script("const t = document.getElementById('text'); return [t.disabled, t.placeholder]")
+
+    def open_menu(self, driver, person):
+        """Opens the people list and `person`'s moderation menu (with the mouse); answers the menu."""
+        toggle = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, f'#people-list li[data-person="{person}"] .mod-toggle'), message="the person's ⋯ button")[0]
+        if not driver.execute_script("return document.getElementById('people').open"):
+            driver.find_element(By.ID, "presence").click()
+        toggle.click()
+        menu = driver.find_element(By.ID, toggle.get_attribute("aria-controls"))
+        wait_until(lambda: menu.is_displayed() and toggle.get_attribute("aria-expanded") == "true", message="the menu open")
+        return menu
+
+    def choose(self, driver, person, action):
+        menu = self.open_menu(driver, person)
+        menu.find_element(By.CSS_SELECTOR, f'[data-action="{action}"]').click()
+
+    def result(self, driver):
+        return driver.execute_script("const r = document.querySelector('.mod-result'); return r && !r.hidden ? r.textContent : ''")
+
+    def test_35_a_signed_in_name_is_fixed_and_others_see_it_on_their_messages(self):
+        channel = self.fresh("signed")
+        ada = self.sign_in(self.m1, "ada-35", "Ada Lovelace", channel)
+        reader = self.open(self.m2, f"#channel={channel}")
+        field = ada.find_element(By.ID, "name")
+        self.assertEqual(field.get_attribute("value"), "Ada Lovelace", "the sign-in's name, not a kept one")
+        self.assertTrue(ada.execute_script("return document.getElementById('name').readOnly"))
+        field.send_keys("Mallory")
+        self.assertEqual(field.get_attribute("value"), "Ada Lovelace", "it cannot be typed over")
+        self.type_message(ada, "hello from Ada")
+        wait_until(lambda: self.bubble(reader, "hello from Ada") is not None, message="Ada's message in the other window")
+        who = lambda driver: driver.execute_script("const li = [...document.querySelectorAll('#messages li[data-offset]')].find(li => li.querySelector('.text').textContent === 'hello from Ada'); return li && li.querySelector('.who').textContent")
+        self.assertEqual(who(reader), "Ada Lovelace")
+        wait_until(lambda: ada.find_elements(By.CSS_SELECTOR, "#messages li.own[data-offset]"), message="Ada's own message")
+        # No moderator: no Delete on others' messages, no menus in the list.
+        self.type_message(reader, "hello Ada")
+        wait_until(lambda: self.bubble(ada, "hello Ada") is not None, message="the reader's answer")
+        self.assertEqual(self.bubble(ada, "hello Ada").find_elements(By.CSS_SELECTOR, ".actions .delete"), [])
+        self.assertEqual(ada.find_elements(By.CSS_SELECTOR, "#people-list .mod-toggle"), [])
+        self.close(reader)
+        self.close(ada)
+
+    def test_36_a_moderator_deletes_someone_elses_message_and_it_goes_in_the_authors_window(self):
+        _, bob, mia, _ = self.bob_and_a_moderator("moddelete", 36)
+        self.type_message(bob, "buy cheap watches")
+        item = wait_until(lambda: self.bubble(mia, "buy cheap watches"), message="Bob's message in Mia's window")
+        ActionChains(mia).move_to_element(item).perform()
+        item.find_element(By.CSS_SELECTOR, ".actions .delete").click()
+        # It asks first; Escape takes it back.
+        confirm = item.find_element(By.CSS_SELECTOR, ".actions .confirm")
+        self.assertIn("Delete this message for everyone?", confirm.text)
+        self.assertEqual(mia.switch_to.active_element.get_attribute("class"), "cancel-delete", "the safe choice has the focus")
+        mia.switch_to.active_element.send_keys(Keys.ESCAPE)
+        wait_until(lambda: not item.find_elements(By.CSS_SELECTOR, ".actions .confirm"), message="the question gone")
+        self.assertEqual(mia.switch_to.active_element.get_attribute("class"), "delete", "focus back on Delete")
+        self.assertIn("buy cheap watches", self.texts(bob))
+        ActionChains(mia).move_to_element(item).perform()
+        item.find_element(By.CSS_SELECTOR, ".actions .delete").click()
+        item.find_element(By.CSS_SELECTOR, ".actions .confirm-delete").click()
+        for driver in (bob, mia):
+            wait_until(lambda: "Message deleted" in self.texts(driver) and "buy cheap watches" not in self.texts(driver), message="the message deleted")
+        # Bob, no moderator, has no Delete on Mia's message.
+        self.type_message(mia, "please keep it on topic")
+        wait_until(lambda: self.bubble(bob, "please keep it on topic"), message="Mia's message in Bob's window")
+        self.assertEqual(self.bubble(bob, "please keep it on topic").find_elements(By.CSS_SELECTOR, ".actions .delete"), [])
+        self.close(bob)
+        self.close(mia)
+
+    def test_37_a_mute_from_the_people_list_blocks_the_composer_until_lifted_or_over(self):
+        channel, bob, mia, bob_id = self.bob_and_a_moderator("modmute", 37)
+        self.type_message(bob, "so, about that")
+        wait_until(lambda: self.bubble(mia, "so, about that"), message="Bob's message")
+        # The menu with the keyboard: Down and Up move, Enter chooses.
+        menu = self.open_menu(mia, bob_id)
+        active = lambda: mia.switch_to.active_element.get_attribute("data-action")
+        self.assertEqual(active(), "mute-5m", "the first item has the focus")
+        self.assertEqual(menu.get_attribute("role"), "menu")
+        self.assertEqual([item.get_attribute("data-action") for item in menu.find_elements(By.CSS_SELECTOR, '[role="menuitem"]')], ["mute-5m", "mute-1h", "unmute", "ban-1d", "ban", "unban"])
+        mia.switch_to.active_element.send_keys(Keys.ARROW_UP)
+        self.assertEqual(active(), "unban", "Up from the first wraps to the last")
+        mia.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+        self.assertEqual(active(), "mute-5m")
+        self.shot(mia, "moderation-menu")
+        mia.switch_to.active_element.send_keys(Keys.ENTER)
+        wait_until(lambda: self.result(mia).startswith("Bob is muted until"), message="Mia told the mute took")
+        self.assertEqual(mia.switch_to.active_element.get_attribute("class"), "mod-toggle", "focus back on the menu button")
+        self.assertIn("muted until", mia.find_element(By.CSS_SELECTOR, f'#people-list li[data-person="{bob_id}"]').text)
+        # Bob: why, and until when (local time), and the composer blocked.
+        until = re.compile(r"^You are muted in this room until \d{1,2}:\d{2}")
+        wait_until(lambda: until.match(self.status(bob)), message="the mute in Bob's status line")
+        disabled, placeholder = self.composer_state(bob)
+        self.assertTrue(disabled)
+        self.assertRegex(placeholder, until)
+        self.assertFalse(bob.find_element(By.ID, "send").is_enabled())
+        self.assertTrue(any(until.match(text) for text in self.notices(bob)), self.notices(bob))
+        expected = bob.execute_script("return new Date(Date.now() + 300000).toLocaleTimeString('en', {hour: '2-digit', minute: '2-digit'})")
+        self.assertIn(expected, self.status(bob), "five minutes from now")
+        self.shot(bob, "muted")
+        # Lifted from the menu: Bob writes again.
+        self.choose(mia, bob_id, "unmute")
+        wait_until(lambda: self.composer_state(bob)[0] is False, message="Bob's composer enabled again")
+        wait_until(lambda: self.status(bob) == "Connected", message="Bob's status line back")
+        self.type_message(bob, "thanks for unmuting")
+        wait_until(lambda: self.bubble(mia, "thanks for unmuting"), message="Bob's message after the mute")
+        # A mute of two seconds (through the HTTP API) ends by itself in Bob's window.
+        self.api("mute", channel=channel, user=bob_id, seconds=2)
+        wait_until(lambda: self.composer_state(bob)[0] is True, message="muted for two seconds")
+        self.assertRegex(self.status(bob), r"until \d{1,2}:\d{2}:\d{2}", "seconds, for a mute that ends within a minute")
+        wait_until(lambda: self.composer_state(bob)[0] is False, timeout=6, message="the short mute over by itself")
+        # The menu fits a 360 px phone: it opens in the list, under the person.
+        narrow = browser()
+        self.drivers.append(narrow)
+        narrow.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 360, "height": 740, "deviceScaleFactor": 1, "mobile": True})
+        narrow.get(self.m1.url + f"?token={sign_in_token('mia-37', 'Mia', 'moderator')}#channel={channel}")
+        wait_until(lambda: self.status(narrow) == "Connected", message="Mia at 360 px")
+        menu = self.open_menu(narrow, bob_id)
+        left, right = narrow.execute_script("const r = [...arguments[0].querySelectorAll('[role=menuitem]')].map(i => i.getBoundingClientRect()); return [Math.min(...r.map(b => b.left)), Math.max(...r.map(b => b.right))]", menu)
+        self.assertGreaterEqual(left, 0, "every item on screen")
+        self.assertLessEqual(right, 360, "every item on screen")
+        self.assertLessEqual(narrow.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth"), 0, "nothing wider than 360 px")
+        self.shot(narrow, "moderation-menu-360")
+        self.close(narrow)
+        self.close(bob)
+        self.close(mia)
+
+    def test_38_a_ban_says_until_when_and_an_unban_lets_them_back_after_a_reload(self):
+        _, bob, mia, bob_id = self.bob_and_a_moderator("modban", 38)
+        wait_until(lambda: mia.find_elements(By.CSS_SELECTOR, f'#people-list li[data-person="{bob_id}"]'), message="Bob in Mia's list")
+        self.choose(mia, bob_id, "ban-1d")
+        wait_until(lambda: self.result(mia).startswith("Bob is banned until"), message="Mia told the ban took")
+        banned_until = re.compile(r"^You are banned from this room until (?!a moderator).*\d")
+        wait_until(lambda: banned_until.match(self.status(bob)), message="Bob told until when")
+        self.assertTrue(any(banned_until.match(text) for text in self.notices(bob)), self.notices(bob))
+        self.assertTrue(self.composer_state(bob)[0], "nothing to write there")
+        self.shot(bob, "banned")
+        # Out of the room, Bob stays in Mia's list, marked, with Unban.
+        row = lambda: mia.find_element(By.CSS_SELECTOR, f'#people-list li[data-person="{bob_id}"]')
+        wait_until(lambda: "banned until" in row().text, message="Bob marked banned")
+        offered = lambda: mia.execute_script("return [...document.querySelectorAll(`#people-list li[data-person='${arguments[0]}'] [role=menuitem]`)].map(i => i.dataset.action)", bob_id)
+        wait_until(lambda: offered() == ["unban"], message="only Unban, once Bob has left the room")
+        menu = self.open_menu(mia, bob_id)
+        self.assertEqual([item.get_attribute("data-action") for item in menu.find_elements(By.CSS_SELECTOR, '[role="menuitem"]')], ["unban"])
+        menu.find_element(By.CSS_SELECTOR, '[data-action="unban"]').click()
+        wait_until(lambda: self.result(mia) == "Bob may come back", message="the unban")
+        # An instance with no socket in the room (Bob's is refused) looks bans up in a copy at most 1 s old.
+        time.sleep(1.2)
+        bob.refresh()
+        wait_until(lambda: self.status(bob) == "Connected", message="Bob back after a reload")
+        self.assertFalse(self.composer_state(bob)[0])
+        self.type_message(bob, "I am back")
+        wait_until(lambda: self.bubble(mia, "I am back"), message="Bob's message after the unban")
+        # A ban without an end: until a moderator lifts it, also after a reload.
+        self.choose(mia, bob_id, "ban")
+        wait_until(lambda: self.result(mia) == "Bob is banned until you lift it", message="Mia told the ban took")
+        lifted = "You are banned from this room until a moderator lifts it"
+        wait_until(lambda: self.status(bob) == lifted, message="a ban until lifted")
+        bob.refresh()
+        wait_until(lambda: self.status(bob) == lifted, message="still banned after a reload")
+        self.assertTrue(self.composer_state(bob)[0])
+        self.assertFalse(any("Could not load" in text for text in self.notices(bob)), self.notices(bob))
+        self.choose(mia, bob_id, "unban")
+        wait_until(lambda: self.result(mia) == "Bob may come back", message="the second unban")
+        time.sleep(1.2)
+        bob.refresh()
+        wait_until(lambda: self.status(bob) == "Connected", message="Bob back again")
+        self.close(bob)
+        self.close(mia)
+
+    def test_39_slow_mode_holds_a_message_back_with_a_countdown_and_sends_it_by_itself(self):
+        channel = self.fresh("modslow")
+        self.api("slowmode", channel=channel, seconds=4)
+        bob = self.sign_in(self.m2, "bob-40", "Bob", channel)
+        self.type_message(bob, "first")
+        wait_until(lambda: "first" in self.texts(bob), message="the first message")
+        self.type_message(bob, "second, too soon")
+        said = lambda: [note for state, text, note in self.outgoing(bob) if text == "second, too soon" and state == "retrying"]
+        first_note = wait_until(said, message="held back by slow mode")[0]
+        self.assertRegex(first_note, r"^Slow mode: sending in [1-4] s$")
+        wait_until(lambda: said() and said()[0] != first_note, timeout=3, message="the countdown")
+        wait_until(lambda: "second, too soon" in self.texts(bob), timeout=8, message="sent by itself once allowed")
+        self.assertEqual(self.outgoing(bob), [])
+        self.close(bob)
+
+    def test_40_an_expired_sign_in_says_signed_out_and_stops_retrying(self):
+        token = sign_in_token("late-39", "Late", expires_in=-120)  # past the 30 s leeway
+        driver = browser()
+        self.drivers.append(driver)
+        driver.get(self.m1.url + f"?token={token}")
+        signed_out = wait_until(lambda: self.status(driver).startswith("Signed out — Token expired") and self.status(driver), message="signed out")
+        time.sleep(3)
+        self.assertEqual(self.status(driver), signed_out, "no retry: it cannot help")
+        self.assertEqual(self.identity(driver), None, "the page of an expired sign-in knows no person")
+        self.assertTrue(driver.find_element(By.ID, "reconnect-now").get_attribute("hidden") is not None)
+        self.close(driver)
 
 
 def post_burst(port, channel, count, lanes=8):
