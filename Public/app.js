@@ -142,7 +142,8 @@ const STATES = {
 const isFinal = (refusal) => Boolean(refusal) && refusal.code !== 4503 && refusal.code !== 4429;
 
 /** A ban from the room (the server's words say so; `until` when it ends). */
-const isBan = (refusal) => refusal?.code === 4403 && /^You are banned/.test(refusal.message ?? "");
+// By the refusal's reason, or by its words from a server that names none.
+const isBan = (refusal) => refusal?.code === 4403 && (refusal.reason ? refusal.reason === "banned" : /^You are banned/.test(refusal.message ?? ""));
 
 /** What a refusal says to the reader: a ban says until when, in the page's words; the rest in the server's. */
 function refusalText(refusal) {
@@ -568,7 +569,7 @@ function subscriptionSays(channel, type, detail) {
 const countdowns = new Map(); // outbox ID → the timer that counts its retry's seconds down
 
 /** Slow mode (429 in the room's words): the server names it, and says when. */
-const isSlowMode = (detail) => detail.status === 429 && /slow mode/i.test(detail.message ?? "");
+const isSlowMode = (detail) => detail.status === 429 && (detail.reason ? detail.reason === "slow_mode" : /slow mode/i.test(detail.message ?? ""));
 
 function showOutgoing(entry, what = entry.failed ? "failed" : "queued", detail = {}) {
   clearInterval(countdowns.get(entry.id));

@@ -187,7 +187,7 @@ export function createOutbox({ send, onChange }) {
             pump();
           }, retryIn * 1000),
         );
-        onChange(entry, "retrying", { status: frame.status, message: frame.message, retryIn });
+        onChange(entry, "retrying", { status: frame.status, message: frame.message, reason: frame.reason, retryIn });
       } else {
         // 400, 403, 413 (and 500): sending it again would get the same answer. It stays
         // for the writer to edit or discard, and the channel's next message goes.

@@ -211,7 +211,7 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, assum
   function refused(frame) {
     // `until` (Unix ms): a ban for some time says when it ends.
     const until = Number.isSafeInteger(frame.until) && frame.until > 0 ? frame.until : null;
-    refusal = { code: frame.code, message: frame.message, until };
+    refusal = { code: frame.code, message: frame.message, until, reason: typeof frame.reason === "string" ? frame.reason : null };
     // Out of the room (a ban ends a subscription): who is in it is no longer known here.
     room.online = null;
     room.members = null;

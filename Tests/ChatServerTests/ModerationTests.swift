@@ -147,6 +147,7 @@ struct ModerationTests {
             #expect(await closeCode(of: v1) == 4403)
             let refused = try #require(await v2.next("refused"))
             #expect(refused.channel == channel && refused.int("code") == 4403 && refused["message"] as? String == "You are banned from this room.")
+            #expect(refused["reason"] as? String == "banned", "a client tells refusals apart by their reason")
             #expect(try await v2.ask(["type": "send", "id": "elsewhere", "channel": other, "data": "still open"])?.type == "ack", "the socket stays open for its other rooms")
 
             // Everything new is refused too, on every instance.
@@ -215,7 +216,7 @@ struct ModerationTests {
 
             #expect(try await adas.ask(["type": "send", "id": "one", "channel": channel, "data": "first"])?.type == "ack")
             let second = try #require(try await adas.ask(["type": "send", "id": "two", "channel": channel, "data": "second"]))
-            #expect(second.type == "nack" && second.int("status") == 429)
+            #expect(second.type == "nack" && second.int("status") == 429 && second["reason"] as? String == "slow_mode")
             let wait = try #require(second.int("retryAfter"))
             #expect((1...30).contains(wait))
             #expect((second["message"] as? String)?.contains("slow mode") == true)

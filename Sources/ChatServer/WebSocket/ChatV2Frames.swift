@@ -30,13 +30,18 @@ enum ChatV2 {
 
     /// A subscription that is not made (or no longer holds); the socket stays open.
     /// `until`: when a timed refusal (a ban for some time) ends, Unix ms.
-    static func refused(channel: String, code: UInt16, message: String, until: Int64? = nil) -> ByteBuffer {
+    /// `reason`: what `chatroom_refusals_total` counts it as (`banned`, `room_full`, …).
+    static func refused(channel: String, code: UInt16, message: String, until: Int64? = nil, reason: String? = nil) -> ByteBuffer {
         WebSocketWire.textFrame(estimatedLength: message.utf8.count + 128) { json in
             json.writeStaticString(#"{"type":"refused","channel":"#)
             JSON.writeString(channel, into: &json)
             json.writeString(#","code":\#(code),"message":"#)
             JSON.writeString(message, into: &json)
             if let until { json.writeString(#","until":\#(until)"#) }
+            if let reason {
+                json.writeStaticString(#","reason":"#)
+                JSON.writeString(reason, into: &json)
+            }
             json.writeStaticString("}")
         }
     }
@@ -55,7 +60,9 @@ enum ChatV2 {
     }
 
     /// A send that was refused, with the status `POST /send/` would answer.
-    static func nack(id: String, channel: String, status: Int, message: String, retryAfter: String?) -> ByteBuffer {
+    /// `reason`: what `chatroom_refusals_total` counts it as (`muted`, `slow_mode`, …), for
+    /// a client to tell refusals apart without reading the words.
+    static func nack(id: String, channel: String, status: Int, message: String, retryAfter: String?, reason: String? = nil) -> ByteBuffer {
         WebSocketWire.textFrame(estimatedLength: message.utf8.count + 192) { json in
             json.writeStaticString(#"{"type":"nack","id":"#)
             JSON.writeString(id, into: &json)
@@ -64,6 +71,10 @@ enum ChatV2 {
             json.writeString(#","status":\#(status),"message":"#)
             JSON.writeString(message, into: &json)
             if let retryAfter, let seconds = Int(retryAfter) { json.writeString(#","retryAfter":\#(seconds)"#) }
+            if let reason {
+                json.writeStaticString(#","reason":"#)
+                JSON.writeString(reason, into: &json)
+            }
             json.writeStaticString("}")
         }
     }

@@ -157,7 +157,9 @@ extension ChatV2Socket {
             "Refused a message", route: "socket", reason: reason, client: closing.client, logger: logger, level: level,
             metadata: ["status": "\(refusal.status.code)", "reason": "\(refusal.message)", "channel": "\(shown)"]
         )
-        let frame = ChatV2.nack(id: id, channel: shown, status: refusal.status.code, message: refusal.message, retryAfter: refusal.headers[.retryAfter])
+        let frame = ChatV2.nack(
+            id: id, channel: shown, status: refusal.status.code, message: refusal.message, retryAfter: refusal.headers[.retryAfter], reason: reason
+        )
         if flush {
             context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
         } else {

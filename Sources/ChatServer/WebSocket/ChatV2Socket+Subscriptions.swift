@@ -166,7 +166,9 @@ extension ChatV2Socket {
             metadata: ["channel": "\(shown)", "reason": "\(refusal.message)"]
         )
         let code = refusal.closeCode ?? .unavailable
-        context.writeAndFlush(wrapOutboundOut(ChatV2.refused(channel: shown, code: code.rawValue, message: refusal.message, until: refusal.until)), promise: nil)
+        context.writeAndFlush(
+            wrapOutboundOut(ChatV2.refused(channel: shown, code: code.rawValue, message: refusal.message, until: refusal.until, reason: reason)), promise: nil
+        )
     }
 
 
