@@ -27,7 +27,7 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -1498,14 +1498,23 @@ class ModerationTests(PageTestCase):
         return driver.execute_script("const t = document.getElementById('text'); return [t.disabled, t.placeholder]")
 
     def open_menu(self, driver, person):
-        """Opens the people list and `person`'s moderation menu (with the mouse); answers the menu."""
-        toggle = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, f'#people-list li[data-person="{person}"] .mod-toggle'), message="the person's ⋯ button")[0]
-        if not driver.execute_script("return document.getElementById('people').open"):
-            driver.find_element(By.ID, "presence").click()
-        toggle.click()
-        menu = driver.find_element(By.ID, toggle.get_attribute("aria-controls"))
-        wait_until(lambda: menu.is_displayed() and toggle.get_attribute("aria-expanded") == "true", message="the menu open")
-        return menu
+        """Opens the people list and `person`'s moderation menu (with the mouse); answers the menu.
+
+        The list is drawn again when someone comes or goes (presence): an element found just
+        before may be gone by the click, and is then found again (a few times at most)."""
+        for attempt in range(5):
+            try:
+                toggle = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, f'#people-list li[data-person="{person}"] .mod-toggle'), message="the person's ⋯ button")[0]
+                if not driver.execute_script("return document.getElementById('people').open"):
+                    driver.find_element(By.ID, "presence").click()
+                toggle.click()
+                menu = driver.find_element(By.ID, toggle.get_attribute("aria-controls"))
+                wait_until(lambda: menu.is_displayed() and toggle.get_attribute("aria-expanded") == "true", message="the menu open")
+                return menu
+            except StaleElementReferenceException:
+                if attempt == 4:
+                    raise
+                time.sleep(0.1)
 
     def choose(self, driver, person, action):
         menu = self.open_menu(driver, person)
