@@ -52,7 +52,8 @@ struct HistoryController: Sendable {
             )
             return Refusal(status, message, headers: cors)
         }
-        let trusted = gatekeeper.isTrustedIntegration(authorization: request.headers[.authorization])
+        let bearer = Gatekeeper.bearerToken(request.headers[.authorization])
+        let trusted = gatekeeper.isTrustedIntegration(bearer: bearer)
         if !trusted, let wait = gatekeeper.takeHistoryRead(from: client) {
             let tooMany = Gatekeeper.tooMany("history reads", rate: gatekeeper.settings.historyRate, wait: wait)
             var refusal = refuse(.tooManyRequests, tooMany.message)
@@ -72,16 +73,15 @@ struct HistoryController: Sendable {
         } catch {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).")
         }
-        let token = trusted ? field("token") : Gatekeeper.bearerToken(request.headers[.authorization]) ?? field("token")
+        let token = trusted ? field("token") : bearer ?? field("token")
         func unauthorized(_ message: String) -> Refusal {
             var error = refuse(.unauthorized, message)
             error.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
             return error
         }
         var signIn: SignIn?
-        let connectTokens = gatekeeper.settings.connectSecret != nil
-        if gatekeeper.logins.mustCheck(token, othersAccepted: connectTokens) {
-            switch await gatekeeper.logins.check(token, othersAccepted: connectTokens) {
+        if gatekeeper.mustCheckSignIn(token) {
+            switch await gatekeeper.checkSignIn(token) {
             case .signedIn(let person): signIn = person
             case .refused(let problem): throw unauthorized(problem.description)
             case .anonymous: break

@@ -46,7 +46,8 @@ struct SendController: Sendable {
             throw refuse(.forbidden, "Origin \(request.headers[.origin].map { String($0.unicodeScalars.prefix(100)) } ?? "") may not publish here.")
         }
         // A trusted integration posts for many people from one address: no per-address rate.
-        let trusted = gatekeeper.isTrustedIntegration(authorization: request.headers[.authorization])
+        let bearer = Gatekeeper.bearerToken(request.headers[.authorization])
+        let trusted = gatekeeper.isTrustedIntegration(bearer: bearer)
         if !trusted, let wait = gatekeeper.takeSend(from: client) {
             let tooMany = Gatekeeper.tooMany("messages", rate: gatekeeper.settings.sendRate, wait: wait)
             var refusal = refuse(.tooManyRequests, tooMany.message)
@@ -70,14 +71,13 @@ struct SendController: Sendable {
             throw refuse(.contentTooLarge, "The request body is larger than \(maximumBodySize) bytes.")
         }
         let tokenField = fields.last(where: { $0.name == "token" })?.value
-        guard trusted || gatekeeper.allowsPublish(authorization: request.headers[.authorization], tokenField: tokenField) else {
+        guard trusted || gatekeeper.allowsPublish(bearer: bearer, tokenField: tokenField) else {
             var refusal = refuse(.unauthorized, "Publishing needs the publish token: send 'Authorization: Bearer <token>' or the form field 'token'.")
             refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
             throw refusal
         }
         // The site's sign-in, from whichever of the two holds a JWT; a publish token's
         // holder is a trusted integration, let in without one.
-        let bearer = Gatekeeper.bearerToken(request.headers[.authorization])
         let presented = [bearer, tokenField].compactMap { $0 }.filter { !gatekeeper.isPublishToken($0) }
         let jwt = trusted ? nil : presented.first(where: JWTVerifier.looksLikeJWT) ?? presented.first
         var signIn: SignIn?
@@ -106,9 +106,10 @@ struct SendController: Sendable {
             draft = checked
             // With --publish-token, whoever posts here holds it: a trusted integration,
             // which a capped room takes posts from without a place.
-            draft.placeHeld = gatekeeper.settings.publishToken != nil || trusted
+            let integration = gatekeeper.settings.publishToken != nil || trusted
+            draft.placeHeld = integration
             // For the same reason it is exempt from slow mode.
-            draft.moderator = gatekeeper.settings.publishToken != nil || trusted
+            draft.moderator = integration
         case .failure(let refusal):
             throw refuse(refusal.status, refusal.message)
         }

@@ -104,11 +104,9 @@ final class Gatekeeper: Sendable {
     /// Whether `/send/` may go on: the publish token if one is configured, given as
     /// `Authorization: Bearer …` or the form field `token`.
     /// Either place may hold it (the other may hold the sender's JWT).
-    func allowsPublish(authorization: String?, tokenField: String?) -> Bool {
-        guard let expected = settings.publishToken else { return true }
-        return [Self.bearerToken(authorization), tokenField].contains { presented in
-            presented.map { HMACSHA256.sameSecret($0, expected) } ?? false
-        }
+    func allowsPublish(bearer: String?, tokenField: String?) -> Bool {
+        guard settings.publishToken != nil else { return true }
+        return [bearer, tokenField].contains { presented in presented.map(isPublishToken) ?? false }
     }
 
     /// Whether `token` is the publish token.
@@ -118,9 +116,21 @@ final class Gatekeeper: Sendable {
 
     /// Whether the request is a trusted integration's (`Authorization: Bearer` with
     /// `--api-token`): a backend that posts for many people from one address.
-    func isTrustedIntegration(authorization: String?) -> Bool {
-        guard let expected = settings.apiToken, let presented = Self.bearerToken(authorization) else { return false }
-        return HMACSHA256.sameSecret(presented, expected)
+    func isTrustedIntegration(bearer: String?) -> Bool {
+        guard let expected = settings.apiToken, let bearer else { return false }
+        return HMACSHA256.sameSecret(bearer, expected)
+    }
+
+    /// Whether a request with `token` must have it checked as a sign-in (see
+    /// ``Logins/mustCheck(_:othersAccepted:)``): with `--connect-secret`, a token that is
+    /// no JWT is a connect token, checked apart.
+    func mustCheckSignIn(_ token: String?) -> Bool {
+        logins.mustCheck(token, othersAccepted: settings.connectSecret != nil)
+    }
+
+    /// The sign-in `token` makes, as ``mustCheckSignIn(_:)`` reads it.
+    func checkSignIn(_ token: String?) async -> Logins.Outcome {
+        await logins.check(token, othersAccepted: settings.connectSecret != nil)
     }
 
     /// The token of an `Authorization: Bearer <token>` header, if that is what it holds.

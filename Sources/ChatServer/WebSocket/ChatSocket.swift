@@ -301,7 +301,7 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
 
     private func tokenExpired() {
         guard let context else { return }
-        close(.identityRequired, "Token expired", context: context, refusal: "token_expired", log: "Closing a WebSocket whose token expired")
+        closeForExpiredToken(context: context)
     }
 
     private func refresh(_ token: String, context: ChannelHandlerContext) {

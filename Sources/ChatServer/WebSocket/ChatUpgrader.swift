@@ -208,12 +208,10 @@ struct ChatUpgrader: NIOTypedHTTPServerProtocolUpgrader, Sendable {
             )
             return eventLoop.makeSucceededFuture(.success((request, handshake.headers)))
         }
-        let logins = gatekeeper.logins
-        let connectTokens = gatekeeper.settings.connectSecret != nil
-        guard logins.mustCheck(handshake.token, othersAccepted: connectTokens) else {
+        guard gatekeeper.mustCheckSignIn(handshake.token) else {
             return decide(handshake, signIn: nil, head: head, channel: channel, client: client, context: context, logger: logger)
         }
-        return eventLoop.makeFutureWithTask { await logins.check(handshake.token, othersAccepted: connectTokens) }.flatMap { outcome in
+        return eventLoop.makeFutureWithTask { await gatekeeper.checkSignIn(handshake.token) }.flatMap { outcome in
             switch outcome {
             case .refused(let refusal):
                 return eventLoop.makeSucceededFuture(refuseToken(refusal, handshake: handshake, client: client, context: context, logger: logger))

@@ -9,7 +9,7 @@ extension ChatV2Socket {
     func send(id: String, channel: String, data: String?, name: String?, kind: MessageKind = .message, context: ChannelHandlerContext) {
         let gatekeeper = server.gatekeeper
         // With --publish-token, messages come only from those who hold it, at POST /send/.
-        guard gatekeeper.allowsPublish(authorization: nil, tokenField: nil) else {
+        guard gatekeeper.allowsPublish(bearer: nil, tokenField: nil) else {
             nack(id, channel, Refusal(.unauthorized, "This server takes messages only at POST /send/ with its publish token."), reason: "unauthorized", context: context)
             return
         }

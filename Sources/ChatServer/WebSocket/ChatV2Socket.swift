@@ -254,7 +254,7 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
 
     private func tokenExpired() {
         guard let context else { return }
-        close(.identityRequired, "Token expired", context: context, refusal: "token_expired", log: "Closing a WebSocket whose token expired")
+        closeForExpiredToken(context: context)
     }
 
     /// A newer token: the socket lives on until it expires. One for someone else, or

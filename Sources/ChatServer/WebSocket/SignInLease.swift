@@ -59,6 +59,11 @@ final class SignInLease {
 }
 
 extension WebSocketEndpoint {
+    /// The socket's token expired: 4401 `Token expired`, counted and logged.
+    func closeForExpiredToken(context: ChannelHandlerContext) {
+        close(.identityRequired, "Token expired", context: context, refusal: "token_expired", log: "Closing a WebSocket whose token expired")
+    }
+
     /// Tells the client how its `refresh` went: `refreshed`, or an `error` saying why not
     /// (and logged, throttled, as a refusal).
     func answer(refresh result: Result<SignIn, TokenRefusal>, context: ChannelHandlerContext) {
