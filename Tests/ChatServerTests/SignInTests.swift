@@ -176,6 +176,14 @@ struct SignInTests {
         #expect(try (await all.verify(Minter.hs256(Minter.claims("a", ["exp": Self.now - 20])), now: Self.now)).get().expiry == Self.now - 20)
         #expect(Self.refusal(await all.verify(Minter.hs256(Minter.claims("a", ["nbf": Self.now + 60])), now: Self.now)) == .notYetValid)
         #expect(try (await all.verify(Minter.hs256(Minter.claims("a", ["nbf": Self.now + 20])), now: Self.now)).get().subject == "a")
+        // Times at the edges of what a number holds: refused, never trapped on.
+        for exp in [0, -1] as [Int64] {
+            #expect(Self.refusal(await all.verify(Minter.hs256(Minter.claims("a", ["exp": exp])), now: Self.now)) == .expired)
+        }
+        for exp: Any in [Int64.max, Double(Int64.max) * 2, -Double(Int64.max)] {
+            #expect(Self.refusal(await all.verify(Minter.hs256(Minter.claims("a", ["exp": exp])), now: Self.now)) == .malformed("its exp is not a time"))
+            #expect(Self.refusal(await all.verify(Minter.hs256(Minter.claims("a", ["nbf": exp])), now: Self.now)) == .malformed("its nbf is not a time"))
+        }
         // Malformed.
         for token in [
             "", "a.b", "not-a-token", "....", Minter.segment(["alg": "HS256"]) + ".e30", Minter.hs256(["name": "no sub"]),
@@ -436,6 +444,16 @@ struct SignInTests {
             #expect(try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=c&token=a.b.c.d").status == 401)
             let socket = try await ChatWebSocket.connect(port: server.port, path: "/wb/?token=garbage", subprotocols: ["chat.v2"])
             #expect(await closeCode(of: socket) == 4401)
+            // A refresh with nothing, or far too much, is answered and changes nothing.
+            let client = try await V2Client.connect(server, query: "token=\(Minter.hs256(Minter.claims("ada")))")
+            _ = await client.next("welcome")
+            for token in ["", String(repeating: "x.", count: 5000)] {
+                try await client.send(["type": "refresh", "token": token])
+                #expect((await client.next("error")?["message"] as? String ?? "").hasPrefix("Invalid token: malformed"))
+            }
+            try await client.send(["type": "ping"])
+            #expect(await client.next("pong") != nil)
+            await client.disconnect()
         }
     }
 
