@@ -23,6 +23,11 @@ public protocol Broker: Sendable, CustomStringConvertible {
     /// no one retries) stops nothing.
     func publish(_ batch: [PublishRequest]) async -> [Result<Publication, BrokerError>]
 
+    /// ``publish(_:)-batch`` without a task: started from `eventLoop` and answered on it
+    /// (with Redis the scripts are written from there; the memory broker answers at once).
+    /// The future never fails: each message's failure is in its result.
+    func publish(_ batch: [PublishRequest], on eventLoop: any EventLoop) -> EventLoopFuture<[Result<Publication, BrokerError>]>
+
     /// Reads the channel's history: the messages after `offset` (oldest first), or the
     /// newest `limit` messages when `offset` is `nil`.
     /// - Throws: ``BrokerError``.
@@ -106,6 +111,11 @@ public protocol Broker: Sendable, CustomStringConvertible {
 }
 
 extension Broker {
+    /// Through a task, for a broker with no faster way.
+    public func publish(_ batch: [PublishRequest], on eventLoop: any EventLoop) -> EventLoopFuture<[Result<Publication, BrokerError>]> {
+        eventLoop.makeFutureWithTask { await publish(batch) }
+    }
+
     /// One message after another.
     public func publish(_ batch: [PublishRequest]) async -> [Result<Publication, BrokerError>] {
         var results: [Result<Publication, BrokerError>] = []

@@ -89,6 +89,35 @@ public final class MemoryBroker: Broker {
     }
 
     public func publish(_ request: PublishRequest) async throws -> Publication {
+        try publishNow(request)
+    }
+
+    public func publish(_ batch: [PublishRequest]) async -> [Result<Publication, BrokerError>] {
+        publishNow(batch)
+    }
+
+    /// Answered at once: the memory broker never waits.
+    public func publish(_ batch: [PublishRequest], on eventLoop: any EventLoop) -> EventLoopFuture<[Result<Publication, BrokerError>]> {
+        eventLoop.makeSucceededFuture(publishNow(batch))
+    }
+
+    /// One message after another, as ``Broker/publish(_:)-batch`` promises: a channel's
+    /// messages after one that failed are not attempted.
+    private func publishNow(_ batch: [PublishRequest]) -> [Result<Publication, BrokerError>] {
+        var failed: Set<ChannelName> = []
+        return batch.map { request in
+            guard !failed.contains(request.channel) else { return .failure(BrokerError.notAttempted) }
+            do {
+                return .success(try publishNow(request))
+            } catch {
+                let error = error as? BrokerError ?? BrokerError(.failed, "\(error)")
+                if error.stopsTheChannel { failed.insert(request.channel) }
+                return .failure(error)
+            }
+        }
+    }
+
+    private func publishNow(_ request: PublishRequest) throws -> Publication {
         let now = ContinuousClock.now
         let (channel, options) = (request.channel, request.options)
         // Deliver under the lock so that messages reach the hub in offset order.

@@ -39,6 +39,9 @@ public final class RedisBroker: Broker {
     private let publishCommand: String
     /// Fences of channels whose last writes Redis lost, run by a service of their own.
     private let fences: FenceQueue
+    /// Where publishes from outside an event loop run their futures: the command
+    /// connection's own loop.
+    private let publishLoop: any EventLoop
 
     /// Where commands go: the one server, or the cluster node owning the key's slot.
     enum Commands: Sendable {
@@ -58,6 +61,20 @@ public final class RedisBroker: Broker {
             case .single(let client): try await client.send(command)
             case .cluster(let cluster): try await cluster.send(command, key: key)
             }
+        }
+
+        /// ``send(_:key:)`` without a task on one server: the future completes on the
+        /// connection's loop. A cluster's goes through a task, completing on `eventLoop`.
+        func sendFuture(_ command: RedisCommand, key: String, on eventLoop: any EventLoop) -> EventLoopFuture<RESPValue> {
+            switch self {
+            case .single(let client): client.sendFuture(command)
+            case .cluster(let cluster): eventLoop.makeFutureWithTask { try await cluster.send(command, key: key) }
+            }
+        }
+
+        /// The loop of the one server's connection; `nil` for a cluster.
+        var loop: (any EventLoop)? {
+            if case .single(let client) = self { client.loop } else { nil }
         }
 
         func start() async throws {
@@ -161,6 +178,7 @@ public final class RedisBroker: Broker {
         commands.watch(role: "command", metrics: metrics, onConnect: scripts.load(on:))
         reads.watch(role: "history", metrics: metrics, onConnect: scripts.load(on:))
         self.commands = commands
+        self.publishLoop = commands.loop ?? eventLoopGroup.next()
         self.reads = reads
         self.scripts = scripts
         self.seen = HighestSeenOffsets()
@@ -306,56 +324,68 @@ public final class RedisBroker: Broker {
     }
 
     public func publish(_ request: PublishRequest) async throws -> Publication {
-        try await publish(run: [request], to: request.channel)[0].get()
+        try await publish(run: [request], to: request.channel, on: publishLoop).get()[0].get()
     }
 
     /// Most messages one script publishes: a run holds Redis for all of them.
     static let largestRun = 64
 
-    /// Each channel's messages in runs of one script each, in order; the channels side
-    /// by side, so their scripts go to Redis pipelined on one connection.
     public func publish(_ batch: [PublishRequest]) async -> [Result<Publication, BrokerError>] {
+        // The future never fails: each message's failure is in its result.
+        (try? await publish(batch, on: publishLoop).get()) ?? batch.map { _ in .failure(BrokerError.notAttempted) }
+    }
+
+    /// Each channel's messages in runs of one script each, in order; the channels side
+    /// by side, so their scripts go to Redis pipelined on one connection. No task: the
+    /// scripts are written from the caller's loop and answered on it.
+    public func publish(_ batch: [PublishRequest], on eventLoop: any EventLoop) -> EventLoopFuture<[Result<Publication, BrokerError>]> {
         var order: [ChannelName] = []
         var places: [ChannelName: [Int]] = [:]
         for (index, request) in batch.enumerated() {
             if places[request.channel] == nil { order.append(request.channel) }
             places[request.channel, default: []].append(index)
         }
-        var results = [Result<Publication, BrokerError>](repeating: .failure(BrokerError.notAttempted), count: batch.count)
-        await withTaskGroup(of: [(Int, Result<Publication, BrokerError>)].self) { group in
-            for channel in order {
-                let indices = places[channel]!
-                group.addTask {
-                    var answered: [(Int, Result<Publication, BrokerError>)] = []
-                    var start = 0
-                    while start < indices.count {
-                        let run = Array(indices[start..<min(indices.count, start + Self.largestRun)])
-                        start += run.count
-                        do {
-                            let published = try await self.publish(run: run.map { batch[$0] }, to: channel)
-                            answered += zip(run, published).map { ($0, $1) }
-                            let stops = published.contains { result in
-                                if case .failure(let error) = result { error.stopsTheChannel } else { false }
-                            }
-                            if stops { break }
-                        } catch {
-                            let failure = error as? BrokerError ?? BrokerError(.failed, "\(error)")
-                            answered += run.map { ($0, .failure(failure)) }
-                            break  // the rest are not attempted
-                        }
-                    }
-                    return answered
-                }
-            }
-            for await answered in group {
-                for (index, result) in answered { results[index] = result }
-            }
+        let channels = order.map { channel in publishRuns(places[channel]!, of: batch, to: channel, from: 0, answered: [], on: eventLoop) }
+        return EventLoopFuture.whenAllSucceed(channels, on: eventLoop).map { answered in
+            var results = [Result<Publication, BrokerError>](repeating: .failure(BrokerError.notAttempted), count: batch.count)
+            for (index, result) in answered.joined() { results[index] = result }
+            return results
         }
-        return results
+    }
+
+    /// The runs of one channel's messages (`indices` in `batch`) from `start`, one after
+    /// the other; a run that fails stops the rest, which are not attempted.
+    private func publishRuns(
+        _ indices: [Int], of batch: [PublishRequest], to channel: ChannelName, from start: Int, answered: [(Int, Result<Publication, BrokerError>)],
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<[(Int, Result<Publication, BrokerError>)]> {
+        guard start < indices.count else { return eventLoop.makeSucceededFuture(answered) }
+        // A run asks once whether it may create the channel: messages of senders that
+        // may and may not (a batch of several connections) go in runs of their own.
+        let mayCreate = batch[indices[start]].options.mayCreateChannel
+        var end = start + 1
+        while end < min(indices.count, start + Self.largestRun), batch[indices[end]].options.mayCreateChannel == mayCreate { end += 1 }
+        let run = Array(indices[start..<end])
+        let next = end
+        return publish(run: run.map { batch[$0] }, to: channel, on: eventLoop)
+            .map { published -> (answers: [(Int, Result<Publication, BrokerError>)], stops: Bool) in
+                let stops = published.contains { result in
+                    if case .failure(let error) = result { error.stopsTheChannel } else { false }
+                }
+                return (zip(run, published).map { ($0, $1) }, stops)
+            }
+            .recover { error in
+                let failure = error as? BrokerError ?? BrokerError(.failed, "\(error)")
+                return (run.map { ($0, .failure(failure)) }, true)
+            }
+            .flatMap { step in
+                guard !step.stops else { return eventLoop.makeSucceededFuture(answered + step.answers) }
+                return self.publishRuns(indices, of: batch, to: channel, from: next, answered: answered + step.answers, on: eventLoop)
+            }
     }
 
     /// Publishes messages of one channel with one script.
-    private func publish(run: [PublishRequest], to channel: ChannelName) async throws -> [Result<Publication, BrokerError>] {
+    private func publish(run: [PublishRequest], to channel: ChannelName, on eventLoop: any EventLoop) -> EventLoopFuture<[Result<Publication, BrokerError>]> {
         let time = Epoch.nowMilliseconds()
         let ttl = policy.timeToLive.map(Self.milliseconds) ?? 0
         let fence = seen.fence(of: channel)
@@ -380,7 +410,13 @@ public final class RedisBroker: Broker {
                 .string(request.moderator ? "1" : "0"),
             ]
         }
-        let reply = try await Self.run(publishScript, keys: keys, arguments: arguments, commands: commands, scripts: scripts)
+        return Self.run(publishScript, keys: keys, arguments: arguments, commands: commands, scripts: scripts, on: eventLoop)
+            .flatMapThrowing { reply in try self.publications(of: run, to: channel, from: reply) }
+            .hop(to: eventLoop)
+    }
+
+    /// What the publish script answered, message by message.
+    private func publications(of run: [PublishRequest], to channel: ChannelName, from reply: RESPValue) throws -> [Result<Publication, BrokerError>] {
         guard let answers = reply.array, answers.count == run.count else {
             throw BrokerError(.failed, "Redis answered the publish script with \(reply)")
         }
@@ -605,12 +641,26 @@ public final class RedisBroker: Broker {
             return try await scripts.run(script, keys: keys, arguments: arguments) { command in
                 try await commands.send(command, key: keys[0])
             }
-        } catch let error as RedisError {
-            switch error.code {
-            case .server: throw BrokerError(.failed, "Redis refused the request: \(error.message)")
-            case .timeout, .connectionClosed: throw BrokerError(.unconfirmed, "Redis did not answer (\(error.message))")
-            default: throw BrokerError(.unavailable, "Redis is unavailable (\(error.message))")
-            }
+        } catch {
+            throw brokerError(error)
+        }
+    }
+
+    /// ``run(_:keys:arguments:commands:scripts:)`` without a task.
+    static func run(
+        _ script: String, keys: [String], arguments: [RedisArgument], commands: Commands, scripts: RedisScripts, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<RESPValue> {
+        scripts.run(script, keys: keys, arguments: arguments) { command in commands.sendFuture(command, key: keys[0], on: eventLoop) }
+            .flatMapErrorThrowing { error in throw brokerError(error) }
+    }
+
+    /// A Redis failure as the broker reports it: refused, unconfirmed (it may have run) or unavailable.
+    private static func brokerError(_ error: any Error) -> any Error {
+        guard let error = error as? RedisError else { return error }
+        switch error.code {
+        case .server: return BrokerError(.failed, "Redis refused the request: \(error.message)")
+        case .timeout, .connectionClosed: return BrokerError(.unconfirmed, "Redis did not answer (\(error.message))")
+        default: return BrokerError(.unavailable, "Redis is unavailable (\(error.message))")
         }
     }
 

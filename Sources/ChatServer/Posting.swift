@@ -158,17 +158,43 @@ struct Posting: Sendable {
                 answers.append(.failure(placeRefusals[draft.channel]!!))
                 continue
             }
-            switch result {
-            case .success(let publication):
-                metrics.published(inNanoseconds: nanoseconds)
-                if publication.createdChannel { gatekeeper.tookNewChannel(from: draft.client) }
-                if let identity = draft.identity, !publication.isRepeat, draft.kind == .message { await notify(about: publication.message, from: identity, logger: logger) }
-                answers.append(.success(publication))
-            case .failure(let error):
-                answers.append(.failure(failure(error, keyed: draft.key != nil)))
+            let answer = self.answer(draft, result, inNanoseconds: nanoseconds)
+            if case .success(let publication) = answer, let identity = draft.identity, !publication.isRepeat, draft.kind == .message {
+                await notify(about: publication.message, from: identity, logger: logger)
             }
+            answers.append(answer)
         }
         return answers
+    }
+
+    /// Publishes drafts as one batch without a task, answered on `eventLoop`: `nil` when
+    /// one of them needs what only ``publish(_:logger:)-batch`` does (a place to take in a
+    /// capped room, a one-to-one room's inbox to tell).
+    func publish(_ drafts: [Draft], on eventLoop: any EventLoop) -> EventLoopFuture<[Result<Publication, Failure>]>? {
+        guard !drafts.contains(where: { needsPlace($0) || tellsAnInbox($0) }) else { return nil }
+        let drafts = Self.withinNewChannelAllowance(drafts, gatekeeper: gatekeeper)
+        let started = NIODeadline.now()
+        return broker.publish(drafts.map(\.request), on: eventLoop).map { published in
+            let nanoseconds = (NIODeadline.now() - started).nanoseconds
+            return zip(drafts, published).map { draft, result in self.answer(draft, result, inNanoseconds: nanoseconds) }
+        }
+    }
+
+    /// A message of a one-to-one room from a person: its inbox hears of it.
+    private func tellsAnInbox(_ draft: Draft) -> Bool {
+        draft.identity != nil && draft.kind == .message && RoomPolicy.pair(of: draft.channel) != nil
+    }
+
+    /// The broker's result for one draft, as its sender is answered; counts it.
+    private func answer(_ draft: Draft, _ result: Result<Publication, BrokerError>, inNanoseconds nanoseconds: Int64) -> Result<Publication, Failure> {
+        switch result {
+        case .success(let publication):
+            metrics.published(inNanoseconds: nanoseconds)
+            if publication.createdChannel { gatekeeper.tookNewChannel(from: draft.client) }
+            return .success(publication)
+        case .failure(let error):
+            return .failure(failure(error, keyed: draft.key != nil))
+        }
     }
 
     /// Each draft was allowed to create its channel on its own; together they may create

@@ -61,6 +61,18 @@ public final class RedisClient: Service, Sendable {
         return try await connection.send(command)
     }
 
+    /// Sends `command` without a task: the future fails as ``send(_:)`` throws. It
+    /// completes on the connection's event loop (``eventLoop``).
+    public func sendFuture(_ command: RedisCommand) -> EventLoopFuture<RESPValue> {
+        guard let connection = state.withLockedValue({ $0.connection }) else {
+            return eventLoop.makeFailedFuture(RedisError(.unavailable, "not connected to Redis at \(configuration); reconnecting"))
+        }
+        return connection.sendChecked(command)
+    }
+
+    /// The loop the client's connections run on.
+    public var loop: any EventLoop { eventLoop }
+
     /// Sends `ASKING` and then `command` on the current connection (a cluster's ASK redirection).
     public func sendAsking(_ command: RedisCommand) async throws -> RESPValue {
         guard let connection = state.withLockedValue({ $0.connection }) else {

@@ -48,6 +48,14 @@ public final class RedisConnection: Sendable {
         return reply
     }
 
+    /// Sends one command; the future fails as ``send(_:)`` throws, on the connection's loop.
+    public func sendChecked(_ command: RedisCommand) -> EventLoopFuture<RESPValue> {
+        sendFuture(command).flatMapThrowing { reply in
+            if case .error(let message) = reply { throw RedisError(.server, message) }
+            return reply
+        }
+    }
+
     /// Sends one command; the future holds its reply, error replies included.
     public func sendFuture(_ command: RedisCommand) -> EventLoopFuture<RESPValue> {
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)

@@ -1,5 +1,6 @@
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// Lua scripts run by their SHA: loaded (`SCRIPT LOAD`) on each new connection, run with
 /// `EVALSHA`, and sent in full with `EVAL` when Redis has lost its script cache
@@ -64,5 +65,24 @@ public final class RedisScripts: Sendable {
             }
         }
         return try await send(RedisCommand("EVAL", [.string(script)] + tail))
+    }
+
+    /// ``run(_:keys:arguments:send:)`` without a task: `send`'s futures fail as the
+    /// async `send` throws.
+    public func run(
+        _ script: String,
+        keys: [String],
+        arguments: [RedisArgument],
+        sendFuture send: @escaping @Sendable (RedisCommand) -> EventLoopFuture<RESPValue>
+    ) -> EventLoopFuture<RESPValue> {
+        let tail: [RedisArgument] = [.integer(keys.count)] + keys.map { .string($0) } + arguments
+        let full = RedisCommand("EVAL", [.string(script)] + tail)
+        guard let index = place(of: script), let sha = shas.withLockedValue({ $0[index] }) else { return send(full) }
+        let bySHA = send(RedisCommand("EVALSHA", [.string(sha)] + tail))
+        return bySHA.flatMapError { error in
+            // Redis lost its script cache: EVAL caches it again.
+            guard (error as? RedisError)?.serverErrorPrefix == "NOSCRIPT" else { return bySHA.eventLoop.makeFailedFuture(error) }
+            return send(full)
+        }
     }
 }
