@@ -104,7 +104,7 @@ public enum ChatHTTP {
         }
     }
 
-    static func parse(_ raw: ByteBuffer) throws -> HTTPResult {
+    public static func parse(_ raw: ByteBuffer) throws -> HTTPResult {
         let text = String(buffer: raw)
         guard let split = text.range(of: "\r\n\r\n") else { throw ChatClientError("incomplete HTTP response: \(text.prefix(200))") }
         let lines = text[..<split.lowerBound].components(separatedBy: "\r\n")

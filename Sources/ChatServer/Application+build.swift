@@ -88,6 +88,20 @@ public func buildApplication(
             refusals: refusals,
             moderations: moderations
         )
+        let sends = SendRoutes(
+            controller: SendController(
+                broker: broker,
+                maximumMessageSize: configuration.maximumMessageSize,
+                maximumBodySize: configuration.maximumBodySize ?? configuration.maximumMessageSize * 3 + 16 * 1024,
+                gatekeeper: gatekeeper,
+                metrics: metrics,
+                refusals: refusals,
+                identities: identities,
+                rooms: rooms,
+                presence: presence
+            ),
+            logger: logger
+        )
         let budget = ConnectionBudget(
             limit: configuration.maximumConnections ?? ConnectionBudget.defaultLimit(),
             httpReserve: configuration.httpReserve,
@@ -113,7 +127,9 @@ public func buildApplication(
         return Application(
             router: router,
             server: HTTPServerBuilder { responder in
-                ChatChildChannel(responder: responder, context: context, idleTimeout: Startup.idleTimeout, budget: budget, logger: logger)
+                ChatChildChannel(
+                    responder: responder, context: context, sends: sends, idleTimeout: Startup.idleTimeout, budget: budget, logger: logger
+                )
             },
             configuration: .init(address: .hostname(configuration.hostname, port: configuration.port), serverName: nil, backlog: configuration.listenBacklog),
             services: broker.services + [presence, sockets] + (metricsServer.map { [$0] } ?? []),
@@ -228,8 +244,8 @@ enum Startup {
         }
     }
 
-    /// The chat's HTTP routes: the page, `/send/`, `/history`, health. (`/wb/` is no
-    /// route: ``ChatChildChannel`` upgrades it before the router sees it.)
+    /// The chat's HTTP routes: the page, `/history`, moderation, health. (`/wb/` and
+    /// `/send/` are no routes: ``ChatChildChannel`` serves them before the router sees them.)
     static func buildRouter(
         _ configuration: ChatConfiguration, catalog: AssetCatalog, broker: any Broker, gatekeeper: Gatekeeper, identities: Identities,
         metrics: ChatMetrics, refusals: Refusals, rooms: RoomPolicy, presence: PresenceTracker, moderations: RoomModerations
@@ -241,17 +257,6 @@ enum Startup {
         } catch {
             throw StartupError(message: "The page template does not compile: \(error)")
         }
-        SendController(
-            broker: broker,
-            maximumMessageSize: configuration.maximumMessageSize,
-            maximumBodySize: configuration.maximumBodySize ?? configuration.maximumMessageSize * 3 + 16 * 1024,
-            gatekeeper: gatekeeper,
-            metrics: metrics,
-            refusals: refusals,
-            identities: identities,
-            rooms: rooms,
-            presence: presence
-        ).addRoutes(to: router)
         HistoryController(
             broker: broker, gatekeeper: gatekeeper, refusals: refusals, identities: identities, maximumBytes: configuration.maximumHistoryBytes,
             moderations: moderations

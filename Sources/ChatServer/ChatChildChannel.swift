@@ -8,8 +8,9 @@ import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 
-/// One port for both: HTTP requests go to Hummingbird's router, `/wb/` upgrades go to
-/// a lean SwiftNIO pipeline (``ChatSocket``) with no Task per socket.
+/// One port for all: HTTP requests go to Hummingbird's router, `/wb/` upgrades go to
+/// a lean SwiftNIO pipeline (``ChatSocket``) with no Task per socket, and `POST /send/`
+/// is served in the pipeline before the router (``SendRoute``).
 ///
 /// Modelled on hummingbird-websocket's `HTTP1WebSocketUpgradeChannel`, with its
 /// async per-socket handler replaced by ``ChatUpgrader``.
@@ -33,6 +34,7 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
 
     let responder: HTTPChannelHandler.Responder
     let context: ChatServerContext
+    let sends: SendRoutes
     let idleTimeout: Duration?
     let budget: ConnectionBudget
     let logger: Logger
@@ -40,12 +42,14 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
     init(
         responder: @escaping HTTPChannelHandler.Responder,
         context: ChatServerContext,
+        sends: SendRoutes,
         idleTimeout: Duration?,
         budget: ConnectionBudget,
         logger: Logger
     ) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.context = context
+        self.sends = sends
         self.idleTimeout = idleTimeout
         self.budget = budget
         self.logger = logger
@@ -80,6 +84,7 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
             let upgrader = ChatUpgrader(channel: channel, context: context, refusal: refusal, budget: budget, logger: self.logger)
             let idleTimeout = self.idleTimeout
             let budget = self.budget
+            let sends = self.sends
             let connectionLogger = self.logger
             let upgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration<Outcome>(
                 upgraders: [upgrader],
@@ -90,6 +95,7 @@ struct ChatChildChannel: ServerChildChannel, HTTPChannelHandler {
                             HTTPConnectionStateHandler(idleTimeout: idleTimeout, logger: connectionLogger)
                         )
                         try channel.pipeline.syncOperations.addHandler(ConnectionBudget.KeepAliveWatch(budget: budget))
+                        try channel.pipeline.syncOperations.addHandler(sends.route(on: channel.eventLoop))
                         let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel,
                             configuration: .init(isOutboundHalfClosureEnabled: true)

@@ -10,6 +10,11 @@ import NIOCore
 /// Form fields `data` and `channel` (default `channel_1`), from a urlencoded or
 /// multipart body or from the query, the body winning, as Tornado's `get_argument`
 /// read them. Answers `ok` only after the broker accepted the message.
+///
+/// Served in the connection's pipeline (``SendRoute``), not by the router: the
+/// decisions are here, in the order a request meets them — its head
+/// (``admit(_:peer:logger:)``), its body (``read(_:body:admitted:logger:)``), the
+/// broker's answer (``answer(_:admitted:)``) — and the route only carries them out.
 struct SendController: Sendable {
     let broker: any Broker
     let maximumMessageSize: Int
@@ -22,131 +27,244 @@ struct SendController: Sendable {
     let rooms: RoomPolicy
     let presence: PresenceTracker
 
-    func addRoutes(to router: Router<ChatRequestContext>) {
-        // Hummingbird's router ignores a trailing slash: this serves /send/ and /send.
-        router.post("/send/") { request, context in try await self.send(request, context: context) }
-        router.on("/send/", method: .options) { request, _ in
-            Response(status: .noContent, headers: gatekeeper.corsHeaders(origin: request.headers[.origin]))
+    var posting: Posting {
+        Posting(broker: broker, gatekeeper: gatekeeper, maximumMessageSize: maximumMessageSize, rooms: rooms, presence: presence, metrics: metrics)
+    }
+
+    /// An answer, whole: its head, its body, and whether the connection ends after it.
+    struct Answer: Sendable {
+        var head: HTTPResponse
+        var body: ByteBuffer
+        /// No more of the request is read: the connection closes once this is written.
+        var closes = false
+
+        init(_ status: HTTPResponse.Status, headers: HTTPFields, body: String, closes: Bool = false) {
+            var headers = headers
+            headers[.contentLength] = String(body.utf8.count)
+            head = HTTPResponse(status: status, headerFields: headers)
+            self.body = ByteBuffer(string: body)
+            self.closes = closes
+        }
+
+        /// A refusal as `/send/` has always answered it: its words as plain text.
+        init(_ refusal: Refusal) {
+            var headers = refusal.headers
+            headers[.contentType] = "text/plain; charset=utf-8"
+            self.init(refusal.status, headers: headers, body: refusal.message + "\n")
         }
     }
 
-    func send(_ request: Request, context: ChatRequestContext) async throws -> Response {
-        var request = request
+    /// Whether the route serves this request: `POST` and `OPTIONS` on `/send/` (or
+    /// `/send`, `//send/`: the router ignored empty path segments). Everything else goes
+    /// to the router, which answers it as before (404).
+    static func serves(_ head: HTTPRequest) -> Bool {
+        guard head.method == .post || head.method == .options, let path = head.path else { return false }
+        // A late WebSocket upgrade is the router's to redirect.
+        guard head.headerFields[.upgrade] == nil else { return false }
+        let target = path.utf8.firstIndex(of: UInt8(ascii: "?")).map { path[..<$0] } ?? path[...]
+        var segments = target.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).makeIterator()
+        guard let first = segments.next(), first.elementsEqual("send".utf8) else { return false }
+        return segments.next() == nil
+    }
+
+    // MARK: The head
+
+    /// What the head of a request decided, before its body.
+    struct Admitted: Sendable {
+        var cors: HTTPFields
+        var client: String
+        var bearer: String?
+        /// A trusted integration (`--api-token`).
+        var trusted: Bool
+    }
+
+    /// What the head decided.
+    enum Admission: Sendable {
+        case admitted(Admitted)
+        /// Answered at once: preflight, or refused.
+        case answered(Answer)
+    }
+
+    /// Checks what the head alone decides: the origin, the address's rate, a declared
+    /// body too large (refused before a byte of it is read, the connection then closed
+    /// rather than the body drained).
+    /// - Parameter peer: the connection's own address (`ipAddress`).
+    func admit(_ head: HTTPRequest, peer: String, logger: Logger) -> Admission {
+        let origin = head.headerFields[.origin]
         // The original's CORS headers (any origin), or the allowed origin echoed.
-        let cors = gatekeeper.corsHeaders(origin: request.headers[.origin])
-        let client = gatekeeper.clientAddress(peer: context.remoteAddress, forwardedFor: request.headers[values: .xForwardedFor])
-        func refuse(_ status: HTTPResponse.Status, _ message: String, reason: String? = nil, level: Logger.Level = .info) -> Refusal {
-            refusals.record(
-                "Refused a message", route: "/send/", reason: reason ?? ChatMetrics.reason(status: status.code), client: client,
-                logger: context.logger, level: level, metadata: ["status": "\(status.code)", "reason": "\(message)"]
-            )
-            return Refusal(status, message, headers: cors)
-        }
-        guard gatekeeper.allows(origin: request.headers[.origin]) else {
-            throw refuse(.forbidden, "Origin \(request.headers[.origin].map { String($0.unicodeScalars.prefix(100)) } ?? "") may not publish here.")
+        let cors = gatekeeper.corsHeaders(origin: origin)
+        let client = gatekeeper.settings.trustedProxies.clientAddress(peerAddress: peer, forwardedFor: head.headerFields[values: .xForwardedFor])
+        if head.method == .options { return .answered(Answer(.noContent, headers: cors, body: "")) }
+        let refuse = refuser(client: client, cors: cors, logger: logger)
+        guard gatekeeper.allows(origin: origin) else {
+            return .answered(refuse(.forbidden, "Origin \(origin.map { String($0.unicodeScalars.prefix(100)) } ?? "") may not publish here.", nil))
         }
         // A trusted integration posts for many people from one address: no per-address rate.
-        let bearer = Gatekeeper.bearerToken(request.headers[.authorization])
+        let bearer = Gatekeeper.bearerToken(head.headerFields[.authorization])
         let trusted = gatekeeper.isTrustedIntegration(bearer: bearer)
         if !trusted, let wait = gatekeeper.takeSend(from: client) {
             let tooMany = Gatekeeper.tooMany("messages", rate: gatekeeper.settings.sendRate, wait: wait)
-            var refusal = refuse(.tooManyRequests, tooMany.message)
-            refusal.headers[.retryAfter] = tooMany.retryAfter
-            throw refusal
+            var answer = refuse(.tooManyRequests, tooMany.message, nil)
+            answer.head.headerFields[.retryAfter] = tooMany.retryAfter
+            return .answered(answer)
         }
-        // Too large by its own word: refused before a byte of the body is read, and the
-        // connection closed rather than the body drained.
-        if let declared = request.headers[.contentLength], let length = Int(declared), length > maximumBodySize {
-            var refusal = refuse(.contentTooLarge, "The request body is larger than \(maximumBodySize) bytes.")
-            refusal.headers[.connection] = "close"
-            context.closeAfterAnswer()
-            throw refusal
+        if let declared = head.headerFields[.contentLength], let length = Int(declared), length > maximumBodySize {
+            return .answered(bodyTooLarge(client: client, cors: cors, logger: logger))
         }
-        let fields: [(name: String, value: String)]
+        return .admitted(Admitted(cors: cors, client: client, bearer: bearer, trusted: trusted))
+    }
+
+    /// A body over the limit: refused, and the connection closed, as its rest is not read.
+    func bodyTooLarge(client: String, cors: HTTPFields, logger: Logger) -> Answer {
+        refuser(client: client, cors: cors, logger: logger)(.contentTooLarge, "The request body is larger than \(maximumBodySize) bytes.", nil)
+            .closing()
+    }
+
+    // MARK: The body
+
+    /// What comes after the body is read.
+    enum Step: Sendable {
+        /// Answered without the broker.
+        case answer(Answer)
+        /// A sign-in token to check (it may need the login's key set): then ``signedIn(_:fields:head:admitted:logger:)``.
+        case checkSignIn(String?, fields: [Field])
+        /// A message to publish; ``answer(_:admitted:)`` answers the broker's result.
+        case publish(Posting.Draft)
+    }
+
+    typealias Field = (name: String, value: String)
+
+    /// Reads the form and checks the publish token.
+    func read(_ head: HTTPRequest, body: ByteBuffer, admitted: Admitted, logger: Logger) -> Step {
+        let refuse = refuser(client: admitted.client, cors: admitted.cors, logger: logger)
+        let fields: [Field]
         do {
-            fields = try await Self.fields(of: &request, limit: maximumBodySize)
-        } catch let error as FormError {
-            throw refuse(.badRequest, error.message)
+            fields = try Self.fields(query: head.path.flatMap(Self.query(of:)), body: body, contentType: head.headerFields[.contentType])
         } catch {
-            throw refuse(.contentTooLarge, "The request body is larger than \(maximumBodySize) bytes.")
+            return .answer(refuse(.badRequest, error.message, nil))
         }
         let tokenField = fields.last(where: { $0.name == "token" })?.value
-        guard trusted || gatekeeper.allowsPublish(bearer: bearer, tokenField: tokenField) else {
-            var refusal = refuse(.unauthorized, "Publishing needs the publish token: send 'Authorization: Bearer <token>' or the form field 'token'.")
-            refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
-            throw refusal
+        guard admitted.trusted || gatekeeper.allowsPublish(bearer: admitted.bearer, tokenField: tokenField) else {
+            var answer = refuse(.unauthorized, "Publishing needs the publish token: send 'Authorization: Bearer <token>' or the form field 'token'.", nil)
+            answer.head.headerFields[.wwwAuthenticate] = #"Bearer realm="chatroom""#
+            return .answer(answer)
         }
         // The site's sign-in, from whichever of the two holds a JWT; a publish token's
         // holder is a trusted integration, let in without one.
-        let presented = [bearer, tokenField].compactMap { $0 }.filter { !gatekeeper.isPublishToken($0) }
-        let jwt = trusted ? nil : presented.first(where: JWTVerifier.looksLikeJWT) ?? presented.first
-        var signIn: SignIn?
-        if jwt != nil || (gatekeeper.logins.requireLogin && gatekeeper.settings.publishToken == nil && !trusted) {
-            switch await gatekeeper.logins.check(jwt) {
-            case .signedIn(let person):
-                signIn = person
-            case .refused(let problem):
-                var refusal = refuse(.unauthorized, problem.description, reason: problem.metric)
-                refusal.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
-                throw refusal
-            case .anonymous:
-                break
-            }
+        let presented = [admitted.bearer, tokenField].compactMap { $0 }.filter { !gatekeeper.isPublishToken($0) }
+        let jwt = admitted.trusted ? nil : presented.first(where: JWTVerifier.looksLikeJWT) ?? presented.first
+        if jwt != nil || (gatekeeper.logins.requireLogin && gatekeeper.settings.publishToken == nil && !admitted.trusted) {
+            return .checkSignIn(jwt, fields: fields)
         }
+        return draft(fields: fields, head: head, signIn: nil, admitted: admitted, logger: logger)
+    }
+
+    /// Goes on once the sign-in token was checked.
+    func signedIn(_ outcome: Logins.Outcome, fields: [Field], head: HTTPRequest, admitted: Admitted, logger: Logger) -> Step {
+        switch outcome {
+        case .signedIn(let person):
+            return draft(fields: fields, head: head, signIn: person, admitted: admitted, logger: logger)
+        case .refused(let problem):
+            var answer = refuser(client: admitted.client, cors: admitted.cors, logger: logger)(.unauthorized, problem.description, problem.metric)
+            answer.head.headerFields[.wwwAuthenticate] = #"Bearer realm="chatroom""#
+            return .answer(answer)
+        case .anonymous:
+            return draft(fields: fields, head: head, signIn: nil, admitted: admitted, logger: logger)
+        }
+    }
+
+    private func draft(fields: [Field], head: HTTPRequest, signIn: SignIn?, admitted: Admitted, logger: Logger) -> Step {
         func field(_ name: String) -> String? { fields.last(where: { $0.name == name })?.value }
-        let posting = Posting(
-            broker: broker, gatekeeper: gatekeeper, maximumMessageSize: maximumMessageSize, rooms: rooms, presence: presence, metrics: metrics
-        )
-        var draft: Posting.Draft
         switch posting.draft(
-            data: field("data"), channel: field("channel"), name: signIn.map(\.name) ?? field("name"), key: request.headers[Self.idempotencyKeyHeader],
-            identity: signIn?.identity ?? identities.identity(cookies: request.headers[values: .cookie]), client: client, signIn: signIn
+            data: field("data"), channel: field("channel"), name: signIn.map(\.name) ?? field("name"), key: head.headerFields[Self.idempotencyKeyHeader],
+            identity: signIn?.identity ?? identities.identity(cookies: head.headerFields[values: .cookie]), client: admitted.client, signIn: signIn
         ) {
-        case .success(let checked):
-            draft = checked
+        case .success(var draft):
             // With --publish-token, whoever posts here holds it: a trusted integration,
             // which a capped room takes posts from without a place.
-            let integration = gatekeeper.settings.publishToken != nil || trusted
+            let integration = gatekeeper.settings.publishToken != nil || admitted.trusted
             draft.placeHeld = integration
             // For the same reason it is exempt from slow mode.
             draft.moderator = integration
+            return .publish(draft)
         case .failure(let refusal):
-            throw refuse(refusal.status, refusal.message)
+            return .answer(refuser(client: admitted.client, cors: admitted.cors, logger: logger)(refusal.status, refusal.message, nil))
         }
-        let message: Message
-        switch await posting.publish(draft, logger: context.logger) {
+    }
+
+    // MARK: The answer
+
+    /// The broker's result as the answer: the original's `ok`, with the message's offset
+    /// and epoch in headers, or the refusal.
+    func answer(_ result: Result<Publication, Posting.Failure>, admitted: Admitted, logger: Logger) -> Answer {
+        switch result {
         case .success(let publication):
-            message = publication.message
+            var headers = admitted.cors
+            headers[.contentType] = "text/plain; charset=utf-8"
+            // The body stays the original's `ok`; the page learns which message was its own.
+            headers[Self.offsetHeader] = String(publication.message.offset)
+            headers[Self.epochHeader] = publication.message.epoch
+            return Answer(.ok, headers: headers, body: "ok")
         case .failure(let failure):
-            var refusal = refuse(failure.refusal.status, failure.refusal.message, reason: failure.reason, level: failure.level)
-            refusal.headers[.retryAfter] = failure.refusal.headers[.retryAfter]
-            throw refusal
+            var answer = refuser(client: admitted.client, cors: admitted.cors, logger: logger, level: failure.level)(
+                failure.refusal.status, failure.refusal.message, failure.reason
+            )
+            answer.head.headerFields[.retryAfter] = failure.refusal.headers[.retryAfter]
+            return answer
         }
-        var headers = cors
-        headers[.contentType] = "text/plain; charset=utf-8"
-        // The body stays the original's `ok`; the page learns which message was its own.
-        headers[Self.offsetHeader] = String(message.offset)
-        headers[Self.epochHeader] = message.epoch
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "ok")))
+    }
+
+    /// Counts and logs a refusal (throttled), and makes its answer.
+    private func refuser(
+        client: String, cors: HTTPFields, logger: Logger, level: Logger.Level = .info
+    ) -> (HTTPResponse.Status, String, String?) -> Answer {
+        { status, message, reason in
+            refusals.record(
+                "Refused a message", route: "/send/", reason: reason ?? ChatMetrics.reason(status: status.code), client: client,
+                logger: logger, level: level, metadata: ["status": "\(status.code)", "reason": "\(message)"]
+            )
+            return Answer(Refusal(status, message, headers: cors))
+        }
     }
 
     static let offsetHeader = HTTPField.Name("Chat-Offset")!
     static let epochHeader = HTTPField.Name("Chat-Epoch")!
     static let idempotencyKeyHeader = HTTPField.Name("Idempotency-Key")!
 
-    /// Query fields, then body fields, in order.
-    /// - Throws: ``FormError`` for a form the parsers refuse, another error for a body over `limit`.
-    static func fields(of request: inout Request, limit: Int) async throws -> [(name: String, value: String)] {
-        var fields = try request.uri.query.map { query throws(FormError) in try FormData.pairs(query[...]) } ?? []
-        let body = try await request.collectBody(upTo: limit)
+    // MARK: Forms
+
+    /// The query of a request target: what follows its first `?`.
+    static func query(of target: String) -> Substring? {
+        target.utf8.firstIndex(of: UInt8(ascii: "?")).map { target[target.index(after: $0)...] }
+    }
+
+    /// Query fields, then body fields, in order: the body is a urlencoded or multipart form.
+    static func fields(query: Substring?, body: ByteBuffer, contentType: String?) throws(FormError) -> [Field] {
+        var fields = try query.map { query throws(FormError) in try FormData.pairs(query) } ?? []
         guard body.readableBytes > 0 else { return fields }
-        let contentType = request.headers[.contentType] ?? ""
-        if let boundary = Multipart.boundary(in: contentType) {
+        if let boundary = Multipart.boundary(in: contentType ?? "") {
             fields += try Multipart.fields(Array(body.readableBytesView), boundary: boundary)
         } else {
             fields += try FormData.pairs(utf8: body.readableBytesView)
         }
         guard fields.count <= FormData.maximumFields else { throw FormError.tooManyFields }
         return fields
+    }
+
+    /// The fields of a request the router serves (the moderation routes take them too).
+    /// - Throws: ``FormError`` for a form the parsers refuse, another error for a body over `limit`.
+    static func fields(of request: inout Request, limit: Int) async throws -> [Field] {
+        let body = try await request.collectBody(upTo: limit)
+        return try fields(query: request.uri.query.map { $0[...] }, body: body, contentType: request.headers[.contentType])
+    }
+}
+
+extension SendController.Answer {
+    /// The same answer, ending the connection.
+    func closing() -> Self {
+        var answer = self
+        answer.closes = true
+        answer.head.headerFields[.connection] = "close"
+        return answer
     }
 }

@@ -57,7 +57,11 @@ struct TrustedProxies: Sendable {
     /// The client's address: `peer`, or for a trusted peer the last untrusted hop of
     /// `X-Forwarded-For` (its header values, in order).
     func clientAddress(peer: SocketAddress?, forwardedFor: [String]) -> String {
-        let peerAddress = peer?.ipAddress ?? "unknown"
+        clientAddress(peerAddress: peer?.ipAddress ?? "unknown", forwardedFor: forwardedFor)
+    }
+
+    /// The same, for a peer whose address was read already (once per connection).
+    func clientAddress(peerAddress: String, forwardedFor: [String]) -> String {
         guard !ranges.isEmpty, contains(peerAddress) else { return peerAddress }
         let hops = forwardedFor.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
         for hop in hops.reversed() where !contains(hop) {

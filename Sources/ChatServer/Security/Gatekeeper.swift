@@ -60,9 +60,18 @@ final class Gatekeeper: Sendable {
     /// Who the site signed in (JWTs), and whether anonymous people may come.
     let logins: Logins
 
+    /// The CORS headers when any origin may post, the same for every answer: made once.
+    private let anyOriginCORS: HTTPFields
+
     init(logins: Logins = .none, settings: Settings) {
         self.settings = settings
         self.logins = logins
+        self.anyOriginCORS = [
+            .accessControlAllowHeaders: settings.publishToken == nil && settings.apiToken == nil && logins.verifier == nil
+                ? "x-requested-with" : "x-requested-with, authorization",
+            .accessControlAllowMethods: "POST,GET,PUT,DELETE",
+            .accessControlAllowOrigin: "*",
+        ]
         self.sendLimiter = settings.sendRate.map { RateLimiter(rate: $0.rate, burst: $0.burst) }
         self.historyLimiter = settings.historyRate.map { RateLimiter(rate: $0.rate, burst: $0.burst) }
         self.newChannelLimiter = settings.newChannelRate.map { RateLimiter(rate: $0.rate / 60, burst: $0.burst) }
@@ -85,17 +94,11 @@ final class Gatekeeper: Sendable {
     /// The CORS headers for an answer to a request with this `Origin`.
     func corsHeaders(origin: String?) -> HTTPFields {
         // The original's headers; Authorization only when a token may be sent in it.
-        var fields: HTTPFields = [
-            .accessControlAllowHeaders: settings.publishToken == nil && settings.apiToken == nil && logins.verifier == nil
-                ? "x-requested-with" : "x-requested-with, authorization",
-            .accessControlAllowMethods: "POST,GET,PUT,DELETE",
-        ]
-        if settings.allowedOrigins == nil {
-            fields[.accessControlAllowOrigin] = "*"
-        } else {
-            fields[.vary] = "Origin"
-            if let origin, allows(origin: origin) { fields[.accessControlAllowOrigin] = origin }
-        }
+        guard settings.allowedOrigins != nil else { return anyOriginCORS }
+        var fields = anyOriginCORS
+        fields[.accessControlAllowOrigin] = nil
+        fields[.vary] = "Origin"
+        if let origin, allows(origin: origin) { fields[.accessControlAllowOrigin] = origin }
         return fields
     }
 

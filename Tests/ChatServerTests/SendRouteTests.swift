@@ -1,0 +1,220 @@
+import Chat
+import ChatClient
+import Foundation
+import HTTPTypes
+import NIOCore
+import NIOHTTPTypes
+import Testing
+
+@testable import ChatServer
+
+/// `POST /send/` is served in the connection's pipeline, before the router: requests sent
+/// back to back on one connection (pipelined) are answered in the order they came,
+/// whichever of the two serves them, and one connection's messages keep their order.
+@Suite("POST /send/ in the pipeline: pipelined requests, order, the router's answers between")
+struct SendRouteTests {
+    static let brokers: [ChatConfiguration.BrokerKind] = [.memory, .redis]
+
+    static func post(_ data: String, to channel: String, headers: String = "") -> String {
+        let body = "data=\(data)&channel=\(channel)"
+        return "POST /send/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: \(body.utf8.count)\r\n\(headers)\r\n\(body)"
+    }
+
+    /// The answers of a raw exchange, in order (each sized by its `Content-Length`).
+    static func answers(_ raw: ByteBuffer) throws -> [HTTPResult] {
+        var text = Substring(String(buffer: raw))
+        var results: [HTTPResult] = []
+        while let split = text.range(of: "\r\n\r\n") {
+            let head = text[..<split.lowerBound]
+            let length = head.components(separatedBy: "\r\n").compactMap { line -> Int? in
+                let parts = line.split(separator: ":", maxSplits: 1)
+                guard parts.count == 2, parts[0].lowercased() == "content-length" else { return nil }
+                return Int(parts[1].trimmingCharacters(in: .whitespaces))
+            }.first ?? 0
+            let bodyStart = split.upperBound
+            let bodyEnd = text.utf8.index(bodyStart, offsetBy: length)
+            results.append(try ChatHTTP.parse(ByteBuffer(string: String(text[..<bodyEnd]))))
+            text = text[bodyEnd...]
+        }
+        return results
+    }
+
+    static func exchange(_ port: Int, _ requests: [String]) async throws -> [HTTPResult] {
+        let raw = try await ChatHTTP.exchange(host: "127.0.0.1", port: port, bytes: ByteBuffer(string: requests.joined()), timeout: .seconds(20))
+        return try answers(raw)
+    }
+
+    @Test(arguments: brokers)
+    func pipelinedRequestsAreAnsweredInOrderWithTheRoutersBetween(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let channel = uniqueChannel("pipe")
+            let requests = [
+                Self.post("m1", to: channel), Self.post("m2", to: channel), Self.post("m3", to: channel),
+                "GET /history?channel=\(channel) HTTP/1.1\r\nHost: x\r\n\r\n",
+                Self.post("m4", to: channel), Self.post("", to: channel), Self.post("m5", to: channel),
+                "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                Self.post("m6", to: channel, headers: "Connection: close\r\n"),
+            ]
+            let answers = try await Self.exchange(server.port, requests)
+            try #require(answers.count == requests.count, "\(answers.map(\.status))")
+            #expect(answers.map(\.status) == [200, 200, 200, 200, 200, 400, 200, 200, 200])
+            #expect(answers[0...2].map { $0.header("chat-offset") } == ["1", "2", "3"])
+            // The router's answer waited for the sends before it: the history has all three.
+            #expect(answers[3].body.contains(#""lastOffset":3"#), "\(answers[3].body)")
+            #expect(answers[4].header("chat-offset") == "4")
+            #expect(answers[5].body.hasPrefix("Missing message"))
+            #expect(answers[6].header("chat-offset") == "5")
+            #expect(answers[8].header("chat-offset") == "6")
+            #expect(answers[8].header("connection") == "close")
+            for answer in answers { #expect(answer.header("date") != nil) }
+        }
+    }
+
+    @Test(arguments: brokers)
+    func oneConnectionsMessagesKeepTheirOrderPastThePipelineLimit(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let channel = uniqueChannel("order")
+            let count = SendRouteState.maximumPipelined * 3 + 7
+            var requests = (1...count).map { Self.post("n\($0)", to: channel) }
+            requests[count - 1] = Self.post("n\(count)", to: channel, headers: "Connection: close\r\n")
+            let answers = try await Self.exchange(server.port, requests)
+            try #require(answers.count == count)
+            #expect(answers.allSatisfy { $0.status == 200 })
+            #expect(answers.compactMap { $0.header("chat-offset").flatMap(Int.init) } == Array(1...count))
+            let history = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(channel)&since=0&limit=1000").body
+            let texts = try #require(JSONSerialization.jsonObject(with: Data(history.utf8)) as? [String: Any])["messages"] as? [[String: Any]]
+            #expect(texts?.compactMap { $0["data"] as? String } == (1...count).map { "n\($0)" })
+        }
+    }
+
+    @Test(arguments: brokers)
+    func manyConnectionsAtOnceEachKeepTheirOrder(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            let channel = uniqueChannel("many")
+            let (connections, each) = (24, 12)
+            try await withThrowingTaskGroup(of: [HTTPResult].self) { group in
+                for connection in 0..<connections {
+                    group.addTask {
+                        var requests = (1...each).map { Self.post("c\(connection)-\($0)", to: channel) }
+                        requests[each - 1] = Self.post("c\(connection)-\(each)", to: channel, headers: "Connection: close\r\n")
+                        return try await Self.exchange(server.port, requests)
+                    }
+                }
+                for try await answers in group {
+                    #expect(answers.count == each && answers.allSatisfy { $0.status == 200 })
+                    let offsets = answers.compactMap { $0.header("chat-offset").flatMap(Int.init) }
+                    #expect(offsets == offsets.sorted(), "one connection's messages keep their order")
+                }
+            }
+            let history = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(channel)&since=0&limit=1000").body
+            let messages = try #require(JSONSerialization.jsonObject(with: Data(history.utf8)) as? [String: Any])["messages"] as? [[String: Any]]
+            let texts = messages?.compactMap { $0["data"] as? String } ?? []
+            #expect(texts.count == connections * each)
+            for connection in 0..<connections {
+                let own = texts.filter { $0.hasPrefix("c\(connection)-") }
+                #expect(own == (1...each).map { "c\(connection)-\($0)" })
+            }
+        }
+    }
+
+    @Test func aBodyTooLargeMidPipelineEndsTheConnectionAfterTheAnswersBeforeIt() async throws {
+        try await withServer(broker: .memory, { $0.maximumBodySize = 200 }) { server in
+            let channel = uniqueChannel("large")
+            let requests = [
+                Self.post("a", to: channel), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                "POST /send/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + String(repeating: "x", count: 300),
+            ]
+            let answers = try await Self.exchange(server.port, requests)
+            #expect(answers.map(\.status) == [200, 200, 413])
+            #expect(answers.last?.header("connection") == "close")
+            #expect(answers.last?.body.contains("larger than 200 bytes") == true)
+            // A chunked body that grows past the limit is refused as it arrives.
+            let chunked = try await Self.exchange(server.port, [
+                "POST /send/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + String(repeating: "y", count: 256) + "\r\n",
+            ])
+            #expect(chunked.map(\.status) == [413])
+            #expect(try await ChatHTTP.send(port: server.port, data: "still here", channel: channel).status == 200)
+        }
+    }
+
+    @Test func otherMethodsAndPathsGoToTheRouterAsBefore() async throws {
+        try await withServer(broker: .memory) { server in
+            for method in ["GET", "HEAD", "PUT", "DELETE"] {
+                #expect(try await ChatHTTP.request(method, port: server.port, path: "/send/").status == 404, "\(method)")
+            }
+            #expect(try await ChatHTTP.request("POST", port: server.port, path: "/sendx").status == 404)
+            #expect(try await ChatHTTP.request("POST", port: server.port, path: "/send/more").status == 404)
+            for path in ["/send", "//send/", "/send/?data=q&channel=c"] {
+                #expect(try await ChatHTTP.request("POST", port: server.port, path: path, body: "data=x").status == 200, "\(path)")
+            }
+            let preflight = try await ChatHTTP.request("OPTIONS", port: server.port, path: "/send/")
+            #expect(preflight.status == 204)
+            #expect(preflight.header("access-control-allow-methods") == "POST,GET,PUT,DELETE")
+        }
+    }
+
+    // MARK: The order, without sockets
+
+    private static func head(ours: Bool) -> SendRouteState.Part {
+        .head(.head(.init(method: ours ? .post : .get, scheme: nil, authority: nil, path: ours ? "/send/" : "/")), ours: ours)
+    }
+
+    private static let end = SendRouteState.Part.end(.end(nil))
+    private static let ok = SendController.Answer(.ok, headers: [:], body: "ok")
+
+    @Test func theRoutersRequestWaitsForTheRoutesAnswersAndTheRouteForTheRouters() {
+        var state = SendRouteState()
+        #expect(state.read(Self.head(ours: true)) == .start(request: 0))
+        #expect(state.read(.body(ByteBuffer(string: "data=a"))) == .collect)
+        #expect(state.read(Self.end) == .serve(request: 0))
+        #expect(state.read(Self.head(ours: true)) == .start(request: 1))
+        #expect(state.read(Self.end) == .serve(request: 1))
+        // The router's request, and everything after it, waits.
+        #expect(state.read(Self.head(ours: false)) == .hold)
+        #expect(state.read(Self.end) == .hold)
+        #expect(state.read(Self.head(ours: true)) == .hold)
+        #expect(state.pausesReading)
+        // Answers leave in order: the second's waits for the first's.
+        #expect(state.answered(1, with: Self.ok).isEmpty)
+        #expect(state.takeHeld().isEmpty)
+        #expect(state.answered(0, with: Self.ok).count == 2)
+        let held = state.takeHeld()
+        #expect(held.count == 3)
+        #expect(!state.pausesReading)
+        // Read again: the router's goes on; the route's next waits for the router's answer.
+        #expect(state.read(held[0]) == .forward)
+        #expect(state.read(held[1]) == .forward)
+        #expect(state.read(held[2]) == .hold)
+        #expect(state.takeHeld().isEmpty)
+        state.routerAnswered()
+        let again = state.takeHeld()
+        #expect(again.count == 1)
+        #expect(state.read(again[0]) == .start(request: 2))
+    }
+
+    @Test func aRequestRefusedByItsHeadHasItsBodyDropped() {
+        var state = SendRouteState()
+        #expect(state.read(Self.head(ours: true)) == .start(request: 0))
+        #expect(state.answered(0, with: Self.ok).count == 1)
+        #expect(state.read(.body(ByteBuffer(string: "x"))) == .drop)
+        #expect(state.read(Self.end) == .drop)
+        #expect(state.read(Self.head(ours: false)) == .forward)
+    }
+
+    @Test func readingPausesWhenEnoughRequestsWait() {
+        var state = SendRouteState()
+        for request in 0..<SendRouteState.maximumPipelined {
+            #expect(!state.pausesReading)
+            #expect(state.read(Self.head(ours: true)) == .start(request: request))
+            #expect(state.read(Self.end) == .serve(request: request))
+        }
+        #expect(state.pausesReading)
+        #expect(state.answered(0, with: Self.ok).count == 1)
+        #expect(!state.pausesReading)
+    }
+
+    @Test func theDateHeaderIsTheIMFFixdate() {
+        #expect(HTTPDate.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDate.format(1_796_185_662) == "Wed, 02 Dec 2026 04:27:42 GMT")
+    }
+}
