@@ -247,6 +247,9 @@ final class ConnectionBudget: Sendable {
         typealias OutboundOut = HTTPResponsePart
         private let budget: ConnectionBudget
         private var timer: Scheduled<Void>?
+        /// Requests read and not yet answered: several, when a client pipelines them.
+        private var unanswered = 0
+        private var idleSince = NIODeadline.now()
 
         init(budget: ConnectionBudget) {
             self.budget = budget
@@ -254,25 +257,38 @@ final class ConnectionBudget: Sendable {
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             if case .head = unwrapInboundIn(data) {
-                timer?.cancel()
-                timer = nil
-                budget.becameBusy(context.channel)
+                unanswered += 1
+                if unanswered == 1 { budget.becameBusy(context.channel) }
             }
             context.fireChannelRead(data)
         }
 
         func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
             if case .end = unwrapOutboundIn(data) {
-                budget.becameIdle(context.channel)
-                timer?.cancel()
-                let channel = context.channel
-                let budget = self.budget
-                timer = context.eventLoop.scheduleTask(in: ConnectionBudget.idleUnderPressure) {
-                    // Still idle after the short timeout, and the server is under pressure.
-                    if budget.isUnderPressure { channel.close(promise: nil) }
-                }
+                unanswered = max(0, unanswered - 1)
+                if unanswered == 0 { becameIdle(context) }
             }
             context.write(data, promise: promise)
+        }
+
+        /// Idle since now. The timer is scheduled only when none is: one that finds the
+        /// connection busy again, or idle for less than the timeout, waits for what is
+        /// left; so keep-alive requests cost no timer each.
+        private func becameIdle(_ context: ChannelHandlerContext) {
+            budget.becameIdle(context.channel)
+            idleSince = .now()
+            if timer == nil { schedule(at: idleSince + ConnectionBudget.idleUnderPressure, context) }
+        }
+
+        private func schedule(at deadline: NIODeadline, _ context: ChannelHandlerContext) {
+            timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+                timer = nil
+                guard unanswered == 0 else { return }
+                let due = idleSince + ConnectionBudget.idleUnderPressure
+                guard NIODeadline.now() >= due else { return schedule(at: due, context) }
+                // Still idle after the short timeout, and the server is under pressure.
+                if budget.isUnderPressure { context.channel.close(promise: nil) }
+            }
         }
 
         func handlerRemoved(context: ChannelHandlerContext) {

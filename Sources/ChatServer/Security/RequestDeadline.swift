@@ -20,6 +20,8 @@ final class RequestDeadline {
     private let refusals: Refusals
     private var timer: Scheduled<Void>?
     private var inRequest = true
+    /// When the request being read must have arrived.
+    private var due = NIODeadline.distantFuture
 
     init(timeout: TimeAmount, refusals: Refusals, logger: Logger) {
         self.timeout = timeout
@@ -27,24 +29,42 @@ final class RequestDeadline {
         self.logger = logger
     }
 
+    /// Starts the clock. A timer is scheduled only when none is: one that fires early
+    /// (a later request moved the deadline) schedules itself again for what is left, so
+    /// a keep-alive connection costs one timer per timeout, not one per request.
     fileprivate func arm(_ context: ChannelHandlerContext) {
-        timer?.cancel()
-        let channel = context.channel
-        let timeout = self.timeout
-        let logger = self.logger
-        let refusals = self.refusals
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-            refusals.record(
-                "Closing a connection too slow to send its request", route: "connection", reason: "timeout",
-                client: channel.remoteAddress?.ipAddress ?? "unknown", logger: logger, metadata: ["timeout": "\(timeout)"]
-            )
-            let body = "Request timeout: the request did not arrive within \(timeout.nanoseconds / 1_000_000_000) s.\n"
-            let response = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
-            context.writeAndFlush(NIOAny(ByteBuffer(string: response))).whenComplete { _ in channel.close(promise: nil) }
+        inRequest = true
+        due = .now() + timeout
+        if timer == nil { schedule(at: due, context) }
+    }
+
+    private func schedule(at deadline: NIODeadline, _ context: ChannelHandlerContext) {
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            timer = nil
+            guard inRequest else { return }
+            guard NIODeadline.now() >= due else { return schedule(at: due, context) }
+            expire(context)
         }
     }
 
+    private func expire(_ context: ChannelHandlerContext) {
+        let channel = context.channel
+        refusals.record(
+            "Closing a connection too slow to send its request", route: "connection", reason: "timeout",
+            client: channel.remoteAddress?.ipAddress ?? "unknown", logger: logger, metadata: ["timeout": "\(timeout)"]
+        )
+        let body = "Request timeout: the request did not arrive within \(timeout.nanoseconds / 1_000_000_000) s.\n"
+        let response = "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+        context.writeAndFlush(NIOAny(ByteBuffer(string: response))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    /// The request arrived whole: the timer, if any, finds nothing to do.
+    fileprivate func stop() {
+        inRequest = false
+    }
+
     fileprivate func disarm() {
+        inRequest = false
         timer?.cancel()
         timer = nil
     }
@@ -66,10 +86,7 @@ final class RequestDeadline {
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            if !deadline.inRequest {
-                deadline.inRequest = true
-                deadline.arm(context)
-            }
+            if !deadline.inRequest { deadline.arm(context) }
             context.fireChannelRead(data)
         }
 
@@ -92,8 +109,7 @@ final class RequestDeadline {
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             if let part = unwrapInboundIn(data) as? HTTPServerRequestPart, case .end = part {
-                deadline.inRequest = false
-                deadline.disarm()
+                deadline.stop()
             }
             context.fireChannelRead(data)
         }
