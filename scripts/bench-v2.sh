@@ -37,14 +37,8 @@ ensure_swift
 ensure_build_packages redis-server redis-tools
 say "building release binaries"
 swift build -c release --product chatroom >/dev/null
-swift build -c release --product chatroom-bench >/dev/null
-bin="$(swift build -c release --show-bin-path)"
 # 10,000 sockets in the load generator and as many in a server.
-ulimit -n "$(ulimit -Hn)"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-bench-v2.XXXXXX")
-trap stop_started EXIT
-start_bench_redis "$work"
+bench_setup bench-v2
 say "work directory $work (server logs, results.jsonl)"
 
 # Starts a server on a free port with the load-test flags; sets port and server.

@@ -13,16 +13,8 @@ ensure_swift
 ensure_build_packages redis-server redis-tools
 say "building release binaries"
 swift build -c release --product chatroom >/dev/null
-swift build -c release --product chatroom-bench >/dev/null
-bin="$(swift build -c release --show-bin-path)"
-
 # One process may hold at most the hard limit of open files (20,000 on these machines).
-ulimit -n "$(ulimit -Hn)"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-bench.XXXXXX")
-trap stop_started EXIT
-
-start_bench_redis "$work"
+bench_setup bench
 
 if [ "$mode" = quick ]; then
   fanouts=("100 200" "1000 50")

@@ -27,13 +27,8 @@ esac
 default_subscribers=1000; [ "$what" = fanout ] || default_subscribers=0
 before="$1"; after="$2"; rounds="${3:-5}"; subscribers="${4:-$default_subscribers}"; messages="${5:-2000}"; broker="${6:-redis}"
 [ -x "$before" ] && [ -x "$after" ] || die "both binaries must exist and be executable"
-swift build -c release --product chatroom-bench >/dev/null
-bench="$(swift build -c release --show-bin-path)/chatroom-bench"
-ulimit -n "$(ulimit -Hn)"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-compare.XXXXXX")
-trap stop_started EXIT
-start_bench_redis "$work"
+bench_setup compare
+bench="$bin/chatroom-bench"
 
 for round in $(seq 1 "$rounds"); do
   for side in before after; do

@@ -107,6 +107,19 @@ start_bench_redis() {
   wait_port "$redis_port"
 }
 
+# The preamble of the benchmark scripts: the release load generator built (its
+# directory in $bin), the open-file limit raised to the hard limit (one process may hold
+# at most that many sockets), a temporary directory in $work (named after $1), every
+# started process stopped on exit, and a private redis-server (start_bench_redis).
+bench_setup() {
+  swift build -c release --product chatroom-bench >/dev/null
+  bin="$(swift build -c release --show-bin-path)"
+  ulimit -n "$(ulimit -Hn)"
+  work=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-$1.XXXXXX")
+  trap stop_started EXIT
+  start_bench_redis "$work"
+}
+
 # Load tests publish thousands of messages a second and open thousands of sockets from
 # one loopback address: the per-address limits that protect a public server are lifted.
 load_test_flags=(--send-rate 0 --history-rate 0 --socket-message-rate 0 --max-sockets-per-address 100000 --new-channels-per-minute 0 --max-connections-per-address 100000)

@@ -18,13 +18,7 @@ messages="${2:-4000}"
 ensure_swift
 ensure_build_packages redis-server redis-tools linux-perf
 swift build -c release --product chatroom >/dev/null
-swift build -c release --product chatroom-bench >/dev/null
-bin="$(swift build -c release --show-bin-path)"
-ulimit -n "$(ulimit -Hn)"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-profile.XXXXXX")
-trap stop_started EXIT
-start_bench_redis "$work"
+bench_setup profile
 
 port=$(free_port)
 "$bin/chatroom" --port "$port" --broker redis --redis-url "redis://127.0.0.1:$redis_port" --log-level warning "${load_test_flags[@]}" >/dev/null 2>"$work/server.log" &

@@ -177,10 +177,16 @@ struct Publish: AsyncParsableCommand {
     @OptionGroup var target: Target
     @Option(help: "Concurrent keep-alive publishers.")
     var publishers = 32
+    @Option(help: "Requests each publisher keeps in flight: more than 1 pipelines them.")
+    var pipeline = 1
     @Option(help: "Seconds to publish.")
     var seconds = 10.0
     @Option(help: "Subscribers listening on the channel meanwhile.")
     var subscribers = 0
+    @Option(help: "Where to post: another server's publish URL path (e.g. nchan's /pub?id=bench_publish).")
+    var path = "/send/"
+    @Option(help: "More server process ids whose CPU time counts as the server's (e.g. nginx workers), comma-separated.")
+    var morePids = ""
 
     func run() async throws {
         try target.validateLoopback()
@@ -192,19 +198,36 @@ struct Publish: AsyncParsableCommand {
                 open.append(channel)
             }
         }
-        let before = ProcessUsage(pid: target.serverPid)
+        let serverPids = [target.serverPid].compactMap { $0 } + morePids.split(separator: ",").compactMap { Int32($0) }
+        func serverCPU() -> Double { serverPids.compactMap { ProcessUsage(pid: $0)?.cpuSeconds }.reduce(0, +) }
+        let before = serverCPU()
+        let redisBefore = ProcessUsage(pid: target.redisPid)?.cpuSeconds ?? 0
+        let generatorBefore = ProcessUsage(pid: getpid())?.cpuSeconds ?? 0
         let started = monotonicNanoseconds()
         let plan = PublishPlan(total: .max, channels: ["bench_publish"], padding: 16, deadline: started + UInt64(seconds * 1e9))
-        try await runPublishers(group: group, host: target.host, port: target.port, connections: publishers, plan: plan)
+        try await runPublishers(group: group, host: target.host, port: target.port, connections: publishers, plan: plan, path: path, depth: pipeline)
         let elapsed = Double(monotonicNanoseconds() - started) / 1e9
-        let after = ProcessUsage(pid: target.serverPid)
+        let cpu = serverCPU() - before
+        let redisCPU = (ProcessUsage(pid: target.redisPid)?.cpuSeconds ?? 0) - redisBefore
+        let generatorCPU = (ProcessUsage(pid: getpid())?.cpuSeconds ?? 0) - generatorBefore
         for channel in open { channel.close(promise: nil) }
         try await group.shutdownGracefully()
         let counts = plan.snapshot
         let rate = Double(counts.acknowledged) / elapsed
-        let cpu = (after?.cpuSeconds ?? 0) - (before?.cpuSeconds ?? 0)
-        print("{\"mode\":\"publish\",\"label\":\"\(target.label)\",\"publishers\":\(publishers),\"subscribers\":\(open.count),\"acknowledged\":\(counts.acknowledged),\"refused\":\(counts.refused),\"seconds\":\(String(format: "%.3f", elapsed)),\"requests_per_second\":\(String(format: "%.0f", rate)),\"server_cpu_seconds\":\(String(format: "%.3f", cpu))}")
-        print(String(format: "ROW | %@ | publish | P=%d S=%d | %llu ok, %llu refused | %.0f req/s | %.1f s CPU |", target.label, publishers, open.count, counts.acknowledged, counts.refused, rate, cpu))
+        let perRequest = { (seconds: Double) in counts.acknowledged > 0 ? seconds * 1e6 / Double(counts.acknowledged) : 0 }
+        print(
+            "{\"mode\":\"publish\",\"label\":\"\(target.label)\",\"publishers\":\(publishers),\"pipeline\":\(pipeline),\"subscribers\":\(open.count),"
+                + "\"acknowledged\":\(counts.acknowledged),\"refused\":\(counts.refused),\"seconds\":\(String(format: "%.3f", elapsed)),"
+                + "\"requests_per_second\":\(String(format: "%.0f", rate)),\"server_cpu_seconds\":\(String(format: "%.3f", cpu)),"
+                + "\"server_cpu_us_per_request\":\(String(format: "%.2f", perRequest(cpu))),\"redis_cpu_us_per_request\":\(String(format: "%.2f", perRequest(redisCPU))),"
+                + "\"generator_cpu_us_per_request\":\(String(format: "%.2f", perRequest(generatorCPU)))}"
+        )
+        print(
+            String(
+                format: "ROW | %@ | publish | P=%d%@ S=%d | %llu ok, %llu refused | %.0f req/s | %.1f µs server CPU per request |", target.label, publishers,
+                pipeline > 1 ? " pipelined \(pipeline)" : "", open.count, counts.acknowledged, counts.refused, rate, perRequest(cpu)
+            )
+        )
     }
 }
 

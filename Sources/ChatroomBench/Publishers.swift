@@ -51,7 +51,8 @@ final class PublishPlan: Sendable {
     var snapshot: State { state.withLockedValue { $0 } }
 }
 
-/// One keep-alive HTTP/1.1 connection posting to /send/ back to back.
+/// One keep-alive HTTP/1.1 connection posting to /send/ back to back, `depth`
+/// requests at a time (more than one: pipelined).
 final class PublisherHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
@@ -60,17 +61,23 @@ final class PublisherHandler: ChannelInboundHandler {
     private let host: String
     private let id: Int
     private let done: EventLoopPromise<Void>
+    private let path: String
+    private let depth: Int
     private var status: HTTPResponseStatus = .ok
+    private var inFlight = 0
+    private var finished = false
 
-    init(id: Int, plan: PublishPlan, host: String, done: EventLoopPromise<Void>) {
+    init(id: Int, plan: PublishPlan, host: String, path: String = "/send/", depth: Int = 1, done: EventLoopPromise<Void>) {
         self.id = id
         self.plan = plan
         self.host = host
+        self.path = path
+        self.depth = max(1, depth)
         self.done = done
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        sendNext(context: context)
+        for _ in 0..<depth { sendNext(context: context) }
         context.fireChannelActive()
     }
 
@@ -81,17 +88,24 @@ final class PublisherHandler: ChannelInboundHandler {
         case .body:
             break
         case .end:
-            plan.answered(ok: status == .ok)
+            inFlight -= 1
+            // Any 2xx: nchan answers 201 or 202 where Chatroom answers 200.
+            plan.answered(ok: (200..<300).contains(status.code))
             sendNext(context: context)
         }
     }
 
     private func sendNext(context: ChannelHandlerContext) {
+        guard !finished else { return }
         guard let (number, due) = plan.take() else {
+            // The last answers in flight are waited for.
+            guard inFlight == 0 else { return }
+            finished = true
             done.succeed()
             context.close(promise: nil)
             return
         }
+        inFlight += 1
         let now = monotonicNanoseconds()
         if due > now {
             // At a fixed rate: wait until the message is due.
@@ -107,7 +121,7 @@ final class PublisherHandler: ChannelInboundHandler {
         let channel = plan.channels[Int(number) % plan.channels.count]
         // data = "n=<number> t=<monotonic ns> p=<publisher> <padding>", form-encoded.
         let body = "data=n%3D\(number)+t%3D\(monotonicNanoseconds())+p%3D\(id)+\(plan.padding)&channel=\(channel)"
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/send/")
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
         head.headers.add(name: "Host", value: host)
         head.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
         head.headers.add(name: "Content-Length", value: String(body.utf8.count))
@@ -128,7 +142,10 @@ final class PublisherHandler: ChannelInboundHandler {
 
 /// Runs `connections` publishers until the plan is exhausted; `source` binds them to a
 /// loopback address of their own (the server then sees another client address).
-func runPublishers(group: any EventLoopGroup, host: String, port: Int, connections: Int, plan: PublishPlan, source: String? = nil, firstID: Int = 0) async throws {
+func runPublishers(
+    group: any EventLoopGroup, host: String, port: Int, connections: Int, plan: PublishPlan, source: String? = nil, firstID: Int = 0,
+    path: String = "/send/", depth: Int = 1
+) async throws {
     try await withThrowingTaskGroup(of: Void.self) { tasks in
         for id in firstID..<(firstID + connections) {
             tasks.addTask {
@@ -140,7 +157,7 @@ func runPublishers(group: any EventLoopGroup, host: String, port: Int, connectio
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                            try channel.pipeline.syncOperations.addHandler(PublisherHandler(id: id, plan: plan, host: host, done: done))
+                            try channel.pipeline.syncOperations.addHandler(PublisherHandler(id: id, plan: plan, host: host, path: path, depth: depth, done: done))
                         }
                     }
                     .connect(host: host, port: port).get()
