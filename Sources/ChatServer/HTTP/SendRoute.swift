@@ -50,6 +50,11 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
     private var ending = false
     /// The request that asked for `Connection: close`.
     private var lastRequest: Int?
+    /// No request after the current one is served: it asked for `Connection: close`, or
+    /// is answered with an answer that ends the connection.
+    private var acceptsMore = true
+    /// Reading a request after that: everything is dropped.
+    private var ignoring = false
     private var context: ChannelHandlerContext?
 
     init(controller: SendController, queue: PublishQueue, logger: Logger) {
@@ -70,9 +75,18 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !ignoring else { return }
         let part: SendRouteState.Part
         switch unwrapInboundIn(data) {
-        case .head(let head): part = .head(.head(head), ours: SendController.serves(head))
+        case .head(let head):
+            // After a request that ends the connection nothing more is served: a message
+            // published then could never be answered.
+            guard acceptsMore else {
+                ignoring = true
+                return
+            }
+            if head.headerFields[.connection]?.lowercased() == "close" { acceptsMore = false }
+            part = .head(.head(head), ours: SendController.serves(head))
         case .body(let chunk): part = .body(chunk)
         case .end(let trailers): part = .end(.end(trailers))
         }
@@ -165,6 +179,7 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func respond(_ request: Int, with answer: SendController.Answer) {
         guard let context, !ending else { return }
+        if answer.closes { acceptsMore = false }
         for ready in state.answered(request, with: request == lastRequest ? answer.closing() : answer) {
             write(ready, context: context)
             if ending { return }
