@@ -256,8 +256,12 @@ public struct BrokerError: Error, Sendable, CustomStringConvertible {
     /// unsent (so that a retry cannot put them before it). A change its message refused
     /// is not retried, and stops nothing.
     public var stopsTheChannel: Bool {
-        if case .refused = kind { return false }
-        return true
+        switch kind {
+        // A refusal of this message alone; and a sender's allowance of new channels is
+        // theirs: another sender's message in the batch may still create the channel.
+        case .refused, .newChannelRefused: false
+        case .unavailable, .unconfirmed, .failed: true
+        }
     }
 
     /// A message of a batch that followed one of its channel that failed: not sent.

@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
+import NIOPosix
 import Testing
 
 @testable import ChatServer
@@ -42,6 +43,89 @@ struct SendRouteTests {
     static func exchange(_ port: Int, _ requests: [String]) async throws -> [HTTPResult] {
         let raw = try await ChatHTTP.exchange(host: "127.0.0.1", port: port, bytes: ByteBuffer(string: requests.joined()), timeout: .seconds(20))
         return try answers(raw)
+    }
+
+    /// Sends `requests`, ends its output (a half-close, as `nc -N` does), reads to the end.
+    static func exchangeHalfClosing(_ port: Int, _ requests: [String]) async throws -> [HTTPResult] {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                }
+            }
+        let raw = try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(string: requests.joined()))
+            outbound.finish()
+            var all = ByteBuffer()
+            for try await var chunk in inbound { all.writeBuffer(&chunk) }
+            return all
+        }
+        return try answers(raw)
+    }
+
+    static func history(_ port: Int, _ channel: String) async throws -> [String] {
+        let history = try await ChatHTTP.request("GET", port: port, path: "/history?channel=\(channel)&since=0&limit=1000").body
+        let messages = try #require(JSONSerialization.jsonObject(with: Data(history.utf8)) as? [String: Any])["messages"] as? [[String: Any]]
+        return messages?.compactMap { $0["data"] as? String } ?? []
+    }
+
+    @Test(arguments: brokers)
+    func aClientThatEndsItsInputIsAnsweredEveryRequestItSent(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker) { server in
+            for count in [1, 5, 100] {
+                let channel = uniqueChannel("half")
+                var requests = (1...count).map { Self.post("h\($0)", to: channel) }
+                if count == 5 { requests.insert("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", at: 2) }
+                let answers = try await Self.exchangeHalfClosing(server.port, requests)
+                #expect(answers.count == requests.count, "\(count): \(answers.map(\.status))")
+                #expect(answers.allSatisfy { $0.status == 200 })
+                #expect(try await Self.history(server.port, channel) == (1...count).map { "h\($0)" })
+            }
+        }
+    }
+
+    @Test func aSignedInPersonsPipelinedMessagesKeepTheirOrder() async throws {
+        try await withServer(broker: .memory, SignInTests.signedIn()) { server in
+            let channel = uniqueChannel("jwt")
+            let token = Minter.hs256(Minter.claims("alice"))
+            var requests = (1...60).map { Self.post("j\($0)", to: channel, headers: "Authorization: Bearer \(token)\r\n") }
+            requests.insert(Self.post("anonymous", to: channel), at: 30)
+            let answers = try await Self.exchangeHalfClosing(server.port, requests)
+            #expect(answers.count == 61 && answers.allSatisfy { $0.status == 200 })
+            let offsets = answers.compactMap { $0.header("chat-offset").flatMap(Int.init) }
+            #expect(offsets == offsets.sorted())
+            var expected = (1...60).map { "j\($0)" }
+            expected.insert("anonymous", at: 30)
+            #expect(try await Self.history(server.port, channel) == expected)
+        }
+    }
+
+    @Test(arguments: brokers)
+    func aSendersNewChannelAllowanceIsTheirsAlone(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker, {
+            $0.trustedProxies = "127.0.0.1"
+            $0.newChannelRate = RateLimit(rate: 1, burst: 1)
+        }) { server in
+            let a = "X-Forwarded-For: 10.0.0.1\r\n"
+            #expect(try await Self.exchange(server.port, [Self.post("a", to: uniqueChannel("first"), headers: a + "Connection: close\r\n")]).map(\.status) == [200])
+            // In one batch: A may create no more channels, B may.
+            let channel = uniqueChannel("new")
+            let answers = try await Self.exchangeHalfClosing(server.port, [
+                Self.post("from-A", to: channel, headers: a), Self.post("from-B", to: channel, headers: "X-Forwarded-For: 10.0.0.2\r\n"),
+            ])
+            #expect(answers.map(\.status) == [429, 200])
+            #expect(try await Self.history(server.port, channel) == ["from-B"])
+        }
+    }
+
+    @Test func aMalformedRequestIsAnsweredAfterTheAnswersBeforeIt() async throws {
+        try await withServer(broker: .memory) { server in
+            let channel = uniqueChannel("bad")
+            let answers = try await Self.exchange(server.port, [Self.post("m1", to: channel), Self.post("m2", to: channel), "GARBAGE\u{1} / HTTP/1.1\r\n\r\n"])
+            #expect(answers.map(\.status) == [200, 200, 400])
+            #expect(try await Self.history(server.port, channel) == ["m1", "m2"])
+        }
     }
 
     @Test(arguments: brokers)
@@ -133,6 +217,14 @@ struct SendRouteTests {
                 "POST /send/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + String(repeating: "y", count: 256) + "\r\n",
             ])
             #expect(chunked.map(\.status) == [413])
+            // Nothing after it is served: its messages could never be answered.
+            let after = try await Self.exchange(server.port, [
+                Self.post("b1", to: channel),
+                "POST /send/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + String(repeating: "y", count: 256) + "\r\n0\r\n\r\n",
+                Self.post("b3", to: channel), Self.post("b4", to: channel),
+            ])
+            #expect(after.map(\.status) == [200, 413])
+            #expect(try await Self.history(server.port, channel) == ["a", "b1"])
             #expect(try await ChatHTTP.send(port: server.port, data: "still here", channel: channel).status == 200)
         }
     }

@@ -39,6 +39,13 @@ final class MalformedRequestAnswer: ChannelInboundHandler, RemovableChannelHandl
         }
         guard !answered else { return }
         answered = true
+        // Answers to the requests before it come first: their messages may be published.
+        let route = try? context.pipeline.syncOperations.handler(type: SendRoute.self)
+        guard let route else { return answer(parserError, context: context) }
+        route.whenAnswered { [self] in answer(parserError, context: context) }
+    }
+
+    private func answer(_ parserError: HTTPParserError, context: ChannelHandlerContext) {
         let (status, message) = Self.answer(to: parserError)
         refusals.record(
             "Refused a malformed HTTP request", route: "connection", reason: "malformed",

@@ -11,6 +11,12 @@ import NIOHTTPTypes
 /// Glue only: ``SendController`` decides what a request gets, ``SendRouteState`` the
 /// order in which answers leave; everything else a connection asks goes on to the
 /// router, unchanged.
+///
+/// What it owes a client beyond that: every request read before the client ended its
+/// input is answered (the end of input waits for the answers); the requests of one
+/// connection are published in the order they came (one after the other through the
+/// steps that may wait); nothing after an answer that ends the connection is served; and
+/// a client that does not read its answers is not read from either.
 final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -25,10 +31,11 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
         var body: ByteBuffer
     }
 
-    /// A message that waits for this connection's earlier ones to be published.
-    private struct Waiting {
+    /// A request read whole, and the step it has reached.
+    private struct Served {
         var request: Int
-        var draft: Posting.Draft
+        var step: SendController.Step
+        var head: HTTPRequest
         var admitted: SendController.Admitted
     }
 
@@ -37,6 +44,10 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
     private let logger: Logger
     private var state = SendRouteState()
     private var reading: Reading?
+    /// Requests read whole whose step is not taken yet, in order: one that waits (a
+    /// sign-in check) holds up the ones after it, so they publish in the order they came.
+    private var served: CircularBuffer<Served> = []
+    private var checkingSignIn = false
     private var peer = "unknown"
     private var date = HTTPDate()
     /// A read was asked for while reading was paused.
@@ -45,16 +56,18 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
     /// the number of that batch.
     private var publishing = 0
     private var publishingIn: UInt64 = 0
-    private var waiting: [Waiting] = []
+    /// Messages that wait for the batch of this connection's earlier ones to be answered.
+    private var unsubmitted: [Served] = []
     /// An answer that ends the connection was written: nothing more is read or answered.
     private var ending = false
     /// The request that asked for `Connection: close`.
     private var lastRequest: Int?
-    /// No request after the current one is served: it asked for `Connection: close`, or
-    /// is answered with an answer that ends the connection.
-    private var acceptsMore = true
-    /// Reading a request after that: everything is dropped.
-    private var ignoring = false
+    /// An answer that ends the connection was decided: no later request is served.
+    private var closing = false
+    /// The client ended its input: the router hears of it once the answers are out.
+    private var inputEnded = false
+    /// What waits for the answers to be out (a parse error's answer).
+    private var afterAnswers: [() -> Void] = []
     private var context: ChannelHandlerContext?
 
     init(controller: SendController, queue: PublishQueue, logger: Logger) {
@@ -72,21 +85,21 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
         self.context = nil
     }
 
+    /// Whether the route has answers to give or requests held.
+    private var isBusy: Bool { state.isServing || state.holds }
+
+    /// Runs `body` once every answer the route owes is written (at once if none is).
+    func whenAnswered(_ body: @escaping () -> Void) {
+        guard isBusy, !ending else { return body() }
+        afterAnswers.append(body)
+    }
+
     // MARK: Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !ignoring else { return }
         let part: SendRouteState.Part
         switch unwrapInboundIn(data) {
-        case .head(let head):
-            // After a request that ends the connection nothing more is served: a message
-            // published then could never be answered.
-            guard acceptsMore else {
-                ignoring = true
-                return
-            }
-            if head.headerFields[.connection]?.lowercased() == "close" { acceptsMore = false }
-            part = .head(.head(head), ours: SendController.serves(head))
+        case .head(let head): part = .head(.head(head), ours: SendController.serves(head))
         case .body(let chunk): part = .body(chunk)
         case .end(let trailers): part = .end(.end(trailers))
         }
@@ -95,6 +108,9 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func handle(_ part: SendRouteState.Part, context: ChannelHandlerContext) {
         guard !ending else { return }
+        // After an answer that ends the connection nothing more is served: a message
+        // published then could never be answered.
+        if closing, case .head = part { return }
         switch state.read(part) {
         case .forward:
             context.fireChannelRead(wrapInboundOut(part.requestPart))
@@ -103,7 +119,7 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
         case .start(let request):
             guard case .head(.head(let head), _) = part else { return }
             // The client's last request: the connection ends with its answer, as the router ends it.
-            if head.headerFields[.connection]?.lowercased() == "close" { lastRequest = request }
+            if Self.asksToClose(head) { lastRequest = request }
             switch controller.admit(head, peer: peer, logger: logger) {
             case .admitted(let admitted):
                 reading = Reading(request: request, head: head, admitted: admitted, body: context.channel.allocator.buffer(capacity: 0))
@@ -122,55 +138,92 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
         case .serve(let request):
             guard let current = reading, current.request == request else { return }
             reading = nil
-            go(on: controller.read(current.head, body: current.body, admitted: current.admitted, logger: logger), request: request, head: current.head, admitted: current.admitted)
+            let step = controller.read(current.head, body: current.body, admitted: current.admitted, logger: logger)
+            served.append(Served(request: request, step: step, head: current.head, admitted: current.admitted))
+            takeSteps()
+        }
+    }
+
+    /// `Connection: close`, alone or among other tokens.
+    private static func asksToClose(_ head: HTTPRequest) -> Bool {
+        head.headerFields[values: .connection].contains { value in
+            value.split(separator: ",").contains { $0.trimmingSpaces.lowercased() == "close" }
         }
     }
 
     func read(context: ChannelHandlerContext) {
-        if state.pausesReading {
+        // A client that does not read its answers is not read from: what waits stays bounded.
+        if state.pausesReading || !context.channel.isWritable {
             readWanted = true
         } else {
             context.read()
         }
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { resume(context: context) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The end of the client's input ends the router's reading, and with it the
+        // connection: not before the answers owed are out.
+        if case .inputClosed = event as? ChannelEvent, isBusy {
+            inputEnded = true
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     // MARK: Serving
 
-    private func go(on step: SendController.Step, request: Int, head: HTTPRequest, admitted: SendController.Admitted) {
-        switch step {
-        case .answer(let answer):
-            respond(request, with: answer)
-        case .checkSignIn(let token, let fields):
-            // The one step that may wait (on the login's key set): a task, then back here.
-            guard let loop = context?.eventLoop else { return }
-            let (logins, controller, logger) = (controller.gatekeeper.logins, controller, logger)
-            let route = NIOLoopBound(self, eventLoop: loop)
-            Task {
-                let outcome = await logins.check(token)
-                let next = controller.signedIn(outcome, fields: fields, head: head, admitted: admitted, logger: logger)
-                loop.execute { route.value.go(on: next, request: request, head: head, admitted: admitted) }
+    /// Takes the served requests' steps in order, until one has to wait.
+    private func takeSteps() {
+        while !checkingSignIn, let next = served.popFirst() {
+            switch next.step {
+            case .answer(let answer):
+                respond(next.request, with: answer)
+            case .publish(let draft):
+                publish(Served(request: next.request, step: .publish(draft), head: next.head, admitted: next.admitted), draft: draft)
+            case .checkSignIn(let token, let fields):
+                // The one step that may wait (on the login's key set): a task, then back
+                // here; the requests after it wait their turn.
+                guard let loop = context?.eventLoop else { return }
+                checkingSignIn = true
+                let (logins, controller, logger) = (controller.gatekeeper.logins, controller, logger)
+                let route = NIOLoopBound(self, eventLoop: loop)
+                let (head, admitted) = (next.head, next.admitted)
+                Task {
+                    let outcome = await logins.check(token)
+                    let step = controller.signedIn(outcome, fields: fields, head: head, admitted: admitted, logger: logger)
+                    loop.execute {
+                        let route = route.value
+                        route.checkingSignIn = false
+                        route.served.prepend(Served(request: next.request, step: step, head: head, admitted: admitted))
+                        route.takeSteps()
+                    }
+                }
             }
-        case .publish(let draft):
-            publish(Waiting(request: request, draft: draft, admitted: admitted))
         }
     }
 
     /// Publishes now if this connection has no message in an earlier batch; else it
     /// waits for that batch's answers.
-    private func publish(_ message: Waiting) {
-        guard publishing == 0 || publishingIn == queue.batch else {
-            waiting.append(message)
+    private func publish(_ message: Served, draft: Posting.Draft) {
+        guard unsubmitted.isEmpty, publishing == 0 || publishingIn == queue.batch else {
+            unsubmitted.append(message)
             return
         }
         publishing += 1
         publishingIn = queue.batch
-        queue.submit(message.draft) { [self] result in
+        queue.submit(draft) { [self] result in
             publishing -= 1
             respond(message.request, with: controller.answer(result, admitted: message.admitted, logger: logger))
-            if publishing == 0, !waiting.isEmpty {
-                let next = waiting
-                waiting = []
-                for message in next { publish(message) }
+            guard publishing == 0, !unsubmitted.isEmpty else { return }
+            let next = unsubmitted
+            unsubmitted = []
+            for message in next {
+                if case .publish(let draft) = message.step { publish(message, draft: draft) }
             }
         }
     }
@@ -179,8 +232,9 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func respond(_ request: Int, with answer: SendController.Answer) {
         guard let context, !ending else { return }
-        if answer.closes { acceptsMore = false }
-        for ready in state.answered(request, with: request == lastRequest ? answer.closing() : answer) {
+        let answer = request == lastRequest ? answer.closing() : answer
+        if answer.closes { closing = true }
+        for ready in state.answered(request, with: answer) {
             write(ready, context: context)
             if ending { return }
         }
@@ -202,6 +256,8 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
         // it is not one, and the answer is on its way.
         try? context.pipeline.syncOperations.handler(type: MalformedRequestAnswer.self).expectEndOfInput()
         context.close(mode: .input, promise: nil)
+        runAfterAnswers()
+        if inputEnded { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -210,7 +266,7 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(data, promise: promise)
         if ended {
             state.routerAnswered()
-            guard state.holds || readWanted else { return }
+            guard state.holds || readWanted || inputEnded || !afterAnswers.isEmpty else { return }
             // Not from within the router's write: its reader hears of what was held next.
             context.eventLoop.assumeIsolatedUnsafeUnchecked().execute { [self] in
                 if let context = self.context { resume(context: context) }
@@ -218,16 +274,36 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Reads again what was held, then asks for more if reading was paused.
+    /// Reads again what was held, then asks for more if reading was paused; once nothing
+    /// is owed, tells the router of the end of input and runs what waited.
     private func resume(context: ChannelHandlerContext) {
         let held = state.takeHeld()
         for part in held { handle(part, context: context) }
         // The router's reader hands on what it was given at the end of a read.
         if !held.isEmpty { context.fireChannelReadComplete() }
-        if readWanted, !state.pausesReading, !ending {
+        guard !isBusy, !ending else {
+            if readWanted, !state.pausesReading, context.channel.isWritable, !ending {
+                readWanted = false
+                context.read()
+            }
+            return
+        }
+        runAfterAnswers()
+        if inputEnded {
+            inputEnded = false
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            return
+        }
+        if readWanted, context.channel.isWritable {
             readWanted = false
             context.read()
         }
+    }
+
+    private func runAfterAnswers() {
+        let waiting = afterAnswers
+        afterAnswers = []
+        for body in waiting { body() }
     }
 }
 

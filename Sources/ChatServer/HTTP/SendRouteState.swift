@@ -63,6 +63,9 @@ struct SendRouteState {
         !held.isEmpty || waiting.count >= Self.maximumPipelined
     }
 
+    /// Whether requests of the route's own are unanswered.
+    var isServing: Bool { !waiting.isEmpty }
+
     /// Whether parts wait for ``takeHeld()``.
     var holds: Bool { !held.isEmpty }
 
