@@ -39,6 +39,8 @@ pid $work/nginx/nginx.pid;
 error_log $work/nginx/logs/error.log warn;
 events { worker_connections 4096; }
 http {
+  # Keep-alive connections stay up for the whole run (the default ends one after 1,000 requests).
+  keepalive_requests 100000000;
   access_log off;
   client_body_temp_path $work/nginx/tmp;
   upstream redis_server { nchan_redis_server redis://127.0.0.1:$redis_port; }

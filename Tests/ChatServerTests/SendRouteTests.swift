@@ -122,9 +122,37 @@ struct SendRouteTests {
     @Test func aMalformedRequestIsAnsweredAfterTheAnswersBeforeIt() async throws {
         try await withServer(broker: .memory) { server in
             let channel = uniqueChannel("bad")
-            let answers = try await Self.exchange(server.port, [Self.post("m1", to: channel), Self.post("m2", to: channel), "GARBAGE\u{1} / HTTP/1.1\r\n\r\n"])
+            let garbage = "GARBAGE\u{1} / HTTP/1.1\r\n\r\n"
+            let health = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            let answers = try await Self.exchange(server.port, [Self.post("m1", to: channel), Self.post("m2", to: channel), garbage])
             #expect(answers.map(\.status) == [200, 200, 400])
             #expect(try await Self.history(server.port, channel) == ["m1", "m2"])
+            // The router's answers too.
+            #expect(try await Self.exchange(server.port, [health, garbage]).map(\.status) == [200, 400])
+            #expect(try await Self.exchange(server.port, [Self.post("m3", to: channel), health, garbage]).map(\.status) == [200, 200, 400])
+            // After a request that ends the connection, nothing: its answer is the last.
+            let closing = try await Self.exchange(server.port, ["GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", health])
+            #expect(closing.map(\.status) == [200])
+            let closingSend = try await Self.exchange(server.port, [Self.post("m4", to: channel, headers: "Connection: keep-alive, close\r\n"), health])
+            #expect(closingSend.map(\.status) == [200])
+        }
+    }
+
+    @Test(arguments: brokers)
+    func aRequestAfterABodyTooLargeGoesNowhereAndTheAnswersBeforeItCome(broker: ChatConfiguration.BrokerKind) async throws {
+        try await withServer(broker: broker, { $0.maximumBodySize = 1000; $0.maximumMessageSize = 500 }) { server in
+            let channel = uniqueChannel("after413")
+            let big = "channel=\(channel)&data=" + String(repeating: "x", count: 1500)
+            let chunks = stride(from: 0, to: big.utf8.count, by: 300).map { start -> String in
+                let piece = String(big.dropFirst(start).prefix(300))
+                return String(piece.utf8.count, radix: 16) + "\r\n" + piece + "\r\n"
+            }.joined()
+            let chunked = "POST /send/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + "0\r\n\r\n"
+            for after in ["GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Self.post("never", to: channel)] {
+                let answers = try await Self.exchange(server.port, [Self.post("a1", to: channel), chunked, after])
+                #expect(answers.map(\.status) == [200, 413])
+            }
+            #expect(try await Self.history(server.port, channel) == ["a1", "a1"])
         }
     }
 

@@ -64,6 +64,10 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
     private var lastRequest: Int?
     /// An answer that ends the connection was decided: no later request is served.
     private var closing = false
+    /// A request after that began: it and everything after it are dropped.
+    private var droppingRest = false
+    /// A request read asked for `Connection: close`: its answer ends the connection.
+    private var closeAsked = false
     /// The client ended its input: the router hears of it once the answers are out.
     private var inputEnded = false
     /// What waits for the answers to be out (a parse error's answer).
@@ -88,9 +92,12 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether the route has answers to give or requests held.
     private var isBusy: Bool { state.isServing || state.holds }
 
-    /// Runs `body` once every answer the route owes is written (at once if none is).
+    /// Runs `body` once every answer owed is written, the route's and the router's (at
+    /// once if none is); never, if an answer that ends the connection comes first.
     func whenAnswered(_ body: @escaping () -> Void) {
-        guard isBusy, !ending else { return body() }
+        // A request asked to end the connection: its answer does, and nothing follows it.
+        guard !ending, !closeAsked else { return }
+        guard isBusy || state.routerIsAnswering else { return body() }
         afterAnswers.append(body)
     }
 
@@ -99,7 +106,9 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part: SendRouteState.Part
         switch unwrapInboundIn(data) {
-        case .head(let head): part = .head(.head(head), ours: SendController.serves(head))
+        case .head(let head):
+            if Self.asksToClose(head) { closeAsked = true }
+            part = .head(.head(head), ours: SendController.serves(head))
         case .body(let chunk): part = .body(chunk)
         case .end(let trailers): part = .end(.end(trailers))
         }
@@ -108,9 +117,11 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func handle(_ part: SendRouteState.Part, context: ChannelHandlerContext) {
         guard !ending else { return }
-        // After an answer that ends the connection nothing more is served: a message
-        // published then could never be answered.
-        if closing, case .head = part { return }
+        // After an answer that ends the connection nothing more is served (a message
+        // published then could never be answered), nor given to the router: no part of
+        // a request after it goes anywhere.
+        if closing, case .head = part { droppingRest = true }
+        guard !droppingRest else { return }
         switch state.read(part) {
         case .forward:
             context.fireChannelRead(wrapInboundOut(part.requestPart))
@@ -256,7 +267,8 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
         // it is not one, and the answer is on its way.
         try? context.pipeline.syncOperations.handler(type: MalformedRequestAnswer.self).expectEndOfInput()
         context.close(mode: .input, promise: nil)
-        runAfterAnswers()
+        // Nothing is written after it (a malformed request's answer waited for it).
+        afterAnswers = []
         if inputEnded { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
     }
 
@@ -281,7 +293,7 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
         for part in held { handle(part, context: context) }
         // The router's reader hands on what it was given at the end of a read.
         if !held.isEmpty { context.fireChannelReadComplete() }
-        guard !isBusy, !ending else {
+        guard !isBusy, !state.routerIsAnswering || afterAnswers.isEmpty, !ending else {
             if readWanted, !state.pausesReading, context.channel.isWritable, !ending {
                 readWanted = false
                 context.read()

@@ -66,6 +66,9 @@ struct SendRouteState {
     /// Whether requests of the route's own are unanswered.
     var isServing: Bool { !waiting.isEmpty }
 
+    /// Whether the router has requests unanswered.
+    var routerIsAnswering: Bool { forwarded > 0 }
+
     /// Whether parts wait for ``takeHeld()``.
     var holds: Bool { !held.isEmpty }
 
