@@ -73,20 +73,9 @@ public final class ChatEventStream: Sendable {
 
     /// Whether the server has ended the stream (within `timeout`).
     public func ended(within timeout: Duration) async -> Bool {
-        let closed = channel.closeFuture
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                _ = try? await closed.get()
-                return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
+        let closed = EventQueue<Bool>()
+        channel.closeFuture.whenComplete { _ in closed.push(true) }
+        return await closed.next(timeout: timeout) ?? false
     }
 
     /// Stops reading (the socket's buffers fill: a slow reader), or reads again.
