@@ -271,4 +271,35 @@ struct EventStreamTests {
             back.close()
         }
     }
+
+    @Test(arguments: brokers)
+    func typingReachesAStreamAndABanEndsItsChannelAndRefusesItsNextRequest(broker: ChatConfiguration.BrokerKind) async throws {
+        let admin = "sse-admin-token-0123456789"
+        try await withServer(broker: broker, { $0.adminToken = admin }) { server in
+            let (room, other) = (uniqueChannel("room"), uniqueChannel("other"))
+            let ada = Person()
+            let stream = try await ChatEventStream.connect(port: server.port, path: eventsPath([room, other]), headers: [ada.header])
+            for _ in 0..<2 { _ = await stream.next(named: ["subscribed"]) }
+            let bob = try await V2Client.connect(server, person: Person())
+            try await bob.subscribe(room)
+            _ = await bob.subscribed(room)
+            try await bob.send(["type": "typing", "channel": room])
+            let typing = await stream.next(named: ["typing"])
+            #expect(object(typing).channel == room && (object(typing)["member"] as? [String: Any])?["id"] != nil)
+
+            let ban = try await ChatHTTP.request(
+                "POST", port: server.port, path: "/api/ban", headers: [("Authorization", "Bearer \(admin)"), ("Content-Type", "application/x-www-form-urlencoded")],
+                body: "channel=\(room)&user=\(ada.id)&seconds=0"
+            )
+            #expect(ban.status == 200, "\(ban.body)")
+            let refused = await stream.next(named: ["refused"])
+            #expect(object(refused).channel == room && object(refused).int("code") == 4403)
+            _ = try await ChatHTTP.send(port: server.port, data: "still here", channel: other)
+            #expect(object(await stream.next(named: ["message"])).data == "still here", "the stream goes on with its other channel")
+            stream.close()
+            let again = try await ChatEventStream.connect(port: server.port, path: eventsPath([room, other]), headers: [ada.header])
+            #expect(again.status == 403 && again.head.body == "You are banned from this room.\n")
+            await bob.disconnect()
+        }
+    }
 }
