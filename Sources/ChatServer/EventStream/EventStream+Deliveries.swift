@@ -155,7 +155,7 @@ extension EventStream {
         }
         let ranges = missed.compactMap { channel, lost in lost.from.map { "\(channel) \($0)–\(lost.to ?? $0)" } }.joined(separator: ", ")
         server.refusals.record(
-            "Closing an event stream that fell behind", route: "/events", reason: "too_slow", client: client, logger: logger,
+            "Closing an event stream that fell behind", route: "/events", reason: "slow_reader", client: client, logger: logger,
             metadata: ["limit": "\(settings.queueLimit)", "missed": "\(ranges)"]
         )
         for (channel, lost) in missed {

@@ -46,6 +46,8 @@ final class EventStreamRoute: ChannelInboundHandler, RemovableChannelHandler {
                 EventStreamRequest.isRoute(ChatUpgrader.splitURI(head.path ?? "").path)
             {
                 state = .reading(head)
+                // No longer an idle keep-alive connection the budget may close for room.
+                budget.becameBusy(context.channel)
                 return
             }
             context.fireChannelRead(data)
