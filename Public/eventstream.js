@@ -142,11 +142,14 @@ export function openEventStream({ onOpen, onClose, onFrame, onState, name = () =
       const params = new URLSearchParams({ channel });
       const token = new URLSearchParams(location.search).get("token");
       if (token) params.set("token", token);
-      const abort = new AbortController();
       try {
+        // HEAD: admitted or not, and nothing streamed (nor anyone shown in the room).
+        const asked = await fetch(`/events?${params}`, { method: "HEAD", cache: "no-store" });
+        if (asked.ok) continue;
+        const abort = new AbortController();
         const response = await fetch(`/events?${params}`, { signal: abort.signal, cache: "no-store" });
         if (response.ok) {
-          abort.abort();
+          abort.abort(); // admitted after all: nothing to tell
           continue;
         }
         const message = (await response.text()).trim();

@@ -1826,6 +1826,20 @@ class CompatibilityModeTests(PageTestCase):
         self.assert_once_in_order(stored, ["before", "from b", *typed, *during, "after"])
         self.close(driver)
 
+    def test_36_in_compatibility_mode_a_refused_room_is_said_and_the_others_go_on(self):
+        # A one-to-one room of two others: the stream asking for it is refused (403); the
+        # page finds which room, says so there, and follows the others without it.
+        room = "dm:AAAAAAAAAAAAAAA:zzzzzzzzzzzzzzz"
+        driver = browser()
+        self.drivers.append(driver)
+        driver.get(self.nginx.url + f"#channel={urllib.parse.quote(room)}")
+        wait_until(lambda: self.status(driver).startswith("This is a private one-to-one room"), timeout=30, message="the room's refusal")
+        self.select_tab_anyway(driver, "channel_1")
+        wait_until(lambda: self.status(driver) == "Connected (compatibility mode)", timeout=30, message="the other rooms followed")
+        self.b.send("still here", "channel_1")
+        wait_until(lambda: "still here" in self.texts(driver), message="a message in another room")
+        self.close(driver)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
