@@ -3,6 +3,7 @@ import ChatClient
 @testable import ChatServer
 import ChatTestSupport
 import Foundation
+import NIOCore
 import Testing
 
 /// An event's `data` as a JSON object.
@@ -33,6 +34,29 @@ private func messages(_ count: Int, from stream: ChatEventStream) async -> (mess
 @Suite("Server-Sent Events: GET /events with the offsets of chat.v2")
 struct EventStreamTests {
     static let brokers: [ChatConfiguration.BrokerKind] = [.memory, .redis]
+
+    @Test func anEventsBytesCarryTheChannelsPositionAndGiveItUpForAStreamsOwn() throws {
+        let channel = ChannelName("dm:a:b")!
+        let message = Message(channel: channel, offset: 7, epoch: "e1", time: 5, data: ByteBuffer(string: "two\nlines"))
+        let event = ChatEvent.message(message)
+        let frame = try #require(EventStreamFrames.frame(of: event, chatV1: ChatV1.message(message)))
+        let text = String(buffer: frame)
+        #expect(text.hasPrefix("event: message\ndata: {\"type\":\"message\",\"channel\":\"dm:a:b\",\"offset\":7,"))
+        #expect(text.hasSuffix("\"data\":\"two\\nlines\"}\nid: dm:a:b=e1:7\n\n"), "one data line, then the channel's own id")
+        #expect(String(buffer: EventStreamFrames.message(message)) == text, "a replayed message is the same bytes")
+        var joined = EventStreamFrames.withoutID(frame)
+        let position = EventStreamPosition(entries: [
+            .init(channel: channel, epoch: "e1", offset: 7), .init(channel: ChannelName("general")!, epoch: "", offset: 0),
+        ])
+        var id = EventStreamFrames.idLine(position)
+        joined.writeBuffer(&id)
+        #expect(String(buffer: joined).hasSuffix("lines\"}\nid: dm:a:b=e1:7,general=:0\n\n"))
+        let presence = try #require(EventStreamFrames.frame(of: .presence(channel: channel, online: 3), chatV1: ChatV1.presence(channel: channel, online: 3)))
+        #expect(String(buffer: presence) == "event: presence\ndata: {\"type\":\"presence\",\"channel\":\"dm:a:b\",\"online\":3}\n\n", "no id: it does not move the position")
+        #expect(String(buffer: EventStreamFrames.withoutID(presence)) == "event: presence\ndata: {\"type\":\"presence\",\"channel\":\"dm:a:b\",\"online\":3}\n")
+        let reset = try #require(EventStreamFrames.frame(of: .reset(channel: channel, epoch: "e2"), chatV1: ChatV1.reset(channel: channel, epoch: "e2")))
+        #expect(String(buffer: reset).hasSuffix("\nid: dm:a:b=e2:0\n\n"))
+    }
 
     @Test(arguments: brokers)
     func aStreamDeliversItsChannelsWithItsPositionAsEachID(broker: ChatConfiguration.BrokerKind) async throws {
