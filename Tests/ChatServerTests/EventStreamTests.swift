@@ -211,6 +211,11 @@ struct EventStreamTests {
             let fine = try await ChatEventStream.connect(port: server.port, path: eventsPath([channel], withToken))
             #expect(fine.status == 200)
             fine.close()
+            // HEAD: the decision alone, nothing streamed (what a page asks to find a refused room).
+            let head = try await ChatHTTP.request("HEAD", port: server.port, path: eventsPath([channel], withToken))
+            #expect(head.status == 200 && head.header("Content-Type") == "text/event-stream")
+            let refusedHead = try await ChatHTTP.request("HEAD", port: server.port, path: eventsPath([dm], withToken), headers: [Person().header])
+            #expect(refusedHead.status == 403)
         }
     }
 
