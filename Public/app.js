@@ -132,7 +132,8 @@ function showUnread(channel) {
 
 const STATES = {
   connecting: () => words.connecting,
-  connected: () => words.connected,
+  // "compat": over Server-Sent Events, WebSocket being blocked on the way.
+  connected: (detail) => (detail === "compat" ? words.connectedCompat : words.connected),
   reconnecting: (seconds) => words.reconnecting(seconds),
   offline: () => words.offline,
   signedOut: (reason) => words.signedOut(reason),

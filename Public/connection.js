@@ -13,6 +13,11 @@
 // Reconnect: the first retry within 1 s, then doubling up to 15 s, each with jitter.
 // Offline: when the browser says the network is gone the socket is closed at once rather
 // than left to the heartbeat, and opened again as soon as the browser is back online.
+// Compatibility mode: when two sockets in a row fail to open at all (a proxy that strips
+// Upgrade), the page follows its channels over Server-Sent Events instead
+// (eventstream.js), and tries a socket again every few minutes.
+
+import { openEventStream } from "./eventstream.js";
 
 const PING_EVERY_MS = 5000;
 const DEAD_AFTER_MS = 10000;
@@ -21,6 +26,8 @@ const PROBE_AFTER_MS = 2000; // … and a ping goes after this much silence
 const CHECK_EVERY_MS = 1000;
 const FIRST_RETRY_MS = 1000;
 const LONGEST_RETRY_MS = 15000;
+const FAILED_OPENS_BEFORE_STREAM = 2; // sockets that never opened, in a row: WebSocket is blocked here
+const SOCKET_AGAIN_MS = 3 * 60 * 1000; // in compatibility mode, a socket is tried this often
 
 /** Milliseconds to wait before retry number `attempt` (0, 1, 2 …), with jitter. */
 export function retryDelay(attempt, first = FIRST_RETRY_MS, longest = LONGEST_RETRY_MS) {
@@ -47,6 +54,9 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
   let retryTimer = null;
   let countdown = null;
   let stopped = false;
+  let failedOpens = 0; // sockets in a row that closed without ever opening
+  let stream = null; // the event stream, in compatibility mode
+  let probeTimer = null;
 
   function url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -72,6 +82,7 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
     current.onopen = () => {
       if (current !== socket) return;
       attempt = 0;
+      failedOpens = 0;
       lastHeard = Date.now();
       lastPing = lastHeard;
       awaitingSince = null;
@@ -129,6 +140,23 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
       onState("offline");
       return;
     }
+    if (!wasOpen && ++failedOpens >= FAILED_OPENS_BEFORE_STREAM) {
+      // The server answers plain HTTP, yet no socket opens: something on the way blocks
+      // WebSocket. (A server that is down answers nothing: sockets are tried again.)
+      fetch("/healthz", { cache: "no-store" })
+        .then((response) => response.ok, () => false)
+        .then((answers) => {
+          if (stopped || socket || stream) return;
+          if (answers) useStream();
+          else retryLater();
+        });
+      return;
+    }
+    retryLater();
+  }
+
+  /** The next socket, after a backed-off delay with a countdown. */
+  function retryLater() {
     const delay = retryDelay(attempt++);
     let left = Math.ceil(delay / 1000);
     onState("reconnecting", left);
@@ -136,7 +164,32 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
     retryTimer = setTimeout(open, delay);
   }
 
+  /** WebSocket does not get through: the event stream stands in, and a socket is tried now and then. */
+  function useStream() {
+    stream = openEventStream({ onOpen, onClose, onFrame, onState, name });
+    clearInterval(probeTimer);
+    probeTimer = setInterval(probe, SOCKET_AGAIN_MS);
+  }
+
+  /** A socket that opens ends compatibility mode: the page moves back to it. */
+  function probe() {
+    if (stopped || !stream) return;
+    const trial = new WebSocket(url(), ["chat.v2"]);
+    trial.onopen = () => {
+      trial.close(1000, "probe");
+      if (!stream) return;
+      clearInterval(probeTimer);
+      probeTimer = null;
+      stream.stop();
+      stream = null;
+      failedOpens = 0;
+      attempt = 0;
+      open();
+    };
+  }
+
   window.addEventListener("online", () => {
+    if (stream) return;
     if (!socket && !stopped) {
       attempt = 0;
       open();
@@ -145,6 +198,7 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
   // The browser knows the network is gone before the heartbeat does: stop using the
   // socket now, so that what is typed waits in the outbox instead of in a dead socket.
   window.addEventListener("offline", () => {
+    if (stream) return;
     const old = socket;
     if (!old) return;
     old.close(4000, "offline");
@@ -156,6 +210,7 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
   return {
     /** Sends `frame` (an object) if the socket is open; false if it is not. */
     send(frame) {
+      if (stream) return stream.send(frame);
       if (!socket || socket.readyState !== WebSocket.OPEN) return false;
       socket.send(JSON.stringify(frame));
       if (frame.type !== "typing" && frame.type !== "read") awaitingSince ??= Date.now();
@@ -163,10 +218,15 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
     },
     /** Whether a socket is open now. */
     get isOpen() {
+      if (stream) return stream.isOpen;
       return socket !== null && socket.readyState === WebSocket.OPEN;
     },
     /** Closes the socket and opens a new one (the name changed: it is on the URL; or "Reconnect now"). */
     reopen() {
+      if (stream) {
+        stream.reopen();
+        return;
+      }
       const old = socket;
       if (old) {
         old.close(1000, "reopening");
@@ -183,6 +243,8 @@ export function connect({ onOpen, onClose, onFrame, onState, name = () => "" }) 
       clearTimeout(retryTimer);
       clearInterval(countdown);
       clearInterval(heartbeat);
+      clearInterval(probeTimer);
+      if (stream) stream.stop();
       if (socket) socket.close(1000, "page closed");
     },
   };

@@ -20,6 +20,7 @@ export function pageWords(languages) {
     closeTab: (label) => [`Close ${label} (Delete)`, `关闭 ${label}（Delete）`, `關閉 ${label}（Delete）`],
     confirmDelete: ["Delete this message for everyone?", "为所有人删除这条消息？", "為所有人刪除這則訊息？"],
     connected: ["Connected", "已连接", "已連線"],
+    connectedCompat: ["Connected (compatibility mode)", "已连接（兼容模式）", "已連線（相容模式）"],
     connecting: ["Connecting…", "正在连接…", "正在連線…"],
     couldNotChange: (action, why) => [`Could not ${action === "react" ? "react to" : action} the message: ${why}`, `无法${{ edit: "编辑", delete: "删除", react: "回应" }[action] ?? action}这条消息：${why}`, `無法${{ edit: "編輯", delete: "刪除", react: "回應" }[action] ?? action}這則訊息：${why}`],
     couldNotLoadEarlier: (why) => [`Could not load earlier messages: ${why}`, `无法加载更早的消息：${why}`, `無法載入更早的訊息：${why}`],

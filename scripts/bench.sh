@@ -54,6 +54,8 @@ for broker in redis memory; do
     read -r subscribers messages <<<"${fanouts[1]}"
     run fanout --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "redis, 512 B" --padding 512 --subscribers "$subscribers" --messages "$messages" --publishers 8
     run fanout --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "redis, 512 B, deflate" --padding 512 --deflate --subscribers "$subscribers" --messages "$messages" --publishers 8
+    # Server-Sent Events (GET /events) instead of sockets, the same size.
+    run fanout --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "redis, SSE" --events --subscribers "$subscribers" --messages "$messages" --publishers 8
   fi
   run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 0
   run publish --port "$port" --server-pid "$server" --label "$broker" --publishers 32 --seconds "$publish_seconds" --subscribers 100

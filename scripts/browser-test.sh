@@ -2,7 +2,8 @@
 # The chat page in a real browser: installs headless Chromium, its driver and Selenium
 # (in a virtual environment under .build/), starts a private redis-server, and runs
 # Tests/Browser/test_page.py, which starts and stops its own chatroom instances (and, for
-# the outbox tests, a redis-server of its own that it stops and starts by its PID).
+# the outbox tests, a redis-server of its own that it stops and starts by its PID; for the
+# compatibility-mode test, an nginx on a spare port, stopped by its PID).
 # Screenshots go to .build/browser-screenshots/. Arguments go to the test runner
 # (e.g. ChatPageTests.test_4_markup_in_a_message_renders_as_text_and_runs_nothing).
 set -euo pipefail
@@ -12,6 +13,9 @@ cd "$(dirname "$0")/.."
 ensure_swift
 # Fonts: the screenshots show Chinese words and emoji reactions as they look in a desktop browser.
 ensure_build_packages redis-server redis-tools chromium chromium-driver python3-venv fonts-wqy-microhei fonts-noto-color-emoji
+# The compatibility-mode test puts a real nginx, without the upgrade headers, in front of an instance.
+command -v nginx >/dev/null || PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || ensure_packages nginx-light
+export NGINX="${NGINX:-$(PATH="$PATH:/usr/sbin" command -v nginx)}"
 
 venv=.build/browser-venv
 if ! "$venv/bin/python" -c "import selenium" 2>/dev/null; then

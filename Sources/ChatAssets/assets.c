@@ -25,6 +25,9 @@ static const unsigned char public_composer_js[] = {
 static const unsigned char public_connection_js[] = {
 #embed "../../Public/connection.js"
 };
+static const unsigned char public_eventstream_js[] = {
+#embed "../../Public/eventstream.js"
+};
 static const unsigned char public_history_js[] = {
 #embed "../../Public/history.js"
 };
@@ -60,6 +63,7 @@ static const chatroom_asset assets[] = {
     ENTRY("Public/app.js", public_app_js),
     ENTRY("Public/composer.js", public_composer_js),
     ENTRY("Public/connection.js", public_connection_js),
+    ENTRY("Public/eventstream.js", public_eventstream_js),
     ENTRY("Public/history.js", public_history_js),
     ENTRY("Public/inbox.js", public_inbox_js),
     ENTRY("Public/messages.js", public_messages_js),

@@ -77,7 +77,8 @@ public func buildApplication(
                 requestTimeout: configuration.requestTimeout,
                 echoRoute: configuration.testEchoRoute,
                 maximumSubscriptions: configuration.maximumSubscriptions,
-                moderators: configuration.moderators
+                moderators: configuration.moderators,
+                eventStreamPing: TimeAmount(configuration.eventStreamPing)
             ),
             encoder: encoder,
             gatekeeper: gatekeeper,

@@ -103,8 +103,11 @@ public struct ChatConfiguration: Sendable {
     public var maximumConnectionsPerAddress = ConnectionBudget.defaultLimitPerAddress
     /// Channels with sockets on this instance at once.
     public var maximumChannels = 10_000
-    /// Channels one chat.v2 socket may subscribe to at once.
+    /// Channels one chat.v2 socket (or one event stream) may subscribe to at once.
     public var maximumSubscriptions = 100
+    /// How often an idle event stream (`GET /events`) gets a `: ping` comment, so that
+    /// proxies keep its connection.
+    public var eventStreamPing: Duration = .seconds(15)
     /// Connections the kernel may queue before the server accepts them (`listen(2)`'s
     /// backlog; Linux caps it at `net.core.somaxconn`). When every socket of an instance
     /// reconnects at once, 256 (the usual default) overflows, and the connections past

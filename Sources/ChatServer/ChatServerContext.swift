@@ -1,4 +1,5 @@
 import Chat
+import NIOCore
 
 /// Everything a connection needs from the running server.
 struct ChatServerContext: Sendable {
@@ -15,6 +16,8 @@ struct ChatServerContext: Sendable {
         var maximumSubscriptions = ChatConfiguration.defaults.maximumSubscriptions
         /// Identities that moderate over chat.v2.
         var moderators: Set<String> = []
+        /// How often an idle event stream (`GET /events`) gets a `: ping` comment.
+        var eventStreamPing: TimeAmount = .seconds(15)
 
         /// Largest chat.v2 frame: a `send` carries its text JSON-escaped, and an escape
         /// (`\u0041`) is at most six bytes for one byte of text; plus the other fields.

@@ -75,6 +75,8 @@ struct Fanout: AsyncParsableCommand {
     var floodSource = "127.0.0.9"
     @Flag(help: "Subscribers offer permessage-deflate and inflate what arrives compressed.")
     var deflate = false
+    @Flag(help: "Subscribers are Server-Sent Events streams (GET /events) instead of sockets.")
+    var events = false
     @Option(help: "Once subscribed, create this file and wait (up to 60 s) until it is removed before publishing: lets a profiler start counting.")
     var pauseFile: String?
 
@@ -89,7 +91,9 @@ struct Fanout: AsyncParsableCommand {
         var open: [any Channel] = []
         for batchStart in stride(from: 0, to: subscribers, by: 500) {
             let batch = (batchStart..<min(batchStart + 500, subscribers)).map { index in
-                openSubscriber(group: group, host: target.host, port: target.port, channel: names[index % channels], tally: tally, inflaters: inflaters)
+                openSubscriber(
+                    group: group, host: target.host, port: target.port, channel: names[index % channels], tally: tally, inflaters: inflaters, eventStream: events
+                )
             }
             for future in batch {
                 do { open.append(try await future.get()); tally.connected() } catch { tally.failed(); if tally.snapshot.failed == 1 { FileHandle.standardError.write(Data("subscriber failed: \(error)\n".utf8)) } }

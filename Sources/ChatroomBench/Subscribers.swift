@@ -79,7 +79,8 @@ final class Tally: Sendable {
 }
 
 /// One subscriber socket of the original protocol, as lean as the server's side:
-/// parses server frames in place and counts `n=<number> t=<nanoseconds>` payloads.
+/// parses server frames in place and counts `n=<number> t=<nanoseconds>` payloads. With
+/// `eventStream`, a `GET /events` stream instead: counts its `data:` lines.
 final class SubscriberHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
@@ -96,11 +97,13 @@ final class SubscriberHandler: ChannelInboundHandler {
     private var outOfOrder: UInt64 = 0
     private var latency = LatencyHistogram()
     private var lastDelivery: UInt64 = 0
+    private let eventStream: Bool
 
-    init(tally: Tally, upgraded: EventLoopPromise<Void>, inflater: Inflater?) {
+    init(tally: Tally, upgraded: EventLoopPromise<Void>, inflater: Inflater?, eventStream: Bool = false) {
         self.tally = tally
         self.upgraded = upgraded
         self.inflater = inflater
+        self.eventStream = eventStream
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -109,7 +112,7 @@ final class SubscriberHandler: ChannelInboundHandler {
         if !isUpgraded {
             guard let end = buffer.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
             let head = buffer.readString(length: end.upperBound - buffer.readerIndex) ?? ""
-            guard head.hasPrefix("HTTP/1.1 101") else {
+            guard head.hasPrefix(eventStream ? "HTTP/1.1 200" : "HTTP/1.1 101") else {
                 upgraded.fail(BenchError("upgrade refused: \(head.prefix(200)) \(buffer.readableBytes > 0 ? String(buffer: buffer) : "")"))
                 context.close(promise: nil)
                 return
@@ -118,6 +121,10 @@ final class SubscriberHandler: ChannelInboundHandler {
             upgraded.succeed()
         }
         let now = monotonicNanoseconds()
+        if eventStream {
+            readEvents(now: now)
+            return
+        }
         while let frame = ServerFrame(in: buffer) {
             if frame.opcode == ServerFrame.text, frame.compressed, let inflater {
                 // Compressed (permessage-deflate): inflate, then count.
@@ -134,6 +141,16 @@ final class SubscriberHandler: ChannelInboundHandler {
                 context.writeAndFlush(NIOAny(pong), promise: nil)
             }
             buffer.moveReaderIndex(to: frame.end)
+        }
+        buffer.discardReadBytes()
+    }
+
+    /// Counts each `data:` line of a message (its JSON holds the payload, and no `=` before it).
+    private func readEvents(now: UInt64) {
+        while let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+            let line = buffer.readableBytesView[buffer.readerIndex..<newline]
+            if line.starts(with: "data: {\"type\":\"message\"".utf8) { count(line, now: now) }
+            buffer.moveReaderIndex(to: newline + 1)
         }
         buffer.discardReadBytes()
     }
@@ -211,7 +228,8 @@ struct LoopInflaters: Sendable {
 /// Opens a subscriber of the original protocol on `channel` (by cookie); with
 /// `inflaters` it offers permessage-deflate.
 func openSubscriber(
-    group: any EventLoopGroup, host: String, port: Int, channel: String, tally: Tally, source: String? = nil, inflaters: LoopInflaters? = nil
+    group: any EventLoopGroup, host: String, port: Int, channel: String, tally: Tally, source: String? = nil, inflaters: LoopInflaters? = nil,
+    eventStream: Bool = false
 ) -> EventLoopFuture<any Channel> {
     let loop = group.next()
     let upgraded = loop.makePromise(of: Void.self)
@@ -220,13 +238,17 @@ func openSubscriber(
         .connectTimeout(.seconds(10))
         .channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(SubscriberHandler(tally: tally, upgraded: upgraded, inflater: inflater?.value))
+                try channel.pipeline.syncOperations.addHandler(SubscriberHandler(tally: tally, upgraded: upgraded, inflater: inflater?.value, eventStream: eventStream))
             }
         }
     if let source {
         bootstrap = bootstrap.bind(to: try! SocketAddress(ipAddress: source, port: 0))
     }
     return bootstrap.connect(host: host, port: port).flatMap { socket in
+        if eventStream {
+            socket.writeAndFlush(ByteBuffer(string: "GET /events?channel=\(channel) HTTP/1.1\r\nHost: \(host):\(port)\r\n\r\n"), promise: nil)
+            return upgraded.futureResult.map { socket }
+        }
         let request = ChatWebSocket.upgradeRequest(
             host: host, port: port, path: "/wb/", extensions: inflaters == nil ? [] : ["permessage-deflate"], headers: [("Cookie", "channel=\(channel)")]
         )

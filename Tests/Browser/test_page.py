@@ -57,6 +57,17 @@ def wait_until(condition, timeout=10.0, step=0.05, message="condition"):
     raise AssertionError(f"timed out after {timeout} s waiting for {message} (last: {last!r})")
 
 
+def stop_process(process, timeout):
+    """Ends a process this test started: SIGTERM, then SIGKILL after `timeout` seconds."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Instance:
     """One chatroom process this test started, by its PID."""
 
@@ -88,13 +99,7 @@ class Instance:
         self.process.wait(timeout=10)
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=15)
 
     @property
     def url(self):
@@ -1716,6 +1721,124 @@ def post_burst(port, channel, count, lanes=8):
         thread.start()
     for thread in threads:
         thread.join()
+
+
+
+class Nginx:
+    """A real nginx in front of one instance, configured the way that breaks WebSocket:
+    no `Upgrade` and `Connection` headers passed on (nginx drops hop-by-hop headers unless
+    told to pass them). Started on a spare loopback port, stopped by its PID."""
+
+    def __init__(self, instance):
+        self.port = free_port()
+        self.directory = tempfile.mkdtemp(prefix="chatroom-nginx-")
+        config = os.path.join(self.directory, "nginx.conf")
+        with open(config, "w") as file:
+            file.write(f"""
+daemon off;
+worker_processes 1;
+pid {self.directory}/nginx.pid;
+error_log {self.directory}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {self.directory}/body;
+    proxy_temp_path {self.directory}/proxy;
+    fastcgi_temp_path {self.directory}/fastcgi;
+    uwsgi_temp_path {self.directory}/uwsgi;
+    scgi_temp_path {self.directory}/scgi;
+    server {{
+        listen 127.0.0.1:{self.port};
+        location / {{
+            proxy_pass http://127.0.0.1:{instance.port};
+            proxy_http_version 1.1;
+            proxy_read_timeout 60s;
+        }}
+    }}
+}}
+""")
+        nginx = os.environ.get("NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
+        self.process = subprocess.Popen([nginx, "-e", f"{self.directory}/error.log", "-p", self.directory, "-c", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.answers, message=f"nginx on port {self.port}")
+
+    def answers(self):
+        try:
+            with urllib.request.urlopen(self.url + "healthz", timeout=1) as response:
+                return response.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/"
+
+    def stop(self):
+        stop_process(self.process, timeout=10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class CompatibilityModeTests(PageTestCase):
+    """Through an nginx that does not pass WebSocket upgrades: the page falls back to
+    Server-Sent Events (GET /events) and POST /send/ by itself."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.nginx = Nginx(cls.a)
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.nginx.stop()
+
+    def test_35_behind_a_proxy_that_blocks_websocket_the_page_falls_back_to_events_and_loses_nothing(self):
+        channel = f"compat{int(time.time() * 1000) % 100000}"
+        self.b.send("before", channel)
+        driver = browser()
+        self.drivers.append(driver)
+        driver.get(self.nginx.url + f"#channel={channel}")
+        wait_until(lambda: self.status(driver) == "Connected (compatibility mode)", timeout=30, message="compatibility mode")
+        wait_until(lambda: "before" in self.texts(driver), message="the channel's newest messages")
+        self.shot(driver, "compatibility-mode")
+        # Posted on another instance: over Redis, then the stream.
+        self.b.send("from b", channel)
+        wait_until(lambda: "from b" in self.texts(driver), message="a message posted on another instance")
+        # Typed: the outbox sends through POST /send/ with its ids as Idempotency-Key.
+        typed = [f"typed {n}" for n in range(1, 4)]
+        for text in typed:
+            self.type_message(driver, text)
+        wait_until(lambda: all(text in self.texts(driver) for text in typed), message="the typed messages")
+        wait_until(lambda: self.outgoing(driver) == [] and self.outbox(driver) == [], message="the outbox empty")
+        # The instance behind nginx restarts; the stream resumes from its Last-Event-ID.
+        self.a.kill()
+        during = [f"during {n}" for n in range(1, 6)]
+        for text in during:
+            self.assertEqual(self.b.send(text, channel), "ok")
+        self.a.start()
+        wait_until(lambda: all(text in self.texts(driver) for text in during), timeout=40, message="what was sent during the restart")
+        wait_until(lambda: self.status(driver) == "Connected (compatibility mode)", timeout=30, message="compatibility mode again")
+        self.b.send("after", channel)
+        wait_until(lambda: "after" in self.texts(driver), message="live again")
+        time.sleep(1)
+        self.assert_once_in_order(self.texts(driver), ["before", "from b", *typed, *during, "after"])
+        with urllib.request.urlopen(self.a.url + f"history?channel={channel}", timeout=5) as response:
+            stored = [message["data"] for message in json.load(response)["messages"]]
+        self.assert_once_in_order(stored, ["before", "from b", *typed, *during, "after"])
+        self.close(driver)
+
+    def test_36_in_compatibility_mode_a_refused_room_is_said_and_the_others_go_on(self):
+        # A one-to-one room of two others: the stream asking for it is refused (403); the
+        # page finds which room, says so there, and follows the others without it.
+        room = "dm:AAAAAAAAAAAAAAA:zzzzzzzzzzzzzzz"
+        driver = browser()
+        self.drivers.append(driver)
+        driver.get(self.nginx.url + f"#channel={urllib.parse.quote(room)}")
+        wait_until(lambda: self.status(driver).startswith("This is a private one-to-one room"), timeout=30, message="the room's refusal")
+        self.select_tab_anyway(driver, "channel_1")
+        wait_until(lambda: self.status(driver) == "Connected (compatibility mode)", timeout=30, message="the other rooms followed")
+        self.b.send("still here", "channel_1")
+        wait_until(lambda: "still here" in self.texts(driver), message="a message in another room")
+        self.close(driver)
 
 
 if __name__ == "__main__":

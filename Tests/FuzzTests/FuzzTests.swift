@@ -176,6 +176,39 @@ struct FuzzTests {
         }
     }
 
+    @Test func eventStreamPositionsReadBackWhatTheyWriteAndRefuseTheRestBriefly() async {
+        let seeds = Self.seeds("position")
+        let two = try? EventStreamPosition(parsing: "general=5b9a17af82b799ae:57,dm:a:b=e1:3")
+        #expect(two?.entries.map(\.channel.rawValue) == ["general", "dm:a:b"] && two?.entries.map(\.offset) == [57, 3], "a channel's ':' is no offset's")
+        #expect((try? EventStreamPosition(parsing: ""))?.entries.isEmpty == true)
+        #expect((try? EventStreamPosition(parsing: "c=:0"))?.entries.first?.epoch == "")
+        for bad in ["c", "c=e", "c=:1", "c=e:-1", "c=e:9007199254740992", "c=e:1,c=e:2", "c=e!:1", "=e:1", "c=e:1,"] {
+            #expect((try? EventStreamPosition(parsing: bad)) == nil, "\(bad)")
+        }
+        // Written positions read back as they were.
+        let entry = Gen.int(in: 0...Int(Offset.maximum)).map { offset in
+            EventStreamPosition.Entry(channel: ChannelName("c\(offset % 97)")!, epoch: offset % 5 == 0 ? "" : "e\(offset % 13)", offset: offset % 5 == 0 ? 0 : Int64(offset))
+        }
+        await propertyCheck(count: Self.count, input: entry.array(of: 0...8)) { entries in
+            var distinct: [EventStreamPosition.Entry] = []
+            for entry in entries where !distinct.contains(where: { $0.channel == entry.channel }) { distinct.append(entry) }
+            let position = EventStreamPosition(entries: distinct)
+            #expect((try? EventStreamPosition(parsing: position.description)) == position, "\(position.description)")
+        }
+        await propertyCheck(count: Self.count, input: Gen.int(in: 0...(seeds.count - 1)), Self.edits) { index, edits in
+            let text = String(decoding: Self.mutate(seeds[index], edits), as: UTF8.self)
+            do throws(EventStreamPosition.Problem) {
+                let position = try EventStreamPosition(parsing: text)
+                for entry in position.entries {
+                    #expect((0...Offset.maximum).contains(entry.offset) && (!entry.epoch.isEmpty || entry.offset == 0), "\(text)")
+                }
+                #expect((try? EventStreamPosition(parsing: position.description)) == position, "\(text)")
+            } catch {
+                #expect(!error.description.isEmpty && error.description.utf8.count <= 160, "the error says why, briefly")
+            }
+        }
+    }
+
     @Test func chatV2ParserSurvivesAnyTextAndChecksWhatItLetsThrough() async {
         let seeds = Self.seeds("chatv2")
         #expect(ChatV2Request(#"{"type":"subscribe","channel":"c","since":3,"epoch":"e1"}"#) == .subscribe(channel: "c", resume: .init(since: 3, epoch: "e1")))

@@ -41,7 +41,7 @@ extension ChatV2Socket {
             refuse(requested, Refusal(refusal.status, refusal.message, closeCode: .unavailable), reason: "unavailable", context: context)
             return
         }
-        let subscription = Subscription(channel: channel, resume: resume, hasPresence: RoomPolicy.owner(ofInbox: channel) == nil, socket: self)
+        let subscription = Subscription(channel: channel, resume: resume, hasPresence: RoomPolicy.owner(ofInbox: channel) == nil, owner: self)
         subscriptions[channel] = subscription
         admission.admit(ask, on: context.eventLoop).assumeIsolated().whenComplete { result in
             self.admitted(subscription, result)
@@ -149,14 +149,7 @@ extension ChatV2Socket {
     /// releases its join when the admission answers). The caller has removed it from
     /// ``subscriptions``.
     func end(_ subscription: Subscription) {
-        let wasOpen = subscription.state == .open
-        guard subscription.end() else { return }
-        if wasOpen {
-            hub.remove(subscription, from: subscription.channel)
-            if subscription.hasPresence { server.presence.leave(subscription.channel, id: person.member.id) }
-        }
-        if subscription.joined { server.broker.leave(subscription.channel) }
-        server.gatekeeper.releaseChannel(subscription.channel)
+        subscription.release(from: hub, server: server, person: person.member.id)
     }
 
     func refuse(_ channel: String, _ refusal: Refusal, reason: String, context: ChannelHandlerContext) {
@@ -231,11 +224,7 @@ extension ChatV2Socket {
     // MARK: - Where a subscription starts
 
     private func readHistory(_ read: DeliveryFlow.HistoryRead, for subscription: Subscription, context: ChannelHandlerContext) {
-        let broker = server.broker
-        let channel = subscription.channel
-        context.eventLoop.makeFutureWithTask {
-            try await broker.history(of: channel, after: read.after, limit: read.limit)
-        }.assumeIsolated().whenComplete { result in
+        subscription.readHistory(read, from: server.broker, on: context.eventLoop) { result in
             self.historyRead(result, for: subscription)
         }
     }

@@ -13,7 +13,16 @@ struct DeliveryFlow {
     /// Where a chat.v1 client resumes: the last offset it has, in its epoch.
     struct Resume: Sendable, Equatable {
         var after: Int64
+        /// Empty (with `after` 0): the client had nothing yet, in any epoch (an event
+        /// stream that joined a channel with no history); it gets all there is.
         var epoch: String
+
+        /// Whether `history` holds every message after the resume.
+        func isCovered(by history: History) -> Bool {
+            guard epoch.isEmpty, after == 0 else { return history.covers(after: after, epoch: epoch) }
+            guard let first = history.firstOffset else { return history.lastOffset == 0 }
+            return first <= 1
+        }
     }
 
     /// What a reader that fell behind missed, told once it drains: a `reset` when the
@@ -255,7 +264,7 @@ struct DeliveryFlow {
             if let epoch = history.epoch { replayedThrough = (epoch, history.lastOffset) }
             return .release(replay.waiting)
         }
-        if replay.epoch == nil, !history.covers(after: resume.after, epoch: resume.epoch) {
+        if replay.epoch == nil, !resume.isCovered(by: history) {
             self.replay = nil
             return .reset(epoch: history.epoch, then: replay.waiting)
         }

@@ -29,12 +29,23 @@ final class FrameEncoder: Sendable {
         closed.whenComplete { _ in self.deflateSockets.withLockedValue { $0[format.rawValue] -= 1 } }
     }
 
-    /// Every frame kind's frame of `event`, indexed by ``FrameKind/index``. The deflated
-    /// kinds hold the plain frame where no socket of that format negotiated compression
-    /// or the payload is shorter than the minimum.
+    /// Event streams open (`GET /events`): their bytes are made only while there are some.
+    private let eventStreams = NIOLockedValueBox(0)
+
+    /// Counts an event stream in, until `closed` completes.
+    func countEventStream(until closed: EventLoopFuture<Void>) {
+        eventStreams.withLockedValue { $0 += 1 }
+        closed.whenComplete { _ in self.eventStreams.withLockedValue { $0 -= 1 } }
+    }
+
+    /// Every frame kind's frame of `event`, indexed by ``FrameKind/index``, then its event
+    /// stream bytes (``EventStreamFrames/index``; `nil` while no stream is open). The
+    /// deflated kinds hold the plain frame where no socket of that format negotiated
+    /// compression or the payload is shorter than the minimum.
     func frames(of event: ChatEvent) -> [ByteBuffer?] {
         let plain = WireFormat.frames(of: event)
-        guard let compressor else { return plain + plain }
+        let stream = eventStreams.withLockedValue { $0 } > 0 ? EventStreamFrames.frame(of: event, chatV1: plain[WireFormat.chatV1.rawValue]) : nil
+        guard let compressor else { return plain + plain + [stream] }
         let wanted = deflateSockets.withLockedValue { $0 }
         let deflated = plain.enumerated().map { format, frame in
             frame.flatMap { frame in
@@ -42,7 +53,7 @@ final class FrameEncoder: Sendable {
                 return compressor.deflated(frame) ?? frame
             }
         }
-        return plain + deflated
+        return plain + deflated + [stream]
     }
 }
 

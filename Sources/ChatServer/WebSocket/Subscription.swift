@@ -1,12 +1,27 @@
 import Chat
 import NIOCore
 
-/// One channel of a chat.v2 socket: its member in the hub and its own ``DeliveryFlow``,
-/// so that every subscription resumes, replays and falls behind on its own while all of
-/// them write to the one socket.
+/// What subscriptions write to: a chat.v2 socket (``ChatV2Socket``), or an event stream
+/// (``EventStream``). It carries out what each subscription's flow decides.
+protocol SubscriptionOwner: AnyObject {
+    /// A batch of `subscription`'s channel.
+    func deliver(_ batch: Batch, to subscription: Subscription)
+    /// A moderation event of `subscription`'s channel for its person.
+    func moderated(_ delivery: Delivery, of subscription: Subscription)
+    /// Whose the subscriptions are: their person's identity.
+    var identity: String { get }
+}
+
+extension ChatV2Socket: SubscriptionOwner {
+    var identity: String { person.member.id }
+}
+
+/// One channel of a chat.v2 socket or of an event stream: its member in the hub and its
+/// own ``DeliveryFlow``, so that every subscription resumes, replays and falls behind on
+/// its own while all of them write to the one connection.
 ///
-/// Everything here runs on the socket's event loop; ``ChatV2Socket`` owns it and ends
-/// it (``end()``) before the socket goes.
+/// Everything here runs on the connection's event loop; its ``SubscriptionOwner`` owns
+/// it and ends it (``end()``) before the connection goes.
 final class Subscription: HubMember, FlowHolder {
     enum State {
         /// The room's rules passed; its place and the broker's join are being taken.
@@ -32,13 +47,13 @@ final class Subscription: HubMember, FlowHolder {
     #else
     @exclusivity(unchecked) var flow = DeliveryFlow(slowReaders: .drop)
     #endif
-    private weak var socket: ChatV2Socket?
+    private weak var owner: (any SubscriptionOwner)?
 
-    init(channel: ChannelName, resume: DeliveryFlow.Resume?, hasPresence: Bool, socket: ChatV2Socket) {
+    init(channel: ChannelName, resume: DeliveryFlow.Resume?, hasPresence: Bool, owner: any SubscriptionOwner) {
         self.channel = channel
         self.resume = resume
         self.hasPresence = hasPresence
-        self.socket = socket
+        self.owner = owner
     }
 
     /// Admitted: it is in the hub now.
@@ -54,16 +69,16 @@ final class Subscription: HubMember, FlowHolder {
     }
 
     func deliver(_ batch: Batch) {
-        socket?.deliver(batch, to: self)
+        owner?.deliver(batch, to: self)
     }
 
-    var identity: String? { socket?.person.member.id }
+    var identity: String? { owner?.identity }
 
     func moderated(_ delivery: Delivery) {
-        socket?.moderated(delivery, of: self)
+        owner?.moderated(delivery, of: self)
     }
 
-    // The socket itself beats and goes away, once for all its subscriptions.
+    // The connection itself beats and goes away, once for all its subscriptions.
     func goAway() {}
     func heartbeat(now: NIODeadline) {}
 }

@@ -10,7 +10,7 @@ import NIOWebSocket
 /// keeps its machine in a private property and hands it events through the three
 /// requirements below: every access of the machine stays in the handler's own file, so
 /// the compiler can check exclusivity statically and a delivery pays for no runtime check.
-protocol WebSocketEndpoint: ChannelInboundHandler where InboundIn == WebSocketFrame, OutboundOut == ByteBuffer {
+protocol WebSocketEndpoint: DeliveryStream where InboundIn == WebSocketFrame {
     /// ``WebSocketStateMachine/received(_:now:)``.
     func connectionReceived(_ frame: WebSocketFrame) -> WebSocketStateMachine.Inbound
     /// ``WebSocketStateMachine/close()``.
@@ -100,17 +100,6 @@ extension WebSocketEndpoint {
             closing.logger.info("Closing a WebSocket that stopped answering pings", metadata: logMetadata)
             context.close(promise: nil)
         }
-    }
-
-    /// Whether the socket can take more. Unflushed writes count too: flush them to the
-    /// socket first. Only a reader the kernel cannot take more from is slow.
-    ///
-    /// The flush may tell the handler it drained (`channelWritabilityChanged`), so call
-    /// this before handing a ``DeliveryFlow`` an event, never while changing one.
-    func isWritable(_ context: ChannelHandlerContext) -> Bool {
-        if context.channel.isWritable { return true }
-        context.flush()
-        return context.channel.isWritable
     }
 
     /// Tells a reader that caught up what one channel's flow dropped: a `reset` if the
