@@ -77,7 +77,9 @@ public enum ChatHTTP {
         return out
     }
 
-    public static func exchange(host: String, port: Int, bytes: ByteBuffer, timeout: Duration) async throws -> ByteBuffer {
+    /// Sends `bytes` and reads until the server closes, or (with `until`) until what
+    /// was read contains that text (a stream that does not end).
+    public static func exchange(host: String, port: Int, bytes: ByteBuffer, until: String? = nil, timeout: Duration) async throws -> ByteBuffer {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))
             .connect(host: host, port: port) { channel in
@@ -90,7 +92,10 @@ public enum ChatHTTP {
                 try await channel.executeThenClose { inbound, outbound in
                     try await outbound.write(bytes)
                     var all = ByteBuffer()
-                    for try await var chunk in inbound { all.writeBuffer(&chunk) }
+                    for try await var chunk in inbound {
+                        all.writeBuffer(&chunk)
+                        if let until, String(buffer: all).contains(until) { break }
+                    }
                     return all
                 }
             }

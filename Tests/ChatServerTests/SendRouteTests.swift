@@ -257,6 +257,21 @@ struct SendRouteTests {
         }
     }
 
+    @Test func anEventStreamAfterPipelinedSendsStartsOnceTheirAnswersAreOut() async throws {
+        try await withServer(broker: .memory) { server in
+            let channel = uniqueChannel("thenevents")
+            let raw = try await ChatHTTP.exchange(
+                host: "127.0.0.1", port: server.port,
+                bytes: ByteBuffer(string: Self.post("s1", to: channel) + Self.post("s2", to: channel) + "GET /events?channel=\(channel) HTTP/1.1\r\nHost: x\r\n\r\n"),
+                until: "event: ", timeout: .seconds(10)
+            )
+            let text = String(buffer: raw)
+            let okAt = try #require(text.range(of: "Chat-Offset: 2")).lowerBound
+            let streamAt = try #require(text.range(of: "text/event-stream")).lowerBound
+            #expect(okAt < streamAt, "the sends' answers, then the stream: \(text.prefix(600))")
+        }
+    }
+
     @Test func otherMethodsAndPathsGoToTheRouterAsBefore() async throws {
         try await withServer(broker: .memory) { server in
             for method in ["GET", "HEAD", "PUT", "DELETE"] {

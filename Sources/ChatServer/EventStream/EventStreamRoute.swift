@@ -54,7 +54,10 @@ final class EventStreamRoute: ChannelInboundHandler, RemovableChannelHandler {
         case .reading(let head):
             if case .end = part {
                 state = .taken
-                start(head, context: context)
+                // A client may have sent requests before it without waiting for their
+                // answers: those come first, then the stream.
+                guard let route = try? context.pipeline.syncOperations.handler(type: SendRoute.self) else { return start(head, context: context) }
+                route.whenAnswered { self.start(head, context: context) }
             }
         case .taken:
             break
