@@ -33,12 +33,19 @@ extension ChannelSequencer {
 
         private var listeners: [ChannelName: Int] = [:]
         private var positions: [ChannelName: Position] = [:]
+        /// Where a joined channel stood when its first listener here came (its epoch, `nil`
+        /// for a channel not created yet, and last offset), while no message of it came
+        /// through pub/sub: a pub/sub reconnect catches it up from there, so a message
+        /// published while the connection was down reaches its first listeners too.
+        private var floors: [ChannelName: (epoch: String?, offset: Int64)] = [:]
         /// Channels being caught up from the history, with the live messages that wait.
         private var waiting: [ChannelName: [Message]] = [:]
 
-        /// A listener joined `channel`.
-        mutating func join(_ channel: ChannelName) {
+        /// A listener joined `channel`; whether it is the first here.
+        @discardableResult
+        mutating func join(_ channel: ChannelName) -> Bool {
             listeners[channel, default: 0] += 1
+            return listeners[channel] == 1
         }
 
         /// A listener left; when the last one goes, the channel's position is forgotten, so
@@ -49,7 +56,15 @@ extension ChannelSequencer {
             if count <= 0 {
                 positions[channel] = nil
                 waiting[channel] = nil
+                floors[channel] = nil
             }
+        }
+
+        /// A read found where `channel` stands; kept as its floor while no message of it
+        /// has come (see ``floors``).
+        mutating func stands(_ channel: ChannelName, epoch: String?, lastOffset: Int64) {
+            guard listeners[channel] != nil, positions[channel] == nil else { return }
+            floors[channel] = (epoch, lastOffset)
         }
 
         /// Messages from pub/sub, in the order Redis sent them.
@@ -65,6 +80,11 @@ extension ChannelSequencer {
         /// catch them up from their history.
         mutating func resubscribed(_ channels: Set<ChannelName>?) -> [Action] {
             var actions: [Action] = []
+            // A channel no message came of yet starts from its floor ("" for an epoch not known).
+            for (channel, floor) in floors where positions[channel] == nil {
+                positions[channel] = Position(epoch: floor.epoch ?? "", next: floor.offset + 1)
+            }
+            floors = [:]
             for (channel, position) in positions where waiting[channel] == nil && channels?.contains(channel) != false {
                 waiting[channel] = []
                 actions.append(.fetch(channel, after: position.next - 1, attempt: 1))
@@ -84,6 +104,8 @@ extension ChannelSequencer {
                 return [.retry(channel, after: offset, attempt: attempt + 1, delay: Self.recoveryRetryDelay)]
             }
             guard waiting[channel] != nil, var position = positions[channel] else { return [] }
+            // A floor read before the channel existed: its epoch is the one it got since.
+            if position.epoch.isEmpty, case .success(let history) = result, let epoch = history.epoch { position.epoch = epoch }
             if case .success(let history) = result, let epoch = history.epoch, epoch != position.epoch, offset > 0 {
                 // A new epoch (Redis lost the channel, e.g. restarted empty): its offsets
                 // start again at 1, so "after the old offset" skipped its first messages.
@@ -131,6 +153,7 @@ extension ChannelSequencer {
                 return
             }
             guard var position = positions[channel] else {
+                floors[channel] = nil
                 positions[channel] = Position(epoch: message.epoch, next: message.offset + 1, lastTime: message.time)
                 out.append(.message(message))
                 return

@@ -13,8 +13,8 @@ import NIOCore
 /// (its state is bound to that loop) and carries out what it returns: history reads,
 /// their retries (timed by that loop), deliveries.
 final class ChannelSequencer: Sendable {
-    /// Reads the history after an offset.
-    typealias Fetch = @Sendable (ChannelName, Int64) async throws -> History
+    /// Reads the history after an offset; without one, where the channel stands.
+    typealias Fetch = @Sendable (ChannelName, Int64?) async throws -> History
 
     private let eventLoop: any EventLoop
     private let machine: NIOLoopBoundBox<StateMachine>
@@ -45,7 +45,15 @@ final class ChannelSequencer: Sendable {
 
     /// A listener joined `channel`.
     func join(_ channel: ChannelName) {
-        eventLoop.execute { self.machine.value.join(channel) }
+        eventLoop.execute {
+            guard self.machine.value.join(channel) else { return }
+            // The first listener here: where the channel stands is its floor until a
+            // message of it comes, so a pub/sub reconnect before then still catches it up.
+            let fetch = self.fetch
+            self.eventLoop.makeFutureWithTask { try await fetch(channel, nil) }.whenSuccess { history in
+                self.machine.value.stands(channel, epoch: history.epoch, lastOffset: history.lastOffset)
+            }
+        }
     }
 
     /// A listener left `channel`.

@@ -200,7 +200,8 @@ public final class RedisBroker: Broker {
         ChannelSequencer(
             eventLoop: eventLoop,
             fetch: { channel, offset in
-                try await Self.readHistory(commands: reads, scripts: scripts, channel: channel, after: offset, limit: 10_000)
+                // Without an offset: where the channel stands (its newest message alone).
+                try await Self.readHistory(commands: reads, scripts: scripts, channel: channel, after: offset, limit: offset == nil ? 1 : 10_000)
             },
             deliver: { events in
                 for case .gap(_, let from, let to) in events { metrics.dropped(.historyGap, count: Int(to - from + 1)) }

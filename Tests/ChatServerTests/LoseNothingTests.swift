@@ -307,4 +307,27 @@ struct LoseNothingTests {
         }
         }
     }
+
+    /// Before any message of the channel came through pub/sub here, the instance knew no
+    /// offset of it to catch up from: a message published while the connection was down
+    /// reached nobody. Where the channel stood when its first listener came is the floor.
+    @Test(arguments: [false, true])
+    func aMessagePublishedWhilePubSubWasDownReachesListenersThatHadSeenNoneYet(channelExisted: Bool) async throws {
+        try await PrivateRedis.with { redis in
+        try await withServer(broker: .redis, { $0.redisURL = redis.url }) { server in
+            let channel = uniqueChannel()
+            if channelExisted {
+                for index in 1...3 { _ = try await ChatHTTP.send(port: server.port, data: "old\(index)", channel: channel) }
+            }
+            let raw = try await ChatWebSocket.connect(port: server.port, headers: [("Cookie", "channel=\(channel)")])
+            let v1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
+            // The first listener's read of where the channel stands.
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try await ChatHTTP.exchange(host: "127.0.0.1", port: redis.port, bytes: .init(string: "CLIENT KILL TYPE pubsub\r\nQUIT\r\n"), timeout: .seconds(2))
+            #expect(try await ChatHTTP.send(port: server.port, data: "while down", channel: channel).body == "ok")
+            #expect(await raw.nextText(timeout: .seconds(5)) == "while down", "nothing older is replayed")
+            #expect(await nextFrame(v1)?.offset == (channelExisted ? 4 : 1))
+        }
+        }
+    }
 }

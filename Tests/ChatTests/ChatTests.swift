@@ -497,6 +497,32 @@ struct ChannelSequencerTests {
         #expect(harness.summary == ["1", "2", "3", "4", "5"])
     }
 
+    /// No message came yet: the catch-up starts where the channel stood when its first
+    /// listener came (its floor), so nothing older is delivered and nothing newer is lost.
+    @Test func aCatchUpBeforeAnyMessageStartsFromTheFloor() {
+        let harness = Harness()
+        harness.machine.stands(harness.channel, epoch: "e1", lastOffset: 2)
+        harness.history = (1...4).map { harness.message($0) }
+        harness.resubscribed()
+        #expect(harness.fetches == [2])
+        harness.settle(until: 2)
+        #expect(harness.summary == ["3", "4"])
+        // A channel not created yet when its listener came: its first epoch is no reset.
+        let fresh = Harness()
+        fresh.machine.stands(fresh.channel, epoch: nil, lastOffset: 0)
+        fresh.history = [fresh.message(1, epoch: "e9")]
+        fresh.resubscribed()
+        fresh.settle(until: 1)
+        #expect(fresh.summary == ["1"])
+        // Once a message came, the floor is forgotten: the position is what counts.
+        let live = Harness()
+        live.machine.stands(live.channel, epoch: "e1", lastOffset: 0)
+        live.receive([1])
+        live.machine.stands(live.channel, epoch: "e1", lastOffset: 0)
+        live.resubscribed()
+        #expect(live.fetches == [1])
+    }
+
     /// Redis restarted empty while pub/sub was down, and a message was published before the
     /// subscription came back: the catch-up finds a new epoch, whose messages start at 1,
     /// whatever offset the old epoch had reached.
