@@ -17,9 +17,11 @@ extension EventStream {
                 fellBehind()
                 return
             }
-            if carriesWholePosition, batch.deliveries.allSatisfy(movesAsItSays), let joined = Self.sharedBytes(of: batch) {
+            if carriesWholePosition, let joined = Self.sharedBytes(of: batch) {
                 // One channel: the hub's bytes carry this stream's whole position already.
-                for delivery in batch.deliveries { _ = advance(by: delivery.event) }
+                // Live, the sequencer's events come in order, each moving it: the batch's
+                // last id is where the stream stands.
+                if let last = batch.deliveries.last(where: { EventStreamFrames.entry(of: $0.event) != nil }) { _ = advance(by: last.event) }
                 context.writeAndFlush(wrapOutboundOut(joined), promise: nil)
                 return
             }
@@ -112,11 +114,6 @@ extension EventStream {
         guard let next = self.next(after: event) else { return false }
         position[next.channel] = next
         return true
-    }
-
-    /// Whether an event's own id (if it has one) is where the position goes.
-    private func movesAsItSays(_ delivery: Delivery) -> Bool {
-        EventStreamFrames.entry(of: delivery.event) == nil || next(after: delivery.event) != nil
     }
 
     /// Where the position goes with `event`, if it moves: within an epoch only forward;
