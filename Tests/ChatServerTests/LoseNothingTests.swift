@@ -319,14 +319,13 @@ struct LoseNothingTests {
             if channelExisted {
                 for index in 1...3 { _ = try await ChatHTTP.send(port: server.port, data: "old\(index)", channel: channel) }
             }
+            // The original protocol: no read of its own, what it gets is the instance's.
             let raw = try await ChatWebSocket.connect(port: server.port, headers: [("Cookie", "channel=\(channel)")])
-            let v1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(channel)", subprotocols: ["chat.v1"])
             // The first listener's read of where the channel stands.
-            try await Task.sleep(for: .milliseconds(300))
+            try await Task.sleep(for: .milliseconds(500))
             _ = try await ChatHTTP.exchange(host: "127.0.0.1", port: redis.port, bytes: .init(string: "CLIENT KILL TYPE pubsub\r\nQUIT\r\n"), timeout: .seconds(2))
             #expect(try await ChatHTTP.send(port: server.port, data: "while down", channel: channel).body == "ok")
             #expect(await raw.nextText(timeout: .seconds(5)) == "while down", "nothing older is replayed")
-            #expect(await nextFrame(v1)?.offset == (channelExisted ? 4 : 1))
         }
         }
     }
