@@ -167,10 +167,15 @@ struct Posting: Sendable {
         return answers
     }
 
-    /// Publishes drafts as one batch without a task, answered on `eventLoop`: `nil` when
-    /// one of them needs what only ``publish(_:logger:)-batch`` does (a place to take in a
-    /// capped room, a one-to-one room's inbox to tell).
-    func publish(_ drafts: [Draft], on eventLoop: any EventLoop) -> EventLoopFuture<[Result<Publication, Failure>]>? {
+    /// Publishes drafts as one batch from an event loop, answered on it: without a task,
+    /// unless one of them needs what only ``publish(_:logger:)-batch`` does (a place to
+    /// take in a capped room, a one-to-one room's inbox to tell).
+    func publish(_ drafts: [Draft], on eventLoop: any EventLoop, logger: Logger) -> EventLoopFuture<[Result<Publication, Failure>]> {
+        publishWithoutTask(drafts, on: eventLoop) ?? eventLoop.makeFutureWithTask { await publish(drafts, logger: logger) }
+    }
+
+    /// The batch through ``Broker/publish(_:on:)``, or `nil` when it needs a task.
+    private func publishWithoutTask(_ drafts: [Draft], on eventLoop: any EventLoop) -> EventLoopFuture<[Result<Publication, Failure>]>? {
         guard !drafts.contains(where: { needsPlace($0) || tellsAnInbox($0) }) else { return nil }
         let drafts = Self.withinNewChannelAllowance(drafts, gatekeeper: gatekeeper)
         let started = NIODeadline.now()

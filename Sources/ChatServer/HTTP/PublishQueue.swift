@@ -47,23 +47,12 @@ final class PublishQueue: @unchecked Sendable {
 
     private func flush() {
         let batch = drafts
-        let waiting = NIOLoopBound(answers, eventLoop: eventLoop)
+        let waiting = answers
         self.batch += 1
         drafts = []
         answers = []
-        if let published = posting.publish(batch, on: eventLoop) {
-            published.assumeIsolatedUnsafeUnchecked().whenSuccess { results in
-                for (answer, result) in zip(waiting.value, results) { answer(result) }
-            }
-            return
-        }
-        // A capped room's place, or a one-to-one room's inbox: the async way.
-        let (posting, logger, loop) = (posting, logger, eventLoop)
-        Task {
-            let results = await posting.publish(batch, logger: logger)
-            loop.execute {
-                for (answer, result) in zip(waiting.value, results) { answer(result) }
-            }
+        posting.publish(batch, on: eventLoop, logger: logger).assumeIsolatedUnsafeUnchecked().whenSuccess { results in
+            for (answer, result) in zip(waiting, results) { answer(result) }
         }
     }
 }

@@ -123,12 +123,7 @@ extension ChatV2Socket {
         }
         let posting = self.posting
         let logger = self.logger
-        let drafts = batch.map(\.draft)
-        // Without a task where none is needed (see ``PublishQueue``).
-        let published = posting.publish(drafts, on: context.eventLoop) ?? context.eventLoop.makeFutureWithTask {
-            await posting.publish(drafts, logger: logger)
-        }
-        published.assumeIsolated().whenSuccess { results in
+        posting.publish(batch.map(\.draft), on: context.eventLoop, logger: logger).assumeIsolated().whenSuccess { results in
             self.published(batch, results)
         }
     }
