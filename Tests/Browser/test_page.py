@@ -196,8 +196,11 @@ def requests_made(driver, path):
     return urls
 
 
-# Run before the page's own script: while window.holdSockets is true, every WebSocket the
-# page opens goes to a closed port, so it fails and the page retries as it would offline.
+# Run before the page's own script: while window.holdSockets is true, the server looks
+# unreachable to the page. Every WebSocket it opens goes to a closed port, so it fails and
+# the page retries as it would offline; and /healthz and /events fail too, so the page
+# does not take the failed sockets for a proxy that blocks WebSocket (it would fall back
+# to the event stream, which answers).
 HOLD_SOCKETS = """
 (() => {
   const Real = window.WebSocket;
@@ -208,6 +211,19 @@ HOLD_SOCKETS = """
   HeldWebSocket.prototype = Real.prototype;
   for (const name of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) HeldWebSocket[name] = Real[name];
   window.WebSocket = HeldWebSocket;
+  const realFetch = window.fetch.bind(window);
+  window.fetch = (resource, options) => {
+    const path = new URL(resource instanceof Request ? resource.url : String(resource), location.href).pathname;
+    if (window.holdSockets && (path === "/healthz" || path === "/events")) return Promise.reject(new TypeError("held"));
+    return realFetch(resource, options);
+  };
+  const RealEventSource = window.EventSource;
+  function HeldEventSource(url, options) {
+    return new RealEventSource(window.holdSockets ? "http://127.0.0.1:9/held" : url, options);
+  }
+  HeldEventSource.prototype = RealEventSource.prototype;
+  for (const name of ["CONNECTING", "OPEN", "CLOSED"]) HeldEventSource[name] = RealEventSource[name];
+  window.EventSource = HeldEventSource;
 })();
 """
 
