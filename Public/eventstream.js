@@ -8,13 +8,16 @@
 // The stream's events carry its position in every channel as their id: the browser's
 // EventSource sends it back by itself when it reconnects, and the page passes it on
 // (lastEventId) when it opens the stream again with other channels, so nothing is lost
-// or shown twice. What the stream cannot carry — typing, read state, edits, deletes,
-// reactions, moderation — is not sent (send() answers false: it waits for a socket).
+// or shown twice. What a socket would send the other way goes over HTTP with the same
+// rules: typing to POST /typing/, read state to POST /read/, edits, deletes and reactions
+// to POST /send/ (with `type` and `of`), a moderator's actions to /api/…; each answered
+// with the frame the socket would have brought (ack, nack, moderated).
 
 const EVENTS = ["subscribed", "message", "edit", "delete", "react", "reset", "gap", "presence", "members", "join", "leave", "typing", "read", "seen", "muted", "refused"];
 const REOPEN_AFTER_MS = 50; // subscribes that come together open one stream
 const FIRST_RETRY_MS = 1000;
 const LONGEST_RETRY_MS = 15000;
+const READ_EVERY_MS = 600; // read states go at most this often per channel (the server takes two a second)
 
 /** The close code a chat.v2 socket would have refused a channel with, from a status and its words. */
 function closeCode(status, message) {
@@ -168,14 +171,26 @@ export function openEventStream({ onOpen, onClose, onFrame, onState, name = () =
     reopenTimer = setTimeout(open, REOPEN_AFTER_MS);
   }
 
-  /** A message, as POST /send/ with its outbox id as Idempotency-Key; answered ack or nack. */
+  /** The sign-in the page was opened with (/?token=…), if any. */
+  function token() {
+    return new URLSearchParams(location.search).get("token");
+  }
+
+  /**
+   * A message or a change to one (edit, delete, react), as POST /send/ with its outbox
+   * id as Idempotency-Key; answered ack or nack.
+   */
   async function post(frame) {
-    const body = new FormData();
-    body.set("data", frame.data);
+    const body = new URLSearchParams();
     body.set("channel", frame.channel);
+    if (frame.type !== "send") {
+      body.set("type", frame.type);
+      body.set("of", String(frame.of));
+    }
+    if (frame.data !== undefined) body.set("data", frame.data);
+    if (frame.emoji !== undefined) body.set("emoji", frame.emoji);
     if (frame.name) body.set("name", frame.name);
-    const token = new URLSearchParams(location.search).get("token");
-    if (token) body.set("token", token);
+    if (token()) body.set("token", token());
     try {
       const response = await fetch("/send/", { method: "POST", body, headers: { "Idempotency-Key": frame.id } });
       if (response.ok) {
@@ -189,6 +204,60 @@ export function openEventStream({ onOpen, onClose, onFrame, onState, name = () =
       // Not answered: it may have been published; the same id goes again.
       onFrame({ type: "nack", id: frame.id, channel: frame.channel, status: 503, message: "The server could not be reached.", retryAfter: 1 });
     }
+  }
+
+  /** POST `fields` to `path` as a form, with the page's sign-in; the response, or null if the server cannot be reached. */
+  async function tell(path, fields, init = {}) {
+    const body = new URLSearchParams(fields);
+    if (token()) body.set("token", token());
+    try {
+      return await fetch(path, { method: "POST", body, ...init });
+    } catch {
+      return null;
+    }
+  }
+
+  // Read states: the newest offset per channel, sent at most every READ_EVERY_MS.
+  const readsDue = new Map(); // channel → offset not sent yet
+  let readTimer = null;
+  function sendReads() {
+    readTimer = null;
+    for (const [channel, offset] of readsDue) {
+      readsDue.delete(channel);
+      tell("/read/", { channel, offset: String(offset) }).then((response) => {
+        // Refused for its rate, or not reached: the newest goes again later.
+        if (response && response.status !== 429 && response.status < 500) return;
+        if (!readsDue.has(channel)) readsDue.set(channel, offset);
+        readTimer ??= setTimeout(sendReads, READ_EVERY_MS);
+      });
+    }
+  }
+
+  /**
+   * A moderator's frame (mute, ban, unban, slowmode) as the moderation API takes it:
+   * answered `moderated` (with `until`) or `nack`, as a socket would.
+   */
+  async function moderate(frame) {
+    const fields = { channel: frame.channel };
+    if (frame.user !== undefined) fields.user = frame.user;
+    if (frame.seconds !== undefined) fields.seconds = String(frame.seconds);
+    const path = frame.type === "unban" ? "/api/ban" : `/api/${frame.type}`;
+    const headers = token() ? { Authorization: `Bearer ${token()}` } : {};
+    const body = new URLSearchParams(fields);
+    let response;
+    try {
+      response = await fetch(path, { method: frame.type === "unban" ? "DELETE" : "POST", body, headers });
+    } catch {
+      onFrame({ type: "nack", id: frame.id, channel: frame.channel, status: 503, message: "The server could not be reached." });
+      return;
+    }
+    if (response.ok) {
+      const answer = await response.json().catch(() => ({}));
+      onFrame({ ...answer, type: "moderated", id: frame.id, action: frame.type });
+      return;
+    }
+    const message = (await response.text()).trim();
+    onFrame({ type: "nack", id: frame.id, channel: frame.channel, status: response.status, message });
   }
 
   // Connected at once, as a socket that just opened: the page subscribes, and the stream opens with them.
@@ -215,7 +284,23 @@ export function openEventStream({ onOpen, onClose, onFrame, onState, name = () =
           reopenSoon();
           return true;
         case "send":
+        case "edit":
+        case "delete":
+        case "react":
           post(frame);
+          return true;
+        case "typing":
+          tell("/typing/", name().trim() ? { channel: frame.channel, name: name().trim() } : { channel: frame.channel });
+          return true;
+        case "read":
+          readsDue.set(frame.channel, frame.offset);
+          readTimer ??= setTimeout(sendReads, READ_EVERY_MS);
+          return true;
+        case "mute":
+        case "ban":
+        case "unban":
+        case "slowmode":
+          moderate(frame);
           return true;
         default:
           return false; // not over HTTP: waits for a socket
@@ -233,6 +318,7 @@ export function openEventStream({ onOpen, onClose, onFrame, onState, name = () =
     stop() {
       stopped = true;
       clearTimeout(reopenTimer);
+      clearTimeout(readTimer);
       if (source) source.close();
       source = null;
       lost();

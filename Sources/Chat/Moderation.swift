@@ -155,7 +155,7 @@ public struct RoomModeration: Sendable, Equatable {
     }
 
     /// Whole seconds from `now` to `until`, rounded up.
-    static func secondsLeft(_ until: Int64, now: Int64) -> Int {
+    public static func secondsLeft(_ until: Int64, now: Int64) -> Int {
         Int(max(1, (until - now + 999) / 1000))
     }
 

@@ -99,7 +99,8 @@ public func buildApplication(
                 refusals: refusals,
                 identities: identities,
                 rooms: rooms,
-                presence: presence
+                presence: presence,
+                moderators: configuration.moderators
             ),
             logger: logger
         )
@@ -245,7 +246,7 @@ enum Startup {
         }
     }
 
-    /// The chat's HTTP routes: the page, `/history`, moderation, health. (`/wb/` and
+    /// The chat's HTTP routes: the page, `/history`, moderation, `/typing/` and `/read/`, health. (`/wb/` and
     /// `/send/` are no routes: ``ChatChildChannel`` serves them before the router sees them.)
     static func buildRouter(
         _ configuration: ChatConfiguration, catalog: AssetCatalog, broker: any Broker, gatekeeper: Gatekeeper, identities: Identities,
@@ -267,9 +268,12 @@ enum Startup {
             authorizer: ModeratorAuthorizer(
                 ways: (configuration.adminToken.map { [ModeratorAuthorizer.adminToken($0)] } ?? [])
                     + (gatekeeper.logins.verifier != nil ? [ModeratorAuthorizer.signedIn(gatekeeper.logins)] : [])
+                    + (configuration.moderators.isEmpty ? [] : [ModeratorAuthorizer.moderatorCookie(identities, configuration.moderators, allowedOrigins: gatekeeper.settings.allowedOrigins)])
             ),
             gatekeeper: gatekeeper, refusals: refusals, identities: identities
         ).addRoutes(to: router)
+        ActivityController(broker: broker, gatekeeper: gatekeeper, refusals: refusals, identities: identities, moderations: moderations)
+            .addRoutes(to: router)
         HealthController(broker: broker).addRoutes(to: router)
         return router
     }

@@ -403,6 +403,42 @@ class PageTestCase(unittest.TestCase):
         driver.find_element(By.ID, f"tab-{channel}").click()
         wait_until(lambda: self.cookie(driver, "channel") == channel, message=f"cookie {channel}")
 
+    @staticmethod
+    def composer_state(driver):
+        return driver.execute_script("const t = document.getElementById('text'); return [t.disabled, t.placeholder]")
+
+    def open_menu(self, driver, person):
+        """Opens the people list and `person`'s moderation menu (with the mouse); answers the menu.
+
+        The list is drawn again when someone comes or goes (presence): an element found just
+        before may be gone by the click, and is then found again (a few times at most)."""
+        for attempt in range(5):
+            try:
+                toggle = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, f'#people-list li[data-person="{person}"] .mod-toggle'), message="the person's ⋯ button")[0]
+                if not driver.execute_script("return document.getElementById('people').open"):
+                    driver.find_element(By.ID, "presence").click()
+                menu_id = toggle.get_attribute("aria-controls")
+                toggle.click()
+                # Found afresh each time: a redraw keeps the menu open in new elements.
+                opened = lambda: driver.execute_script(
+                    "const m = document.getElementById(arguments[0]); return m !== null && !m.hidden && m.offsetParent !== null"
+                    " && m.closest('li').querySelector('.mod-toggle').getAttribute('aria-expanded') === 'true'",
+                    menu_id,
+                )
+                wait_until(opened, message="the menu open")
+                return driver.find_element(By.ID, menu_id)
+            except StaleElementReferenceException:
+                if attempt == 4:
+                    raise
+                time.sleep(0.1)
+
+    def choose(self, driver, person, action):
+        menu = self.open_menu(driver, person)
+        menu.find_element(By.CSS_SELECTOR, f'[data-action="{action}"]').click()
+
+    def result(self, driver):
+        return driver.execute_script("const r = document.querySelector('.mod-result'); return r && !r.hidden ? r.textContent : ''")
+
     def type_message(self, driver, text):
         box = driver.find_element(By.ID, "text")
         box.click()
@@ -1514,36 +1550,6 @@ class ModerationTests(PageTestCase):
     def notices(driver):
         return driver.execute_script("return [...document.querySelectorAll('#messages li.notice')].map(li => li.textContent)")
 
-    @staticmethod
-    def composer_state(driver):
-        return driver.execute_script("const t = document.getElementById('text'); return [t.disabled, t.placeholder]")
-
-    def open_menu(self, driver, person):
-        """Opens the people list and `person`'s moderation menu (with the mouse); answers the menu.
-
-        The list is drawn again when someone comes or goes (presence): an element found just
-        before may be gone by the click, and is then found again (a few times at most)."""
-        for attempt in range(5):
-            try:
-                toggle = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, f'#people-list li[data-person="{person}"] .mod-toggle'), message="the person's ⋯ button")[0]
-                if not driver.execute_script("return document.getElementById('people').open"):
-                    driver.find_element(By.ID, "presence").click()
-                toggle.click()
-                menu = driver.find_element(By.ID, toggle.get_attribute("aria-controls"))
-                wait_until(lambda: menu.is_displayed() and toggle.get_attribute("aria-expanded") == "true", message="the menu open")
-                return menu
-            except StaleElementReferenceException:
-                if attempt == 4:
-                    raise
-                time.sleep(0.1)
-
-    def choose(self, driver, person, action):
-        menu = self.open_menu(driver, person)
-        menu.find_element(By.CSS_SELECTOR, f'[data-action="{action}"]').click()
-
-    def result(self, driver):
-        return driver.execute_script("const r = document.querySelector('.mod-result'); return r && !r.hidden ? r.textContent : ''")
-
     def test_35_a_signed_in_name_is_fixed_and_others_see_it_on_their_messages(self):
         channel = self.fresh("signed")
         ada = self.sign_in(self.m1, "ada-35", "Ada Lovelace", channel)
@@ -1855,6 +1861,69 @@ class CompatibilityModeTests(PageTestCase):
         self.b.send("still here", "channel_1")
         wait_until(lambda: "still here" in self.texts(driver), message="a message in another room")
         self.close(driver)
+
+    def test_37_in_compatibility_mode_typing_edits_deletes_reactions_and_read_state_go_over_http(self):
+        channel = f"compatchat{int(time.time() * 1000) % 100000}"
+        compat = self.open(self.nginx, f"#channel={channel}", connected="Connected (compatibility mode)")
+        compat.find_element(By.ID, "name").send_keys("Cleo", Keys.TAB)
+        wait_until(lambda: self.status(compat) == "Connected (compatibility mode)", message="compatibility mode under a name")
+        other = self.open(self.b, f"#channel={channel}")
+        # Typing: POST /typing/, shown in the other window.
+        compat.find_element(By.ID, "text").send_keys("I am wri")
+        wait_until(lambda: other.find_element(By.ID, "typing").text == "Cleo is typing…", timeout=5, message="Cleo typing, in the other window")
+        compat.find_element(By.ID, "text").send_keys("ting", Keys.ENTER)
+        for text in ("to be removed",):
+            self.type_message(compat, text)
+        wait_until(lambda: self.texts(other) == ["I am writing", "to be removed"], message="Cleo's messages in the other window")
+        wait_until(lambda: len(compat.find_elements(By.CSS_SELECTOR, "#messages li.own[data-offset]")) == 2, message="her own messages")
+        # An edit and a delete: POST /send/ with type and of.
+        ConversationTests.act_on(compat, self.bubble(compat, "I am writing"), "edit")
+        box = compat.find_element(By.CSS_SELECTOR, "#messages .edit-field")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("I wrote this", Keys.ENTER)
+        ConversationTests.act_on(compat, self.bubble(compat, "to be removed"), "delete")
+        for driver in (compat, other):
+            wait_until(lambda: self.texts(driver) == ["I wrote this", "Message deleted"], message="the edit and the delete")
+        # A reaction to the other window's message, toggled on.
+        self.type_message(other, "react to me")
+        item = wait_until(lambda: self.bubble(compat, "react to me"), message="the other's message")
+        ConversationTests.act_on(compat, item, "react")
+        item.find_element(By.CSS_SELECTOR, '.picker [data-emoji="👍"]').click()
+        wait_until(lambda: ConversationTests.chips(other, "react to me") == [["👍 1", "false"]], message="Cleo's 👍 in the other window")
+        wait_until(lambda: ConversationTests.chips(compat, "react to me") == [["👍 1", "true"]], message="her own 👍, highlighted")
+        self.shot(compat, "compatibility-mode-conversation")
+        # Read state: a second window of the same person (on a socket) loses its badge when
+        # the compatibility-mode window reads the room.
+        second = ConversationTests.same_person(self, self.b, compat)
+        self.assertEqual(self.b.send("for both windows", "channel_2"), "ok")
+        for driver in (compat, second):
+            wait_until(lambda: self.badge(driver, "channel_2") == "1", message="a badge of 1 in each window")
+        compat.find_element(By.ID, "tab-channel_2").click()
+        wait_until(lambda: "for both windows" in self.texts(compat), message="read in the compatibility-mode window")
+        wait_until(lambda: self.badge(second, "channel_2") == "", timeout=8, message="the badge gone in the other window")
+        self.assertEqual(self.outgoing(compat), [], "nothing left waiting for a socket")
+        self.close(second)
+        self.close(other)
+        self.close(compat)
+
+    def test_38_in_compatibility_mode_a_moderator_mutes_from_the_people_list(self):
+        instance = Instance("--send-rate", "0", "--jwt-secret", JWT_SECRET)
+        proxy = Nginx(instance)
+        try:
+            channel = f"compatmod{int(time.time() * 1000) % 100000}"
+            bob = self.open(instance, f"?token={sign_in_token('bob-c38', 'Bob')}#channel={channel}")
+            mia = self.open(proxy, f"?token={sign_in_token('mia-c38', 'Mia', 'moderator')}#channel={channel}", connected="Connected (compatibility mode)")
+            bob_id = bob.execute_script("return document.body.dataset.me")
+            self.choose(mia, bob_id, "mute-5m")
+            wait_until(lambda: self.result(mia).startswith("Bob is muted until"), message="Mia told the mute took")
+            wait_until(lambda: self.composer_state(bob)[0] is True, message="Bob's composer blocked")
+            self.choose(mia, bob_id, "unmute")
+            wait_until(lambda: self.composer_state(bob)[0] is False, message="Bob's composer enabled again")
+            self.close(bob)
+            self.close(mia)
+        finally:
+            proxy.stop()
+            instance.stop()
 
 
 if __name__ == "__main__":

@@ -74,20 +74,13 @@ struct HistoryController: Sendable {
             throw refuse(.badRequest, "Invalid channel name: \(error.reason).")
         }
         let token = trusted ? field("token") : bearer ?? field("token")
-        func unauthorized(_ message: String) -> Refusal {
-            var error = refuse(.unauthorized, message)
-            error.headers[.wwwAuthenticate] = #"Bearer realm="chatroom""#
-            return error
-        }
-        var signIn: SignIn?
-        if gatekeeper.mustCheckSignIn(token) {
-            switch await gatekeeper.checkSignIn(token) {
-            case .signedIn(let person): signIn = person
-            case .refused(let problem): throw unauthorized(problem.description)
-            case .anonymous: break
-            }
-        } else if let refusal = gatekeeper.checkConnectToken(token, channel: channel) {
-            throw unauthorized(refusal.description)
+        let signIn: SignIn?
+        switch await gatekeeper.requestSignIn(token, channel: channel) {
+        case .success(let person): signIn = person
+        case .failure(let refusal):
+            var error = refuse(refusal.status, refusal.message)
+            error.headers[.wwwAuthenticate] = refusal.headers[.wwwAuthenticate]
+            throw error
         }
         let identity = signIn?.identity ?? identities.identity(cookies: request.headers[values: .cookie])
         if let refusal = signIn?.refusal(for: channel) ?? RoomPolicy.refusal(for: channel, identity: identity) {

@@ -57,6 +57,43 @@ struct ModeratorAuthorizer: Sendable {
         }
     }
 
+    /// The `uid` cookie of an identity named by `--moderators`, as a chat.v2 socket's
+    /// moderator is: what the page uses when it has no socket. Only from the chat's own
+    /// pages (see ``isOwnPage(origin:authority:forwardedHost:allowedOrigins:)``): the
+    /// cookie is `SameSite=Lax`, and this keeps out a page of another host of the same site.
+    static func moderatorCookie(_ identities: Identities, _ moderators: Set<String>, allowedOrigins: Set<String>?) -> Way {
+        { request in
+            guard let identity = identities.identity(cookies: request.headers[values: .cookie]), moderators.contains(identity) else { return .notMine }
+            let origin = request.headers[.origin]
+            guard isOwnPage(origin: origin, authority: request.head.authority, forwardedHost: request.headers[.xForwardedHost], allowedOrigins: allowedOrigins) else {
+                let shown = String((origin ?? "").unicodeScalars.prefix(100))
+                return .refused(Refusal(.forbidden, "A moderator's cookie counts only on the chat's own pages: this request comes from \(shown)."))
+            }
+            return .moderator(Moderator(by: identity, identity: identity, rooms: nil, subject: nil))
+        }
+    }
+
+    /// Whether a request with `origin` comes from the chat's own pages: no `Origin` (not
+    /// a browser's cross-origin request), an origin of `--allowed-origins`, or one whose
+    /// host is the request's (`Host`, or `X-Forwarded-Host` behind a proxy). Ports are
+    /// not compared: a proxy's `Host` often lacks the public one, and cookies do not
+    /// tell ports apart either.
+    static func isOwnPage(origin: String?, authority: String?, forwardedHost: String?, allowedOrigins: Set<String>?) -> Bool {
+        guard let origin else { return true }
+        if allowedOrigins?.contains(origin) == true { return true }
+        guard let schemeEnd = origin.range(of: "://") else { return false }
+        let host = hostname(origin[schemeEnd.upperBound...])
+        let candidates = [authority, forwardedHost?.split(separator: ",").first.map(String.init)].compactMap { $0 }
+        return !host.isEmpty && candidates.contains { hostname($0[...]) == host }
+    }
+
+    /// `host[:port]` without its port, lowercased (an IPv6 literal keeps its brackets).
+    private static func hostname(_ authority: Substring) -> String {
+        let trimmed = authority.trimmingSpaces
+        if trimmed.hasPrefix("["), let end = trimmed.firstIndex(of: "]") { return trimmed[...end].lowercased() }
+        return (trimmed.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").lowercased()
+    }
+
     /// `Authorization: Bearer <token>` with `--admin-token`, compared in constant time.
     static func adminToken(_ token: String) -> Way {
         return { request in

@@ -9,7 +9,9 @@ import NIOCore
 ///
 /// Form fields `data` and `channel` (default `channel_1`), from a urlencoded or
 /// multipart body or from the query, the body winning, as Tornado's `get_argument`
-/// read them. Answers `ok` only after the broker accepted the message.
+/// read them. Answers `ok` only after the broker accepted the message. With `type`
+/// (`edit`, `delete`, `react`) and `of` it changes a message instead, as chat.v2's
+/// frames of those names do: what a client without a socket needs.
 ///
 /// Served in the connection's pipeline (``SendRoute``), not by the router: the
 /// decisions are here, in the order a request meets them — its head
@@ -26,6 +28,8 @@ struct SendController: Sendable {
     let identities: Identities
     let rooms: RoomPolicy
     let presence: PresenceTracker
+    /// Identities that moderate (`--moderators`): their deletes remove anyone's message.
+    var moderators: Set<String> = []
 
     var posting: Posting {
         Posting(broker: broker, gatekeeper: gatekeeper, maximumMessageSize: maximumMessageSize, rooms: rooms, presence: presence, metrics: metrics)
@@ -175,20 +179,65 @@ struct SendController: Sendable {
 
     private func draft(fields: [Field], head: HTTPRequest, signIn: SignIn?, admitted: Admitted, logger: Logger) -> Step {
         func field(_ name: String) -> String? { fields.last(where: { $0.name == name })?.value }
+        let refuse = refuser(client: admitted.client, cors: admitted.cors, logger: logger)
+        let identity = signIn?.identity ?? identities.identity(cookies: head.headerFields[values: .cookie])
+        let kind: MessageKind
+        let data: String?
+        switch Self.change(type: field("type"), of: field("of"), data: field("data"), emoji: field("emoji"), identity: identity) {
+        case .success(let change): (kind, data) = change
+        case .failure(let refusal): return .answer(refuse(refusal.status, refusal.message, refusal.status == .forbidden ? "identity_required" : nil))
+        }
         switch posting.draft(
-            data: field("data"), channel: field("channel"), name: signIn.map(\.name) ?? field("name"), key: head.headerFields[Self.idempotencyKeyHeader],
-            identity: signIn?.identity ?? identities.identity(cookies: head.headerFields[values: .cookie]), client: admitted.client, signIn: signIn
+            data: data, channel: field("channel"), name: kind == .message ? signIn.map(\.name) ?? field("name") : nil,
+            key: head.headerFields[Self.idempotencyKeyHeader], identity: identity, client: admitted.client, kind: kind, signIn: signIn
         ) {
         case .success(var draft):
             // With --publish-token, whoever posts here holds it: a trusted integration,
             // which a capped room takes posts from without a place.
             let integration = gatekeeper.settings.publishToken != nil || admitted.trusted
             draft.placeHeld = integration
-            // For the same reason it is exempt from slow mode.
-            draft.moderator = integration
+            // For the same reason it is exempt from slow mode; a moderator's sign-in is
+            // too, and their delete removes anyone's message, as on a socket.
+            draft.moderator = integration || signIn?.isModerator == true || isModeratorsCookie(identity, head: head)
             return .publish(draft)
         case .failure(let refusal):
-            return .answer(refuser(client: admitted.client, cors: admitted.cors, logger: logger)(refusal.status, refusal.message, nil))
+            return .answer(refuse(refusal.status, refusal.message, nil))
+        }
+    }
+
+    /// Whether `identity` is one of `--moderators`, proven by its cookie on the chat's own
+    /// page (see ``ModeratorAuthorizer/moderatorCookie(_:_:)``).
+    private func isModeratorsCookie(_ identity: String?, head: HTTPRequest) -> Bool {
+        guard let identity, moderators.contains(identity), identities.identity(cookies: head.headerFields[values: .cookie]) == identity else { return false }
+        return ModeratorAuthorizer.isOwnPage(
+            origin: head.headerFields[.origin], authority: head.authority, forwardedHost: head.headerFields[.xForwardedHost],
+            allowedOrigins: gatekeeper.settings.allowedOrigins
+        )
+    }
+
+    /// What a request's `type` asks (chat.v2's names): `send` (the default, the original's
+    /// message), or `edit` (`data`: the new text), `delete` or `react` (`emoji`: toggled)
+    /// of message `of`; with the change's `data`.
+    static func change(type: String?, of: String?, data: String?, emoji: String?, identity: String?) -> Result<(MessageKind, String?), Refusal> {
+        guard let type, type != "send" else { return .success((.message, data)) }
+        guard ["edit", "delete", "react"].contains(type) else {
+            return .failure(Refusal(.badRequest, "Invalid type \"\(String(type.unicodeScalars.prefix(16)))\": it is send (the default), edit, delete or react."))
+        }
+        guard let of, let target = Offset.parse(of), target > 0 else {
+            return .failure(Refusal(.badRequest, "\"of\" must be the offset of a message: a whole number from 1 to \(Offset.maximum)."))
+        }
+        switch type {
+        case "edit":
+            return .success((.edit(of: target), data))
+        case "delete":
+            return .success((.delete(of: target), nil))
+        default:
+            // A reaction is a person's: without an identity it would be a new one each time.
+            guard identity != nil else {
+                return .failure(Refusal(.forbidden, "Reacting needs an identity: open the chat page first (it gives your browser one), then send again."))
+            }
+            guard let emoji else { return .failure(Refusal(.badRequest, "Invalid reaction: \"emoji\" must be one emoji.")) }
+            return .success((.react(of: target, on: true), emoji))
         }
     }
 

@@ -52,6 +52,21 @@ final class Gatekeeper: Sendable {
         return typingLimiter.take(identity + "|" + channel.rawValue) == nil
     }
 
+    /// Read states over HTTP (`POST /read/`): two a second per person and room, and 10
+    /// a second from one address. (A socket's `read` frames count in its message rate.)
+    private let readLimiter = RateLimiter(rate: 2, burst: 5)
+    private let addressReadLimiter = RateLimiter(rate: 10, burst: 20)
+
+    /// Takes one read-state change of `identity`'s in `channel`, from `client`; `nil` if
+    /// allowed, else how long to wait.
+    func takeReadMark(_ identity: String, in channel: ChannelName, from client: String) -> TimeAmount? {
+        let key = identity + "|" + channel.rawValue
+        // At most a token's time: the per-person bucket is taken only once the address's is.
+        if !readLimiter.hasToken(key) { return .milliseconds(Int64(1000 / readLimiter.rate)) }
+        if let wait = addressReadLimiter.take(client) { return wait }
+        return readLimiter.take(key)
+    }
+
     private struct SocketCounts {
         var perAddress: [String: Int] = [:]
         var perChannel: [ChannelName: Int] = [:]
@@ -134,6 +149,26 @@ final class Gatekeeper: Sendable {
     /// The sign-in `token` makes, as ``mustCheckSignIn(_:)`` reads it.
     func checkSignIn(_ token: String?) async -> Logins.Outcome {
         await logins.check(token, othersAccepted: settings.connectSecret != nil)
+    }
+
+    /// Who an HTTP request about `channel` comes from, by its `token` (a JWT or a connect
+    /// token, as on `/wb/`): the sign-in (`nil`: anonymous, allowed), or why it is
+    /// refused (401, with the words to say).
+    func requestSignIn(_ token: String?, channel: ChannelName) async -> Result<SignIn?, Refusal> {
+        if mustCheckSignIn(token) {
+            switch await checkSignIn(token) {
+            case .signedIn(let person): return .success(person)
+            case .refused(let problem): return .failure(Self.unauthorized(problem.description))
+            case .anonymous: return .success(nil)
+            }
+        }
+        if let refusal = checkConnectToken(token, channel: channel) { return .failure(Self.unauthorized(refusal.description)) }
+        return .success(nil)
+    }
+
+    /// A 401 with `WWW-Authenticate: Bearer`.
+    static func unauthorized(_ message: String) -> Refusal {
+        Refusal(.unauthorized, message, headers: [.wwwAuthenticate: #"Bearer realm="chatroom""#])
     }
 
     /// The token of an `Authorization: Bearer <token>` header, if that is what it holds.
@@ -269,4 +304,6 @@ final class Gatekeeper: Sendable {
 extension HTTPField.Name {
     /// `X-Forwarded-For`: trusted only from `--trusted-proxies`.
     static let xForwardedFor = Self("X-Forwarded-For")!
+    /// `X-Forwarded-Host`: the public host, behind a proxy that says it.
+    static let xForwardedHost = Self("X-Forwarded-Host")!
 }
