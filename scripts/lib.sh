@@ -62,6 +62,54 @@ stop_private_redis() {
   fi
 }
 
+# Starts a throwaway PostgreSQL cluster on a free loopback port, owned by an unprivileged
+# user (PostgreSQL refuses to run as root; as root the cluster belongs to `nobody`), with
+# a database `chatroom` that user owns. Sets POSTGRES_PID, POSTGRES_PORT, POSTGRES_DIR and
+# POSTGRES_URL. Needs the `postgresql` package (ensure_packages postgresql).
+start_private_postgres() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -x "$bin/initdb" ] || die "PostgreSQL's initdb not found under /usr/lib/postgresql: install the postgresql package"
+  POSTGRES_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-postgres.XXXXXX")
+  local run=() owner
+  owner=$(id -un)
+  if [ "$(id -u)" -eq 0 ]; then
+    owner=nobody
+    chown nobody "$POSTGRES_DIR"
+    run=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
+  fi
+  "${run[@]}" "$bin/initdb" -D "$POSTGRES_DIR/data" -U "$owner" --auth=trust --no-sync -E UTF8 >"$POSTGRES_DIR/initdb.log" 2>&1 \
+    || die "initdb failed (log: $POSTGRES_DIR/initdb.log)"
+  for _ in $(seq 1 20); do
+    POSTGRES_PORT=$(free_port)
+    "${run[@]}" "$bin/postgres" -D "$POSTGRES_DIR/data" -p "$POSTGRES_PORT" -c listen_addresses=127.0.0.1 \
+      -c unix_socket_directories="$POSTGRES_DIR" -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+      >"$POSTGRES_DIR/postgres.log" 2>&1 &
+    POSTGRES_PID=$!
+    for _ in $(seq 1 100); do
+      if "${run[@]}" "$bin/pg_isready" -q -h 127.0.0.1 -p "$POSTGRES_PORT" 2>/dev/null; then
+        "${run[@]}" "$bin/createdb" -h 127.0.0.1 -p "$POSTGRES_PORT" -U "$owner" chatroom
+        POSTGRES_URL="postgres://$owner@127.0.0.1:$POSTGRES_PORT/chatroom?sslmode=disable"
+        return 0
+      fi
+      kill -0 "$POSTGRES_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill "$POSTGRES_PID" 2>/dev/null || true
+    wait "$POSTGRES_PID" 2>/dev/null || true
+  done
+  die "could not start PostgreSQL on a free port (log: $POSTGRES_DIR/postgres.log)"
+}
+
+stop_private_postgres() {
+  if [ -n "${POSTGRES_PID:-}" ]; then
+    kill -INT "$POSTGRES_PID" 2>/dev/null || true  # a fast shutdown
+    wait "$POSTGRES_PID" 2>/dev/null || true
+    POSTGRES_PID=""
+    rm -rf "$POSTGRES_DIR"
+  fi
+}
+
 # Ports and processes for scripts that start servers of their own (bench.sh, compare.sh,
 # profile.sh, faults.sh, autobahn.sh).
 

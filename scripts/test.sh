@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, starts a private redis-server on a spare
-# loopback port and a Redis Cluster (3 primaries, 3 replicas) on more, builds (failing
+# loopback port, a Redis Cluster (3 primaries, 3 replicas) on more and a throwaway
+# PostgreSQL cluster (initdb as an unprivileged user) on another, builds (failing
 # on a compiler warning in our own code), runs `swift test` against them, and stops them; then the parsers under libFuzzer (scripts/fuzz.sh 15,
 # about 2 minutes; CHATROOM_SKIP_FUZZ=1 skips it); then the page's tests in headless Chromium
 # (scripts/browser-test.sh, about a minute; CHATROOM_SKIP_BROWSER=1 skips them); then the release
@@ -15,20 +16,24 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_swift
-ensure_build_packages redis-server redis-tools
+ensure_build_packages redis-server redis-tools postgresql
 
 start_private_redis
-trap 'stop_private_redis; stop_redis_cluster' EXIT
+trap 'stop_private_redis; stop_redis_cluster; stop_private_postgres' EXIT
 say "redis-server for the tests on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
 start_redis_cluster
 say "Redis Cluster for the tests: $CLUSTER_SEEDS (3 primaries, 3 replicas)"
+start_private_postgres
+say "PostgreSQL for the tests on 127.0.0.1:$POSTGRES_PORT (pid $POSTGRES_PID)"
 
 export CHATROOM_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export CHATROOM_TEST_REDIS_CLUSTER="$CLUSTER_SEEDS"
+export CHATROOM_TEST_POSTGRES_URL="$POSTGRES_URL"
 build_without_warnings
 swift test --skip-build "$@"
 stop_private_redis
 stop_redis_cluster
+stop_private_postgres
 
 if [ "${CHATROOM_SKIP_FUZZ:-0}" != 1 ]; then
   say "the parsers under libFuzzer, 15 s a target"
