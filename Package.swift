@@ -78,9 +78,11 @@ let package = Package(
             dependencies: [
                 "Chat",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ],
@@ -93,6 +95,7 @@ let package = Package(
             name: "ChatServer",
             dependencies: [
                 "Chat",
+                "ChatArchive",
                 "ChatAssets",
                 "Redis",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -207,7 +210,7 @@ let package = Package(
         .testTarget(
             name: "ChatServerTests",
             dependencies: [
-                "ChatServer", "ChatServerBenchSupport", "ChatClient", "Chat", "ChatTestSupport", "Redis",
+                "ChatServer", "ChatServerBenchSupport", "ChatClient", "Chat", "ChatArchive", "ChatTestSupport", "Redis",
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),

@@ -55,15 +55,31 @@ public struct HistoryPolicy: Sendable, Equatable {
     /// An hour, the `--edit-window` default.
     public static let defaultEditWindow: Duration = .seconds(3600)
 
+    /// With an archive: how many messages a channel's history may hold while the archive
+    /// has not taken them (it is cut back to ``size`` as they are archived); past it the
+    /// oldest go unarchived. `nil`: no archive, the history holds ``size``.
+    public var archiveBacklog: Int?
+
+    /// How long an archiver holds a channel after each batch it takes: another takes the
+    /// channel over (and what the first left unacknowledged) only after it.
+    public var archiveHold: Duration = .seconds(15)
+
+    /// 100,000 messages per channel waiting for the archive.
+    public static let defaultArchiveBacklog = 100_000
+
+    /// How many messages the history stream may hold: ``size``, or the archive's backlog.
+    public var streamLength: Int { max(size, archiveBacklog ?? 0) }
+
     /// Creates a policy; by default 1000 messages, dropped after 30 idle days, keys
-    /// remembered for ten minutes, messages editable for an hour.
+    /// remembered for ten minutes, messages editable for an hour, no archive.
     public init(
         size: Int = defaultSize, timeToLive: Duration? = defaultTimeToLive, dedupeWindow: Duration = defaultDedupeWindow,
-        editWindow: Duration = defaultEditWindow
+        editWindow: Duration = defaultEditWindow, archiveBacklog: Int? = nil
     ) {
         self.size = size
         self.timeToLive = timeToLive
         self.dedupeWindow = dedupeWindow
         self.editWindow = editWindow
+        self.archiveBacklog = archiveBacklog
     }
 }

@@ -23,7 +23,9 @@ public final class RedisBroker: Broker {
     private let reads: Commands
     private let pubsub: PubSub
     private let sequencer: ChannelSequencer
-    private let policy: HistoryPolicy
+    let policy: HistoryPolicy
+    /// With an archive: the channels to hand it (see ``take(_:for:)``).
+    let archiveQueue = ArchiveQueue()
     private let logger: Logger
     let scripts: RedisScripts
     /// The highest offset this instance has seen per channel, with its epoch: the fence
@@ -173,7 +175,10 @@ public final class RedisBroker: Broker {
         let commands = Commands.make(target, eventLoopGroup: eventLoopGroup, logger: logger)
         let reads = Commands.make(target, eventLoopGroup: eventLoopGroup, logger: logger)
         let scripts = RedisScripts(
-            [publishScript, Self.historyScript, Self.presenceScript, Self.admitScript, Self.fenceScript, readScript, moderateScript], logger: logger
+            [
+                publishScript, Self.historyScript, Self.presenceScript, Self.admitScript, Self.fenceScript, readScript, moderateScript,
+                Self.archiveTakeScript, Self.archivedScript,
+            ], logger: logger
         )
         commands.watch(role: "command", metrics: metrics, onConnect: scripts.load(on:))
         reads.watch(role: "history", metrics: metrics, onConnect: scripts.load(on:))
@@ -395,7 +400,7 @@ public final class RedisBroker: Broker {
             RedisKeys.lastPosts(channel),
         ]
         var arguments: [RedisArgument] = [
-            .string(RedisKeys.messages(channel)), .integer(time), .string(Epoch.make()), .integer(policy.size), .integer(ttl),
+            .string(RedisKeys.messages(channel)), .integer(time), .string(Epoch.make()), .integer(policy.streamLength), .integer(ttl),
             .string(fence?.epoch ?? ""), .integer(fence?.offset ?? 0), .string(run[0].options.mayCreateChannel ? "1" : "0"),
             .integer(Self.milliseconds(policy.dedupeWindow)), .integer(Self.milliseconds(policy.editWindow)),
         ]
@@ -445,6 +450,7 @@ public final class RedisBroker: Broker {
                 )
             }
             seen.record(channel, epoch: epoch, offset: offset)
+            if policy.archiveBacklog != nil, isRepeat == 0 { due(channel) }
             let message = Message(
                 channel: channel, offset: offset, epoch: epoch, time: storedTime, data: request.data, name: request.name, from: request.from, kind: kind
             )

@@ -40,6 +40,15 @@ struct RedisKeys: Sendable {
     /// <time>` of the first publish with it, for the dedupe window.
     static func sent(_ channel: ChannelName, key: String) -> String { "\(prefix):{\(channel.rawValue)}:sent:\(key)" }
 
+    /// Which instance archives the channel now (`<archiver>`), for a few seconds at a
+    /// time: one at a time, so the archive gets each channel's messages in offset order.
+    static func archiving(_ channel: ChannelName) -> String { "\(prefix):{\(channel.rawValue)}:archiving" }
+
+    /// The chat channel of a history stream's key, `nil` for keys Chatroom did not make.
+    static func channel(ofHistory key: String) -> ChannelName? {
+        channel(in: key, kind: "history")
+    }
+
     /// A secret every instance shares, e.g. `identity-secret`.
     static func secret(_ name: String) -> String { "\(prefix):secret:\(name)" }
 
@@ -48,8 +57,13 @@ struct RedisKeys: Sendable {
 
     /// The chat channel of a pub/sub channel name, `nil` for names Chatroom did not make.
     static func channel(ofMessages name: String) -> ChannelName? {
+        channel(in: name, kind: "messages")
+    }
+
+    /// The chat channel of `chatroom:{<channel>}:<kind>`.
+    private static func channel(in name: String, kind: String) -> ChannelName? {
         let head = "\(prefix):{"
-        let tail = "}:messages"
+        let tail = "}:" + kind
         guard name.hasPrefix(head), name.hasSuffix(tail), name.count > head.count + tail.count else { return nil }
         return ChannelName(String(name.dropFirst(head.count).dropLast(tail.count)))
     }

@@ -9,7 +9,9 @@ import NIOCore
 /// keyed by (channel, epoch, offset), so that keeping one twice changes nothing: whoever
 /// archives may replay a batch after a crash. A change also changes the message it is
 /// about, as a history read shows it: an edit its text, a delete its text and every
-/// edit's (gone for good), a reaction its reactions.
+/// edit's (gone for good), a reaction its reactions. A delete of a message the archive
+/// never got (deleted before it was archived) keeps its place: a deleted message with no
+/// sender, at the delete's time.
 public protocol Archive: Sendable {
     /// Creates the schema, or brings an older one up to date (a version table says which).
     func prepare() async throws

@@ -128,8 +128,18 @@ public final class PostgresArchive: Archive {
                         logger: logger
                     )
                 case .delete(let of):
+                    let time = message.time
+                    // Deleted before it was archived: its words never come; its place does.
                     try await connection.query(
-                        #"UPDATE messages SET data = '', deleted = true, reactions = NULL WHERE channel = \#(channel) AND epoch = \#(epoch) AND "offset" = \#(of) AND kind = 'm'"#,
+                        #"""
+                        WITH deleted AS (
+                            UPDATE messages SET data = '', deleted = true, reactions = NULL
+                            WHERE channel = \#(channel) AND epoch = \#(epoch) AND "offset" = \#(of) AND kind = 'm' RETURNING 1
+                        )
+                        INSERT INTO messages (channel, epoch, "offset", time, kind, data, deleted)
+                        SELECT \#(channel), \#(epoch), \#(of), \#(time), 'm', '', true WHERE NOT EXISTS (SELECT 1 FROM deleted)
+                        ON CONFLICT DO NOTHING
+                        """#,
                         logger: logger
                     )
                     try await connection.query(

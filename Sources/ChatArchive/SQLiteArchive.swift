@@ -149,10 +149,17 @@ public final class SQLiteArchive: Archive {
                         [.text(text), .integer(Int(time))] + key + [.integer(Int(of))]
                     )
                 case .delete(let of):
-                    _ = try await connection.query(
-                        #"UPDATE messages SET data = '', deleted = 1, reactions = NULL WHERE channel = ? AND epoch = ? AND "offset" = ? AND kind = 'm'"#,
+                    let deleted = try await connection.query(
+                        #"UPDATE messages SET data = '', deleted = 1, reactions = NULL WHERE channel = ? AND epoch = ? AND "offset" = ? AND kind = 'm' RETURNING "offset""#,
                         key + [.integer(Int(of))]
                     )
+                    if deleted.isEmpty {
+                        // Deleted before it was archived: its words never come; its place does.
+                        _ = try await connection.query(
+                            #"INSERT INTO messages (channel, epoch, "offset", time, kind, data, deleted) VALUES (?, ?, ?, ?, 'm', '', 1) ON CONFLICT DO NOTHING"#,
+                            key + [.integer(Int(of)), .integer(Int(message.time))]
+                        )
+                    }
                     _ = try await connection.query(
                         "UPDATE messages SET data = '' WHERE channel = ? AND epoch = ? AND target = ? AND kind LIKE 'e%'", key + [.integer(Int(of))]
                     )

@@ -1,4 +1,5 @@
 import Chat
+import ChatArchive
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -47,6 +48,7 @@ public func buildApplication(
         let identities = Identities(secret: try await Startup.identitySecret(configuration, broker: broker))
         let gatekeeper = try Startup.makeGatekeeper(configuration, logins: try await Startup.makeLogins(configuration, identities: identities, logger: logger))
         let instance = StatusController.makeInstanceID(port: configuration.port)
+        let archiver = try Startup.makeArchiver(configuration, broker: broker, instance: instance, logger: logger)
         let refusals = Refusals(metrics: metrics)
         let catalog = AssetCatalog.embedded(publicDirectory: configuration.publicDirectory)
         let rooms = RoomPolicy(defaultCap: configuration.maximumMembers, caps: configuration.channelCaps)
@@ -64,7 +66,7 @@ public func buildApplication(
         try await Startup.applySlowModes(configuration, broker: broker, metrics: metrics, logger: logger)
         let router = try Startup.buildRouter(
             configuration, catalog: catalog, broker: broker, gatekeeper: gatekeeper, identities: identities, metrics: metrics, refusals: refusals,
-            rooms: rooms, presence: presence, moderations: moderations
+            rooms: rooms, presence: presence, moderations: moderations, archiver: archiver
         )
         let context = ChatServerContext(
             hub: hub,
@@ -134,7 +136,7 @@ public func buildApplication(
                 )
             },
             configuration: .init(address: .hostname(configuration.hostname, port: configuration.port), serverName: nil, backlog: configuration.listenBacklog),
-            services: broker.services + [presence, sockets] + (metricsServer.map { [$0] } ?? []),
+            services: broker.services + [presence, sockets] + (metricsServer.map { [$0] } ?? []) + (archiver.map { [$0] } ?? []),
             onServerRunning: onServerRunning,
             eventLoopGroupProvider: .shared(eventLoopGroup),
             logger: logger
@@ -164,9 +166,10 @@ enum Startup {
         _ configuration: ChatConfiguration, eventLoopGroup: any EventLoopGroup, metrics: ChatMetrics, logger: Logger,
         deliver: @escaping @Sendable ([ChatEvent]) -> Void
     ) throws -> any Broker {
-        let history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL, dedupeWindow: configuration.dedupeWindow,
-            editWindow: configuration.editWindow
+        var history = HistoryPolicy(size: configuration.historySize, timeToLive: configuration.historyTTL, dedupeWindow: configuration.dedupeWindow,
+            editWindow: configuration.editWindow, archiveBacklog: configuration.archiveURL == nil ? nil : configuration.archiveBacklog
         )
+        history.archiveHold = configuration.archiveHold
         switch configuration.broker {
         case .memory:
             return MemoryBroker(history: history, deliver: deliver)
@@ -179,6 +182,22 @@ enum Startup {
             }
             return RedisBroker(target: redis, history: history, eventLoopGroup: eventLoopGroup, logger: logger, metrics: metrics, deliver: deliver)
         }
+    }
+
+    /// The archive `--archive-url` names and the archiver that fills it from `broker`;
+    /// `nil` without one.
+    static func makeArchiver(_ configuration: ChatConfiguration, broker: any Broker, instance: String, logger: Logger) throws -> Archiver? {
+        guard let url = configuration.archiveURL else { return nil }
+        guard let feed = broker as? any ArchiveFeed else {
+            throw StartupError(message: "--archive-url needs --broker redis: the memory broker does not feed an archive yet.")
+        }
+        let archive: any Archive
+        do {
+            archive = try Archives.open(url: url)
+        } catch {
+            throw StartupError(message: "Invalid --archive-url: \(error.description)")
+        }
+        return Archiver(feed: feed, archive: archive, name: instance, retention: configuration.archiveRetention, logger: logger)
     }
 
     /// `--identity-secret`, or the one every instance on the broker shares (the first
@@ -250,7 +269,7 @@ enum Startup {
     /// `/send/` are no routes: ``ChatChildChannel`` serves them before the router sees them.)
     static func buildRouter(
         _ configuration: ChatConfiguration, catalog: AssetCatalog, broker: any Broker, gatekeeper: Gatekeeper, identities: Identities,
-        metrics: ChatMetrics, refusals: Refusals, rooms: RoomPolicy, presence: PresenceTracker, moderations: RoomModerations
+        metrics: ChatMetrics, refusals: Refusals, rooms: RoomPolicy, presence: PresenceTracker, moderations: RoomModerations, archiver: Archiver?
     ) throws -> Router<ChatRequestContext> {
         // HEAD on every GET route: load balancers and uptime checks send it.
         let router = Router(context: ChatRequestContext.self, options: .autoGenerateHeadEndpoints)
@@ -261,20 +280,23 @@ enum Startup {
         }
         HistoryController(
             broker: broker, gatekeeper: gatekeeper, refusals: refusals, identities: identities, maximumBytes: configuration.maximumHistoryBytes,
-            moderations: moderations
+            moderations: moderations, archive: archiver?.archive
         ).addRoutes(to: router)
         ModerationController(
             moderating: Moderating(broker: broker, metrics: metrics),
             authorizer: ModeratorAuthorizer(
                 ways: (configuration.adminToken.map { [ModeratorAuthorizer.adminToken($0)] } ?? [])
                     + (gatekeeper.logins.verifier != nil ? [ModeratorAuthorizer.signedIn(gatekeeper.logins)] : [])
-                    + (configuration.moderators.isEmpty ? [] : [ModeratorAuthorizer.moderatorCookie(identities, configuration.moderators, allowedOrigins: gatekeeper.settings.allowedOrigins)])
+                    // Anonymous identities moderate only where anonymous people may come.
+                    + (configuration.moderators.isEmpty || configuration.requireLogin
+                        ? [] : [ModeratorAuthorizer.moderatorCookie(identities, configuration.moderators, allowedOrigins: gatekeeper.settings.allowedOrigins)])
             ),
             gatekeeper: gatekeeper, refusals: refusals, identities: identities
         ).addRoutes(to: router)
-        ActivityController(broker: broker, gatekeeper: gatekeeper, refusals: refusals, identities: identities, moderations: moderations)
-            .addRoutes(to: router)
-        HealthController(broker: broker).addRoutes(to: router)
+        ActivityController(
+            broker: broker, gatekeeper: gatekeeper, refusals: refusals, identities: identities, moderations: moderations, rooms: rooms, presence: presence
+        ).addRoutes(to: router)
+        HealthController(broker: broker, archiver: archiver).addRoutes(to: router)
         return router
     }
 

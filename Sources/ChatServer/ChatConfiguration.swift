@@ -37,6 +37,15 @@ public struct ChatConfiguration: Sendable {
     public var dedupeWindow = HistoryPolicy.defaultDedupeWindow
     /// How long after sending a person may edit their message (`--edit-window`).
     public var editWindow = HistoryPolicy.defaultEditWindow
+    /// Where every message is kept for good (`--archive-url`): `postgres://…` or
+    /// `sqlite:///path`; `nil`: only the broker's history.
+    public var archiveURL: String?
+    /// How long the archive keeps messages; `nil`: forever.
+    public var archiveRetention: Duration?
+    /// Messages a channel's broker history may hold while the archive has not taken them.
+    public var archiveBacklog = HistoryPolicy.defaultArchiveBacklog
+    /// How long an instance holds a channel it archives (tests shorten it).
+    var archiveHold: Duration = .seconds(15)
     /// Most bytes of messages in one `/history` answer (at least one message is sent).
     public var maximumHistoryBytes = HistoryController.defaultMaximumBytes
     /// Bytes that may wait for one slow socket before its messages are dropped.

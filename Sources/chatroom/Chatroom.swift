@@ -71,6 +71,15 @@ struct Chatroom: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Seconds after sending during which a person may edit their message (chat.v2 'edit').", valueName: "seconds"))
     var editWindow = Int(ChatConfiguration.defaults.editWindow / .seconds(1))
 
+    @Option(help: ArgumentHelp("Keep every message for good in a database: postgres://user:password@host:5432/db (several instances) or sqlite:///var/lib/chatroom/archive.db (one instance). The schema is made and migrated by the server. Also read from $CHATROOM_ARCHIVE_URL.", valueName: "url"))
+    var archiveURL: String?
+
+    @Option(help: ArgumentHelp("Days the archive keeps messages (0: forever).", valueName: "days"))
+    var archiveRetention = 0
+
+    @Option(help: ArgumentHelp("Messages a channel's Redis history may hold while the archive has not taken them (it is cut back to --history-size as they are archived); past it the oldest are dropped unarchived.", valueName: "count"))
+    var archiveBacklog = ChatConfiguration.defaults.archiveBacklog
+
     @Option(help: ArgumentHelp("Most bytes of messages in one /history answer (at least one message is sent); the client asks again for the rest.", valueName: "bytes"))
     var maxHistoryBytes = ChatConfiguration.defaults.maximumHistoryBytes
 
@@ -191,6 +200,11 @@ struct Chatroom: AsyncParsableCommand {
         guard pingInterval > 0 else { throw ValidationError("--ping-interval must be positive.") }
         guard historySize > 0 else { throw ValidationError("--history-size must be positive.") }
         guard historyTTL >= 0 else { throw ValidationError("--history-ttl cannot be negative.") }
+        guard (0...36_500).contains(archiveRetention) else { throw ValidationError("--archive-retention must be between 0 and 36500 days.") }
+        guard archiveBacklog >= historySize else { throw ValidationError("--archive-backlog must be at least --history-size.") }
+        if let archiveURL, !(archiveURL.hasPrefix("postgres://") || archiveURL.hasPrefix("postgresql://") || archiveURL.hasPrefix("sqlite://")) {
+            throw ValidationError("--archive-url must start with postgres:// or sqlite://.")
+        }
         guard (1...10_000).contains(maxSubscriptions) else { throw ValidationError("--max-subscriptions must be between 1 and 10000.") }
         guard (1...86_400).contains(dedupeWindow) else { throw ValidationError("--dedupe-window must be between 1 and 86400 seconds.") }
         guard (0...31_536_000).contains(editWindow) else { throw ValidationError("--edit-window must be between 0 and 31536000 seconds.") }
@@ -250,6 +264,9 @@ struct Chatroom: AsyncParsableCommand {
         configuration.dedupeWindow = .seconds(dedupeWindow)
         configuration.editWindow = .seconds(editWindow)
         configuration.maximumHistoryBytes = maxHistoryBytes
+        configuration.archiveURL = archiveURL
+        configuration.archiveRetention = archiveRetention > 0 ? .seconds(archiveRetention * 86_400) : nil
+        configuration.archiveBacklog = archiveBacklog
         configuration.newChannelRate = newChannelsPerMinute > 0 ? RateLimit(rate: Double(newChannelsPerMinute), burst: Double(newChannelsPerMinute)) : nil
         configuration.maximumConnectionsPerAddress = maxConnectionsPerAddress
         configuration.socketQueueLimit = socketQueueLimit

@@ -98,6 +98,11 @@ struct ArchiveTests {
         #expect(after[0].text == "" && after[0].state == MessageState(edited: 1_900_000_000_000, deleted: true, reactions: []))
         #expect(after[2].kind == .edit(of: 1) && after[2].text == "", "the edit's words are gone too")
         #expect(after[1].text == "second" && after[1].state == nil, "others' messages untouched")
+        // A message deleted before the archive got it keeps its place, without words.
+        try await archive.keep([message(channel, 12, "", from: "bob", kind: .delete(of: 11), time: 1_950_000_000_000)])
+        let placeholder = try #require(try await archive.messages(in: channel, epoch: "e1", after: 10, before: 12, limit: 1).first)
+        #expect(placeholder.offset == 11 && placeholder.kind == .message && placeholder.text == "" && placeholder.state?.deleted == true && placeholder.from == nil)
+        #expect(placeholder.time == 1_950_000_000_000)
         // An edit after the delete brings nothing back.
         try await archive.keep([message(channel, 10, "back again", kind: .edit(of: 1))])
         #expect(try await archive.messages(in: channel, epoch: "e1", after: 0, before: 2, limit: 1).first?.text == "")

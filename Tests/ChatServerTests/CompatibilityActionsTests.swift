@@ -3,6 +3,7 @@ import ChatClient
 @testable import ChatServer
 import ChatTestSupport
 import Foundation
+import NIOCore
 import Testing
 
 /// An event's `data` as a JSON object.
@@ -145,20 +146,100 @@ struct CompatibilityActionsTests {
     }
 
     @Test func theChatsOwnPagesAreTheRequestsHostWhateverThePortOrAnAllowedOrigin() {
-        func own(_ origin: String?, _ authority: String?, forwarded: String? = nil, allowed: Set<String>? = nil) -> Bool {
-            ModeratorAuthorizer.isOwnPage(origin: origin, authority: authority, forwardedHost: forwarded, allowedOrigins: allowed)
+        func own(_ origin: String?, _ authority: String?, allowed: Set<String>? = nil) -> Bool {
+            ModeratorAuthorizer.isOwnPage(origin: origin, authority: authority, allowedOrigins: allowed)
         }
         #expect(own(nil, "chat.example"), "no Origin: not a browser's cross-origin request")
         #expect(own("https://chat.example", "chat.example"))
         #expect(own("https://Chat.Example:8443", "chat.example:8080"), "a proxy's Host often lacks the public port")
-        #expect(own("https://chat.example", "127.0.0.1:8080", forwarded: "chat.example, proxy.internal"))
         #expect(own("http://[::1]:9000", "[::1]:8080"))
         #expect(own("https://app.example", "chat.example", allowed: ["https://app.example"]))
+        #expect(!own("http://chat.example", "chat.example", allowed: ["https://chat.example"]), "with --allowed-origins, only they")
         #expect(!own("https://evil.example", "chat.example"))
         #expect(!own("https://chat.example.evil", "chat.example"))
         #expect(!own("null", "chat.example"), "an opaque origin")
+        #expect(!own("javascript://chat.example", "chat.example"), "http and https only")
+        #expect(!own("http://[", "["))
         #expect(!own("https://", ""))
         #expect(!own("https://chat.example", nil))
+        #expect(!own("https://chat.example:x", "chat.example"))
+    }
+
+    @Test func aTrustedIntegrationsTokenMakesNobodyTheAuthorOfOthersWords() async throws {
+        let token = "publish-token-0123456789"
+        try await withServer(broker: .memory, { $0.publishToken = token }) { server in
+            let (ada, bob) = (Person(), Person())
+            let sent = try await post(server.port, "/send/", ["channel": "pt", "data": "Ada's words", "token": token], as: ada)
+            let of = try #require(sent.header("Chat-Offset"))
+            let bobs = try await post(server.port, "/send/", ["channel": "pt", "type": "delete", "of": of, "token": token], as: bob)
+            #expect(bobs.status == 403 && bobs.body.contains("Only its author may delete"), "\(bobs.body)")
+            let anonymous = try await post(server.port, "/send/", ["channel": "pt", "type": "delete", "of": of], headers: [("Authorization", "Bearer \(token)")])
+            #expect(anonymous.status == 403, "\(anonymous.body)")
+            #expect(try await post(server.port, "/send/", ["channel": "pt", "type": "delete", "of": of, "token": token], as: ada).status == 200, "hers to delete")
+        }
+    }
+
+    @Test func aFullCappedRoomShowsNobodysTypingButItsPeoples() async throws {
+        try await withServer(broker: .memory, { $0.channelCaps = [ChannelName("capped")!: 1] }) { server in
+            let (ada, bob) = (Person(), Person())
+            let stream = try await ChatEventStream.connect(port: server.port, path: "/events?channel=capped", headers: [ada.header])
+            _ = await stream.next(named: ["subscribed"])
+            let intruder = try await post(server.port, "/typing/", ["channel": "capped", "name": "intruder"], as: bob)
+            #expect(intruder.status == 403 && intruder.body.contains("This room is full"), "\(intruder.body)")
+            #expect(try await post(server.port, "/read/", ["channel": "capped", "offset": "0"], as: bob).status == 403)
+            #expect(try await post(server.port, "/typing/", ["channel": "capped"], as: ada).status == 204, "hers: she holds the place")
+            stream.close()
+        }
+    }
+
+    @Test func aBodyCutShortDoesNothingAndABodyDeclaredTooLargeIsRefusedAtOnce() async throws {
+        try await withServer(broker: .memory) { server in
+            let ada = Person()
+            let room = uniqueChannel("cut")
+            for text in ["one", "two"] { _ = try await ChatHTTP.send(port: server.port, data: text, channel: room) }
+            // Ten bytes short of what it declares, then the client's side ends.
+            let body = "channel=\(room)&offset=2"
+            let head = "POST /read/ HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: uid=\(ada.cookie)\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: \(body.utf8.count + 10)\r\n\r\n"
+            let answers = try await SendRouteTests.exchangeHalfClosing(server.port, [head + body])
+            #expect(!answers.contains { $0.status == 204 }, "\(answers.map(\.status))")
+            let stream = try await ChatEventStream.connect(port: server.port, path: "/events?channel=\(room)", headers: [ada.header])
+            #expect(object(await stream.next(named: ["subscribed"])).int("read") == 0, "the read state did not move")
+            stream.close()
+            let started = ContinuousClock.now
+            let huge = try await ChatHTTP.request(
+                "POST", port: server.port, path: "/typing/", headers: [ada.header, ("Content-Length", "100000000")], timeout: .seconds(5)
+            )
+            #expect(huge.status == 413 && ContinuousClock.now - started < .seconds(3), "\(huge.status)")
+        }
+    }
+
+    @Test func aSignedInPersonTypesUnderTheirSignInsNameOrNone() async throws {
+        let secret = String(repeating: "s", count: 32)
+        try await withServer(broker: .memory, { $0.jwtSecret = secret }) { server in
+            let room = uniqueChannel("signed")
+            let watcher = Person()
+            let stream = try await ChatEventStream.connect(port: server.port, path: "/events?channel=\(room)", headers: [watcher.header])
+            _ = await stream.next(named: ["subscribed"])
+            let token = SignInToken(subject: "carol", expiry: Int64(Date().timeIntervalSince1970) + 600).signed(with: secret)
+            let typed = try await post(server.port, "/typing/", ["channel": room, "name": "Alice"], headers: [("Authorization", "Bearer \(token)")])
+            #expect(typed.status == 204, "\(typed.body)")
+            let member = object(await stream.next(named: ["typing"]))["member"] as? [String: Any]
+            #expect(member?["id"] != nil && member?["name"] == nil, "not the name the form gave: \(member ?? [:])")
+            stream.close()
+        }
+    }
+
+    @Test func theAddressesLimitSaysItIsTheAddresses() async throws {
+        try await withServer(broker: .memory) { server in
+            let room = uniqueChannel("many")
+            // Twenty people of one address at once: the address allows ten at once.
+            let answers = try await withThrowingTaskGroup(of: HTTPResult.self) { group in
+                for _ in 0..<20 { group.addTask { try await post(server.port, "/typing/", ["channel": room], as: Person()) } }
+                return try await group.reduce(into: [HTTPResult]()) { $0.append($1) }
+            }
+            let refused = answers.filter { $0.status == 429 }
+            #expect(!refused.isEmpty && refused.allSatisfy { $0.body.contains("from your address") }, "\(answers.map(\.status))")
+        }
     }
 
     @Test(arguments: brokers)
@@ -185,6 +266,11 @@ struct CompatibilityActionsTests {
             #expect(foreign.status == 403, "\(foreign.body)")
             let delete = try await post(server.port, "/send/", ["channel": room, "type": "delete", "of": of], as: mod)
             #expect(delete.status == 200, "\(delete.body)")
+        }
+        // Where only signed-in people may come, an anonymous identity moderates nothing.
+        try await withServer(broker: broker, { $0.moderators = [mod.id]; $0.requireLogin = true; $0.jwtSecret = String(repeating: "j", count: 32) }) { server in
+            let refused = try await post(server.port, "/api/slowmode", ["channel": uniqueChannel("login"), "seconds": "5"], as: mod)
+            #expect(refused.status == 404 || refused.status == 401, "\(refused.status) \(refused.body)")
         }
     }
 }

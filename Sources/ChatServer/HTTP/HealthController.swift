@@ -1,4 +1,5 @@
 import Chat
+import ChatArchive
 import HTTPTypes
 import Hummingbird
 import NIOCore
@@ -8,15 +9,18 @@ import NIOCore
 /// `/healthz` says the process answers (200 `ok`). `/readyz` says whether it can do its
 /// job: 200 `ready` when the broker accepts publishes and every subscription is in
 /// place, 503 with the reason otherwise (Redis unreachable, reconnecting, subscriptions
-/// not yet confirmed). Take an instance out of rotation on 503, not on a failing
+/// not yet confirmed, an archive that has taken nothing for 30 s). Take an instance out of rotation on 503, not on a failing
 /// `/healthz`: a broker outage is the same for every instance.
 struct HealthController: Sendable {
     let broker: any Broker
+    /// With an archive: not ready while it has taken nothing for a while.
+    var archiver: Archiver?
 
     func addRoutes(to router: Router<ChatRequestContext>) {
         router.get("/healthz") { _, _ in Self.text(.ok, "ok") }
         router.get("/readyz") { _, _ in
             if let reason = await broker.notReadyReason() { return Self.text(.serviceUnavailable, "not ready: \(reason)") }
+            if let reason = archiver?.notReadyReason() { return Self.text(.serviceUnavailable, "not ready: \(reason)") }
             return Self.text(.ok, "ready")
         }
     }

@@ -1,4 +1,5 @@
 import Chat
+import ChatArchive
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -6,8 +7,10 @@ import NIOCore
 
 /// `GET /history?channel=C&since=N&limit=L`: a channel's kept messages as JSON.
 ///
-/// With `since`, the messages after that offset, oldest first; without it, the newest
-/// `limit`. `limit` defaults to 100 and is capped at 1000. The messages are the same
+/// With `since`, the messages after that offset, oldest first; with `before`, the newest
+/// `limit` before that offset; without either, the newest `limit`. `epoch` reads an older
+/// epoch (from the archive). With an archive, a page past the broker's window is read
+/// from it (``page(_:epoch:after:before:limit:)``). `limit` defaults to 100 and is capped at 1000. The messages are the same
 /// envelopes a chat.v1 socket receives.
 ///
 /// An answer holds at most ``maximumBytes`` of messages (at least one): past that it
@@ -26,6 +29,8 @@ struct HistoryController: Sendable {
     let maximumBytes: Int
     /// Bans: a banned person may not read the room.
     var moderations = RoomModerations()
+    /// Every message kept for good, read past the broker's window; `nil` without one.
+    var archive: (any Archive)?
     static let defaultLimit = 100
     static let maximumLimit = 1000
     /// Most messages read from the broker at once.
@@ -111,11 +116,38 @@ struct HistoryController: Sendable {
             }
             limit = Int(min(value, Int64(Self.maximumLimit)))
         }
+        var before: Int64?
+        if let text = field("before") {
+            guard let value = Offset.parse(text), value > 0 else {
+                throw refuse(.badRequest, "before must be a whole number from 1 to \(Offset.maximum): the messages before that offset are read.")
+            }
+            before = value
+        }
+        var epoch: String?
+        if let text = field("epoch") {
+            guard (1...64).contains(text.utf8.count), text.utf8.allSatisfy({ $0 < 128 && (Character(UnicodeScalar($0)).isLetter || Character(UnicodeScalar($0)).isNumber) }) else {
+                throw refuse(.badRequest, "epoch must be 1–64 letters and digits, as a message's epoch is.")
+            }
+            epoch = text
+        }
         let answer: Answer
         do {
-            answer = try await read(channel, after: since, limit: limit)
+            // The plain read (the original's), unless a page of the archive or backwards is asked.
+            if before == nil, epoch == nil, archive == nil || since == nil {
+                answer = try await read(channel, after: since, limit: limit)
+            } else {
+                answer = try await page(channel, epoch: epoch, after: since, before: before, limit: limit)
+            }
         } catch let error as BrokerError {
             var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", level: .warning)
+            refusal.headers[.retryAfter] = "1"
+            throw refusal
+        } catch let error as ArchiveError {
+            var refusal = refuse(.serviceUnavailable, "The archive is unavailable: \(error.description).", level: .warning)
+            refusal.headers[.retryAfter] = "1"
+            throw refusal
+        } catch where !(error is Refusal) {
+            var refusal = refuse(.serviceUnavailable, "The archive is unavailable: \(String(describing: error).prefix(200)).", level: .warning)
             refusal.headers[.retryAfter] = "1"
             throw refusal
         }

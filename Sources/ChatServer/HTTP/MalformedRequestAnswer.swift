@@ -42,6 +42,8 @@ final class MalformedRequestAnswer: ChannelInboundHandler, RemovableChannelHandl
         // Answers to the requests before it come first: their messages may be published.
         let route = try? context.pipeline.syncOperations.handler(type: SendRoute.self)
         guard let route else { return answer(parserError, context: context) }
+        // A router's request the error breaks off does nothing with the part it got.
+        route.cutRouterRequestShort(parserError)
         route.whenAnswered { [self] in answer(parserError, context: context) }
     }
 

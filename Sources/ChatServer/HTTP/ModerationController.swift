@@ -59,13 +59,13 @@ struct ModeratorAuthorizer: Sendable {
 
     /// The `uid` cookie of an identity named by `--moderators`, as a chat.v2 socket's
     /// moderator is: what the page uses when it has no socket. Only from the chat's own
-    /// pages (see ``isOwnPage(origin:authority:forwardedHost:allowedOrigins:)``): the
-    /// cookie is `SameSite=Lax`, and this keeps out a page of another host of the same site.
+    /// pages (see ``isOwnPage(origin:authority:allowedOrigins:)``): the cookie is
+    /// `SameSite=Lax`, and this keeps out a page of another host of the same site.
     static func moderatorCookie(_ identities: Identities, _ moderators: Set<String>, allowedOrigins: Set<String>?) -> Way {
         { request in
             guard let identity = identities.identity(cookies: request.headers[values: .cookie]), moderators.contains(identity) else { return .notMine }
             let origin = request.headers[.origin]
-            guard isOwnPage(origin: origin, authority: request.head.authority, forwardedHost: request.headers[.xForwardedHost], allowedOrigins: allowedOrigins) else {
+            guard isOwnPage(origin: origin, authority: request.head.authority, allowedOrigins: allowedOrigins) else {
                 let shown = String((origin ?? "").unicodeScalars.prefix(100))
                 return .refused(Refusal(.forbidden, "A moderator's cookie counts only on the chat's own pages: this request comes from \(shown)."))
             }
@@ -74,24 +74,42 @@ struct ModeratorAuthorizer: Sendable {
     }
 
     /// Whether a request with `origin` comes from the chat's own pages: no `Origin` (not
-    /// a browser's cross-origin request), an origin of `--allowed-origins`, or one whose
-    /// host is the request's (`Host`, or `X-Forwarded-Host` behind a proxy). Ports are
-    /// not compared: a proxy's `Host` often lacks the public one, and cookies do not
-    /// tell ports apart either.
-    static func isOwnPage(origin: String?, authority: String?, forwardedHost: String?, allowedOrigins: Set<String>?) -> Bool {
+    /// a browser's cross-origin request); with `--allowed-origins`, one of them; without,
+    /// an `http` or `https` origin whose host is the request's `Host` (ports are not
+    /// compared: a proxy's `Host` often lacks the public one, and cookies do not tell
+    /// ports apart either). Behind a proxy, pass the public `Host` on (nginx:
+    /// `proxy_set_header Host $host`) or list the public origin in `--allowed-origins`.
+    static func isOwnPage(origin: String?, authority: String?, allowedOrigins: Set<String>?) -> Bool {
         guard let origin else { return true }
-        if allowedOrigins?.contains(origin) == true { return true }
-        guard let schemeEnd = origin.range(of: "://") else { return false }
-        let host = hostname(origin[schemeEnd.upperBound...])
-        let candidates = [authority, forwardedHost?.split(separator: ",").first.map(String.init)].compactMap { $0 }
-        return !host.isEmpty && candidates.contains { hostname($0[...]) == host }
+        if let allowedOrigins { return allowedOrigins.contains(origin) }
+        let lowered = origin.lowercased()
+        let rest: Substring
+        if lowered.hasPrefix("https://") {
+            rest = lowered.dropFirst(8)
+        } else if lowered.hasPrefix("http://") {
+            rest = lowered.dropFirst(7)
+        } else {
+            return false
+        }
+        guard let host = hostname(rest), let authority, let own = hostname(authority.lowercased()[...]) else { return false }
+        return host == own
     }
 
-    /// `host[:port]` without its port, lowercased (an IPv6 literal keeps its brackets).
-    private static func hostname(_ authority: Substring) -> String {
-        let trimmed = authority.trimmingSpaces
-        if trimmed.hasPrefix("["), let end = trimmed.firstIndex(of: "]") { return trimmed[...end].lowercased() }
-        return (trimmed.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).first ?? "").lowercased()
+    /// `host[:port]` without its port (an IPv6 literal keeps its brackets); `nil` when it
+    /// is not a host: empty, or with characters no host name has.
+    private static func hostname(_ authority: Substring) -> String? {
+        let host: Substring
+        if authority.hasPrefix("[") {
+            guard let end = authority.firstIndex(of: "]") else { return nil }
+            host = authority[...end]
+            guard host.count > 2, host.dropFirst().dropLast().allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { return nil }
+        } else {
+            host = authority.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            guard !host.isEmpty, host.allSatisfy({ $0.isLetter && $0.isASCII || $0.isNumber && $0.isASCII || $0 == "-" || $0 == "." }) else { return nil }
+        }
+        let rest = authority[host.endIndex...]
+        guard rest.isEmpty || rest.hasPrefix(":") && rest.dropFirst().allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        return String(host)
     }
 
     /// `Authorization: Bearer <token>` with `--admin-token`, compared in constant time.
@@ -141,7 +159,7 @@ struct ModerationController: Sendable {
         guard authorizer.isEnabled else {
             throw refuse(
                 .notFound,
-                "Moderation over HTTP is off on this server: start it with --admin-token SECRET (or $CHATROOM_ADMIN_TOKEN), then send 'Authorization: Bearer SECRET'; or sign moderators in with JWTs (role: moderator).",
+                "Moderation over HTTP is off on this server: start it with --admin-token SECRET (or $CHATROOM_ADMIN_TOKEN), then send 'Authorization: Bearer SECRET'; or sign moderators in with JWTs (role: moderator); or name moderators' identities with --moderators.",
                 reason: "disabled"
             )
         }
@@ -165,8 +183,10 @@ struct ModerationController: Sendable {
             throw refuse(.badRequest, error.message)
         } catch let error as Refusal {
             throw refuse(error.status, error.message)
-        } catch {
+        } catch is NIOTooManyBytesError {
             throw refuse(.contentTooLarge, "The request body is larger than \(Self.maximumBodySize) bytes.")
+        } catch {
+            throw refuse(.badRequest, "The request's body was cut short: nothing was done.")
         }
         func field(_ name: String) -> String? { fields.last { $0.name == name }?.value }
         guard let named = field("channel") else { throw refuse(.badRequest, "Missing channel: the room to moderate.") }

@@ -196,9 +196,10 @@ struct SendController: Sendable {
             // which a capped room takes posts from without a place.
             let integration = gatekeeper.settings.publishToken != nil || admitted.trusted
             draft.placeHeld = integration
-            // For the same reason it is exempt from slow mode; a moderator's sign-in is
-            // too, and their delete removes anyone's message, as on a socket.
-            draft.moderator = integration || signIn?.isModerator == true || isModeratorsCookie(identity, head: head)
+            // For the same reason its messages are exempt from slow mode (not its changes:
+            // holding the token makes no one the author of others' words). A moderator's
+            // sign-in is exempt too, and their delete removes anyone's message, as on a socket.
+            draft.moderator = (integration && kind == .message) || signIn?.isModerator == true || isModeratorsCookie(identity, head: head)
             return .publish(draft)
         case .failure(let refusal):
             return .answer(refuse(refusal.status, refusal.message, nil))
@@ -208,11 +209,10 @@ struct SendController: Sendable {
     /// Whether `identity` is one of `--moderators`, proven by its cookie on the chat's own
     /// page (see ``ModeratorAuthorizer/moderatorCookie(_:_:)``).
     private func isModeratorsCookie(_ identity: String?, head: HTTPRequest) -> Bool {
-        guard let identity, moderators.contains(identity), identities.identity(cookies: head.headerFields[values: .cookie]) == identity else { return false }
-        return ModeratorAuthorizer.isOwnPage(
-            origin: head.headerFields[.origin], authority: head.authority, forwardedHost: head.headerFields[.xForwardedHost],
-            allowedOrigins: gatekeeper.settings.allowedOrigins
-        )
+        guard !gatekeeper.logins.requireLogin, let identity, moderators.contains(identity),
+            identities.identity(cookies: head.headerFields[values: .cookie]) == identity
+        else { return false }
+        return ModeratorAuthorizer.isOwnPage(origin: head.headerFields[.origin], authority: head.authority, allowedOrigins: gatekeeper.settings.allowedOrigins)
     }
 
     /// What a request's `type` asks (chat.v2's names): `send` (the default, the original's

@@ -101,6 +101,17 @@ final class SendRoute: ChannelDuplexHandler, RemovableChannelHandler {
         afterAnswers.append(body)
     }
 
+    /// The input broke off inside a request the router is reading (`error`, the parser's):
+    /// the router's request fails with it instead of ending, so that its route never acts
+    /// on a body cut short (Hummingbird takes an input that stops for the body's end).
+    /// Whether there was such a request.
+    @discardableResult
+    func cutRouterRequestShort(_ error: any Error) -> Bool {
+        guard state.routerIsReadingARequest, let context else { return false }
+        context.fireErrorCaught(error)
+        return true
+    }
+
     // MARK: Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -69,6 +69,12 @@ struct SendRouteState {
     /// Whether the router has requests unanswered.
     var routerIsAnswering: Bool { forwarded > 0 }
 
+    /// Whether a request given to the router has had its head and not yet its end.
+    var routerIsReadingARequest: Bool {
+        if case .router = reading { return true }
+        return false
+    }
+
     /// Whether parts wait for ``takeHeld()``.
     var holds: Bool { !held.isEmpty }
 

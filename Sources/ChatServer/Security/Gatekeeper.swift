@@ -48,8 +48,24 @@ final class Gatekeeper: Sendable {
     /// Whether `identity`'s `typing` in `channel`, from `client`, is relayed now (else it
     /// is dropped).
     func mayRelayTyping(_ identity: String, in channel: ChannelName, from client: String) -> Bool {
-        guard typingLimiter.hasToken(identity + "|" + channel.rawValue), addressTypingLimiter.take(client) == nil else { return false }
-        return typingLimiter.take(identity + "|" + channel.rawValue) == nil
+        typingLimit(identity, in: channel, from: client) == nil
+    }
+
+    /// Which limit a typing notice is over, if any (the notice is relayed when none).
+    enum ActivityLimit: Sendable {
+        /// The person's, in that room.
+        case person(wait: TimeAmount)
+        /// The address's, over all its people.
+        case address(wait: TimeAmount)
+    }
+
+    /// ``mayRelayTyping(_:in:from:)``, saying which limit refuses: the person's is looked
+    /// at first and taken last, so that a notice the address refuses costs the person nothing.
+    func typingLimit(_ identity: String, in channel: ChannelName, from client: String) -> ActivityLimit? {
+        let key = identity + "|" + channel.rawValue
+        guard typingLimiter.hasToken(key) else { return .person(wait: .seconds(2)) }
+        if let wait = addressTypingLimiter.take(client) { return .address(wait: wait) }
+        return typingLimiter.take(key).map { .person(wait: $0) }
     }
 
     /// Read states over HTTP (`POST /read/`): two a second per person and room, and 10
@@ -58,13 +74,13 @@ final class Gatekeeper: Sendable {
     private let addressReadLimiter = RateLimiter(rate: 10, burst: 20)
 
     /// Takes one read-state change of `identity`'s in `channel`, from `client`; `nil` if
-    /// allowed, else how long to wait.
-    func takeReadMark(_ identity: String, in channel: ChannelName, from client: String) -> TimeAmount? {
+    /// allowed, else which limit refuses it.
+    func takeReadMark(_ identity: String, in channel: ChannelName, from client: String) -> ActivityLimit? {
         let key = identity + "|" + channel.rawValue
         // At most a token's time: the per-person bucket is taken only once the address's is.
-        if !readLimiter.hasToken(key) { return .milliseconds(Int64(1000 / readLimiter.rate)) }
-        if let wait = addressReadLimiter.take(client) { return wait }
-        return readLimiter.take(key)
+        if !readLimiter.hasToken(key) { return .person(wait: .milliseconds(Int64(1000 / readLimiter.rate))) }
+        if let wait = addressReadLimiter.take(client) { return .address(wait: wait) }
+        return readLimiter.take(key).map { .person(wait: $0) }
     }
 
     private struct SocketCounts {
@@ -304,6 +320,4 @@ final class Gatekeeper: Sendable {
 extension HTTPField.Name {
     /// `X-Forwarded-For`: trusted only from `--trusted-proxies`.
     static let xForwardedFor = Self("X-Forwarded-For")!
-    /// `X-Forwarded-Host`: the public host, behind a proxy that says it.
-    static let xForwardedHost = Self("X-Forwarded-Host")!
 }

@@ -1,0 +1,95 @@
+import Chat
+import ChatArchive
+import NIOCore
+
+/// `/history` with `before` (a page backwards from an offset) or `epoch` (an older
+/// epoch), and with the archive past the broker's window: the same answer, made of what
+/// the archive and the broker hold.
+///
+/// The broker's stream is cut back only below what the archive has (see
+/// ``ArchiveFeed``), so everything older than the broker's first offset is in the
+/// archive, and the broker has everything newer than what the archive took: the two
+/// meet without a hole.
+extension HistoryController {
+    /// A page of `channel`: after `after` (oldest first), or the newest before `before`,
+    /// or both (between them), of epoch `wanted` (`nil`: the current one).
+    func page(_ channel: ChannelName, epoch wanted: String?, after: Int64?, before: Int64?, limit: Int) async throws -> Answer {
+        let now = try await broker.history(of: channel, after: nil, limit: 1)
+        if let wanted, wanted != now.epoch {
+            // An epoch Redis no longer has: only the archive can say (without one, the
+            // current history answers, and its epoch tells the client).
+            guard let archive else { return try await read(channel, after: after, limit: limit) }
+            return try await archived(channel, epoch: wanted, after: after, before: before, limit: limit, from: archive)
+        }
+        guard let epoch = now.epoch else { return Answer(history: now, messages: []) }
+        // What the broker holds: firstOffset … lastOffset.
+        let first = now.firstOffset ?? now.lastOffset + 1
+        let upper = min(before ?? Int64.max, now.lastOffset + 1)
+        var messages: [Message] = []
+        if let after {
+            if after + 1 < first, let archive {
+                messages = try await archive.messages(in: channel, epoch: epoch, after: after, before: min(upper, first), limit: limit)
+            }
+            if messages.count < limit, upper > first {
+                let start = max(after, messages.last?.offset ?? after, first - 1)
+                messages += try await brokerMessages(channel, epoch: epoch, after: start, below: upper, limit: limit - messages.count)
+            }
+        } else {
+            // Backwards: the broker's part first (the newest), then the archive's below it.
+            let start = max(first, upper - Int64(limit)) - 1
+            if upper > first { messages = try await brokerMessages(channel, epoch: epoch, after: start, below: upper, limit: limit) }
+            let lowest = messages.first?.offset ?? upper
+            if messages.count < limit, lowest > 1, let archive {
+                let older = try await archive.messages(in: channel, epoch: epoch, after: nil, before: min(lowest, first), limit: limit - messages.count)
+                messages = older + messages
+            }
+        }
+        var history = now
+        history.messages = []
+        if let archive, let kept = try await archive.epochs(of: channel).first(where: { $0.epoch == epoch }) {
+            history.firstOffset = min(kept.first, history.firstOffset ?? kept.first)
+        }
+        return Answer(history: history, messages: fit(messages, keepingNewest: after == nil))
+    }
+
+    /// A page of an epoch only the archive holds.
+    private func archived(
+        _ channel: ChannelName, epoch: String, after: Int64?, before: Int64?, limit: Int, from archive: any Archive
+    ) async throws -> Answer {
+        let kept = try await archive.epochs(of: channel).first { $0.epoch == epoch }
+        let messages = try await archive.messages(in: channel, epoch: epoch, after: after, before: before, limit: limit)
+        let history = History(channel: channel, epoch: epoch, lastOffset: kept?.last ?? 0, firstOffset: kept?.first, messages: [])
+        return Answer(history: history, messages: fit(messages, keepingNewest: after == nil))
+    }
+
+    /// Up to `limit` of the broker's messages after `start` and below `upper`, in pages.
+    private func brokerMessages(_ channel: ChannelName, epoch: String, after start: Int64, below upper: Int64, limit: Int) async throws -> [Message] {
+        var messages: [Message] = []
+        var cursor = start
+        while messages.count < limit, cursor + 1 < upper {
+            let wanted = min(Self.page, limit - messages.count, Int(min(Int64(Self.page), upper - 1 - cursor)))
+            let read = try await broker.history(of: channel, after: cursor, limit: wanted)
+            guard read.epoch == epoch else { break }
+            let within = read.messages.filter { $0.offset < upper }
+            messages += within
+            guard let last = read.messages.last, read.messages.count == wanted, within.count == read.messages.count else { break }
+            cursor = last.offset
+        }
+        return messages
+    }
+
+    /// The messages' frames within ``maximumBytes`` (at least one): the oldest kept
+    /// when reading forward, the newest when reading backwards.
+    private func fit(_ messages: [Message], keepingNewest: Bool) -> [ByteBuffer] {
+        var frames: [ByteBuffer] = []
+        var bytes = 0
+        for message in keepingNewest ? messages.reversed() : messages {
+            var frame = ByteBuffer()
+            ChatV1.writeMessage(message, into: &frame)
+            guard frames.isEmpty || bytes + frame.readableBytes <= maximumBytes else { break }
+            bytes += frame.readableBytes
+            frames.append(frame)
+        }
+        return keepingNewest ? frames.reversed() : frames
+    }
+}

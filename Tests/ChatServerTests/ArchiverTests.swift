@@ -1,0 +1,175 @@
+@testable import Chat
+import ChatArchive
+import ChatClient
+@testable import ChatServer
+import ChatTestSupport
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Redis
+import Testing
+
+/// The archive a test server writes to: the test command's PostgreSQL, or a new SQLite file.
+enum ArchiveStore: String, CaseIterable, CustomTestStringConvertible {
+    case postgres, sqlite
+    var testDescription: String { rawValue }
+
+    func url() throws -> String {
+        switch self {
+        case .postgres:
+            return try #require(
+                ProcessInfo.processInfo.environment["CHATROOM_TEST_POSTGRES_URL"],
+                "The archive tests need CHATROOM_TEST_POSTGRES_URL: scripts/test.sh starts a PostgreSQL and sets it."
+            )
+        case .sqlite:
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatroom-archiver-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            return "sqlite://" + directory.appendingPathComponent("archive.db").path
+        }
+    }
+}
+
+/// `/history` as (offset, data) pairs, and its epoch and first offset.
+private func history(_ port: Int, _ query: String) async throws -> (epoch: String?, first: Int64?, messages: [(Int64, String)]) {
+    let answer = try await ChatHTTP.request("GET", port: port, path: "/history?" + query)
+    #expect(answer.status == 200, "\(answer.body)")
+    let json = try #require(JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])
+    let messages = (json["messages"] as? [[String: Any]] ?? []).map { (($0["offset"] as? NSNumber)?.int64Value ?? -1, $0["data"] as? String ?? "") }
+    return (json["epoch"] as? String, (json["firstOffset"] as? NSNumber)?.int64Value, messages)
+}
+
+/// Waits until `archive` holds `count` entries of `channel` (every epoch), at most 20 s.
+private func archived(_ archive: any Archive, _ channel: ChannelName, epoch: String, count: Int) async throws -> [Message] {
+    var kept: [Message] = []
+    for _ in 0..<200 {
+        kept = try await archive.messages(in: channel, epoch: epoch, after: 0, before: nil, limit: 10_000)
+        if kept.count >= count { break }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    return kept
+}
+
+@Suite("The archiver: every acknowledged message into the archive, once, in order; the history reads past Redis")
+struct ArchiverTests {
+    @Test(arguments: ArchiveStore.allCases)
+    func everyMessageOfTwoInstancesIsArchivedOnceInOrderAndTheHistoryReadsPastRedis(store: ArchiveStore) async throws {
+        // A Redis of its own: an archiver takes every channel it finds there (and cuts
+        // their history back to its --history-size), not only this test's.
+        let url = try store.url()
+        try await PrivateRedis.with { redis in
+        let configure: (inout ChatConfiguration) -> Void = { configuration in
+            configuration.redisURL = redis.url
+            configuration.archiveURL = url
+            configuration.historySize = 10
+        }
+        let a = try await TestServer.start(broker: .redis, configure)
+        let b = try await TestServer.start(broker: .redis, configure)
+        let name = uniqueChannel("archived")
+        let channel = ChannelName(name)!
+        let ada = Person()
+        for number in 1...30 {
+            let server = number.isMultiple(of: 2) ? b : a
+            #expect(try await ChatHTTP.send(port: server.port, data: "m\(number)", channel: name, headers: [ada.header]).status == 200)
+        }
+        // An edit and a reaction of message 28, a delete of message 29 (changes need their
+        // message in Redis' window: the newest 10 here).
+        let form = [ada.header, ("Content-Type", "application/x-www-form-urlencoded")]
+        let edit = try await ChatHTTP.request("POST", port: a.port, path: "/send/", headers: form, body: "channel=\(name)&type=edit&of=28&data=m28%2C%20edited")
+        #expect(edit.status == 200, "\(edit.body)")
+        #expect(try await ChatHTTP.request("POST", port: b.port, path: "/send/", headers: form, body: "channel=\(name)&type=react&of=28&emoji=%F0%9F%91%8D").status == 200)
+        #expect(try await ChatHTTP.request("POST", port: a.port, path: "/send/", headers: form, body: "channel=\(name)&type=delete&of=29").status == 200)
+        let epoch = try #require(try await history(a.port, "channel=\(name)&limit=1").epoch)
+        let archive = try Archives.open(url: url)
+        let kept = try await archived(archive, channel, epoch: epoch, count: 33)
+        #expect(kept.map(\.offset) == Array(1...33), "each once, in order: \(kept.map(\.offset))")
+        #expect(kept[27].text == "m28, edited" && kept[27].state?.reactions.first?.from == [ada.id])
+        #expect(kept[28].text == "" && kept[28].state?.deleted == true, "a deleted message's text is not archived")
+        // Redis is cut back to the history size once the archive has it.
+        var length: Int64 = 0
+        for _ in 0..<50 {
+            let connection = try await connectToRedis(redis.url)
+            length = try await connection.send(RedisCommand("XLEN", .string(RedisKeys.history(channel)))).integer ?? -1
+            connection.close()
+            if length <= 12 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(length <= 12, "the stream holds \(length)")
+        // The history reads past Redis: from the first message, with no hole at the seam.
+        let all = try await history(b.port, "channel=\(name)&since=0&limit=100")
+        #expect(all.messages.map(\.0) == Array(1...33), "\(all.messages.map(\.0))")
+        #expect(all.messages.first?.1 == "m1" && all.first == 1)
+        let backwards = try await history(a.port, "channel=\(name)&before=26&limit=5")
+        #expect(backwards.messages.map(\.0) == [21, 22, 23, 24, 25])
+        let seam = try await history(a.port, "channel=\(name)&before=28&limit=10")
+        #expect(seam.messages.map(\.0) == Array(18...27), "across the seam: \(seam.messages.map(\.0))")
+        let between = try await history(a.port, "channel=\(name)&since=5&before=9")
+        #expect(between.messages.map(\.0) == [6, 7, 8])
+        await a.stop()
+        await b.stop()
+        await archive.close()
+        }
+    }
+
+    @Test func whatAnArchiverTookAndDidNotAcknowledgeIsTakenOverOnceItsHoldLapses() async throws {
+        let url = try ArchiveStore.postgres.url()
+        let name = uniqueChannel("takeover")
+        let channel = ChannelName(name)!
+        // An archiver that takes a batch and dies with it: the broker's feed, by hand.
+        let logger = Logger(label: "test")
+        var policy = HistoryPolicy(size: 5, archiveBacklog: 1000)
+        policy.archiveHold = .milliseconds(500)
+        try await PrivateRedis.with { redis in
+        let broker = RedisBroker(target: try RedisTarget(url: redis.url), history: policy, eventLoopGroup: MultiThreadedEventLoopGroup.singleton, logger: logger) { _ in }
+        try await broker.start()
+        for number in 1...8 { _ = try await broker.publish(PublishRequest(ByteBuffer(string: "m\(number)"), to: channel)) }
+        let taken = try await broker.take(3, for: "doomed")
+        #expect(taken.first { $0.channel == channel }?.messages.map(\.offset) == [1, 2, 3])
+        broker.close()
+        // A server's archiver finds the channel (its scan), waits out the hold, and takes all.
+        let server = try await TestServer.start(broker: .redis) { configuration in
+            configuration.redisURL = redis.url
+            configuration.archiveURL = url
+            configuration.archiveHold = .milliseconds(500)
+        }
+        let epoch = try #require(try await history(server.port, "channel=\(name)&limit=1").epoch)
+        let archive = try Archives.open(url: url)
+        let kept = try await archived(archive, channel, epoch: epoch, count: 8)
+        #expect(kept.map(\.offset) == Array(1...8) && kept.map(\.text) == (1...8).map { "m\($0)" }, "\(kept.map(\.offset))")
+        await server.stop()
+        await archive.close()
+        }
+    }
+
+    @Test func anEpochRedisLostStaysReadableFromTheArchive() async throws {
+        let url = try ArchiveStore.postgres.url()
+        try await PrivateRedis.with { redis in
+            let server = try await TestServer.start(broker: .redis) { configuration in
+                configuration.redisURL = redis.url
+                configuration.archiveURL = url
+            }
+            let name = uniqueChannel("lost")
+            for number in 1...5 { _ = try await ChatHTTP.send(port: server.port, data: "old \(number)", channel: name) }
+            let old = try #require(try await history(server.port, "channel=\(name)&limit=1").epoch)
+            let archive = try Archives.open(url: url)
+            #expect(try await archived(archive, ChannelName(name)!, epoch: old, count: 5).count == 5)
+            _ = try await ChatHTTP.exchange(host: "127.0.0.1", port: redis.port, bytes: .init(string: "FLUSHALL\r\nQUIT\r\n"), timeout: .seconds(2))
+            _ = try await ChatHTTP.send(port: server.port, data: "new 1", channel: name)
+            let now = try await history(server.port, "channel=\(name)&since=0")
+            #expect(now.epoch != old && now.messages.map(\.1) == ["new 1"])
+            let earlier = try await history(server.port, "channel=\(name)&epoch=\(old)&since=0")
+            #expect(earlier.epoch == old && earlier.messages.map(\.1) == (1...5).map { "old \($0)" } && earlier.first == 1)
+            let newest = try await history(server.port, "channel=\(name)&epoch=\(old)&limit=2")
+            #expect(newest.messages.map(\.0) == [4, 5])
+            #expect(try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(name)&epoch=no!").status == 400)
+            await server.stop()
+            await archive.close()
+        }
+    }
+
+    @Test func theMemoryBrokerSaysItCannotFeedAnArchive() async throws {
+        await #expect(throws: StartupError.self) {
+            _ = try await TestServer.start(broker: .memory) { $0.archiveURL = "sqlite:///tmp/chatroom-never.db" }
+        }
+    }
+}
