@@ -179,6 +179,7 @@ let package = Package(
             dependencies: [
                 "ChatServer",
                 "Chat",
+                "ChatArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,6 +1,7 @@
 /// libFuzzer target `fields`: the input (as text) is an offset, a sender's name, a
 /// message's text, an idempotency key and a channel name.
-/// Invariants: `Offset.parse` agrees with `Int64(_:)` on 1–16 decimal digits and returns
+/// Invariants: `Offset.parse` agrees with `Int64(_:)` on 1–32 decimal digits (leading zeros
+/// allowed) and returns
 /// 0...`Offset.maximum`; a name `SenderName` accepts has ≤ 32 characters and ≤ 128 bytes
 /// once trimmed and no control characters; `MessageText` refuses exactly the C0 controls
 /// but tab, LF and CR, DEL and the C1 controls; an idempotency key or channel name that is
@@ -8,7 +9,7 @@
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
-    let digits = (1...16).contains(text.utf8.count) && text.utf8.allSatisfy { (48...57).contains($0) }
+    let digits = (1...32).contains(text.utf8.count) && text.utf8.allSatisfy { (48...57).contains($0) }
 
     let offset = Offset.parse(text)
     guard offset == Offset.parse(text[...]) else { fatalError("String and Substring parse differently") }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Chat
+import ChatArchive
 import ChatServer
 import Foundation
 import Hummingbird
@@ -20,7 +21,7 @@ struct Chatroom: AsyncParsableCommand {
             the command line beats the environment, which beats the default.
             """,
         version: BuildInfo.description,
-        subcommands: [Token.self]
+        subcommands: [Token.self, Export.self]
     )
 
     @Option(help: "Address to listen on.")
@@ -458,5 +459,68 @@ struct Token: ParsableCommand {
         let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
         if let unit = text.last.flatMap({ units[$0] }) { return Int64(text.dropLast()).map { $0 * unit } }
         return Int64(text)
+    }
+}
+
+/// `chatroom export`: a channel's archived messages as a transcript.
+struct Export: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a channel's archived messages, every epoch, oldest first, as JSON lines or CSV (to standard output).",
+        discussion: "Each message in its final state: edited text, reactions; a deleted one without its words. Changes are not lines of their own."
+    )
+
+    @Option(help: ArgumentHelp("The archive: postgres://… or sqlite:///path, as the server's --archive-url. Also read from $CHATROOM_ARCHIVE_URL.", valueName: "url"))
+    var archiveURL: String?
+
+    @Option(help: ArgumentHelp("The channel.", valueName: "name"))
+    var channel: String
+
+    @Option(help: ArgumentHelp("Only messages from this date (2026-12-01, UTC) or time (2026-12-01T10:00:00Z) on.", valueName: "date"))
+    var since: String?
+
+    @Option(help: ArgumentHelp("jsonl (one /history message object a line) or csv.", valueName: "format"))
+    var format = "jsonl"
+
+    func run() async throws {
+        guard let url = archiveURL ?? ProcessInfo.processInfo.environment["CHATROOM_ARCHIVE_URL"] else {
+            throw ValidationError("Name the archive: --archive-url postgres://… or sqlite:///path (or $CHATROOM_ARCHIVE_URL).")
+        }
+        let name: ChannelName
+        do {
+            name = try ChannelName(validating: channel)
+        } catch {
+            throw ValidationError("--channel: \(error.reason).")
+        }
+        guard let format = Transcript.Format(rawValue: format) else { throw ValidationError("--format must be jsonl or csv.") }
+        var from: Int64?
+        if let since {
+            guard let parsed = Transcript.parseSince(since) else { throw ValidationError("--since must be a date (2026-12-01) or a time (2026-12-01T10:00:00Z).") }
+            from = parsed
+        }
+        let archive: any Archive
+        do {
+            archive = try Archives.open(url: url)
+        } catch {
+            throw ValidationError("--archive-url: \(error.description)")
+        }
+        struct OutputClosed: Error {}
+        do {
+            _ = try await Transcript.write(name, from: archive, since: from, format: format) { line in
+                // A reader that went away (`| head`) ends the transcript, quietly.
+                do {
+                    try FileHandle.standardOutput.write(contentsOf: Data(line.utf8))
+                } catch {
+                    throw OutputClosed()
+                }
+            }
+        } catch is OutputClosed {
+            await archive.close()
+            return
+        } catch {
+            await archive.close()
+            FileHandle.standardError.write(Data("chatroom export: the archive could not be read: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        await archive.close()
     }
 }

@@ -68,6 +68,11 @@ extension Chatroom {
     /// names its variable; and shows each flag's variable in `--help`.
     static func main() async {
         let commandLine = Array(CommandLine.arguments.dropFirst())
+        // `export` shares --archive-url with the server, which would take it: parsed on its own.
+        if commandLine.first == "export" {
+            await Export.main(Array(commandLine.dropFirst()))
+            return
+        }
         let isServer = commandLine.first != "token"
         if isServer, commandLine.contains(where: { ["--help", "-h"].contains($0) }) {
             print(helpWithVariables())

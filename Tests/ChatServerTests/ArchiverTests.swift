@@ -173,3 +173,60 @@ struct ArchiverTests {
         }
     }
 }
+
+@Suite("Search and transcripts of the archive")
+struct ArchiveReadingTests {
+    @Test func searchFindsArchivedWordsWithTheRulesOfHistory() async throws {
+        let url = try ArchiveStore.sqlite.url()
+        try await PrivateRedis.with { redis in
+            let server = try await TestServer.start(broker: .redis) { configuration in
+                configuration.redisURL = redis.url
+                configuration.archiveURL = url
+            }
+            let name = uniqueChannel("search")
+            for text in ["my order 12345 is late", "hello", "order 12345 found"] {
+                _ = try await ChatHTTP.send(port: server.port, data: text, channel: name)
+            }
+            var found: [String] = []
+            for _ in 0..<100 {
+                let answer = try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(name)&q=order%2012345")
+                #expect(answer.status == 200, "\(answer.body)")
+                let json = try #require(JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])
+                found = (json["messages"] as? [[String: Any]] ?? []).compactMap { $0["data"] as? String }
+                if found.count == 2 { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(found == ["order 12345 found", "my order 12345 is late"], "newest first")
+            #expect(try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(name)").status == 400)
+            #expect(try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(name)&q=x&limit=0").status == 400)
+            #expect(try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=bad!&q=x").status == 400)
+            let other = "dm:\([Person().id, Person().id].sorted().joined(separator: ":"))"
+            #expect(try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(other)&q=x").status == 403, "a one-to-one room of others")
+            // A transcript of it.
+            var lines: [String] = []
+            let archive = try Archives.open(url: url)
+            let count = try await Transcript.write(ChannelName(name)!, from: archive, since: nil, format: .csv) { lines.append($0) }
+            #expect(count == 3 && lines.count == 4 && lines[0] == "time,epoch,offset,from,name,text,edited,deleted\r\n")
+            #expect(lines[1].contains(",1,,,my order 12345 is late,,false"), "\(lines[1])")
+            await archive.close()
+            await server.stop()
+        }
+        // Without an archive, search says how to have one.
+        try await withServer(broker: .memory) { server in
+            let answer = try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=general&q=x")
+            #expect(answer.status == 404 && answer.body.contains("--archive-url"))
+        }
+    }
+
+    @Test func aTranscriptsFieldsAreQuotedAndFormulasDisarmed() {
+        #expect(Transcript.csvField("plain") == "plain")
+        #expect(Transcript.csvField("a, b") == "\"a, b\"")
+        #expect(Transcript.csvField("say \"hi\"") == "\"say \"\"hi\"\"\"")
+        #expect(Transcript.csvField("two\nlines") == "\"two\nlines\"")
+        #expect(Transcript.csvField("=HYPERLINK(\"x\")") == "\"'=HYPERLINK(\"\"x\"\")\"")
+        #expect(Transcript.csvField("-5") == "-5", "a number stays a number")
+        #expect(Transcript.parseSince("2026-12-01") == 1_796_083_200_000)
+        #expect(Transcript.parseSince("2026-12-01T10:00:00Z") == 1_796_119_200_000)
+        #expect(Transcript.parseSince("yesterday") == nil)
+    }
+}

@@ -1,5 +1,8 @@
 import Chat
 import ChatArchive
+import HTTPTypes
+import Hummingbird
+import Logging
 import NIOCore
 
 /// `/history` with `before` (a page backwards from an offset) or `epoch` (an older

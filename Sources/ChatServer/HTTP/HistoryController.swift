@@ -42,17 +42,33 @@ struct HistoryController: Sendable {
 
     func addRoutes(to router: Router<ChatRequestContext>) {
         router.get("/history") { request, context in try await self.history(request, context: context) }
-        router.on("/history", method: .options) { request, _ in
-            Response(status: .noContent, headers: gatekeeper.corsHeaders(origin: request.headers[.origin]))
+        router.get("/search") { request, context in try await self.search(request, context: context) }
+        for path in ["/history", "/search"] {
+            router.on(RouterPath(path), method: .options) { request, _ in
+                Response(status: .noContent, headers: gatekeeper.corsHeaders(origin: request.headers[.origin]))
+            }
         }
     }
 
-    func history(_ request: Request, context: ChatRequestContext) async throws -> Response {
+    /// A reader of a channel let in: the request's query, its room, and how to refuse it.
+    struct Reader {
+        var channel: ChannelName
+        var query: [(name: String, value: String)]
+        var cors: HTTPFields
+        var refuse: (HTTPResponse.Status, String, String?, Logger.Level) -> Refusal
+
+        func field(_ name: String) -> String? { query.last { $0.name == name }?.value }
+    }
+
+    /// What a read of a channel needs, as a socket on it would (`route`: `/history` or
+    /// `/search`, which share the address's allowance): the allowance, a valid channel,
+    /// the token, a room that is the reader's to read, no ban.
+    func admit(_ request: Request, context: ChatRequestContext, route: String, what: String) async throws -> Reader {
         let cors = gatekeeper.corsHeaders(origin: request.headers[.origin])
         let client = gatekeeper.clientAddress(peer: context.remoteAddress, forwardedFor: request.headers[values: .xForwardedFor])
-        func refuse(_ status: HTTPResponse.Status, _ message: String, reason: String? = nil, level: Logger.Level = .info) -> Refusal {
+        let refuse = { (status: HTTPResponse.Status, message: String, reason: String?, level: Logger.Level) -> Refusal in
             refusals.record(
-                "Refused a history request", route: "/history", reason: reason ?? ChatMetrics.reason(status: status.code), client: client,
+                "Refused a \(what)", route: route, reason: reason ?? ChatMetrics.reason(status: status.code), client: client,
                 logger: context.logger, level: level, metadata: ["status": "\(status.code)", "reason": "\(message)"]
             )
             return Refusal(status, message, headers: cors)
@@ -61,7 +77,7 @@ struct HistoryController: Sendable {
         let trusted = gatekeeper.isTrustedIntegration(bearer: bearer)
         if !trusted, let wait = gatekeeper.takeHistoryRead(from: client) {
             let tooMany = Gatekeeper.tooMany("history reads", rate: gatekeeper.settings.historyRate, wait: wait)
-            var refusal = refuse(.tooManyRequests, tooMany.message)
+            var refusal = refuse(.tooManyRequests, tooMany.message, nil, .info)
             refusal.headers[.retryAfter] = tooMany.retryAfter
             throw refusal
         }
@@ -69,38 +85,49 @@ struct HistoryController: Sendable {
         do {
             query = try request.uri.query.map { query throws(FormError) in try FormData.pairs(query[...]) } ?? []
         } catch {
-            throw refuse(.badRequest, error.message)
+            throw refuse(.badRequest, error.message, nil, .info)
         }
         func field(_ name: String) -> String? { query.last { $0.name == name }?.value }
         let channel: ChannelName
         do {
             channel = try ChannelName(validating: field("channel") ?? ChannelName.fallback.rawValue)
         } catch {
-            throw refuse(.badRequest, "Invalid channel name: \(error.reason).")
+            throw refuse(.badRequest, "Invalid channel name: \(error.reason).", nil, .info)
         }
         let token = trusted ? field("token") : bearer ?? field("token")
         let signIn: SignIn?
         switch await gatekeeper.requestSignIn(token, channel: channel) {
         case .success(let person): signIn = person
         case .failure(let refusal):
-            var error = refuse(refusal.status, refusal.message)
+            var error = refuse(refusal.status, refusal.message, nil, .info)
             error.headers[.wwwAuthenticate] = refusal.headers[.wwwAuthenticate]
             throw error
         }
         let identity = signIn?.identity ?? identities.identity(cookies: request.headers[values: .cookie])
         if let refusal = signIn?.refusal(for: channel) ?? RoomPolicy.refusal(for: channel, identity: identity) {
-            throw refuse(refusal.status, refusal.message)
+            throw refuse(refusal.status, refusal.message, nil, .info)
         }
         if let identity {
             do {
                 if try await moderations.room(of: channel, from: broker).isBanned(identity, now: RoomModeration.now) {
-                    throw refuse(.forbidden, RoomModeration.bannedWords, reason: "banned")
+                    throw refuse(.forbidden, RoomModeration.bannedWords, "banned", .info)
                 }
             } catch let error as BrokerError {
-                var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", level: .warning)
+                var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", nil, .warning)
                 refusal.headers[.retryAfter] = "1"
                 throw refusal
             }
+        }
+        return Reader(channel: channel, query: query, cors: cors, refuse: refuse)
+    }
+
+    func history(_ request: Request, context: ChatRequestContext) async throws -> Response {
+        let reader = try await admit(request, context: context, route: "/history", what: "history request")
+        let channel = reader.channel
+        let cors = reader.cors
+        func field(_ name: String) -> String? { reader.field(name) }
+        func refuse(_ status: HTTPResponse.Status, _ message: String, reason: String? = nil, level: Logger.Level = .info) -> Refusal {
+            reader.refuse(status, message, reason, level)
         }
         var since: Int64?
         if let text = field("since") {
