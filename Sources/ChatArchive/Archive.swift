@@ -28,6 +28,10 @@ public protocol Archive: Sendable {
     /// The channel's epochs with what is kept of each, oldest first.
     func epochs(of channel: ChannelName) async throws -> [ArchivedEpoch]
 
+    /// What is kept of one epoch of the channel (`nil`: nothing), found through the
+    /// key's index rather than by going through the channel.
+    func epoch(_ epoch: String, of channel: ChannelName) async throws -> ArchivedEpoch?
+
     /// The channel's messages (not changes, not deleted) whose text has every word of
     /// `words`, newest first, at most `limit`.
     func search(_ words: String, in channel: ChannelName, limit: Int) async throws -> [Message]
@@ -161,6 +165,13 @@ enum ArchiveRows {
             }
         }
         return message
+    }
+
+    /// An epoch's bounds from its lowest and highest kept rows (the one row twice, or
+    /// none).
+    static func epoch(_ epoch: String, ends: [(offset: Int64, time: Int64)]) -> ArchivedEpoch? {
+        guard let first = ends.min(by: { $0.offset < $1.offset }), let last = ends.max(by: { $0.offset < $1.offset }) else { return nil }
+        return ArchivedEpoch(epoch: epoch, first: first.offset, last: last.offset, since: first.time)
     }
 
     /// `words` as a full-text query: each word quoted (no operators from the person

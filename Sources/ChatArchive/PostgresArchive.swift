@@ -220,6 +220,21 @@ public final class PostgresArchive: Archive {
         return epochs
     }
 
+    public func epoch(_ epoch: String, of channel: ChannelName) async throws -> ArchivedEpoch? {
+        let name = channel.rawValue
+        let rows = try await client.query(
+            #"""
+            (SELECT "offset", time FROM messages WHERE channel = \#(name) AND epoch = \#(epoch) ORDER BY "offset" LIMIT 1)
+            UNION ALL
+            (SELECT "offset", time FROM messages WHERE channel = \#(name) AND epoch = \#(epoch) ORDER BY "offset" DESC LIMIT 1)
+            """#,
+            logger: logger
+        )
+        var ends: [(offset: Int64, time: Int64)] = []
+        for try await (offset, time) in rows.decode((Int64, Int64).self) { ends.append((offset, time)) }
+        return ArchiveRows.epoch(epoch, ends: ends)
+    }
+
     public func search(_ words: String, in channel: ChannelName, limit: Int) async throws -> [Message] {
         guard let words = ArchiveRows.words(words) else { return [] }
         let text = words.joined(separator: " ")

@@ -229,6 +229,24 @@ public final class SQLiteArchive: Archive {
         }
     }
 
+    public func epoch(_ epoch: String, of channel: ChannelName) async throws -> ArchivedEpoch? {
+        let rows = try await serially { connection in
+            try await connection.query(
+                #"""
+                SELECT * FROM (SELECT "offset", time FROM messages WHERE channel = ?1 AND epoch = ?2 ORDER BY "offset" LIMIT 1)
+                UNION ALL
+                SELECT * FROM (SELECT "offset", time FROM messages WHERE channel = ?1 AND epoch = ?2 ORDER BY "offset" DESC LIMIT 1)
+                """#,
+                [.text(channel.rawValue), .text(epoch)]
+            )
+        }
+        let ends = rows.compactMap { row -> (offset: Int64, time: Int64)? in
+            guard let offset = row.column("offset")?.integer, let time = row.column("time")?.integer else { return nil }
+            return (Int64(offset), Int64(time))
+        }
+        return ArchiveRows.epoch(epoch, ends: ends)
+    }
+
     public func search(_ words: String, in channel: ChannelName, limit: Int) async throws -> [Message] {
         guard let words = ArchiveRows.words(words) else { return [] }
         // Each word a quoted FTS5 string: the person's words, never the query syntax.

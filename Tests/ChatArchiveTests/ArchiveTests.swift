@@ -118,6 +118,11 @@ struct ArchiveTests {
         #expect(try await archive.epochs(of: channel) == [ArchivedEpoch(epoch: "old", first: 1, last: 3, since: 1_001), ArchivedEpoch(epoch: "new", first: 1, last: 2, since: 5_001)])
         #expect(try await archive.messages(in: channel, epoch: "old", after: 0, before: nil, limit: 10).map(\.text) == ["old 1", "old 2", "old 3"])
         #expect(try await archive.epochs(of: freshChannel("empty")).isEmpty)
+        #expect(try await archive.epoch("old", of: channel) == ArchivedEpoch(epoch: "old", first: 1, last: 3, since: 1_001))
+        #expect(try await archive.epoch("new", of: channel) == ArchivedEpoch(epoch: "new", first: 1, last: 2, since: 5_001))
+        #expect(try await archive.epoch("none", of: channel) == nil)
+        try await archive.keep([message(channel, 7, "alone", epoch: "single", time: 9_000)])
+        #expect(try await archive.epoch("single", of: channel) == ArchivedEpoch(epoch: "single", first: 7, last: 7, since: 9_000))
         await archive.close()
     }
 

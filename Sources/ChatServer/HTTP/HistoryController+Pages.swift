@@ -49,7 +49,7 @@ extension HistoryController {
         }
         var history = now
         history.messages = []
-        if let archive, let kept = try await archive.epochs(of: channel).first(where: { $0.epoch == epoch }) {
+        if let archive, let kept = try await archive.epoch(epoch, of: channel) {
             history.firstOffset = min(kept.first, history.firstOffset ?? kept.first)
         }
         return Answer(history: history, messages: fit(messages, keepingNewest: after == nil))
@@ -59,7 +59,7 @@ extension HistoryController {
     private func archived(
         _ channel: ChannelName, epoch: String, after: Int64?, before: Int64?, limit: Int, from archive: any Archive
     ) async throws -> Answer {
-        let kept = try await archive.epochs(of: channel).first { $0.epoch == epoch }
+        let kept = try await archive.epoch(epoch, of: channel)
         let messages = try await archive.messages(in: channel, epoch: epoch, after: after, before: before, limit: limit)
         let history = History(channel: channel, epoch: epoch, lastOffset: kept?.last ?? 0, firstOffset: kept?.first, messages: [])
         return Answer(history: history, messages: fit(messages, keepingNewest: after == nil))
