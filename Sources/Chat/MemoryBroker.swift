@@ -4,35 +4,43 @@ import ServiceLifecycle
 
 /// A broker inside the process, for a single instance without Redis.
 ///
-/// Each channel keeps a ring of its newest messages (``HistoryPolicy/size``), with the
-/// same offset and epoch rules as Redis. The history does not outlive the process: after
+/// Each channel keeps a ring of its newest messages (``HistoryPolicy/size``, and with an
+/// archive what it does not have yet), with the same offset and epoch rules as Redis. The history does not outlive the process: after
 /// a restart every channel starts a new epoch.
 public final class MemoryBroker: Broker {
     private struct ChannelState {
         var epoch = Epoch.make()
         var lastOffset: Int64 = 0
-        var ring: [Message] = []
-        var ringStart = 0
+        /// Kept messages, oldest first, without holes (every publish appends).
+        var ring = CircularBuffer<Message>()
+        /// The newest offset the archive has (0: none yet, or no archive).
+        var archived: Int64 = 0
         var lastPublished = ContinuousClock.now
 
         /// Kept messages, oldest first.
-        var kept: [Message] { Array(ring[ringStart...] + ring[..<ringStart]) }
+        var kept: [Message] { Array(ring) }
 
-        mutating func append(_ message: Message, capacity: Int) {
-            if ring.count < capacity {
-                ring.append(message)
-            } else {
-                ring[ringStart] = message
-                ringStart = (ringStart + 1) % capacity
+        mutating func append(_ message: Message, policy: HistoryPolicy) {
+            ring.append(message)
+            trim(policy)
+        }
+
+        /// Down to the history size; with an archive, what it does not have yet stays,
+        /// up to its backlog (as the Redis broker cuts its stream).
+        mutating func trim(_ policy: HistoryPolicy) {
+            let archiving = policy.archiveBacklog != nil
+            while let first = ring.first,
+                ring.count > policy.streamLength || (ring.count > max(policy.size, 1) && (!archiving || first.offset <= archived))
+            {
+                ring.removeFirst()
             }
         }
 
-        /// Where in the ring the message at `offset` is, if it is kept (kept offsets
-        /// have no holes: every publish appends).
-        func place(of offset: Int64) -> Int? {
+        /// Where in the ring the message at `offset` is, if it is kept.
+        func place(of offset: Int64) -> CircularBuffer<Message>.Index? {
             let first = lastOffset - Int64(ring.count) + 1
             guard offset >= first, offset <= lastOffset else { return nil }
-            return (ringStart + Int(offset - first)) % ring.count
+            return ring.index(ring.startIndex, offsetBy: Int(offset - first))
         }
     }
 
@@ -52,6 +60,8 @@ public final class MemoryBroker: Broker {
         var room = RoomModeration()
         var lastPosts: [String: Int64] = [:]
     }
+    /// Channels with messages the archive does not have yet.
+    let archiveQueue = ArchiveQueue()
     /// Idempotency keys of recent publishes (`<channel>|<key>`).
     private let sent = NIOLockedValueBox(RecentKeys<Sent>())
     private let lastSweep = NIOLockedValueBox(ContinuousClock.now)
@@ -152,7 +162,8 @@ public final class MemoryBroker: Broker {
                 created = true
             }
             // Mutated in place: a copy of the state would copy the whole ring on every publish.
-            let message = Self.append(request, kind: kind, to: &channels[channel]!, capacity: max(policy.size, 1))
+            let message = Self.append(request, kind: kind, to: &channels[channel]!, policy: policy)
+            if policy.archiveBacklog != nil { archiveQueue.add(channel, first: true) }
             if kind == .message, !request.moderator, let from = request.from {
                 moderations.withLockedValue { moderations in
                     if moderations[channel]?.room.slowMode ?? 0 > 0 { moderations[channel]!.lastPosts[from] = time }
@@ -271,14 +282,14 @@ public final class MemoryBroker: Broker {
         }
     }
 
-    private static func append(_ request: PublishRequest, kind: MessageKind, to state: inout ChannelState, capacity: Int) -> Message {
+    private static func append(_ request: PublishRequest, kind: MessageKind, to state: inout ChannelState, policy: HistoryPolicy) -> Message {
         state.lastOffset += 1
         state.lastPublished = .now
         let message = Message(
             channel: request.channel, offset: state.lastOffset, epoch: state.epoch, time: Epoch.nowMilliseconds(), data: request.data,
             name: request.name, from: request.from, kind: kind
         )
-        state.append(message, capacity: capacity)
+        state.append(message, policy: policy)
         return message
     }
 
@@ -413,6 +424,52 @@ public final class MemoryBroker: Broker {
     public var services: [any Service] { [] }
 
     public var description: String { "memory" }
+}
+
+/// The archive's feed from the rings: each channel's messages after what the archive
+/// has, in offset order; its ring keeps them until the archive has them (up to
+/// ``HistoryPolicy/archiveBacklog``). One process, so one archiver: a batch not
+/// acknowledged is handed out again.
+extension MemoryBroker: ArchiveFeed {
+    public func take(_ limit: Int, for archiver: String) async throws -> [ArchiveBatch] {
+        let candidates = archiveQueue.next(ArchiveQueue.channelsPerTake)
+        return channels.withLockedValue { channels in
+            candidates.compactMap { channel -> ArchiveBatch? in
+                guard let state = channels[channel], let first = state.ring.first, state.archived < state.lastOffset,
+                    let start = state.place(of: max(state.archived + 1, first.offset))
+                else {
+                    archiveQueue.remove(channel)
+                    return nil
+                }
+                var batch = ArchiveBatch(channel: channel, messages: [], entries: [])
+                for message in state.ring[start...].prefix(max(1, limit)) {
+                    batch.entries.append("\(state.epoch) \(message.offset)")
+                    // A deleted message (or edit) has lost its text for good: its delete
+                    // keeps its place. The rest as published: its changes follow it.
+                    guard message.state?.deleted != true else { continue }
+                    var published = message
+                    published.state = nil
+                    batch.messages.append(published)
+                }
+                return batch
+            }
+        }
+    }
+
+    public func archived(_ batch: ArchiveBatch, by archiver: String) async throws {
+        guard let last = batch.entries.last?.split(separator: " "), last.count == 2, let offset = Int64(last[1]) else { return }
+        let epoch = String(last[0])
+        channels.withLockedValue { channels in
+            // A channel started again since (a new epoch) has nothing of this batch.
+            guard channels[batch.channel]?.epoch == epoch else { return }
+            channels[batch.channel]!.archived = max(channels[batch.channel]!.archived, offset)
+            channels[batch.channel]!.trim(policy)
+        }
+    }
+
+    public func due(_ channel: ChannelName) {
+        archiveQueue.add(channel, first: true)
+    }
 }
 
 /// Makes epochs and timestamps.

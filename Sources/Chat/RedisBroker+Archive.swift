@@ -20,51 +20,6 @@ extension RedisBroker: ArchiveFeed {
     /// How often the whole of Redis is scanned for history streams.
     static let scanInterval: Duration = .seconds(10)
 
-    /// The channels to look at, in order, each once.
-    final class ArchiveQueue: Sendable {
-        private struct State {
-            var order: [ChannelName] = []
-            var members: Set<ChannelName> = []
-            var lastScan: ContinuousClock.Instant?
-        }
-
-        private let state = NIOLockedValueBox(State())
-
-        func add(_ channel: ChannelName, first: Bool = false) {
-            state.withLockedValue { state in
-                guard state.members.insert(channel).inserted else { return }
-                if first { state.order.insert(channel, at: 0) } else { state.order.append(channel) }
-            }
-        }
-
-        func remove(_ channel: ChannelName) {
-            state.withLockedValue { state in
-                guard state.members.remove(channel) != nil else { return }
-                state.order.removeAll { $0 == channel }
-            }
-        }
-
-        /// Up to `count` channels to look at, from the front; each goes to the back.
-        func next(_ count: Int) -> [ChannelName] {
-            state.withLockedValue { state in
-                let taken = Array(state.order.prefix(count))
-                state.order.removeFirst(taken.count)
-                state.order.append(contentsOf: taken)
-                return taken
-            }
-        }
-
-        /// Whether a scan is due (and if so, it counts as started now).
-        func scanDue(every interval: Duration) -> Bool {
-            state.withLockedValue { state in
-                let now = ContinuousClock.now
-                if let last = state.lastScan, now - last < interval { return false }
-                state.lastScan = now
-                return true
-            }
-        }
-    }
-
     public func due(_ channel: ChannelName) {
         archiveQueue.add(channel, first: true)
     }
@@ -72,7 +27,7 @@ extension RedisBroker: ArchiveFeed {
     public func take(_ limit: Int, for archiver: String) async throws -> [ArchiveBatch] {
         if archiveQueue.scanDue(every: Self.scanInterval) { try await scanForHistories() }
         // A few channels at once, side by side: one with nothing waiting leaves the queue.
-        let channels = archiveQueue.next(Self.channelsPerTake)
+        let channels = archiveQueue.next(ArchiveQueue.channelsPerTake)
         return try await withThrowingTaskGroup(of: ArchiveBatch?.self) { group in
             for channel in channels {
                 group.addTask { try await self.take(limit, of: channel, for: archiver) }
@@ -84,9 +39,6 @@ extension RedisBroker: ArchiveFeed {
             return batches
         }
     }
-
-    /// Channels looked at in one take.
-    static let channelsPerTake = 32
 
     /// The oldest of one channel's entries not archived yet; `nil` (and the channel out of
     /// the queue) when there are none, or another archiver holds the channel.

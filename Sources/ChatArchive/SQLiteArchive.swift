@@ -12,27 +12,43 @@ public final class SQLiteArchive: Archive {
     /// One transaction or read at a time on the one connection.
     private let turn = AsyncMutex()
 
-    /// The connection, opened by the first use.
+    /// The connection, opened by the first use: one opening, however many wait for it
+    /// (the actor lets others in while it waits).
     private actor ConnectionBox {
-        var connection: SQLiteConnection?
+        var opening: Task<SQLiteConnection, any Error>?
         var closed = false
 
         func get(path: String, logger: Logger) async throws -> SQLiteConnection {
-            if let connection { return connection }
             guard !closed else { throw ArchiveError("The archive is closed.") }
-            let opened = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-            // Readers do not wait for the writer; a crash loses nothing committed.
-            _ = try await opened.query("PRAGMA journal_mode=WAL")
-            _ = try await opened.query("PRAGMA synchronous=NORMAL")
-            _ = try await opened.query("PRAGMA busy_timeout=5000")
-            connection = opened
-            return opened
+            if let opening { return try await opening.value }
+            let opening = Task {
+                let opened = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+                do {
+                    // Readers do not wait for the writer; a crash loses nothing committed.
+                    _ = try await opened.query("PRAGMA journal_mode=WAL")
+                    _ = try await opened.query("PRAGMA synchronous=NORMAL")
+                    _ = try await opened.query("PRAGMA busy_timeout=5000")
+                } catch {
+                    try? await opened.close()
+                    throw error
+                }
+                return opened
+            }
+            self.opening = opening
+            do {
+                return try await opening.value
+            } catch {
+                // The next use tries again.
+                self.opening = nil
+                throw error
+            }
         }
 
-        func take() -> SQLiteConnection? {
+        /// The connection to close, if one was opened; no use opens another.
+        func take() async -> SQLiteConnection? {
             closed = true
-            defer { connection = nil }
-            return connection
+            defer { opening = nil }
+            return try? await opening?.value
         }
     }
 

@@ -189,7 +189,7 @@ enum Startup {
     static func makeArchiver(_ configuration: ChatConfiguration, broker: any Broker, instance: String, logger: Logger) throws -> Archiver? {
         guard let url = configuration.archiveURL else { return nil }
         guard let feed = broker as? any ArchiveFeed else {
-            throw StartupError(message: "--archive-url needs --broker redis: the memory broker does not feed an archive yet.")
+            throw StartupError(message: "--archive-url: the broker \(broker) does not feed an archive.")
         }
         let archive: any Archive
         do {

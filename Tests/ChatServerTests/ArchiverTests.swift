@@ -167,10 +167,30 @@ struct ArchiverTests {
         }
     }
 
-    @Test func theMemoryBrokerSaysItCannotFeedAnArchive() async throws {
-        await #expect(throws: StartupError.self) {
-            _ = try await TestServer.start(broker: .memory) { $0.archiveURL = "sqlite:///tmp/chatroom-never.db" }
+    @Test func oneNodeWithTheMemoryBrokerArchivesIntoSQLite() async throws {
+        let url = try ArchiveStore.sqlite.url()
+        let server = try await TestServer.start(broker: .memory) { configuration in
+            configuration.archiveURL = url
+            configuration.historySize = 5
         }
+        let name = uniqueChannel("memory-archived")
+        let ada = Person()
+        for number in 1...20 {
+            #expect(try await ChatHTTP.send(port: server.port, data: "m\(number)", channel: name, headers: [ada.header]).status == 200)
+        }
+        let form = [ada.header, ("Content-Type", "application/x-www-form-urlencoded")]
+        #expect(try await ChatHTTP.request("POST", port: server.port, path: "/send/", headers: form, body: "channel=\(name)&type=delete&of=19").status == 200)
+        let epoch = try #require(try await history(server.port, "channel=\(name)&limit=1").epoch)
+        let archive = try Archives.open(url: url)
+        let kept = try await archived(archive, ChannelName(name)!, epoch: epoch, count: 21)
+        #expect(kept.map(\.offset) == Array(1...21), "each once, in order: \(kept.map(\.offset))")
+        #expect(kept[18].text == "" && kept[18].state?.deleted == true)
+        // "Load earlier" goes back past the ring's five to the first message.
+        let all = try await history(server.port, "channel=\(name)&since=0&limit=100")
+        #expect(all.messages.map(\.0) == Array(1...21) && all.first == 1, "\(all.messages.map(\.0))")
+        #expect(try await history(server.port, "channel=\(name)&before=10&limit=3").messages.map(\.1) == ["m7", "m8", "m9"])
+        await server.stop()
+        await archive.close()
     }
 }
 

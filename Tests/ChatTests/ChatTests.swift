@@ -348,6 +348,64 @@ struct MemoryHistoryTests {
     }
 }
 
+@Suite("Memory broker's archive feed")
+struct MemoryArchiveFeedTests {
+    @Test func handsOutEachChannelInOrderKeepsItUntilArchivedThenCutsBack() async throws {
+        let broker = MemoryBroker(history: HistoryPolicy(size: 3, archiveBacklog: 8)) { _ in }
+        let channel = ChannelName("fed")!
+        for index in 1...6 { _ = try await broker.publish(PublishRequest(ByteBuffer(string: "m\(index)"), to: channel, from: "ada")) }
+        // Nothing archived yet: the ring holds all six, more than its history size.
+        #expect(try await broker.history(of: channel, after: 0, limit: 100).firstOffset == 1)
+        let first = try #require(try await broker.take(4, for: "here").first)
+        #expect(first.channel == channel && first.messages.map(\.offset) == [1, 2, 3, 4])
+        // Not acknowledged: the same batch again.
+        #expect(try await broker.take(4, for: "here").first?.messages.map(\.offset) == [1, 2, 3, 4])
+        try await broker.archived(first, by: "here")
+        // Cut back to the history size, never past what the archive lacks (5 and 6).
+        #expect(try await broker.history(of: channel, after: 0, limit: 100).firstOffset == 4)
+        // An edit, and a delete of message 5 before it was archived: 5 goes out without its
+        // text (its delete keeps the place), the rest as published.
+        _ = try await broker.publish(PublishRequest(ByteBuffer(string: "m4!"), to: channel, from: "ada", kind: .edit(of: 4)))
+        _ = try await broker.publish(PublishRequest(ByteBuffer(), to: channel, from: "ada", kind: .delete(of: 5)))
+        let second = try #require(try await broker.take(10, for: "here").first)
+        #expect(second.messages.map(\.offset) == [6, 7, 8], "message 5 is gone for good")
+        #expect(second.messages.map(\.kind) == [.message, .edit(of: 4), .delete(of: 5)])
+        #expect(second.messages.allSatisfy { $0.state == nil }, "changes travel as their own entries")
+        #expect(second.entries.count == 4)
+        try await broker.archived(second, by: "here")
+        #expect(try await broker.take(10, for: "here").isEmpty)
+        #expect(try await broker.history(of: channel, after: 0, limit: 100).messages.map(\.offset) == [6, 7, 8])
+    }
+
+    @Test func anArchiveThatIsAwayMakesTheRingHoldUpToItsBacklog() async throws {
+        let broker = MemoryBroker(history: HistoryPolicy(size: 2, archiveBacklog: 5)) { _ in }
+        let channel = ChannelName("away")!
+        for index in 1...9 { _ = try await broker.publish(PublishRequest(ByteBuffer(string: "m\(index)"), to: channel)) }
+        let history = try await broker.history(of: channel, after: 0, limit: 100)
+        #expect(history.messages.map(\.offset) == [5, 6, 7, 8, 9], "the backlog's bound")
+        #expect(try await broker.take(100, for: "here").first?.messages.map(\.offset) == [5, 6, 7, 8, 9])
+    }
+
+    @Test func withoutAnArchiveTheRingIsTheHistorySizeAndNothingIsHandedOut() async throws {
+        let broker = MemoryBroker(history: HistoryPolicy(size: 2)) { _ in }
+        let channel = ChannelName("plain")!
+        for index in 1...5 { _ = try await broker.publish(PublishRequest(ByteBuffer(string: "m\(index)"), to: channel)) }
+        #expect(try await broker.history(of: channel, after: 0, limit: 100).messages.map(\.offset) == [4, 5])
+        #expect(try await broker.take(100, for: "here").isEmpty)
+    }
+
+    @Test func aBatchOfAnEpochGoneSinceChangesNothing() async throws {
+        let broker = MemoryBroker(history: HistoryPolicy(size: 2, timeToLive: .milliseconds(50), archiveBacklog: 10)) { _ in }
+        let channel = ChannelName("gone")!
+        _ = try await broker.publish(PublishRequest(ByteBuffer(string: "old"), to: channel))
+        let old = try #require(try await broker.take(10, for: "here").first)
+        try await Task.sleep(for: .milliseconds(120))
+        for index in 1...3 { _ = try await broker.publish(PublishRequest(ByteBuffer(string: "new \(index)"), to: channel)) }
+        try await broker.archived(old, by: "here")
+        #expect(try await broker.take(10, for: "here").first?.messages.map(\.text) == ["new 1", "new 2", "new 3"])
+    }
+}
+
 @Suite("Channel sequencer")
 struct ChannelSequencerTests {
     /// Drives a sequencer's state machine with a scripted history, event by event, and
