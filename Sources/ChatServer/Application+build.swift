@@ -71,7 +71,7 @@ public func buildApplication(
         let context = ChatServerContext(
             hub: hub,
             broker: broker,
-            reads: HistoryReads(broker: broker, eventLoopGroup: eventLoopGroup, metrics: metrics),
+            reads: HistoryReads(store: HistoryStore(broker: broker, archive: archiver?.archive), eventLoopGroup: eventLoopGroup, metrics: metrics),
             readStates: ReadStates(broker: broker, eventLoopGroup: eventLoopGroup),
             settings: .init(
                 maximumMessageSize: configuration.maximumMessageSize,

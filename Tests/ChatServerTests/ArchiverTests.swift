@@ -167,6 +167,65 @@ struct ArchiverTests {
         }
     }
 
+    /// A resume older than the broker's window: served from the archive, chat.v1 and
+    /// chat.v2 alike, in order and each once, where without an archive it is a `reset`.
+    @Test(arguments: [(ChatConfiguration.BrokerKind.memory, ArchiveStore.sqlite), (.redis, .postgres)])
+    func aResumeOlderThanTheWindowIsServedFromTheArchive(broker: ChatConfiguration.BrokerKind, store: ArchiveStore) async throws {
+        let url = try store.url()
+        try await PrivateRedis.with { redis in
+            let server = try await TestServer.start(broker: broker) { configuration in
+                configuration.redisURL = redis.url
+                configuration.archiveURL = url
+                configuration.historySize = 5
+            }
+            let name = uniqueChannel("resumed")
+            for number in 1...40 { #expect(try await ChatHTTP.send(port: server.port, data: "m\(number)", channel: name).status == 200) }
+            let epoch = try #require(try await history(server.port, "channel=\(name)&limit=1").epoch)
+            let archive = try Archives.open(url: url)
+            #expect(try await archived(archive, ChannelName(name)!, epoch: epoch, count: 40).count == 40)
+            await archive.close()
+            // The broker is cut back to its five once the archive has them: offset 4 is
+            // only in the archive.
+            if broker == .redis {
+                var length: Int64 = 0
+                for _ in 0..<50 {
+                    let connection = try await connectToRedis(redis.url)
+                    length = try await connection.send(RedisCommand("XLEN", .string(RedisKeys.history(ChannelName(name)!)))).integer ?? -1
+                    connection.close()
+                    if length <= 7 { break }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(length <= 7, "the stream holds \(length)")
+            } else {
+                // The ring is cut back as soon as the archiver acknowledges the batch it kept.
+                try await Task.sleep(for: .seconds(1))
+            }
+
+            let v1 = try await ChatWebSocket.connect(port: server.port, path: "/wb/?channel=\(name)&since=3&epoch=\(epoch)", subprotocols: ["chat.v1"])
+            var offsets: [Int64] = []
+            while offsets.count < 37, let text = await v1.nextText(timeout: .seconds(5)) {
+                let frame = text.jsonObject
+                if frame["type"] as? String == "presence" { continue }
+                #expect(frame["type"] as? String == "message", "\(text)")
+                offsets.append((frame["offset"] as? NSNumber)?.int64Value ?? -1)
+            }
+            #expect(offsets == Array(4...40))
+            await v1.disconnect()
+
+            let v2 = try await V2Client.connect(server)
+            try await v2.subscribe(name, since: 10, epoch: epoch)
+            var texts: [String] = []
+            while texts.count < 30, let frame = await v2.nextEvent() {
+                if frame.type == "subscribed" { continue }
+                #expect(frame.type == "message", "\(frame)")
+                texts.append(frame.data ?? "?")
+            }
+            #expect(texts == (11...40).map { "m\($0)" })
+            await v2.disconnect()
+            await server.stop()
+        }
+    }
+
     @Test func oneNodeWithTheMemoryBrokerArchivesIntoSQLite() async throws {
         let url = try ArchiveStore.sqlite.url()
         let server = try await TestServer.start(broker: .memory) { configuration in

@@ -256,7 +256,7 @@ final class EventStream: ChannelInboundHandler, DeliveryStream, HubConnection, S
     }
 
     private func readHistory(_ read: DeliveryFlow.HistoryRead, for subscription: Subscription, context: ChannelHandlerContext) {
-        subscription.readHistory(read, from: server.broker, on: context.eventLoop) { result in
+        subscription.readHistory(read, from: server.reads, on: context.eventLoop) { result in
             self.historyRead(result, for: subscription)
         }
     }

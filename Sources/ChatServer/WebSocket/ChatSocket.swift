@@ -244,11 +244,7 @@ final class ChatSocket: WebSocketEndpoint, HubMember, FlowHolder {
     // MARK: - Resume
 
     private func readHistory(_ read: DeliveryFlow.HistoryRead, context: ChannelHandlerContext) {
-        let broker = self.broker
-        let channel = channelName
-        context.eventLoop.makeFutureWithTask {
-            try await broker.history(of: channel, after: read.after, limit: read.limit)
-        }.assumeIsolated().whenComplete { result in
+        reads.readPage(read, of: channelName, on: context.eventLoop) { result in
             self.historyRead(result)
         }
     }

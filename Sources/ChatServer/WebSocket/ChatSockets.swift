@@ -15,7 +15,7 @@ package enum ChatSockets {
         let settings = ChatSocket.Settings(maximumMessageSize: 64 * 1024, closeTimeout: .seconds(1), queueLimit: 1 << 20, messageRate: nil)
         return ChatSocket(
             channelName: channel, kind: FrameKind(format: chatV1 ? .chatV1 : .raw, deflate: nil), resume: nil,
-            hub: hub, broker: broker, reads: HistoryReads(broker: broker, eventLoopGroup: hub.eventLoop), settings: settings, refusals: refusals, client: "127.0.0.1", logger: logger
+            hub: hub, broker: broker, reads: HistoryReads(store: HistoryStore(broker: broker), eventLoopGroup: hub.eventLoop), settings: settings, refusals: refusals, client: "127.0.0.1", logger: logger
         )
     }
 

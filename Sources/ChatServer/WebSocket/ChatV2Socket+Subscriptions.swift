@@ -224,7 +224,7 @@ extension ChatV2Socket {
     // MARK: - Where a subscription starts
 
     private func readHistory(_ read: DeliveryFlow.HistoryRead, for subscription: Subscription, context: ChannelHandlerContext) {
-        subscription.readHistory(read, from: server.broker, on: context.eventLoop) { result in
+        subscription.readHistory(read, from: server.reads, on: context.eventLoop) { result in
             self.historyRead(result, for: subscription)
         }
     }

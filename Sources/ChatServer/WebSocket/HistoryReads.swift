@@ -18,12 +18,12 @@ final class HistoryReads: Sendable {
     /// How long an answer serves later sockets.
     static let keep = TimeAmount.milliseconds(500)
 
-    private let broker: any Broker
+    private let store: HistoryStore
     private let loops: [ObjectIdentifier: NIOLoopBoundBox<LoopReads>]
     private let metrics: ChatMetrics
 
-    init(broker: any Broker, eventLoopGroup: any EventLoopGroup, metrics: ChatMetrics = .none) {
-        self.broker = broker
+    init(store: HistoryStore, eventLoopGroup: any EventLoopGroup, metrics: ChatMetrics = .none) {
+        self.store = store
         self.metrics = metrics
         var loops: [ObjectIdentifier: NIOLoopBoundBox<LoopReads>] = [:]
         for loop in eventLoopGroup.makeIterator() {
@@ -65,7 +65,7 @@ final class HistoryReads: Sendable {
         let eventLoop = hub.eventLoop
         guard let box = loops[ObjectIdentifier(eventLoop)], let mark = hub.mark(of: channel) else {
             // Not in the hub (cannot happen for a socket that just joined): read alone.
-            readAlone(read, of: channel, on: eventLoop, answer: answer)
+            readPage(read, of: channel, on: eventLoop, answer: answer)
             return
         }
         let key = Key(channel: channel, after: read.after, limit: read.limit, generation: mark.generation)
@@ -84,9 +84,9 @@ final class HistoryReads: Sendable {
 
     private func start(_ key: Key, waiters: [Waiter], box: NIOLoopBoundBox<LoopReads>, eventLoop: any EventLoop) {
         box.value.entries[key] = .reading(waiting: waiters)
-        let broker = self.broker
+        let store = self.store
         eventLoop.makeFutureWithTask {
-            try await broker.history(of: key.channel, after: key.after, limit: key.limit)
+            try await store.history(of: key.channel, after: key.after, limit: key.limit)
         }.assumeIsolated().whenComplete { result in
             guard case .reading(let waiting) = box.value.entries[key] else { return }
             box.value.entries[key] = nil
@@ -109,10 +109,11 @@ final class HistoryReads: Sendable {
         }
     }
 
-    private func readAlone(_ read: DeliveryFlow.HistoryRead, of channel: ChannelName, on eventLoop: any EventLoop, answer: @escaping (Result<History, any Error>) -> Void) {
-        let broker = self.broker
+    /// Reads one page alone (a replay's pages after the first), answered on `eventLoop`.
+    func readPage(_ read: DeliveryFlow.HistoryRead, of channel: ChannelName, on eventLoop: any EventLoop, answer: @escaping (Result<History, any Error>) -> Void) {
+        let store = self.store
         eventLoop.makeFutureWithTask {
-            try await broker.history(of: channel, after: read.after, limit: read.limit)
+            try await store.history(of: channel, after: read.after, limit: read.limit)
         }.assumeIsolated().whenComplete(answer)
     }
 

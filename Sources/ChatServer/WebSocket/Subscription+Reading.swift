@@ -6,11 +6,8 @@ import NIOCore
 extension Subscription {
     /// Reads a replay's next history page, alone (the first read is shared, see
     /// ``HistoryReads``), and hands it to `then` on `eventLoop`.
-    func readHistory(_ read: DeliveryFlow.HistoryRead, from broker: any Broker, on eventLoop: any EventLoop, then: @escaping (Result<History, any Error>) -> Void) {
-        let channel = self.channel
-        eventLoop.makeFutureWithTask {
-            try await broker.history(of: channel, after: read.after, limit: read.limit)
-        }.assumeIsolated().whenComplete(then)
+    func readHistory(_ read: DeliveryFlow.HistoryRead, from reads: HistoryReads, on eventLoop: any EventLoop, then: @escaping (Result<History, any Error>) -> Void) {
+        reads.readPage(read, of: channel, on: eventLoop, answer: then)
     }
 
     /// Ends the subscription and gives back what it held: its place in the hub and the
