@@ -7,10 +7,11 @@
 
 import { createOutbox, setUpComposer } from "./composer.js";
 import { connect } from "./connection.js";
-import { createSubscriptions } from "./history.js";
+import { ARCHIVE, createSubscriptions, fetchHistory, isMessage } from "./history.js";
 import { followInbox, inboxOf, newsOf } from "./inbox.js";
 import { anonymousLabel, createMessageList, mentionPattern } from "./messages.js";
 import { createPeopleList } from "./people.js";
+import { around, setUpSearch } from "./search.js";
 import { formatUntil, pageWords } from "./words.js";
 import { channelFromHash, directRoom, isValidChannel, openedChannels, ownIdentity, readChannelCookie, setUpTabs, writeChannelCookie } from "./tabs.js";
 
@@ -65,6 +66,7 @@ const messages = createMessageList({
   earlierButton: document.getElementById("load-earlier"),
   emptyLine: document.getElementById("empty"),
   loadEarlier: (before, epoch) => subscriptions.get(current).earlier({ count: EARLIER, before, epoch }),
+  archive: ARCHIVE,
   onEdit(id) {
     const entry = outbox.discard(id);
     if (entry) composer.edit(entry.data);
@@ -78,6 +80,22 @@ const messages = createMessageList({
   moderator: () => moderator,
   words,
 });
+
+// MARK: Search (a server with an archive)
+
+const search = ARCHIVE
+  ? setUpSearch({
+      form: document.getElementById("search"),
+      input: document.getElementById("search-words"),
+      panel: document.getElementById("search-results"),
+      summary: document.getElementById("search-summary"),
+      list: document.getElementById("search-list"),
+      closeButton: document.getElementById("search-close"),
+      channel: () => current,
+      open: openAt,
+      words,
+    })
+  : null;
 
 // MARK: Tabs
 
@@ -309,7 +327,7 @@ async function show(channel) {
       const older = await subscription.earlier({ count: FIRST_LOOK - subscription.kept.length, before: messages.firstOffset ?? undefined });
       if (mine !== opening) return;
       messages.prepend(older.messages);
-      if (older.firstOffset !== undefined) messages.setEarliest(older.firstOffset);
+      messages.setEarliest(older);
       firstLoadFailed.delete(channel);
     } catch (error) {
       if (mine !== opening) return;
@@ -324,8 +342,18 @@ async function show(channel) {
   markRead();
 }
 
+/** Shows a search result in the conversation, its neighbours around it (of its own epoch). */
+async function openAt(result) {
+  const channel = current;
+  const mine = ++opening;
+  const page = await fetchHistory(channel, { ...around(result.offset), epoch: result.epoch, limit: 100 });
+  if (mine !== opening || page.epoch !== result.epoch) return;
+  messages.showAround(page.messages.filter(isMessage), result, { firstOffset: page.firstOffset, previousEpoch: page.previousEpoch ?? null, epoch: result.epoch });
+}
+
 function switchTo(channel) {
   if (channel === current) return;
+  search?.close();
   current = channel;
   writeChannelCookie(channel);
   if (channelFromHash() !== channel || configured.includes(channel)) history.replaceState(null, "", configured.includes(channel) ? location.pathname + location.search : `#channel=${encodeURIComponent(channel)}`);

@@ -24,9 +24,15 @@ export function isMessage(entry) {
   return entry.type === undefined || entry.type === "message";
 }
 
-export async function fetchHistory(channel, { since = null, limit = 100 } = {}) {
+/** Whether the server keeps an archive: history older than Redis', older epochs, search. */
+export const ARCHIVE = document.body.dataset.archive !== undefined;
+
+/** A read of /history: after `since`, before `before` (or both), of `epoch` (default: the current one). */
+export async function fetchHistory(channel, { since = null, before = null, epoch = null, limit = 100 } = {}) {
   const query = new URLSearchParams({ channel, limit: String(limit) });
   if (since !== null) query.set("since", String(since));
+  if (before !== null) query.set("before", String(before));
+  if (epoch) query.set("epoch", epoch);
   // A server run with --connect-secret asks the same token for reading as for sockets.
   const token = new URLSearchParams(location.search).get("token");
   if (token) query.set("token", token);
@@ -341,16 +347,36 @@ function createSubscription({ channel, positionKey, fillsHoles, firstLook, assum
     /**
      * Up to `count` messages of `epoch` before offset `before`, read from /history: for
      * "Load earlier", and for a tab opened with few messages kept. By default, before the
-     * first message kept (or after the position when none is) in the current epoch.
-     * Answers {messages, firstOffset}: firstOffset the oldest the history holds (null if
-     * none, undefined if the epoch has gone).
+     * first message kept (or after the position when none is) in the current epoch;
+     * `before` null: the newest of `epoch` (an older epoch, reached from the one after
+     * it). Answers {messages, firstOffset, previousEpoch, epoch}: firstOffset the oldest
+     * the history holds of the epoch (null if none, undefined if the epoch has gone);
+     * previousEpoch the epoch the archive kept before it, once the answer reaches its
+     * first message (null: none, or no archive).
      */
     async earlier({ count, before = kept[0]?.offset ?? (position ? position.offset + 1 : 0), epoch = position?.epoch } = {}) {
-      if (!epoch || before <= 1) return { messages: [], firstOffset: null };
-      const since = Math.max(0, before - 1 - count);
-      const page = await fetchHistory(channel, { since, limit: before - 1 - since });
-      if (page.epoch !== epoch) return { messages: [], firstOffset: undefined };
-      return { messages: page.messages.filter((message) => message.offset < before && isMessage(message)), firstOffset: page.firstOffset };
+      if (!epoch) {
+        // Nothing in the current epoch (the channel is empty, or its history was lost):
+        // with an archive, the epoch kept before it.
+        if (!ARCHIVE) return { messages: [], firstOffset: null, previousEpoch: null, epoch: "" };
+        const page = await fetchHistory(channel, { limit: 1 });
+        return { messages: [], firstOffset: null, previousEpoch: page.epoch ? null : (page.previousEpoch ?? null), epoch: "" };
+      }
+      if (before !== null && before <= 1) {
+        if (!ARCHIVE) return { messages: [], firstOffset: null, previousEpoch: null, epoch };
+        // At the epoch's first message already: only what came before it is asked.
+        const page = await fetchHistory(channel, { since: 0, epoch, limit: 1 });
+        if (page.epoch !== epoch) return { messages: [], firstOffset: undefined, epoch };
+        return { messages: [], firstOffset: page.firstOffset, previousEpoch: page.previousEpoch ?? null, epoch };
+      }
+      const page = await fetchHistory(channel, { before, epoch, limit: count });
+      if (page.epoch !== epoch) return { messages: [], firstOffset: undefined, epoch };
+      return {
+        messages: page.messages.filter((message) => (before === null || message.offset < before) && isMessage(message)),
+        firstOffset: page.firstOffset,
+        previousEpoch: page.previousEpoch ?? null,
+        epoch,
+      };
     },
     /**
      * The person has seen everything up to the page's position: tells the server (only

@@ -171,7 +171,10 @@ export function dayLabel(time, words) {
 // MARK: The list
 
 /**
- * loadEarlier(firstOffset, epoch) answers {messages, firstOffset} before the first shown.
+ * loadEarlier(firstOffset, epoch) answers {messages, firstOffset, previousEpoch, epoch} before
+ * the first shown (firstOffset null: the newest of that epoch, an older one). archive:
+ * the server keeps older epochs, so a list that begins at an epoch's first message asks
+ * whether one came before.
  * onEdit(id), onDiscard(id), onRetry(id): the writer's answer to a refused message.
  * me: this browser's identity. names(): the names of the people in the room on screen,
  * for @mentions; myName(): the name this browser shows. act(action, entry, detail): the
@@ -179,7 +182,7 @@ export function dayLabel(time, words) {
  * the reader moderates (then every message has Delete, asked to be confirmed on others').
  * words: the page's words.
  */
-export function createMessageList({ list, scroller, jumpButton, earlierButton, emptyLine, loadEarlier, onEdit, onDiscard, onRetry, me = null, names = () => [], myName = () => "", act = () => {}, moderator = () => false, words }) {
+export function createMessageList({ list, scroller, jumpButton, earlierButton, emptyLine, loadEarlier, archive = false, onEdit, onDiscard, onRetry, me = null, names = () => [], myName = () => "", act = () => {}, moderator = () => false, words }) {
   const own = new Set(); // "epoch:offset" of messages this tab sent
   const outgoing = new Map(); // outbox ID → its <li>, at the end of the list
   const awaiting = new Map(); // "epoch:offset" acknowledged → outbox ID, until the message is shown
@@ -190,7 +193,7 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
   let detached = false; // the list does not end with the newest message
   let scheduled = false;
   let loadingEarlier = false;
-  let firstKept = null; // the oldest offset the history holds, when known
+  const earliest = new Map(); // epoch ("" while the channel has none) → {first, previous}: its oldest offset kept, the epoch kept before it
   let loaded = false; // the first look is done: an empty list means an empty channel
   let seenAt = null; // offset of the last own message the other person has seen (one-to-one)
 
@@ -495,9 +498,43 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
     jumpButton.textContent = waitingBelow > 0 ? words.newMessages(waitingBelow) : words.jumpToNewest;
   }
 
+  /** What "Load earlier" reads next: {before, epoch}, with `crossing` into an older epoch; null when there is nothing more. */
+  function nextEarlier() {
+    const firstItem = list.querySelector("li[data-offset]");
+    const epoch = firstItem?.dataset.epoch ?? "";
+    const first = Number(firstItem?.dataset.offset ?? 0);
+    const known = earliest.get(epoch);
+    if (first > 1 && (known?.first == null || first > known.first)) return { before: first, epoch, crossing: false };
+    if (known?.previous) return { before: null, epoch: known.previous, crossing: true, from: epoch };
+    return null;
+  }
+
+  let probing = null; // the epoch whose start is being asked about
+
   function updateEarlier() {
-    const first = Number(list.querySelector("li[data-offset]")?.dataset.offset ?? 0);
-    earlierButton.hidden = !(first > 1 && (firstKept === null || first > firstKept));
+    earlierButton.hidden = nextEarlier() === null;
+    // At an epoch's first message, not knowing what came before: ask, once.
+    const firstItem = list.querySelector("li[data-offset]");
+    const epoch = firstItem?.dataset.epoch;
+    if (!archive || !epoch || firstItem.dataset.offset !== "1" || earliest.has(epoch) || probing === epoch) return;
+    probing = epoch;
+    loadEarlier(1, epoch)
+      .then((older) => {
+        if (!earliest.has(epoch)) learn(older, epoch);
+      })
+      .catch(() => {}) // asked again when the list changes
+      .finally(() => {
+        probing = null;
+        if (earliest.has(epoch)) earlierButton.hidden = nextEarlier() === null;
+      });
+  }
+
+  function epochBreak() {
+    const item = document.createElement("li");
+    item.className = "epoch-break";
+    item.setAttribute("role", "separator");
+    item.textContent = words.historyRestarted;
+    return item;
   }
 
   function trim() {
@@ -549,14 +586,15 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
     updateEarlier();
   }
 
-  /** Puts older messages above the first shown, keeping the reader's place. */
-  function prepend(older) {
+  /** Puts older messages above the first shown, keeping the reader's place; `crossing`: of an older epoch, marked off. */
+  function prepend(older, { crossing = false } = {}) {
     if (scheduled) flush();
     if (older.length === 0) return;
     const before = scroller.scrollHeight;
     const wasAtBottom = nearBottom();
     const fragment = document.createDocumentFragment();
     for (const message of older) fragment.append(itemFor(message));
+    if (crossing && list.querySelector("li[data-offset]")) fragment.append(epochBreak());
     list.prepend(fragment);
     regroup();
     if (wasAtBottom && !detached) scroller.scrollTop = scroller.scrollHeight;
@@ -587,16 +625,26 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
     }
   });
 
+  /** What an answer of loadEarlier says of its epoch's start. */
+  function learn(older, epoch) {
+    if (older.firstOffset === undefined) return;
+    earliest.set(older.epoch ?? epoch, { first: older.firstOffset, previous: older.previousEpoch ?? null });
+  }
+
   earlierButton.addEventListener("click", async () => {
     if (loadingEarlier) return;
-    const firstItem = list.querySelector("li[data-offset]");
-    if (!firstItem) return;
+    const next = nextEarlier();
+    if (!next) return;
     loadingEarlier = true;
     earlierButton.disabled = true;
     try {
-      const older = await loadEarlier(Number(firstItem.dataset.offset), firstItem.dataset.epoch);
-      if (older.firstOffset !== undefined) firstKept = older.firstOffset;
-      prepend(older.messages);
+      const older = await loadEarlier(next.before, next.epoch);
+      learn(older, next.epoch);
+      if (next.crossing && older.messages.length === 0) {
+        // An older epoch with nothing to show: the one after it leads past it.
+        earliest.set(next.from, { ...earliest.get(next.from), previous: older.previousEpoch ?? null });
+      }
+      prepend(older.messages, { crossing: next.crossing });
     } catch (error) {
       add({ notice: words.couldNotLoadEarlier(error.message) });
     } finally {
@@ -653,7 +701,7 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
       recent = [];
       waitingBelow = 0;
       detached = false;
-      firstKept = null;
+      earliest.clear();
       loaded = false;
       seenAt = null;
       outgoing.clear();
@@ -670,9 +718,29 @@ export function createMessageList({ list, scroller, jumpButton, earlierButton, e
       loaded = value;
       updateEmpty();
     },
-    /** The oldest offset the history holds, so "Load earlier" shows only while there is more. */
-    setEarliest(offset) {
-      firstKept = offset;
+    /** What a read of the newest said of its epoch's start ({firstOffset, previousEpoch, epoch}), so "Load earlier" shows only while there is more. */
+    setEarliest(older) {
+      learn(older, older.epoch ?? "");
+      updateEarlier();
+    },
+    /**
+     * Shows `entries` (oldest first, of one epoch) instead of the newest, with `target`
+     * (a search result) among them marked and in view; "Jump to newest" goes back.
+     * `older` says what the read knew of the epoch's start, as for setEarliest.
+     */
+    showAround(entries, target, older) {
+      if (scheduled) flush();
+      list.replaceChildren(...entries.map(itemFor));
+      learn(older, target.epoch);
+      detached = true;
+      waitingBelow = 0;
+      regroup();
+      updateJump();
+      const item = [...shownMessages()].find((element) => element.dataset.epoch === target.epoch && element.dataset.offset === String(target.offset));
+      if (item) {
+        item.classList.add("found");
+        item.scrollIntoView({ block: "center" });
+      }
       updateEarlier();
     },
     /** Adds a message frame (or a history entry), after those shown. */

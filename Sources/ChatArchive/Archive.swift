@@ -28,6 +28,10 @@ public protocol Archive: Sendable {
     /// The channel's epochs with what is kept of each, oldest first.
     func epochs(of channel: ChannelName) async throws -> [ArchivedEpoch]
 
+    /// The epoch of the channel kept before the one that began at `time` (ms since 1970;
+    /// its first kept message's): the newest other epoch with a message older than that.
+    func epoch(before epoch: String, startedAt time: Int64, of channel: ChannelName) async throws -> String?
+
     /// What is kept of one epoch of the channel (`nil`: nothing), found through the
     /// key's index rather than by going through the channel.
     func epoch(_ epoch: String, of channel: ChannelName) async throws -> ArchivedEpoch?
@@ -93,7 +97,7 @@ public enum Archives {
 /// archives follow.
 enum ArchiveRows {
     /// Highest schema version this build knows.
-    static let schemaVersion = 1
+    static let schemaVersion = 2
 
     /// What a kept change does to the message it is about.
     enum Effect: Equatable {
@@ -109,7 +113,7 @@ enum ArchiveRows {
     static func effect(of message: Message) -> Effect? {
         switch message.kind {
         case .message: return nil
-        case .edit(let of): return .edit(of: of, text: message.text, time: message.time)
+        case .edit(let of): return .edit(of: of, text: storable(message.text), time: message.time)
         case .delete(let of): return .delete(of: of)
         case .react(let of, let on):
             guard let from = message.from else { return nil }
@@ -167,6 +171,13 @@ enum ArchiveRows {
         return message
     }
 
+    /// `text` as a database's text column holds it: PostgreSQL's text cannot hold NUL,
+    /// which a message never has (``MessageText``), but a batch must never be refused
+    /// for good over one character; it becomes U+FFFD.
+    static func storable(_ text: String) -> String {
+        text.utf8.contains(0) ? text.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : text
+    }
+
     /// An epoch's bounds from its lowest and highest kept rows (the one row twice, or
     /// none).
     static func epoch(_ epoch: String, ends: [(offset: Int64, time: Int64)]) -> ArchivedEpoch? {
@@ -175,10 +186,11 @@ enum ArchiveRows {
     }
 
     /// `words` as a full-text query: each word quoted (no operators from the person
-    /// searching), all of them required; `nil` when there is no word.
+    /// searching), all of them required, control characters (which no message holds, and
+    /// neither database takes in a query) left out; `nil` when there is no word.
     static func words(_ words: String) -> [String]? {
         let split = words.split { $0.isWhitespace || $0.isPunctuation && $0 != "_" && $0 != "-" }
-            .map { String($0.unicodeScalars.filter { $0 != "\"" && $0 != "'" && $0 != "\\" }) }
+            .map { String($0.unicodeScalars.filter { $0 != "\"" && $0 != "'" && $0 != "\\" && $0.properties.generalCategory != .control }) }
             .filter { !$0.isEmpty }
         return split.isEmpty ? nil : Array(split.prefix(16))
     }

@@ -48,7 +48,9 @@ public final class PostgresArchive: Archive {
         return configuration
     }
 
-    static let schema: [PostgresQuery] = [
+    /// Each version's statements: an archive at version N gets those after it.
+    static let migrations: [[PostgresQuery]] = [
+        [
         """
         CREATE TABLE messages (
             channel text NOT NULL,
@@ -70,6 +72,9 @@ public final class PostgresArchive: Archive {
         "CREATE INDEX messages_search ON messages USING GIN (search)",
         "CREATE INDEX messages_time ON messages (time)",
         "CREATE INDEX messages_target ON messages (channel, epoch, target) WHERE target IS NOT NULL",
+        ],
+        // 2: a channel's messages by time (the epoch before another; search's newest first).
+        ["CREATE INDEX messages_channel_time ON messages (channel, time)"],
     ]
 
     public func prepare() async throws {
@@ -83,7 +88,9 @@ public final class PostgresArchive: Archive {
                 throw ArchiveError("The archive's schema is version \(version), newer than this server knows (\(ArchiveRows.schemaVersion)): run a newer chatroom.")
             }
             guard version < ArchiveRows.schemaVersion else { return }
-            for statement in Self.schema { try await connection.query(statement, logger: logger) }
+            for migration in Self.migrations[version...] {
+                for statement in migration { try await connection.query(statement, logger: logger) }
+            }
             try await connection.query("DELETE FROM archive_schema", logger: logger)
             try await connection.query("INSERT INTO archive_schema (version) VALUES (\(ArchiveRows.schemaVersion))", logger: logger)
         }
@@ -98,9 +105,9 @@ public final class PostgresArchive: Archive {
         let times = messages.map(\.time)
         let kinds = messages.map(\.kind.token)
         let targets = messages.map { $0.kind.target ?? 0 }
-        let senders = messages.map { $0.from ?? "" }
-        let names = messages.map { $0.name ?? "" }
-        let texts = messages.map(\.text)
+        let senders = messages.map { ArchiveRows.storable($0.from ?? "") }
+        let names = messages.map { ArchiveRows.storable($0.name ?? "") }
+        let texts = messages.map { ArchiveRows.storable($0.text) }
         try await client.withTransaction(logger: logger) { connection in
             let rows = try await connection.query(
                 """
@@ -233,6 +240,15 @@ public final class PostgresArchive: Archive {
         var ends: [(offset: Int64, time: Int64)] = []
         for try await (offset, time) in rows.decode((Int64, Int64).self) { ends.append((offset, time)) }
         return ArchiveRows.epoch(epoch, ends: ends)
+    }
+
+    public func epoch(before epoch: String, startedAt time: Int64, of channel: ChannelName) async throws -> String? {
+        let rows = try await client.query(
+            #"SELECT epoch FROM messages WHERE channel = \#(channel.rawValue) AND time < \#(time) AND epoch <> \#(epoch) ORDER BY time DESC LIMIT 1"#,
+            logger: logger
+        )
+        for try await found in rows.decode(String.self) { return found }
+        return nil
     }
 
     public func search(_ words: String, in channel: ChannelName, limit: Int) async throws -> [Message] {

@@ -86,7 +86,9 @@ public final class SQLiteArchive: Archive {
         }
     }
 
-    static let schema: [String] = [
+    /// Each version's statements: an archive at version N gets those after it.
+    static let migrations: [[String]] = [
+        [
         """
         CREATE TABLE messages (
             channel TEXT NOT NULL,
@@ -123,6 +125,9 @@ public final class SQLiteArchive: Archive {
             INSERT INTO messages_search(rowid, data) VALUES (new.rowid, new.data);
         END
         """,
+        ],
+        // 2: a channel's messages by time (the epoch before another).
+        ["CREATE INDEX messages_channel_time ON messages (channel, time)"],
     ]
 
     public func prepare() async throws {
@@ -135,7 +140,9 @@ public final class SQLiteArchive: Archive {
                 }
                 return
             }
-            for statement in Self.schema { _ = try await connection.query(statement) }
+            for migration in Self.migrations[Int(version)...] {
+                for statement in migration { _ = try await connection.query(statement) }
+            }
             _ = try await connection.query("DELETE FROM archive_schema")
             _ = try await connection.query("INSERT INTO archive_schema (version) VALUES (?)", [.integer(ArchiveRows.schemaVersion)])
         }
@@ -261,6 +268,16 @@ public final class SQLiteArchive: Archive {
             return (Int64(offset), Int64(time))
         }
         return ArchiveRows.epoch(epoch, ends: ends)
+    }
+
+    public func epoch(before epoch: String, startedAt time: Int64, of channel: ChannelName) async throws -> String? {
+        let rows = try await serially { connection in
+            try await connection.query(
+                "SELECT epoch FROM messages WHERE channel = ? AND time < ? AND epoch <> ? ORDER BY time DESC LIMIT 1",
+                [.text(channel.rawValue), .integer(Int(time)), .text(epoch)]
+            )
+        }
+        return rows.first?.column("epoch")?.string
     }
 
     public func search(_ words: String, in channel: ChannelName, limit: Int) async throws -> [Message] {

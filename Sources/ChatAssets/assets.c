@@ -40,6 +40,9 @@ static const unsigned char public_messages_js[] = {
 static const unsigned char public_people_js[] = {
 #embed "../../Public/people.js"
 };
+static const unsigned char public_search_js[] = {
+#embed "../../Public/search.js"
+};
 static const unsigned char public_words_js[] = {
 #embed "../../Public/words.js"
 };
@@ -68,6 +71,7 @@ static const chatroom_asset assets[] = {
     ENTRY("Public/inbox.js", public_inbox_js),
     ENTRY("Public/messages.js", public_messages_js),
     ENTRY("Public/people.js", public_people_js),
+    ENTRY("Public/search.js", public_search_js),
     ENTRY("Public/tabs.js", public_tabs_js),
     ENTRY("Public/words.js", public_words_js),
     ENTRY("Public/favicon.svg", public_favicon_svg),

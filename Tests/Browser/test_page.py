@@ -1746,6 +1746,114 @@ def post_burst(port, channel, count, lanes=8):
 
 
 
+class ArchiveTests(PageTestCase):
+    """A server with an archive (SQLite): "Load earlier" goes back past Redis' window and
+    across an epoch Redis lost, marked off; the search box finds a message and shows it
+    with its neighbours. A Redis of this class's own, restarted without persistence."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.redis = Redis()
+        cls.dir = tempfile.mkdtemp(prefix="chatroom-browser-archive.")
+        # Five messages in Redis: everything older is read from the archive.
+        cls.archived = Instance(
+            "--send-rate", "0", "--history-size", "5", "--identity-secret", "browser-tests-secret",
+            "--archive-url", f"sqlite://{cls.dir}/archive.db", redis_url=cls.redis.url, log_level="error",
+        )
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.archived.stop()
+        cls.redis.remove()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def history(self, query):
+        with urllib.request.urlopen(f"{self.archived.url}history?{query}", timeout=5) as response:
+            return json.loads(response.read())
+
+    def all_archived(self, channel, count):
+        """Waits until the archive has the channel's first `count` messages (Redis keeps five)."""
+        wait_until(lambda: len(self.history(f"channel={channel}&since=0&limit=100")["messages"]) >= count and self.history(f"channel={channel}&since=0&limit=1")["firstOffset"] == 1, timeout=20, message="the messages archived")
+
+    def sends(self, text, channel):
+        """Whether a send is taken (not while the instance finds Redis again)."""
+        try:
+            return self.archived.send(text, channel) == "ok"
+        except OSError:
+            return False
+
+    def first_shown(self, driver):
+        return driver.execute_script("const li = document.querySelector('#messages li[data-offset]'); return li ? li.querySelector('.text').textContent : null")
+
+    def test_41_load_earlier_reaches_the_first_message_and_crosses_into_the_epoch_redis_lost(self):
+        channel = f"kept{int(time.time() * 1000) % 100000}"
+        for number in range(1, 61):
+            self.archived.send(f"old {number}", channel)
+        self.all_archived(channel, 60)
+        # Redis loses everything: the channel starts a new epoch; the old one is archived.
+        self.redis.stop()
+        self.redis.start()
+        wait_until(self.archived.answers, timeout=20, message="the instance ready again")
+        wait_until(lambda: self.sends("new 1", channel), timeout=20, message="a send after the restart")
+        for number in (2, 3):
+            self.archived.send(f"new {number}", channel)
+        driver = self.open(self.archived, f"#channel={channel}")
+        wait_until(lambda: self.texts(driver)[-3:] == ["new 1", "new 2", "new 3"], message="the new epoch's messages")
+        self.assertNotIn("old 60", self.texts(driver), "the old epoch is history, not news")
+        earlier = driver.find_element(By.ID, "load-earlier")
+        wait_until(earlier.is_displayed, message="Load earlier, for the epoch before")
+        earlier.click()
+        wait_until(lambda: self.first_shown(driver) == "old 1", message="the old epoch's messages (60 of them, past Redis' five)")
+        texts = self.texts(driver)
+        self.assertEqual(texts, [f"old {n}" for n in range(1, 61)] + ["new 1", "new 2", "new 3"], "every message once, in order")
+        separators = driver.execute_script("return [...document.querySelectorAll('#messages li.epoch-break')].map(li => [li.textContent, li.previousElementSibling.querySelector('.text')?.textContent, li.nextElementSibling.querySelector('.text')?.textContent ?? li.nextElementSibling.nextElementSibling.querySelector('.text').textContent])")
+        self.assertEqual(len(separators), 1, separators)
+        self.assertEqual(separators[0][1:], ["old 60", "new 1"], "the separator between the epochs")
+        self.assertIn("started again", separators[0][0])
+        wait_until(lambda: not earlier.is_displayed(), message="nothing earlier than the first message")
+        self.shot(driver, "archive-epochs")
+        self.close(driver)
+
+    def test_42_a_search_result_opens_the_conversation_around_it(self):
+        channel = f"found{int(time.time() * 1000) % 100000}"
+        for number in range(1, 41):
+            self.archived.send(f"order {number} for the warehouse" if number == 12 else f"chatter {number}", channel)
+        self.all_archived(channel, 40)
+        driver = self.open(self.archived, f"#channel={channel}")
+        wait_until(lambda: self.texts(driver)[-1:] == ["chatter 40"], message="the newest")
+        box = driver.find_element(By.ID, "search-words")
+        box.send_keys("warehouse ORDER")
+        box.send_keys(Keys.ENTER)
+        results = lambda: driver.execute_script("return [...document.querySelectorAll('#search-list .search-result .text')].map(e => e.textContent)")
+        wait_until(lambda: results() == ["order 12 for the warehouse"], message="one result")
+        self.assertEqual(driver.execute_script("return [...document.querySelectorAll('#search-list mark')].map(m => m.textContent)"), ["order", "warehouse"], "the words marked")
+        self.assertIn("1 message", driver.find_element(By.ID, "search-summary").text)
+        self.shot(driver, "archive-search")
+        driver.find_element(By.CSS_SELECTOR, "#search-list .search-result").click()
+        wait_until(lambda: "order 12 for the warehouse" in self.texts(driver) and "chatter 40" not in self.texts(driver), message="the conversation around the result")
+        self.assertEqual(self.texts(driver), [f"chatter {n}" for n in range(2, 12)] + ["order 12 for the warehouse"] + [f"chatter {n}" for n in range(13, 23)], "ten on each side")
+        self.assertEqual(driver.execute_script("return document.querySelector('#messages li.found .text').textContent"), "order 12 for the warehouse")
+        jump = driver.find_element(By.ID, "new-messages")
+        wait_until(jump.is_displayed, message="Jump to newest")
+        jump.click()
+        wait_until(lambda: self.texts(driver)[-1:] == ["chatter 40"], message="back to the newest")
+        # Nothing found says so; a word too common for nothing is not an error.
+        box.clear()
+        box.send_keys("zebra")
+        box.send_keys(Keys.ENTER)
+        wait_until(lambda: "Nothing found" in driver.find_element(By.ID, "search-summary").text, message="nothing found")
+        driver.find_element(By.ID, "search-close").click()
+        wait_until(lambda: not driver.find_element(By.ID, "search-results").is_displayed(), message="the results closed")
+        self.close(driver)
+
+    def test_43_without_an_archive_the_page_has_no_search_box(self):
+        driver = self.open(self.a)
+        self.assertEqual(driver.find_elements(By.ID, "search"), [])
+        self.close(driver)
+
+
 class Nginx:
     """A real nginx in front of one instance, configured the way that breaks WebSocket:
     no `Upgrade` and `Connection` headers passed on (nginx drops hop-by-hop headers unless

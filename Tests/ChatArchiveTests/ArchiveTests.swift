@@ -3,6 +3,7 @@ import Chat
 import Foundation
 import NIOCore
 import PostgresNIO
+import SQLiteNIO
 import Testing
 
 /// Which archive a test runs against: a fresh SQLite file, or the test command's PostgreSQL.
@@ -123,6 +124,12 @@ struct ArchiveTests {
         #expect(try await archive.epoch("none", of: channel) == nil)
         try await archive.keep([message(channel, 7, "alone", epoch: "single", time: 9_000)])
         #expect(try await archive.epoch("single", of: channel) == ArchivedEpoch(epoch: "single", first: 7, last: 7, since: 9_000))
+        // The epoch kept before another: the newest other one with an older message.
+        #expect(try await archive.epoch(before: "single", startedAt: 9_000, of: channel) == "new")
+        #expect(try await archive.epoch(before: "new", startedAt: 5_001, of: channel) == "old")
+        #expect(try await archive.epoch(before: "old", startedAt: 1_001, of: channel) == nil)
+        #expect(try await archive.epoch(before: "", startedAt: 100_000, of: channel) == "single", "the newest of all")
+        #expect(try await archive.epoch(before: "", startedAt: 100_000, of: freshChannel("none")) == nil)
         await archive.close()
     }
 
@@ -182,5 +189,52 @@ struct ArchiveTests {
         #expect(problem("postgres://u@host/db?sslmode=sometimes")?.contains("Unknown sslmode") == true)
         let configuration = try? PostgresArchive.configuration(url: "postgres://ch%40t:p%2Fss@db.example:6543/chat?sslmode=disable")
         #expect(configuration?.username == "ch@t" && configuration?.password == "p/ss" && configuration?.database == "chat" && configuration?.port == 6543)
+    }
+}
+
+@Suite("What neither database would take")
+struct ArchiveOddTextTests {
+    @Test(arguments: ArchiveKind.allCases)
+    func aNulNeverStopsABatchAndSearchTakesAnyBytes(kind: ArchiveKind) async throws {
+        let archive = try await kind.open()
+        let channel = freshChannel("odd")
+        try await archive.keep([message(channel, 1, "before\u{0}after"), message(channel, 2, "fine\u{0}", kind: .edit(of: 1))])
+        #expect(try await archive.messages(in: channel, epoch: "e1", after: 0, before: nil, limit: 10).count == 2)
+        for words in ["\u{0}fine", "\"", "NEAR(fine", "fine OR x", "fine:*", "!fine &", "*", "\u{1}\u{7F}", "'; DROP TABLE messages; --"] {
+            _ = try await archive.search(words, in: channel, limit: 10)
+        }
+        #expect(try await archive.search("\u{0}fine", in: channel, limit: 10).count == 1)
+        await archive.close()
+    }
+}
+
+@Suite("The archive's schema")
+struct ArchiveSchemaTests {
+    @Test func eachArchiveKnowsEveryVersion() {
+        #expect(SQLiteArchive.migrations.count == ArchiveRows.schemaVersion)
+        #expect(PostgresArchive.migrations.count == ArchiveRows.schemaVersion)
+    }
+
+    @Test func anArchiveOfTheFirstVersionIsBroughtUpToDateAndKeepsWhatItHad() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatroom-migrate-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let path = directory.appendingPathComponent("archive.db").path
+        // An archive as the first version made it, with one message.
+        let old = try await SQLiteConnection.open(storage: .file(path: path))
+        _ = try await old.query("CREATE TABLE archive_schema (version INTEGER NOT NULL)")
+        for statement in SQLiteArchive.migrations[0] { _ = try await old.query(statement) }
+        _ = try await old.query("INSERT INTO archive_schema (version) VALUES (1)")
+        _ = try await old.query(#"INSERT INTO messages (channel, epoch, "offset", time, kind, data) VALUES ('kept', 'e1', 1, 1000, 'm', 'still here')"#)
+        try await old.close()
+
+        let archive = SQLiteArchive(path: path)
+        try await archive.prepare()
+        #expect(try await archive.messages(in: ChannelName("kept")!, epoch: "e1", after: 0, before: nil, limit: 10).map(\.text) == ["still here"])
+        #expect(try await archive.search("still", in: ChannelName("kept")!, limit: 10).count == 1)
+        await archive.close()
+        let check = try await SQLiteConnection.open(storage: .file(path: path))
+        #expect(try await check.query("SELECT version FROM archive_schema").first?.column("version")?.integer == ArchiveRows.schemaVersion)
+        #expect(try await check.query("SELECT name FROM sqlite_master WHERE name = 'messages_channel_time'").count == 1)
+        try await check.close()
     }
 }

@@ -31,12 +31,12 @@ enum ArchiveStore: String, CaseIterable, CustomTestStringConvertible {
 }
 
 /// `/history` as (offset, data) pairs, and its epoch and first offset.
-private func history(_ port: Int, _ query: String) async throws -> (epoch: String?, first: Int64?, messages: [(Int64, String)]) {
+private func history(_ port: Int, _ query: String) async throws -> (epoch: String?, first: Int64?, messages: [(Int64, String)], previous: String?) {
     let answer = try await ChatHTTP.request("GET", port: port, path: "/history?" + query)
     #expect(answer.status == 200, "\(answer.body)")
     let json = try #require(JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])
     let messages = (json["messages"] as? [[String: Any]] ?? []).map { (($0["offset"] as? NSNumber)?.int64Value ?? -1, $0["data"] as? String ?? "") }
-    return (json["epoch"] as? String, (json["firstOffset"] as? NSNumber)?.int64Value, messages)
+    return (json["epoch"] as? String, (json["firstOffset"] as? NSNumber)?.int64Value, messages, json["previousEpoch"] as? String)
 }
 
 /// Waits until `archive` holds `count` entries of `channel` (every epoch), at most 20 s.
@@ -154,9 +154,16 @@ struct ArchiverTests {
             let archive = try Archives.open(url: url)
             #expect(try await archived(archive, ChannelName(name)!, epoch: old, count: 5).count == 5)
             _ = try await ChatHTTP.exchange(host: "127.0.0.1", port: redis.port, bytes: .init(string: "FLUSHALL\r\nQUIT\r\n"), timeout: .seconds(2))
+            // Nothing now: the answer names the epoch kept before, where "Load earlier" goes.
+            let empty = try await history(server.port, "channel=\(name)")
+            #expect(empty.epoch == nil && empty.messages.isEmpty && empty.previous == old)
             _ = try await ChatHTTP.send(port: server.port, data: "new 1", channel: name)
             let now = try await history(server.port, "channel=\(name)&since=0")
             #expect(now.epoch != old && now.messages.map(\.1) == ["new 1"])
+            #expect(now.previous == old, "a page from the epoch's first message names the one before")
+            #expect(try await history(server.port, "channel=\(name)&limit=1").previous == old)
+            #expect(try await history(server.port, "channel=\(name)&epoch=\(old)&since=0").previous == nil, "nothing before the first epoch")
+            #expect(try await history(server.port, "channel=\(name)&epoch=\(old)&limit=2").previous == nil, "not at its first message")
             let earlier = try await history(server.port, "channel=\(name)&epoch=\(old)&since=0")
             #expect(earlier.epoch == old && earlier.messages.map(\.1) == (1...5).map { "old \($0)" } && earlier.first == 1)
             let newest = try await history(server.port, "channel=\(name)&epoch=\(old)&limit=2")
@@ -248,6 +255,15 @@ struct ArchiverTests {
         let all = try await history(server.port, "channel=\(name)&since=0&limit=100")
         #expect(all.messages.map(\.0) == Array(1...21) && all.first == 1, "\(all.messages.map(\.0))")
         #expect(try await history(server.port, "channel=\(name)&before=10&limit=3").messages.map(\.1) == ["m7", "m8", "m9"])
+        // What a client names is bounded: offsets 1 … 2^53 − 1, epochs of letters and digits.
+        for bad in ["before=0", "before=-1", "before=9223372036854775808", "before=1e3", "epoch=a%27b", "epoch=\(String(repeating: "a", count: 65))"] {
+            #expect(try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(name)&\(bad)").status == 400, "\(bad)")
+        }
+        #expect(try await history(server.port, "channel=\(name)&before=9007199254740991&limit=2").messages.map(\.0) == [20, 21])
+        #expect(try await history(server.port, "channel=\(name)&since=10&before=5").messages.isEmpty, "nothing between")
+        #expect(try await history(server.port, "channel=\(name)&before=1").messages.isEmpty)
+        let unknown = try await history(server.port, "channel=\(name)&epoch=ffffffffffffffff&since=0")
+        #expect(unknown.epoch == "ffffffffffffffff" && unknown.messages.isEmpty, "an epoch never kept has nothing")
         await server.stop()
         await archive.close()
     }
@@ -279,6 +295,16 @@ struct ArchiveReadingTests {
             #expect(try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(name)").status == 400)
             #expect(try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(name)&q=x&limit=0").status == 400)
             #expect(try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=bad!&q=x").status == 400)
+            // Bounds: q at most 256 bytes, limit capped at 100, query syntax taken as words.
+            let long = try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(name)&q=\(String(repeating: "a", count: 257))")
+            #expect(long.status == 400 && long.body.contains("256"))
+            #expect(try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(name)&q=\(String(repeating: "a", count: 256))").status == 200)
+            #expect(try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(name)&q=order&limit=100000000000000000000").status == 400)
+            #expect(try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(name)&q=order&limit=5000").status == 200)
+            for hostile in ["%22", "NEAR(order", "order%20OR%20hello", "order:*", "!order%20%26", "*", "%00order", "%FF%FE"] {
+                let answer = try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(name)&q=\(hostile)")
+                #expect(answer.status == 200 || answer.status == 400, "\(hostile): \(answer.status) \(answer.body)")
+            }
             let other = "dm:\([Person().id, Person().id].sorted().joined(separator: ":"))"
             #expect(try await ChatHTTP.request("GET", port: server.port, path: "/search?channel=\(other)&q=x").status == 403, "a one-to-one room of others")
             // A transcript of it.

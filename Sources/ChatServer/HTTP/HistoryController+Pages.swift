@@ -24,7 +24,11 @@ extension HistoryController {
             guard let archive else { return try await read(channel, after: after, limit: limit) }
             return try await archived(channel, epoch: wanted, after: after, before: before, limit: limit, from: archive)
         }
-        guard let epoch = now.epoch else { return Answer(history: now, messages: []) }
+        guard let epoch = now.epoch else {
+            // No history now (Redis lost it, or it expired): what the archive kept before.
+            let previous = try await archive?.epoch(before: "", startedAt: RoomModeration.now + 1, of: channel)
+            return Answer(history: now, messages: [], previousEpoch: previous)
+        }
         // What the broker holds: firstOffset … lastOffset.
         let first = now.firstOffset ?? now.lastOffset + 1
         let upper = min(before ?? Int64.max, now.lastOffset + 1)
@@ -52,7 +56,19 @@ extension HistoryController {
         if let archive, let kept = try await archive.epoch(epoch, of: channel) {
             history.firstOffset = min(kept.first, history.firstOffset ?? kept.first)
         }
-        return Answer(history: history, messages: fit(messages, keepingNewest: after == nil))
+        return try await answer(history, messages, keepingNewest: after == nil)
+    }
+
+    /// The answer of `messages` (within ``maximumBytes``), and, if it begins at the
+    /// epoch's first message, the epoch the archive kept before.
+    private func answer(_ history: History, _ messages: [Message], keepingNewest: Bool) async throws -> Answer {
+        let frames = fit(messages, keepingNewest: keepingNewest)
+        var answer = Answer(history: history, messages: frames)
+        let oldest = keepingNewest ? messages[(messages.count - frames.count)...].first : messages.first
+        if let archive, let epoch = history.epoch, let oldest, oldest.offset <= history.firstOffset ?? 1 {
+            answer.previousEpoch = try await archive.epoch(before: epoch, startedAt: oldest.time, of: history.channel)
+        }
+        return answer
     }
 
     /// A page of an epoch only the archive holds.
@@ -62,7 +78,7 @@ extension HistoryController {
         let kept = try await archive.epoch(epoch, of: channel)
         let messages = try await archive.messages(in: channel, epoch: epoch, after: after, before: before, limit: limit)
         let history = History(channel: channel, epoch: epoch, lastOffset: kept?.last ?? 0, firstOffset: kept?.first, messages: [])
-        return Answer(history: history, messages: fit(messages, keepingNewest: after == nil))
+        return try await answer(history, messages, keepingNewest: after == nil)
     }
 
     /// Up to `limit` of the broker's messages after `start` and below `upper`, in pages.

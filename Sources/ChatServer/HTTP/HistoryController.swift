@@ -160,7 +160,7 @@ struct HistoryController: Sendable {
         let answer: Answer
         do {
             // The plain read (the original's), unless a page of the archive or backwards is asked.
-            if before == nil, epoch == nil, archive == nil || since == nil {
+            if before == nil, epoch == nil, archive == nil {
                 answer = try await read(channel, after: since, limit: limit)
             } else {
                 answer = try await page(channel, epoch: epoch, after: since, before: before, limit: limit)
@@ -190,6 +190,9 @@ struct HistoryController: Sendable {
     struct Answer {
         var history: History
         var messages: [ByteBuffer]
+        /// With an archive, when the answer begins at its epoch's first message (or the
+        /// channel has none now): the epoch kept before it, where "Load earlier" goes on.
+        var previousEpoch: String? = nil
 
         /// The answer's JSON in chunks of about 64 KB.
         func json() -> [ByteBuffer] {
@@ -200,6 +203,10 @@ struct HistoryController: Sendable {
             if let epoch = history.epoch { JSON.writeString(epoch, into: &json) } else { json.writeStaticString("null") }
             json.writeString(#","lastOffset":\#(history.lastOffset),"firstOffset":"#)
             json.writeString(history.firstOffset.map(String.init) ?? "null")
+            if let previousEpoch {
+                json.writeStaticString(#","previousEpoch":"#)
+                JSON.writeString(previousEpoch, into: &json)
+            }
             json.writeStaticString(#","messages":["#)
             var chunks: [ByteBuffer] = []
             for (index, var message) in messages.enumerated() {

@@ -26,6 +26,8 @@ struct PageController: Sendable {
             "title": configuration.title,
             "channels": configuration.channels.map { ["name": $0.rawValue, "label": configuration.channelLabels[$0] ?? $0.rawValue] },
             "maximumMessageLength": configuration.maximumMessageSize,
+            // Search and history past Redis' window come with an archive.
+            "archive": configuration.archiveURL != nil,
         ]
         self.template = template
         self.values = values
