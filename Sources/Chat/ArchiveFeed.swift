@@ -17,6 +17,10 @@ public protocol ArchiveFeed: Sendable {
 
     /// A channel has new messages (published here): looked at before the others.
     func due(_ channel: ChannelName)
+
+    /// Waits until a channel has new messages, or `timeout` passes: what an archiver
+    /// with nothing to do does.
+    func waitForMessages(upTo timeout: Duration) async
 }
 
 /// A channel's messages the archive does not have yet.

@@ -10,15 +10,51 @@ final class ArchiveQueue: Sendable {
         var order: [ChannelName] = []
         var members: Set<ChannelName> = []
         var lastScan: ContinuousClock.Instant?
+        /// A channel came since the archiver last waited.
+        var rung = false
+        /// Archivers waiting for a channel to come.
+        var waiters: [CheckedContinuation<Void, Never>] = []
     }
 
     private let state = NIOLockedValueBox(State())
 
     func add(_ channel: ChannelName, first: Bool = false) {
-        state.withLockedValue { state in
-            guard state.members.insert(channel).inserted else { return }
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+            guard state.members.insert(channel).inserted else { return [] }
             if first { state.order.insert(channel, at: 0) } else { state.order.append(channel) }
+            state.rung = true
+            defer { state.waiters = [] }
+            return state.waiters
         }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Waits until a channel comes (one came since the last wait: at once), or `timeout`
+    /// passes: an idle archiver takes a message within moments of its publish, not at its
+    /// next look.
+    func waitForChannels(upTo timeout: Duration) async {
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            self.wake()
+        }
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let now = state.withLockedValue { state -> Bool in
+                if state.rung { return true }
+                state.waiters.append(waiter)
+                return false
+            }
+            if now { waiter.resume() }
+        }
+        timer.cancel()
+        state.withLockedValue { $0.rung = false }
+    }
+
+    private func wake() {
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
     }
 
     func remove(_ channel: ChannelName) {

@@ -470,6 +470,10 @@ extension MemoryBroker: ArchiveFeed {
     public func due(_ channel: ChannelName) {
         archiveQueue.add(channel, first: true)
     }
+
+    public func waitForMessages(upTo timeout: Duration) async {
+        await archiveQueue.waitForChannels(upTo: timeout)
+    }
 }
 
 /// Makes epochs and timestamps.

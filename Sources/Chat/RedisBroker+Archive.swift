@@ -24,6 +24,10 @@ extension RedisBroker: ArchiveFeed {
         archiveQueue.add(channel, first: true)
     }
 
+    public func waitForMessages(upTo timeout: Duration) async {
+        await archiveQueue.waitForChannels(upTo: timeout)
+    }
+
     public func take(_ limit: Int, for archiver: String) async throws -> [ArchiveBatch] {
         if archiveQueue.scanDue(every: Self.scanInterval) { try await scanForHistories() }
         // A few channels at once, side by side: one with nothing waiting leaves the queue.

@@ -22,7 +22,7 @@ public final class Archiver: Service, Sendable {
     private let logger: Logger
     private let state = NIOLockedValueBox(Progress())
 
-    /// How long an idle archiver waits before it looks again (a publish here does not wait).
+    /// How long an idle archiver waits before it looks again (a publish here wakes it).
     static let idlePause: Duration = .milliseconds(200)
     static let longestPause: Duration = .seconds(5)
     static let lateAfter: Duration = .seconds(30)
@@ -78,7 +78,9 @@ public final class Archiver: Service, Sendable {
                 let batches = pending.isEmpty ? try await feed.take(batchSize, for: name) : pending
                 guard !batches.isEmpty else {
                     recovered()
-                    try await Task.sleep(for: Self.idlePause)
+                    // Until a message is published here, or a while (another instance's).
+                    await feed.waitForMessages(upTo: Self.idlePause)
+                    try Task.checkCancellation()
                     continue
                 }
                 pending = batches

@@ -377,6 +377,28 @@ struct MemoryArchiveFeedTests {
         #expect(try await broker.history(of: channel, after: 0, limit: 100).messages.map(\.offset) == [6, 7, 8])
     }
 
+    @Test func anIdleArchiverWakesWhenAMessageIsPublishedNotAtItsNextLook() async throws {
+        let broker = MemoryBroker(history: HistoryPolicy(size: 3, archiveBacklog: 8)) { _ in }
+        let started = ContinuousClock.now
+        // Nothing published: the wait lasts its time.
+        await broker.waitForMessages(upTo: .milliseconds(100))
+        #expect(ContinuousClock.now - started >= .milliseconds(100))
+        let waiting = Task { () -> Duration in
+            let from = ContinuousClock.now
+            await broker.waitForMessages(upTo: .seconds(10))
+            return ContinuousClock.now - from
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        _ = try await broker.publish(PublishRequest(ByteBuffer(string: "wake"), to: ChannelName("bell")!))
+        #expect(await waiting.value < .seconds(2), "woken by the publish")
+        // Published before the wait: it returns at once.
+        _ = try await broker.take(10, for: "here")
+        _ = try await broker.publish(PublishRequest(ByteBuffer(string: "again"), to: ChannelName("bell2")!))
+        let before = ContinuousClock.now
+        await broker.waitForMessages(upTo: .seconds(10))
+        #expect(ContinuousClock.now - before < .seconds(2))
+    }
+
     @Test func anArchiveThatIsAwayMakesTheRingHoldUpToItsBacklog() async throws {
         let broker = MemoryBroker(history: HistoryPolicy(size: 2, archiveBacklog: 5)) { _ in }
         let channel = ChannelName("away")!
