@@ -148,7 +148,7 @@ let package = Package(
         .executableTarget(
             name: "ChatroomFaults",
             dependencies: [
-                "ChatClient",
+                "ChatClient", "Chat", "ChatArchive",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -12,8 +12,12 @@
 # delivered); one of two instances SIGTERMed
 # and restarted; one subscriber that stops reading for 10 s; the memory broker's
 # instance restarted (a reset is correct); on a Redis Cluster, the channel's primary
-# failed over, planned and by a crash. Exits non-zero if any scenario misses its
-# targets: 0 lost, 0 duplicated, 0 reordered among acknowledged messages.
+# failed over, planned and by a crash; with an archive (a private PostgreSQL): the
+# archive's database killed for 20 s (6 s in the short run) and restarted, the instance
+# archiving the channel SIGKILLed mid-stream, Redis without persistence killed (every
+# acknowledged message must then be in the archive once, under its epoch). Exits non-zero
+# if any scenario misses its targets: 0 lost, 0 duplicated, 0 reordered among
+# acknowledged messages; with an archive, each of them archived once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -26,13 +30,13 @@ case "$mode" in
 esac
 
 ensure_swift
-ensure_build_packages redis-server redis-tools
+ensure_build_packages redis-server redis-tools postgresql
 swift build --product chatroom >/dev/null
 swift build --product chatroom-faults >/dev/null
 bin="$(swift build --show-bin-path)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-faults.XXXXXX")
-trap stop_started EXIT
+trap 'stop_private_postgres; stop_started' EXIT
 
 # start_redis PORT DIR ARGS… — sets started (the pid). Not run in $( ): the process
 # must be a child of this shell, so that it can be stopped and waited for.
@@ -190,6 +194,79 @@ cluster_failover() {
   stop_redis_cluster
 }
 
+# The archive's PostgreSQL, started by the first scenario that needs it.
+archive_url() {
+  if [ -z "${POSTGRES_URL:-}" ]; then POSTGRES_DURABLE=1 start_private_postgres; fi
+  archive="$POSTGRES_URL"
+}
+
+# (f) the archive's database SIGKILLed mid-stream and restarted: publishing goes on (the
+# brokers hold what it has not taken), and afterwards every acknowledged message is in
+# the archive once.
+archive_db_killed() {
+  local name=$1 outage rport aport bport rpid apid bpid archive saved=$duration
+  outage=$([ "$mode" = full ] && echo 20 || echo 6)
+  archive_url
+  start_redis_and_two_instances "$name" --archive-url "$archive"
+  duration=$(( duration < outage + fault_at + 4 ? outage + fault_at + 4 : duration ))
+  run_harness "$name" no "$aport,$bport" --archive-url "$archive" --no-refusals
+  duration=$saved
+  sleep "$fault_at"
+  kill_private_postgres
+  say "$name: PostgreSQL killed for $outage s"
+  sleep "$outage"
+  restart_private_postgres
+  collect "$name"
+  kill "$apid" "$bpid" "$rpid" 2>/dev/null || true
+}
+
+# (g) the instance that archives the channel SIGKILLed mid-stream and restarted: what
+# it took and had not acknowledged is claimed by the next archiver once its hold lapses.
+archive_instance_killed() {
+  local name=$1 rport aport bport rpid apid bpid archive holder port
+  archive_url
+  start_redis_and_two_instances "$name" --archive-url "$archive"
+  run_harness "$name" no "$aport,$bport" --archive-url "$archive"
+  sleep "$fault_at"
+  # An archiver holds the channel only from a take to its acknowledgement (a few ms at
+  # this rate): caught in the act, the holder ("host:port-suffix") dies mid-batch.
+  holder=""
+  for _ in $(seq 1 1000); do
+    holder=$(redis-cli -p "$rport" GET "chatroom:{$channel}:archiving")
+    [ -n "$holder" ] && break
+  done
+  port=${holder##*:}; port=${port%%-*}
+  if [ "$port" = "$bport" ]; then
+    kill -9 "$bpid"; wait "$bpid" 2>/dev/null || true; sleep 2
+    start_instance "$bport" --redis-url "redis://127.0.0.1:$rport" --archive-url "$archive"; bpid=$started
+  else
+    kill -9 "$apid"; wait "$apid" 2>/dev/null || true; sleep 2
+    start_instance "$aport" --redis-url "redis://127.0.0.1:$rport" --archive-url "$archive"; apid=$started
+  fi
+  say "$name: killed the archiving instance (${holder:-none held the channel}) mid-stream"
+  collect "$name"
+  kill "$apid" "$bpid" "$rpid" 2>/dev/null || true
+}
+
+# (h) Redis without persistence SIGKILLed: the history starts again (a reset is correct),
+# and every message acknowledged before is still in the archive, under its old epoch.
+archive_redis_killed() {
+  local name=$1 rport aport bport rpid apid bpid archive dir
+  archive_url
+  rport=$(free_port); dir="$work/$name-redis"
+  start_redis "$rport" "$dir" --save "" --appendonly no; rpid=$started; wait_port "$rport"
+  aport=$(free_port); start_instance "$aport" --redis-url "redis://127.0.0.1:$rport" --archive-url "$archive"; apid=$started
+  bport=$(free_port); start_instance "$bport" --redis-url "redis://127.0.0.1:$rport" --archive-url "$archive"; bpid=$started
+  wait_port "$aport"; wait_port "$bport"
+  run_harness "$name" yes "$aport,$bport" --archive-url "$archive"
+  sleep "$fault_at"
+  kill -9 "$rpid"; wait "$rpid" 2>/dev/null || true
+  sleep 2
+  start_redis "$rport" "$dir" --save "" --appendonly no; rpid=$started
+  collect "$name"
+  kill "$apid" "$bpid" "$rpid" 2>/dev/null || true
+}
+
 only=${2:-}
 run() { if [ -z "$only" ] || [[ "$2" == $only ]]; then channel="faults_$RANDOM"; "$@"; fi; }
 run redis_kill redis-killed-no-persistence yes --save "" --appendonly no
@@ -201,9 +278,12 @@ run slow_reader slow-reader-10s
 run memory_restart memory-broker-restart
 run cluster_failover cluster-failover-planned planned
 run cluster_failover cluster-primary-killed crash
+run archive_db_killed archive-database-killed
+run archive_instance_killed archive-instance-killed
+run archive_redis_killed archive-redis-killed-no-persistence
 
-table="| scenario | acked | refused | refused yet delivered | 504 answers | delivered | lost | lost with the history | duplicates | reordered | resets | gaps recovered | reconnects | latency p50 / p99 ms | targets met |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+table="| scenario | acked | refused | refused yet delivered | 504 answers | delivered | lost | lost with the history | duplicates | reordered | resets | gaps recovered | reconnects | latency p50 / p99 ms | archived / missing / twice | targets met |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for row in "${rows[@]}"; do table+=$'\n'"$row"; done
 echo
 echo "$table"
@@ -247,6 +327,17 @@ How to read it:
   node timeout of 1 s; the rest of the cluster serves on. Redis replicates asynchronously, so a crash can
   lose the last writes the primary acknowledged; none were lost here (see docs/OPERATIONS.md for what
   happens when it does).
+- **archived / missing / twice** (the archive scenarios, a private PostgreSQL with durable commits): after
+  the run, the harness reads the archive's database itself and waits until it holds every acknowledged
+  message: how many it holds, how many it lacks (target 0) and how many it holds twice (target 0).
+  `archive-database-killed`: PostgreSQL SIGKILLed for 20 s (6 s in the CI run) mid-stream and restarted on
+  its data; every publish must be acknowledged meanwhile (target: 0 refused), Redis holding what the
+  archive has not taken. `archive-instance-killed`: the instance caught holding the channel for its
+  archiver (between a take and its acknowledgement) is SIGKILLed and restarted; what it took is claimed by
+  the next archiver once its hold lapses (15 s). `archive-redis-killed-no-persistence`: as above, a reset is
+  correct for the subscribers, and every message acknowledged before the kill is in the archive under the
+  old epoch (an idle archiver is woken by each publish, so what Redis loses unarchived is at most the last
+  few milliseconds' worth; none here).
 
 The raw JSON lines:
 

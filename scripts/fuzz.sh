@@ -19,7 +19,7 @@ seconds=${1:-600}
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || die "usage: scripts/fuzz.sh [SECONDS_PER_TARGET [TARGET...]]"
 shift $(( $# > 0 ? 1 : 0 ))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(form multipart extensions chatv1 chatv2 fields jwt position)
+[ ${#targets[@]} -gt 0 ] || targets=(form multipart extensions chatv1 chatv2 fields jwt position archive)
 command -v swiftc >/dev/null || die "swiftc is needed (Swift 6.2 or later, from swift.org, on PATH)"
 
 # Files that import nothing but Foundation; they use one another (trimmingSpaces is in
@@ -39,6 +39,9 @@ parsers=(
   Sources/ChatServer/Security/Base64URL.swift
   Sources/ChatServer/Security/JWTReading.swift
   Sources/ChatServer/EventStream/EventStreamPosition.swift
+  Sources/ChatServer/Security/PageOrigin.swift
+  Sources/ChatServer/TranscriptSince.swift
+  Sources/ChatArchive/SearchWords.swift
 )
 
 scratch=.build-fuzz

@@ -67,38 +67,69 @@ stop_private_redis() {
 # a database `chatroom` that user owns. Sets POSTGRES_PID, POSTGRES_PORT, POSTGRES_DIR and
 # POSTGRES_URL. Needs the `postgresql` package (ensure_packages postgresql).
 start_private_postgres() {
-  local bin
-  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-  [ -x "$bin/initdb" ] || die "PostgreSQL's initdb not found under /usr/lib/postgresql: install the postgresql package"
+  postgres_runner
   POSTGRES_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chatroom-postgres.XXXXXX")
-  local run=() owner
-  owner=$(id -un)
-  if [ "$(id -u)" -eq 0 ]; then
-    owner=nobody
-    chown nobody "$POSTGRES_DIR"
-    run=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
-  fi
-  "${run[@]}" "$bin/initdb" -D "$POSTGRES_DIR/data" -U "$owner" --auth=trust --no-sync -E UTF8 >"$POSTGRES_DIR/initdb.log" 2>&1 \
+  [ "$(id -u)" -ne 0 ] || chown nobody "$POSTGRES_DIR"
+  "${pg_run[@]}" "$pg_bin/initdb" -D "$POSTGRES_DIR/data" -U "$pg_owner" --auth=trust --no-sync -E UTF8 >"$POSTGRES_DIR/initdb.log" 2>&1 \
     || die "initdb failed (log: $POSTGRES_DIR/initdb.log)"
   for _ in $(seq 1 20); do
     POSTGRES_PORT=$(free_port)
-    "${run[@]}" "$bin/postgres" -D "$POSTGRES_DIR/data" -p "$POSTGRES_PORT" -c listen_addresses=127.0.0.1 \
-      -c unix_socket_directories="$POSTGRES_DIR" -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-      >"$POSTGRES_DIR/postgres.log" 2>&1 &
-    POSTGRES_PID=$!
-    for _ in $(seq 1 100); do
-      if "${run[@]}" "$bin/pg_isready" -q -h 127.0.0.1 -p "$POSTGRES_PORT" 2>/dev/null; then
-        "${run[@]}" "$bin/createdb" -h 127.0.0.1 -p "$POSTGRES_PORT" -U "$owner" chatroom
-        POSTGRES_URL="postgres://$owner@127.0.0.1:$POSTGRES_PORT/chatroom?sslmode=disable"
-        return 0
-      fi
-      kill -0 "$POSTGRES_PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill "$POSTGRES_PID" 2>/dev/null || true
-    wait "$POSTGRES_PID" 2>/dev/null || true
+    if launch_postgres; then
+      "${pg_run[@]}" "$pg_bin/createdb" -h 127.0.0.1 -p "$POSTGRES_PORT" -U "$pg_owner" chatroom
+      POSTGRES_URL="postgres://$pg_owner@127.0.0.1:$POSTGRES_PORT/chatroom?sslmode=disable"
+      return 0
+    fi
   done
   die "could not start PostgreSQL on a free port (log: $POSTGRES_DIR/postgres.log)"
+}
+
+# pg_bin, pg_owner and pg_run (how to run a PostgreSQL program: as `nobody` when root).
+postgres_runner() {
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -x "$pg_bin/initdb" ] || die "PostgreSQL's initdb not found under /usr/lib/postgresql: install the postgresql package"
+  pg_owner=$(id -un)
+  pg_run=()
+  if [ "$(id -u)" -eq 0 ]; then
+    pg_owner=nobody
+    pg_run=(setpriv --reuid=nobody --regid=nogroup --clear-groups --)
+  fi
+}
+
+# Starts the server of $POSTGRES_DIR on $POSTGRES_PORT (sets POSTGRES_PID); fails if it
+# does not answer within 10 s.
+launch_postgres() {
+  # Tests trade durability for speed; POSTGRES_DURABLE=1 (the fault runs, which kill the
+  # server) keeps commits: synchronous_commit=off loses the last ones a crash interrupts.
+  # fsync=off loses nothing when only the server dies, not the machine.
+  local commits=(-c synchronous_commit=off)
+  [ "${POSTGRES_DURABLE:-0}" = 1 ] && commits=()
+  "${pg_run[@]}" "$pg_bin/postgres" -D "$POSTGRES_DIR/data" -p "$POSTGRES_PORT" -c listen_addresses=127.0.0.1 \
+    -c unix_socket_directories="$POSTGRES_DIR" -c fsync=off "${commits[@]}" -c full_page_writes=off \
+    >>"$POSTGRES_DIR/postgres.log" 2>&1 &
+  POSTGRES_PID=$!
+  for _ in $(seq 1 100); do
+    "${pg_run[@]}" "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$POSTGRES_PORT" 2>/dev/null && return 0
+    kill -0 "$POSTGRES_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill "$POSTGRES_PID" 2>/dev/null || true
+  wait "$POSTGRES_PID" 2>/dev/null || true
+  return 1
+}
+
+# The private PostgreSQL dies (SIGKILL, as in a crash), and later comes back on its data
+# and port.
+kill_private_postgres() {
+  local child
+  # Its own processes first (children of the server this script started), then it.
+  for child in $(pgrep -P "$POSTGRES_PID" || true); do kill -9 "$child" 2>/dev/null || true; done
+  kill -9 "$POSTGRES_PID" 2>/dev/null || true
+  wait "$POSTGRES_PID" 2>/dev/null || true
+}
+
+restart_private_postgres() {
+  postgres_runner
+  launch_postgres || die "PostgreSQL did not come back (log: $POSTGRES_DIR/postgres.log)"
 }
 
 stop_private_postgres() {

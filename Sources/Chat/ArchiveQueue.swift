@@ -10,6 +10,8 @@ final class ArchiveQueue: Sendable {
         var order: [ChannelName] = []
         var members: Set<ChannelName> = []
         var lastScan: ContinuousClock.Instant?
+        /// Channels another archiver holds, left alone until then.
+        var resting: [ChannelName: ContinuousClock.Instant] = [:]
         /// A channel came since the archiver last waited.
         var rung = false
         /// Archivers waiting for a channel to come.
@@ -20,6 +22,10 @@ final class ArchiveQueue: Sendable {
 
     func add(_ channel: ChannelName, first: Bool = false) {
         let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+            if !state.resting.isEmpty, let until = state.resting[channel] {
+                guard ContinuousClock.now >= until else { return [] }
+                state.resting[channel] = nil
+            }
             guard state.members.insert(channel).inserted else { return [] }
             if first { state.order.insert(channel, at: 0) } else { state.order.append(channel) }
             state.rung = true
@@ -57,8 +63,12 @@ final class ArchiveQueue: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    func remove(_ channel: ChannelName) {
+    /// The channel has nothing waiting; or (`resting`) another archiver holds it, and
+    /// its new messages are that one's to take for so long: this archiver looks again
+    /// after it (taking the channel over if its holder has gone).
+    func remove(_ channel: ChannelName, resting: Duration? = nil) {
         state.withLockedValue { state in
+            if let resting { state.resting[channel] = ContinuousClock.now + resting }
             guard state.members.remove(channel) != nil else { return }
             state.order.removeAll { $0 == channel }
         }

@@ -55,8 +55,9 @@ extension RedisBroker: ArchiveFeed {
         guard let parts = reply.array, parts.count == 3 else { throw BrokerError(.failed, "Redis answered the archive's take with \(reply)") }
         let entries = parts[1].array ?? []
         guard !entries.isEmpty, let epoch = parts[0].string else {
-            // Archived, or held by another archiver (it is theirs to see through).
-            archiveQueue.remove(channel)
+            // Archived; or held by another archiver, theirs to see through: looked at
+            // again after half a hold, not at each publish here.
+            archiveQueue.remove(channel, resting: parts[2].integer == 1 ? policy.archiveHold / 2 : nil)
             return nil
         }
         var messages: [Message] = []

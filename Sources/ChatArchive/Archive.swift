@@ -184,14 +184,4 @@ enum ArchiveRows {
         guard let first = ends.min(by: { $0.offset < $1.offset }), let last = ends.max(by: { $0.offset < $1.offset }) else { return nil }
         return ArchivedEpoch(epoch: epoch, first: first.offset, last: last.offset, since: first.time)
     }
-
-    /// `words` as a full-text query: each word quoted (no operators from the person
-    /// searching), all of them required, control characters (which no message holds, and
-    /// neither database takes in a query) left out; `nil` when there is no word.
-    static func words(_ words: String) -> [String]? {
-        let split = words.split { $0.isWhitespace || $0.isPunctuation && $0 != "_" && $0 != "-" }
-            .map { String($0.unicodeScalars.filter { $0 != "\"" && $0 != "'" && $0 != "\\" && $0.properties.generalCategory != .control }) }
-            .filter { !$0.isEmpty }
-        return split.isEmpty ? nil : Array(split.prefix(16))
-    }
 }

@@ -252,7 +252,7 @@ public final class PostgresArchive: Archive {
     }
 
     public func search(_ words: String, in channel: ChannelName, limit: Int) async throws -> [Message] {
-        guard let words = ArchiveRows.words(words) else { return [] }
+        guard let words = SearchWords.parse(words) else { return [] }
         let text = words.joined(separator: " ")
         return try await read(
             #"""

@@ -281,7 +281,7 @@ public final class SQLiteArchive: Archive {
     }
 
     public func search(_ words: String, in channel: ChannelName, limit: Int) async throws -> [Message] {
-        guard let words = ArchiveRows.words(words) else { return [] }
+        guard let words = SearchWords.parse(words) else { return [] }
         // Each word a quoted FTS5 string: the person's words, never the query syntax.
         let match = words.map { "\"\($0)\"" }.joined(separator: " ")
         let rows = try await serially { connection in

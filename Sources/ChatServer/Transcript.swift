@@ -69,16 +69,8 @@ public enum Transcript {
         return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
     }
 
-    /// `--since`: a date (`2026-12-01`, midnight UTC) or a time (`2026-12-01T10:00:00Z`,
-    /// with an offset or `Z`), as ms since 1970.
+    /// `--since`, as ms since 1970: see ``TranscriptSince/parse(_:)``.
     public static func parseSince(_ text: String) -> Int64? {
-        let full = ISO8601DateFormatter()
-        full.formatOptions = [.withInternetDateTime]
-        let fractional = ISO8601DateFormatter()
-        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let day = ISO8601DateFormatter()
-        day.formatOptions = [.withFullDate]
-        guard let date = full.date(from: text) ?? fractional.date(from: text) ?? day.date(from: text) else { return nil }
-        return Int64(date.timeIntervalSince1970 * 1000)
+        TranscriptSince.parse(text)
     }
 }

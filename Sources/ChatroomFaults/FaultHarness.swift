@@ -1,4 +1,5 @@
 import ArgumentParser
+import Chat
 import ChatClient
 import Foundation
 import NIOConcurrencyHelpers
@@ -45,6 +46,12 @@ struct FaultHarness: AsyncParsableCommand {
     var slowFor = 10.0
     @Option(help: "Whether a reset is expected: yes, no, or any.")
     var expectReset = "no"
+    @Option(help: "The instances' archive (postgres://… or sqlite:///…): afterwards, every acknowledged message must be in it once.")
+    var archiveURL: String?
+    @Option(help: "Acknowledged messages the archive may lack (Redis without persistence killed: those of its last moments).")
+    var archiveMayLack = 0
+    @Flag(help: "Every publish must be acknowledged: nothing refused.")
+    var noRefusals = false
 
     func run() async throws {
         let ports = self.ports.split(separator: ",").compactMap { Int($0) }
@@ -77,7 +84,18 @@ struct FaultHarness: AsyncParsableCommand {
             for subscriber in subscriberList { await subscriber.disconnect() }
             try await group.waitForAll()
         }
-        let report = await Report(scenario: scenario, ledger: ledger, subscribers: subscriberList, expectReset: expectReset)
+        var report = await Report(scenario: scenario, ledger: ledger, subscribers: subscriberList, expectReset: expectReset)
+        if noRefusals, report.refused > 0 { report.failures.append("\(report.refused) publish(es) refused") }
+        if let archiveURL {
+            guard let name = ChannelName(channel) else { throw ValidationError("--channel \(channel) is not a channel name") }
+            let check = try await ArchiveCheck.run(
+                url: archiveURL, channel: name, acked: Set(ledger.acked.keys), refused: ledger.refusedNumbers, wait: .seconds(60)
+            )
+            report.archive = check
+            if check.missing > archiveMayLack { report.failures.append("\(check.missing) acknowledged message(s) not archived (\(check.someMissing.map(String.init).joined(separator: ", ")))") }
+            if check.twice > 0 { report.failures.append("\(check.twice) message(s) archived twice") }
+            if check.refusedYetKept > 0 { report.failures.append("\(check.refusedYetKept) refused yet archived") }
+        }
         print(report.json)
         print("ROW " + report.markdownRow)
         if !report.failures.isEmpty {
@@ -332,6 +350,8 @@ struct Report {
     var p50 = 0.0
     var p99 = 0.0
     var failures: [String] = []
+    /// What the archive kept, with one.
+    var archive: ArchiveCheck?
 
     init(scenario: String, ledger: Ledger, subscribers: [Subscriber], expectReset: String) async {
         self.scenario = scenario
@@ -394,13 +414,14 @@ struct Report {
             ("duplicates", "\(duplicates)"), ("reordered", "\(reordered)"), ("resets", "\(resets)"), ("gaps", "\(gaps)"),
             ("gaps_recovered", "\(gapsRecovered)"), ("reconnects", "\(reconnects)"),
             ("latency_p50_ms", String(format: "%.1f", p50)), ("latency_p99_ms", String(format: "%.1f", p99)),
-            ("passed", failures.isEmpty ? "true" : "false"),
+        ] + (archive.map { [("archived", "\($0.kept)"), ("archive_missing", "\($0.missing)"), ("archived_twice", "\($0.twice)"), ("refused_yet_archived", "\($0.refusedYetKept)")] } ?? []) + [
+            ("passed", failures.isEmpty ? "true" : "false")
         ]
         return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
     }
 
     var markdownRow: String {
         "| \(scenario) | \(acked) | \(refused) | \(refusedYetDelivered) | \(retried504) | \(delivered) | \(lost) | \(lostWithHistory) | \(duplicates) | \(reordered) | \(resets) | \(gapsRecovered)/\(gaps) | \(reconnects) | "
-            + String(format: "%.0f / %.0f", p50, p99) + " | \(failures.isEmpty ? "yes" : "**no**: " + failures.joined(separator: "; ")) |"
+            + String(format: "%.0f / %.0f", p50, p99) + " | " + (archive.map { "\($0.kept) / \($0.missing) / \($0.twice)" } ?? "—") + " | \(failures.isEmpty ? "yes" : "**no**: " + failures.joined(separator: "; ")) |"
     }
 }
