@@ -13,9 +13,8 @@ import Redis
 /// the oldest entry not archived.
 ///
 /// Which channels to look at: those this instance publishes to (at once), and every
-/// history stream in Redis, found by a `SCAN` every ``scanInterval`` (what other instances
-/// published and could not archive). On a Redis Cluster the scan is not made: there each
-/// channel is archived by the instances that publish to it.
+/// history stream in Redis, found by a `SCAN` every ``scanInterval`` (of each primary on a
+/// Redis Cluster): what other instances published and could not archive.
 extension RedisBroker: ArchiveFeed {
     /// How often the whole of Redis is scanned for history streams.
     static let scanInterval: Duration = .seconds(10)
@@ -82,15 +81,26 @@ extension RedisBroker: ArchiveFeed {
         )
     }
 
-    /// Every history stream in Redis goes into the queue (one server; not on a cluster).
+    /// Every history stream in Redis goes into the queue: of the one server, or of each
+    /// primary of a cluster (a scan covers one node's keys).
     private func scanForHistories() async throws {
-        guard case .single = commands else { return }
+        switch commands {
+        case .single(let client):
+            try await scan { try await client.send($0) }
+        case .cluster(let cluster):
+            for primary in cluster.primaries.sorted() {
+                try await scan { try await cluster.send($0, toPrimary: primary) }
+            }
+        }
+    }
+
+    /// One node's history streams, by `SCAN` (at most 10,000 rounds of 1,000 keys).
+    private func scan(_ send: (RedisCommand) async throws -> RESPValue) async throws {
         var cursor = "0"
         var rounds = 0
         repeat {
-            let reply = try await commands.send(
-                RedisCommand("SCAN", .string(cursor), .string("MATCH"), .string("\(RedisKeys.prefix):{*}:history"), .string("COUNT"), .integer(1000)),
-                key: ""
+            let reply = try await send(
+                RedisCommand("SCAN", .string(cursor), .string("MATCH"), .string("\(RedisKeys.prefix):{*}:history"), .string("COUNT"), .integer(1000))
             )
             guard let parts = reply.array, parts.count == 2, let next = parts[0].string else { return }
             for key in parts[1].array ?? [] {

@@ -283,6 +283,16 @@ public final class RedisClusterClient: Sendable {
         throw RedisError(.unavailable, "the cluster kept redirecting slot \(slot); try again")
     }
 
+    /// Sends `command` to the primary at `address` (one of ``primaries``), for what
+    /// concerns every node alike (`SCAN`).
+    /// - Throws: ``RedisError``; `.unavailable` when that node is not connected.
+    public func send(_ command: RedisCommand, toPrimary address: String) async throws -> RESPValue {
+        guard primaries.contains(address), let client = await client(for: address) else {
+            throw RedisError(.unavailable, "\(address) is not a primary of the cluster \(description) now")
+        }
+        return try await client.send(command)
+    }
+
     /// The client of `address`, made when a redirection names a node not yet known; a
     /// client made in the last connect timeout is given that long to connect.
     private func client(for address: String) async -> RedisClient? {

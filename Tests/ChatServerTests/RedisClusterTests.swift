@@ -1,3 +1,5 @@
+import Chat
+import ChatArchive
 import ChatClient
 import ChatServer
 import ChatTestSupport
@@ -55,6 +57,38 @@ struct RedisClusterTests {
             throw error
         }
         for server in servers { await server.stop() }
+    }
+
+    /// An instance archives what it never published: its scan of every primary finds the
+    /// channels others wrote to (and did not archive).
+    @Test func anArchiverFindsTheChannelsOfEveryShard() async throws {
+        let admin = try ClusterAdmin()
+        let channels = try await admin.channelPerPrimary()
+        let writer = try await TestServer.start(broker: .redis) { $0.redisURL = admin.url }
+        for channel in channels {
+            for number in 1...5 { #expect(try await ChatHTTP.send(port: writer.port, data: "\(channel) \(number)", channel: channel).body == "ok") }
+        }
+        await writer.stop()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chatroom-cluster-archive-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let url = "sqlite://" + directory.appendingPathComponent("archive.db").path
+        let archiving = try await TestServer.start(broker: .redis) { configuration in
+            configuration.redisURL = admin.url
+            configuration.archiveURL = url
+        }
+        let archive = try Archives.open(url: url)
+        var kept: [String: Int] = [:]
+        for _ in 0..<200 {
+            for channel in channels {
+                let epochs = (try? await archive.epochs(of: ChannelName(channel)!)) ?? []
+                kept[channel] = epochs.reduce(0) { $0 + Int($1.last - $1.first + 1) }
+            }
+            if kept.values.allSatisfy({ $0 >= 5 }) && kept.count == channels.count { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(kept.count == 3 && kept.values.allSatisfy { $0 == 5 }, "\(kept)")
+        await archiving.stop()
+        await archive.close()
     }
 
     @Test func moderationOnEveryShardHoldsOnBothInstances() async throws {
