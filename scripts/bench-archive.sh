@@ -58,6 +58,15 @@ spread() { sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "
 # field NAME LABEL: one JSON field over the results of a label.
 field() { grep -F "\"label\":\"$2\"" "$work/results.jsonl" | grep -o "\"$1\":[0-9.]*" | cut -d: -f2; }
 now_ms() { date +%s%3N; }
+# CPU seconds of PostgreSQL so far: the server and its processes (children of it).
+pg_cpu() {
+  local pid total=0 ticks
+  for pid in "$POSTGRES_PID" $(pgrep -P "$POSTGRES_PID" || true); do
+    ticks=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    total=$(( total + ticks ))
+  done
+  awk -v t="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
 
 summary=()
 
@@ -67,6 +76,7 @@ if [ "$what" = all ] || [ "$what" = publish ]; then
       say "publish round $round of $rounds, archive: $archive"
       if [ "$archive" = yes ]; then start_server --archive-url "$POSTGRES_URL"; label="with the archive"; else start_server; label="without"; fi
       before=$(psql -c "SELECT count(*) FROM messages" 2>/dev/null || echo 0)
+      pg_before=$(pg_cpu)
       started=$(now_ms)
       out=$("$bin/chatroom-bench" v2-publish --port "$port" --server-pid "$server" --redis-pid "$redis_pid" --label "$label" \
         --publishers 8 --window 64 --channels 8 --seconds "$seconds" --rate "$rate" 2>>"$work/bench.err") \
@@ -86,7 +96,8 @@ if [ "$what" = all ] || [ "$what" = publish ]; then
         done_at=$(now_ms)
         [ "$kept" -ge "$acked" ] || say "the archive has $kept of $acked after 120 s"
         archive_rate=$(awk -v n="$kept" -v ms=$(( done_at - started )) 'BEGIN { printf "%.0f", n * 1000 / ms }')
-        extra=",\"archived\":$kept,\"archive_behind_ms\":$(( done_at - acked_at )),\"archived_per_second\":$archive_rate"
+        pg_us=$(awk -v a="$(pg_cpu)" -v b="$pg_before" -v n="$kept" 'BEGIN { printf "%.1f", (a - b) * 1e6 / (n > 0 ? n : 1) }')
+        extra=",\"archived\":$kept,\"archive_behind_ms\":$(( done_at - acked_at )),\"archived_per_second\":$archive_rate,\"postgres_cpu_us_per_message\":$pg_us"
       fi
       echo "${line%\}}$extra}" | tee -a "$work/results.jsonl"
       stop_server "$server"
@@ -94,15 +105,16 @@ if [ "$what" = all ] || [ "$what" = publish ]; then
   done
   summary+=("Publishing at $rate messages/s (chat.v2, 8 sockets, 8 channels, ${seconds} s a round), $rounds rounds each, alternating; medians:")
   summary+=("")
-  summary+=("| server | acks/s | ack p50 | ack p99 | p99 of the rounds | archived per second (first send to last row) | the archive behind the last ack |")
-  summary+=("|---|---|---|---|---|---|---|")
+  summary+=("| server | acks/s | ack p50 | ack p99 | p99 of the rounds | server CPU a message | PostgreSQL CPU a message | archived per second (first send to last row) | the archive behind the last ack |")
+  summary+=("|---|---|---|---|---|---|---|---|---|")
   for label in "without" "with the archive"; do
-    per="–"; behind="–"
+    per="–"; behind="–"; pg="–"
     if [ "$label" != without ]; then
       per="$(field archived_per_second "$label" | median)/s"
       behind="$(field archive_behind_ms "$label" | median) ms"
+      pg="$(field postgres_cpu_us_per_message "$label" | median) µs"
     fi
-    summary+=("| $label | $(field acks_per_second "$label" | median) | $(field ack_p50_ms "$label" | median) ms | **$(field ack_p99_ms "$label" | median) ms** | $(field ack_p99_ms "$label" | spread) ms | $per | $behind |")
+    summary+=("| $label | $(field acks_per_second "$label" | median) | $(field ack_p50_ms "$label" | median) ms | **$(field ack_p99_ms "$label" | median) ms** | $(field ack_p99_ms "$label" | spread) ms | $(field server_cpu_us_per_ack "$label" | median) µs | $pg | $per | $behind |")
   done
   summary+=("")
 fi

@@ -87,7 +87,13 @@ public final class Archiver: Service, Sendable {
                 // One transaction for all of them: each channel's in offset order.
                 try await archive.keep(batches.flatMap(\.messages))
                 pending = []
-                for batch in batches { try await feed.archived(batch, by: name) }
+                // Each channel's acknowledgement on its own (side by side: one round trip).
+                let feed = self.feed
+                let name = self.name
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for batch in batches { group.addTask { try await feed.archived(batch, by: name) } }
+                    try await group.waitForAll()
+                }
                 state.withLockedValue { $0.kept += batches.reduce(0) { $0 + $1.messages.count } }
                 recovered()
                 pause = Self.idlePause
