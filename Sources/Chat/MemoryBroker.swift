@@ -444,9 +444,10 @@ extension MemoryBroker: ArchiveFeed {
                 var batch = ArchiveBatch(channel: channel, messages: [], entries: [])
                 for message in state.ring[start...].prefix(max(1, limit)) {
                     batch.entries.append("\(state.epoch) \(message.offset)")
-                    // A deleted message (or edit) has lost its text for good: its delete
-                    // keeps its place. The rest as published: its changes follow it.
-                    guard message.state?.deleted != true else { continue }
+                    // A deleted message has lost its text for good: its delete keeps its
+                    // place. The rest as published (an edit of a deleted message without
+                    // its words): its changes follow it.
+                    guard message.kind != .message || message.state?.deleted != true else { continue }
                     var published = message
                     published.state = nil
                     batch.messages.append(published)

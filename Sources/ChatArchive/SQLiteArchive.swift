@@ -8,9 +8,13 @@ import SQLiteNIO
 public final class SQLiteArchive: Archive {
     let path: String
     private let logger: Logger
+    /// The connection that writes: one transaction at a time (SQLite has one writer).
     private let connection = ConnectionBox()
-    /// One transaction or read at a time on the one connection.
     private let turn = AsyncMutex()
+    /// The connection that reads, beside it (WAL mode: readers do not wait for the
+    /// writer, nor it for them): one read at a time.
+    private let readerConnection = ConnectionBox()
+    private let readerTurn = AsyncMutex()
 
     /// The connection, opened by the first use: one opening, however many wait for it
     /// (the actor lets others in while it waits).
@@ -57,9 +61,18 @@ public final class SQLiteArchive: Archive {
         self.logger = logger
     }
 
-    /// Runs `body` on the connection, alone.
+    /// Runs `body` on the writing connection, alone.
     private func serially<T: Sendable>(_ body: (SQLiteConnection) async throws -> T) async throws -> T {
-        let connection = try await self.connection.get(path: path, logger: logger)
+        try await alone(on: connection, turn: turn, body)
+    }
+
+    /// Runs `body` on the reading connection, alone.
+    private func reading<T: Sendable>(_ body: (SQLiteConnection) async throws -> T) async throws -> T {
+        try await alone(on: readerConnection, turn: readerTurn, body)
+    }
+
+    private func alone<T: Sendable>(on box: ConnectionBox, turn: AsyncMutex, _ body: (SQLiteConnection) async throws -> T) async throws -> T {
+        let connection = try await box.get(path: path, logger: logger)
         await turn.lock()
         do {
             let result = try await body(connection)
@@ -217,7 +230,7 @@ public final class SQLiteArchive: Archive {
 
     public func messages(in channel: ChannelName, epoch: String, after: Int64?, before: Int64?, limit: Int) async throws -> [Message] {
         let limit = max(0, limit)
-        let rows: [SQLiteRow] = try await serially { connection in
+        let rows: [SQLiteRow] = try await reading { connection in
             let key: [SQLiteData] = [.text(channel.rawValue), .text(epoch)]
             if let after {
                 var sql = #"SELECT \#(Self.columns) FROM messages WHERE channel = ? AND epoch = ? AND "offset" > ?"#
@@ -238,7 +251,7 @@ public final class SQLiteArchive: Archive {
     }
 
     public func epochs(of channel: ChannelName) async throws -> [ArchivedEpoch] {
-        let rows = try await serially { connection in
+        let rows = try await reading { connection in
             try await connection.query(
                 #"SELECT epoch, MIN("offset") AS first, MAX("offset") AS last, MIN(time) AS since FROM messages WHERE channel = ? GROUP BY epoch ORDER BY since"#,
                 [.text(channel.rawValue)]
@@ -253,7 +266,7 @@ public final class SQLiteArchive: Archive {
     }
 
     public func epoch(_ epoch: String, of channel: ChannelName) async throws -> ArchivedEpoch? {
-        let rows = try await serially { connection in
+        let rows = try await reading { connection in
             try await connection.query(
                 #"""
                 SELECT * FROM (SELECT "offset", time FROM messages WHERE channel = ?1 AND epoch = ?2 ORDER BY "offset" LIMIT 1)
@@ -271,7 +284,7 @@ public final class SQLiteArchive: Archive {
     }
 
     public func epoch(before epoch: String, startedAt time: Int64, of channel: ChannelName) async throws -> String? {
-        let rows = try await serially { connection in
+        let rows = try await reading { connection in
             try await connection.query(
                 "SELECT epoch FROM messages WHERE channel = ? AND time < ? AND epoch <> ? ORDER BY time DESC LIMIT 1",
                 [.text(channel.rawValue), .integer(Int(time)), .text(epoch)]
@@ -284,7 +297,7 @@ public final class SQLiteArchive: Archive {
         guard let words = SearchWords.parse(words) else { return [] }
         // Each word a quoted FTS5 string: the person's words, never the query syntax.
         let match = words.map { "\"\($0)\"" }.joined(separator: " ")
-        let rows = try await serially { connection in
+        let rows = try await reading { connection in
             try await connection.query(
                 """
                 SELECT m.channel, m.epoch, m."offset", m.time, m.kind, m.sender, m.name, m.data, m.edited, m.deleted, m.reactions
@@ -306,9 +319,11 @@ public final class SQLiteArchive: Archive {
     }
 
     public func close() async {
-        guard let connection = await connection.take() else { return }
-        await turn.lock()
-        try? await connection.close()
-        await turn.unlock()
+        for (box, turn) in [(readerConnection, readerTurn), (connection, turn)] {
+            guard let opened = await box.take() else { continue }
+            await turn.lock()
+            try? await opened.close()
+            await turn.unlock()
+        }
     }
 }

@@ -58,7 +58,8 @@ public enum Transcript {
     /// a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a `'` before it.
     static func csvField(_ value: String) -> String {
         var value = value
-        if let first = value.first, "=+-@".contains(first), Double(value) == nil { value = "'" + value }
+        // What a spreadsheet runs as a formula (OWASP's list, tab and carriage return too).
+        if let first = value.unicodeScalars.first, "=+-@\t\r".unicodeScalars.contains(first), Double(value) == nil { value = "'" + value }
         guard value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return value }
         return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }

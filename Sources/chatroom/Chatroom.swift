@@ -497,6 +497,10 @@ struct Export: AsyncParsableCommand {
             guard let parsed = Transcript.parseSince(since) else { throw ValidationError("--since must be a date (2026-12-01) or a time (2026-12-01T10:00:00Z).") }
             from = parsed
         }
+        // A transcript reads: a SQLite file that is not there is not made.
+        if url.hasPrefix("sqlite://"), !FileManager.default.fileExists(atPath: String(url.dropFirst("sqlite://".count))) {
+            throw ValidationError("--archive-url: there is no archive at \(url.dropFirst("sqlite://".count)).")
+        }
         let archive: any Archive
         do {
             archive = try Archives.open(url: url)

@@ -325,6 +325,8 @@ struct ArchiveReadingTests {
 
     @Test func aTranscriptsFieldsAreQuotedAndFormulasDisarmed() {
         #expect(Transcript.csvField("plain") == "plain")
+        #expect(Transcript.csvField("\t=HYPERLINK(1)").hasPrefix("'\t"), "a tab before a formula is disarmed too")
+        #expect(Transcript.csvField("\r=1+1").hasPrefix("\"'\r"))
         #expect(Transcript.csvField("a, b") == "\"a, b\"")
         #expect(Transcript.csvField("say \"hi\"") == "\"say \"\"hi\"\"\"")
         #expect(Transcript.csvField("two\nlines") == "\"two\nlines\"")

@@ -399,6 +399,17 @@ struct MemoryArchiveFeedTests {
         #expect(ContinuousClock.now - before < .seconds(2))
     }
 
+    @Test func anEditOfAMessageDeletedBeforeItWasArchivedKeepsItsPlaceWithoutItsWords() async throws {
+        let broker = MemoryBroker(history: HistoryPolicy(size: 10, archiveBacklog: 100)) { _ in }
+        let channel = ChannelName("edited-gone")!
+        _ = try await broker.publish(PublishRequest(ByteBuffer(string: "first"), to: channel, from: "ada"))
+        _ = try await broker.publish(PublishRequest(ByteBuffer(string: "secret"), to: channel, from: "ada", kind: .edit(of: 1)))
+        _ = try await broker.publish(PublishRequest(ByteBuffer(), to: channel, from: "ada", kind: .delete(of: 1)))
+        let batch = try #require(try await broker.take(10, for: "here").first)
+        #expect(batch.messages.map(\.offset) == [2, 3], "no hole at the edit's offset; the message itself goes with its delete")
+        #expect(batch.messages.first?.text == "", "the edit without its words")
+    }
+
     @Test func anArchiveThatIsAwayMakesTheRingHoldUpToItsBacklog() async throws {
         let broker = MemoryBroker(history: HistoryPolicy(size: 2, archiveBacklog: 5)) { _ in }
         let channel = ChannelName("away")!

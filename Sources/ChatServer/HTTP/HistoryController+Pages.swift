@@ -35,19 +35,21 @@ extension HistoryController {
         var messages: [Message] = []
         if let after {
             if after + 1 < first, let archive {
-                messages = try await archive.messages(in: channel, epoch: epoch, after: after, before: min(upper, first), limit: limit)
+                messages = try await archiveMessages(channel, epoch: epoch, after: after, before: min(upper, first), limit: limit, from: archive)
             }
-            if messages.count < limit, upper > first {
+            if messages.count < limit, upper > first, Self.bytes(of: messages) < maximumBytes {
                 let start = max(after, messages.last?.offset ?? after, first - 1)
-                messages += try await brokerMessages(channel, epoch: epoch, after: start, below: upper, limit: limit - messages.count)
+                messages += try await brokerMessages(channel, epoch: epoch, after: start, below: upper, limit: limit - messages.count, holding: Self.bytes(of: messages))
             }
         } else {
             // Backwards: the broker's part first (the newest), then the archive's below it.
             let start = max(first, upper - Int64(limit)) - 1
-            if upper > first { messages = try await brokerMessages(channel, epoch: epoch, after: start, below: upper, limit: limit) }
+            if upper > first { messages = try await brokerMessages(channel, epoch: epoch, after: start, below: upper, limit: limit, holding: 0) }
             let lowest = messages.first?.offset ?? upper
-            if messages.count < limit, lowest > 1, let archive {
-                let older = try await archive.messages(in: channel, epoch: epoch, after: nil, before: min(lowest, first), limit: limit - messages.count)
+            if messages.count < limit, lowest > 1, let archive, Self.bytes(of: messages) < maximumBytes {
+                let older = try await archiveMessages(
+                    channel, epoch: epoch, after: nil, before: min(lowest, first), limit: limit - messages.count, from: archive, holding: Self.bytes(of: messages)
+                )
                 messages = older + messages
             }
         }
@@ -76,17 +78,21 @@ extension HistoryController {
         _ channel: ChannelName, epoch: String, after: Int64?, before: Int64?, limit: Int, from archive: any Archive
     ) async throws -> Answer {
         let kept = try await archive.epoch(epoch, of: channel)
-        let messages = try await archive.messages(in: channel, epoch: epoch, after: after, before: before, limit: limit)
+        let messages = try await archiveMessages(channel, epoch: epoch, after: after, before: before, limit: limit, from: archive)
         let history = History(channel: channel, epoch: epoch, lastOffset: kept?.last ?? 0, firstOffset: kept?.first, messages: [])
         return try await answer(history, messages, keepingNewest: after == nil)
     }
 
-    /// Up to `limit` of the broker's messages after `start` and below `upper`, in pages.
-    private func brokerMessages(_ channel: ChannelName, epoch: String, after start: Int64, below upper: Int64, limit: Int) async throws -> [Message] {
+    /// Up to `limit` of the broker's messages after `start` and below `upper`, in pages
+    /// sized by the bytes the answer may still hold (it holds `held` already).
+    private func brokerMessages(
+        _ channel: ChannelName, epoch: String, after start: Int64, below upper: Int64, limit: Int, holding held: Int
+    ) async throws -> [Message] {
         var messages: [Message] = []
         var cursor = start
         while messages.count < limit, cursor + 1 < upper {
-            let wanted = min(Self.page, limit - messages.count, Int(min(Int64(Self.page), upper - 1 - cursor)))
+            let wanted = min(pageSize(holding: messages, besides: held, limit: limit), Int(min(Int64(Self.page), upper - 1 - cursor)))
+            guard wanted > 0 else { break }
             let read = try await broker.history(of: channel, after: cursor, limit: wanted)
             guard read.epoch == epoch else { break }
             let within = read.messages.filter { $0.offset < upper }
@@ -95,6 +101,45 @@ extension HistoryController {
             cursor = last.offset
         }
         return messages
+    }
+
+    /// Up to `limit` of the archive's messages of an epoch (oldest first; after `after`
+    /// and below `before`, or the newest below `before`), in pages sized like the
+    /// broker's: a history of large messages is never read in bulk.
+    private func archiveMessages(
+        _ channel: ChannelName, epoch: String, after: Int64?, before: Int64?, limit: Int, from archive: any Archive, holding held: Int = 0
+    ) async throws -> [Message] {
+        var messages: [Message] = []
+        var (lower, upper) = (after, before)
+        while messages.count < limit {
+            let wanted = pageSize(holding: messages, besides: held, limit: limit)
+            guard wanted > 0 else { break }
+            let page = try await archive.messages(in: channel, epoch: epoch, after: lower, before: upper, limit: wanted)
+            if after != nil {
+                messages += page
+                lower = page.last?.offset ?? lower
+            } else {
+                messages = page + messages
+                upper = page.first?.offset ?? upper
+            }
+            guard page.count == wanted else { break }
+        }
+        return messages
+    }
+
+    /// How many messages to read next: none once the bytes an answer holds are reached,
+    /// else no more than the bytes left can hold, judged by those read so far.
+    private func pageSize(holding messages: [Message], besides held: Int, limit: Int) -> Int {
+        let left = limit - messages.count
+        let bytes = held + Self.bytes(of: messages)
+        guard left > 0, bytes < maximumBytes else { return 0 }
+        guard !messages.isEmpty else { return max(1, min(Self.firstPage, left)) }
+        let average = max(1, Self.bytes(of: messages) / messages.count)
+        return max(1, min(Self.page, left, (maximumBytes - bytes) / average + 1))
+    }
+
+    static func bytes(of messages: [Message]) -> Int {
+        messages.reduce(0) { $0 + $1.data.readableBytes }
     }
 
     /// The messages' frames within ``maximumBytes`` (at least one): the oldest kept

@@ -34,9 +34,11 @@ extension HistoryController {
         }
         let found: [Message]
         do {
-            found = try await archive.search(words, in: reader.channel, limit: limit)
+            let (channel, most) = (reader.channel, limit)
+            found = try await ArchiveDeadline.within { try await archive.search(words, in: channel, limit: most) }
         } catch {
-            var refusal = reader.refuse(.serviceUnavailable, "The archive is unavailable: \(String(describing: error).prefix(200)).", nil, .warning)
+            let why = (error as? ArchiveError)?.description ?? "its database does not answer"
+            var refusal = reader.refuse(.serviceUnavailable, "The archive is unavailable: \(why). Retry in a moment.", nil, .warning)
             refusal.headers[.retryAfter] = "1"
             throw refusal
         }

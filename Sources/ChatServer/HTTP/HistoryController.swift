@@ -163,7 +163,8 @@ struct HistoryController: Sendable {
             if before == nil, epoch == nil, archive == nil {
                 answer = try await read(channel, after: since, limit: limit)
             } else {
-                answer = try await page(channel, epoch: epoch, after: since, before: before, limit: limit)
+                let (wanted, after, below, most) = (epoch, since, before, limit)
+                answer = try await ArchiveDeadline.within { try await self.page(channel, epoch: wanted, after: after, before: below, limit: most) }
             }
         } catch let error as BrokerError {
             var refusal = refuse(.serviceUnavailable, "History unavailable: \(error.message).", level: .warning)
@@ -174,7 +175,9 @@ struct HistoryController: Sendable {
             refusal.headers[.retryAfter] = "1"
             throw refusal
         } catch where !(error is Refusal) {
-            var refusal = refuse(.serviceUnavailable, "The archive is unavailable: \(String(describing: error).prefix(200)).", level: .warning)
+            // A driver's error (a pool that cannot connect, SQL state): its words are for
+            // the log, not for the reader.
+            var refusal = refuse(.serviceUnavailable, "The archive is unavailable: its database does not answer. Retry in a moment.", level: .warning)
             refusal.headers[.retryAfter] = "1"
             throw refusal
         }

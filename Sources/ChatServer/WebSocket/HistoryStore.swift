@@ -26,7 +26,7 @@ struct HistoryStore: Sendable {
         guard let archive, let offset, offset >= 0, let epoch = window.epoch, offset < window.lastOffset else { return window }
         let first = window.firstOffset ?? window.lastOffset + 1
         guard offset + 1 < first else { return window }
-        let older = try await archive.messages(in: channel, epoch: epoch, after: offset, before: first, limit: limit)
+        let older = try await ArchiveDeadline.within { try await archive.messages(in: channel, epoch: epoch, after: offset, before: first, limit: limit) }
         guard let oldest = older.first, oldest.offset == offset + 1 else { return window }
         var history = window
         history.firstOffset = oldest.offset
