@@ -42,19 +42,6 @@ postgres_runner
 psql() { "${pg_run[@]}" "$pg_bin/psql" -h 127.0.0.1 -p "$POSTGRES_PORT" -U "$pg_owner" -d chatroom -v ON_ERROR_STOP=1 -qtA "$@"; }
 say "work directory $work; PostgreSQL on port $POSTGRES_PORT"
 
-# start_server [ARGS…]: a server on a free port with the load-test flags; sets port and server.
-start_server() {
-  port=$(free_port)
-  "$bin/chatroom" --port "$port" --broker redis --redis-url "redis://127.0.0.1:$redis_port" --log-level warning "${load_test_flags[@]}" "$@" \
-    >/dev/null 2>>"$work/server.log" &
-  server=$!
-  started_pids+=("$server")
-  wait_port "$port"
-}
-stop_server() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "–"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-spread() { sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%s–%s", lo, hi }'; }
 # field NAME LABEL: one JSON field over the results of a label.
 field() { grep -F "\"label\":\"$2\"" "$work/results.jsonl" | grep -o "\"$1\":[0-9.]*" | cut -d: -f2; }
 now_ms() { date +%s%3N; }

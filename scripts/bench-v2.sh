@@ -41,18 +41,6 @@ swift build -c release --product chatroom >/dev/null
 bench_setup bench-v2
 say "work directory $work (server logs, results.jsonl)"
 
-# Starts a server on a free port with the load-test flags; sets port and server.
-start_server() {
-  port=$(free_port)
-  "$bin/chatroom" --port "$port" --broker redis --redis-url "redis://127.0.0.1:$redis_port" --log-level warning "${load_test_flags[@]}" "$@" \
-    >/dev/null 2>>"$work/server.log" &
-  server=$!
-  started_pids+=("$server")
-  wait_port "$port"
-}
-
-stop_server() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-
 rows=()
 run() {
   local out
@@ -61,10 +49,8 @@ run() {
   while IFS= read -r line; do rows+=("$line"); say "$line"; done < <(sed -n 's/^ROW //p' <<<"$out")
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "–"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # field NAME MODE [LABEL]: the values of one JSON field over the results of a mode.
 field() { grep "\"mode\":\"$2\"" "$work/results.jsonl" | { if [ -n "${3:-}" ]; then grep -F "\"label\":\"$3\""; else cat; fi; } | grep -o "\"$1\":[0-9.]*" | cut -d: -f2; }
-spread() { sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%s–%s", lo, hi }'; }
 
 if [ "$what" = all ] || [ "$what" = publish ]; then
   start_server

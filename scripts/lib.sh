@@ -199,6 +199,23 @@ bench_setup() {
   start_bench_redis "$work"
 }
 
+# For the benchmark scripts, after bench_setup: a chatroom on a free port against the
+# bench Redis, with the load-test flags and any ARGS…; sets port and server.
+start_server() {
+  port=$(free_port)
+  "$bin/chatroom" --port "$port" --broker redis --redis-url "redis://127.0.0.1:$redis_port" --log-level warning "${load_test_flags[@]}" "$@" \
+    >/dev/null 2>>"$work/server.log" &
+  server=$!
+  started_pids+=("$server")
+  wait_port "$port"
+}
+
+stop_server() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# The median of the numbers on standard input ("–" for none), and their range.
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "–"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+spread() { sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%s–%s", lo, hi }'; }
+
 # Load tests publish thousands of messages a second and open thousands of sockets from
 # one loopback address: the per-address limits that protect a public server are lifted.
 load_test_flags=(--send-rate 0 --history-rate 0 --socket-message-rate 0 --max-sockets-per-address 100000 --new-channels-per-minute 0 --max-connections-per-address 100000)
