@@ -66,6 +66,41 @@ struct SocketStateMachineTests {
         #expect(flow.batchArrived([Self.delivery(8)]) == .writeJoined)
     }
 
+    @Test func aCopyOfAFlowKeepsItsOwnStateAndASettledFlowIsLiveAgain() {
+        var flow = DeliveryFlow(slowReaders: .drop)
+        #expect(flow.isLive)
+        #expect(flow.opened(resume: .init(after: 3, epoch: "e1")) != nil)
+        #expect(!flow.isLive)
+        #expect(flow.batchArrived([Self.delivery(5)]) == .held)
+        // A value: what the copy is handed is not the original's, and the other way round.
+        var copy = flow
+        #expect(flow.batchArrived([Self.delivery(6)]) == .held)
+        guard case .write(let flowPage) = flow.historyRead(.success(Self.history(last: 4, 4...4))),
+            case .write(let copyPage) = copy.historyRead(.success(Self.history(last: 4, 4...4)))
+        else {
+            Issue.record("expected a page to write")
+            return
+        }
+        #expect(Self.write(flowPage, into: &flow) == [4])
+        #expect(Self.write(copyPage, into: &copy) == [4])
+        guard case .release(let flowWaiting) = flow.pageWritten(), case .release(let copyWaiting) = copy.pageWritten() else {
+            Issue.record("a short page ends the replay")
+            return
+        }
+        #expect(Self.offsets(flowWaiting) == [5, 6])
+        #expect(Self.offsets(copyWaiting) == [5])
+        // Live again once a message past the replay went out: nothing is held any more.
+        #expect(!flow.isLive)
+        #expect(flowWaiting.filter { flow.offerLive($0, writable: true) == .write }.count == 2)
+        #expect(flow.isLive)
+        #expect(flow.batchArrived([Self.delivery(7)]) == .writeJoined)
+        // And one that fell behind and drained is live again too.
+        #expect(flow.offer(.message(Self.message(8)), writable: false) == .fellBehind)
+        #expect(!flow.isLive)
+        #expect(flow.drained() == DeliveryFlow.Missed(from: 8, to: 8, reset: nil))
+        #expect(flow.isLive)
+    }
+
     @Test func aDuplicateOfTheReplayInALaterBatchIsSkippedToo() {
         var flow = DeliveryFlow(slowReaders: .drop)
         _ = flow.opened(resume: .init(after: 0, epoch: "e1"))

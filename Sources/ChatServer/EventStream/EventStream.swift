@@ -51,7 +51,7 @@ final class EventStream: ChannelInboundHandler, DeliveryStream, HubConnection, S
     var context: ChannelHandlerContext?
     /// The channels in the order of the request: the order of the position's entries.
     let order: [ChannelName]
-    var subscriptions: [ChannelName: Subscription] = [:]
+    var subscriptions = Subscriptions()
     /// Where the stream stands in each channel, as its last id said (or will say).
     var position: [ChannelName: EventStreamPosition.Entry] = [:]
     private var opening: Opening?
@@ -191,7 +191,7 @@ final class EventStream: ChannelInboundHandler, DeliveryStream, HubConnection, S
         lease?.end()
         hub.removeConnection(self)
         let open = subscriptions.values
-        subscriptions = [:]
+        subscriptions = Subscriptions()
         for subscription in open { end(subscription) }
     }
 

@@ -48,7 +48,7 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
     #else
     @exclusivity(unchecked) private var connection: WebSocketStateMachine
     #endif
-    var subscriptions: [ChannelName: Subscription] = [:]
+    var subscriptions = Subscriptions()
     /// Sends waiting for the batch in flight to finish.
     var outbox: [(id: String, draft: Posting.Draft)] = []
     var publishing = false
@@ -285,7 +285,7 @@ final class ChatV2Socket: WebSocketEndpoint, HubConnection {
         connection.hungUp()
         hub.removeConnection(self)
         let open = subscriptions.values
-        subscriptions = [:]
+        subscriptions = Subscriptions()
         outbox = []
         for subscription in open { end(subscription) }
     }

@@ -143,35 +143,77 @@ struct DeliveryFlow {
         var averageBytes: Int
     }
 
-    let slowReaders: SlowReaders
-    /// Set while the reader is behind.
-    private(set) var missed: Missed?
-    /// A resume in progress, kept out of line: most flows never replay, and every socket
-    /// (a chat.v2 socket: every subscription) holds a flow for as long as it is open.
-    private var replay: Replay? {
-        get { replayStorage?.value }
-        set { replayStorage = newValue.map(ReplayStorage.init) }
-    }
-    private var replayStorage: ReplayStorage?
+    /// What a flow holds while it is not live, kept out of line: a flow is live nearly all
+    /// the time, and every socket (a chat.v2 socket: every subscription) holds one for as
+    /// long as it is open, so a live flow is one reference.
+    private final class Unsettled {
+        var missed: Missed?
+        var replay: Replay?
+        var replayedThrough: (epoch: String, offset: Int64)?
 
-    private final class ReplayStorage {
-        var value: Replay
-        init(_ value: Replay) { self.value = value }
+        init() {}
+
+        init(copying other: Unsettled) {
+            missed = other.missed
+            replay = other.replay
+            replayedThrough = other.replayedThrough
+        }
+
+        var isEmpty: Bool { missed == nil && replay == nil && replayedThrough == nil }
+    }
+    private var unsettled: Unsettled?
+    // After the reference, so that the flow packs into 9 bytes.
+    let slowReaders: SlowReaders
+
+    /// Changes the out-of-line state in place (a copy of the flow gets its own first), and
+    /// lets it go once nothing is left in it.
+    private mutating func settle<Result>(_ change: (Unsettled) -> Result) -> Result {
+        if unsettled == nil {
+            unsettled = Unsettled()
+        } else if !isKnownUniquelyReferenced(&unsettled!) {
+            unsettled = Unsettled(copying: unsettled!)
+        }
+        let result = change(unsettled!)
+        if unsettled!.isEmpty { unsettled = nil }
+        return result
+    }
+
+    /// Set while the reader is behind.
+    private(set) var missed: Missed? {
+        get { unsettled?.missed }
+        set {
+            guard newValue != nil || unsettled?.missed != nil else { return }
+            settle { $0.missed = newValue }
+        }
+    }
+    /// A resume in progress.
+    private var replay: Replay? {
+        get { unsettled?.replay }
+        set {
+            guard newValue != nil || unsettled?.replay != nil else { return }
+            settle { $0.replay = newValue }
+        }
     }
     /// Where the resume's history read ended. Until a message past it arrives, live
     /// messages up to it are skipped: the hub may hand over, at its next drain, a message
     /// that the history read already carried (the batch window).
-    private var replayedThrough: (epoch: String, offset: Int64)?
+    private var replayedThrough: (epoch: String, offset: Int64)? {
+        get { unsettled?.replayedThrough }
+        set {
+            guard newValue != nil || unsettled?.replayedThrough != nil else { return }
+            settle { $0.replayedThrough = newValue }
+        }
+    }
 
     /// Nothing to hold, drop or skip: a batch goes out as it is.
-    var isLive: Bool { missed == nil && replayStorage == nil && replayedThrough == nil }
+    var isLive: Bool { unsettled == nil }
 
     init(slowReaders: SlowReaders) {
         self.slowReaders = slowReaders
     }
 
     /// Whether a resume is reading or writing the history.
-    var isReplaying: Bool { replayStorage != nil }
+    var isReplaying: Bool { unsettled?.replay != nil }
 
     // MARK: - Events
 
@@ -193,15 +235,13 @@ struct DeliveryFlow {
     /// The hub handed over a batch. (While ``isLive``, it is `writeJoined`.)
     mutating func batchArrived(_ deliveries: [Delivery]) -> BatchAction {
         if isLive { return .writeJoined }
-        if replayStorage != nil {
-            // In place, so that the held deliveries are not copied at every batch (a copy
-            // of the flow gets its own storage first).
-            if !isKnownUniquelyReferenced(&replayStorage!) { replayStorage = ReplayStorage(replayStorage!.value) }
-            replayStorage!.value.waiting.append(contentsOf: deliveries)
+        if isReplaying {
+            // In place, so that the held deliveries are not copied at every batch.
+            settle { $0.replay!.waiting.append(contentsOf: deliveries) }
             return .held
         }
         if missed != nil {
-            for delivery in deliveries { missed!.record(delivery.event) }
+            settle { unsettled in for delivery in deliveries { unsettled.missed!.record(delivery.event) } }
             return .dropped
         }
         return replayedThrough == nil ? .writeJoined : .offerEach
@@ -222,7 +262,7 @@ struct DeliveryFlow {
     /// One event to write in order, as replays and deliveries after one are.
     mutating func offer(_ event: ChatEvent, writable: Bool) -> Offer {
         if missed != nil {
-            missed!.record(event)
+            settle { $0.missed!.record(event) }
             return .skip
         }
         guard writable else {

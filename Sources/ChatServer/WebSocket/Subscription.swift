@@ -31,13 +31,15 @@ final class Subscription: HubMember, FlowHolder {
         case ended
     }
 
+    // Stored in this order so that they pack: one of these is kept per channel of every
+    // connection.
     let channel: ChannelName
+    let resume: DeliveryFlow.Resume?
     private(set) var state = State.admitting
     /// Whether `subscribed` was sent (it goes before anything else of the channel).
     var announced = false
     /// Shows who is there (every room but an inbox).
     let hasPresence: Bool
-    let resume: DeliveryFlow.Resume?
     /// The broker's join was made: the socket leaves the channel when it ends.
     var joined = false
     /// Until when (Unix ms) the socket's person is muted here, as last told; 0: not.
