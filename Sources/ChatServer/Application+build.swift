@@ -136,7 +136,7 @@ public func buildApplication(
                 )
             },
             configuration: .init(address: .hostname(configuration.hostname, port: configuration.port), serverName: nil, backlog: configuration.listenBacklog),
-            services: broker.services + [presence, sockets] + (metricsServer.map { [$0] } ?? []) + (archiver.map { [$0] } ?? []),
+            services: broker.services + [presence, sockets, HeapTrimmer(logger: logger)] + (metricsServer.map { [$0] } ?? []) + (archiver.map { [$0] } ?? []),
             onServerRunning: onServerRunning,
             eventLoopGroupProvider: .shared(eventLoopGroup),
             logger: logger
