@@ -494,7 +494,7 @@ struct Export: AsyncParsableCommand {
         guard let format = Transcript.Format(rawValue: format) else { throw ValidationError("--format must be jsonl or csv.") }
         var from: Int64?
         if let since {
-            guard let parsed = Transcript.parseSince(since) else { throw ValidationError("--since must be a date (2026-12-01) or a time (2026-12-01T10:00:00Z).") }
+            guard let parsed = Transcript.parseSince(since) else { throw ValidationError("--since must be a date (2026-12-01) or a time (2026-12-01T10:00:00Z, or with an offset: 2026-12-01T11:00:00+01:00); '\(since)' is neither, or out of range.") }
             from = parsed
         }
         // A transcript reads: a SQLite file that is not there is not made.

@@ -335,5 +335,15 @@ struct ArchiveReadingTests {
         #expect(Transcript.parseSince("2026-12-01") == 1_796_083_200_000)
         #expect(Transcript.parseSince("2026-12-01T10:00:00Z") == 1_796_119_200_000)
         #expect(Transcript.parseSince("yesterday") == nil)
+        #expect(Transcript.parseSince("2026-12-01T10:00:00.25+01:00") == 1_796_115_600_250)
+        #expect(Transcript.parseSince("2024-02-29") == 1_709_164_800_000, "a leap day")
+        #expect(Transcript.parseSince("1969-12-31T23:59:59.999Z") == -1)
+        // Out of range or left over: refused, never rolled over into another time.
+        for typo in [
+            "2026-12-01T25:00:00Z", "2026-12-01T10:61:00Z", "2026-12-01T10:00:60Z", "2026-02-30", "2023-02-29", "2026-13-01",
+            "2026-12-01T10:00:00+25:00", "2026-12-01T10:00:00-00:99", "2026-12-01T10:00:00", "2026-12-01T10:00:00.Z", "2026-12-01 ", "2026-12-1",
+        ] {
+            #expect(Transcript.parseSince(typo) == nil, "\(typo)")
+        }
     }
 }
