@@ -127,6 +127,8 @@ public func buildApplication(
         let metricsServer = Startup.makeMetricsServer(
             configuration, metrics: metricsController, status: statusController, chatRouter: router, eventLoopGroup: eventLoopGroup, logger: logger
         )
+        // Last, once every route is in: it wraps only the router's answer when none matched.
+        router.add(middleware: UnmatchedRequestAnswer(routes: router.routes, gatekeeper: gatekeeper, refusals: refusals))
         let sockets = SocketService(hub: hub, pingInterval: configuration.pingInterval, drainTimeout: configuration.drainTimeout, logger: logger)
         return Application(
             router: router,

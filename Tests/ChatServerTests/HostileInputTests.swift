@@ -524,6 +524,29 @@ struct HostileInputTests {
         }
     }
 
+    @Test func aRequestNoRouteServesIsAnsweredWithWhatTheServerServesThere() async throws {
+        try await withServer(broker: .memory) { server in
+            let get = try await ChatHTTP.request("GET", port: server.port, path: "/send/")
+            #expect(get.status == 405 && get.header("allow") == "POST, OPTIONS")
+            #expect(get.body == "GET is not served at /send/: it answers POST, OPTIONS.\n")
+            let put = try await ChatHTTP.request("PUT", port: server.port, path: "/history")
+            #expect(put.status == 405 && put.header("allow") == "GET, HEAD, OPTIONS")
+            #expect(try await ChatHTTP.request("POST", port: server.port, path: "/healthz").header("allow") == "GET, HEAD")
+            let plain = try await ChatHTTP.request("GET", port: server.port, path: "/wb/")
+            #expect(plain.status == 426 && plain.header("upgrade") == "websocket")
+            #expect(plain.body.contains("WebSocket"))
+            let nowhere = try await ChatHTTP.request("GET", port: server.port, path: "/nowhere")
+            #expect(nowhere.status == 404 && nowhere.body == "There is nothing at /nowhere on this server.\n")
+            // What a route itself answers 404 keeps its own words.
+            let history = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(uniqueChannel())")
+            #expect(history.status == 200)
+            let metrics = Scrape(try await ChatHTTP.request("GET", port: server.port, path: "/metrics").body)
+            #expect(metrics[#"chatroom_refusals_total{route="unmatched",reason="method_not_allowed"}"#] == 3)
+            #expect(metrics[#"chatroom_refusals_total{route="unmatched",reason="not_websocket"}"#] == 1)
+            #expect(metrics[#"chatroom_refusals_total{route="unmatched",reason="not_found"}"#] == 1)
+        }
+    }
+
     @Test func aHandshakeWithABadKeyOrVersionIsAnswered() async throws {
         try await withServer(broker: .memory) { server in
             func upgrade(key: String?, version: String) async throws -> HTTPResult {
