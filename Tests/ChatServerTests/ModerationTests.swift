@@ -396,6 +396,20 @@ struct ModerationTests {
             #expect(try await api(server.port, "slowmode", ["channel": "c", "seconds": "-1"]).status == 400)
             #expect(try await api(server.port, "ban", ["channel": "no spaces", "user": user, "seconds": "5"]).status == 400)
             #expect(try await api(server.port, "delete", ["channel": "c", "offset": "zero"]).status == 400)
+            // JSON's true is no number of seconds (it once read as 1), nor is 1.5.
+            for seconds in ["true", "false", "1.5", "1e300"] {
+                let body = #"{"channel":"c","user":"\#(user)","seconds":\#(seconds)}"#
+                let answer = try await ChatHTTP.request(
+                    "POST", port: server.port, path: "/api/mute",
+                    headers: [("Authorization", "Bearer \(adminToken)"), ("Content-Type", "application/json")], body: body
+                )
+                #expect(answer.status == 400 && answer.body.contains("must be a string or a whole number"), "\(seconds)")
+            }
+            let whole = try await ChatHTTP.request(
+                "POST", port: server.port, path: "/api/mute", headers: [("Authorization", "Bearer \(adminToken)"), ("Content-Type", "application/json")],
+                body: #"{"channel":"c","user":"\#(user)","seconds":5.0}"#
+            )
+            #expect(whole.status == 200, "5.0 is a whole number")
             let metrics = try await ChatHTTP.request("GET", port: server.port, path: "/metrics")
             #expect(metrics.body.contains(#"chatroom_refusals_total{reason="unauthorized",route="/api/mute"}"#) || metrics.body.contains(#"route="/api/mute""#))
         }

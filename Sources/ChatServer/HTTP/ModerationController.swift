@@ -231,6 +231,10 @@ struct ModerationController: Sendable {
         return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"], body: .init(byteBuffer: json))
     }
 
+    static func notAField(_ name: String) -> Refusal {
+        Refusal(.badRequest, "The field \"\(String(name.unicodeScalars.prefix(24)))\" must be a string or a whole number.")
+    }
+
     /// The query's fields, then the body's: a JSON object (strings, numbers and booleans),
     /// or a urlencoded or multipart form.
     static func fields(of request: inout Request, limit: Int) async throws -> [(name: String, value: String)] {
@@ -245,9 +249,15 @@ struct ModerationController: Sendable {
         }
         for (name, value) in object.sorted(by: { $0.key < $1.key }) {
             switch value {
-            case let text as String: fields.append((name, text))
-            case let number as NSNumber: fields.append((name, number.stringValue))
-            default: throw Refusal(.badRequest, "The field \"\(String(name.unicodeScalars.prefix(24)))\" must be a string or a whole number.")
+            case let text as String:
+                fields.append((name, text))
+            // JSON's true and false arrive as numbers: they would read as 1 and 0.
+            case let number as NSNumber where String(cString: number.objCType) != "c":
+                let value = number.doubleValue
+                guard value.rounded() == value, abs(value) <= 9_007_199_254_740_991 else { throw Self.notAField(name) }
+                fields.append((name, String(Int64(value))))
+            default:
+                throw Self.notAField(name)
             }
         }
         return fields
