@@ -68,28 +68,32 @@ extension Chatroom {
     /// names its variable; and shows each flag's variable in `--help`.
     static func main() async {
         let commandLine = Array(CommandLine.arguments.dropFirst())
-        // `export` shares --archive-url with the server, which would take it: parsed on its own.
-        if commandLine.first == "export" {
+        // The subcommands share flags with the server (`export` --archive-url, `token`
+        // --channels), which would take them and judge them by its own rules (a `pub*`
+        // prefix is no channel of the server's): each is parsed on its own.
+        switch commandLine.first {
+        case "export":
             await Export.main(Array(commandLine.dropFirst()))
             return
+        case "token":
+            Token.main(Array(commandLine.dropFirst()))
+            return
+        default:
+            break
         }
-        let isServer = commandLine.first != "token"
-        if isServer, commandLine.contains(where: { ["--help", "-h"].contains($0) }) {
+        if commandLine.contains(where: { ["--help", "-h"].contains($0) }) {
             print(helpWithVariables())
             return
         }
-        var arguments = commandLine
-        var given: [(flag: EnvironmentFlags.Flag, arguments: [String])] = []
-        if isServer {
-            do {
-                given = try EnvironmentFlags.arguments(
-                    for: EnvironmentFlags.flags(inHelp: helpMessage(columns: 400)), environment: ProcessInfo.processInfo.environment, commandLine: commandLine
-                )
-            } catch {
-                fail(error.description)
-            }
-            arguments = given.flatMap(\.arguments) + commandLine
+        let given: [(flag: EnvironmentFlags.Flag, arguments: [String])]
+        do {
+            given = try EnvironmentFlags.arguments(
+                for: EnvironmentFlags.flags(inHelp: helpMessage(columns: 400)), environment: ProcessInfo.processInfo.environment, commandLine: commandLine
+            )
+        } catch {
+            fail(error.description)
         }
+        let arguments = given.flatMap(\.arguments) + commandLine
         let command: any ParsableCommand
         do {
             command = try parseAsRoot(arguments)

@@ -107,4 +107,22 @@ struct CommandLineTests {
         #expect(await version.exit() == 0)
         #expect(version.text.hasPrefix("1.") && version.text.contains("(commit "))
     }
+
+    @Test func aSignInTokenMayNameRoomsByPrefix() async throws {
+        // --channels of `token` is the token's claim, not the server's list of rooms (where
+        // `pub*` is no channel name): it used to be judged by the server's rules.
+        let secret = String(repeating: "s", count: 32)
+        let run = try Run(["token", "--sub", "ada", "--channels", "pub*,general", "--secret", secret], environment: [:])
+        #expect(await run.exit() == 0, "\(run.text)")
+        let parts = run.text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ".")
+        #expect(parts.count == 3, "\(run.text)")
+        var payload = String(parts.count == 3 ? parts[1] : "").replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while payload.count % 4 != 0 { payload += "=" }
+        let claims = Data(base64Encoded: payload).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+        #expect(claims?["channels"] as? [String] == ["pub*", "general"])
+        #expect(claims?["sub"] as? String == "ada")
+        let unsigned = try Run(["token", "--channels", "general"], environment: [:])
+        #expect(await unsigned.exit() != 0)
+        #expect(unsigned.text.contains("give --sub too"))
+    }
 }
