@@ -31,6 +31,10 @@ public struct ArchiveBatch: Sendable {
     public var messages: [Message]
     /// What was handed out, as the broker names it, to acknowledge.
     public var entries: [String]
+    /// Messages of the channel the broker let go before the archive took them (the
+    /// archive was away longer than `--archive-backlog` covers): the archive will never
+    /// have them. Told once, with the first batch after them.
+    public var lost = 0
 
     public init(channel: ChannelName, messages: [Message], entries: [String]) {
         self.channel = channel

@@ -62,6 +62,19 @@ public final class ChatMetrics: Sendable {
             .increment(by: count)
     }
 
+    /// Counts messages (and changes) this instance wrote into the archive
+    /// (`chatroom_archive_messages_total`).
+    public func archived(_ count: Int) {
+        Counter(label: "chatroom_archive_messages_total", factory: factory).increment(by: count)
+    }
+
+    /// Counts messages the broker let go before the archive took them
+    /// (`chatroom_archive_lost_messages_total`): the archive was away longer than
+    /// `--archive-backlog` covers, or Redis lost them.
+    public func lostToArchive(_ count: Int) {
+        Counter(label: "chatroom_archive_lost_messages_total", factory: factory).increment(by: count)
+    }
+
     /// Counts a socket or subscription whose first history read was served by another's
     /// (`chatroom_history_reads_shared_total`): reads Redis did not have to do.
     public func historyReadShared() {

@@ -15,6 +15,9 @@ public final class MemoryBroker: Broker {
         var ring = CircularBuffer<Message>()
         /// The newest offset the archive has (0: none yet, or no archive).
         var archived: Int64 = 0
+        /// Messages the ring let go before the archive had them (its backlog was full),
+        /// not told to the archiver yet.
+        var lostToArchive = 0
         var lastPublished = ContinuousClock.now
 
         /// Kept messages, oldest first.
@@ -32,6 +35,7 @@ public final class MemoryBroker: Broker {
             while let first = ring.first,
                 ring.count > policy.streamLength || (ring.count > max(policy.size, 1) && (!archiving || first.offset <= archived))
             {
+                if archiving, first.offset > archived { lostToArchive += 1 }
                 ring.removeFirst()
             }
         }
@@ -442,6 +446,8 @@ extension MemoryBroker: ArchiveFeed {
                     return nil
                 }
                 var batch = ArchiveBatch(channel: channel, messages: [], entries: [])
+                batch.lost = state.lostToArchive
+                channels[channel]!.lostToArchive = 0
                 for message in state.ring[start...].prefix(max(1, limit)) {
                     batch.entries.append("\(state.epoch) \(message.offset)")
                     // A deleted message has lost its text for good: its delete keeps its

@@ -47,11 +47,12 @@ extension RedisBroker: ArchiveFeed {
     /// the queue) when there are none, or another archiver holds the channel.
     private func take(_ limit: Int, of channel: ChannelName, for archiver: String) async throws -> ArchiveBatch? {
         let reply = try await Self.run(
-            Self.archiveTakeScript, keys: [RedisKeys.meta(channel), RedisKeys.history(channel), RedisKeys.archiving(channel)],
+            Self.archiveTakeScript,
+            keys: [RedisKeys.meta(channel), RedisKeys.history(channel), RedisKeys.archiving(channel), RedisKeys.changes(channel)],
             arguments: [.string(archiver), .integer(Self.milliseconds(policy.archiveHold)), .integer(Int64(max(1, limit)))], commands: commands,
             scripts: scripts
         )
-        guard let parts = reply.array, parts.count == 3 else { throw BrokerError(.failed, "Redis answered the archive's take with \(reply)") }
+        guard let parts = reply.array, parts.count == 4 else { throw BrokerError(.failed, "Redis answered the archive's take with \(reply)") }
         let entries = parts[1].array ?? []
         guard !entries.isEmpty, let epoch = parts[0].string else {
             // Archived; or held by another archiver, theirs to see through: looked at
@@ -69,7 +70,9 @@ extension RedisBroker: ArchiveFeed {
             else { continue }
             messages.append(message)
         }
-        return ArchiveBatch(channel: channel, messages: messages, entries: ids)
+        var batch = ArchiveBatch(channel: channel, messages: messages, entries: ids)
+        batch.lost = parts[3].integer.map { Int(max(0, $0)) } ?? 0
+        return batch
     }
 
     public func archived(_ batch: ArchiveBatch, by archiver: String) async throws {
@@ -113,27 +116,59 @@ extension RedisBroker: ArchiveFeed {
 
     /// Takes the oldest entries of a channel not archived yet, for one archiver.
     ///
-    /// KEYS: meta hash, history stream, the archiving hold. ARGV: the archiver, how long
-    /// to hold the channel (ms), how many entries. Returns `{epoch, entries, held}`:
-    /// no entries when the channel has no history, when another archiver holds it (`held`
-    /// 1), or when everything is archived (the hold is let go). The group is made at the
-    /// stream's start the first time: everything Redis still has is archived.
+    /// KEYS: meta hash, history stream, the archiving hold, changes hash. ARGV: the
+    /// archiver, how long to hold the channel (ms), how many entries. Returns `{epoch,
+    /// entries, held, lost}`: no entries when the channel has no history, when another
+    /// archiver holds it (`held` 1), or when everything is archived (the hold is let go).
+    /// The group is made at the stream's start the first time: everything Redis still has
+    /// is archived.
+    ///
+    /// `lost`: offsets between the last entry handed to the group and the first one read
+    /// now that are neither in the stream nor deleted messages (a deleted message leaves a
+    /// ghost in the changes hash): the stream was cut at `--archive-backlog` before the
+    /// archive took them, or Redis lost them. Looked for in at most 10,000 offsets; past
+    /// that, every offset of the hole counts.
     static let archiveTakeScript = """
         local epoch = redis.call('HGET', KEYS[1], 'epoch')
-        if not epoch or redis.call('EXISTS', KEYS[2]) == 0 then return {false, {}, 0} end
+        if not epoch or redis.call('EXISTS', KEYS[2]) == 0 then return {false, {}, 0, 0} end
         local holder = redis.call('GET', KEYS[3])
-        if holder and holder ~= ARGV[1] then return {epoch, {}, 1} end
+        if holder and holder ~= ARGV[1] then return {epoch, {}, 1, 0} end
         redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
-        redis.pcall('XGROUP', 'CREATE', KEYS[2], 'archive', '0')
+        local made = redis.pcall('XGROUP', 'CREATE', KEYS[2], 'archive', '0')
+        local new = type(made) == 'table' and made.ok ~= nil
         -- Whatever is pending is someone's who let go (or ours from before): first.
         local claimed = redis.call('XAUTOCLAIM', KEYS[2], 'archive', ARGV[1], 0, '0-0', 'COUNT', ARGV[3])
         local entries = claimed[2]
+        local lost = 0
         if #entries == 0 then
+          local delivered = nil
+          if not new then
+            for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[2])) do
+              local fields = {}
+              for j = 1, #group, 2 do fields[group[j]] = group[j + 1] end
+              if fields['name'] == 'archive' then delivered = tonumber(string.match(fields['last-delivered-id'], '^(%d+)')) end
+            end
+          end
           local read = redis.call('XREADGROUP', 'GROUP', 'archive', ARGV[1], 'COUNT', ARGV[3], 'STREAMS', KEYS[2], '>')
           if read then entries = read[1][2] end
+          if delivered and delivered > 0 and #entries > 0 then
+            local first = tonumber(string.match(entries[1][1], '^(%d+)'))
+            local from, to = delivered + 1, first - 1
+            if to >= from then
+              lost = to - from + 1
+              local checked = math.min(to, from + 9999)
+              for start = from, checked, 500 do
+                local offsets = {}
+                for o = start, math.min(checked, start + 499) do offsets[#offsets + 1] = o end
+                for _, state in ipairs(redis.call('HMGET', KEYS[4], unpack(offsets))) do
+                  if state and string.find(state, '"g":', 1, true) then lost = lost - 1 end
+                end
+              end
+            end
+          end
         end
         if #entries == 0 then redis.call('DEL', KEYS[3]) end
-        return {epoch, entries, 0}
+        return {epoch, entries, 0, lost}
         """
 
     /// Acknowledges archived entries and cuts the stream back to the history size, never

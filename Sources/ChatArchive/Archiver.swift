@@ -20,6 +20,7 @@ public final class Archiver: Service, Sendable {
     /// Messages older than this are forgotten (checked every hour); `nil`: kept forever.
     let retention: Duration?
     private let logger: Logger
+    private let metrics: ChatMetrics
     private let state = NIOLockedValueBox(Progress())
 
     /// How long an idle archiver waits before it looks again (a publish here wakes it).
@@ -36,7 +37,11 @@ public final class Archiver: Service, Sendable {
         var lastForget: ContinuousClock.Instant?
     }
 
-    public init(feed: any ArchiveFeed, archive: any Archive, name: String, batchSize: Int = 500, retention: Duration? = nil, logger: Logger) {
+    public init(
+        feed: any ArchiveFeed, archive: any Archive, name: String, batchSize: Int = 500, retention: Duration? = nil, metrics: ChatMetrics = .none,
+        logger: Logger
+    ) {
+        self.metrics = metrics
         self.feed = feed
         self.archive = archive
         self.name = name
@@ -75,7 +80,7 @@ public final class Archiver: Service, Sendable {
                 }
                 try await forgetIfDue()
                 // Kept again after a failure: the same batches, until the archive has them.
-                let batches = pending.isEmpty ? try await feed.take(batchSize, for: name) : pending
+                let batches = pending.isEmpty ? try await taken() : pending
                 guard !batches.isEmpty else {
                     recovered()
                     // Until a message is published here, or a while (another instance's).
@@ -94,7 +99,9 @@ public final class Archiver: Service, Sendable {
                     for batch in batches { group.addTask { try await feed.archived(batch, by: name) } }
                     try await group.waitForAll()
                 }
-                state.withLockedValue { $0.kept += batches.reduce(0) { $0 + $1.messages.count } }
+                let kept = batches.reduce(0) { $0 + $1.messages.count }
+                state.withLockedValue { $0.kept += kept }
+                metrics.archived(kept)
                 recovered()
                 pause = Self.idlePause
             } catch is CancellationError {
@@ -105,6 +112,20 @@ public final class Archiver: Service, Sendable {
                 pause = min(pause * 2, Self.longestPause)
             }
         }
+    }
+
+    /// The next batches; what the broker let go before the archive took it is counted
+    /// and told (once: a batch kept again after a failure is not taken again).
+    private func taken() async throws -> [ArchiveBatch] {
+        let batches = try await feed.take(batchSize, for: name)
+        for batch in batches where batch.lost > 0 {
+            metrics.lostToArchive(batch.lost)
+            logger.error(
+                "Messages were let go before the archive took them: it was away longer than --archive-backlog covers; the archive will not have them",
+                metadata: ["channel": "\(batch.channel)", "lost": "\(batch.lost)", "archiver": "\(name)"]
+            )
+        }
+        return batches
     }
 
     private func recovered() {

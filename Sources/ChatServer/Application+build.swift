@@ -48,7 +48,7 @@ public func buildApplication(
         let identities = Identities(secret: try await Startup.identitySecret(configuration, broker: broker))
         let gatekeeper = try Startup.makeGatekeeper(configuration, logins: try await Startup.makeLogins(configuration, identities: identities, logger: logger))
         let instance = StatusController.makeInstanceID(port: configuration.port)
-        let archiver = try Startup.makeArchiver(configuration, broker: broker, instance: instance, logger: logger)
+        let archiver = try Startup.makeArchiver(configuration, broker: broker, instance: instance, metrics: metrics, logger: logger)
         let refusals = Refusals(metrics: metrics)
         let catalog = AssetCatalog.embedded(publicDirectory: configuration.publicDirectory)
         let rooms = RoomPolicy(defaultCap: configuration.maximumMembers, caps: configuration.channelCaps)
@@ -188,7 +188,7 @@ enum Startup {
 
     /// The archive `--archive-url` names and the archiver that fills it from `broker`;
     /// `nil` without one.
-    static func makeArchiver(_ configuration: ChatConfiguration, broker: any Broker, instance: String, logger: Logger) throws -> Archiver? {
+    static func makeArchiver(_ configuration: ChatConfiguration, broker: any Broker, instance: String, metrics: ChatMetrics, logger: Logger) throws -> Archiver? {
         guard let url = configuration.archiveURL else { return nil }
         guard let feed = broker as? any ArchiveFeed else {
             throw StartupError(message: "--archive-url: the broker \(broker) does not feed an archive.")
@@ -199,7 +199,7 @@ enum Startup {
         } catch {
             throw StartupError(message: "Invalid --archive-url: \(error.description)")
         }
-        return Archiver(feed: feed, archive: archive, name: instance, retention: configuration.archiveRetention, logger: logger)
+        return Archiver(feed: feed, archive: archive, name: instance, retention: configuration.archiveRetention, metrics: metrics, logger: logger)
     }
 
     /// `--identity-secret`, or the one every instance on the broker shares (the first
