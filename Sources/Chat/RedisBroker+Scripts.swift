@@ -91,9 +91,9 @@ extension RedisBroker {
             return {403, 'You are muted in this room for ' .. left .. ' more ' .. (left == 1 and 'second' or 'seconds') .. '.', 0, 'muted'}
           end
           if op ~= 'm' or slow <= 0 or exempt then return nil end
-          local last = tonumber(redis.call('HGET', KEYS[6], from) or '')
-          if last and last + slow * 1000 > now then
-            local wait = math.max(1, math.floor((last + slow * 1000 - now + 999) / 1000))
+          local lastPost = tonumber(redis.call('HGET', KEYS[6], from) or '')
+          if lastPost and lastPost + slow * 1000 > now then
+            local wait = math.max(1, math.floor((lastPost + slow * 1000 - now + 999) / 1000))
             return {429, 'This room is in slow mode: one message every ' .. slow .. ' s per person. Wait ' .. wait .. ' more ' .. (wait == 1 and 'second' or 'seconds') .. '.', wait, 'slow_mode'}
           end
           return nil, slow
@@ -137,178 +137,184 @@ extension RedisBroker {
         local function forget(offset)
           redis.call('XDEL', KEYS[2], offset .. '-0')
         end
-        for i = 1, count do
-          local base = 10 + (i - 1) * 6
-          local data, name, keyIndex, from, kind = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4], ARGV[base + 5]
-          local exempt = ARGV[base + 6] == '1'
-          local offset0, epoch0, time0
-          if keyIndex > 0 then
-            local first = sent[KEYS[keyIndex]]
-            if first then offset0, epoch0, time0 = string.match(first, '^(%d+) (%S+) (%d+)$') end
-          end
-          local barred, slow = nil, nil
-          if not offset0 and from ~= '' then
-            if moderated == nil then moderated = redis.call('EXISTS', KEYS[5]) == 1 end
-            if moderated then barred, slow = moderation(from, kind, exempt) end
-          end
-          if offset0 then
-            results[i] = {tonumber(offset0), epoch0, 0, 1, 0, tonumber(time0), 0, '', kind}
-          elseif barred then
-            results[i] = {0, '', 0, 0, 0, 0, barred[1], barred[2], kind, barred[3], barred[4]}
-          elseif kind ~= 'm' and not redis.call('HGET', KEYS[1], 'epoch') then
-            results[i] = {0, '', 0, 0, 0, 0, 404, 'The channel has no messages.', kind}
-          else
-            if not epoch and not refused then
-              if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[3]) == 1 then
-                if ARGV[8] ~= '1' then
-                  redis.call('DEL', KEYS[1])
-                  refused = true
-                else
-                  created = 1
-                  -- A new epoch: whatever is left from an older one is not part of it.
-                  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-                end
-              end
-              if not refused then
-                epoch = redis.call('HGET', KEYS[1], 'epoch')
-                if ARGV[7] ~= '0' and ARGV[6] == epoch then
-                  local current = lastOffset()
-                  if current < tonumber(ARGV[7]) then
-                    last = tonumber(ARGV[7])
-                    counted = true
-                    raised = current
-                  end
-                end
-              end
+        -- The run in a protected call: should a command fail part of the way (Redis does
+        -- not roll back what a script did), the offsets already handed out are still
+        -- written below, so the next run never reuses one; then the error goes on.
+        local ran, failure = pcall(function()
+          for i = 1, count do
+            local base = 10 + (i - 1) * 6
+            local data, name, keyIndex, from, kind = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4], ARGV[base + 5]
+            local exempt = ARGV[base + 6] == '1'
+            local offset0, epoch0, time0
+            if keyIndex > 0 then
+              local first = sent[KEYS[keyIndex]]
+              if first then offset0, epoch0, time0 = string.match(first, '^(%d+) (%S+) (%d+)$') end
             end
-            local status, state, entry, of, op = 0, nil, nil, nil, nil
-            if not refused and kind ~= 'm' then
-              status, state, entry, of, op = check(kind, from, exempt)
-              if status == nil then
-                status = 0
-                if op == 'r' then
-                  local on = true
-                  local reactions = state.r or {}
-                  local reactors = 0
-                  for _, reaction in ipairs(reactions) do reactors = reactors + #reaction[2] end
-                  local place = nil
-                  for j, reaction in ipairs(reactions) do
-                    if reaction[1] == data then place = j end
+            local barred, slow = nil, nil
+            if not offset0 and from ~= '' then
+              if moderated == nil then moderated = redis.call('EXISTS', KEYS[5]) == 1 end
+              if moderated then barred, slow = moderation(from, kind, exempt) end
+            end
+            if offset0 then
+              results[i] = {tonumber(offset0), epoch0, 0, 1, 0, tonumber(time0), 0, '', kind}
+            elseif barred then
+              results[i] = {0, '', 0, 0, 0, 0, barred[1], barred[2], kind, barred[3], barred[4]}
+            elseif kind ~= 'm' and not redis.call('HGET', KEYS[1], 'epoch') then
+              results[i] = {0, '', 0, 0, 0, 0, 404, 'The channel has no messages.', kind}
+            else
+              if not epoch and not refused then
+                if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[3]) == 1 then
+                  if ARGV[8] ~= '1' then
+                    redis.call('DEL', KEYS[1])
+                    refused = true
+                  else
+                    created = 1
+                    -- A new epoch: whatever is left from an older one is not part of it.
+                    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
                   end
-                  if place then
-                    local people = reactions[place][2]
-                    local mine = nil
-                    for j, id in ipairs(people) do
-                      if id == from then mine = j end
+                end
+                if not refused then
+                  epoch = redis.call('HGET', KEYS[1], 'epoch')
+                  if ARGV[7] ~= '0' and ARGV[6] == epoch then
+                    local current = lastOffset()
+                    if current < tonumber(ARGV[7]) then
+                      last = tonumber(ARGV[7])
+                      counted = true
+                      raised = current
                     end
-                    if mine then
-                      table.remove(people, mine)
-                      on = false
-                      if #people == 0 then table.remove(reactions, place) end
+                  end
+                end
+              end
+              local status, state, entry, of, op = 0, nil, nil, nil, nil
+              if not refused and kind ~= 'm' then
+                status, state, entry, of, op = check(kind, from, exempt)
+                if status == nil then
+                  status = 0
+                  if op == 'r' then
+                    local on = true
+                    local reactions = state.r or {}
+                    local reactors = 0
+                    for _, reaction in ipairs(reactions) do reactors = reactors + #reaction[2] end
+                    local place = nil
+                    for j, reaction in ipairs(reactions) do
+                      if reaction[1] == data then place = j end
+                    end
+                    if place then
+                      local people = reactions[place][2]
+                      local mine = nil
+                      for j, id in ipairs(people) do
+                        if id == from then mine = j end
+                      end
+                      if mine then
+                        table.remove(people, mine)
+                        on = false
+                        if #people == 0 then table.remove(reactions, place) end
+                      elseif reactors >= \(MessageState.maximumReactors) then
+                        status, state = 400, 'Message ' .. of .. ' has ' .. reactors .. ' reactions already, the most one message holds.'
+                      else
+                        people[#people + 1] = from
+                      end
+                    elseif #reactions >= \(MessageState.maximumReactions) then
+                      status, state = 400, 'Message ' .. of .. ' has ' .. #reactions .. ' different reactions already, the most one message holds.'
                     elseif reactors >= \(MessageState.maximumReactors) then
                       status, state = 400, 'Message ' .. of .. ' has ' .. reactors .. ' reactions already, the most one message holds.'
                     else
-                      people[#people + 1] = from
+                      reactions[#reactions + 1] = {data, {from}}
                     end
-                  elseif #reactions >= \(MessageState.maximumReactions) then
-                    status, state = 400, 'Message ' .. of .. ' has ' .. #reactions .. ' different reactions already, the most one message holds.'
-                  elseif reactors >= \(MessageState.maximumReactors) then
-                    status, state = 400, 'Message ' .. of .. ' has ' .. reactors .. ' reactions already, the most one message holds.'
-                  else
-                    reactions[#reactions + 1] = {data, {from}}
-                  end
-                  if status == 0 then
-                    if #reactions > 0 then state.r = reactions else state.r = nil end
-                    if not on then kind = 'u' .. of end
+                    if status == 0 then
+                      if #reactions > 0 then state.r = reactions else state.r = nil end
+                      if not on then kind = 'u' .. of end
+                    end
                   end
                 end
               end
-            end
-            if refused then
-              results[i] = {0, '', 0, 0, -1, 0, 0, '', kind}
-            elseif status ~= 0 then
-              results[i] = {0, '', 0, 0, 0, 0, status, state, kind}
-            else
-              last = lastOffset() + 1
-              counted = true
-              local offset = last
-              local header = 'v2 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[2] .. ' ' .. (from ~= '' and from or '-') .. ' ' .. kind
-              local fields = {'t', ARGV[2], 'd', data}
-              if name ~= '' then
-                fields[#fields + 1] = 'n'
-                fields[#fields + 1] = name
-                header = header .. ' ' .. name
-              end
-              if from ~= '' then
-                fields[#fields + 1] = 'f'
-                fields[#fields + 1] = from
-              end
-              if kind ~= 'm' then
-                fields[#fields + 1] = 'k'
-                fields[#fields + 1] = kind
-              end
-              redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], offset .. '-0', unpack(fields))
-              if op == 'e' then
-                state.e = now
-                state.d = data
-                state.s = state.s or {}
-                state.s[#state.s + 1] = offset
-              elseif op == 'd' then
-                state.x = now
-                state.e = nil
-                state.d = nil
-                state.r = nil
-                state.g = {t = tonumber(entry.t), f = entry.f, n = entry.n}
-                forget(of)
-                for _, edit in ipairs(state.s or {}) do
-                  local gone = entryOf(edit)
-                  if gone then
-                    forget(edit)
-                    redis.call('HSET', KEYS[3], edit, cjson.encode({g = {t = tonumber(gone.t), f = gone.f, k = gone.k}}))
-                  end
+              if refused then
+                results[i] = {0, '', 0, 0, -1, 0, 0, '', kind}
+              elseif status ~= 0 then
+                results[i] = {0, '', 0, 0, 0, 0, status, state, kind}
+              else
+                last = lastOffset() + 1
+                counted = true
+                local offset = last
+                local header = 'v2 ' .. offset .. ' ' .. epoch .. ' ' .. ARGV[2] .. ' ' .. (from ~= '' and from or '-') .. ' ' .. kind
+                local fields = {'t', ARGV[2], 'd', data}
+                if name ~= '' then
+                  fields[#fields + 1] = 'n'
+                  fields[#fields + 1] = name
+                  header = header .. ' ' .. name
                 end
-                state.s = nil
+                if from ~= '' then
+                  fields[#fields + 1] = 'f'
+                  fields[#fields + 1] = from
+                end
+                if kind ~= 'm' then
+                  fields[#fields + 1] = 'k'
+                  fields[#fields + 1] = kind
+                end
+                redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], offset .. '-0', unpack(fields))
+                if op == 'e' then
+                  state.e = now
+                  state.d = data
+                  state.s = state.s or {}
+                  state.s[#state.s + 1] = offset
+                elseif op == 'd' then
+                  state.x = now
+                  state.e = nil
+                  state.d = nil
+                  state.r = nil
+                  state.g = {t = tonumber(entry.t), f = entry.f, n = entry.n}
+                  forget(of)
+                  for _, edit in ipairs(state.s or {}) do
+                    local gone = entryOf(edit)
+                    if gone then
+                      forget(edit)
+                      redis.call('HSET', KEYS[3], edit, cjson.encode({g = {t = tonumber(gone.t), f = gone.f, k = gone.k}}))
+                    end
+                  end
+                  state.s = nil
+                end
+                if op then
+                  redis.call('HSET', KEYS[3], of, cjson.encode(state))
+                  changed = true
+                end
+                if keyIndex > 0 then
+                  local first = offset .. ' ' .. epoch .. ' ' .. ARGV[2]
+                  redis.call('SET', KEYS[keyIndex], first, 'PX', ARGV[9])
+                  sent[KEYS[keyIndex]] = first
+                end
+                if slow then
+                  redis.call('HSET', KEYS[6], from, ARGV[2])
+                  redis.call('PEXPIRE', KEYS[6], slow * 1000)
+                end
+                redis.call('\(publish)', ARGV[1], header .. '\\n' .. data)
+                results[i] = {offset, epoch, raised, 0, created, now, 0, '', kind}
+                raised = 0
+                created = 0
+                published = true
               end
-              if op then
-                redis.call('HSET', KEYS[3], of, cjson.encode(state))
-                changed = true
-              end
-              if keyIndex > 0 then
-                local first = offset .. ' ' .. epoch .. ' ' .. ARGV[2]
-                redis.call('SET', KEYS[keyIndex], first, 'PX', ARGV[9])
-                sent[KEYS[keyIndex]] = first
-              end
-              if slow then
-                redis.call('HSET', KEYS[6], from, ARGV[2])
-                redis.call('PEXPIRE', KEYS[6], slow * 1000)
-              end
-              redis.call('\(publish)', ARGV[1], header .. '\\n' .. data)
-              results[i] = {offset, epoch, raised, 0, created, now, 0, '', kind}
-              raised = 0
-              created = 0
-              published = true
             end
           end
-        end
-        if changed then
-          -- A channel's history spans at most four history lengths of offsets: deletes
-          -- take entries out of the stream (so MAXLEN alone would let ghosts pile up),
-          -- and a state is kept only while its offset is in that span. Past five
-          -- lengths of states, both are cut back to four: at most one scan of the hash
-          -- per history length of changes.
-          local size = tonumber(ARGV[4])
-          if redis.call('HLEN', KEYS[3]) > 5 * size then
-            local floor = lastOffset() - 4 * size
-            for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
-              if tonumber(field) < floor then redis.call('HDEL', KEYS[3], field) end
+          if changed then
+            -- A channel's history spans at most four history lengths of offsets: deletes
+            -- take entries out of the stream (so MAXLEN alone would let ghosts pile up),
+            -- and a state is kept only while its offset is in that span. Past five
+            -- lengths of states, both are cut back to four: at most one scan of the hash
+            -- per history length of changes.
+            local size = tonumber(ARGV[4])
+            if redis.call('HLEN', KEYS[3]) > 5 * size then
+              local floor = lastOffset() - 4 * size
+              for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
+                if tonumber(field) < floor then redis.call('HDEL', KEYS[3], field) end
+              end
+              if floor > 0 then redis.call('XTRIM', KEYS[2], 'MINID', floor .. '-0') end
             end
-            if floor > 0 then redis.call('XTRIM', KEYS[2], 'MINID', floor .. '-0') end
           end
-        end
+        end)
         if counted then
           -- As digits: Lua would write a large number as 1e+14.
           redis.call('HSET', KEYS[1], 'offset', string.format('%d', last))
         end
+        if not ran then error(failure) end
         if published and ARGV[5] ~= '0' then
           redis.call('PEXPIRE', KEYS[1], ARGV[5])
           redis.call('PEXPIRE', KEYS[2], ARGV[5])
