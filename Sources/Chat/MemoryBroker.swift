@@ -18,6 +18,8 @@ public final class MemoryBroker: Broker {
         /// Messages the ring let go before the archive had them (its backlog was full),
         /// not told to the archiver yet.
         var lostToArchive = 0
+        /// The newest offset handed to the archiver in a batch.
+        var handedOut: Int64 = 0
         var lastPublished = ContinuousClock.now
 
         /// Kept messages, oldest first.
@@ -35,7 +37,11 @@ public final class MemoryBroker: Broker {
             while let first = ring.first,
                 ring.count > policy.streamLength || (ring.count > max(policy.size, 1) && (!archiving || first.offset <= archived))
             {
-                if archiving, first.offset > archived { lostToArchive += 1 }
+                // Handed to the archiver already (its batch holds them), or deleted (the
+                // archive takes the delete): not lost.
+                if archiving, first.offset > max(archived, handedOut), first.kind != .message || first.state?.deleted != true {
+                    lostToArchive += 1
+                }
                 ring.removeFirst()
             }
         }
@@ -448,8 +454,11 @@ extension MemoryBroker: ArchiveFeed {
                 var batch = ArchiveBatch(channel: channel, messages: [], entries: [])
                 batch.lost = state.lostToArchive
                 channels[channel]!.lostToArchive = 0
+                var handedOut = state.handedOut
+                defer { channels[channel]!.handedOut = handedOut }
                 for message in state.ring[start...].prefix(max(1, limit)) {
                     batch.entries.append("\(state.epoch) \(message.offset)")
+                    handedOut = max(handedOut, message.offset)
                     // A deleted message has lost its text for good: its delete keeps its
                     // place. The rest as published (an edit of a deleted message without
                     // its words): its changes follow it.

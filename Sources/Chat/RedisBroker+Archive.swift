@@ -123,11 +123,12 @@ extension RedisBroker: ArchiveFeed {
     /// The group is made at the stream's start the first time: everything Redis still has
     /// is archived.
     ///
-    /// `lost`: offsets between the last entry handed to the group and the first one read
-    /// now that are neither in the stream nor deleted messages (a deleted message leaves a
-    /// ghost in the changes hash): the stream was cut at `--archive-backlog` before the
-    /// archive took them, or Redis lost them. Looked for in at most 10,000 offsets; past
-    /// that, every offset of the hole counts.
+    /// `lost`: entries handed to an archiver that let go of them and cut from the stream
+    /// since, and offsets between the last entry handed to the group and the first one
+    /// read now that are neither in the stream nor deleted messages (a deleted message
+    /// leaves a ghost in the changes hash): the stream was cut at `--archive-backlog`
+    /// before the archive took them, or Redis lost them. Looked for in at most 10,000
+    /// offsets; past that, every offset of the hole counts.
     static let archiveTakeScript = """
         local epoch = redis.call('HGET', KEYS[1], 'epoch')
         if not epoch or redis.call('EXISTS', KEYS[2]) == 0 then return {false, {}, 0, 0} end
@@ -139,7 +140,8 @@ extension RedisBroker: ArchiveFeed {
         -- Whatever is pending is someone's who let go (or ours from before): first.
         local claimed = redis.call('XAUTOCLAIM', KEYS[2], 'archive', ARGV[1], 0, '0-0', 'COUNT', ARGV[3])
         local entries = claimed[2]
-        local lost = 0
+        -- Entries handed to an archiver that let go of them, cut from the stream since.
+        local lost = claimed[3] and #claimed[3] or 0
         if #entries == 0 then
           local delivered = nil
           if not new then

@@ -161,7 +161,8 @@ struct ArchiverTests {
             for number in 1...3 { _ = try await broker.publish(PublishRequest(ByteBuffer(string: "m\(number)"), to: channel)) }
             let first = try #require(try await broker.take(10, for: "archiver").first { $0.channel == channel })
             #expect(first.messages.map(\.offset) == [1, 2, 3] && first.lost == 0)
-            try await broker.archived(first, by: "archiver")
+            // Not acknowledged yet (the archiver is still writing it): what was handed out
+            // is the archiver's, not lost, whatever the broker lets go of meanwhile.
             for number in 4...303 { _ = try await broker.publish(PublishRequest(ByteBuffer(string: "m\(number)"), to: channel)) }
             let after = try #require(try await broker.take(1000, for: "archiver").first { $0.channel == channel })
             let resumed = try #require(after.messages.first?.offset)
