@@ -22,7 +22,7 @@ struct HeapTrimmer: Service {
         #if canImport(Glibc)
         // Looked up rather than linked: `malloc.h` is not part of Swift's Glibc module, and
         // a C library without it (musl) simply has nothing to trim.
-        guard let symbol = dlsym(nil, "malloc_trim") else { return }
+        guard let symbol = dlsym(nil, "malloc_trim") else { return await idle() }
         let trim = unsafeBitCast(symbol, to: (@convention(c) (Int) -> Int32).self)
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
@@ -32,6 +32,14 @@ struct HeapTrimmer: Service {
                 logger.trace("Trimmed the heap", metadata: ["returned": "\(returned)"])
             }
         }
+        #else
+        await idle()
         #endif
+    }
+
+    /// Nothing to do: it still runs until the server stops, since a service that returns
+    /// early ends the whole service group (the server with it).
+    private func idle() async {
+        try? await gracefulShutdown()
     }
 }

@@ -532,6 +532,7 @@ struct HostileInputTests {
             let put = try await ChatHTTP.request("PUT", port: server.port, path: "/history")
             #expect(put.status == 405 && put.header("allow") == "GET, HEAD, OPTIONS")
             #expect(try await ChatHTTP.request("POST", port: server.port, path: "/healthz").header("allow") == "GET, HEAD")
+            #expect(try await ChatHTTP.request("PUT", port: server.port, path: "//api//mute").header("allow") == "POST", "empty segments do not count")
             let plain = try await ChatHTTP.request("GET", port: server.port, path: "/wb/")
             #expect(plain.status == 426 && plain.header("upgrade") == "websocket")
             #expect(plain.body.contains("WebSocket"))
@@ -541,7 +542,7 @@ struct HostileInputTests {
             let history = try await ChatHTTP.request("GET", port: server.port, path: "/history?channel=\(uniqueChannel())")
             #expect(history.status == 200)
             let metrics = Scrape(try await ChatHTTP.request("GET", port: server.port, path: "/metrics").body)
-            #expect(metrics[#"chatroom_refusals_total{route="unmatched",reason="method_not_allowed"}"#] == 3)
+            #expect(metrics[#"chatroom_refusals_total{route="unmatched",reason="method_not_allowed"}"#] == 4)
             #expect(metrics[#"chatroom_refusals_total{route="unmatched",reason="not_websocket"}"#] == 1)
             #expect(metrics[#"chatroom_refusals_total{route="unmatched",reason="not_found"}"#] == 1)
         }

@@ -36,8 +36,10 @@ struct UnmatchedRequestAnswer: RouterMiddleware {
     }
 
     func refusal(for request: Request, context: Context) -> Refusal {
-        let path = request.uri.path
-        let shown = String(path.unicodeScalars.prefix(200))
+        let shown = String(request.uri.path.unicodeScalars.prefix(200))
+        // As the router and `/send/` read it: empty segments do not count (`//send/`).
+        let segments = request.uri.path.split(separator: "/", omittingEmptySubsequences: true)
+        let path = "/" + segments.joined(separator: "/") + (request.uri.path.hasSuffix("/") && !segments.isEmpty ? "/" : "")
         let client = gatekeeper.clientAddress(peer: context.remoteAddress, forwardedFor: request.headers[values: .xForwardedFor])
         var refusal: Refusal
         let reason: String
