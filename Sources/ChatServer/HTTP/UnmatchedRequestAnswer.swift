@@ -4,8 +4,8 @@ import Logging
 
 /// What a request no route takes is answered: 405 with `Allow` for a path the server
 /// serves with other methods (`GET /send/`, `PUT /api/mute`), 426 for a plain `GET /wb/`,
-/// 404 for a path it does not serve, each with a sentence a person can read instead of an empty body, counted and
-/// logged (throttled) like every other refusal.
+/// 404 for a path it does not serve. Each with a sentence a person can read instead of
+/// an empty body, counted and logged (throttled) like every other refusal.
 struct UnmatchedRequestAnswer: RouterMiddleware {
     typealias Context = ChatRequestContext
 

@@ -167,15 +167,14 @@ struct DeliveryFlow {
 
     /// Changes the out-of-line state in place (a copy of the flow gets its own first), and
     /// lets it go once nothing is left in it.
-    private mutating func settle<Result>(_ change: (Unsettled) -> Result) -> Result {
+    private mutating func settle(_ change: (Unsettled) -> Void) {
         if unsettled == nil {
             unsettled = Unsettled()
         } else if !isKnownUniquelyReferenced(&unsettled!) {
             unsettled = Unsettled(copying: unsettled!)
         }
-        let result = change(unsettled!)
+        change(unsettled!)
         if unsettled!.isEmpty { unsettled = nil }
-        return result
     }
 
     /// Set while the reader is behind.
